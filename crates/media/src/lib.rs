@@ -1,0 +1,1 @@
+//! Siphon's media layer (arrives with the media-engine issue).

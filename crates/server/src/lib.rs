@@ -1,0 +1,1 @@
+//! Siphon's async server.

@@ -1,0 +1,19 @@
+//! Siphon's SIP core.
+//!
+//! Everything in this crate is sans-IO: callers feed bytes (or parsed messages) and the
+//! current time in, and take bytes to send, events and the next deadline out. There are no
+//! sockets, no tokio and no clock reads here, so every timer and retransmission can be
+//! tested deterministically with virtual time.
+
+pub mod acl;
+pub mod auth;
+pub mod dialog;
+pub mod message;
+pub mod peer;
+pub mod registrar;
+pub mod sdp;
+pub mod timers;
+pub mod transaction;
+
+pub use peer::{Peer, Transport};
+pub use timers::TimerConfig;
