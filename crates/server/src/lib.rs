@@ -1,1 +1,17 @@
-//! Siphon's async server.
+//! Siphon's async server: configuration, SIP transports, the SIP core driver and call
+//! handling, dialplan, RTP port pool and per-call media tasks.
+//!
+//! The protocol logic lives in `siphon-sip` and `siphon-media`; this crate is the thin I/O
+//! layer around them.
+
+pub mod config;
+pub mod counters;
+pub mod dialplan;
+pub mod endpoint;
+pub mod media;
+pub mod rtp_ports;
+pub mod server;
+pub mod transport;
+
+pub use config::{Config, ConfigError};
+pub use server::Server;

@@ -1,1 +1,134 @@
-fn main() {}
+//! `siphon`: the softswitch binary. Thin: parse arguments, load configuration, set up
+//! logging and signals, run the server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use siphon_server::{Config, Server};
+use tracing_subscriber::EnvFilter;
+
+/// Siphon: a SIP/RTP softswitch that forks call audio to WebSocket analytics services.
+///
+/// With no arguments it runs the embedded default configuration (configs/siphon.toml):
+/// SIP on 127.0.0.1:5060 (UDP and TCP), demo accounts 1001/1002, test numbers 600
+/// (echo), 601 (tone), 610 (rings), 700 (fork).
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (TOML). Without it the embedded default is used.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    /// SIP listen address, overriding the configuration (e.g. 0.0.0.0:5060).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// HTTP (metrics, admin) listen address, overriding the configuration.
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// Log filter, e.g. `info`, `debug`, `siphon_server=debug` (RUST_LOG works too).
+    #[arg(long, default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Validate a configuration file and print any error with its line number.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Print the embedded default configuration.
+    DefaultConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Cmd::CheckConfig { file }) => match Config::load(&file) {
+            Ok(_) => {
+                println!("{}: OK", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                ExitCode::FAILURE
+            }
+        },
+        Some(Cmd::DefaultConfig) => {
+            print!("{}", siphon_server::config::EMBEDDED_DEFAULT);
+            ExitCode::SUCCESS
+        }
+        None => run(cli),
+    }
+}
+
+fn run(cli: Cli) -> ExitCode {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let loaded = match &cli.config {
+        Some(path) => Config::load(path),
+        None => Config::embedded(),
+    };
+    let mut config = match loaded {
+        Ok(c) => c,
+        Err(e) => {
+            let name = cli
+                .config
+                .as_ref()
+                .map_or("embedded configuration".to_string(), |p| p.display().to_string());
+            eprintln!("siphon: refusing to start: {name}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(listen) = cli.listen {
+        config.sip.listen = listen;
+    }
+    if let Some(http) = cli.http {
+        config.http.listen = http;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("siphon: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listen = config.sip.listen;
+        let server = match Server::bind(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("siphon: cannot listen on {listen}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        server.run(shutdown_signal()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,469 @@
+//! Configuration: a TOML file, strongly typed so that a mistake is reported with its line
+//! and column before anything starts (never half-applied).
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use siphon_sip::acl::IpAcl;
+use siphon_sip::auth::DigestAlgorithm;
+
+/// The default configuration, embedded in the binary; the same text as `configs/siphon.toml`.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../../configs/siphon.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub sip: SipConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub registrar: RegistrarConfig,
+    #[serde(default)]
+    pub rtp: RtpConfig,
+    #[serde(default)]
+    pub accounts: Vec<Account>,
+    #[serde(default)]
+    pub dialplan: Vec<Route>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipConfig {
+    pub listen: SocketAddr,
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: usize,
+    #[serde(default = "default_t1")]
+    pub t1_ms: u64,
+    #[serde(default = "default_t2")]
+    pub t2_ms: u64,
+    #[serde(default = "default_t4")]
+    pub t4_ms: u64,
+    #[serde(default = "default_ring_timeout")]
+    pub ring_timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<Algorithm>,
+    #[serde(default = "default_nonce_lifetime")]
+    pub nonce_lifetime_s: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            algorithms: default_algorithms(),
+            nonce_lifetime_s: default_nonce_lifetime(),
+        }
+    }
+}
+
+/// Digest algorithm names as written in configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Algorithm {
+    #[serde(rename = "SHA-256")]
+    Sha256,
+    #[serde(rename = "MD5")]
+    Md5,
+}
+
+impl From<Algorithm> for DigestAlgorithm {
+    fn from(a: Algorithm) -> Self {
+        match a {
+            Algorithm::Sha256 => DigestAlgorithm::Sha256,
+            Algorithm::Md5 => DigestAlgorithm::Md5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrarConfig {
+    #[serde(default = "default_min_expires")]
+    pub min_expires: u32,
+    #[serde(default = "default_max_expires")]
+    pub max_expires: u32,
+    #[serde(default = "default_max_expires")]
+    pub default_expires: u32,
+    #[serde(default = "default_max_bindings")]
+    pub max_bindings_per_account: usize,
+}
+
+impl Default for RegistrarConfig {
+    fn default() -> Self {
+        RegistrarConfig {
+            min_expires: default_min_expires(),
+            max_expires: default_max_expires(),
+            default_expires: default_max_expires(),
+            max_bindings_per_account: default_max_bindings(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtpConfig {
+    #[serde(default = "default_port_min")]
+    pub port_min: u16,
+    #[serde(default = "default_port_max")]
+    pub port_max: u16,
+    pub advertised_address: Option<IpAddr>,
+    #[serde(default = "default_inactivity")]
+    pub inactivity_timeout_s: u64,
+}
+
+impl Default for RtpConfig {
+    fn default() -> Self {
+        RtpConfig {
+            port_min: default_port_min(),
+            port_max: default_port_max(),
+            advertised_address: None,
+            inactivity_timeout_s: default_inactivity(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountKind {
+    Phone,
+    Trunk,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Account {
+    pub username: toml::Spanned<String>,
+    /// Absent for trunks admitted only by source address.
+    pub password: Option<String>,
+    pub kind: AccountKind,
+    /// Source addresses admitted without digest auth (trunks).
+    #[serde(default)]
+    pub allowed_ips: Vec<ipnet::IpNet>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// What the caller sends comes back.
+    Echo,
+    /// A 1 kHz tone.
+    Tone,
+    /// Rings and never answers.
+    Ring,
+    /// WebSocket media fork (until the fork lands: answers like echo).
+    Fork,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteAuth {
+    /// Anyone may call.
+    None,
+    /// Digest (407) with an account, or a trunk's source address.
+    #[default]
+    Digest,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub number: toml::Spanned<String>,
+    pub action: Action,
+    #[serde(default)]
+    pub auth: RouteAuth,
+    /// Send 180 and wait this long before answering.
+    #[serde(default)]
+    pub ring_ms: u64,
+}
+
+fn default_realm() -> String {
+    "siphon".into()
+}
+fn default_max_message_size() -> usize {
+    siphon_sip::message::DEFAULT_MAX_MESSAGE_SIZE
+}
+fn default_t1() -> u64 {
+    500
+}
+fn default_t2() -> u64 {
+    4000
+}
+fn default_t4() -> u64 {
+    5000
+}
+fn default_ring_timeout() -> u64 {
+    30
+}
+fn default_algorithms() -> Vec<Algorithm> {
+    vec![Algorithm::Sha256, Algorithm::Md5]
+}
+fn default_nonce_lifetime() -> u64 {
+    300
+}
+fn default_min_expires() -> u32 {
+    60
+}
+fn default_max_expires() -> u32 {
+    3600
+}
+fn default_max_bindings() -> usize {
+    10
+}
+fn default_port_min() -> u16 {
+    20000
+}
+fn default_port_max() -> u16 {
+    29998
+}
+fn default_inactivity() -> u64 {
+    60
+}
+
+/// A configuration problem, with where it is when known.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("line {line}, column {column}: {message}")]
+    At {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// The embedded default.
+    pub fn embedded() -> Result<Config, ConfigError> {
+        Config::parse(EMBEDDED_DEFAULT)
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text)
+    }
+
+    /// Parses and validates; every error names its line.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map(|s| line_col(text, s.start))
+                .unwrap_or((0, 0));
+            ConfigError::At {
+                line,
+                column,
+                message: e.message().to_string(),
+            }
+        })?;
+        config.validate(text)?;
+        Ok(config)
+    }
+
+    fn validate(&self, text: &str) -> Result<(), ConfigError> {
+        let at = |span: std::ops::Range<usize>, message: String| {
+            let (line, column) = line_col(text, span.start);
+            ConfigError::At {
+                line,
+                column,
+                message,
+            }
+        };
+        if self.sip.t1_ms == 0 || self.sip.t2_ms < self.sip.t1_ms {
+            return Err(ConfigError::Invalid(
+                "sip: t1_ms must be positive and t2_ms at least t1_ms".into(),
+            ));
+        }
+        if self.sip.max_message_size < 1024 {
+            return Err(ConfigError::Invalid(
+                "sip: max_message_size below 1024 bytes cannot carry an INVITE".into(),
+            ));
+        }
+        if self.auth.algorithms.is_empty() {
+            return Err(ConfigError::Invalid(
+                "auth: algorithms must name at least one algorithm".into(),
+            ));
+        }
+        let r = &self.registrar;
+        if r.min_expires > r.max_expires
+            || r.default_expires < r.min_expires
+            || r.default_expires > r.max_expires
+        {
+            return Err(ConfigError::Invalid(
+                "registrar: need min_expires <= default_expires <= max_expires".into(),
+            ));
+        }
+        let p = &self.rtp;
+        if p.port_min % 2 != 0 || p.port_min > p.port_max || p.port_min < 1024 {
+            return Err(ConfigError::Invalid(
+                "rtp: port_min must be an even port >= 1024 and not above port_max".into(),
+            ));
+        }
+        let mut names = HashSet::new();
+        for a in &self.accounts {
+            if a.username.get_ref().is_empty() {
+                return Err(at(a.username.span(), "empty username".into()));
+            }
+            if !names.insert(a.username.get_ref().clone()) {
+                return Err(at(
+                    a.username.span(),
+                    format!("duplicate account {}", a.username.get_ref()),
+                ));
+            }
+            if a.password.is_none() && a.allowed_ips.is_empty() {
+                return Err(at(
+                    a.username.span(),
+                    format!(
+                        "account {} has neither a password nor allowed_ips",
+                        a.username.get_ref()
+                    ),
+                ));
+            }
+            if a.kind == AccountKind::Phone && a.password.is_none() {
+                return Err(at(
+                    a.username.span(),
+                    format!("phone account {} needs a password", a.username.get_ref()),
+                ));
+            }
+        }
+        let mut numbers = HashSet::new();
+        for route in &self.dialplan {
+            let n = route.number.get_ref();
+            if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || "+*#".contains(c))
+            {
+                return Err(at(
+                    route.number.span(),
+                    format!("invalid number {n:?}: digits, letters, + * # only"),
+                ));
+            }
+            if !numbers.insert(n.clone()) {
+                return Err(at(route.number.span(), format!("duplicate number {n}")));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn timers(&self) -> siphon_sip::TimerConfig {
+        siphon_sip::TimerConfig {
+            t1: Duration::from_millis(self.sip.t1_ms),
+            t2: Duration::from_millis(self.sip.t2_ms),
+            t4: Duration::from_millis(self.sip.t4_ms),
+        }
+    }
+
+    /// The address written into SDP: configured, or the SIP listen address.
+    pub fn advertised_address(&self) -> IpAddr {
+        self.rtp
+            .advertised_address
+            .unwrap_or_else(|| self.sip.listen.ip())
+    }
+
+    pub fn account(&self, username: &str) -> Option<&Account> {
+        self.accounts
+            .iter()
+            .find(|a| a.username.get_ref() == username)
+    }
+
+    /// The trunk account whose allowed_ips admit `ip`.
+    pub fn trunk_for_ip(&self, ip: IpAddr) -> Option<&Account> {
+        self.accounts
+            .iter()
+            .find(|a| !a.allowed_ips.is_empty() && IpAcl::new(a.allowed_ips.clone()).contains(ip))
+    }
+
+    pub fn route(&self, number: &str) -> Option<&Route> {
+        self.dialplan.iter().find(|r| r.number.get_ref() == number)
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::embedded().unwrap();
+        assert_eq!(c.sip.listen, "127.0.0.1:5060".parse().unwrap());
+        assert!(c.account("1001").is_some());
+        assert_eq!(c.route("600").unwrap().action, Action::Echo);
+        assert_eq!(c.route("700").unwrap().action, Action::Fork);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let text = "[sip]\nlisten = \"127.0.0.1:5060\"\n\n[rtp]\nport_min = \"many\"\n";
+        let err = Config::parse(text).unwrap_err().to_string();
+        assert!(err.starts_with("line 5"), "{err}");
+        let text = "[sip]\nlisten = \"not an address\"\n";
+        assert!(Config::parse(text).unwrap_err().to_string().starts_with("line 2"));
+        let text = "[sip]\nlisten = \"127.0.0.1:5060\"\nlisen = 1\n";
+        let err = Config::parse(text).unwrap_err().to_string();
+        assert!(err.starts_with("line 3"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_are_refused() {
+        let base = "[sip]\nlisten = \"127.0.0.1:5060\"\n";
+        let dup = format!(
+            "{base}[[dialplan]]\nnumber = \"600\"\naction = \"echo\"\n[[dialplan]]\nnumber = \"600\"\naction = \"tone\"\n"
+        );
+        let err = Config::parse(&dup).unwrap_err().to_string();
+        assert!(err.contains("line 7") && err.contains("duplicate number"), "{err}");
+        let odd = format!("{base}[rtp]\nport_min = 20001\n");
+        assert!(Config::parse(&odd).is_err());
+        let nopw = format!("{base}[[accounts]]\nusername = \"x\"\nkind = \"phone\"\n");
+        assert!(Config::parse(&nopw).is_err());
+        let action = format!("{base}[[dialplan]]\nnumber = \"1\"\naction = \"dance\"\n");
+        let err = Config::parse(&action).unwrap_err().to_string();
+        assert!(err.contains("line 5"), "{err}");
+    }
+
+    #[test]
+    fn trunk_by_ip() {
+        let text = "[sip]\nlisten = \"127.0.0.1:5060\"\n[[accounts]]\nusername = \"carrier\"\nkind = \"trunk\"\nallowed_ips = [\"192.0.2.0/24\"]\n";
+        let c = Config::parse(text).unwrap();
+        assert!(c.trunk_for_ip("192.0.2.9".parse().unwrap()).is_some());
+        assert!(c.trunk_for_ip("198.51.100.1".parse().unwrap()).is_none());
+    }
+}

@@ -1,0 +1,877 @@
+//! The SIP core driver and transaction user (UAS): one task owns the transaction layer,
+//! the dialogs and the registrar's view of requests. It feeds the sans-IO layer with
+//! parsed messages and time, sends what the layer wants sent, and acts on its events.
+//!
+//! Signalling is not the media hot path: one task comfortably handles thousands of
+//! messages per second, and owning all dialogs in one place removes every lock between
+//! them. Each call's media runs in its own task (see `media`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use rsip::prelude::*;
+use rsip::{Header, Method};
+use siphon_sip::auth::{Authenticator, DigestConfig};
+use siphon_sip::dialog::{Dialog, DialogId, DialogState, uri_of};
+use siphon_sip::message::{self, ACCEPT, ALLOW, header_value, response_to};
+use siphon_sip::registrar::{MemoryLocationStore, RegisterOutcome, Registrar};
+use siphon_sip::sdp::{Codec, LocalMedia, LocalSession, SessionDescription};
+use siphon_sip::transaction::{Event, TransactionKey, TransactionLayer, new_branch};
+use siphon_sip::{Peer, Transport};
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::config::{Action, Config, RouteAuth};
+use crate::counters::{Counters, inc};
+use crate::dialplan;
+use crate::media::{self, MediaHandle, MediaParams};
+use crate::rtp_ports::PortPool;
+use crate::transport::{Inbound, Outbound};
+
+/// Things other tasks ask the SIP core to do.
+#[derive(Debug)]
+pub enum Command {
+    /// A ringing INVITE reached its answer time.
+    Answer(TransactionKey),
+    /// A ringing INVITE was never answered.
+    RingTimeout(TransactionKey),
+    /// The call's media ended on its own (RTP inactivity): hang up with BYE.
+    MediaEnded { call: DialogId, reason: String },
+}
+
+/// What the admin API and tests can see of a call.
+#[derive(Debug, Clone)]
+pub struct CallSummary {
+    pub call_id: String,
+    pub from: String,
+    pub to: String,
+    pub number: String,
+    pub codec: Option<Codec>,
+    pub rtp_port: u16,
+    pub answered: bool,
+}
+
+struct Call {
+    dialog: Dialog,
+    /// Where in-dialog requests go: the address the INVITE came from, which also works for
+    /// phones behind NAT (their Contact is often a private address).
+    peer: Peer,
+    invite_key: TransactionKey,
+    invite: rsip::Request,
+    session: LocalSession,
+    media: MediaHandle,
+    action: Action,
+    answer_sdp: Option<String>,
+    span: tracing::Span,
+}
+
+pub struct Endpoint {
+    config: Arc<Config>,
+    sip_addr: SocketAddr,
+    layer: TransactionLayer,
+    out: Outbound,
+    auth: Authenticator,
+    registrar: Registrar,
+    ports: Arc<PortPool>,
+    counters: Arc<Counters>,
+    calls: HashMap<DialogId, Call>,
+    /// Every call's INVITE transaction, for CANCEL, ring timers and ACK timeouts.
+    by_invite: HashMap<TransactionKey, DialogId>,
+    commands: mpsc::Sender<Command>,
+    registry: Arc<DashMap<String, CallSummary>>,
+}
+
+impl Endpoint {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: Arc<Config>,
+        sip_addr: SocketAddr,
+        out: Outbound,
+        ports: Arc<PortPool>,
+        counters: Arc<Counters>,
+        commands: mpsc::Sender<Command>,
+        registry: Arc<DashMap<String, CallSummary>>,
+    ) -> Endpoint {
+        let auth = Authenticator::new(DigestConfig {
+            realm: config.sip.realm.clone(),
+            algorithms: config.auth.algorithms.iter().map(|a| (*a).into()).collect(),
+            nonce_lifetime: Duration::from_secs(config.auth.nonce_lifetime_s),
+        });
+        let r = &config.registrar;
+        let registrar = Registrar::new(
+            siphon_sip::registrar::RegistrarConfig {
+                min_expires: r.min_expires,
+                max_expires: r.max_expires,
+                default_expires: r.default_expires,
+                max_bindings_per_aor: r.max_bindings_per_account,
+            },
+            Arc::new(MemoryLocationStore::default()),
+        );
+        Endpoint {
+            layer: TransactionLayer::new(config.timers()),
+            config,
+            sip_addr,
+            out,
+            auth,
+            registrar,
+            ports,
+            counters,
+            calls: HashMap::new(),
+            by_invite: HashMap::new(),
+            commands,
+            registry,
+        }
+    }
+
+    pub async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut commands: mpsc::Receiver<Command>,
+        mut shutdown: broadcast::Receiver<()>,
+    ) {
+        let mut housekeeping = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            let deadline = self.layer.poll_timeout().map(Instant::from_std);
+            let timer = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some(msg) = inbound.recv() => self.handle_inbound(msg).await,
+                Some(cmd) = commands.recv() => self.handle_command(cmd),
+                () = timer => self.layer.handle_timeout(now()),
+                _ = housekeeping.tick() => {
+                    let now = now();
+                    self.auth.purge(now);
+                    let expired = self.registrar.purge_expired(now);
+                    if expired > 0 {
+                        info!(expired, "registrations expired");
+                    }
+                }
+                _ = shutdown.recv() => {
+                    self.hang_up_all("shutdown");
+                    self.flush().await;
+                    return;
+                }
+            }
+            self.flush().await;
+        }
+    }
+
+    /// Drains the layer: events to the TU, datagrams to the transports.
+    async fn flush(&mut self) {
+        loop {
+            while let Some(t) = self.layer.poll_transmit() {
+                self.out.send(t.peer, t.bytes);
+            }
+            let Some(event) = self.layer.poll_event() else {
+                break;
+            };
+            self.handle_event(event).await;
+        }
+    }
+
+    async fn handle_inbound(&mut self, inbound: Inbound) {
+        let now = now();
+        match inbound.message {
+            rsip::SipMessage::Request(request) => {
+                inc(&self.counters.requests_received);
+                let peer = match inbound.transport {
+                    Transport::Udp => {
+                        let via = request
+                            .via_header()
+                            .map(|v| v.value().to_string())
+                            .unwrap_or_default();
+                        Peer::new(
+                            message::response_address(&via, inbound.source),
+                            Transport::Udp,
+                        )
+                    }
+                    t => Peer::new(inbound.source, t),
+                };
+                if let Err(e) = self.layer.handle_request(now, request, peer) {
+                    debug!(error = %e, "transaction layer refused request");
+                }
+            }
+            rsip::SipMessage::Response(response) => {
+                inc(&self.counters.responses_received);
+                let peer = Peer::new(inbound.source, inbound.transport);
+                let before = self.layer.stats().unmatched_responses;
+                if let Err(e) = self.layer.handle_response(now, response, peer) {
+                    debug!(error = %e, "transaction layer refused response");
+                }
+                if self.layer.stats().unmatched_responses > before {
+                    inc(&self.counters.unsolicited_responses);
+                }
+            }
+        }
+    }
+
+    async fn handle_event(&mut self, event: Event) {
+        match event {
+            Event::Request { key, request, peer } => self.on_request(key, request, peer).await,
+            Event::AckReceived { request, .. } | Event::StrayAck { request, .. } => {
+                self.on_ack(&request)
+            }
+            Event::Response { .. } | Event::Terminated { .. } => {}
+            Event::Timeout { key } => debug!(%key, "client transaction timed out"),
+            Event::AckTimeout { key } => {
+                if let Some(id) = self.by_invite.get(&key).cloned() {
+                    warn!(call_id = %id.call_id, "no ACK for our final response; ending call");
+                    self.hang_up(&id, "no ACK");
+                }
+            }
+        }
+    }
+
+    fn handle_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Answer(key) => {
+                if let Some(id) = self.by_invite.get(&key).cloned() {
+                    self.answer(&id);
+                }
+            }
+            Command::RingTimeout(key) => {
+                if let Some(id) = self.by_invite.get(&key).cloned()
+                    && self.calls.get(&id).is_some_and(|c| c.answer_sdp.is_none())
+                {
+                    info!(call_id = %id.call_id, "no answer; 480");
+                    self.reply(&key, 480, None, &[]);
+                    self.end_call(&id);
+                }
+            }
+            Command::MediaEnded { call, reason } => {
+                info!(call_id = %call.call_id, %reason, "media ended; sending BYE");
+                self.hang_up(&call, &reason);
+            }
+        }
+    }
+
+    async fn on_request(&mut self, key: TransactionKey, request: rsip::Request, peer: Peer) {
+        let in_dialog = request
+            .to_header()
+            .ok()
+            .and_then(|to| message::header_param(to.value(), "tag").map(|_| ()))
+            .is_some();
+        match request.method {
+            Method::Register => self.on_register(&key, &request, peer),
+            Method::Options => self.on_options(&key, &request),
+            Method::Invite if in_dialog => self.on_reinvite(&key, &request),
+            Method::Invite => {
+                let span = info_span!("call", call_id = %call_id(&request));
+                self.on_invite(key, request, peer).instrument(span).await
+            }
+            Method::Bye => self.on_bye(&key, &request),
+            Method::Cancel => self.on_cancel(&key, &request),
+            Method::Info => self.on_info(&key, &request),
+            _ => self.reply_to(&key, &request, 405, None, &[allow()]),
+        }
+    }
+
+    fn on_options(&mut self, key: &TransactionKey, request: &rsip::Request) {
+        let headers = [
+            allow(),
+            Header::Accept(ACCEPT.into()),
+            Header::Other("Supported".into(), "".into()),
+        ];
+        self.reply_to(key, request, 200, None, &headers);
+    }
+
+    fn on_register(&mut self, key: &TransactionKey, request: &rsip::Request, peer: Peer) {
+        let Some(user) = request
+            .to_header()
+            .ok()
+            .and_then(|to| uri_of(to.value()))
+            .and_then(|uri| user_of(&uri))
+        else {
+            self.reply_to(key, request, 400, Some("Invalid To URI"), &[]);
+            return;
+        };
+        let Some(authorization) = header_value(&request.headers, "Authorization") else {
+            self.challenge(key, request, false, false);
+            return;
+        };
+        let config = self.config.clone();
+        let password_of = |name: &str| config.account(name).and_then(|a| a.password.clone());
+        match self
+            .auth
+            .verify(now(), "REGISTER", &authorization, &password_of)
+        {
+            Ok(v) if v.username == user => {}
+            Ok(v) => {
+                inc(&self.counters.auth_failures);
+                warn!(auth_user = %v.username, aor = %user, "REGISTER for another user's AOR");
+                self.reply_to(key, request, 403, None, &[]);
+                return;
+            }
+            Err(e) if e.is_stale() => {
+                self.challenge(key, request, true, false);
+                return;
+            }
+            Err(e) => {
+                inc(&self.counters.auth_failures);
+                // Unknown users and wrong passwords get the same answer: no enumeration.
+                info!(%user, source = %peer.addr, error = %e, "REGISTER authentication failed");
+                self.reply_to(key, request, 403, None, &[]);
+                return;
+            }
+        }
+        match self
+            .registrar
+            .handle_register(now(), &user, request, peer)
+        {
+            RegisterOutcome::Ok { contacts } => {
+                inc(&self.counters.registrations);
+                let headers: Vec<Header> = contacts
+                    .iter()
+                    .map(|(uri, expires)| Header::Contact(format!("<{uri}>;expires={expires}").into()))
+                    .collect();
+                info!(%user, bindings = contacts.len(), "registered");
+                self.reply_to(key, request, 200, None, &headers);
+            }
+            RegisterOutcome::IntervalTooBrief { min_expires } => {
+                let h = Header::MinExpires(min_expires.into());
+                self.reply_to(key, request, 423, None, &[h]);
+            }
+            RegisterOutcome::BadRequest(reason) => {
+                self.reply_to(key, request, 400, Some(&reason), &[])
+            }
+            RegisterOutcome::OutOfOrder => self.reply_to(key, request, 500, None, &[]),
+            RegisterOutcome::TooManyBindings => {
+                self.reply_to(key, request, 403, Some("Too Many Bindings"), &[])
+            }
+        }
+    }
+
+    /// 401 (registrar) or 407 (calls) with one challenge per configured algorithm.
+    fn challenge(&mut self, key: &TransactionKey, request: &rsip::Request, stale: bool, proxy: bool) {
+        inc(&self.counters.auth_challenges);
+        let headers: Vec<Header> = self
+            .auth
+            .challenge(now(), stale)
+            .into_iter()
+            .map(|c| {
+                if proxy {
+                    Header::ProxyAuthenticate(c.into())
+                } else {
+                    Header::WwwAuthenticate(c.into())
+                }
+            })
+            .collect();
+        let code = if proxy { 407 } else { 401 };
+        self.reply_to(key, request, code, None, &headers);
+    }
+
+    /// Checks a call's caller against the route's policy. `false` means a response was sent.
+    fn admit_call(&mut self, key: &TransactionKey, request: &rsip::Request, peer: Peer) -> bool {
+        if self.config.trunk_for_ip(peer.addr.ip()).is_some() {
+            return true;
+        }
+        let Some(authorization) = header_value(&request.headers, "Proxy-Authorization") else {
+            self.challenge(key, request, false, true);
+            return false;
+        };
+        let config = self.config.clone();
+        let password_of = |name: &str| config.account(name).and_then(|a| a.password.clone());
+        match self
+            .auth
+            .verify(now(), request.method.to_string().as_str(), &authorization, &password_of)
+        {
+            Ok(_) => true,
+            Err(e) if e.is_stale() => {
+                self.challenge(key, request, true, true);
+                false
+            }
+            Err(e) => {
+                inc(&self.counters.auth_failures);
+                info!(source = %peer.addr, error = %e, "INVITE authentication failed");
+                self.reply_to(key, request, 403, None, &[]);
+                false
+            }
+        }
+    }
+
+    async fn on_invite(&mut self, key: TransactionKey, request: rsip::Request, peer: Peer) {
+        inc(&self.counters.calls_started);
+        self.reply_to(&key, &request, 100, None, &[]);
+        let Some(route) = dialplan::lookup(&self.config, &request.uri).cloned() else {
+            info!(uri = %request.uri, "no route; 404");
+            inc(&self.counters.calls_rejected);
+            self.reply_to(&key, &request, 404, None, &[]);
+            return;
+        };
+        if route.auth == RouteAuth::Digest && !self.admit_call(&key, &request, peer) {
+            inc(&self.counters.calls_rejected);
+            return;
+        }
+        let offer = match parse_offer(&request) {
+            Ok(offer) => offer,
+            Err((code, reason)) => {
+                inc(&self.counters.calls_rejected);
+                let accept = Header::Accept(ACCEPT.into());
+                self.reply_to(&key, &request, code, Some(&reason), &[accept]);
+                return;
+            }
+        };
+        let Some(rtp) = self.ports.allocate(self.config.sip.listen.ip()).await else {
+            warn!("RTP port pool exhausted; 503");
+            inc(&self.counters.calls_rejected);
+            let retry = Header::Other("Retry-After".into(), "5".into());
+            self.reply_to(&key, &request, 503, Some("No RTP Ports"), &[retry]);
+            return;
+        };
+        let local_tag = new_tag();
+        let mut session = LocalSession::new(rand::random::<u32>() as u64, self.config.advertised_address());
+        let local = self.local_media(rtp.port);
+        let (answer_sdp, params) = match offer {
+            Some(offer) => match session.answer(&offer, &local) {
+                Ok(n) => (
+                    n.answer.to_string(),
+                    MediaParams {
+                        codec: n.codec,
+                        payload_type: n.payload_type,
+                        telephone_event_pt: n.telephone_event_pt,
+                        remote: n.remote_rtp,
+                        direction: n.direction,
+                    },
+                ),
+                Err(e) => {
+                    inc(&self.counters.calls_rejected);
+                    let reason = e.to_string();
+                    self.reply_to(&key, &request, e.status_code(), Some(&reason), &[]);
+                    return;
+                }
+            },
+            None => {
+                // No offer in the INVITE: we offer in the 200 and learn the peer's media from
+                // the ACK (RFC 3264 §4, "late offer").
+                let offer = session.offer(&local, siphon_sip::sdp::Direction::SendRecv);
+                (
+                    offer.to_string(),
+                    MediaParams {
+                        codec: Codec::Pcmu,
+                        payload_type: 0,
+                        telephone_event_pt: Some(101),
+                        remote: None,
+                        direction: siphon_sip::sdp::Direction::SendRecv,
+                    },
+                )
+            }
+        };
+        let dialog = match Dialog::new_uas(&request, &local_tag) {
+            Ok(d) => d,
+            Err(e) => {
+                inc(&self.counters.calls_rejected);
+                let reason = e.to_string();
+                self.reply_to(&key, &request, e.status(), Some(&reason), &[]);
+                return;
+            }
+        };
+        let id = dialog.id.clone();
+        let span = tracing::Span::current();
+        let rtp_port = rtp.port;
+        let codec = params.codec;
+        let media = media::spawn(
+            rtp,
+            route.action,
+            params,
+            id.clone(),
+            Duration::from_secs(self.config.rtp.inactivity_timeout_s),
+            self.commands.clone(),
+            self.counters.clone(),
+            span.clone(),
+        );
+        info!(number = %route.number.get_ref(), action = ?route.action, rtp_port, ?codec, "call accepted");
+        self.registry.insert(
+            id.call_id.clone(),
+            CallSummary {
+                call_id: id.call_id.clone(),
+                from: request.from_header().map(|h| h.value().to_string()).unwrap_or_default(),
+                to: request.to_header().map(|h| h.value().to_string()).unwrap_or_default(),
+                number: route.number.get_ref().clone(),
+                codec: Some(codec),
+                rtp_port,
+                answered: false,
+            },
+        );
+        self.calls.insert(
+            id.clone(),
+            Call {
+                dialog,
+                peer,
+                invite_key: key.clone(),
+                invite: request,
+                session,
+                media,
+                action: route.action,
+                answer_sdp: Some(answer_sdp),
+                span,
+            },
+        );
+        self.by_invite.insert(key.clone(), id.clone());
+        match (route.action, route.ring_ms) {
+            (Action::Ring, _) => {
+                self.ringing(&id);
+                self.schedule(
+                    Duration::from_secs(self.config.sip.ring_timeout_s),
+                    Command::RingTimeout(key),
+                );
+            }
+            (_, 0) => self.answer(&id),
+            (_, ms) => {
+                self.ringing(&id);
+                self.schedule(Duration::from_millis(ms), Command::Answer(key));
+            }
+        }
+    }
+
+    fn ringing(&mut self, id: &DialogId) {
+        let Some(call) = self.calls.get(id) else {
+            return;
+        };
+        let mut resp = response_to(&call.invite, 180, None, Some(&id.local_tag));
+        resp.headers.push(self.contact_header(call.peer.transport));
+        message::finish(&mut resp.headers, b"");
+        let key = call.invite_key.clone();
+        if let Err(e) = self.layer.send_response(now(), &key, resp) {
+            debug!(error = %e, "could not send 180");
+        }
+    }
+
+    fn answer(&mut self, id: &DialogId) {
+        let contact = match self.calls.get(id) {
+            Some(call) => self.contact_header(call.peer.transport),
+            None => return,
+        };
+        let Some(call) = self.calls.get_mut(id) else {
+            return;
+        };
+        let Some(sdp) = call.answer_sdp.take() else {
+            return;
+        };
+        let mut resp = response_to(&call.invite, 200, None, Some(&id.local_tag));
+        resp.headers.push(contact);
+        resp.headers.push(allow());
+        resp.headers.push(Header::ContentType("application/sdp".into()));
+        message::finish(&mut resp.headers, sdp.as_bytes());
+        resp.body = sdp.into_bytes();
+        let key = call.invite_key.clone();
+        let _guard = call.span.enter();
+        match self.layer.send_response(now(), &key, resp) {
+            Ok(()) => {
+                inc(&self.counters.calls_answered);
+                call.media.answered();
+                if let Some(mut s) = self.registry.get_mut(&id.call_id) {
+                    s.answered = true;
+                }
+                info!("answered");
+            }
+            Err(e) => warn!(error = %e, "could not send 200"),
+        }
+    }
+
+    fn on_ack(&mut self, ack: &rsip::Request) {
+        let Some(id) = DialogId::for_incoming(ack) else {
+            return;
+        };
+        let local = self
+            .calls
+            .get(&id)
+            .map(|c| self.local_media(c.media.port()));
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        call.dialog.state = DialogState::Confirmed;
+        // Late offer: the ACK carries the answer to the offer we put in the 200.
+        if !ack.body.is_empty()
+            && let (Ok(text), Some(local)) = (std::str::from_utf8(&ack.body), local)
+            && let Ok(answer) = SessionDescription::parse(text)
+            && let Ok(n) = call.session.answer(&answer, &local)
+        {
+            call.media.update(MediaParams {
+                codec: n.codec,
+                payload_type: n.payload_type,
+                telephone_event_pt: n.telephone_event_pt,
+                remote: n.remote_rtp,
+                direction: n.direction,
+            });
+        }
+    }
+
+    fn on_reinvite(&mut self, key: &TransactionKey, request: &rsip::Request) {
+        let Some(id) = DialogId::for_incoming(request) else {
+            self.reply_to(key, request, 481, None, &[]);
+            return;
+        };
+        let local = self.calls.get(&id).map(|c| self.local_media(c.media.port()));
+        let contact = self.contact_header(Transport::Udp);
+        let (Some(call), Some(local)) = (self.calls.get_mut(&id), local) else {
+            self.reply_to(key, request, 481, None, &[]);
+            return;
+        };
+        if let Err(e) = call.dialog.on_remote_request(request) {
+            let reason = e.to_string();
+            let code = e.status();
+            self.reply_to(key, request, code, Some(&reason), &[]);
+            return;
+        }
+        let offer = match parse_offer(request) {
+            Ok(Some(offer)) => offer,
+            Ok(None) => {
+                // A re-INVITE without an offer asks for ours; answer with the current session.
+                let sdp = call.session.offer(&local, siphon_sip::sdp::Direction::SendRecv).to_string();
+                self.reply_sdp(key, request, &id.local_tag, contact, sdp);
+                return;
+            }
+            Err((code, reason)) => {
+                self.reply_to(key, request, code, Some(&reason), &[]);
+                return;
+            }
+        };
+        match call.session.answer(&offer, &local) {
+            Ok(n) => {
+                info!(call_id = %id.call_id, direction = ?n.direction, "re-INVITE");
+                call.media.update(MediaParams {
+                    codec: n.codec,
+                    payload_type: n.payload_type,
+                    telephone_event_pt: n.telephone_event_pt,
+                    remote: n.remote_rtp,
+                    direction: n.direction,
+                });
+                let sdp = n.answer.to_string();
+                self.reply_sdp(key, request, &id.local_tag, contact, sdp);
+            }
+            Err(e) => {
+                // A failed re-INVITE leaves the session as it was (RFC 3261 §14.2).
+                let reason = e.to_string();
+                self.reply_to(key, request, e.status_code(), Some(&reason), &[]);
+            }
+        }
+    }
+
+    fn reply_sdp(
+        &mut self,
+        key: &TransactionKey,
+        request: &rsip::Request,
+        tag: &str,
+        contact: Header,
+        sdp: String,
+    ) {
+        let mut resp = response_to(request, 200, None, Some(tag));
+        resp.headers.push(contact);
+        resp.headers.push(Header::ContentType("application/sdp".into()));
+        message::finish(&mut resp.headers, sdp.as_bytes());
+        resp.body = sdp.into_bytes();
+        if let Err(e) = self.layer.send_response(now(), key, resp) {
+            debug!(error = %e, "could not send response");
+        }
+    }
+
+    fn on_bye(&mut self, key: &TransactionKey, request: &rsip::Request) {
+        let id = DialogId::for_incoming(request);
+        match id.as_ref().and_then(|id| self.calls.get_mut(id)) {
+            Some(call) => {
+                if let Err(e) = call.dialog.on_remote_request(request) {
+                    let reason = e.to_string();
+                    let code = e.status();
+                    self.reply_to(key, request, code, Some(&reason), &[]);
+                    return;
+                }
+                self.reply_to(key, request, 200, None, &[]);
+                if let Some(id) = id {
+                    info!(call_id = %id.call_id, "caller hung up");
+                    self.end_call(&id);
+                }
+            }
+            None => self.reply_to(key, request, 481, None, &[]),
+        }
+    }
+
+    fn on_cancel(&mut self, key: &TransactionKey, request: &rsip::Request) {
+        let Some(invite_key) = self.layer.find_invite_for_cancel(request) else {
+            self.reply_to(key, request, 481, None, &[]);
+            return;
+        };
+        self.reply_to(key, request, 200, None, &[]);
+        match self.by_invite.get(&invite_key).cloned() {
+            Some(id) => {
+                info!(call_id = %id.call_id, "cancelled");
+                self.reply(&invite_key, 487, Some(&id.local_tag.clone()), &[]);
+                self.end_call(&id);
+            }
+            None => self.reply(&invite_key, 487, None, &[]),
+        }
+    }
+
+    fn on_info(&mut self, key: &TransactionKey, request: &rsip::Request) {
+        let known = DialogId::for_incoming(request).is_some_and(|id| self.calls.contains_key(&id));
+        let code = if known { 200 } else { 481 };
+        self.reply_to(key, request, code, None, &[]);
+    }
+
+    /// Sends BYE for a call and forgets it.
+    fn hang_up(&mut self, id: &DialogId, reason: &str) {
+        let Some(transport) = self.calls.get(id).map(|c| c.peer.transport) else {
+            return;
+        };
+        let via = self.via_value(transport);
+        let contact = self.contact_uri(transport);
+        let Some(call) = self.calls.get_mut(id) else {
+            return;
+        };
+        if call.answer_sdp.is_some() {
+            // Never answered: the INVITE gets a final response instead of a BYE.
+            let key = call.invite_key.clone();
+            self.reply(&key, 480, Some(&id.local_tag.clone()), &[]);
+        } else {
+            let mut bye = call.dialog.request(Method::Bye, &via, &contact);
+            bye.headers.push(Header::Other("Reason".into(), format!("SIP;cause=200;text=\"{reason}\"")));
+            let peer = call.peer;
+            if let Err(e) = self.layer.send_request(now(), bye, peer) {
+                warn!(error = %e, "could not send BYE");
+            }
+        }
+        self.end_call(id);
+    }
+
+    fn hang_up_all(&mut self, reason: &str) {
+        let ids: Vec<DialogId> = self.calls.keys().cloned().collect();
+        for id in ids {
+            self.hang_up(&id, reason);
+        }
+    }
+
+    fn end_call(&mut self, id: &DialogId) {
+        if let Some(call) = self.calls.remove(id) {
+            self.by_invite.remove(&call.invite_key);
+            self.registry.remove(&id.call_id);
+            inc(&self.counters.calls_ended);
+            let _guard = call.span.enter();
+            debug!(action = ?call.action, "call ended");
+            call.media.stop();
+        }
+    }
+
+    fn schedule(&self, after: Duration, cmd: Command) {
+        let tx = self.commands.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = tx.send(cmd).await;
+        });
+    }
+
+    fn reply_to(
+        &mut self,
+        key: &TransactionKey,
+        request: &rsip::Request,
+        code: u16,
+        reason: Option<&str>,
+        extra: &[Header],
+    ) {
+        let tag = (code > 100).then(new_tag);
+        let mut resp = response_to(request, code, reason, tag.as_deref());
+        for h in extra {
+            resp.headers.push(h.clone());
+        }
+        message::finish(&mut resp.headers, b"");
+        if let Err(e) = self.layer.send_response(now(), key, resp) {
+            debug!(%key, error = %e, "could not send response");
+        }
+    }
+
+    /// A response to a server transaction's own request (looked up in the layer).
+    fn reply(&mut self, key: &TransactionKey, code: u16, tag: Option<&str>, extra: &[Header]) {
+        let Some(request) = self.layer.request(key).cloned() else {
+            return;
+        };
+        let mut resp = response_to(&request, code, None, tag.or(Some(&new_tag())));
+        for h in extra {
+            resp.headers.push(h.clone());
+        }
+        message::finish(&mut resp.headers, b"");
+        if let Err(e) = self.layer.send_response(now(), key, resp) {
+            debug!(%key, error = %e, "could not send response");
+        }
+    }
+
+    fn local_media(&self, port: u16) -> LocalMedia {
+        LocalMedia {
+            address: self.config.advertised_address(),
+            port,
+            codecs: vec![Codec::Pcmu, Codec::Pcma],
+            telephone_event: true,
+            ptime: 20,
+        }
+    }
+
+    fn contact_uri(&self, transport: Transport) -> String {
+        match transport {
+            Transport::Udp => format!("sip:siphon@{}", self.sip_addr),
+            t => format!("sip:siphon@{};transport={}", self.sip_addr, t.via_token().to_lowercase()),
+        }
+    }
+
+    fn contact_header(&self, transport: Transport) -> Header {
+        Header::Contact(format!("<{}>", self.contact_uri(transport)).into())
+    }
+
+    fn via_value(&self, transport: Transport) -> String {
+        format!(
+            "SIP/2.0/{} {};branch={};rport",
+            transport.via_token(),
+            self.sip_addr,
+            new_branch()
+        )
+    }
+}
+
+fn allow() -> Header {
+    Header::Allow(ALLOW.into())
+}
+
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+fn new_tag() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+fn call_id(request: &rsip::Request) -> String {
+    request
+        .call_id_header()
+        .map(|c| c.value().to_string())
+        .unwrap_or_default()
+}
+
+/// The user part of a SIP URI string.
+fn user_of(uri: &str) -> Option<String> {
+    let rest = uri.split_once(':')?.1;
+    let (user, _) = rest.split_once('@')?;
+    let user = user.split(';').next()?;
+    (!user.is_empty()).then(|| user.to_string())
+}
+
+/// The SDP offer of an INVITE: `Ok(None)` when there is no body (late offer); otherwise
+/// the status and reason for a body that cannot be used (415 wrong type, 400 malformed).
+fn parse_offer(request: &rsip::Request) -> Result<Option<SessionDescription>, (u16, String)> {
+    if request.body.is_empty() {
+        return Ok(None);
+    }
+    let content_type = header_value(&request.headers, "Content-Type").unwrap_or_default();
+    let mime = content_type.split(';').next().unwrap_or_default().trim();
+    if !mime.eq_ignore_ascii_case("application/sdp") {
+        return Err((415, "Unsupported Media Type".into()));
+    }
+    let text = std::str::from_utf8(&request.body)
+        .map_err(|_| (400, "Bad Request (SDP is not UTF-8)".to_string()))?;
+    SessionDescription::parse(text)
+        .map(Some)
+        .map_err(|e| (e.status_code(), format!("Bad Request (SDP: {e})")))
+}

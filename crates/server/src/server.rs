@@ -1,0 +1,112 @@
+//! Wires the pieces together: `Server::bind` opens the sockets, `run` serves until the
+//! shutdown future completes (mini-redis style), then stops every task it started.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use siphon_sip::message::ParseLimits;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{broadcast, mpsc};
+use tracing::info;
+
+use crate::config::Config;
+use crate::counters::Counters;
+use crate::endpoint::{CallSummary, Endpoint};
+use crate::rtp_ports::PortPool;
+use crate::transport;
+
+/// How many parsed messages may wait for the SIP core before new ones are dropped.
+const CORE_QUEUE: usize = 8192;
+
+pub struct Server {
+    config: Arc<Config>,
+    udp: Arc<UdpSocket>,
+    tcp: TcpListener,
+    sip_addr: SocketAddr,
+    counters: Arc<Counters>,
+    calls: Arc<DashMap<String, CallSummary>>,
+    ports: Arc<PortPool>,
+}
+
+impl Server {
+    /// Binds UDP and TCP on `config.sip.listen`. Port 0 picks a free port (tests).
+    pub async fn bind(config: Config) -> std::io::Result<Server> {
+        let (udp, tcp) = transport::bind(config.sip.listen).await?;
+        let sip_addr = udp.local_addr()?;
+        let ports = PortPool::new(config.rtp.port_min, config.rtp.port_max);
+        Ok(Server {
+            config: Arc::new(config),
+            udp: Arc::new(udp),
+            tcp,
+            sip_addr,
+            counters: Arc::new(Counters::default()),
+            calls: Arc::new(DashMap::new()),
+            ports,
+        })
+    }
+
+    pub fn sip_addr(&self) -> SocketAddr {
+        self.sip_addr
+    }
+
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    /// Live calls by Call-ID.
+    pub fn calls(&self) -> Arc<DashMap<String, CallSummary>> {
+        self.calls.clone()
+    }
+
+    pub fn ports(&self) -> Arc<PortPool> {
+        self.ports.clone()
+    }
+
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let (stop_tx, _) = broadcast::channel::<()>(1);
+        let (core_tx, core_rx) = mpsc::channel(CORE_QUEUE);
+        let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+        let limits = ParseLimits {
+            max_message_size: self.config.sip.max_message_size,
+        };
+        let out = transport::outbound(self.udp.clone(), self.counters.clone());
+        let endpoint = Endpoint::new(
+            self.config.clone(),
+            self.sip_addr,
+            out.clone(),
+            self.ports.clone(),
+            self.counters.clone(),
+            cmd_tx,
+            self.calls.clone(),
+        );
+        let tasks = [
+            tokio::spawn(transport::run_udp(
+                self.udp.clone(),
+                core_tx.clone(),
+                out.clone(),
+                self.counters.clone(),
+                limits,
+                stop_tx.subscribe(),
+            )),
+            tokio::spawn(transport::run_tcp(
+                self.tcp,
+                core_tx,
+                out,
+                self.counters.clone(),
+                limits,
+                stop_tx.subscribe(),
+            )),
+            tokio::spawn(endpoint.run(core_rx, cmd_rx, stop_tx.subscribe())),
+        ];
+        info!(sip = %self.sip_addr, "Siphon listening (UDP and TCP)");
+        shutdown.await;
+        info!("shutting down");
+        let _ = stop_tx.send(());
+        for t in tasks {
+            let _ = t.await;
+        }
+        info!("stopped");
+    }
+}

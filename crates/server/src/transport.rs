@@ -1,0 +1,267 @@
+//! SIP over UDP and TCP on one address. The transport tasks parse what arrives (a datagram
+//! or one Content-Length-framed stream message), answer unusable requests statelessly
+//! with the error response the parser built, and hand good messages to the SIP core.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use siphon_sip::message::{self, Framed, ParseLimits};
+use siphon_sip::{Peer, Transport};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{broadcast, mpsc};
+use tracing::{debug, warn};
+
+use crate::counters::{Counters, inc};
+
+/// A message that passed parsing, on its way to the SIP core.
+#[derive(Debug)]
+pub struct Inbound {
+    pub message: rsip::SipMessage,
+    pub source: SocketAddr,
+    pub transport: Transport,
+}
+
+/// Sends bytes to a peer over the transport it uses. Cloned into every task that sends.
+#[derive(Clone)]
+pub struct Outbound {
+    udp: Arc<UdpSocket>,
+    /// Writers of open TCP connections, by remote address: a response goes back over the
+    /// connection its request came in on.
+    tcp: Arc<DashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
+    counters: Arc<Counters>,
+}
+
+impl Outbound {
+    pub fn send(&self, peer: Peer, bytes: Vec<u8>) {
+        match peer.transport {
+            Transport::Udp => {
+                // try_send_to never waits: the SIP core must not stall on one full socket
+                // buffer. A datagram lost here is recovered by SIP retransmission.
+                if let Err(e) = self.udp.try_send_to(&bytes, peer.addr) {
+                    debug!(%peer.addr, error = %e, "UDP send failed");
+                    inc(&self.counters.send_failures);
+                }
+            }
+            Transport::Tcp | Transport::Tls => {
+                let sent = self
+                    .tcp
+                    .get(&peer.addr)
+                    .map(|tx| tx.try_send(bytes).is_ok())
+                    .unwrap_or(false);
+                if !sent {
+                    debug!(%peer.addr, "no open connection for TCP send");
+                    inc(&self.counters.send_failures);
+                }
+            }
+        }
+    }
+}
+
+/// Binds UDP and TCP on `addr` (port 0 picks one port free for both).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+    if addr.port() != 0 {
+        let udp = UdpSocket::bind(addr).await?;
+        let tcp = TcpListener::bind(addr).await?;
+        return Ok((udp, tcp));
+    }
+    // An ephemeral UDP port may be taken on TCP; try a few.
+    let mut last = None;
+    for _ in 0..20 {
+        let udp = UdpSocket::bind(addr).await?;
+        let port_addr = udp.local_addr()?;
+        match TcpListener::bind(port_addr).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no free port for UDP and TCP")))
+}
+
+pub fn outbound(udp: Arc<UdpSocket>, counters: Arc<Counters>) -> Outbound {
+    Outbound {
+        udp,
+        tcp: Arc::new(DashMap::new()),
+        counters,
+    }
+}
+
+/// Hands a parsed message to the core, or answers/drops one that failed to parse.
+fn deliver(
+    result: Result<rsip::SipMessage, message::Rejection>,
+    source: SocketAddr,
+    transport: Transport,
+    core: &mpsc::Sender<Inbound>,
+    out: &Outbound,
+    counters: &Counters,
+) {
+    match result {
+        Ok(message) => {
+            let inbound = Inbound {
+                message,
+                source,
+                transport,
+            };
+            if core.try_send(inbound).is_err() {
+                // The core is behind; dropping is the only answer that does not spread
+                // the backlog to the socket. The peer retransmits.
+                inc(&counters.overload_drops);
+            }
+        }
+        Err(rejection) => {
+            counters.parse_error(rejection.error.kind());
+            debug!(%source, error = %rejection.error, "rejected message");
+            if let Some(mut response) = rejection.response {
+                message::finish(&mut response.headers, b"");
+                let peer = match transport {
+                    Transport::Udp => {
+                        let via = response
+                            .headers
+                            .iter()
+                            .find_map(|h| match h {
+                                rsip::Header::Via(v) => Some(v.value().to_string()),
+                                _ => None,
+                            })
+                            .unwrap_or_default();
+                        Peer::new(message::response_address(&via, source), transport)
+                    }
+                    _ => Peer::new(source, transport),
+                };
+                out.send(peer, response.to_string().into_bytes());
+            }
+        }
+    }
+}
+
+pub async fn run_udp(
+    socket: Arc<UdpSocket>,
+    core: mpsc::Sender<Inbound>,
+    out: Outbound,
+    counters: Arc<Counters>,
+    limits: ParseLimits,
+    mut shutdown: broadcast::Receiver<()>,
+) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (len, source) = tokio::select! {
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // ICMP port unreachable from an earlier send shows up here on some
+                    // platforms; it is not fatal for a UDP server.
+                    debug!(error = %e, "UDP receive error");
+                    continue;
+                }
+            },
+            _ = shutdown.recv() => return,
+        };
+        let data = &buf[..len];
+        if data.iter().all(|b| *b == b'\r' || *b == b'\n') {
+            continue; // keepalive (RFC 5626 §3.5.1 over UDP uses STUN; CRLF is common too)
+        }
+        let parsed = message::parse(data, source, limits);
+        deliver(parsed, source, Transport::Udp, &core, &out, &counters);
+    }
+}
+
+pub async fn run_tcp(
+    listener: TcpListener,
+    core: mpsc::Sender<Inbound>,
+    out: Outbound,
+    counters: Arc<Counters>,
+    limits: ParseLimits,
+    mut shutdown: broadcast::Receiver<()>,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "TCP accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.recv() => return,
+        };
+        let conn = Connection {
+            core: core.clone(),
+            out: out.clone(),
+            counters: counters.clone(),
+            limits,
+            peer,
+        };
+        let shutdown = shutdown.resubscribe();
+        tokio::spawn(conn.run(stream, shutdown));
+    }
+}
+
+struct Connection {
+    core: mpsc::Sender<Inbound>,
+    out: Outbound,
+    counters: Arc<Counters>,
+    limits: ParseLimits,
+    peer: SocketAddr,
+}
+
+impl Connection {
+    async fn run(self, stream: TcpStream, mut shutdown: broadcast::Receiver<()>) {
+        let (mut reader, mut writer) = stream.into_split();
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
+        self.out.tcp.insert(self.peer, tx.clone());
+        let writer_task = tokio::spawn(async move {
+            while let Some(bytes) = rx.recv().await {
+                if writer.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut buf: Vec<u8> = Vec::with_capacity(4096);
+        let mut chunk = vec![0u8; 8192];
+        'read: loop {
+            let n = tokio::select! {
+                r = reader.read(&mut chunk) => match r {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                },
+                _ = shutdown.recv() => break,
+            };
+            buf.extend_from_slice(&chunk[..n]);
+            loop {
+                match message::frame(&buf, self.limits) {
+                    Ok(Framed::Incomplete) => break,
+                    Ok(Framed::Keepalive(k)) => {
+                        // A double-CRLF ping gets a single CRLF pong (RFC 5626 §3.5.1).
+                        if buf[..k].windows(4).any(|w| w == b"\r\n\r\n") {
+                            let _ = tx.try_send(b"\r\n".to_vec());
+                        }
+                        buf.drain(..k);
+                    }
+                    Ok(Framed::Message(len)) => {
+                        let parsed = message::parse(&buf[..len], self.peer, self.limits);
+                        deliver(
+                            parsed,
+                            self.peer,
+                            Transport::Tcp,
+                            &self.core,
+                            &self.out,
+                            &self.counters,
+                        );
+                        buf.drain(..len);
+                    }
+                    Err(e) => {
+                        // The stream has lost its framing; nothing after this point can
+                        // be trusted to start a message, so the connection ends.
+                        self.counters.parse_error(e.kind());
+                        debug!(peer = %self.peer, error = %e, "closing TCP connection");
+                        break 'read;
+                    }
+                }
+            }
+        }
+        self.out.tcp.remove(&self.peer);
+        drop(tx);
+        let _ = writer_task.await;
+    }
+}
