@@ -1,0 +1,362 @@
+//! In-process integration tests: a real Siphon server on an ephemeral loopback port, driven
+//! by a plain UDP/TCP client the way a phone would talk to it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use siphon_server::counters::{Counters, get};
+use siphon_server::{Config, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::oneshot;
+
+struct Running {
+    addr: SocketAddr,
+    counters: Arc<Counters>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap();
+    }
+}
+
+async fn start_with(extra: &str, rtp_min: u16) -> Running {
+    let text = siphon_server::config::EMBEDDED_DEFAULT
+        .replace("listen = \"127.0.0.1:5060\"", "listen = \"127.0.0.1:0\"")
+        .replace("port_min = 20000", &format!("port_min = {rtp_min}"))
+        .replace("port_max = 29998", &format!("port_max = {}", rtp_min + 98))
+        + extra;
+    let config = Config::parse(&text).unwrap();
+    let server = Server::bind(config).await.unwrap();
+    let addr = server.sip_addr();
+    let counters = server.counters();
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(server.run(async {
+        let _ = rx.await;
+    }));
+    Running {
+        addr,
+        counters,
+        stop: Some(tx),
+        task: Some(task),
+    }
+}
+
+struct Phone {
+    sock: UdpSocket,
+    server: SocketAddr,
+}
+
+impl Phone {
+    async fn new(server: SocketAddr) -> Phone {
+        Phone {
+            sock: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            server,
+        }
+    }
+
+    fn local(&self) -> SocketAddr {
+        self.sock.local_addr().unwrap()
+    }
+
+    async fn send(&self, text: &str) {
+        self.sock.send_to(text.as_bytes(), self.server).await.unwrap();
+    }
+
+    async fn send_bytes(&self, bytes: &[u8]) {
+        self.sock.send_to(bytes, self.server).await.unwrap();
+    }
+
+    /// The next datagram, or None after `wait`.
+    async fn recv_within(&self, wait: Duration) -> Option<String> {
+        let mut buf = vec![0u8; 65536];
+        match tokio::time::timeout(wait, self.sock.recv_from(&mut buf)).await {
+            Ok(Ok((n, _))) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            _ => None,
+        }
+    }
+
+    async fn recv(&self) -> String {
+        self.recv_within(Duration::from_secs(5))
+            .await
+            .expect("no response from Siphon")
+    }
+
+    /// The next response whose status is not 100.
+    async fn final_response(&self) -> String {
+        loop {
+            let r = self.recv().await;
+            if !r.starts_with("SIP/2.0 100") {
+                return r;
+            }
+        }
+    }
+}
+
+fn status(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+fn options(local: SocketAddr, branch: &str) -> String {
+    format!(
+        "OPTIONS sip:siphon@127.0.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bK{branch};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:tester@127.0.0.1>;tag=t{branch}\r\n\
+         To: <sip:siphon@127.0.0.1>\r\n\
+         Call-ID: opt-{branch}\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+fn sdp(port: u16, pts: &str, extra: &str) -> String {
+    format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP {pts}\r\n{extra}"
+    )
+}
+
+fn invite(local: SocketAddr, number: &str, call: &str, cseq: u32, tag: Option<&str>, body: &str, ctype: &str) -> String {
+    let to_tag = tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+    format!(
+        "INVITE sip:{number}@127.0.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bK{call}{cseq};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:tester@127.0.0.1>;tag=from{call}\r\n\
+         To: <sip:{number}@127.0.0.1>{to_tag}\r\n\
+         Call-ID: {call}\r\n\
+         CSeq: {cseq} INVITE\r\n\
+         Contact: <sip:tester@{local}>\r\n\
+         Content-Type: {ctype}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn in_dialog(method: &str, local: SocketAddr, number: &str, call: &str, cseq: u32, to_tag: &str, branch: &str) -> String {
+    format!(
+        "{method} sip:siphon@127.0.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bK{branch};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:tester@127.0.0.1>;tag=from{call}\r\n\
+         To: <sip:{number}@127.0.0.1>;tag={to_tag}\r\n\
+         Call-ID: {call}\r\n\
+         CSeq: {cseq} {method}\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+fn to_tag(response: &str) -> String {
+    let to = header(response, "To").unwrap();
+    to.split(";tag=").nth(1).unwrap().split(';').next().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn options_is_answered_with_allow_and_accept() {
+    let s = start_with("", 31000).await;
+    let phone = Phone::new(s.addr).await;
+    phone.send(&options(phone.local(), "o1")).await;
+    let r = phone.recv().await;
+    assert_eq!(status(&r), 200, "{r}");
+    assert!(header(&r, "Allow").unwrap().contains("INVITE"));
+    assert_eq!(header(&r, "Accept").unwrap(), "application/sdp");
+    assert!(header(&r, "Via").unwrap().contains(&format!("rport={}", phone.local().port())));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn hostile_datagrams_get_rfc_answers_and_the_server_keeps_serving() {
+    let s = start_with("", 31100).await;
+    let phone = Phone::new(s.addr).await;
+    let local = phone.local();
+    let good = options(local, "base");
+    let cases: Vec<(String, u16)> = vec![
+        (good.replacen("SIP/2.0\r\n", "SIP/3.0\r\n", 1), 505),
+        (good.replace("Max-Forwards: 70", "Max-Forwards: 0"), 483),
+        (good.replace("OPTIONS", "FROBNICATE"), 501),
+        (good.replace("OPTIONS", "SUBSCRIBE"), 405),
+        (good.replace("OPTIONS sip:", "OPTIONS http:"), 416),
+        (good.replace("Content-Length: 0\r\n", &format!("X-Pad: {}\r\nContent-Length: 0\r\n", "p".repeat(20_000))), 513),
+        (good.replace("Call-ID: opt-base\r\n", ""), 400),
+        (good.replace("1 OPTIONS", "one OPTIONS"), 400),
+        (good.replace("1 OPTIONS", "1 INVITE"), 400),
+        (good.replace("Content-Length: 0", "Content-Length: 99"), 400),
+    ];
+    for (text, expected) in &cases {
+        phone.send(text).await;
+        let r = phone.recv().await;
+        assert_eq!(status(&r), *expected, "sent:\n{text}\ngot:\n{r}");
+        if *expected == 400 {
+            // The reason phrase names the problem.
+            assert!(r.lines().next().unwrap().len() > "SIP/2.0 400 Bad Request".len(), "{r}");
+        }
+        phone.send(&options(local, &format!("k{expected}"))).await;
+        assert_eq!(status(&phone.recv().await), 200, "OPTIONS after {expected}");
+    }
+    // Nothing to answer: garbage, truncation, header-less, binary. Dropped and counted.
+    let before = s.counters.parse_errors_total();
+    let silent: Vec<Vec<u8>> = vec![
+        b"garbage".to_vec(),
+        good.as_bytes()[..40].to_vec(),
+        b"OPTIONS sip:a@b SIP/2.0\r\n\r\n".to_vec(),
+        vec![0xff; 300],
+        (0u8..=255).collect(),
+        b"SIP/2.0 200 OK\r\n\r\n".to_vec(),
+    ];
+    for d in &silent {
+        phone.send_bytes(d).await;
+    }
+    assert!(phone.recv_within(Duration::from_millis(300)).await.is_none());
+    phone.send(&options(local, "after")).await;
+    assert_eq!(status(&phone.recv().await), 200);
+    assert_eq!(s.counters.parse_errors_total() - before, silent.len() as u64);
+    assert!(s.counters.parse_errors_of("too_many_hops") >= 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn unsolicited_responses_are_dropped_and_counted() {
+    let s = start_with("", 31200).await;
+    let phone = Phone::new(s.addr).await;
+    let local = phone.local();
+    let resp = format!(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKnobody\r\n\
+         From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: stray\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    phone.send(&resp).await;
+    phone.send(&options(local, "u1")).await;
+    assert_eq!(status(&phone.recv().await), 200);
+    assert!(phone.recv_within(Duration::from_millis(200)).await.is_none());
+    assert_eq!(get(&s.counters.unsolicited_responses), 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn tcp_with_partial_reads_and_two_messages_in_one_write() {
+    let s = start_with("", 31300).await;
+    let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+    let local = tcp.local_addr().unwrap();
+    let one = options(local, "tcp1").replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    // Byte by byte for the first, then two at once.
+    for b in one.as_bytes() {
+        tcp.write_all(&[*b]).await.unwrap();
+    }
+    let two = options(local, "tcp2").replace("SIP/2.0/UDP", "SIP/2.0/TCP")
+        + &options(local, "tcp3").replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    tcp.write_all(two.as_bytes()).await.unwrap();
+    let mut got = String::new();
+    let mut buf = vec![0u8; 8192];
+    while got.matches("SIP/2.0 200").count() < 3 {
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .expect("TCP responses")
+            .unwrap();
+        assert!(n > 0, "connection closed; got {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    for id in ["opt-tcp1", "opt-tcp2", "opt-tcp3"] {
+        assert!(got.contains(id), "{got}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn call_answer_hold_and_hangup() {
+    let s = start_with("", 31400).await;
+    let phone = Phone::new(s.addr).await;
+    let local = phone.local();
+    let body = sdp(40000, "8 0 101", "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n");
+    phone.send(&invite(local, "600", "c1", 1, None, &body, "application/sdp")).await;
+    let trying = phone.recv().await;
+    assert_eq!(status(&trying), 100);
+    let ok = phone.recv().await;
+    assert_eq!(status(&ok), 200, "{ok}");
+    let answer = ok.split("\r\n\r\n").nth(1).unwrap();
+    assert!(answer.contains("m=audio "), "{answer}");
+    // The offerer listed PCMA first: it is chosen, with telephone-event.
+    assert!(answer.contains("RTP/AVP 8 101"), "{answer}");
+    assert!(header(&ok, "Contact").is_some());
+    let tag = to_tag(&ok);
+    // Without our ACK the 200 is retransmitted (T1 = 500 ms).
+    let again = phone.recv_within(Duration::from_millis(1500)).await.unwrap();
+    assert_eq!(status(&again), 200);
+    let ack = in_dialog("ACK", local, "600", "c1", 1, &tag, "ack1");
+    phone.send(&ack).await;
+    // Hold: sendonly offer gets a recvonly answer.
+    let hold = sdp(40000, "8 101", "a=rtpmap:101 telephone-event/8000\r\na=sendonly\r\n");
+    phone.send(&invite(local, "600", "c1", 2, Some(&tag), &hold, "application/sdp")).await;
+    let ok2 = phone.final_response().await;
+    assert_eq!(status(&ok2), 200, "{ok2}");
+    assert!(ok2.contains("a=recvonly"), "{ok2}");
+    phone.send(&in_dialog("ACK", local, "600", "c1", 2, &tag, "ack2")).await;
+    // A BYE for an unknown dialog is 481; ours is 200.
+    phone.send(&in_dialog("BYE", local, "600", "nope", 3, &tag, "bye0")).await;
+    assert_eq!(status(&phone.recv().await), 481);
+    phone.send(&in_dialog("BYE", local, "600", "c1", 3, &tag, "bye1")).await;
+    let bye_ok = phone.recv().await;
+    assert_eq!(status(&bye_ok), 200, "{bye_ok}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn unusable_invites_are_rejected_with_the_right_code() {
+    let s = start_with("", 31500).await;
+    let phone = Phone::new(s.addr).await;
+    let local = phone.local();
+    let good = sdp(40000, "0", "");
+    let cases = [
+        ("999", "r1", good.clone(), "application/sdp", 404),
+        ("600", "r2", sdp(40000, "18", "a=rtpmap:18 G729/8000\r\n"), "application/sdp", 488),
+        ("600", "r3", "hello".to_string(), "text/plain", 415),
+        ("600", "r4", "this is not sdp".to_string(), "application/sdp", 400),
+    ];
+    for (number, call, body, ctype, expected) in cases {
+        phone.send(&invite(local, number, call, 1, None, &body, ctype)).await;
+        let r = phone.final_response().await;
+        assert_eq!(status(&r), expected, "{r}");
+        // ACK the failure so the transaction completes.
+        phone.send(&in_dialog("ACK", local, number, call, 1, &to_tag(&r), &format!("{call}1"))).await;
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_of_a_ringing_call_gets_487() {
+    let s = start_with("", 31600).await;
+    let phone = Phone::new(s.addr).await;
+    let local = phone.local();
+    phone.send(&invite(local, "610", "cx", 1, None, &sdp(40000, "0", ""), "application/sdp")).await;
+    assert_eq!(status(&phone.recv().await), 100);
+    assert_eq!(status(&phone.recv().await), 180);
+    let cancel = format!(
+        "CANCEL sip:610@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKcx1;rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:tester@127.0.0.1>;tag=fromcx\r\nTo: <sip:610@127.0.0.1>\r\n\
+         Call-ID: cx\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n"
+    );
+    phone.send(&cancel).await;
+    let mut codes = vec![status(&phone.recv().await), status(&phone.recv().await)];
+    codes.sort();
+    assert_eq!(codes, vec![200, 487]);
+    // A CANCEL matching nothing is 481.
+    phone.send(&cancel.replace("z9hG4bKcx1", "z9hG4bKzz")).await;
+    assert_eq!(status(&phone.recv().await), 481);
+    s.stop().await;
+}
