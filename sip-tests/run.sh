@@ -46,10 +46,11 @@ run() {
 sc="$here/scenarios"
 run options-udp 0 -sf "$sc/options.xml" -m 5 -p 5101
 run options-tcp 0 -sf "$sc/options.xml" -m 5 -p 5102 -t t1
-run register-1001 0 -sf "$sc/register.xml" -inf "$here/accounts.csv" -m 1 -p 5103
-run register-tcp 0 -sf "$sc/register.xml" -inf "$here/accounts.csv" -m 1 -p 5104 -t t1
-run register-wrong-password 0 -sf "$sc/register_wrong_password.xml" -inf "$here/accounts.csv" -m 1 -p 5105
-run unregister 0 -sf "$sc/unregister.xml" -inf "$here/accounts.csv" -m 1 -p 5106
+run register-1001 0 -sf "$sc/register.xml" -s 1001 -au 1001 -ap secret1001 -m 1 -p 5103
+run register-1002-tcp 0 -sf "$sc/register.xml" -s 1002 -au 1002 -ap secret1002 -m 1 -p 5104 -t t1
+run register-wrong-password 0 -sf "$sc/register_wrong_password.xml" -s 1001 -au 1001 -ap not-secret1001 -m 1 -p 5105
+run register-unknown-user 0 -sf "$sc/register_wrong_password.xml" -s 4242 -au 4242 -ap guess -m 1 -p 5111
+run unregister 0 -sf "$sc/unregister.xml" -s 1001 -au 1001 -ap secret1001 -m 1 -p 5106
 # The acceptance command: 50 calls to the echo number at 10 calls/s, 0 failed.
 run call-600-x50 0 -sn uac -s 600 -m 50 -r 10 -d 500 -p 5107
 run call-600-tcp 0 -sn uac -s 600 -m 5 -r 5 -d 200 -p 5108 -t t1

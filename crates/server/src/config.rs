@@ -219,7 +219,7 @@ fn default_ring_timeout() -> u64 {
     30
 }
 fn default_algorithms() -> Vec<Algorithm> {
-    vec![Algorithm::Sha256, Algorithm::Md5]
+    vec![Algorithm::Md5, Algorithm::Sha256]
 }
 fn default_nonce_lifetime() -> u64 {
     300
@@ -278,10 +278,7 @@ impl Config {
     /// Parses and validates; every error names its line.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map(|s| line_col(text, s.start))
-                .unwrap_or((0, 0));
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
             ConfigError::At {
                 line,
                 column,
@@ -326,7 +323,7 @@ impl Config {
             ));
         }
         let p = &self.rtp;
-        if p.port_min % 2 != 0 || p.port_min > p.port_max || p.port_min < 1024 {
+        if !p.port_min.is_multiple_of(2) || p.port_min > p.port_max || p.port_min < 1024 {
             return Err(ConfigError::Invalid(
                 "rtp: port_min must be an even port >= 1024 and not above port_max".into(),
             ));
@@ -361,7 +358,10 @@ impl Config {
         let mut numbers = HashSet::new();
         for route in &self.dialplan {
             let n = route.number.get_ref();
-            if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || "+*#".contains(c))
+            if n.is_empty()
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+*#".contains(c))
             {
                 return Err(at(
                     route.number.span(),
@@ -436,7 +436,12 @@ mod tests {
         let err = Config::parse(text).unwrap_err().to_string();
         assert!(err.starts_with("line 5"), "{err}");
         let text = "[sip]\nlisten = \"not an address\"\n";
-        assert!(Config::parse(text).unwrap_err().to_string().starts_with("line 2"));
+        assert!(
+            Config::parse(text)
+                .unwrap_err()
+                .to_string()
+                .starts_with("line 2")
+        );
         let text = "[sip]\nlisten = \"127.0.0.1:5060\"\nlisen = 1\n";
         let err = Config::parse(text).unwrap_err().to_string();
         assert!(err.starts_with("line 3"), "{err}");
@@ -449,7 +454,10 @@ mod tests {
             "{base}[[dialplan]]\nnumber = \"600\"\naction = \"echo\"\n[[dialplan]]\nnumber = \"600\"\naction = \"tone\"\n"
         );
         let err = Config::parse(&dup).unwrap_err().to_string();
-        assert!(err.contains("line 7") && err.contains("duplicate number"), "{err}");
+        assert!(
+            err.contains("line 7") && err.contains("duplicate number"),
+            "{err}"
+        );
         let odd = format!("{base}[rtp]\nport_min = 20001\n");
         assert!(Config::parse(&odd).is_err());
         let nopw = format!("{base}[[accounts]]\nusername = \"x\"\nkind = \"phone\"\n");

@@ -97,9 +97,9 @@ impl Endpoint {
         registry: Arc<DashMap<String, CallSummary>>,
     ) -> Endpoint {
         let auth = Authenticator::new(DigestConfig {
-            realm: config.sip.realm.clone(),
             algorithms: config.auth.algorithms.iter().map(|a| (*a).into()).collect(),
             nonce_lifetime: Duration::from_secs(config.auth.nonce_lifetime_s),
+            ..DigestConfig::new(config.sip.realm.clone())
         });
         let r = &config.registrar;
         let registrar = Registrar::new(
@@ -322,15 +322,14 @@ impl Endpoint {
                 return;
             }
         }
-        match self
-            .registrar
-            .handle_register(now(), &user, request, peer)
-        {
+        match self.registrar.handle_register(now(), &user, request, peer) {
             RegisterOutcome::Ok { contacts } => {
                 inc(&self.counters.registrations);
                 let headers: Vec<Header> = contacts
                     .iter()
-                    .map(|(uri, expires)| Header::Contact(format!("<{uri}>;expires={expires}").into()))
+                    .map(|(uri, expires)| {
+                        Header::Contact(format!("<{uri}>;expires={expires}").into())
+                    })
                     .collect();
                 info!(%user, bindings = contacts.len(), "registered");
                 self.reply_to(key, request, 200, None, &headers);
@@ -350,7 +349,13 @@ impl Endpoint {
     }
 
     /// 401 (registrar) or 407 (calls) with one challenge per configured algorithm.
-    fn challenge(&mut self, key: &TransactionKey, request: &rsip::Request, stale: bool, proxy: bool) {
+    fn challenge(
+        &mut self,
+        key: &TransactionKey,
+        request: &rsip::Request,
+        stale: bool,
+        proxy: bool,
+    ) {
         inc(&self.counters.auth_challenges);
         let headers: Vec<Header> = self
             .auth
@@ -379,10 +384,12 @@ impl Endpoint {
         };
         let config = self.config.clone();
         let password_of = |name: &str| config.account(name).and_then(|a| a.password.clone());
-        match self
-            .auth
-            .verify(now(), request.method.to_string().as_str(), &authorization, &password_of)
-        {
+        match self.auth.verify(
+            now(),
+            request.method.to_string().as_str(),
+            &authorization,
+            &password_of,
+        ) {
             Ok(_) => true,
             Err(e) if e.is_stale() => {
                 self.challenge(key, request, true, true);
@@ -427,7 +434,10 @@ impl Endpoint {
             return;
         };
         let local_tag = new_tag();
-        let mut session = LocalSession::new(rand::random::<u32>() as u64, self.config.advertised_address());
+        let mut session = LocalSession::new(
+            rand::random::<u32>() as u64,
+            self.config.advertised_address(),
+        );
         let local = self.local_media(rtp.port);
         let (answer_sdp, params) = match offer {
             Some(offer) => match session.answer(&offer, &local) {
@@ -492,8 +502,14 @@ impl Endpoint {
             id.call_id.clone(),
             CallSummary {
                 call_id: id.call_id.clone(),
-                from: request.from_header().map(|h| h.value().to_string()).unwrap_or_default(),
-                to: request.to_header().map(|h| h.value().to_string()).unwrap_or_default(),
+                from: request
+                    .from_header()
+                    .map(|h| h.value().to_string())
+                    .unwrap_or_default(),
+                to: request
+                    .to_header()
+                    .map(|h| h.value().to_string())
+                    .unwrap_or_default(),
                 number: route.number.get_ref().clone(),
                 codec: Some(codec),
                 rtp_port,
@@ -558,7 +574,8 @@ impl Endpoint {
         let mut resp = response_to(&call.invite, 200, None, Some(&id.local_tag));
         resp.headers.push(contact);
         resp.headers.push(allow());
-        resp.headers.push(Header::ContentType("application/sdp".into()));
+        resp.headers
+            .push(Header::ContentType("application/sdp".into()));
         message::finish(&mut resp.headers, sdp.as_bytes());
         resp.body = sdp.into_bytes();
         let key = call.invite_key.clone();
@@ -609,7 +626,10 @@ impl Endpoint {
             self.reply_to(key, request, 481, None, &[]);
             return;
         };
-        let local = self.calls.get(&id).map(|c| self.local_media(c.media.port()));
+        let local = self
+            .calls
+            .get(&id)
+            .map(|c| self.local_media(c.media.port()));
         let contact = self.contact_header(Transport::Udp);
         let (Some(call), Some(local)) = (self.calls.get_mut(&id), local) else {
             self.reply_to(key, request, 481, None, &[]);
@@ -625,7 +645,10 @@ impl Endpoint {
             Ok(Some(offer)) => offer,
             Ok(None) => {
                 // A re-INVITE without an offer asks for ours; answer with the current session.
-                let sdp = call.session.offer(&local, siphon_sip::sdp::Direction::SendRecv).to_string();
+                let sdp = call
+                    .session
+                    .offer(&local, siphon_sip::sdp::Direction::SendRecv)
+                    .to_string();
                 self.reply_sdp(key, request, &id.local_tag, contact, sdp);
                 return;
             }
@@ -665,7 +688,8 @@ impl Endpoint {
     ) {
         let mut resp = response_to(request, 200, None, Some(tag));
         resp.headers.push(contact);
-        resp.headers.push(Header::ContentType("application/sdp".into()));
+        resp.headers
+            .push(Header::ContentType("application/sdp".into()));
         message::finish(&mut resp.headers, sdp.as_bytes());
         resp.body = sdp.into_bytes();
         if let Err(e) = self.layer.send_response(now(), key, resp) {
@@ -731,7 +755,10 @@ impl Endpoint {
             self.reply(&key, 480, Some(&id.local_tag.clone()), &[]);
         } else {
             let mut bye = call.dialog.request(Method::Bye, &via, &contact);
-            bye.headers.push(Header::Other("Reason".into(), format!("SIP;cause=200;text=\"{reason}\"")));
+            bye.headers.push(Header::Other(
+                "Reason".into(),
+                format!("SIP;cause=200;text=\"{reason}\""),
+            ));
             let peer = call.peer;
             if let Err(e) = self.layer.send_request(now(), bye, peer) {
                 warn!(error = %e, "could not send BYE");
@@ -813,7 +840,11 @@ impl Endpoint {
     fn contact_uri(&self, transport: Transport) -> String {
         match transport {
             Transport::Udp => format!("sip:siphon@{}", self.sip_addr),
-            t => format!("sip:siphon@{};transport={}", self.sip_addr, t.via_token().to_lowercase()),
+            t => format!(
+                "sip:siphon@{};transport={}",
+                self.sip_addr,
+                t.via_token().to_lowercase()
+            ),
         }
     }
 

@@ -138,8 +138,10 @@ impl Leg {
     }
 
     fn on_hold(&self) -> bool {
-        matches!(self.params.direction, Direction::RecvOnly | Direction::Inactive)
-            || self.params.remote.is_none()
+        matches!(
+            self.params.direction,
+            Direction::RecvOnly | Direction::Inactive
+        ) || self.params.remote.is_none()
     }
 
     fn on_rtp(&mut self, packet: &mut [u8], from: SocketAddr) {

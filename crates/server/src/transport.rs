@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use dashmap::DashMap;
+use rsip::prelude::*;
 use siphon_sip::message::{self, Framed, ParseLimits};
 use siphon_sip::{Peer, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -66,7 +66,10 @@ impl Phone {
     }
 
     async fn send(&self, text: &str) {
-        self.sock.send_to(text.as_bytes(), self.server).await.unwrap();
+        self.sock
+            .send_to(text.as_bytes(), self.server)
+            .await
+            .unwrap();
     }
 
     async fn send_bytes(&self, bytes: &[u8]) {
@@ -134,7 +137,15 @@ fn sdp(port: u16, pts: &str, extra: &str) -> String {
     )
 }
 
-fn invite(local: SocketAddr, number: &str, call: &str, cseq: u32, tag: Option<&str>, body: &str, ctype: &str) -> String {
+fn invite(
+    local: SocketAddr,
+    number: &str,
+    call: &str,
+    cseq: u32,
+    tag: Option<&str>,
+    body: &str,
+    ctype: &str,
+) -> String {
     let to_tag = tag.map(|t| format!(";tag={t}")).unwrap_or_default();
     format!(
         "INVITE sip:{number}@127.0.0.1 SIP/2.0\r\n\
@@ -151,7 +162,15 @@ fn invite(local: SocketAddr, number: &str, call: &str, cseq: u32, tag: Option<&s
     )
 }
 
-fn in_dialog(method: &str, local: SocketAddr, number: &str, call: &str, cseq: u32, to_tag: &str, branch: &str) -> String {
+fn in_dialog(
+    method: &str,
+    local: SocketAddr,
+    number: &str,
+    call: &str,
+    cseq: u32,
+    to_tag: &str,
+    branch: &str,
+) -> String {
     format!(
         "{method} sip:siphon@127.0.0.1 SIP/2.0\r\n\
          Via: SIP/2.0/UDP {local};branch=z9hG4bK{branch};rport\r\n\
@@ -166,7 +185,13 @@ fn in_dialog(method: &str, local: SocketAddr, number: &str, call: &str, cseq: u3
 
 fn to_tag(response: &str) -> String {
     let to = header(response, "To").unwrap();
-    to.split(";tag=").nth(1).unwrap().split(';').next().unwrap().to_string()
+    to.split(";tag=")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 #[tokio::test]
@@ -178,7 +203,11 @@ async fn options_is_answered_with_allow_and_accept() {
     assert_eq!(status(&r), 200, "{r}");
     assert!(header(&r, "Allow").unwrap().contains("INVITE"));
     assert_eq!(header(&r, "Accept").unwrap(), "application/sdp");
-    assert!(header(&r, "Via").unwrap().contains(&format!("rport={}", phone.local().port())));
+    assert!(
+        header(&r, "Via")
+            .unwrap()
+            .contains(&format!("rport={}", phone.local().port()))
+    );
     s.stop().await;
 }
 
@@ -194,7 +223,13 @@ async fn hostile_datagrams_get_rfc_answers_and_the_server_keeps_serving() {
         (good.replace("OPTIONS", "FROBNICATE"), 501),
         (good.replace("OPTIONS", "SUBSCRIBE"), 405),
         (good.replace("OPTIONS sip:", "OPTIONS http:"), 416),
-        (good.replace("Content-Length: 0\r\n", &format!("X-Pad: {}\r\nContent-Length: 0\r\n", "p".repeat(20_000))), 513),
+        (
+            good.replace(
+                "Content-Length: 0\r\n",
+                &format!("X-Pad: {}\r\nContent-Length: 0\r\n", "p".repeat(20_000)),
+            ),
+            513,
+        ),
         (good.replace("Call-ID: opt-base\r\n", ""), 400),
         (good.replace("1 OPTIONS", "one OPTIONS"), 400),
         (good.replace("1 OPTIONS", "1 INVITE"), 400),
@@ -206,7 +241,10 @@ async fn hostile_datagrams_get_rfc_answers_and_the_server_keeps_serving() {
         assert_eq!(status(&r), *expected, "sent:\n{text}\ngot:\n{r}");
         if *expected == 400 {
             // The reason phrase names the problem.
-            assert!(r.lines().next().unwrap().len() > "SIP/2.0 400 Bad Request".len(), "{r}");
+            assert!(
+                r.lines().next().unwrap().len() > "SIP/2.0 400 Bad Request".len(),
+                "{r}"
+            );
         }
         phone.send(&options(local, &format!("k{expected}"))).await;
         assert_eq!(status(&phone.recv().await), 200, "OPTIONS after {expected}");
@@ -224,10 +262,18 @@ async fn hostile_datagrams_get_rfc_answers_and_the_server_keeps_serving() {
     for d in &silent {
         phone.send_bytes(d).await;
     }
-    assert!(phone.recv_within(Duration::from_millis(300)).await.is_none());
+    assert!(
+        phone
+            .recv_within(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
     phone.send(&options(local, "after")).await;
     assert_eq!(status(&phone.recv().await), 200);
-    assert_eq!(s.counters.parse_errors_total() - before, silent.len() as u64);
+    assert_eq!(
+        s.counters.parse_errors_total() - before,
+        silent.len() as u64
+    );
     assert!(s.counters.parse_errors_of("too_many_hops") >= 1);
     s.stop().await;
 }
@@ -237,14 +283,17 @@ async fn unsolicited_responses_are_dropped_and_counted() {
     let s = start_with("", 31200).await;
     let phone = Phone::new(s.addr).await;
     let local = phone.local();
-    let resp = format!(
-        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKnobody\r\n\
-         From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: stray\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
-    );
-    phone.send(&resp).await;
+    let resp = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKnobody\r\n\
+         From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: stray\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n";
+    phone.send(resp).await;
     phone.send(&options(local, "u1")).await;
     assert_eq!(status(&phone.recv().await), 200);
-    assert!(phone.recv_within(Duration::from_millis(200)).await.is_none());
+    assert!(
+        phone
+            .recv_within(Duration::from_millis(200))
+            .await
+            .is_none()
+    );
     assert_eq!(get(&s.counters.unsolicited_responses), 1);
     s.stop().await;
 }
@@ -283,8 +332,22 @@ async fn call_answer_hold_and_hangup() {
     let s = start_with("", 31400).await;
     let phone = Phone::new(s.addr).await;
     let local = phone.local();
-    let body = sdp(40000, "8 0 101", "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n");
-    phone.send(&invite(local, "600", "c1", 1, None, &body, "application/sdp")).await;
+    let body = sdp(
+        40000,
+        "8 0 101",
+        "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n",
+    );
+    phone
+        .send(&invite(
+            local,
+            "600",
+            "c1",
+            1,
+            None,
+            &body,
+            "application/sdp",
+        ))
+        .await;
     let trying = phone.recv().await;
     assert_eq!(status(&trying), 100);
     let ok = phone.recv().await;
@@ -296,21 +359,44 @@ async fn call_answer_hold_and_hangup() {
     assert!(header(&ok, "Contact").is_some());
     let tag = to_tag(&ok);
     // Without our ACK the 200 is retransmitted (T1 = 500 ms).
-    let again = phone.recv_within(Duration::from_millis(1500)).await.unwrap();
+    let again = phone
+        .recv_within(Duration::from_millis(1500))
+        .await
+        .unwrap();
     assert_eq!(status(&again), 200);
     let ack = in_dialog("ACK", local, "600", "c1", 1, &tag, "ack1");
     phone.send(&ack).await;
     // Hold: sendonly offer gets a recvonly answer.
-    let hold = sdp(40000, "8 101", "a=rtpmap:101 telephone-event/8000\r\na=sendonly\r\n");
-    phone.send(&invite(local, "600", "c1", 2, Some(&tag), &hold, "application/sdp")).await;
+    let hold = sdp(
+        40000,
+        "8 101",
+        "a=rtpmap:101 telephone-event/8000\r\na=sendonly\r\n",
+    );
+    phone
+        .send(&invite(
+            local,
+            "600",
+            "c1",
+            2,
+            Some(&tag),
+            &hold,
+            "application/sdp",
+        ))
+        .await;
     let ok2 = phone.final_response().await;
     assert_eq!(status(&ok2), 200, "{ok2}");
     assert!(ok2.contains("a=recvonly"), "{ok2}");
-    phone.send(&in_dialog("ACK", local, "600", "c1", 2, &tag, "ack2")).await;
+    phone
+        .send(&in_dialog("ACK", local, "600", "c1", 2, &tag, "ack2"))
+        .await;
     // A BYE for an unknown dialog is 481; ours is 200.
-    phone.send(&in_dialog("BYE", local, "600", "nope", 3, &tag, "bye0")).await;
+    phone
+        .send(&in_dialog("BYE", local, "600", "nope", 3, &tag, "bye0"))
+        .await;
     assert_eq!(status(&phone.recv().await), 481);
-    phone.send(&in_dialog("BYE", local, "600", "c1", 3, &tag, "bye1")).await;
+    phone
+        .send(&in_dialog("BYE", local, "600", "c1", 3, &tag, "bye1"))
+        .await;
     let bye_ok = phone.recv().await;
     assert_eq!(status(&bye_ok), 200, "{bye_ok}");
     s.stop().await;
@@ -324,16 +410,40 @@ async fn unusable_invites_are_rejected_with_the_right_code() {
     let good = sdp(40000, "0", "");
     let cases = [
         ("999", "r1", good.clone(), "application/sdp", 404),
-        ("600", "r2", sdp(40000, "18", "a=rtpmap:18 G729/8000\r\n"), "application/sdp", 488),
+        (
+            "600",
+            "r2",
+            sdp(40000, "18", "a=rtpmap:18 G729/8000\r\n"),
+            "application/sdp",
+            488,
+        ),
         ("600", "r3", "hello".to_string(), "text/plain", 415),
-        ("600", "r4", "this is not sdp".to_string(), "application/sdp", 400),
+        (
+            "600",
+            "r4",
+            "this is not sdp".to_string(),
+            "application/sdp",
+            400,
+        ),
     ];
     for (number, call, body, ctype, expected) in cases {
-        phone.send(&invite(local, number, call, 1, None, &body, ctype)).await;
+        phone
+            .send(&invite(local, number, call, 1, None, &body, ctype))
+            .await;
         let r = phone.final_response().await;
         assert_eq!(status(&r), expected, "{r}");
         // ACK the failure so the transaction completes.
-        phone.send(&in_dialog("ACK", local, number, call, 1, &to_tag(&r), &format!("{call}1"))).await;
+        phone
+            .send(&in_dialog(
+                "ACK",
+                local,
+                number,
+                call,
+                1,
+                &to_tag(&r),
+                &format!("{call}1"),
+            ))
+            .await;
     }
     s.stop().await;
 }
@@ -343,7 +453,17 @@ async fn cancel_of_a_ringing_call_gets_487() {
     let s = start_with("", 31600).await;
     let phone = Phone::new(s.addr).await;
     let local = phone.local();
-    phone.send(&invite(local, "610", "cx", 1, None, &sdp(40000, "0", ""), "application/sdp")).await;
+    phone
+        .send(&invite(
+            local,
+            "610",
+            "cx",
+            1,
+            None,
+            &sdp(40000, "0", ""),
+            "application/sdp",
+        ))
+        .await;
     assert_eq!(status(&phone.recv().await), 100);
     assert_eq!(status(&phone.recv().await), 180);
     let cancel = format!(
@@ -358,5 +478,237 @@ async fn cancel_of_a_ringing_call_gets_487() {
     // A CANCEL matching nothing is 481.
     phone.send(&cancel.replace("z9hG4bKcx1", "z9hG4bKzz")).await;
     assert_eq!(status(&phone.recv().await), 481);
+    s.stop().await;
+}
+
+fn register(
+    local: SocketAddr,
+    user: &str,
+    call: &str,
+    cseq: u32,
+    expires: &str,
+    auth: Option<String>,
+) -> String {
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "REGISTER sip:127.0.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bK{call}r{cseq};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:{user}@127.0.0.1>;tag=reg{call}\r\n\
+         To: <sip:{user}@127.0.0.1>\r\n\
+         Call-ID: {call}\r\n\
+         CSeq: {cseq} REGISTER\r\n\
+         Contact: {contact}\r\n\
+         Expires: {expires}\r\n{auth}\
+         Content-Length: 0\r\n\r\n",
+        contact = if expires == "*" {
+            "*".to_string()
+        } else {
+            format!("<sip:{user}@{local}>")
+        },
+        expires = if expires == "*" { "0" } else { expires },
+    )
+}
+
+/// Answers a 401/407 the way a phone does; returns the credentials header value.
+fn answer_challenge(
+    challenge_response: &str,
+    user: &str,
+    password: &str,
+    method: &str,
+    uri: &str,
+    header_name: &str,
+) -> String {
+    let value = challenge_response
+        .lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(header_name)
+                .then(|| v.trim().to_string())
+        })
+        .expect("challenge header");
+    let challenge = siphon_sip::auth::Challenge::parse(&value).unwrap();
+    challenge.authorization(
+        user,
+        password,
+        method,
+        uri,
+        1,
+        &siphon_sip::auth::new_cnonce(),
+    )
+}
+
+#[tokio::test]
+async fn register_with_digest_and_unregister() {
+    let s = start_with("", 31700).await;
+    let phone = Phone::new(s.addr).await;
+    let local = phone.local();
+    // No credentials: 401 with an MD5 and a SHA-256 challenge (configuration order).
+    phone
+        .send(&register(local, "1001", "reg1", 1, "600", None))
+        .await;
+    let challenge = phone.recv().await;
+    assert_eq!(status(&challenge), 401, "{challenge}");
+    let algs: Vec<&str> = challenge
+        .lines()
+        .filter(|l| l.starts_with("WWW-Authenticate"))
+        .collect();
+    assert_eq!(algs.len(), 2, "{challenge}");
+    assert!(algs[0].contains("SHA-256") && algs[1].contains("MD5"));
+    // Right password: 200 listing the binding.
+    let auth = answer_challenge(
+        &challenge,
+        "1001",
+        "secret1001",
+        "REGISTER",
+        "sip:127.0.0.1",
+        "WWW-Authenticate",
+    );
+    phone
+        .send(&register(
+            local,
+            "1001",
+            "reg1",
+            2,
+            "600",
+            Some(auth.clone()),
+        ))
+        .await;
+    let ok = phone.recv().await;
+    assert_eq!(status(&ok), 200, "{ok}");
+    assert!(
+        header(&ok, "Contact").unwrap().contains("expires=600"),
+        "{ok}"
+    );
+    // Replaying the same credentials (same nonce and nc) is refused.
+    phone
+        .send(&register(local, "1001", "reg1", 3, "600", Some(auth)))
+        .await;
+    let replay = phone.recv().await;
+    assert_eq!(
+        status(&replay),
+        401,
+        "replay must be re-challenged: {replay}"
+    );
+    // Too short an interval: 423 with Min-Expires.
+    let auth = answer_challenge(
+        &replay,
+        "1001",
+        "secret1001",
+        "REGISTER",
+        "sip:127.0.0.1",
+        "WWW-Authenticate",
+    );
+    phone
+        .send(&register(local, "1001", "reg1", 4, "10", Some(auth)))
+        .await;
+    let brief = phone.recv().await;
+    assert_eq!(status(&brief), 423, "{brief}");
+    assert_eq!(header(&brief, "Min-Expires").unwrap(), "60");
+    // Remove everything with `*`.
+    phone
+        .send(&register(local, "1001", "reg1", 5, "*", None))
+        .await;
+    let c = phone.recv().await;
+    let auth = answer_challenge(
+        &c,
+        "1001",
+        "secret1001",
+        "REGISTER",
+        "sip:127.0.0.1",
+        "WWW-Authenticate",
+    );
+    phone
+        .send(&register(local, "1001", "reg1", 6, "*", Some(auth)))
+        .await;
+    let gone = phone.recv().await;
+    assert_eq!(status(&gone), 200, "{gone}");
+    assert!(header(&gone, "Contact").is_none(), "{gone}");
+    assert_eq!(get(&s.counters.registrations), 2);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_user_get_the_same_answer() {
+    let s = start_with("", 31800).await;
+    let phone = Phone::new(s.addr).await;
+    let local = phone.local();
+    let mut answers = Vec::new();
+    for (user, password, call) in [("1001", "wrong", "w1"), ("9999", "whatever", "w2")] {
+        phone
+            .send(&register(local, user, call, 1, "600", None))
+            .await;
+        let challenge = phone.recv().await;
+        assert_eq!(status(&challenge), 401);
+        let auth = answer_challenge(
+            &challenge,
+            user,
+            password,
+            "REGISTER",
+            "sip:127.0.0.1",
+            "WWW-Authenticate",
+        );
+        phone
+            .send(&register(local, user, call, 2, "600", Some(auth)))
+            .await;
+        let r = phone.recv().await;
+        answers.push(r.lines().next().unwrap().to_string());
+    }
+    assert_eq!(answers[0], "SIP/2.0 403 Forbidden");
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(get(&s.counters.auth_failures), 2);
+    assert_eq!(get(&s.counters.registrations), 0);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn calls_to_protected_routes_are_challenged_with_407() {
+    let extra = "\n[[dialplan]]\nnumber = \"800\"\naction = \"echo\"\nauth = \"digest\"\n";
+    let s = start_with(extra, 31900).await;
+    let phone = Phone::new(s.addr).await;
+    let local = phone.local();
+    let body = sdp(40000, "0", "");
+    phone
+        .send(&invite(
+            local,
+            "800",
+            "p1",
+            1,
+            None,
+            &body,
+            "application/sdp",
+        ))
+        .await;
+    let challenge = phone.final_response().await;
+    assert_eq!(status(&challenge), 407, "{challenge}");
+    phone
+        .send(&in_dialog(
+            "ACK",
+            local,
+            "800",
+            "p1",
+            1,
+            &to_tag(&challenge),
+            "p11",
+        ))
+        .await;
+    let auth = answer_challenge(
+        &challenge,
+        "1002",
+        "secret1002",
+        "INVITE",
+        "sip:800@127.0.0.1",
+        "Proxy-Authenticate",
+    );
+    let with_auth = invite(local, "800", "p1", 2, None, &body, "application/sdp").replace(
+        "Content-Type:",
+        &format!("Proxy-Authorization: {auth}\r\nContent-Type:"),
+    );
+    phone.send(&with_auth).await;
+    let ok = phone.final_response().await;
+    assert_eq!(status(&ok), 200, "{ok}");
     s.stop().await;
 }

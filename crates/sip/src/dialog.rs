@@ -141,7 +141,9 @@ impl Dialog {
         self.remote_seq = self.remote_seq.max(seq);
         // A target refresh (re-INVITE) may move the peer (RFC 3261 §12.2.2).
         if request.method == rsip::Method::Invite
-            && let Some(contact) = header_values(&request.headers, "Contact").into_iter().next()
+            && let Some(contact) = header_values(&request.headers, "Contact")
+                .into_iter()
+                .next()
             && let Some(uri) = uri_of(&contact)
         {
             self.remote_target = uri;
@@ -161,7 +163,9 @@ impl Dialog {
         headers.push(Header::From(self.local_uri.clone().into()));
         headers.push(Header::To(self.remote_uri.clone().into()));
         headers.push(Header::CallId(self.id.call_id.clone().into()));
-        headers.push(Header::CSeq(format!("{} {}", self.local_seq, method).into()));
+        headers.push(Header::CSeq(
+            format!("{} {}", self.local_seq, method).into(),
+        ));
         for route in &self.route_set {
             headers.push(Header::Route(route.clone().into()));
         }
@@ -202,7 +206,9 @@ pub fn uri_of(value: &str) -> Option<String> {
 }
 
 fn strip_angle(uri: &str) -> String {
-    uri.trim_start_matches('<').trim_end_matches('>').to_string()
+    uri.trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_string()
 }
 
 #[cfg(test)]

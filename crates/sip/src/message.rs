@@ -62,7 +62,10 @@ pub enum ParseError {
     #[error("missing {0} header")]
     MissingHeader(&'static str),
     #[error("invalid {name} header: {reason}")]
-    InvalidHeader { name: &'static str, reason: &'static str },
+    InvalidHeader {
+        name: &'static str,
+        reason: &'static str,
+    },
     #[error("CSeq method does not match the request method")]
     CSeqMethodMismatch,
     #[error("Content-Length larger than the body")]
@@ -127,7 +130,7 @@ fn reason_phrase_for(err: &ParseError) -> String {
 pub struct Rejection {
     pub error: ParseError,
     /// `Some` when the datagram was a request carrying enough headers to answer it.
-    pub response: Option<rsip::Response>,
+    pub response: Option<Box<rsip::Response>>,
 }
 
 /// Limits applied while parsing.
@@ -164,7 +167,7 @@ pub fn parse(
         }
     };
     let reject = |error: ParseError, scanned: &Scanned<'_>| Rejection {
-        response: scanned.error_response(&error, source),
+        response: scanned.error_response(&error, source).map(Box::new),
         error,
     };
     if bytes.len() > limits.max_message_size {
@@ -356,12 +359,12 @@ impl<'a> Scanned<'a> {
                     }
                 }
                 let cseq = self.first("CSeq").unwrap_or_default();
-                let (num, cseq_method) = cseq.split_once(char::is_whitespace).ok_or(
-                    ParseError::InvalidHeader {
-                        name: "CSeq",
-                        reason: "expected a number and a method",
-                    },
-                )?;
+                let (num, cseq_method) =
+                    cseq.split_once(char::is_whitespace)
+                        .ok_or(ParseError::InvalidHeader {
+                            name: "CSeq",
+                            reason: "expected a number and a method",
+                        })?;
                 // CSeq numbers are below 2**31 (RFC 3261 §8.1.1.5).
                 match num.trim().parse::<u32>() {
                     Ok(n) if n < 1 << 31 => {}
@@ -834,12 +837,15 @@ pub fn frame(buf: &[u8], limits: ParseLimits) -> Result<Framed, ParseError> {
             let name = name.trim();
             if name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("l") {
                 content_length =
-                    Some(value.trim().parse::<usize>().map_err(|_| {
-                        ParseError::InvalidHeader {
-                            name: "Content-Length",
-                            reason: "not a number",
-                        }
-                    })?);
+                    Some(
+                        value
+                            .trim()
+                            .parse::<usize>()
+                            .map_err(|_| ParseError::InvalidHeader {
+                                name: "Content-Length",
+                                reason: "not a number",
+                            })?,
+                    );
             }
         }
     }
@@ -937,7 +943,13 @@ mod tests {
                     v: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bKa, SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKb\r\n\
                     f: <sip:a@b>;tag=1\r\nt: <sip:x@127.0.0.1>\r\ni: cid\r\nCSeq: 1\r\n OPTIONS\r\nl: 0\r\n\r\n";
         let msg = parse(text.as_bytes(), src(), ParseLimits::default()).unwrap();
-        assert_eq!(msg.headers().iter().filter(|h| matches!(h, Header::Via(_))).count(), 2);
+        assert_eq!(
+            msg.headers()
+                .iter()
+                .filter(|h| matches!(h, Header::Via(_)))
+                .count(),
+            2
+        );
         let rsip::SipMessage::Request(req) = msg else {
             panic!()
         };
@@ -947,7 +959,10 @@ mod tests {
 
     #[test]
     fn unknown_version_is_505() {
-        assert_eq!(status_of(&options("").replacen("SIP/2.0\r\n", "SIP/3.0\r\n", 1)), 505);
+        assert_eq!(
+            status_of(&options("").replacen("SIP/2.0\r\n", "SIP/3.0\r\n", 1)),
+            505
+        );
     }
 
     #[test]
@@ -1003,7 +1018,10 @@ mod tests {
     fn content_length_beyond_body_is_400_and_extra_body_is_cut() {
         let text = options("").replace("Content-Length: 0", "Content-Length: 50");
         assert_eq!(status_of(&text), 400);
-        let text = options("").replace("Content-Length: 0\r\n\r\n", "Content-Length: 2\r\n\r\nabcdef");
+        let text = options("").replace(
+            "Content-Length: 0\r\n\r\n",
+            "Content-Length: 2\r\n\r\nabcdef",
+        );
         let msg = parse(text.as_bytes(), src(), ParseLimits::default()).unwrap();
         assert_eq!(msg.body(), b"ab");
     }
@@ -1083,7 +1101,10 @@ mod tests {
         finish(&mut resp.headers, b"");
         let text = resp.to_string();
         assert!(text.starts_with("SIP/2.0 200 OK\r\n"));
-        assert!(text.contains("To: <sip:siphon@127.0.0.1>;tag=abc"), "{text}");
+        assert!(
+            text.contains("To: <sip:siphon@127.0.0.1>;tag=abc"),
+            "{text}"
+        );
         assert!(text.contains("Content-Length: 0"));
         let trying = response_to(&req, 100, None, Some("abc")).to_string();
         assert!(!trying.contains("tag=abc"));

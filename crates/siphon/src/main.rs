@@ -78,7 +78,9 @@ fn run(cli: Cli) -> ExitCode {
             let name = cli
                 .config
                 .as_ref()
-                .map_or("embedded configuration".to_string(), |p| p.display().to_string());
+                .map_or("embedded configuration".to_string(), |p| {
+                    p.display().to_string()
+                });
             eprintln!("siphon: refusing to start: {name}: {e}");
             return ExitCode::FAILURE;
         }
