@@ -521,12 +521,32 @@ fn answer_challenge(
     uri: &str,
     header_name: &str,
 ) -> String {
+    answer_challenge_with(
+        challenge_response,
+        user,
+        password,
+        method,
+        uri,
+        header_name,
+        "",
+    )
+}
+
+/// Like `answer_challenge`, choosing the challenge whose text contains `algorithm`.
+fn answer_challenge_with(
+    challenge_response: &str,
+    user: &str,
+    password: &str,
+    method: &str,
+    uri: &str,
+    header_name: &str,
+    algorithm: &str,
+) -> String {
     let value = challenge_response
         .lines()
         .find_map(|l| {
             let (n, v) = l.split_once(':')?;
-            n.trim()
-                .eq_ignore_ascii_case(header_name)
+            (n.trim().eq_ignore_ascii_case(header_name) && v.contains(algorithm))
                 .then(|| v.trim().to_string())
         })
         .expect("challenge header");
@@ -557,16 +577,19 @@ async fn register_with_digest_and_unregister() {
         .filter(|l| l.starts_with("WWW-Authenticate"))
         .collect();
     assert_eq!(algs.len(), 2, "{challenge}");
-    assert!(algs[0].contains("SHA-256") && algs[1].contains("MD5"));
-    // Right password: 200 listing the binding.
-    let auth = answer_challenge(
+    // Configuration order: MD5 first for clients that take the first header.
+    assert!(algs[0].contains("algorithm=MD5") && algs[1].contains("algorithm=SHA-256"));
+    // Right password, answering the SHA-256 challenge: 200 listing the binding.
+    let auth = answer_challenge_with(
         &challenge,
         "1001",
         "secret1001",
         "REGISTER",
         "sip:127.0.0.1",
         "WWW-Authenticate",
+        "SHA-256",
     );
+    assert!(auth.contains("algorithm=SHA-256"));
     phone
         .send(&register(
             local,
