@@ -1120,3 +1120,64 @@ mod tests {
         assert_eq!(header_param("sip:a@b;tag=t1", "tag"), Some("t1"));
     }
 }
+
+#[cfg(test)]
+mod hostile {
+    //! Seeded random damage to real messages: parsing must return, never panic.
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    const SAMPLES: &[&str] = &[
+        "INVITE sip:600@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1-1-0\r\nFrom: sipp <sip:sipp@127.0.0.1:5070>;tag=1\r\nTo: <sip:600@127.0.0.1:5060>\r\nCall-ID: 1-1@127.0.0.1\r\nCSeq: 1 INVITE\r\nContact: sip:sipp@127.0.0.1:5070\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: 129\r\n\r\nv=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+        "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP [::1]:5071;branch=z9hG4bKx;rport\r\nFrom: <sip:1001@127.0.0.1>;tag=a\r\nTo: \"Bob, Jr\" <sip:1001@127.0.0.1>\r\nCall-ID: r\r\nCSeq: 2 REGISTER\r\nContact: <sip:1001@[::1]:5071;transport=tcp>;expires=60, *\r\nAuthorization: Digest username=\"1001\", realm=\"siphon\", nonce=\"abc\", uri=\"sip:127.0.0.1\", response=\"0\"\r\nContent-Length: 0\r\n\r\n",
+        "SIP/2.0 180 Ringing\r\nv: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKq\r\nf: <sip:a@b>;tag=1\r\nt: <sip:c@d>;tag=2\r\ni: x\r\nCSeq: 1 INVITE\r\nl: 0\r\n\r\n",
+    ];
+
+    /// xorshift: deterministic without a dependency.
+    fn next(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    #[test]
+    fn damaged_messages_never_panic() {
+        let source: SocketAddr = "192.0.2.1:5060".parse().unwrap();
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let interesting = b"\r\n:;,<>\"@ \t=\x00\xff0123456789SIP/2.0";
+        for sample in SAMPLES {
+            let base = sample.as_bytes();
+            for cut in 0..base.len() {
+                let _ = parse(&base[..cut], source, ParseLimits::default());
+                let _ = frame(&base[..cut], ParseLimits::default());
+            }
+            for _ in 0..4000 {
+                let mut m = base.to_vec();
+                for _ in 0..(next(&mut state) % 6 + 1) {
+                    let pos = (next(&mut state) as usize) % m.len().max(1);
+                    let byte = interesting[(next(&mut state) as usize) % interesting.len()];
+                    match next(&mut state) % 3 {
+                        0 if pos < m.len() => m[pos] = byte,
+                        1 => m.insert(pos.min(m.len()), byte),
+                        _ if pos < m.len() => {
+                            m.remove(pos);
+                        }
+                        _ => {}
+                    }
+                }
+                if let Err(r) = parse(&m, source, ParseLimits::default())
+                    && let Some(resp) = r.response
+                {
+                    // Whatever we answer must itself be a parseable SIP response.
+                    let text = resp.to_string();
+                    assert!(
+                        rsip::SipMessage::try_from(text.as_str()).is_ok(),
+                        "unparseable error response:\n{text}"
+                    );
+                }
+                let _ = frame(&m, ParseLimits::default());
+            }
+        }
+    }
+}
