@@ -1,1 +1,15 @@
-//! Siphon's media layer (arrives with the media-engine issue).
+//! Siphon's media layer (docs in progress).
+
+use std::time::Duration;
+
+pub mod g711;
+pub mod packet;
+
+/// Narrowband sample rate (G.711, telephone-event).
+pub const SAMPLE_RATE: u32 = 8000;
+/// Samples in one 20 ms narrowband frame.
+pub const FRAME_SAMPLES: usize = 160;
+/// Samples in one 20 ms wideband (16 kHz) frame.
+pub const WIDEBAND_FRAME_SAMPLES: usize = 320;
+/// The packetisation interval for everything Siphon sends and plays out.
+pub const FRAME_DURATION: Duration = Duration::from_millis(20);
