@@ -35,7 +35,8 @@ fn rtp_crate_needs_prevalidation() {
     assert_eq!(rtp_parse(&packet(0x00, &payload)), Ok(Ok((0, 160))));
     // Accepts a padding count of 0.
     let mut pad0 = packet(0xA0, &payload);
-    *pad0.last_mut().unwrap() = 0;
+    let last = pad0.len() - 1;
+    pad0[last] = 0;
     assert_eq!(rtp_parse(&pad0), Ok(Ok((2, 160))));
     // One-byte extension element (id 1, 16 bytes) overrunning the datagram: panics.
     let ext = packet(0x90, &[0xBE, 0xDE, 0, 1, 0x1F, 0, 0, 0]);
