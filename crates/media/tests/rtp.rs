@@ -213,10 +213,10 @@ fn random_bytes_never_panic() {
             *b = xorshift(&mut s) as u8;
         }
         // Bias towards version 2 with X/P/CC bits set so the deep paths run.
-        if len > 0 && xorshift(&mut s) % 2 == 0 {
+        if len > 0 && xorshift(&mut s) & 1 == 0 {
             buf[0] = 0x80 | (buf[0] & 0x3F);
         }
-        if len > 13 && xorshift(&mut s) % 2 == 0 {
+        if len > 13 && xorshift(&mut s) & 1 == 0 {
             buf[12] = 0xBE;
             buf[13] = 0xDE;
         }
