@@ -4,6 +4,8 @@ use std::time::Duration;
 
 pub mod g711;
 pub mod packet;
+pub mod rtcp;
+pub mod stats;
 
 /// Narrowband sample rate (G.711, telephone-event).
 pub const SAMPLE_RATE: u32 = 8000;
