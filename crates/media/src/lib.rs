@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 pub mod g711;
+pub mod jitter;
 pub mod packet;
 pub mod rtcp;
 pub mod stats;
