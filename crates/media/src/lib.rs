@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
+pub mod dtmf;
 pub mod g711;
 pub mod jitter;
+pub mod pacer;
 pub mod packet;
 pub mod rtcp;
 pub mod stats;
