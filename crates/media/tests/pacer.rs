@@ -1,5 +1,8 @@
 //! The 20 ms pacer: absolute deadlines, header continuity, marker rules, stall handling.
 
+// Helpers outside #[test] fns unwrap too (clippy.toml only covers the test fns).
+#![allow(clippy::unwrap_used)]
+
 use std::time::{Duration, Instant};
 
 use siphon_media::pacer::Pacer;
