@@ -7,8 +7,11 @@ pub mod g711;
 pub mod jitter;
 pub mod pacer;
 pub mod packet;
+pub mod resample;
 pub mod rtcp;
 pub mod stats;
+pub mod tone;
+pub mod wav;
 
 /// Narrowband sample rate (G.711, telephone-event).
 pub const SAMPLE_RATE: u32 = 8000;
