@@ -33,9 +33,10 @@ fn upsample_frames(input: &[i16]) -> Vec<i16> {
     let mut up = Upsampler::new();
     let mut out = Vec::new();
     let mut frame = [0i16; 320];
-    for chunk in input.chunks_exact(160) {
-        let chunk: &[i16; 160] = chunk.try_into().unwrap();
-        up.process_frame(chunk, &mut frame);
+    let mut chunk = [0i16; 160];
+    for piece in input.chunks_exact(160) {
+        chunk.copy_from_slice(piece);
+        up.process_frame(&chunk, &mut frame);
         out.extend_from_slice(&frame);
     }
     out
@@ -45,9 +46,10 @@ fn downsample_frames(input: &[i16]) -> Vec<i16> {
     let mut down = Downsampler::new();
     let mut out = Vec::new();
     let mut frame = [0i16; 160];
-    for chunk in input.chunks_exact(320) {
-        let chunk: &[i16; 320] = chunk.try_into().unwrap();
-        down.process_frame(chunk, &mut frame);
+    let mut chunk = [0i16; 320];
+    for piece in input.chunks_exact(320) {
+        chunk.copy_from_slice(piece);
+        down.process_frame(&chunk, &mut frame);
         out.extend_from_slice(&frame);
     }
     out
