@@ -187,6 +187,9 @@ pub enum DtmfError {
     /// Shorter than 20 ms or longer than the 16-bit duration field allows (8.18 s).
     #[error("DTMF duration {0:?} out of range (20 ms to 8.18 s)")]
     BadDuration(Duration),
+    /// The session has no telephone-event payload type negotiated.
+    #[error("telephone-event was not negotiated for this session")]
+    NotNegotiated,
 }
 
 /// One packet of an outgoing event, for [`crate::pacer::Pacer::build_event`].

@@ -9,6 +9,7 @@ pub mod pacer;
 pub mod packet;
 pub mod resample;
 pub mod rtcp;
+pub mod session;
 pub mod stats;
 pub mod tone;
 pub mod wav;
