@@ -208,8 +208,12 @@ fn samples_of(d: Duration) -> i64 {
     (d.as_nanos() * u128::from(SAMPLE_RATE) / 1_000_000_000) as i64
 }
 
+// CAPACITY is a power of two, so masking the two's-complement value is the Euclidean
+// remainder without a division (this runs three times per sample).
+const _: () = assert!(CAPACITY.is_power_of_two());
+
 fn slot(ts: i64) -> usize {
-    ts.rem_euclid(CAPACITY as i64) as usize
+    (ts as usize) & (CAPACITY - 1)
 }
 
 impl JitterBuffer {

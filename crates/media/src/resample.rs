@@ -67,9 +67,23 @@ const fn side_in_window_order() -> [f32; SIDE] {
 
 const SIDE_WINDOW: [f32; SIDE] = side_in_window_order();
 
+/// Dot product of the 24-sample window with the side taps. Eight independent accumulators
+/// let the compiler vectorise; a plain `.sum()` is a serial chain of dependent float adds.
+#[inline]
+fn dot_side(window: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    for (w, h) in window.chunks_exact(8).zip(SIDE_WINDOW.chunks_exact(8)) {
+        for k in 0..8 {
+            acc[k] += w[k] * h[k];
+        }
+    }
+    acc.iter().sum()
+}
+
 fn to_i16(x: f32) -> i16 {
-    // `as` saturates on overflow; round first so it is round-to-nearest.
-    x.round() as i16
+    // Round half away from zero, like `f32::round`, which on baseline x86-64 (no SSE4.1) is a
+    // libm call per sample; `as` truncates towards zero and saturates at the i16 limits.
+    (x + 0.5f32.copysign(x)) as i16
 }
 
 /// Streaming 8 kHz → 16 kHz converter (160 → 320 samples per 20 ms frame).
@@ -113,8 +127,7 @@ impl Upsampler {
             let window = &self.history[self.pos..self.pos + SIDE];
             // Even output phase: zero-stuffed input through the side taps, gain 2 to make up
             // for the stuffed zeros.
-            let acc: f32 = window.iter().zip(&SIDE_WINDOW).map(|(w, h)| w * h).sum();
-            pair[0] = to_i16(2.0 * acc);
+            pair[0] = to_i16(2.0 * dot_side(window));
             // Odd output phase: only the centre tap (0.5 × 2) lands on a real sample, 11.5
             // input samples back: an exact copy.
             pair[1] = to_i16(window[SIDE / 2]);
@@ -133,11 +146,18 @@ impl Upsampler {
 }
 
 /// Streaming 16 kHz → 8 kHz converter (320 → 160 samples per 20 ms frame).
+///
+/// Polyphase: the even input samples (which produce outputs) meet the 24 side taps, the odd
+/// ones only the centre tap, so they are kept in two separate delay lines and the side-tap
+/// window stays contiguous.
 #[derive(Debug, Clone)]
 pub struct Downsampler {
-    /// The last 47 input samples, stored twice.
-    history: [f32; 2 * TAPS],
-    pos: usize,
+    /// The last 24 even-phase samples, stored twice.
+    even_history: [f32; 2 * SIDE],
+    even_pos: usize,
+    /// The last 12 odd-phase samples; the oldest is the one under the centre tap.
+    odd_history: [f32; SIDE / 2],
+    odd_pos: usize,
     /// Whether the next input sample is an even one (produces an output).
     even: bool,
 }
@@ -152,8 +172,10 @@ impl Downsampler {
     /// A converter with silent history.
     pub fn new() -> Self {
         Downsampler {
-            history: [0.0; 2 * TAPS],
-            pos: 0,
+            even_history: [0.0; 2 * SIDE],
+            even_pos: 0,
+            odd_history: [0.0; SIDE / 2],
+            odd_pos: 0,
             even: true,
         }
     }
@@ -179,24 +201,22 @@ impl Downsampler {
     pub fn process(&mut self, input: &[i16], out: &mut [i16]) -> usize {
         let mut written = 0;
         for &x in input {
-            if self.even && written == out.len() {
-                break;
-            }
             let x = f32::from(x);
-            self.history[self.pos] = x;
-            self.history[self.pos + TAPS] = x;
-            self.pos = (self.pos + 1) % TAPS;
             if self.even {
-                // window[t] = x[n − 46 + t]; the side taps sit on even t, the centre on t = 23.
-                let window = &self.history[self.pos..self.pos + TAPS];
-                let acc: f32 = window
-                    .iter()
-                    .step_by(2)
-                    .zip(&SIDE_WINDOW)
-                    .map(|(w, h)| w * h)
-                    .sum();
-                out[written] = to_i16(acc + 0.5 * window[CENTER]);
+                if written == out.len() {
+                    break;
+                }
+                // y[m] = Σ h[2i]·x[2m−2i] (side taps) + 0.5·x[2m−23] (centre tap).
+                self.even_history[self.even_pos] = x;
+                self.even_history[self.even_pos + SIDE] = x;
+                self.even_pos = (self.even_pos + 1) % SIDE;
+                let window = &self.even_history[self.even_pos..self.even_pos + SIDE];
+                let centre = self.odd_history[self.odd_pos];
+                out[written] = to_i16(dot_side(window) + 0.5 * centre);
                 written += 1;
+            } else {
+                self.odd_history[self.odd_pos] = x;
+                self.odd_pos = (self.odd_pos + 1) % (SIDE / 2);
             }
             self.even = !self.even;
         }
