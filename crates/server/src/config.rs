@@ -170,8 +170,10 @@ pub struct Account {
 pub enum Action {
     /// What the caller sends comes back.
     Echo,
-    /// A 1 kHz tone.
+    /// A 1 kHz tone at -10 dBm0.
     Tone,
+    /// Plays a WAV prompt in a loop (the route's `file`, or the built-in prompt).
+    Play,
     /// Rings and never answers.
     Ring,
     /// WebSocket media fork (until the fork lands: answers like echo).
@@ -198,6 +200,31 @@ pub struct Route {
     /// Send 180 and wait this long before answering.
     #[serde(default)]
     pub ring_ms: u64,
+    /// For `play`: a WAV file (PCM16 8/16 kHz mono, or G.711), relative to the working
+    /// directory. Without it the built-in prompt plays.
+    pub file: Option<std::path::PathBuf>,
+}
+
+impl Route {
+    /// The prompt a `play` route plays, loaded and checked (`None` for other actions).
+    pub fn prompt(&self) -> Result<Option<std::sync::Arc<crate::media::Prompt>>, String> {
+        if self.action != Action::Play {
+            return Ok(None);
+        }
+        let bytes = match &self.file {
+            Some(path) => std::fs::read(path)
+                .map_err(|e| format!("cannot read prompt {}: {e}", path.display()))?,
+            None => crate::media::BUILTIN_PROMPT.to_vec(),
+        };
+        crate::media::Prompt::from_wav(&bytes)
+            .map(|p| Some(std::sync::Arc::new(p)))
+            .map_err(|e| {
+                format!(
+                    "prompt for {} is not a usable WAV: {e}",
+                    self.number.get_ref()
+                )
+            })
+    }
 }
 
 fn default_realm() -> String {
@@ -371,6 +398,9 @@ impl Config {
             if !numbers.insert(n.clone()) {
                 return Err(at(route.number.span(), format!("duplicate number {n}")));
             }
+            if let Err(e) = route.prompt() {
+                return Err(at(route.number.span(), e));
+            }
         }
         Ok(())
     }
@@ -428,6 +458,7 @@ mod tests {
         assert!(c.account("1001").is_some());
         assert_eq!(c.route("600").unwrap().action, Action::Echo);
         assert_eq!(c.route("700").unwrap().action, Action::Fork);
+        assert!(c.route("602").unwrap().prompt().unwrap().is_some());
     }
 
     #[test]
@@ -465,6 +496,14 @@ mod tests {
         let action = format!("{base}[[dialplan]]\nnumber = \"1\"\naction = \"dance\"\n");
         let err = Config::parse(&action).unwrap_err().to_string();
         assert!(err.contains("line 5"), "{err}");
+        let prompt = format!(
+            "{base}[[dialplan]]\nnumber = \"602\"\naction = \"play\"\nfile = \"/nonexistent.wav\"\n"
+        );
+        let err = Config::parse(&prompt).unwrap_err().to_string();
+        assert!(
+            err.contains("line 4") && err.contains("cannot read prompt"),
+            "{err}"
+        );
     }
 
     #[test]

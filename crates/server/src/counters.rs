@@ -45,6 +45,14 @@ pub struct Counters {
     pub rtp_packets_in: AtomicU64,
     pub rtp_packets_out: AtomicU64,
     pub rtp_malformed: AtomicU64,
+    /// RTP from an address other than the latched one, or not of a negotiated type before
+    /// latching (symmetric RTP refuses to be hijacked).
+    pub rtp_stray: AtomicU64,
+    /// Well-formed RTP the media session refused (unexpected payload type, bad event).
+    pub rtp_rejected: AtomicU64,
+    pub rtcp_packets_in: AtomicU64,
+    pub rtcp_packets_out: AtomicU64,
+    pub dtmf_events: AtomicU64,
 }
 
 impl Counters {

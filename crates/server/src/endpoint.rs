@@ -28,7 +28,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::config::{Action, Config, RouteAuth};
 use crate::counters::{Counters, inc};
 use crate::dialplan;
-use crate::media::{self, MediaHandle, MediaParams};
+use crate::media::{self, LegSetup, MediaHandle, MediaParams, Prompt};
 use crate::rtp_ports::PortPool;
 use crate::transport::{Inbound, Outbound};
 
@@ -83,6 +83,8 @@ pub struct Endpoint {
     by_invite: HashMap<TransactionKey, DialogId>,
     commands: mpsc::Sender<Command>,
     registry: Arc<DashMap<String, CallSummary>>,
+    /// Prompts of `play` routes by number, loaded once.
+    prompts: HashMap<String, Arc<Prompt>>,
 }
 
 impl Endpoint {
@@ -111,7 +113,20 @@ impl Endpoint {
             },
             Arc::new(MemoryLocationStore::default()),
         );
+        let prompts = config
+            .dialplan
+            .iter()
+            .filter_map(|route| match route.prompt() {
+                Ok(p) => p.map(|p| (route.number.get_ref().clone(), p)),
+                Err(e) => {
+                    // Config validation already loaded it; the file changed since.
+                    warn!(error = %e, "prompt unavailable");
+                    None
+                }
+            })
+            .collect();
         Endpoint {
+            prompts,
             layer: TransactionLayer::new(config.timers()),
             config,
             sip_addr,
@@ -487,16 +502,17 @@ impl Endpoint {
         let span = tracing::Span::current();
         let rtp_port = rtp.port;
         let codec = params.codec;
-        let media = media::spawn(
+        let media = media::spawn(LegSetup {
             rtp,
-            route.action,
+            action: route.action,
+            prompt: self.prompts.get(route.number.get_ref()).cloned(),
             params,
-            id.clone(),
-            Duration::from_secs(self.config.rtp.inactivity_timeout_s),
-            self.commands.clone(),
-            self.counters.clone(),
-            span.clone(),
-        );
+            call: id.clone(),
+            inactivity: Duration::from_secs(self.config.rtp.inactivity_timeout_s),
+            commands: self.commands.clone(),
+            counters: self.counters.clone(),
+            span: span.clone(),
+        });
         info!(number = %route.number.get_ref(), action = ?route.action, rtp_port, ?codec, "call accepted");
         self.registry.insert(
             id.call_id.clone(),

@@ -1,20 +1,68 @@
-//! One task per call leg owns that leg's RTP socket and media state. The SIP core talks to
-//! it through a small control channel; nothing here is shared with other calls.
+//! One task per call leg owns that leg's RTP/RTCP sockets and its
+//! [`MediaSession`](siphon_media::session::MediaSession): jitter buffer, decoder, 20 ms
+//! pacer, DTMF and RTCP. The SIP core talks to it through a small control channel; nothing
+//! here is shared with other calls, so a slow or dead peer affects only its own call.
+//!
+//! The task is the "forker thread per call" of the design: a tokio task, not an OS thread.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
 
+use siphon_media::g711::G711;
+use siphon_media::jitter::FrameKind;
+use siphon_media::packet::RtpPacket;
+use siphon_media::session::{MediaEvent, MediaSession, SessionConfig};
+use siphon_media::tone::ToneGenerator;
+use siphon_media::{FRAME_SAMPLES, wav};
 use siphon_sip::dialog::DialogId;
 use siphon_sip::sdp::{Codec, Direction};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{Instrument, debug};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::config::Action;
 use crate::counters::{Counters, inc};
 use crate::endpoint::Command;
 use crate::rtp_ports::RtpPort;
+
+/// The prompt `602` plays when its route names no file: made for this project with
+/// espeak-ng (see scripts/make-prompt.sh), 8 kHz 16-bit mono.
+pub const BUILTIN_PROMPT: &[u8] = include_bytes!("../../../configs/prompts/welcome.wav");
+
+/// A prompt decoded once at start and encoded for both laws, shared by every call playing
+/// it (read-only, so sharing takes no lock).
+#[derive(Debug)]
+pub struct Prompt {
+    pcmu: Vec<u8>,
+    pcma: Vec<u8>,
+}
+
+impl Prompt {
+    /// Parses a WAV (PCM16 8/16 kHz or G.711) and pads it to whole 20 ms frames.
+    pub fn from_wav(bytes: &[u8]) -> Result<Prompt, wav::WavError> {
+        let wav = wav::Wav::parse(bytes)?;
+        let pad = |mut v: Vec<u8>, silence: u8| {
+            let rem = v.len() % FRAME_SAMPLES;
+            if rem != 0 || v.is_empty() {
+                v.resize(v.len() + FRAME_SAMPLES - rem, silence);
+            }
+            v
+        };
+        Ok(Prompt {
+            pcmu: pad(wav.to_g711(G711::Pcmu), G711::Pcmu.silence()),
+            pcma: pad(wav.to_g711(G711::Pcma), G711::Pcma.silence()),
+        })
+    }
+
+    fn frames(&self, codec: G711) -> &[u8] {
+        match codec {
+            G711::Pcmu => &self.pcmu,
+            G711::Pcma => &self.pcma,
+        }
+    }
+}
 
 /// What offer/answer decided for the leg.
 #[derive(Debug, Clone)]
@@ -51,7 +99,7 @@ impl MediaHandle {
         let _ = self.control.send(Control::Update(params));
     }
 
-    /// The 200 OK went out: start sending.
+    /// The 200 OK went out: start the send clock.
     pub fn answered(&self) {
         let _ = self.control.send(Control::Answered);
     }
@@ -59,110 +107,318 @@ impl MediaHandle {
     pub fn stop(self) {}
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn spawn(
-    rtp: RtpPort,
-    action: Action,
-    params: MediaParams,
-    call: DialogId,
-    inactivity: Duration,
-    commands: mpsc::Sender<Command>,
-    counters: Arc<Counters>,
-    span: tracing::Span,
-) -> MediaHandle {
+/// Where a leg's outgoing audio comes from.
+enum Source {
+    /// The caller's own audio, decoded and re-encoded (never a raw reflection).
+    Echo,
+    Tone(ToneGenerator),
+    Prompt {
+        prompt: Arc<Prompt>,
+        position: usize,
+    },
+    /// Nothing to send (ringing numbers).
+    Nothing,
+}
+
+pub struct LegSetup {
+    pub rtp: RtpPort,
+    pub action: Action,
+    pub prompt: Option<Arc<Prompt>>,
+    pub params: MediaParams,
+    pub call: DialogId,
+    pub inactivity: Duration,
+    pub commands: mpsc::Sender<Command>,
+    pub counters: Arc<Counters>,
+    pub span: tracing::Span,
+}
+
+pub fn spawn(setup: LegSetup) -> MediaHandle {
     let (tx, rx) = mpsc::unbounded_channel();
-    let port = rtp.port;
-    let leg = Leg {
-        rtp,
-        action,
-        params,
-        call,
-        inactivity,
-        commands,
-        counters,
-        answered: false,
-        latched: None,
+    let port = setup.rtp.port;
+    let source = match (setup.action, setup.prompt) {
+        (Action::Echo | Action::Fork, _) => Source::Echo,
+        (Action::Tone, _) => Source::Tone(ToneGenerator::test_tone()),
+        (Action::Play, Some(prompt)) => Source::Prompt {
+            prompt,
+            position: 0,
+        },
+        (Action::Play, None) | (Action::Ring, _) => Source::Nothing,
     };
-    tokio::spawn(leg.run(rx).instrument(span));
+    let leg = Leg {
+        rtp: setup.rtp,
+        source,
+        params: setup.params,
+        call: setup.call,
+        inactivity: setup.inactivity,
+        commands: setup.commands,
+        counters: setup.counters,
+        session: None,
+        latched: None,
+        latched_rtcp: None,
+    };
+    tokio::spawn(leg.run(rx).instrument(setup.span));
     MediaHandle { port, control: tx }
 }
 
 struct Leg {
     rtp: RtpPort,
-    action: Action,
+    source: Source,
     params: MediaParams,
     call: DialogId,
     inactivity: Duration,
     commands: mpsc::Sender<Command>,
     counters: Arc<Counters>,
-    answered: bool,
-    /// Where the peer's RTP actually comes from (symmetric RTP).
+    /// Created when the call is answered: its pacer's first slot is the answer time.
+    session: Option<MediaSession>,
+    /// Where the peer's RTP actually comes from (symmetric RTP, RFC 4961).
     latched: Option<SocketAddr>,
+    latched_rtcp: Option<SocketAddr>,
+}
+
+fn g711(codec: Codec) -> G711 {
+    match codec {
+        Codec::Pcmu => G711::Pcmu,
+        Codec::Pcma => G711::Pcma,
+    }
 }
 
 impl Leg {
     async fn run(mut self, mut control: mpsc::UnboundedReceiver<Control>) {
-        let mut buf = vec![0u8; 2048];
+        let mut rx = [0u8; 2048];
+        let mut rtcp_rx = [0u8; 2048];
+        let mut tx = [0u8; 1500];
+        let mut pcm_in = [0i16; FRAME_SAMPLES];
+        let mut pcm_out = [0i16; FRAME_SAMPLES];
         let mut last_rx = Instant::now();
         loop {
             let idle_deadline = last_rx + self.inactivity;
+            let send_deadline = self
+                .session
+                .as_ref()
+                .map(|s| Instant::from_std(s.poll_timeout()));
+            let pacer = async {
+                match send_deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 msg = control.recv() => match msg {
                     Some(Control::Update(p)) => {
                         // Coming off hold restarts the inactivity clock.
                         last_rx = Instant::now();
+                        if p.codec != self.params.codec || p.telephone_event_pt != self.params.telephone_event_pt {
+                            self.session = self.session.take().map(|_| self.new_session(&p));
+                        }
+                        if p.remote != self.params.remote {
+                            // The peer moved: learn its address again.
+                            self.latched = None;
+                            self.latched_rtcp = None;
+                        }
                         self.params = p;
                     }
                     Some(Control::Answered) => {
-                        self.answered = true;
+                        last_rx = Instant::now();
+                        self.session = Some(self.new_session(&self.params.clone()));
+                    }
+                    None => {
+                        self.send_rtcp_bye();
+                        return;
+                    }
+                },
+                r = self.rtp.socket.recv_from(&mut rx) => {
+                    let Ok((len, from)) = r else { continue };
+                    if self.on_rtp(&rx[..len], from) {
                         last_rx = Instant::now();
                     }
-                    None => return,
-                },
-                r = self.rtp.socket.recv_from(&mut buf) => {
-                    let Ok((len, from)) = r else { continue };
-                    last_rx = Instant::now();
-                    self.on_rtp(&mut buf[..len], from);
                 }
+                r = self.rtp.rtcp.recv_from(&mut rtcp_rx) => {
+                    let Ok((len, from)) = r else { continue };
+                    self.on_rtcp(&rtcp_rx[..len], from);
+                }
+                () = pacer => self.on_send_slots(&mut pcm_in, &mut pcm_out, &mut tx),
                 () = tokio::time::sleep_until(idle_deadline) => {
-                    if self.on_hold() {
+                    if self.on_hold() || self.session.is_none() {
                         last_rx = Instant::now();
                         continue;
                     }
                     let reason = format!("no RTP for {} s", self.inactivity.as_secs());
+                    warn!(%reason, "ending call");
                     let _ = self.commands.send(Command::MediaEnded { call: self.call.clone(), reason }).await;
+                    self.send_rtcp_bye();
                     return;
                 }
             }
         }
     }
 
+    fn new_session(&self, params: &MediaParams) -> MediaSession {
+        let mut config =
+            SessionConfig::new(g711(params.codec), format!("siphon-{}", self.rtp.port));
+        config.telephone_event = params.telephone_event_pt;
+        MediaSession::new(config, Instant::now().into_std(), SystemTime::now())
+    }
+
+    /// Hold (we only receive, or nothing flows): silence from the peer is expected.
     fn on_hold(&self) -> bool {
         matches!(
             self.params.direction,
             Direction::RecvOnly | Direction::Inactive
-        ) || self.params.remote.is_none()
+        )
     }
 
-    fn on_rtp(&mut self, packet: &mut [u8], from: SocketAddr) {
-        if packet.len() < 12 || packet[0] >> 6 != 2 {
-            inc(&self.counters.rtp_malformed);
+    fn sends(&self) -> bool {
+        matches!(
+            self.params.direction,
+            Direction::SendRecv | Direction::SendOnly
+        )
+    }
+
+    /// Where our RTP goes: the latched source, else what the SDP said.
+    fn destination(&self) -> Option<SocketAddr> {
+        self.latched.or(self.params.remote)
+    }
+
+    /// Handles one datagram; returns whether it counted as activity from the peer.
+    fn on_rtp(&mut self, data: &[u8], from: SocketAddr) -> bool {
+        let counters = &self.counters;
+        let packet = match RtpPacket::parse(data) {
+            Ok(p) => p,
+            Err(e) => {
+                inc(&counters.rtp_malformed);
+                debug!(%from, error = %e, "malformed RTP dropped");
+                return false;
+            }
+        };
+        let negotiated = packet.payload_type == self.params.payload_type
+            || Some(packet.payload_type) == self.params.telephone_event_pt;
+        match self.latched {
+            // Latch only onto packets of the negotiated types, so a stray sender cannot
+            // take the stream over, before or after latching.
+            None if negotiated => {
+                debug!(%from, "RTP latched");
+                self.latched = Some(from);
+            }
+            Some(addr) if addr == from => {}
+            _ => {
+                inc(&counters.rtp_stray);
+                return false;
+            }
+        }
+        inc(&counters.rtp_packets_in);
+        let Some(session) = self.session.as_mut() else {
+            return true; // early media before the answer: nothing to do with it yet
+        };
+        if let Err(e) = session.handle_rtp(Instant::now().into_std(), data) {
+            inc(&counters.rtp_rejected);
+            debug!(error = %e, "RTP rejected");
+        }
+        while let Some(event) = session.poll_event() {
+            match event {
+                MediaEvent::Dtmf(ev) => {
+                    inc(&counters.dtmf_events);
+                    let digit = ev.digit().unwrap_or('?');
+                    info!(%digit, "DTMF received");
+                }
+                MediaEvent::NewSource { ssrc } => debug!(ssrc, "new RTP source"),
+                MediaEvent::RemoteReport { .. } => {}
+            }
+        }
+        true
+    }
+
+    fn on_rtcp(&mut self, data: &[u8], from: SocketAddr) {
+        let Some(session) = self.session.as_mut() else {
             return;
-        }
-        inc(&self.counters.rtp_packets_in);
-        let pt = packet[1] & 0x7f;
-        if self.latched.is_none() && pt == self.params.payload_type {
-            debug!(%from, "RTP latched");
-            self.latched = Some(from);
-        }
-        if matches!(self.action, Action::Echo | Action::Fork)
-            && self.answered
-            && self.latched == Some(from)
-        {
-            // Interim echo: reflect the packet. The media engine replaces this with the
-            // decode/re-encode path and our own paced stream.
-            let _ = self.rtp.socket.try_send_to(packet, from);
-            inc(&self.counters.rtp_packets_out);
+        };
+        match session.handle_rtcp(Instant::now().into_std(), data) {
+            Ok(()) => {
+                // RTCP comes from the RTP source's host; latch its port the same way.
+                if self.latched_rtcp.is_none()
+                    && self.latched.is_none_or(|rtp| rtp.ip() == from.ip())
+                {
+                    self.latched_rtcp = Some(from);
+                }
+                inc(&self.counters.rtcp_packets_in);
+            }
+            Err(_) => inc(&self.counters.rtp_malformed),
         }
     }
+
+    /// One iteration per due 20 ms slot: take the caller's audio out of the jitter buffer
+    /// and fill the slot from this leg's source.
+    fn on_send_slots(
+        &mut self,
+        pcm_in: &mut [i16; FRAME_SAMPLES],
+        pcm_out: &mut [i16; FRAME_SAMPLES],
+        tx: &mut [u8; 1500],
+    ) {
+        let now = Instant::now().into_std();
+        let sends = self.sends();
+        let dest = self.destination();
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        let codec = g711(self.params.codec);
+        for _ in 0..session.handle_timeout(now) {
+            let frame = session.pop_audio(pcm_in);
+            let built = if !sends {
+                session.send_silence(tx)
+            } else {
+                match &mut self.source {
+                    Source::Echo => match frame {
+                        Some(f) if f.kind != FrameKind::Silence => {
+                            session.send_audio(pcm_in, tx).map(Some)
+                        }
+                        _ => session.send_silence(tx),
+                    },
+                    Source::Tone(tone) => {
+                        tone.fill(pcm_out);
+                        session.send_audio(pcm_out, tx).map(Some)
+                    }
+                    Source::Prompt { prompt, position } => {
+                        let frames = prompt.frames(codec);
+                        let payload = &frames[*position..*position + FRAME_SAMPLES];
+                        *position = (*position + FRAME_SAMPLES) % frames.len();
+                        session.send_payload(payload, tx).map(Some)
+                    }
+                    Source::Nothing => session.send_silence(tx),
+                }
+            };
+            match (built, dest) {
+                (Ok(Some(n)), Some(dest)) => {
+                    if self.rtp.socket.try_send_to(&tx[..n], dest).is_ok() {
+                        inc(&self.counters.rtp_packets_out);
+                    } else {
+                        inc(&self.counters.send_failures);
+                    }
+                }
+                (Ok(_), _) => {}
+                (Err(e), _) => debug!(error = %e, "RTP build failed"),
+            }
+        }
+        if let Ok(Some(n)) = session.poll_rtcp(now, tx)
+            && let Some(rtcp_dest) = self.latched_rtcp.or(dest.map(rtcp_of))
+            && self.rtp.rtcp.try_send_to(&tx[..n], rtcp_dest).is_ok()
+        {
+            self.counters
+                .rtcp_packets_out
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn send_rtcp_bye(&mut self) {
+        let dest = self.latched_rtcp.or(self.destination().map(rtcp_of));
+        if let (Some(session), Some(dest)) = (self.session.as_mut(), dest) {
+            let mut out = [0u8; 512];
+            if let Ok(n) = session.build_bye(Instant::now().into_std(), &mut out) {
+                let _ = self.rtp.rtcp.try_send_to(&out[..n], dest);
+            }
+        }
+    }
+}
+
+/// RTCP goes to the RTP port + 1 unless the peer's RTCP shows up elsewhere (RFC 3550 §11).
+fn rtcp_of(rtp: SocketAddr) -> SocketAddr {
+    SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1))
 }

@@ -13,10 +13,12 @@ pub struct PortPool {
     total: usize,
 }
 
-/// A bound RTP socket whose port goes back to the pool when this is dropped.
+/// A bound RTP socket (even port) and its RTCP socket (port + 1), whose ports go back to
+/// the pool when this is dropped.
 #[derive(Debug)]
 pub struct RtpPort {
     pub socket: UdpSocket,
+    pub rtcp: UdpSocket,
     pub port: u16,
     pool: Arc<PortPool>,
 }
@@ -55,21 +57,24 @@ impl PortPool {
         }
     }
 
-    /// Binds a socket on the next free port. Ports another program holds are skipped (and
+    /// Binds RTP and RTCP sockets on the next free port pair. Ports another program holds are skipped (and
     /// put back at the end, to be tried again later). `None` when every port is in use:
     /// the caller answers 503.
     pub async fn allocate(self: &Arc<Self>, ip: IpAddr) -> Option<RtpPort> {
         for _ in 0..self.total.max(1) {
             let port = self.take()?;
-            match UdpSocket::bind(SocketAddr::new(ip, port)).await {
-                Ok(socket) => {
+            let rtp = UdpSocket::bind(SocketAddr::new(ip, port)).await;
+            let rtcp = UdpSocket::bind(SocketAddr::new(ip, port.wrapping_add(1))).await;
+            match (rtp, rtcp) {
+                (Ok(socket), Ok(rtcp)) => {
                     return Some(RtpPort {
                         socket,
+                        rtcp,
                         port,
                         pool: self.clone(),
                     });
                 }
-                Err(_) => self.release(port),
+                _ => self.release(port),
             }
         }
         None
