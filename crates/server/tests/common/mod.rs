@@ -1,0 +1,205 @@
+//! The test harness shared by the integration tests: a real server on an ephemeral
+//! loopback port and a UDP "phone" that speaks SIP to it as text.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use siphon_server::counters::Counters;
+use siphon_server::{Config, Server};
+use tokio::net::UdpSocket;
+use tokio::sync::oneshot;
+
+pub struct Running {
+    pub addr: SocketAddr,
+    pub counters: Arc<Counters>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap();
+    }
+}
+
+/// The embedded default on an ephemeral SIP port, RTP ports from `rtp_min` (each test
+/// takes its own range so tests can run in parallel), plus `extra` TOML appended.
+pub async fn start_with(extra: &str, rtp_min: u16) -> Running {
+    start_edited(extra, rtp_min, &[]).await
+}
+
+/// Like `start_with`, with textual replacements applied to the default configuration.
+pub async fn start_edited(extra: &str, rtp_min: u16, edits: &[(&str, &str)]) -> Running {
+    let mut text = siphon_server::config::EMBEDDED_DEFAULT
+        .replace("listen = \"127.0.0.1:5060\"", "listen = \"127.0.0.1:0\"")
+        .replace("port_min = 20000", &format!("port_min = {rtp_min}"))
+        .replace("port_max = 29998", &format!("port_max = {}", rtp_min + 98));
+    for (from, to) in edits {
+        assert!(text.contains(from), "default config lacks {from}");
+        text = text.replace(from, to);
+    }
+    text.push_str(extra);
+    let config = Config::parse(&text).unwrap();
+    let server = Server::bind(config).await.unwrap();
+    let addr = server.sip_addr();
+    let counters = server.counters();
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(server.run(async {
+        let _ = rx.await;
+    }));
+    Running {
+        addr,
+        counters,
+        stop: Some(tx),
+        task: Some(task),
+    }
+}
+
+pub struct Phone {
+    pub sock: UdpSocket,
+    pub server: SocketAddr,
+}
+
+impl Phone {
+    pub async fn new(server: SocketAddr) -> Phone {
+        Phone {
+            sock: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            server,
+        }
+    }
+
+    pub fn local(&self) -> SocketAddr {
+        self.sock.local_addr().unwrap()
+    }
+
+    pub async fn send(&self, text: &str) {
+        self.sock
+            .send_to(text.as_bytes(), self.server)
+            .await
+            .unwrap();
+    }
+
+    pub async fn send_bytes(&self, bytes: &[u8]) {
+        self.sock.send_to(bytes, self.server).await.unwrap();
+    }
+
+    /// The next datagram, or None after `wait`.
+    pub async fn recv_within(&self, wait: Duration) -> Option<String> {
+        let mut buf = vec![0u8; 65536];
+        match tokio::time::timeout(wait, self.sock.recv_from(&mut buf)).await {
+            Ok(Ok((n, _))) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            _ => None,
+        }
+    }
+
+    pub async fn recv(&self) -> String {
+        self.recv_within(Duration::from_secs(5))
+            .await
+            .expect("no response from Siphon")
+    }
+
+    /// The next response whose status is not 100.
+    pub async fn final_response(&self) -> String {
+        loop {
+            let r = self.recv().await;
+            if !r.starts_with("SIP/2.0 100") {
+                return r;
+            }
+        }
+    }
+}
+
+pub fn status(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+pub fn options(local: SocketAddr, branch: &str) -> String {
+    format!(
+        "OPTIONS sip:siphon@127.0.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bK{branch};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:tester@127.0.0.1>;tag=t{branch}\r\n\
+         To: <sip:siphon@127.0.0.1>\r\n\
+         Call-ID: opt-{branch}\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+pub fn sdp(port: u16, pts: &str, extra: &str) -> String {
+    format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP {pts}\r\n{extra}"
+    )
+}
+
+pub fn invite(
+    local: SocketAddr,
+    number: &str,
+    call: &str,
+    cseq: u32,
+    tag: Option<&str>,
+    body: &str,
+    ctype: &str,
+) -> String {
+    let to_tag = tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+    format!(
+        "INVITE sip:{number}@127.0.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bK{call}{cseq};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:tester@127.0.0.1>;tag=from{call}\r\n\
+         To: <sip:{number}@127.0.0.1>{to_tag}\r\n\
+         Call-ID: {call}\r\n\
+         CSeq: {cseq} INVITE\r\n\
+         Contact: <sip:tester@{local}>\r\n\
+         Content-Type: {ctype}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+pub fn in_dialog(
+    method: &str,
+    local: SocketAddr,
+    number: &str,
+    call: &str,
+    cseq: u32,
+    to_tag: &str,
+    branch: &str,
+) -> String {
+    format!(
+        "{method} sip:siphon@127.0.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bK{branch};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:tester@127.0.0.1>;tag=from{call}\r\n\
+         To: <sip:{number}@127.0.0.1>;tag={to_tag}\r\n\
+         Call-ID: {call}\r\n\
+         CSeq: {cseq} {method}\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+pub fn to_tag(response: &str) -> String {
+    let to = header(response, "To").unwrap();
+    to.split(";tag=")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
+}
