@@ -334,7 +334,11 @@ impl Task {
                             self.push_frame(f);
                         }
                     }
-                    None => ending = Some(Ending::Stop("fork dropped".to_string())),
+                    // The handle is gone: stopped (the reason is waiting) or dropped.
+                    None => {
+                        let reason = self.stop_rx.try_recv().unwrap_or_else(|_| "fork dropped".to_string());
+                        ending = Some(Ending::Stop(reason));
+                    }
                 },
                 Some(c) = self.ctl_rx.recv() => self.on_control(c),
                 res = opt_fut(&mut self.connecting) => {
