@@ -151,50 +151,62 @@ struct Io {
 }
 
 impl Io {
-    /// Reads the next message, writing whatever is waiting meanwhile. Pending forever while
-    /// disconnected.
+    /// Writes whatever is waiting (as far as the socket takes it), then reads the next
+    /// message. Writing first means a service that floods us cannot starve our audio.
+    /// Pending forever while disconnected.
     fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<IoEvent> {
         let Some(ws) = self.ws.as_mut() else {
             return Poll::Pending;
         };
-        match ws.poll_next_unpin(cx) {
-            Poll::Ready(Some(Ok(m))) => return Poll::Ready(IoEvent::Msg(m)),
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(IoEvent::Error(e)),
-            Poll::Ready(None) => return Poll::Ready(IoEvent::Closed),
-            Poll::Pending => {}
+        if let Err(e) = Self::poll_write(ws, &mut self.out, &mut self.needs_flush, &self.stats, cx)
+        {
+            return Poll::Ready(IoEvent::Error(e));
         }
-        while self.out.has_more() {
+        match ws.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(m))) => Poll::Ready(IoEvent::Msg(m)),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(IoEvent::Error(e)),
+            Poll::Ready(None) => Poll::Ready(IoEvent::Closed),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Moves messages into the socket while it is ready, then flushes. Returns `Ok` both
+    /// when done and when the socket is full (the waker is registered then).
+    fn poll_write(
+        ws: &mut Ws,
+        out: &mut Outbox,
+        needs_flush: &mut bool,
+        stats: &ForkStats,
+        cx: &mut Context<'_>,
+    ) -> Result<(), tungstenite::Error> {
+        while out.has_more() {
             match ws.poll_ready_unpin(cx) {
                 Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(IoEvent::Error(e)),
+                Poll::Ready(Err(e)) => return Err(e),
                 // The socket is full: frames wait in the backlog (bounded, oldest dropped).
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => return Ok(()),
             }
-            let Some(msg) = self.out.next() else { break };
-            ForkStats::add(&self.stats.bytes_sent, msg.len() as u64);
-            if let Err(e) = ws.start_send_unpin(msg) {
-                return Poll::Ready(IoEvent::Error(e));
-            }
-            self.needs_flush = true;
+            let Some(msg) = out.next() else { break };
+            ForkStats::add(&stats.bytes_sent, msg.len() as u64);
+            ws.start_send_unpin(msg)?;
+            *needs_flush = true;
         }
-        if self.needs_flush {
+        if *needs_flush {
             match ws.poll_flush_unpin(cx) {
                 Poll::Ready(Ok(())) => {
-                    self.needs_flush = false;
+                    *needs_flush = false;
                     let now = Instant::now();
-                    let n = self.out.in_flight.len() as u64;
-                    for arrival in self.out.in_flight.drain(..) {
-                        self.stats
-                            .latency
-                            .record(now.saturating_duration_since(arrival));
+                    let n = out.in_flight.len() as u64;
+                    for arrival in out.in_flight.drain(..) {
+                        stats.latency.record(now.saturating_duration_since(arrival));
                     }
-                    ForkStats::add(&self.stats.frames_sent, n);
+                    ForkStats::add(&stats.frames_sent, n);
                 }
-                Poll::Ready(Err(e)) => return Poll::Ready(IoEvent::Error(e)),
+                Poll::Ready(Err(e)) => return Err(e),
                 Poll::Pending => {}
             }
         }
-        Poll::Pending
+        Ok(())
     }
 
     /// Writes and flushes everything waiting. Messages read meanwhile are dropped (only

@@ -294,22 +294,42 @@ impl TwilioCodec {
     }
 
     /// Writes the media JSON directly (it is the per-frame hot path): the same text serde
-    /// would produce for [`MediaMsg`], with one allocation of the exact size.
+    /// would produce for [`MediaMsg`], in one allocation of exactly the right size (so that
+    /// handing it to the socket as bytes needs no other).
     fn media_msg(&mut self, ch: usize, track: &str, timestamp: u64, payload: &[u8]) -> WireMsg {
+        const P1: &str = r#"{"event":"media","sequenceNumber":""#;
+        const P2: &str = r#"","media":{"track":""#;
+        const P3: &str = r#"","chunk":""#;
+        const P4: &str = r#"","timestamp":""#;
+        const P5: &str = r#"","payload":""#;
+        const P6: &str = r#""},"streamSid":"#;
+        const FIXED: usize = P1.len() + P2.len() + P3.len() + P4.len() + P5.len() + P6.len() + 1;
         self.seq += 1;
         self.chunks[ch] += 1;
-        let b64_len = payload.len().div_ceil(3) * 4;
-        let mut s = String::with_capacity(110 + b64_len + self.sid_json.len() + track.len());
+        let (seq, chunk) = (self.seq, self.chunks[ch]);
+        let len = FIXED
+            + digits(seq)
+            + track.len()
+            + digits(chunk)
+            + digits(timestamp)
+            + payload.len().div_ceil(3) * 4
+            + self.sid_json.len();
+        let mut s = String::with_capacity(len);
         // Writing to a String cannot fail.
-        let _ = write!(
-            s,
-            r#"{{"event":"media","sequenceNumber":"{}","media":{{"track":"{}","chunk":"{}","timestamp":"{}","payload":""#,
-            self.seq, track, self.chunks[ch], timestamp
-        );
+        s.push_str(P1);
+        let _ = write!(s, "{seq}");
+        s.push_str(P2);
+        s.push_str(track);
+        s.push_str(P3);
+        let _ = write!(s, "{chunk}");
+        s.push_str(P4);
+        let _ = write!(s, "{timestamp}");
+        s.push_str(P5);
         BASE64.encode_string(payload, &mut s);
-        s.push_str(r#""},"streamSid":"#);
+        s.push_str(P6);
         s.push_str(&self.sid_json);
         s.push('}');
+        debug_assert_eq!(s.len(), len);
         WireMsg::Text(s)
     }
 
@@ -383,6 +403,11 @@ impl TwilioCodec {
             other => Err(ProtocolError::UnknownEvent(other.to_string())),
         }
     }
+}
+
+/// Decimal digits of `n`.
+fn digits(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
 #[cfg(test)]
@@ -459,6 +484,25 @@ mod tests {
             r#"{"event":"media","sequenceNumber":"2","media":{"track":"inbound","chunk":"1","timestamp":"0","payload":"////"#
         ));
         assert!(text(&out[0]).ends_with(r#"///w=="},"streamSid":"MZ789"}"#));
+    }
+
+    #[test]
+    fn media_text_has_exactly_its_capacity() {
+        assert_eq!(
+            (digits(0), digits(9), digits(10), digits(u64::MAX)),
+            (1, 1, 2, 20)
+        );
+        let mut c = codec(Tracks::Inbound);
+        let mut out = Vec::new();
+        for (i, n) in [0usize, 1, 2, 3, 159, 160, 161].into_iter().enumerate() {
+            c.media(&Bytes::from(vec![7u8; n]), (i as u64) * 999, &mut out);
+        }
+        for m in &out {
+            match m {
+                WireMsg::Text(s) => assert_eq!(s.len(), s.capacity()),
+                WireMsg::Binary(_) => panic!("binary"),
+            }
+        }
     }
 
     #[test]
