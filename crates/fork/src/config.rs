@@ -370,11 +370,22 @@ impl ForkConfig {
         if self.queue_frames == 0 || self.queue_frames > 100_000 {
             return Err(ConfigError::Range("queue_frames"));
         }
-        if self.connect_timeout.is_zero() {
+        // Durations stay below an hour so that deadline arithmetic cannot overflow.
+        const HOUR: Duration = Duration::from_secs(3600);
+        if self.connect_timeout.is_zero() || self.connect_timeout > HOUR {
             return Err(ConfigError::Range("connect_timeout_ms"));
         }
-        if self.reconnect_min.is_zero() || self.reconnect_max < self.reconnect_min {
+        if self.reconnect_min.is_zero()
+            || self.reconnect_max < self.reconnect_min
+            || self.reconnect_max > HOUR
+        {
             return Err(ConfigError::Range("reconnect_min_ms/reconnect_max_ms"));
+        }
+        if self.ping_interval > HOUR {
+            return Err(ConfigError::Range("ping_interval_ms"));
+        }
+        if self.stop_timeout > HOUR {
+            return Err(ConfigError::Range("stop_timeout_ms"));
         }
         if self.buffer > Duration::from_secs(600) || self.playback_buffer > Duration::from_secs(600)
         {
@@ -482,6 +493,12 @@ mod tests {
         let mut c = ForkConfig::new("ws://x", Mode::Native);
         c.headers.push(("X-Ok".into(), "line\nbreak".into()));
         assert!(matches!(c.validate(), Err(ConfigError::Header(_))));
+        let mut c = ForkConfig::new("ws://x", Mode::Native);
+        c.ping_interval = Duration::from_millis(u64::MAX);
+        assert!(matches!(c.validate(), Err(ConfigError::Range(_))));
+        let mut c = ForkConfig::new("ws://x", Mode::Native);
+        c.reconnect_max = Duration::from_millis(1);
+        assert!(matches!(c.validate(), Err(ConfigError::Range(_))));
     }
 
     #[test]

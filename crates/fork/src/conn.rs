@@ -518,7 +518,7 @@ impl Task {
         if self.connected() {
             let interval = self.config.ping_interval;
             if !interval.is_zero() && now >= self.next_ping {
-                if now.saturating_duration_since(self.last_rx) >= interval * 2 {
+                if now.saturating_duration_since(self.last_rx) >= interval.saturating_mul(2) {
                     self.disconnect("keepalive timeout");
                 } else {
                     self.io.out.pending.push_back(Message::Ping(Bytes::new()));

@@ -102,6 +102,21 @@ async fn required_fork_to_a_dead_port_fails_within_the_connect_timeout() {
 }
 
 #[tokio::test]
+async fn wss_to_a_plain_server_is_a_connection_failure_not_a_panic() {
+    let svc = service().await;
+    let mut cfg = config(format!("wss://{}/native", svc.local_addr()), Mode::Native);
+    cfg.required = true;
+    cfg.connect_timeout = Duration::from_millis(400);
+    let mut fork = start(cfg, meta());
+    match next_cmd(&mut fork).await {
+        ServiceCommand::Failed(reason) => assert!(reason.contains("could not connect"), "{reason}"),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert!(svc.streams().is_empty());
+    svc.shutdown().await;
+}
+
+#[tokio::test]
 async fn best_effort_fork_to_a_dead_port_keeps_the_call_going() {
     let mut cfg = config(
         format!("ws://127.0.0.1:{}/native", dead_port()),
