@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -213,6 +214,8 @@ pub struct ForkConfig {
     pub stop_timeout: Duration,
     /// Root certificates for `wss://`.
     pub tls_roots: TlsRoots,
+    /// A PEM file of further root certificates to trust for `wss://` (a private CA).
+    pub tls_ca_file: Option<PathBuf>,
     /// Frames that may wait between the media task and the fork task before new ones are
     /// dropped (counted as `frames_dropped_queue_full`).
     pub queue_frames: usize,
@@ -239,6 +242,7 @@ impl Default for ForkConfig {
             reconnect_max: Duration::from_secs(5),
             stop_timeout: Duration::from_secs(2),
             tls_roots: TlsRoots::Webpki,
+            tls_ca_file: None,
             queue_frames: 50,
         }
     }
@@ -267,6 +271,7 @@ impl fmt::Debug for ForkConfig {
             .field("reconnect_max", &self.reconnect_max)
             .field("stop_timeout", &self.stop_timeout)
             .field("tls_roots", &self.tls_roots)
+            .field("tls_ca_file", &self.tls_ca_file)
             .field("queue_frames", &self.queue_frames)
             .finish()
     }

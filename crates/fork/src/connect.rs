@@ -1,6 +1,7 @@
 //! Opening one WebSocket connection: the upgrade request (headers, subprotocol), TLS with
 //! rustls (ring provider; bundled webpki roots or the system's), limits, and a timeout.
 
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ pub(crate) struct Target {
     pub headers: Vec<(String, String)>,
     pub subprotocol: Option<&'static str>,
     pub tls_roots: TlsRoots,
+    pub tls_ca_file: Option<PathBuf>,
     pub max_message_bytes: usize,
 }
 
@@ -32,6 +34,7 @@ impl Target {
             headers: config.headers.clone(),
             subprotocol,
             tls_roots: config.tls_roots,
+            tls_ca_file: config.tls_ca_file.clone(),
             max_message_bytes: config.max_message_bytes,
         }
     }
@@ -57,7 +60,15 @@ pub(crate) async fn connect(target: Target, timeout: Duration) -> Result<Ws, Str
             .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(p));
     }
     let connector = if target.url.starts_with("wss://") {
-        Connector::Rustls(tls_config(target.tls_roots)?)
+        match &target.tls_ca_file {
+            None => Connector::Rustls(tls_config(target.tls_roots)?),
+            Some(path) => {
+                let pem = tokio::fs::read(path)
+                    .await
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                Connector::Rustls(build_tls_config(target.tls_roots, Some(&pem))?)
+            }
+        }
     } else {
         Connector::Plain
     };
@@ -86,24 +97,44 @@ fn tls_config(roots: TlsRoots) -> Result<Arc<rustls::ClientConfig>, String> {
         TlsRoots::Webpki => &WEBPKI,
         TlsRoots::Native => &NATIVE,
     };
-    cell.get_or_init(|| build_tls_config(roots)).clone()
+    cell.get_or_init(|| build_tls_config(roots, None)).clone()
 }
 
-fn build_tls_config(roots: TlsRoots) -> Result<Arc<rustls::ClientConfig>, String> {
+/// The system's root certificates, read once per process.
+fn native_certs() -> &'static [rustls::pki_types::CertificateDer<'static>] {
+    static CERTS: OnceLock<Vec<rustls::pki_types::CertificateDer<'static>>> = OnceLock::new();
+    CERTS.get_or_init(|| rustls_native_certs::load_native_certs().certs)
+}
+
+/// A client configuration trusting `roots` and, if given, the certificates of a PEM file.
+fn build_tls_config(
+    roots: TlsRoots,
+    extra_pem: Option<&[u8]>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
     let mut store = rustls::RootCertStore::empty();
+    if let Some(pem) = extra_pem {
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| format!("bad PEM certificate: {e}"))?;
+            store
+                .add(cert)
+                .map_err(|e| format!("unusable CA certificate: {e}"))?;
+        }
+        if store.is_empty() {
+            return Err("the CA file holds no certificate".to_string());
+        }
+    }
     match roots {
         TlsRoots::Webpki => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         TlsRoots::Native => {
-            let found = rustls_native_certs::load_native_certs();
-            for cert in found.certs {
+            let before = store.len();
+            for cert in native_certs() {
                 // One unparsable system certificate should not disable TLS.
-                let _ = store.add(cert);
+                let _ = store.add(cert.clone());
             }
-            if store.is_empty() {
-                return Err(format!(
-                    "no usable native root certificates ({} errors)",
-                    found.errors.len()
-                ));
+            if store.len() == before && extra_pem.is_none() {
+                return Err("no usable native root certificates".to_string());
             }
         }
     }
@@ -136,6 +167,7 @@ mod tests {
             headers: vec![("Authorization".into(), "Bearer t".into())],
             subprotocol: None,
             tls_roots: TlsRoots::Webpki,
+            tls_ca_file: None,
             max_message_bytes: 1 << 20,
         };
         assert!(connect(t.clone(), Duration::from_secs(2)).await.is_err());
