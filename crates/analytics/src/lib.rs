@@ -253,7 +253,8 @@ impl Inner {
     }
 }
 
-/// A running service.
+/// A running service. Dropping the handle shuts the service down (connections get a 1001
+/// close) without waiting for it.
 #[derive(Debug)]
 pub struct Handle {
     addr: SocketAddr,

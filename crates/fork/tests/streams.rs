@@ -285,3 +285,53 @@ async fn audio_fork_stereo_and_mixed_announce_their_mix_type() {
     }
     svc.shutdown().await;
 }
+
+#[tokio::test]
+async fn reference_service_writes_wav_files_per_stream_and_track() {
+    let dir = std::env::temp_dir().join(format!("siphon-analytics-wav-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let opts = siphon_analytics::Options {
+        out_dir: Some(dir.clone()),
+        ..quiet()
+    };
+    let svc = siphon_analytics::bind("127.0.0.1:0", opts).await.unwrap();
+
+    let mut cfg = config(svc.url(siphon_analytics::Mode::Twilio), Mode::Twilio);
+    cfg.tracks = Tracks::Both;
+    let twilio = start(cfg, meta());
+    let mut cfg = config(svc.url(siphon_analytics::Mode::Native), Mode::Native);
+    cfg.encoding = Encoding::L16;
+    cfg.sample_rate = 16000;
+    cfg.tracks = Tracks::Both;
+    let native = start(cfg, meta());
+    let (tid, nid) = (
+        twilio.stream_id().to_string(),
+        native.stream_id().to_string(),
+    );
+    push(&twilio, 0..10, 320).await;
+    push(&native, 0..10, 1280).await;
+    twilio.stop("hangup").wait().await;
+    native.stop("hangup").wait().await;
+    wait(&svc, &tid, "twilio closed", |r| r.closed()).await;
+    wait(&svc, &nid, "native closed", |r| r.closed()).await;
+    svc.shutdown().await;
+
+    let header = |name: &str| {
+        let b = std::fs::read(dir.join(name)).unwrap();
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
+        let channels = u16::from_le_bytes(b[22..24].try_into().unwrap());
+        (channels, u32_at(24), u32_at(40), b.len() - 44)
+    };
+    // 10 frames of 160 µ-law samples per track, written as 16-bit PCM.
+    assert_eq!(header(&format!("{tid}-inbound.wav")), (1, 8000, 3200, 3200));
+    assert_eq!(
+        header(&format!("{tid}-outbound.wav")),
+        (1, 8000, 3200, 3200)
+    );
+    // 10 frames of 16 kHz stereo 16-bit: 12800 bytes, copied as is.
+    assert_eq!(header(&format!("{nid}.wav")), (2, 16000, 12800, 12800));
+    let data = std::fs::read(dir.join(format!("{nid}.wav"))).unwrap();
+    assert_eq!(&data[44..44 + 1280], &frame(0, 1280)[..]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
