@@ -1,0 +1,349 @@
+//! When the network misbehaves: reconnect with a bounded buffer and exact loss accounting,
+//! required forks that cannot connect, hostile services, slow readers, dead peers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::StreamExt as _;
+use serde_json::json;
+use siphon_analytics::Outgoing;
+use siphon_fork::{
+    Encoding, ForkConfig, ForkState, ForkStats, Instant, Mode, ServiceCommand, start,
+};
+use tokio::net::TcpListener;
+
+fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn reconnects_to_a_restarted_service_delivering_the_buffer_and_counting_the_loss() {
+    let svc1 = service().await;
+    let port = svc1.local_addr().port();
+    let mut cfg = config(svc1.url(siphon_analytics::Mode::Native), Mode::Native);
+    cfg.encoding = Encoding::Pcmu;
+    cfg.buffer = Duration::from_millis(200); // 10 frames
+    let fork = start(cfg, meta());
+    let id = fork.stream_id().to_string();
+
+    push(&fork, 0..20, 160).await;
+    wait(&svc1, &id, "20 frames", |r| r.audio.len() == 20).await;
+    let first = svc1.stream(&id).unwrap();
+    svc1.kill().await;
+    wait_state(&fork, ForkState::Reconnecting).await;
+
+    // 30 frames while down: the buffer keeps the newest 10.
+    push(&fork, 20..50, 160).await;
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let svc2 = siphon_analytics::serve(listener, quiet()).unwrap();
+    let rec = wait(&svc2, &id, "buffered frames", |r| r.audio.len() == 10).await;
+    wait_state(&fork, ForkState::Connected).await;
+    assert_eq!(rec.start().unwrap()["resumed"], json!(true));
+    assert_eq!(rec.start().unwrap()["streamId"], json!(id));
+
+    let stats = fork.stop("hangup").wait().await;
+    let rec = wait(&svc2, &id, "stop", |r| r.stop.is_some()).await;
+
+    for (i, f) in first.audio.iter().enumerate() {
+        assert_eq!(f.data, frame(i, 160));
+    }
+    for (k, f) in rec.audio.iter().enumerate() {
+        assert_eq!(f.data, frame(40 + k, 160), "the oldest were dropped");
+    }
+    let pushed = ForkStats::get(&stats.frames_pushed);
+    let sent = ForkStats::get(&stats.frames_sent);
+    assert_eq!(pushed, 50);
+    assert_eq!(sent, 30);
+    assert_eq!(ForkStats::get(&stats.frames_dropped_disconnected), 20);
+    assert_eq!(sent + stats.frames_dropped(), pushed);
+    assert_eq!(ForkStats::get(&stats.reconnects), 1);
+    assert_eq!(
+        rec.stop.unwrap(),
+        json!({
+            "event": "stop", "reason": "hangup",
+            "framesSent": 30, "framesDropped": 20,
+            "framesDroppedQueueFull": 0, "framesDroppedDisconnected": 20, "framesDroppedSlow": 0,
+            "reconnects": 1
+        })
+    );
+    svc2.shutdown().await;
+}
+
+#[tokio::test]
+async fn required_fork_to_a_dead_port_fails_within_the_connect_timeout() {
+    let mut cfg = config(
+        format!("ws://127.0.0.1:{}/native", dead_port()),
+        Mode::Native,
+    );
+    cfg.required = true;
+    cfg.connect_timeout = Duration::from_millis(600);
+    let t0 = Instant::now();
+    let mut fork = start(cfg, meta());
+    match next_cmd(&mut fork).await {
+        ServiceCommand::Failed(reason) => assert!(reason.contains("could not connect"), "{reason}"),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    let elapsed = t0.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(500),
+        "kept trying: {elapsed:?}"
+    );
+    assert!(elapsed <= Duration::from_millis(1000), "{elapsed:?}");
+    assert_eq!(fork.state(), ForkState::Failed);
+    assert!(ForkStats::get(&fork.stats().connect_failures) >= 2);
+    assert_eq!(fork.recv().await, None);
+    // Frames pushed to a dead fork are counted, not lost silently.
+    fork.send_audio(frame(0, 160), Instant::now());
+    assert_eq!(ForkStats::get(&fork.stats().frames_dropped_disconnected), 1);
+}
+
+#[tokio::test]
+async fn wss_to_a_plain_server_is_a_connection_failure_not_a_panic() {
+    let svc = service().await;
+    let mut cfg = config(format!("wss://{}/native", svc.local_addr()), Mode::Native);
+    cfg.required = true;
+    cfg.connect_timeout = Duration::from_millis(400);
+    let mut fork = start(cfg, meta());
+    match next_cmd(&mut fork).await {
+        ServiceCommand::Failed(reason) => assert!(reason.contains("could not connect"), "{reason}"),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert!(svc.streams().is_empty());
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn best_effort_fork_to_a_dead_port_keeps_the_call_going() {
+    let mut cfg = config(
+        format!("ws://127.0.0.1:{}/native", dead_port()),
+        Mode::Native,
+    );
+    cfg.connect_timeout = Duration::from_millis(200);
+    let mut fork = start(cfg, meta());
+    push(&fork, 0..5, 320).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!fork.state().is_final(), "{:?}", fork.state());
+    assert_eq!(fork.try_recv(), None, "no Failed for a best-effort fork");
+    let stats = fork.stop("hangup").wait().await;
+    assert_eq!(stats.state(), ForkState::Stopped);
+    assert_eq!(ForkStats::get(&stats.frames_dropped_disconnected), 5);
+    assert_eq!(ForkStats::get(&stats.frames_sent), 0);
+}
+
+#[tokio::test]
+async fn oversized_message_closes_the_fork_with_1009_not_the_call() {
+    let svc = service().await;
+    let mut cfg = config(svc.url(siphon_analytics::Mode::Native), Mode::Native);
+    cfg.max_message_bytes = 4096;
+    let mut fork = start(cfg, meta());
+    let id = fork.stream_id().to_string();
+    wait(&svc, &id, "start", |r| r.start().is_some()).await;
+    svc.send(&id, Outgoing::Text("x".repeat(5000)));
+    let rec = wait(&svc, &id, "close", |r| r.closed()).await;
+    let (code, reason) = rec.closes[0].clone().expect("a close frame");
+    assert_eq!(code, 1009);
+    assert!(reason.contains("exceeds"), "{reason}");
+    assert_eq!(tokio::time::timeout(WAIT, fork.recv()).await.unwrap(), None);
+    assert_eq!(fork.state(), ForkState::Failed);
+    // No reconnect after a protocol violation.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(svc.stream(&id).unwrap().connections, 1);
+    fork.send_audio(frame(0, 320), Instant::now());
+    fork.stop("hangup").wait().await;
+}
+
+#[tokio::test]
+async fn malformed_messages_close_the_fork_with_a_reason() {
+    let cases = [
+        (
+            Mode::Native,
+            Outgoing::Text("{not json".into()),
+            1007,
+            "invalid JSON",
+        ),
+        (
+            Mode::Twilio,
+            Outgoing::json(json!({"event": "media", "media": {"payload": "%%%"}})),
+            1007,
+            "base64",
+        ),
+        (Mode::Twilio, Outgoing::Binary(frame(0, 10)), 1003, "binary"),
+        (
+            Mode::AudioFork,
+            Outgoing::json(
+                json!({"type": "playAudio", "data": {"audioContentType": "wav", "audioContent": "AAAA"}}),
+            ),
+            1007,
+            "WAV",
+        ),
+        (
+            Mode::AudioFork,
+            Outgoing::Binary(frame(0, 3)),
+            1007,
+            "16-bit",
+        ),
+    ];
+    let svc = service().await;
+    for (mode, msg, want_code, want_reason) in cases {
+        let path = match mode {
+            Mode::Native => siphon_analytics::Mode::Native,
+            Mode::Twilio => siphon_analytics::Mode::Twilio,
+            Mode::AudioFork => siphon_analytics::Mode::AudioFork,
+        };
+        let mut fork = start(config(svc.url(path), mode), meta());
+        let id = fork.stream_id().to_string();
+        wait(&svc, &id, "start", |r| r.start().is_some()).await;
+        svc.send(&id, msg);
+        let rec = wait(&svc, &id, "close", |r| r.closed()).await;
+        let (code, reason) = rec.closes[0].clone().expect("close frame");
+        assert_eq!(code, want_code, "{mode:?}: {reason}");
+        assert!(reason.contains(want_reason), "{mode:?}: {reason}");
+        assert_eq!(tokio::time::timeout(WAIT, fork.recv()).await.unwrap(), None);
+        assert_eq!(fork.state(), ForkState::Failed);
+    }
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn service_closing_normally_ends_the_fork_without_reconnecting() {
+    let svc = service().await;
+    let mut fork = start(
+        config(svc.url(siphon_analytics::Mode::Native), Mode::Native),
+        meta(),
+    );
+    let id = fork.stream_id().to_string();
+    wait(&svc, &id, "start", |r| r.start().is_some()).await;
+    svc.send(&id, Outgoing::Close(1000, "bot finished".into()));
+    assert_eq!(tokio::time::timeout(WAIT, fork.recv()).await.unwrap(), None);
+    assert_eq!(fork.state(), ForkState::Stopped);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(svc.stream(&id).unwrap().connections, 1);
+    svc.shutdown().await;
+}
+
+/// Accepts WebSocket connections and then never reads from them.
+async fn deaf_service() -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            if let Ok(ws) = tokio_tungstenite::accept_async(sock).await {
+                held.push(ws);
+            }
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test]
+async fn a_slow_reader_loses_its_own_frames_and_never_blocks_the_caller() {
+    let (port, task) = deaf_service().await;
+    let mut cfg: ForkConfig = config(format!("ws://127.0.0.1:{port}/"), Mode::Native);
+    cfg.buffer = Duration::from_millis(200);
+    cfg.stop_timeout = Duration::from_millis(300);
+    cfg.ping_interval = Duration::ZERO;
+    let fork = start(cfg, meta());
+    wait_state(&fork, ForkState::Connected).await;
+    // 64 KiB frames fill the socket buffers quickly.
+    let big = frame(1, 64 * 1024);
+    let mut slowest = Duration::ZERO;
+    for _ in 0..400 {
+        let t = std::time::Instant::now();
+        fork.send_audio(big.clone(), Instant::now());
+        slowest = slowest.max(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(
+        slowest < Duration::from_millis(5),
+        "send_audio took {slowest:?}"
+    );
+    let stats = fork.stop("hangup").wait().await;
+    let pushed = ForkStats::get(&stats.frames_pushed);
+    let sent = ForkStats::get(&stats.frames_sent);
+    let slow = ForkStats::get(&stats.frames_dropped_slow);
+    assert_eq!(pushed, 400);
+    assert!(slow > 0, "sent {sent}, dropped {}", stats.frames_dropped());
+    assert!(sent < 400);
+    assert_eq!(sent + stats.frames_dropped(), pushed);
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_answering_pings_is_dropped_and_retried() {
+    let (port, task) = deaf_service().await;
+    let mut cfg = config(format!("ws://127.0.0.1:{port}/"), Mode::Native);
+    cfg.ping_interval = Duration::from_millis(100);
+    let fork = start(cfg, meta());
+    wait_state(&fork, ForkState::Connected).await;
+    let t0 = Instant::now();
+    wait_state(&fork, ForkState::Reconnecting).await;
+    assert!(
+        t0.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        t0.elapsed()
+    );
+    wait_state(&fork, ForkState::Connected).await;
+    assert_eq!(ForkStats::get(&fork.stats().reconnects), 1);
+    fork.stop("hangup").wait().await;
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_replying_peer_keeps_the_connection_alive() {
+    let svc = service().await;
+    let mut cfg = config(svc.url(siphon_analytics::Mode::Native), Mode::Native);
+    cfg.ping_interval = Duration::from_millis(50);
+    let fork = start(cfg, meta());
+    let id = fork.stream_id().to_string();
+    wait_state(&fork, ForkState::Connected).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(fork.state(), ForkState::Connected);
+    assert_eq!(ForkStats::get(&fork.stats().reconnects), 0);
+    fork.stop("hangup").wait().await;
+    assert_eq!(svc.stream(&id).unwrap().connections, 1);
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn frames_beyond_the_queue_are_counted_as_queue_full() {
+    let svc = service().await;
+    let mut cfg = config(svc.url(siphon_analytics::Mode::Native), Mode::Native);
+    cfg.queue_frames = 4;
+    let fork = start(cfg, meta());
+    let id = fork.stream_id().to_string();
+    wait_state(&fork, ForkState::Connected).await;
+    // Without yielding, the fork task cannot drain: 4 fit, 6 are refused.
+    for i in 0..10 {
+        fork.send_audio(frame(i, 320), Instant::now());
+    }
+    let stats = fork.stop("hangup").wait().await;
+    assert_eq!(ForkStats::get(&stats.frames_dropped_queue_full), 6);
+    assert_eq!(ForkStats::get(&stats.frames_sent), 4);
+    let rec = wait(&svc, &id, "stop", |r| r.stop.is_some()).await;
+    assert_eq!(rec.stop.unwrap()["framesDroppedQueueFull"], 6);
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn raw_websocket_client_sees_the_start_first() {
+    // The reference service is not the only consumer: a bare tokio-tungstenite server sees
+    // the native start as the first frame.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fork = start(
+        config(format!("ws://127.0.0.1:{port}/x"), Mode::Native),
+        meta(),
+    );
+    let (sock, _) = listener.accept().await.unwrap();
+    let mut ws = tokio_tungstenite::accept_async(sock).await.unwrap();
+    let first = ws.next().await.unwrap().unwrap();
+    let v: serde_json::Value = serde_json::from_str(first.to_text().unwrap()).unwrap();
+    assert_eq!(v["event"], "start");
+    assert_eq!(v["streamId"], fork.stream_id());
+    fork.stop("hangup");
+}
