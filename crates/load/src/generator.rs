@@ -1,0 +1,995 @@
+//! The call generator: one task, one SIP socket and one RTP socket for every call.
+//!
+//! # Shape
+//!
+//! A single tokio task on a current-thread runtime owns every call. It wakes on three things:
+//! the SIP socket, the RTP socket, and a 1 ms tick. Each call is pinned to one of 20 one-ms
+//! slots (its answer time modulo 20 ms), so at 4000 calls each tick sends about 200 packets,
+//! spread evenly rather than in one burst every 20 ms. Sends go out in `sendmmsg` batches of
+//! up to 64; receives come in `recvmmsg` batches of 64 with kernel receive timestamps
+//! (`SO_TIMESTAMPNS`), so a busy generator does not inflate what it measures. Nothing per
+//! packet allocates.
+//!
+//! All calls share one RTP socket: every SDP offer names the same address, and Siphon (a
+//! separate RTP port per call) is told apart by the source port of what it sends back.
+//!
+//! # Per call
+//!
+//! INVITE (retransmitted at T1, 2·T1, ... until a response) → optional 407 → ACK + INVITE
+//! with `Proxy-Authorization` → 200 → ACK → PCMU every 20 ms for `hold` → `tail` of silence
+//! (so Siphon's jitter buffer drains into the fork) → BYE (retransmitted) → 200.
+//!
+//! Each payload is real speech (Siphon's built-in prompt, looped, each call at its own
+//! offset) with the latency [`marker`](crate::marker) in its first 15 samples.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::io::{IoSlice, IoSliceMut};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use nix::sys::socket::{
+    ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrIn, recvmmsg, sendmmsg,
+    setsockopt, sockopt,
+};
+use nix::sys::time::TimeSpec;
+use siphon_media::g711::G711;
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+use crate::clock::now_us;
+use crate::digest::{Algorithm, Challenge};
+use crate::hist::Histogram;
+use crate::marker::{self, Origin, Stamp};
+use crate::procstat::{self, ProcSample};
+use crate::report::{Calls, Fork, LevelResult, ProcFigures, Rtp, SinkReport};
+use crate::seq::{Arrival, SeqTracker};
+use crate::sip::{self, Leg, StartLine};
+
+const SLOTS: u64 = 20;
+const SLOT_US: u64 = 1_000;
+const FRAME_US: u64 = 20_000;
+const BATCH: usize = 64;
+const RTP_LEN: usize = 12 + 160;
+const T1_US: u64 = 500_000;
+const T2_US: u64 = 4_000_000;
+const TRANSACTION_US: u64 = 32_000_000;
+
+/// Credentials for routes that challenge.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub user: String,
+    pub password: String,
+    pub prefer: Option<Algorithm>,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: SocketAddr,
+    pub local_ip: Ipv4Addr,
+    pub number: String,
+    /// Calls to place (the concurrency level, when `hold` outlasts the ramp).
+    pub calls: u32,
+    /// Calls per second.
+    pub rate: f64,
+    pub hold: Duration,
+    pub tail: Duration,
+    pub auth: Option<Auth>,
+    /// `ws://HOST:PORT/control` of the fork sink, to fetch its report at the end.
+    pub sink_control: Option<String>,
+    /// Processes to measure: name → pid (e.g. siphon, sink).
+    pub watch: Vec<(String, u32)>,
+    pub label: String,
+    /// Socket buffer size for the RTP socket (forced, needs root; else the sysctl cap).
+    pub socket_buffer: usize,
+    /// Wait after the last call before asking the sink (fork stop messages, flushes).
+    pub settle: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Pending,
+    Inviting,
+    Established,
+    Tail,
+    Byeing,
+    Done,
+}
+
+struct Call {
+    state: State,
+    leg: Leg,
+    timer_gen: u32,
+    // INVITE transaction
+    cseq: u32,
+    branch: String,
+    branch_n: u32,
+    invite: String,
+    first_invite_us: u64,
+    rto_us: u64,
+    next_retx_us: u64,
+    provisional: bool,
+    authenticated: bool,
+    // dialog
+    to_tag: String,
+    remote_uri: String,
+    siphon_port: u16,
+    remote: Option<SockaddrIn>,
+    // RTP out
+    seq: u16,
+    ts: u32,
+    ssrc: u32,
+    counter: u16,
+    audio_pos: usize,
+    sent: u64,
+    // RTP in
+    down: SeqTracker,
+    last_arrival_us: u64,
+    echo: SeqTracker,
+    playback: SeqTracker,
+    // BYE transaction
+    bye: String,
+    outcome: Option<Result<(), String>>,
+    answered: bool,
+}
+
+struct TxBatch {
+    bufs: Vec<[u8; RTP_LEN]>,
+    addrs: Vec<Option<SockaddrIn>>,
+    hdrs: MultiHeaders<SockaddrIn>,
+}
+
+struct RxBatch {
+    bufs: Vec<[u8; 2048]>,
+    hdrs: MultiHeaders<SockaddrIn>,
+    meta: Vec<(usize, u16, Option<u64>)>,
+}
+
+struct Engine {
+    cfg: Config,
+    run_id: u32,
+    sip: UdpSocket,
+    rtp: UdpSocket,
+    rtp_local: SocketAddr,
+    calls: Vec<Call>,
+    timers: BinaryHeap<Reverse<(u64, u32, u32)>>,
+    slots: Vec<Vec<u32>>,
+    /// Siphon RTP port → call index.
+    by_port: Vec<u32>,
+    audio: Vec<u8>,
+    t0: u64,
+    next_slot: u64,
+    tx: TxBatch,
+    tx_len: usize,
+    rx: RxBatch,
+    /// CLOCK_REALTIME − CLOCK_MONOTONIC, µs: kernel receive stamps are real time.
+    realtime_offset: i64,
+    // results
+    setup: Histogram,
+    lag: Histogram,
+    echo_rtt: Histogram,
+    playback: Histogram,
+    pacing: Histogram,
+    counts: Rtp,
+    resolved: u32,
+    done: u32,
+    window: Option<Window>,
+    window_closed: bool,
+}
+
+struct Window {
+    start_us: u64,
+    end_us: Option<u64>,
+    start: Vec<Option<ProcSample>>,
+    end: Vec<Option<ProcSample>>,
+    cores_start: Vec<(u64, u64)>,
+    cores_end: Vec<(u64, u64)>,
+}
+
+/// Runs one level and returns its result.
+pub fn run(cfg: Config) -> anyhow::Result<LevelResult> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run_async(cfg))
+}
+
+async fn run_async(cfg: Config) -> anyhow::Result<LevelResult> {
+    if cfg.calls == 0 || cfg.rate <= 0.0 {
+        bail!("need at least one call and a positive rate");
+    }
+    let sip = UdpSocket::bind(SocketAddr::new(cfg.local_ip.into(), 0)).await?;
+    let rtp = UdpSocket::bind(SocketAddr::new(cfg.local_ip.into(), 0)).await?;
+    for (opt, name) in [(true, "receive"), (false, "send")] {
+        let r = if opt {
+            setsockopt(&rtp, sockopt::RcvBufForce, &cfg.socket_buffer)
+                .or_else(|_| setsockopt(&rtp, sockopt::RcvBuf, &cfg.socket_buffer))
+        } else {
+            setsockopt(&rtp, sockopt::SndBufForce, &cfg.socket_buffer)
+                .or_else(|_| setsockopt(&rtp, sockopt::SndBuf, &cfg.socket_buffer))
+        };
+        r.with_context(|| format!("RTP {name} buffer"))?;
+    }
+    setsockopt(&rtp, sockopt::ReceiveTimestampns, &true).context("SO_TIMESTAMPNS")?;
+    let _ = setsockopt(&sip, sockopt::RcvBuf, &(4 << 20));
+    let sip_local = sip.local_addr()?;
+    let rtp_local = rtp.local_addr()?;
+
+    let wav = siphon_media::wav::Wav::parse(include_bytes!("../../../configs/prompts/welcome.wav"))
+        .context("built-in prompt")?;
+    let mut audio = wav.to_g711(G711::Pcmu);
+    audio.truncate(audio.len() / 160 * 160);
+    if audio.is_empty() {
+        bail!("empty prompt");
+    }
+    let run_id = rand::random::<u32>();
+    let n = cfg.calls as usize;
+    let mut calls = Vec::with_capacity(n);
+    for i in 0..n {
+        calls.push(Call {
+            state: State::Pending,
+            leg: Leg {
+                server: cfg.server,
+                local: sip_local,
+                number: cfg.number.clone(),
+                user: cfg
+                    .auth
+                    .as_ref()
+                    .map_or_else(|| "load".to_string(), |a| a.user.clone()),
+                call_id: format!("{i}-{run_id:08x}@siphon-load"),
+                from_tag: format!("{run_id:x}{i:x}"),
+            },
+            timer_gen: 0,
+            cseq: 1,
+            branch: String::new(),
+            branch_n: 0,
+            invite: String::new(),
+            first_invite_us: 0,
+            rto_us: T1_US,
+            next_retx_us: 0,
+            provisional: false,
+            authenticated: false,
+            to_tag: String::new(),
+            remote_uri: String::new(),
+            siphon_port: 0,
+            remote: None,
+            seq: rand::random(),
+            ts: rand::random(),
+            ssrc: rand::random(),
+            counter: 0,
+            audio_pos: (i * 7 * 160) % audio.len(),
+            sent: 0,
+            down: SeqTracker::default(),
+            last_arrival_us: 0,
+            echo: SeqTracker::default(),
+            playback: SeqTracker::default(),
+            bye: String::new(),
+            outcome: None,
+            answered: false,
+        });
+    }
+    let t0 = now_us() + 200_000;
+    let mut timers = BinaryHeap::with_capacity(2 * n);
+    for i in 0..n {
+        let at = t0 + (i as f64 * 1e6 / cfg.rate) as u64;
+        timers.push(Reverse((at, i as u32, 0)));
+    }
+    let realtime_offset = {
+        let rt = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0);
+        rt - now_us() as i64
+    };
+    let mut e = Engine {
+        run_id,
+        sip,
+        rtp,
+        rtp_local,
+        calls,
+        timers,
+        slots: vec![Vec::new(); SLOTS as usize],
+        by_port: vec![u32::MAX; 65536],
+        audio,
+        t0,
+        next_slot: 0,
+        tx: TxBatch {
+            bufs: vec![[0u8; RTP_LEN]; BATCH],
+            addrs: vec![None; BATCH],
+            hdrs: MultiHeaders::preallocate(BATCH, None),
+        },
+        tx_len: 0,
+        rx: RxBatch {
+            bufs: vec![[0u8; 2048]; BATCH],
+            hdrs: MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(TimeSpec))),
+            meta: Vec::with_capacity(BATCH),
+        },
+        realtime_offset,
+        setup: Histogram::default(),
+        lag: Histogram::default(),
+        echo_rtt: Histogram::default(),
+        playback: Histogram::default(),
+        pacing: Histogram::default(),
+        counts: Rtp::default(),
+        resolved: 0,
+        done: 0,
+        window: None,
+        window_closed: false,
+        cfg,
+    };
+    let base: Vec<Option<ProcSample>> = e.sample_procs();
+    let self_start = procstat::sample(std::process::id(), now_us());
+    let udp_start = procstat::udp_drops();
+    let ramp_us = (e.cfg.calls as f64 * 1e6 / e.cfg.rate) as u64;
+    let deadline = t0
+        + ramp_us
+        + e.cfg.hold.as_micros() as u64
+        + e.cfg.tail.as_micros() as u64
+        + 2 * TRANSACTION_US;
+    e.event_loop(deadline).await;
+    for i in 0..e.calls.len() {
+        if e.calls[i].state != State::Done {
+            e.finish(i, Err("unfinished".into()), now_us());
+        }
+    }
+    let self_end = procstat::sample(std::process::id(), now_us());
+    let udp_drops = procstat::udp_drops().since(&udp_start);
+    tokio::time::sleep(e.cfg.settle).await;
+    let sink = match &e.cfg.sink_control {
+        Some(url) => Some(fetch_sink_report(url).await?),
+        None => None,
+    };
+    Ok(e.result(base, self_start, self_end, udp_drops, sink))
+}
+
+/// Asks the sink for its report over its `/control` WebSocket.
+pub async fn fetch_sink_report(url: &str) -> anyhow::Result<SinkReport> {
+    use futures_util::StreamExt as _;
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .with_context(|| format!("sink control {url}"))?;
+    while let Some(msg) = ws.next().await {
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = msg? {
+            return Ok(serde_json::from_str(&t)?);
+        }
+    }
+    bail!("sink closed without a report")
+}
+
+fn to_sockaddr(a: SocketAddr) -> Option<SockaddrIn> {
+    match a {
+        SocketAddr::V4(v4) => Some(SockaddrIn::from(v4)),
+        SocketAddr::V6(_) => None,
+    }
+}
+
+impl Engine {
+    fn sample_procs(&self) -> Vec<Option<ProcSample>> {
+        let now = now_us();
+        let mut v: Vec<Option<ProcSample>> = self
+            .cfg
+            .watch
+            .iter()
+            .map(|(_, pid)| procstat::sample(*pid, now))
+            .collect();
+        v.push(procstat::sample(std::process::id(), now));
+        v
+    }
+
+    async fn event_loop(&mut self, deadline: u64) {
+        loop {
+            let now = now_us();
+            if self.done as usize == self.calls.len() || now >= deadline {
+                return;
+            }
+            let next_slot_at = self.t0 + self.next_slot * SLOT_US;
+            let next_timer = self.timers.peek().map_or(u64::MAX, |Reverse((t, _, _))| *t);
+            let wake = next_slot_at.min(next_timer).min(deadline);
+            let sleep = tokio::time::sleep(Duration::from_micros(wake.saturating_sub(now)));
+            tokio::select! {
+                () = sleep => {}
+                r = self.rtp.readable() => if r.is_ok() { self.drain_rtp(); },
+                r = self.sip.readable() => if r.is_ok() { self.drain_sip(); },
+            }
+            let now = now_us();
+            self.fire_timers(now);
+            self.send_due_slots(now);
+            self.check_window(now);
+        }
+    }
+
+    // ---- timers and SIP ----
+
+    fn schedule(&mut self, i: usize, at: u64) {
+        let c = &mut self.calls[i];
+        c.timer_gen = c.timer_gen.wrapping_add(1);
+        self.timers.push(Reverse((at, i as u32, c.timer_gen)));
+    }
+
+    fn fire_timers(&mut self, now: u64) {
+        while let Some(Reverse((at, i, generation))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let i = i as usize;
+            if self.calls[i].timer_gen != generation {
+                continue;
+            }
+            self.on_timer(i, now);
+        }
+    }
+
+    fn on_timer(&mut self, i: usize, now: u64) {
+        match self.calls[i].state {
+            State::Pending => {
+                let c = &mut self.calls[i];
+                c.first_invite_us = now;
+                c.state = State::Inviting;
+                self.send_invite(i, None, now);
+            }
+            State::Inviting => {
+                let c = &self.calls[i];
+                if now >= c.first_invite_us + TRANSACTION_US {
+                    self.finish(i, Err("INVITE timeout".into()), now);
+                } else if !c.provisional && now >= c.next_retx_us {
+                    let msg = c.invite.clone();
+                    self.send_sip(&msg);
+                    let c = &mut self.calls[i];
+                    c.rto_us = (c.rto_us * 2).min(T2_US);
+                    c.next_retx_us = now + c.rto_us;
+                    let at = c.next_retx_us.min(c.first_invite_us + TRANSACTION_US);
+                    self.schedule(i, at);
+                } else {
+                    let at = self.calls[i].first_invite_us + TRANSACTION_US;
+                    self.schedule(i, at);
+                }
+            }
+            State::Established => {
+                // Hold time is over: stop sending, let the far end's buffers drain.
+                self.calls[i].state = State::Tail;
+                self.window_closed = true;
+                let at = now + self.cfg.tail.as_micros() as u64;
+                self.schedule(i, at);
+            }
+            State::Tail => {
+                let c = &mut self.calls[i];
+                c.state = State::Byeing;
+                c.cseq += 1;
+                c.branch_n += 1;
+                c.branch = sip::branch(i as u32, c.branch_n, self.run_id);
+                c.bye = c.leg.bye(&c.remote_uri, &c.branch, c.cseq, &c.to_tag);
+                c.first_invite_us = now; // reused as the BYE transaction start
+                c.rto_us = T1_US;
+                let msg = c.bye.clone();
+                self.send_sip(&msg);
+                self.schedule(i, now + T1_US);
+            }
+            State::Byeing => {
+                let c = &self.calls[i];
+                if now >= c.first_invite_us + TRANSACTION_US {
+                    self.finish(i, Err("BYE timeout".into()), now);
+                    return;
+                }
+                let msg = c.bye.clone();
+                self.send_sip(&msg);
+                let c = &mut self.calls[i];
+                c.rto_us = (c.rto_us * 2).min(T2_US);
+                let at = now + c.rto_us;
+                self.schedule(i, at);
+            }
+            State::Done => {}
+        }
+    }
+
+    fn send_invite(&mut self, i: usize, auth: Option<(String, bool)>, now: u64) {
+        let sdp = sip::sdp_offer(self.rtp_local, u64::from(self.run_id) + i as u64);
+        let c = &mut self.calls[i];
+        c.branch_n += 1;
+        c.branch = sip::branch(i as u32, c.branch_n, self.run_id);
+        c.invite = c.leg.invite(
+            &c.branch,
+            c.cseq,
+            &sdp,
+            auth.as_ref().map(|(v, w)| (v.as_str(), *w)),
+        );
+        c.provisional = false;
+        c.rto_us = T1_US;
+        c.next_retx_us = now + T1_US;
+        let msg = c.invite.clone();
+        self.send_sip(&msg);
+        self.schedule(i, now + T1_US);
+    }
+
+    fn send_sip(&self, msg: &str) {
+        if self.sip.try_send_to(msg.as_bytes(), self.cfg.server).is_err() {
+            // Lost like any UDP datagram; the retransmission timer covers it.
+        }
+    }
+
+    fn drain_sip(&mut self) {
+        let mut buf = [0u8; 65536];
+        loop {
+            let n = match self.sip.try_recv_from(&mut buf) {
+                Ok((n, _)) => n,
+                Err(_) => return,
+            };
+            let now = now_us();
+            let Some(msg) = sip::parse(&buf[..n]) else {
+                continue;
+            };
+            let Some(i) = msg
+                .call_id
+                .split('-')
+                .next()
+                .and_then(|x| x.parse::<usize>().ok())
+                .filter(|i| *i < self.calls.len() && self.calls[*i].leg.call_id == msg.call_id)
+            else {
+                if let StartLine::Request(_) = msg.start {
+                    let ok = sip::ok_response(&msg);
+                    self.send_sip(&ok);
+                }
+                continue;
+            };
+            match msg.start {
+                StartLine::Response(code) => self.on_response(i, code, &msg, now),
+                StartLine::Request(method) => {
+                    let ok = sip::ok_response(&msg);
+                    self.send_sip(&ok);
+                    if method == "BYE"
+                        && matches!(self.calls[i].state, State::Established | State::Tail)
+                    {
+                        self.finish(i, Err("BYE from Siphon".into()), now);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_response(&mut self, i: usize, code: u16, msg: &sip::Message<'_>, now: u64) {
+        let c = &self.calls[i];
+        if msg.cseq_method == "INVITE" {
+            if msg.cseq != c.cseq {
+                return;
+            }
+            match code {
+                100..=199 => self.calls[i].provisional = true,
+                200..=299 => self.on_answer(i, msg, now),
+                401 | 407 if !c.authenticated && self.cfg.auth.is_some() && c.state == State::Inviting => {
+                    let ack = c.leg.ack(&c.leg.request_uri(), &c.branch, c.cseq, msg.to_tag);
+                    self.send_sip(&ack);
+                    let Some(auth) = self.cfg.auth.clone() else {
+                        return;
+                    };
+                    let www = msg.challenges.first().is_some_and(|(_, w)| *w);
+                    let Some(ch) =
+                        Challenge::choose(msg.challenges.iter().map(|(v, _)| *v), auth.prefer)
+                    else {
+                        self.finish(i, Err(format!("{code} without a usable challenge")), now);
+                        return;
+                    };
+                    let uri = c.leg.request_uri();
+                    let cnonce = format!("{:016x}", rand::random::<u64>());
+                    let value = ch.authorization(&auth.user, &auth.password, "INVITE", &uri, 1, &cnonce);
+                    let c = &mut self.calls[i];
+                    c.authenticated = true;
+                    c.cseq += 1;
+                    self.send_invite(i, Some((value, www)), now);
+                }
+                300.. => {
+                    if c.state == State::Inviting {
+                        let ack = c.leg.ack(&c.leg.request_uri(), &c.branch, c.cseq, msg.to_tag);
+                        self.send_sip(&ack);
+                        self.finish(i, Err(format!("INVITE {code}")), now);
+                    }
+                }
+                _ => {}
+            }
+        } else if msg.cseq_method == "BYE" && c.state == State::Byeing && code >= 200 {
+            let r = if code < 300 {
+                Ok(())
+            } else {
+                Err(format!("BYE {code}"))
+            };
+            self.finish(i, r, now);
+        }
+    }
+
+    fn on_answer(&mut self, i: usize, msg: &sip::Message<'_>, now: u64) {
+        let run_id = self.run_id;
+        let c = &mut self.calls[i];
+        if c.state != State::Inviting {
+            // A retransmitted 200: our ACK was lost. Send it again.
+            if c.answered && c.state != State::Done {
+                c.branch_n += 1;
+                let ack = c.leg.ack(&c.remote_uri, &sip::branch(i as u32, c.branch_n, run_id), c.cseq, Some(&c.to_tag));
+                self.send_sip(&ack);
+            }
+            return;
+        }
+        let Some(remote) = sip::sdp_audio_addr(msg.body).and_then(to_sockaddr) else {
+            self.finish(i, Err("200 without usable SDP".into()), now);
+            return;
+        };
+        c.to_tag = msg.to_tag.unwrap_or_default().to_string();
+        c.remote_uri = msg
+            .contact
+            .map_or_else(|| c.leg.request_uri(), str::to_string);
+        c.remote = Some(remote);
+        c.siphon_port = remote.port();
+        c.branch_n += 1;
+        let ack = c.leg.ack(&c.remote_uri, &sip::branch(i as u32, c.branch_n, run_id), c.cseq, Some(&c.to_tag));
+        c.state = State::Established;
+        c.answered = true;
+        let setup = now - c.first_invite_us;
+        let port = usize::from(remote.port());
+        self.send_sip(&ack);
+        self.setup.record(setup);
+        self.rtp_answered(i, port, now);
+        self.resolved += 1;
+        let at = now + self.cfg.hold.as_micros() as u64;
+        self.schedule(i, at);
+    }
+
+    fn rtp_answered(&mut self, i: usize, port: usize, now: u64) {
+        self.by_port[port] = i as u32;
+        let slot = (now.saturating_sub(self.t0) / SLOT_US + 1) % SLOTS;
+        self.slots[slot as usize].push(i as u32);
+    }
+
+    fn finish(&mut self, i: usize, outcome: Result<(), String>, now: u64) {
+        let c = &mut self.calls[i];
+        if c.state == State::Done {
+            return;
+        }
+        if !c.answered {
+            self.resolved += 1;
+        } else if c.state == State::Established {
+            // A call lost while up ends the steady window.
+            self.window_closed = true;
+        }
+        c.state = State::Done;
+        c.outcome = Some(outcome);
+        c.timer_gen = c.timer_gen.wrapping_add(1);
+        self.done += 1;
+        let _ = now;
+    }
+
+    fn check_window(&mut self, now: u64) {
+        if self.window.is_none() && self.resolved as usize == self.calls.len() {
+            self.window = Some(Window {
+                start_us: now,
+                end_us: None,
+                start: self.sample_procs(),
+                end: Vec::new(),
+                cores_start: procstat::cores(),
+                cores_end: Vec::new(),
+            });
+        }
+        if self.window_closed {
+            let procs = self.window.as_ref().filter(|w| w.end_us.is_none()).map(|_| self.sample_procs());
+            if let (Some(w), Some(p)) = (self.window.as_mut(), procs) {
+                w.end_us = Some(now);
+                w.end = p;
+                w.cores_end = procstat::cores();
+            }
+        }
+    }
+
+    // ---- RTP out ----
+
+    fn send_due_slots(&mut self, now: u64) {
+        while self.t0 + self.next_slot * SLOT_US <= now {
+            let nominal = self.t0 + self.next_slot * SLOT_US;
+            let slot = (self.next_slot % SLOTS) as usize;
+            self.next_slot += 1;
+            let members = std::mem::take(&mut self.slots[slot]);
+            for &i in &members {
+                let i = i as usize;
+                if self.calls[i].state == State::Established {
+                    self.build_packet(i, nominal);
+                }
+            }
+            // Keep only calls that may still send.
+            let mut members = members;
+            members.retain(|&i| self.calls[i as usize].state == State::Established);
+            self.slots[slot] = members;
+        }
+        self.flush_tx();
+    }
+
+    fn build_packet(&mut self, i: usize, nominal: u64) {
+        if self.tx_len == BATCH {
+            self.flush_tx();
+        }
+        let now = now_us();
+        self.lag.record(now.saturating_sub(nominal));
+        let c = &mut self.calls[i];
+        let buf = &mut self.tx.bufs[self.tx_len];
+        buf[0] = 0x80;
+        buf[1] = if c.sent == 0 { 0x80 } else { 0x00 }; // marker bit on the first packet, PT 0
+        buf[2..4].copy_from_slice(&c.seq.to_be_bytes());
+        buf[4..8].copy_from_slice(&c.ts.to_be_bytes());
+        buf[8..12].copy_from_slice(&c.ssrc.to_be_bytes());
+        buf[12..].copy_from_slice(&self.audio[c.audio_pos..c.audio_pos + 160]);
+        marker::write_ulaw(
+            &mut buf[12..],
+            Stamp {
+                origin: Origin::Generator,
+                counter: c.counter,
+                time_us: now as u32,
+            },
+        );
+        c.audio_pos = (c.audio_pos + 160) % self.audio.len();
+        c.seq = c.seq.wrapping_add(1);
+        c.ts = c.ts.wrapping_add(160);
+        c.counter = c.counter.wrapping_add(1);
+        c.sent += 1;
+        self.tx.addrs[self.tx_len] = c.remote;
+        self.tx_len += 1;
+    }
+
+    fn flush_tx(&mut self) {
+        let fd: RawFd = self.rtp.as_raw_fd();
+        let mut start = 0;
+        while start < self.tx_len {
+            let iovs: Vec<[IoSlice<'_>; 1]> = self.tx.bufs[start..self.tx_len]
+                .iter()
+                .map(|b| [IoSlice::new(&b[..])])
+                .collect();
+            let cmsgs: [ControlMessage<'_>; 0] = [];
+            let r = sendmmsg(
+                fd,
+                &mut self.tx.hdrs,
+                &iovs,
+                &self.tx.addrs[start..self.tx_len],
+                cmsgs,
+                MsgFlags::MSG_DONTWAIT,
+            )
+            .map(|res| res.count());
+            match r {
+                Ok(n) if n > 0 => {
+                    self.counts.sent += n as u64;
+                    start += n;
+                }
+                _ => {
+                    // Socket full or an error: these packets are lost, and counted.
+                    self.counts.send_errors += (self.tx_len - start) as u64;
+                    self.counts.sent += (self.tx_len - start) as u64;
+                    break;
+                }
+            }
+        }
+        self.tx_len = 0;
+    }
+
+    // ---- RTP in ----
+
+    fn drain_rtp(&mut self) {
+        loop {
+            let fd = self.rtp.as_raw_fd();
+            let RxBatch { bufs, hdrs, meta } = &mut self.rx;
+            meta.clear();
+            let r = self.rtp.try_io(Interest::READABLE, || {
+                let mut iovs: Vec<[IoSliceMut<'_>; 1]> =
+                    bufs.iter_mut().map(|b| [IoSliceMut::new(&mut b[..])]).collect();
+                let res = recvmmsg(fd, hdrs, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None)
+                    .map_err(std::io::Error::from)?;
+                for m in res {
+                    let port = m.address.map_or(0, |a| a.port());
+                    let ts = m.cmsgs().ok().and_then(|mut it| {
+                        it.find_map(|c| match c {
+                            ControlMessageOwned::ScmTimestampns(t) => {
+                                Some(t.tv_sec() as i64 * 1_000_000 + t.tv_nsec() as i64 / 1_000)
+                            }
+                            _ => None,
+                        })
+                    });
+                    meta.push((m.bytes, port, ts.map(|t| t as u64)));
+                }
+                Ok(())
+            });
+            if r.is_err() || self.rx.meta.is_empty() {
+                return;
+            }
+            let now = now_us();
+            let count = self.rx.meta.len();
+            for k in 0..count {
+                let (len, port, ts) = self.rx.meta[k];
+                let arrival = ts.map_or(now, |t| (t as i64 - self.realtime_offset) as u64);
+                self.on_rtp(k, len, port, arrival);
+            }
+            if count < BATCH {
+                return;
+            }
+        }
+    }
+
+    fn on_rtp(&mut self, k: usize, len: usize, port: u16, arrival: u64) {
+        let data = &self.rx.bufs[k][..len];
+        let i = self.by_port[usize::from(port)];
+        if i == u32::MAX || len < 12 || data[0] >> 6 != 2 || data[1] & 0x7F != 0 {
+            self.counts.stray += 1;
+            return;
+        }
+        self.counts.received += 1;
+        let c = &mut self.calls[i as usize];
+        let seq = u16::from_be_bytes([data[2], data[3]]);
+        if let Arrival::Fresh { gap } = c.down.push(seq) {
+            if gap == 0 && c.last_arrival_us != 0 {
+                let d = arrival.abs_diff(c.last_arrival_us);
+                self.pacing.record(d.abs_diff(FRAME_US));
+            }
+            c.last_arrival_us = arrival;
+        }
+        let header = 12 + 4 * usize::from(data[0] & 0x0F);
+        let Some(payload) = data.get(header..) else {
+            return;
+        };
+        if let Some(stamp) = marker::read_ulaw(payload) {
+            let age = u64::from(stamp.age_us(arrival));
+            match stamp.origin {
+                Origin::Generator => {
+                    if let Arrival::Fresh { .. } = c.echo.push(stamp.counter) {
+                        self.echo_rtt.record(age);
+                    }
+                }
+                Origin::Sink => {
+                    if let Arrival::Fresh { .. } = c.playback.push(stamp.counter) {
+                        self.playback.record(age);
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- results ----
+
+    fn result(
+        &self,
+        base: Vec<Option<ProcSample>>,
+        self_start: Option<ProcSample>,
+        self_end: Option<ProcSample>,
+        udp_drops: procstat::UdpDrops,
+        sink: Option<SinkReport>,
+    ) -> LevelResult {
+        let mut calls = Calls {
+            attempted: self.calls.len() as u64,
+            ..Calls::default()
+        };
+        let mut rtp = self.counts.clone();
+        let mut echo_fresh = 0;
+        let mut playback_fresh = 0;
+        for c in &self.calls {
+            if c.answered {
+                calls.answered += 1;
+            }
+            match &c.outcome {
+                Some(Ok(())) => calls.completed += 1,
+                Some(Err(reason)) => *calls.failed.entry(reason.clone()).or_default() += 1,
+                None => *calls.failed.entry("unfinished".into()).or_default() += 1,
+            }
+            rtp.down_expected += c.down.expected();
+            rtp.down_missing += c.down.missing();
+            echo_fresh += c.echo.fresh;
+            playback_fresh += c.playback.fresh;
+        }
+        rtp.echo_fresh = echo_fresh;
+        rtp.playback_fresh = playback_fresh;
+        let mut notes = Vec::new();
+        let (fork, up_missing) = match &sink {
+            Some(s) if s.streams > 0 => {
+                let per_call: BTreeMap<&str, (u64, u64)> = s
+                    .per_call
+                    .iter()
+                    .map(|(id, fresh, played)| (id.as_str(), (*fresh, *played)))
+                    .collect();
+                let mut up_missing = 0;
+                let mut without = 0;
+                let mut played_missing = 0;
+                for c in self.calls.iter().filter(|c| c.answered) {
+                    match per_call.get(c.leg.call_id.as_str()) {
+                        Some((fresh, played)) => {
+                            up_missing += c.sent.saturating_sub(*fresh);
+                            played_missing += played.saturating_sub(c.playback.fresh);
+                        }
+                        None => {
+                            without += 1;
+                            up_missing += c.sent;
+                        }
+                    }
+                }
+                let fork = Fork {
+                    streams: s.streams,
+                    frames: s.frames,
+                    marker_frames: s.marker_frames,
+                    repeats: s.repeats,
+                    calls_without_stream: without,
+                    up_missing,
+                    latency_us: Histogram::from_wire(&s.latency_us).summary(),
+                    played: s.played,
+                    played_missing,
+                    encodings: s.encodings.clone(),
+                };
+                if !s.errors.is_empty() {
+                    notes.push(format!("sink errors: {:?}", s.errors));
+                }
+                (Some(fork), up_missing)
+            }
+            other => {
+                if other.is_some() {
+                    notes.push("the sink saw no fork stream: this number does not fork (yet)".into());
+                }
+                // Echo: what did not come back, less what was lost on the way back.
+                let sent: u64 = self.calls.iter().filter(|c| c.answered).map(|c| c.sent).sum();
+                let missing = sent.saturating_sub(echo_fresh);
+                (None, missing.saturating_sub(rtp.down_missing))
+            }
+        };
+        let mut procs = BTreeMap::new();
+        let names: Vec<String> = self
+            .cfg
+            .watch
+            .iter()
+            .map(|(n, _)| n.clone())
+            .chain(std::iter::once("generator".to_string()))
+            .collect();
+        let mut steady_s = 0.0;
+        let mut cores = Vec::new();
+        if let Some(w) = &self.window
+            && let Some(end) = w.end_us
+        {
+            steady_s = (end - w.start_us) as f64 / 1e6;
+            cores = procstat::core_percent(&w.cores_start, &w.cores_end);
+            for (k, name) in names.iter().enumerate() {
+                let (a, b) = (w.start.get(k).copied().flatten(), w.end.get(k).copied().flatten());
+                procs.insert(
+                    name.clone(),
+                    ProcFigures {
+                        cpu_percent: a.zip(b).and_then(|(a, b)| procstat::cpu_percent(&a, &b)),
+                        rss_kb: b.map(|b| b.rss_kb),
+                        rss_base_kb: base.get(k).copied().flatten().map(|s| s.rss_kb),
+                    },
+                );
+            }
+            if steady_s < 2.0 {
+                notes.push(format!(
+                    "steady window only {steady_s:.1} s: CPU figures are rough"
+                ));
+            }
+        } else {
+            notes.push("no steady window (calls never all up at once)".into());
+        }
+        if let (Some(a), Some(b)) = (self_start, self_end) {
+            procs.entry("generator-whole-run".into()).or_insert(ProcFigures {
+                cpu_percent: procstat::cpu_percent(&a, &b),
+                rss_kb: Some(b.rss_kb),
+                rss_base_kb: Some(a.rss_kb),
+            });
+        }
+        LevelResult {
+            label: self.cfg.label.clone(),
+            number: self.cfg.number.clone(),
+            level: self.calls.len() as u64,
+            rate: self.cfg.rate,
+            hold_s: self.cfg.hold.as_secs_f64(),
+            steady_s,
+            calls,
+            setup_us: self.setup.summary(),
+            rtp,
+            up_missing,
+            gen_lag_us: self.lag.summary(),
+            echo_rtt_us: self.echo_rtt.summary(),
+            playback_us: self.playback.summary(),
+            pacing_us: self.pacing.summary(),
+            fork,
+            procs,
+            cores,
+            udp_drops,
+            notes,
+        }
+    }
+}

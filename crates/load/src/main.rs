@@ -1,0 +1,201 @@
+//! `siphon-load`: run one load level, the fork sink, or print the table of a run.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use siphon_load::digest::Algorithm;
+use siphon_load::generator::{self, Auth, Config};
+use siphon_load::report::{self, LevelResult};
+use siphon_load::{clock, procstat, sink};
+
+/// Load and latency benchmark for Siphon (see docs/benchmarks.md).
+#[derive(Debug, Parser)]
+#[command(name = "siphon-load", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Place CALLS calls at RATE per second, each held HOLD seconds, and print one JSON line.
+    Run {
+        /// Siphon's SIP address.
+        #[arg(long, default_value = "127.0.0.1:5060")]
+        server: SocketAddr,
+        /// Local address for SIP and RTP.
+        #[arg(long, default_value = "127.0.0.1")]
+        local_ip: Ipv4Addr,
+        /// Number to call (600 echo, 700 fork).
+        #[arg(long, default_value = "600")]
+        number: String,
+        #[arg(long, default_value_t = 100)]
+        calls: u32,
+        /// Calls per second.
+        #[arg(long, default_value_t = 200.0)]
+        rate: f64,
+        /// Seconds each call sends audio.
+        #[arg(long, default_value_t = 30.0)]
+        hold: f64,
+        /// Milliseconds of silence between the last packet and the BYE.
+        #[arg(long, default_value_t = 300)]
+        tail_ms: u64,
+        /// Digest credentials USER:PASSWORD for numbers that challenge.
+        #[arg(long)]
+        auth: Option<String>,
+        /// Prefer this digest algorithm (MD5 or SHA-256) when several are offered.
+        #[arg(long)]
+        algorithm: Option<String>,
+        /// The sink's control URL (ws://HOST:PORT/control?reset).
+        #[arg(long)]
+        sink: Option<String>,
+        /// NAME=PID of a process to measure (siphon, sink); repeatable.
+        #[arg(long, value_parser = parse_watch)]
+        watch: Vec<(String, u32)>,
+        /// Label of this run in the table (echo, fork, ...).
+        #[arg(long, default_value = "echo")]
+        label: String,
+        /// RTP socket buffers, bytes.
+        #[arg(long, default_value_t = 32 << 20)]
+        socket_buffer: usize,
+        /// Seconds to wait after the last call before asking the sink.
+        #[arg(long, default_value_t = 3.0)]
+        settle: f64,
+        /// Append the JSON line to this file too.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// The fork sink: a native-protocol WebSocket service that timestamps every frame.
+    Sink {
+        #[arg(long, default_value = "127.0.0.1:9100")]
+        listen: String,
+        /// Send every inbound frame back (audio in both directions).
+        #[arg(long)]
+        echo: bool,
+    },
+    /// Print the Markdown table (and headline) of JSON result lines.
+    Report { files: Vec<PathBuf> },
+    /// Measure a process's CPU % and RSS over SECONDS (for runs driven by SIPp).
+    Watch {
+        #[arg(long)]
+        pid: u32,
+        #[arg(long)]
+        seconds: f64,
+    },
+}
+
+fn parse_watch(s: &str) -> Result<(String, u32), String> {
+    let (name, pid) = s.split_once('=').ok_or("expected NAME=PID")?;
+    Ok((name.to_string(), pid.parse().map_err(|e| format!("{e}"))?))
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("siphon-load: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<ExitCode> {
+    match Cli::parse().cmd {
+        Cmd::Run {
+            server,
+            local_ip,
+            number,
+            calls,
+            rate,
+            hold,
+            tail_ms,
+            auth,
+            algorithm,
+            sink,
+            watch,
+            label,
+            socket_buffer,
+            settle,
+            out,
+        } => {
+            let prefer = match algorithm.as_deref() {
+                None => None,
+                Some(a) if a.eq_ignore_ascii_case("md5") => Some(Algorithm::Md5),
+                Some(a) if a.eq_ignore_ascii_case("sha-256") => Some(Algorithm::Sha256),
+                Some(a) => anyhow::bail!("unknown algorithm {a}"),
+            };
+            let auth = match auth {
+                None => None,
+                Some(s) => {
+                    let (user, password) = s
+                        .split_once(':')
+                        .ok_or_else(|| anyhow::anyhow!("--auth wants USER:PASSWORD"))?;
+                    Some(Auth {
+                        user: user.into(),
+                        password: password.into(),
+                        prefer,
+                    })
+                }
+            };
+            let result = generator::run(Config {
+                server,
+                local_ip,
+                number,
+                calls,
+                rate,
+                hold: Duration::from_secs_f64(hold),
+                tail: Duration::from_millis(tail_ms),
+                auth,
+                sink_control: sink,
+                watch,
+                label,
+                socket_buffer,
+                settle: Duration::from_secs_f64(settle),
+            })?;
+            let line = serde_json::to_string(&result)?;
+            println!("{line}");
+            if let Some(path) = out {
+                use std::io::Write as _;
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)?;
+                writeln!(f, "{line}")?;
+            }
+            eprint!("{}", report::table(std::slice::from_ref(&result)));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Sink { listen, echo } => {
+            sink::run(sink::Options { listen, echo })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Report { files } => {
+            let mut results: Vec<LevelResult> = Vec::new();
+            for f in files {
+                for line in std::fs::read_to_string(&f)?.lines() {
+                    if !line.trim().is_empty() {
+                        results.push(serde_json::from_str(line)?);
+                    }
+                }
+            }
+            print!("{}", report::table(&results));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Watch { pid, seconds } => {
+            let a = procstat::sample(pid, clock::now_us())
+                .ok_or_else(|| anyhow::anyhow!("no process {pid}"))?;
+            std::thread::sleep(Duration::from_secs_f64(seconds));
+            let b = procstat::sample(pid, clock::now_us())
+                .ok_or_else(|| anyhow::anyhow!("process {pid} ended"))?;
+            println!(
+                "{{\"cpu_percent\":{:.1},\"rss_kb\":{}}}",
+                procstat::cpu_percent(&a, &b).unwrap_or(0.0),
+                b.rss_kb
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

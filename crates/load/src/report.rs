@@ -1,0 +1,341 @@
+//! What one level of a run produced (one JSON line per level), and the table built from them.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::hist::{Summary, WireHistogram};
+use crate::procstat::UdpDrops;
+
+/// One process's figures over the steady window (all calls up).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ProcFigures {
+    pub cpu_percent: Option<f64>,
+    pub rss_kb: Option<u64>,
+    /// RSS before the first call.
+    pub rss_base_kb: Option<u64>,
+}
+
+/// Call outcomes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Calls {
+    pub attempted: u64,
+    pub answered: u64,
+    /// Answered, held for the whole hold time, and ended by our BYE with a 200.
+    pub completed: u64,
+    /// Failure reason → count.
+    pub failed: BTreeMap<String, u64>,
+}
+
+/// RTP as the generator saw it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Rtp {
+    /// Packets the generator sent.
+    pub sent: u64,
+    pub send_errors: u64,
+    /// Packets received from Siphon (any call).
+    pub received: u64,
+    /// Siphon's RTP sequence numbers expected / missing (loss Siphon → generator).
+    pub down_expected: u64,
+    pub down_missing: u64,
+    /// Echo: generator markers that came back (first time each).
+    pub echo_fresh: u64,
+    /// Fork playback: sink markers that arrived (first time each).
+    pub playback_fresh: u64,
+    /// Datagrams from unknown sources or not RTP/PCMU.
+    pub stray: u64,
+}
+
+/// What the fork sink saw.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SinkReport {
+    pub streams: u64,
+    pub frames: u64,
+    pub bytes: u64,
+    /// Frames whose marker was readable.
+    pub marker_frames: u64,
+    /// New counters (each generator packet counted once).
+    pub fresh: u64,
+    /// A counter equal to the previous one (jitter-buffer concealment repeating a frame).
+    pub repeats: u64,
+    pub late: u64,
+    /// Frames sent back into the call.
+    pub played: u64,
+    /// Generator send → sink receive, µs.
+    pub latency_us: WireHistogram,
+    /// Per call: (Call-ID, fresh counters, frames played back).
+    pub per_call: Vec<(String, u64, u64)>,
+    pub errors: Vec<String>,
+    pub encodings: BTreeMap<String, u64>,
+}
+
+/// The fork's figures after joining the sink's report with the generator's.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Fork {
+    pub streams: u64,
+    pub frames: u64,
+    pub marker_frames: u64,
+    pub repeats: u64,
+    /// Answered calls with no stream at the sink.
+    pub calls_without_stream: u64,
+    /// Generator packets (of answered calls) that never reached the sink.
+    pub up_missing: u64,
+    pub latency_us: Summary,
+    /// Frames the sink sent back, and how many of them reached the generator.
+    pub played: u64,
+    pub played_missing: u64,
+    pub encodings: BTreeMap<String, u64>,
+}
+
+/// One level.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LevelResult {
+    pub label: String,
+    pub number: String,
+    pub level: u64,
+    pub rate: f64,
+    pub hold_s: f64,
+    /// Seconds during which every call was up (the CPU/RSS window).
+    pub steady_s: f64,
+    pub calls: Calls,
+    pub setup_us: Summary,
+    pub rtp: Rtp,
+    /// Generator packets missing at the measuring end (sink for a fork, the echo otherwise).
+    pub up_missing: u64,
+    /// Generator lateness: actual send − scheduled send, µs.
+    pub gen_lag_us: Summary,
+    /// Echo round trip: generator send → echoed packet back (kernel receive time), µs.
+    pub echo_rtt_us: Summary,
+    /// Sink send → generator receive of played-back audio, µs.
+    pub playback_us: Summary,
+    /// |interarrival − 20 ms| of consecutive packets from Siphon, µs.
+    pub pacing_us: Summary,
+    pub fork: Option<Fork>,
+    /// Process name → figures (siphon, generator, sink).
+    pub procs: BTreeMap<String, ProcFigures>,
+    /// Busy % of each core over the steady window.
+    pub cores: Vec<f64>,
+    pub udp_drops: UdpDrops,
+    pub notes: Vec<String>,
+}
+
+impl LevelResult {
+    /// Completed / attempted.
+    pub fn completion(&self) -> f64 {
+        if self.calls.attempted == 0 {
+            0.0
+        } else {
+            self.calls.completed as f64 / self.calls.attempted as f64
+        }
+    }
+
+    /// Loss caller → measuring end.
+    pub fn loss_up(&self) -> f64 {
+        ratio(self.up_missing, self.rtp.sent)
+    }
+
+    /// Loss Siphon → caller (sequence gaps), plus played-back frames lost on the way.
+    pub fn loss_down(&self) -> f64 {
+        let (played, missing) = self
+            .fork
+            .as_ref()
+            .map_or((0, 0), |f| (f.played, f.played_missing));
+        ratio(
+            self.rtp.down_missing + missing,
+            self.rtp.down_expected + played,
+        )
+    }
+
+    /// The latency the headline judges: fork latency when forking, else none.
+    pub fn fork_p99_us(&self) -> Option<u64> {
+        self.fork.as_ref().and_then(|f| f.latency_us.p99)
+    }
+
+    /// 100 % completion, no loss either way, and (when forking) fork p99 under 20 ms.
+    pub fn passes(&self) -> bool {
+        let fork_ok = match &self.fork {
+            Some(f) => f.latency_us.p99.is_some_and(|p| p < 20_000) && f.calls_without_stream == 0,
+            None => true,
+        };
+        self.calls.attempted > 0
+            && self.calls.completed == self.calls.attempted
+            && self.up_missing == 0
+            && self.loss_down() == 0.0
+            && fork_ok
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+fn ms(v: Option<u64>) -> String {
+    v.map_or("–".into(), |us| format!("{:.1}", us as f64 / 1000.0))
+}
+
+fn trio(s: &Summary) -> String {
+    if s.count == 0 {
+        return "–".into();
+    }
+    format!("{} / {} / {}", ms(s.p50), ms(s.p99), ms(s.max))
+}
+
+fn pct(x: f64) -> String {
+    if x == 0.0 {
+        "0".into()
+    } else if x < 0.0001 {
+        format!("{:.4}%", x * 100.0)
+    } else {
+        format!("{:.2}%", x * 100.0)
+    }
+}
+
+fn opt1(x: Option<f64>) -> String {
+    x.map_or("–".into(), |v| format!("{v:.1}"))
+}
+
+/// The Markdown table of a run, then the headline per label.
+pub fn table(results: &[LevelResult]) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "| mode | calls | completed | loss ↑ | loss ↓ | fork latency ms p50/p99/max | echo RTT / playback ms p50/p99/max | generator lag ms p50/p99/max | pacing jitter ms p99/max | setup ms p50/p99 | Siphon CPU % | Siphon RSS MB | CPU %/call | KB/call | gen CPU % | sink CPU % | core0/core1 % |\n",
+    );
+    out.push_str("|---|---:|---:|---:|---:|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---|\n");
+    for r in results {
+        let siphon = r.procs.get("siphon").cloned().unwrap_or_default();
+        let cpu_call = siphon.cpu_percent.map(|c| c / r.level.max(1) as f64);
+        let kb_call = match (siphon.rss_kb, siphon.rss_base_kb) {
+            (Some(a), Some(b)) => Some(a.saturating_sub(b) as f64 / r.level.max(1) as f64),
+            _ => None,
+        };
+        let back = if r.playback_us.count > 0 {
+            format!("play {}", trio(&r.playback_us))
+        } else {
+            trio(&r.echo_rtt_us)
+        };
+        let fork = r.fork.as_ref().map_or("–".into(), |f| trio(&f.latency_us));
+        let cores = r
+            .cores
+            .iter()
+            .map(|c| format!("{c:.0}"))
+            .collect::<Vec<_>>()
+            .join(" / ");
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.label,
+            r.level,
+            pct(r.completion()),
+            pct(r.loss_up()),
+            pct(r.loss_down()),
+            fork,
+            back,
+            trio(&r.gen_lag_us),
+            ms(r.pacing_us.p99),
+            ms(r.pacing_us.max),
+            ms(r.setup_us.p50),
+            ms(r.setup_us.p99),
+            opt1(siphon.cpu_percent),
+            opt1(siphon.rss_kb.map(|k| k as f64 / 1024.0)),
+            cpu_call.map_or("–".into(), |c| format!("{c:.3}")),
+            opt1(kb_call),
+            opt1(r.procs.get("generator").and_then(|p| p.cpu_percent)),
+            opt1(r.procs.get("sink").and_then(|p| p.cpu_percent)),
+            cores,
+        );
+    }
+    let mut labels: Vec<&str> = results.iter().map(|r| r.label.as_str()).collect();
+    labels.dedup();
+    out.push('\n');
+    for label in labels {
+        let best = results
+            .iter()
+            .filter(|r| r.label == label && r.passes())
+            .map(|r| r.level)
+            .max();
+        let _ = match best {
+            Some(n) => writeln!(out, "**{label}: {n} concurrent calls** (highest level with 100 % completion, 0 loss{}).\n", if results.iter().any(|r| r.label == label && r.fork.is_some()) { ", fork p99 < 20 ms" } else { "" }),
+            None => writeln!(out, "**{label}: no level passed.**\n"),
+        };
+    }
+    // Fork vs echo cost ratio at equal levels.
+    let echo: BTreeMap<u64, f64> = results
+        .iter()
+        .filter(|r| r.fork.is_none())
+        .filter_map(|r| Some((r.level, r.procs.get("siphon")?.cpu_percent?)))
+        .collect();
+    for r in results.iter().filter(|r| r.fork.is_some()) {
+        if let (Some(e), Some(f)) = (
+            echo.get(&r.level),
+            r.procs.get("siphon").and_then(|p| p.cpu_percent),
+        ) && *e > 0.0
+        {
+            let _ = writeln!(
+                out,
+                "- {} calls: Siphon CPU with fork / echo only = {:.2}×",
+                r.level,
+                f / e
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn level(n: u64, completed: u64, p99: Option<u64>) -> LevelResult {
+        LevelResult {
+            label: "fork".into(),
+            level: n,
+            calls: Calls {
+                attempted: n,
+                completed,
+                ..Calls::default()
+            },
+            rtp: Rtp {
+                sent: 100,
+                down_expected: 100,
+                ..Rtp::default()
+            },
+            fork: Some(Fork {
+                latency_us: Summary {
+                    count: 10,
+                    p99,
+                    ..Summary::default()
+                },
+                ..Fork::default()
+            }),
+            ..LevelResult::default()
+        }
+    }
+
+    #[test]
+    fn headline_is_the_highest_passing_level() {
+        let rs = vec![
+            level(100, 100, Some(5_000)),
+            level(250, 250, Some(19_999)),
+            level(500, 500, Some(20_000)), // p99 not under 20 ms
+            level(1000, 999, Some(5_000)), // one call failed
+        ];
+        assert!(rs[1].passes() && !rs[2].passes() && !rs[3].passes());
+        let t = table(&rs);
+        assert!(t.contains("**fork: 250 concurrent calls**"), "{t}");
+        assert_eq!(t.lines().filter(|l| l.starts_with("| fork |")).count(), 4);
+    }
+
+    #[test]
+    fn losses() {
+        let mut r = level(10, 10, Some(1));
+        r.up_missing = 1;
+        assert_eq!(r.loss_up(), 0.01);
+        assert!(!r.passes());
+        r.up_missing = 0;
+        r.rtp.down_missing = 2;
+        assert_eq!(r.loss_down(), 0.02);
+        assert_eq!(pct(0.02), "2.00%");
+        assert_eq!(pct(0.0), "0");
+    }
+}
