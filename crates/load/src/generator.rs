@@ -863,7 +863,21 @@ impl Engine {
         let mut rtp = self.counts.clone();
         let mut echo_fresh = 0;
         let mut playback_fresh = 0;
+        let debug = std::env::var_os("SIPHON_LOAD_DEBUG").is_some();
         for c in &self.calls {
+            if debug {
+                eprintln!(
+                    "{}: sent {} echo {:?} fresh {} playback {:?} down {:?}/{} {:?}",
+                    c.leg.call_id,
+                    c.sent,
+                    c.echo.span(),
+                    c.echo.fresh,
+                    c.playback.span(),
+                    c.down.span(),
+                    c.down.fresh,
+                    c.outcome
+                );
+            }
             if c.answered {
                 calls.answered += 1;
             }
@@ -880,7 +894,9 @@ impl Engine {
         rtp.echo_fresh = echo_fresh;
         rtp.playback_fresh = playback_fresh;
         let mut notes = Vec::new();
-        let (fork, up_missing) = match &sink {
+        let sent: u64 = self.calls.iter().filter(|c| c.answered).map(|c| c.sent).sum();
+        let host_drops = udp_drops.rcvbuf_errors + udp_drops.in_errors;
+        let (fork, up_missing, not_returned) = match &sink {
             Some(s) if s.streams > 0 => {
                 let per_call: BTreeMap<&str, (u64, u64)> = s
                     .per_call
@@ -917,16 +933,19 @@ impl Engine {
                 if !s.errors.is_empty() {
                     notes.push(format!("sink errors: {:?}", s.errors));
                 }
-                (Some(fork), up_missing)
+                let not_returned = if s.played > 0 {
+                    sent.saturating_sub(playback_fresh)
+                } else {
+                    0
+                };
+                (Some(fork), up_missing, not_returned)
             }
             other => {
                 if other.is_some() {
                     notes.push("the sink saw no fork stream: this number does not fork (yet)".into());
                 }
-                // Echo: what did not come back, less what was lost on the way back.
-                let sent: u64 = self.calls.iter().filter(|c| c.answered).map(|c| c.sent).sum();
-                let missing = sent.saturating_sub(echo_fresh);
-                (None, missing.saturating_sub(rtp.down_missing))
+                let up = host_drops.saturating_sub(rtp.down_missing);
+                (None, up, sent.saturating_sub(echo_fresh))
             }
         };
         let mut procs = BTreeMap::new();
@@ -981,6 +1000,7 @@ impl Engine {
             setup_us: self.setup.summary(),
             rtp,
             up_missing,
+            not_returned,
             gen_lag_us: self.lag.summary(),
             echo_rtt_us: self.echo_rtt.summary(),
             playback_us: self.playback.summary(),

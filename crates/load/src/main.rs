@@ -78,6 +78,13 @@ enum Cmd {
     },
     /// Print the Markdown table (and headline) of JSON result lines.
     Report { files: Vec<PathBuf> },
+    /// Wait until Siphon answers OPTIONS (exit 1 after SECONDS).
+    Ping {
+        #[arg(long, default_value = "127.0.0.1:5060")]
+        server: SocketAddr,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
     /// Measure a process's CPU % and RSS over SECONDS (for runs driven by SIPp).
     Watch {
         #[arg(long)]
@@ -183,6 +190,30 @@ fn real_main() -> anyhow::Result<ExitCode> {
             }
             print!("{}", report::table(&results));
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Ping { server, seconds } => {
+            let sock = std::net::UdpSocket::bind("127.0.0.1:0")?;
+            sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+            let local = sock.local_addr()?;
+            let deadline = std::time::Instant::now() + Duration::from_secs_f64(seconds);
+            let mut n = 0u32;
+            while std::time::Instant::now() < deadline {
+                n += 1;
+                let msg = format!(
+                    "OPTIONS sip:{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-ping{n}\r\n\
+                     Max-Forwards: 70\r\nFrom: <sip:ping@{local}>;tag=p{n}\r\nTo: <sip:{server}>\r\n\
+                     Call-ID: ping-{n}@siphon-load\r\nCSeq: {n} OPTIONS\r\nContent-Length: 0\r\n\r\n"
+                );
+                let _ = sock.send_to(msg.as_bytes(), server);
+                let mut buf = [0u8; 4096];
+                if let Ok((len, _)) = sock.recv_from(&mut buf)
+                    && buf[..len].starts_with(b"SIP/2.0 200")
+                {
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+            eprintln!("siphon-load: no answer to OPTIONS from {server}");
+            Ok(ExitCode::FAILURE)
         }
         Cmd::Watch { pid, seconds } => {
             let a = procstat::sample(pid, clock::now_us())

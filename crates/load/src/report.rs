@@ -101,8 +101,13 @@ pub struct LevelResult {
     pub calls: Calls,
     pub setup_us: Summary,
     pub rtp: Rtp,
-    /// Generator packets missing at the measuring end (sink for a fork, the echo otherwise).
+    /// Generator packets lost on the way up: for a fork, those that never reached the sink;
+    /// otherwise the host's UDP receive drops (`/proc/net/snmp`) not seen as gaps on the way
+    /// down (an upper bound: any UDP socket on the host counts).
     pub up_missing: u64,
+    /// Generator packets whose audio never came back (echo: dropped by Siphon's jitter buffer
+    /// or lost either way; fork with a playing sink: lost anywhere on the round trip).
+    pub not_returned: u64,
     /// Generator lateness: actual send − scheduled send, µs.
     pub gen_lag_us: Summary,
     /// Echo round trip: generator send → echoed packet back (kernel receive time), µs.
@@ -199,9 +204,9 @@ fn opt1(x: Option<f64>) -> String {
 pub fn table(results: &[LevelResult]) -> String {
     let mut out = String::new();
     out.push_str(
-        "| mode | calls | completed | loss ↑ | loss ↓ | fork latency ms p50/p99/max | echo RTT / playback ms p50/p99/max | generator lag ms p50/p99/max | pacing jitter ms p99/max | setup ms p50/p99 | Siphon CPU % | Siphon RSS MB | CPU %/call | KB/call | gen CPU % | sink CPU % | core0/core1 % |\n",
+        "| mode | calls | completed | loss ↑ | loss ↓ | fork latency ms p50/p99/max | echo RTT / playback ms p50/p99/max | not returned | generator lag ms p50/p99/max | pacing jitter ms p99/max | setup ms p50/p99 | Siphon CPU % | Siphon RSS MB | CPU %/call | KB/call | gen CPU % | sink CPU % |\n",
     );
-    out.push_str("|---|---:|---:|---:|---:|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---|\n");
+    out.push_str("|---|---:|---:|---:|---:|---|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|\n");
     for r in results {
         let siphon = r.procs.get("siphon").cloned().unwrap_or_default();
         let cpu_call = siphon.cpu_percent.map(|c| c / r.level.max(1) as f64);
@@ -215,15 +220,9 @@ pub fn table(results: &[LevelResult]) -> String {
             trio(&r.echo_rtt_us)
         };
         let fork = r.fork.as_ref().map_or("–".into(), |f| trio(&f.latency_us));
-        let cores = r
-            .cores
-            .iter()
-            .map(|c| format!("{c:.0}"))
-            .collect::<Vec<_>>()
-            .join(" / ");
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} | {} | {} | {} | {} | {} |",
             r.label,
             r.level,
             pct(r.completion()),
@@ -231,6 +230,7 @@ pub fn table(results: &[LevelResult]) -> String {
             pct(r.loss_down()),
             fork,
             back,
+            pct(ratio(r.not_returned, r.rtp.sent)),
             trio(&r.gen_lag_us),
             ms(r.pacing_us.p99),
             ms(r.pacing_us.max),
@@ -242,7 +242,6 @@ pub fn table(results: &[LevelResult]) -> String {
             opt1(kb_call),
             opt1(r.procs.get("generator").and_then(|p| p.cpu_percent)),
             opt1(r.procs.get("sink").and_then(|p| p.cpu_percent)),
-            cores,
         );
     }
     let mut labels: Vec<&str> = results.iter().map(|r| r.label.as_str()).collect();

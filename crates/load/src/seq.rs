@@ -53,6 +53,11 @@ impl SeqTracker {
         }
     }
 
+    /// First and highest number seen, extended (the first is stored as `65536 + seq`).
+    pub fn span(&self) -> Option<(u64, u64)> {
+        self.first.map(|f| (f, self.highest))
+    }
+
     /// Numbers from the first to the highest seen (what should have arrived).
     pub fn expected(&self) -> u64 {
         self.first.map_or(0, |f| self.highest - f + 1)

@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# Siphon's load and latency benchmark (docs/benchmarks.md). One command:
+#
+#   scripts/bench.sh                         # full ramp: 100 250 500 1000 2000 4000, 30 s each
+#   LEVELS="50 100" HOLD=10 scripts/bench.sh # a quick run (a couple of minutes)
+#
+# For every mode and level it starts a fresh Siphon pinned to SIPHON_CPU, the fork sink and
+# the generator pinned to LOAD_CPU, places LEVEL calls at RATE calls/s, keeps them all up for
+# HOLD seconds, hangs up, and appends one JSON line to $OUT/results.jsonl. At the end it prints
+# the table (also in $OUT/table.md).
+#
+# Environment (defaults in brackets):
+#   LEVELS        concurrent calls per level                  [100 250 500 1000 2000 4000]
+#   HOLD          seconds with every call of a level up       [30]
+#   RATE          calls per second while ramping up           [200]
+#   MODES         any of: echo (600), fork (700 + sink), sipp (SIPp uac_pcap against 700)
+#                                                             [echo fork sipp]
+#   AUTH          1: the called routes require digest auth (407, account 1001)   [0]
+#   FORK_ENCODING l16 or pcmu (8 kHz; the latency marker survives both)          [l16]
+#   SINK_ECHO     1: the sink sends every frame back (audio both ways)           [1]
+#   SIPP_RATE     SIPp calls per second (each call lasts ~9 s)                   [20]
+#   SIPP_CALLS    SIPp calls in total                                            [600]
+#   SIPHON_CPU    core for Siphon [0];  LOAD_CPU  core for generator, sink, SIPp [1]
+#   RT            1: run everything SCHED_RR (needs root; keeps other work on the
+#                 machine from adding its scheduling delays to the figures)      [1]
+#   SIP_PORT      Siphon's SIP port [5090];  SINK_PORT  [9190]
+#   OUT           results folder                       [target/bench/DATE]
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+LEVELS="${LEVELS:-100 250 500 1000 2000 4000}"
+HOLD="${HOLD:-30}"
+RATE="${RATE:-200}"
+MODES="${MODES:-echo fork sipp}"
+AUTH="${AUTH:-0}"
+FORK_ENCODING="${FORK_ENCODING:-l16}"
+SINK_ECHO="${SINK_ECHO:-1}"
+SIPP_RATE="${SIPP_RATE:-20}"
+SIPP_CALLS="${SIPP_CALLS:-600}"
+SIPHON_CPU="${SIPHON_CPU:-0}"
+LOAD_CPU="${LOAD_CPU:-1}"
+RT="${RT:-1}"
+SIP_PORT="${SIP_PORT:-5090}"
+SINK_PORT="${SINK_PORT:-9190}"
+OUT="${OUT:-$root/target/bench/$(date +%Y%m%d-%H%M%S)}"
+mkdir -p "$OUT"
+results="$OUT/results.jsonl"
+
+# Each call needs two descriptors in Siphon (RTP and RTCP) and the sink one per fork.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+echo "open files: $(ulimit -n)"
+
+cargo build --release -p siphon -p siphon-load
+siphon="$root/target/release/siphon"
+load="$root/target/release/siphon-load"
+
+prio=()
+if [ "$RT" = 1 ] && [ "$(id -u)" = 0 ] && command -v chrt >/dev/null; then
+    prio=(chrt -r 20)
+fi
+on_siphon_core=(taskset -c "$SIPHON_CPU")
+on_load_core=(taskset -c "$LOAD_CPU")
+
+# The configuration: the test numbers, an RTP range of its own (30000-39998: 5000 legs, away
+# from other Siphons on this machine), and a fork on 700 to the sink.
+write_config() {
+    local file="$1" forks="$2" auth="none"
+    [ "$AUTH" = 1 ] && auth="digest"
+    cat >"$file" <<EOF
+[sip]
+listen = "127.0.0.1:$SIP_PORT"
+[http]
+listen = "127.0.0.1:$((SIP_PORT + 1000))"
+[rtp]
+port_min = 30000
+port_max = 39998
+inactivity_timeout_s = 60
+[[accounts]]
+username = "1001"
+password = "secret1001"
+kind = "phone"
+[[dialplan]]
+number = "600"
+action = "echo"
+auth = "$auth"
+[[dialplan]]
+number = "700"
+action = "fork"
+auth = "$auth"
+EOF
+    if [ "$forks" = 1 ]; then
+        cat >>"$file" <<EOF
+[[dialplan.forks]]
+url = "ws://127.0.0.1:$SINK_PORT/native"
+mode = "native"
+encoding = "$FORK_ENCODING"
+sample_rate = 8000
+tracks = "inbound"
+EOF
+    fi
+}
+
+cfg="$OUT/siphon.toml"
+write_config "$cfg" 1
+fork_wired=1
+if ! "$siphon" check-config "$cfg" >"$OUT/check-config.log" 2>&1; then
+    fork_wired=0
+    write_config "$cfg" 0
+    "$siphon" check-config "$cfg"
+    echo "NOTE: this Siphon does not accept [[dialplan.forks]] yet: 700 answers as echo, no fork is measured"
+fi
+
+siphon_pid=""
+sink_pid=""
+stop_all() {
+    if [ -n "$sink_pid" ]; then kill "$sink_pid" 2>/dev/null || true; wait "$sink_pid" 2>/dev/null || true; sink_pid=""; fi
+    if [ -n "$siphon_pid" ]; then kill -TERM "$siphon_pid" 2>/dev/null || true; wait "$siphon_pid" 2>/dev/null || true; siphon_pid=""; fi
+}
+trap stop_all EXIT
+
+start_siphon() {
+    "${prio[@]}" "${on_siphon_core[@]}" "$siphon" --config "$cfg" --log warn >"$OUT/siphon-$1.log" 2>&1 &
+    siphon_pid=$!
+    "$load" ping --server "127.0.0.1:$SIP_PORT" --seconds 10
+}
+
+start_sink() {
+    local echo_flag=()
+    [ "$SINK_ECHO" = 1 ] && echo_flag=(--echo)
+    "${prio[@]}" "${on_load_core[@]}" "$load" sink --listen "127.0.0.1:$SINK_PORT" "${echo_flag[@]}" \
+        >"$OUT/sink-$1.log" 2>&1 &
+    sink_pid=$!
+    for _ in $(seq 50); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$SINK_PORT") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "sink did not start"; return 1
+}
+
+auth_args=()
+[ "$AUTH" = 1 ] && auth_args=(--auth 1001:secret1001)
+
+run_level() {
+    local mode="$1" level="$2" number="$3"
+    local hold
+    hold=$(awk -v h="$HOLD" -v n="$level" -v r="$RATE" 'BEGIN { printf "%.1f", h + n / r + 1 }')
+    echo "== $mode: $level calls to $number, $RATE/s, each held ${hold}s"
+    start_siphon "$mode-$level"
+    local watch=(--watch "siphon=$siphon_pid") sink_args=()
+    if [ "$mode" = fork ]; then
+        start_sink "$level"
+        watch+=(--watch "sink=$sink_pid")
+        sink_args=(--sink "ws://127.0.0.1:$SINK_PORT/control?reset")
+    fi
+    "${prio[@]}" "${on_load_core[@]}" "$load" run --server "127.0.0.1:$SIP_PORT" \
+        --number "$number" --calls "$level" --rate "$RATE" --hold "$hold" --label "$mode" \
+        "${auth_args[@]}" "${watch[@]}" "${sink_args[@]}" --out "$results" \
+        >"$OUT/run-$mode-$level.json" 2>"$OUT/run-$mode-$level.log" \
+        || { echo "generator failed:"; tail -5 "$OUT/run-$mode-$level.log"; }
+    grep "^| $mode" "$OUT/run-$mode-$level.log" || true
+    stop_all
+    sleep 1
+}
+
+run_sipp() {
+    if ! command -v sipp >/dev/null; then
+        echo "SIPp (Debian: sip-tester) is not installed; skipping the SIPp run"; return 0
+    fi
+    local dir="$OUT/sipp"
+    mkdir -p "$dir"
+    ln -sfn /usr/share/sip-tester "$dir/pcap"
+    echo "== sipp: uac_pcap to 700, $SIPP_RATE calls/s, $SIPP_CALLS calls (~9 s each)"
+    start_siphon sipp
+    # CPU and RSS over the plateau: from when the first calls end (ramp done) for 8 s.
+    ( sleep 11; "$load" watch --pid "$siphon_pid" --seconds 8 >"$dir/siphon-cpu.json" ) &
+    local watcher=$!
+    local sipp_auth=()
+    [ "$AUTH" = 1 ] && sipp_auth=(-au 1001 -ap secret1001)
+    ( cd "$dir" && "${prio[@]}" "${on_load_core[@]}" sipp -sn uac_pcap -s 700 "127.0.0.1:$SIP_PORT" \
+        -p $((SIP_PORT + 2)) -mp 40000 -r "$SIPP_RATE" -m "$SIPP_CALLS" -l $((SIPP_RATE * 12)) \
+        "${sipp_auth[@]}" -trace_stat -trace_screen -trace_err -nostdin -timeout 600s >"$dir/stdout" 2>&1 ) \
+        && rc=0 || rc=$?
+    wait "$watcher" 2>/dev/null || true
+    stop_all
+    local screen
+    screen=$(ls "$dir"/*_screen.log 2>/dev/null | head -1)
+    {
+        echo "SIPp uac_pcap → 700: rate $SIPP_RATE/s, $SIPP_CALLS calls, ~$((SIPP_RATE * 9)) concurrent, exit $rc"
+        [ -n "$screen" ] && grep -E "Successful call|Failed call|Response Time|Call Length" "$screen" | sed 's/  */ /g'
+        echo "Siphon during the plateau: $(cat "$dir/siphon-cpu.json" 2>/dev/null)"
+    } | tee "$OUT/sipp.txt"
+}
+
+for mode in $MODES; do
+    case "$mode" in
+        echo) for l in $LEVELS; do run_level echo "$l" 600; done ;;
+        fork)
+            # Until Siphon accepts [[dialplan.forks]], 700 answers as echo: say so in the label.
+            label=fork; [ "$fork_wired" = 1 ] || label=700-unforked
+            for l in $LEVELS; do run_level "$label" "$l" 700; done ;;
+        sipp) run_sipp ;;
+        *) echo "unknown mode $mode"; exit 2 ;;
+    esac
+done
+
+echo
+if [ -s "$results" ]; then
+    "$load" report "$results" | tee "$OUT/table.md"
+fi
+[ -f "$OUT/sipp.txt" ] && cat "$OUT/sipp.txt" >>"$OUT/table.md"
+echo "results: $OUT"
