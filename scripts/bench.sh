@@ -44,6 +44,7 @@ RT="${RT:-1}"
 SIP_PORT="${SIP_PORT:-5090}"
 SINK_PORT="${SINK_PORT:-9190}"
 OUT="${OUT:-$root/target/bench/$(date +%Y%m%d-%H%M%S)}"
+case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac
 mkdir -p "$OUT"
 results="$OUT/results.jsonl"
 
@@ -155,6 +156,7 @@ run_level() {
     fi
     "${prio[@]}" "${on_load_core[@]}" "$load" run --server "127.0.0.1:$SIP_PORT" \
         --number "$number" --calls "$level" --rate "$RATE" --hold "$hold" --label "$mode" \
+        --siphon-ports 30000-39999 \
         "${auth_args[@]}" "${watch[@]}" "${sink_args[@]}" --out "$results" \
         >"$OUT/run-$mode-$level.json" 2>"$OUT/run-$mode-$level.log" \
         || { echo "generator failed:"; tail -5 "$OUT/run-$mode-$level.log"; }

@@ -36,7 +36,6 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeSpec;
 use siphon_media::g711::G711;
-use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use crate::clock::now_us;
@@ -87,6 +86,9 @@ pub struct Config {
     pub socket_buffer: usize,
     /// Wait after the last call before asking the sink (fork stop messages, flushes).
     pub settle: Duration,
+    /// Siphon's RTP port range: receive drops on those sockets are read at the end of the
+    /// steady window (loss on the way up, attributed to Siphon's sockets only).
+    pub siphon_ports: Option<std::ops::RangeInclusive<u16>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,7 +154,8 @@ struct Engine {
     cfg: Config,
     run_id: u32,
     sip: UdpSocket,
-    rtp: UdpSocket,
+    /// Not registered with the runtime on purpose: polled every tick (see `drain_rtp`).
+    rtp: std::net::UdpSocket,
     rtp_local: SocketAddr,
     calls: Vec<Call>,
     timers: BinaryHeap<Reverse<(u64, u32, u32)>>,
@@ -187,6 +190,8 @@ struct Window {
     end: Vec<Option<ProcSample>>,
     cores_start: Vec<(u64, u64)>,
     cores_end: Vec<(u64, u64)>,
+    /// Siphon RTP sockets open and their receive drops, at the end.
+    socket_drops: Option<(u64, u64)>,
 }
 
 /// Runs one level and returns its result.
@@ -202,7 +207,8 @@ async fn run_async(cfg: Config) -> anyhow::Result<LevelResult> {
         bail!("need at least one call and a positive rate");
     }
     let sip = UdpSocket::bind(SocketAddr::new(cfg.local_ip.into(), 0)).await?;
-    let rtp = UdpSocket::bind(SocketAddr::new(cfg.local_ip.into(), 0)).await?;
+    let rtp = std::net::UdpSocket::bind(SocketAddr::new(cfg.local_ip.into(), 0))?;
+    rtp.set_nonblocking(true)?;
     for (opt, name) in [(true, "receive"), (false, "send")] {
         let r = if opt {
             setsockopt(&rtp, sockopt::RcvBufForce, &cfg.socket_buffer)
@@ -391,9 +397,9 @@ impl Engine {
             let sleep = tokio::time::sleep(Duration::from_micros(wake.saturating_sub(now)));
             tokio::select! {
                 () = sleep => {}
-                r = self.rtp.readable() => if r.is_ok() { self.drain_rtp(); },
                 r = self.sip.readable() => if r.is_ok() { self.drain_sip(); },
             }
+            self.drain_rtp();
             let now = now_us();
             self.fire_timers(now);
             self.send_due_slots(now);
@@ -667,6 +673,7 @@ impl Engine {
                 end: Vec::new(),
                 cores_start: procstat::cores(),
                 cores_end: Vec::new(),
+                socket_drops: None,
             });
         }
         if self.window_closed {
@@ -675,6 +682,7 @@ impl Engine {
                 w.end_us = Some(now);
                 w.end = p;
                 w.cores_end = procstat::cores();
+                w.socket_drops = self.cfg.siphon_ports.clone().map(procstat::socket_drops);
             }
         }
     }
@@ -768,12 +776,17 @@ impl Engine {
 
     // ---- RTP in ----
 
+    /// Reads everything queued on the RTP socket. It is polled once per loop turn (at least
+    /// every millisecond) instead of waiting for readiness: a socket nobody waits on costs
+    /// the sender no wake-up, and on loopback that wake-up (an inter-processor interrupt,
+    /// very dear in a VM) is paid by Siphon's core in its `sendto`. Arrival times come from
+    /// the kernel (`SO_TIMESTAMPNS`), so polling does not blur them.
     fn drain_rtp(&mut self) {
         loop {
             let fd = self.rtp.as_raw_fd();
             let RxBatch { bufs, hdrs, meta } = &mut self.rx;
             meta.clear();
-            let r = self.rtp.try_io(Interest::READABLE, || {
+            let r = (|| -> std::io::Result<()> {
                 let mut iovs: Vec<[IoSliceMut<'_>; 1]> =
                     bufs.iter_mut().map(|b| [IoSliceMut::new(&mut b[..])]).collect();
                 let res = recvmmsg(fd, hdrs, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None)
@@ -791,7 +804,7 @@ impl Engine {
                     meta.push((m.bytes, port, ts.map(|t| t as u64)));
                 }
                 Ok(())
-            });
+            })();
             if r.is_err() || self.rx.meta.is_empty() {
                 return;
             }
@@ -944,7 +957,14 @@ impl Engine {
                 if other.is_some() {
                     notes.push("the sink saw no fork stream: this number does not fork (yet)".into());
                 }
-                let up = host_drops.saturating_sub(rtp.down_missing);
+                let socket_drops = self.window.as_ref().and_then(|w| w.socket_drops);
+                let up = match socket_drops {
+                    Some((sockets, drops)) => {
+                        notes.push(format!("{sockets} Siphon RTP sockets dropped {drops} datagrams"));
+                        drops
+                    }
+                    None => host_drops.saturating_sub(rtp.down_missing),
+                };
                 (None, up, sent.saturating_sub(echo_fresh))
             }
         };
@@ -969,6 +989,7 @@ impl Engine {
                     name.clone(),
                     ProcFigures {
                         cpu_percent: a.zip(b).and_then(|(a, b)| procstat::cpu_percent(&a, &b)),
+                        user_percent: a.zip(b).and_then(|(a, b)| procstat::user_percent(&a, &b)),
                         rss_kb: b.map(|b| b.rss_kb),
                         rss_base_kb: base.get(k).copied().flatten().map(|s| s.rss_kb),
                     },
@@ -985,6 +1006,7 @@ impl Engine {
         if let (Some(a), Some(b)) = (self_start, self_end) {
             procs.entry("generator-whole-run".into()).or_insert(ProcFigures {
                 cpu_percent: procstat::cpu_percent(&a, &b),
+                user_percent: procstat::user_percent(&a, &b),
                 rss_kb: Some(b.rss_kb),
                 rss_base_kb: Some(a.rss_kb),
             });

@@ -64,6 +64,9 @@ enum Cmd {
         /// Seconds to wait after the last call before asking the sink.
         #[arg(long, default_value_t = 3.0)]
         settle: f64,
+        /// Siphon's RTP port range MIN-MAX, to read its sockets' receive drops.
+        #[arg(long, value_parser = parse_range)]
+        siphon_ports: Option<(u16, u16)>,
         /// Append the JSON line to this file too.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -92,6 +95,14 @@ enum Cmd {
         #[arg(long)]
         seconds: f64,
     },
+}
+
+fn parse_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s.split_once('-').ok_or("expected MIN-MAX")?;
+    Ok((
+        a.parse().map_err(|e| format!("{e}"))?,
+        b.parse().map_err(|e| format!("{e}"))?,
+    ))
 }
 
 fn parse_watch(s: &str) -> Result<(String, u32), String> {
@@ -126,6 +137,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             label,
             socket_buffer,
             settle,
+            siphon_ports,
             out,
         } => {
             let prefer = match algorithm.as_deref() {
@@ -161,6 +173,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 label,
                 socket_buffer,
                 settle: Duration::from_secs_f64(settle),
+                siphon_ports: siphon_ports.map(|(a, b)| a..=b),
             })?;
             let line = serde_json::to_string(&result)?;
             println!("{line}");

@@ -12,6 +12,8 @@ const USER_HZ: f64 = 100.0;
 pub struct ProcSample {
     /// utime + stime, in ticks.
     pub cpu_ticks: u64,
+    /// utime alone.
+    pub user_ticks: u64,
     pub rss_kb: u64,
     pub at_us: u64,
 }
@@ -22,6 +24,7 @@ pub fn sample(pid: u32, at_us: u64) -> Option<ProcSample> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     Some(ProcSample {
         cpu_ticks: cpu_ticks_of(&stat)?,
+        user_ticks: user_ticks_of(&stat)?,
         rss_kb: rss_kb_of(&status).unwrap_or(0),
         at_us,
     })
@@ -34,6 +37,12 @@ pub fn cpu_ticks_of(stat: &str) -> Option<u64> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     // rest starts at field 3 (state); utime is field 14 -> index 11.
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// utime alone.
+pub fn user_ticks_of(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(11)?.parse().ok()
 }
 
 /// VmRSS in kB from `/proc/PID/status`.
@@ -52,6 +61,16 @@ pub fn cpu_percent(a: &ProcSample, b: &ProcSample) -> Option<f64> {
         return None;
     }
     Some(b.cpu_ticks.saturating_sub(a.cpu_ticks) as f64 / USER_HZ / wall * 100.0)
+}
+
+/// User-space CPU % between two samples (the rest is the kernel, which on loopback includes
+/// delivering every datagram sent into the receiver's socket).
+pub fn user_percent(a: &ProcSample, b: &ProcSample) -> Option<f64> {
+    let wall = b.at_us.checked_sub(a.at_us)? as f64 / 1e6;
+    if wall <= 0.0 {
+        return None;
+    }
+    Some(b.user_ticks.saturating_sub(a.user_ticks) as f64 / USER_HZ / wall * 100.0)
 }
 
 /// Busy and total ticks of each core, from `/proc/stat`.
@@ -141,6 +160,36 @@ impl UdpDrops {
     }
 }
 
+/// Sockets bound to a local port in `ports` and their summed `drops` column, from the text of
+/// `/proc/net/udp`: how many datagrams the kernel discarded for Siphon's RTP sockets (full
+/// receive buffer) while they were open.
+pub fn parse_socket_drops(proc_net_udp: &str, ports: std::ops::RangeInclusive<u16>) -> (u64, u64) {
+    let mut sockets = 0;
+    let mut drops = 0;
+    for line in proc_net_udp.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let Some(port) = f
+            .get(1)
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+        else {
+            continue;
+        };
+        if ports.contains(&port) {
+            sockets += 1;
+            drops += f.last().and_then(|d| d.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    (sockets, drops)
+}
+
+/// [`parse_socket_drops`] on this host's `/proc/net/udp`.
+pub fn socket_drops(ports: std::ops::RangeInclusive<u16>) -> (u64, u64) {
+    std::fs::read_to_string("/proc/net/udp")
+        .map(|s| parse_socket_drops(&s, ports))
+        .unwrap_or((0, 0))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -150,10 +199,12 @@ mod tests {
     fn stat_fields() {
         let s = "1234 (tokio runtime) S 1 2 3 4 5 6 7 8 9 10 250 30 0 0 20 0 9 0 100 200 300";
         assert_eq!(cpu_ticks_of(s), Some(280));
+        assert_eq!(user_ticks_of(s), Some(250));
         assert_eq!(rss_kb_of("Name:\tx\nVmRSS:\t  10240 kB\n"), Some(10240));
-        let a = ProcSample { cpu_ticks: 100, rss_kb: 0, at_us: 0 };
-        let b = ProcSample { cpu_ticks: 150, rss_kb: 0, at_us: 1_000_000 };
+        let a = ProcSample { cpu_ticks: 100, user_ticks: 50, rss_kb: 0, at_us: 0 };
+        let b = ProcSample { cpu_ticks: 150, user_ticks: 60, rss_kb: 0, at_us: 1_000_000 };
         assert_eq!(cpu_percent(&a, &b), Some(50.0));
+        assert_eq!(user_percent(&a, &b), Some(10.0));
     }
 
     #[test]
@@ -168,5 +219,10 @@ mod tests {
             Some(UdpDrops { rcvbuf_errors: 5, sndbuf_errors: 2, in_errors: 7 })
         );
         assert!(sample(std::process::id(), 0).is_some());
+        let udp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+                   1: 0100007F:7530 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0000000000000000 3\n\
+                   2: 0100007F:7531 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0000000000000000 4\n\
+                   3: 0100007F:13C4 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0000000000000000 9\n";
+        assert_eq!(parse_socket_drops(udp, 30000..=30001), (2, 7));
     }
 }

@@ -12,6 +12,9 @@ use crate::procstat::UdpDrops;
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ProcFigures {
     pub cpu_percent: Option<f64>,
+    /// User space only.
+    #[serde(default)]
+    pub user_percent: Option<f64>,
     pub rss_kb: Option<u64>,
     /// RSS before the first call.
     pub rss_base_kb: Option<u64>,
@@ -102,8 +105,9 @@ pub struct LevelResult {
     pub setup_us: Summary,
     pub rtp: Rtp,
     /// Generator packets lost on the way up: for a fork, those that never reached the sink;
-    /// otherwise the host's UDP receive drops (`/proc/net/snmp`) not seen as gaps on the way
-    /// down (an upper bound: any UDP socket on the host counts).
+    /// otherwise the receive drops of Siphon's RTP sockets (`/proc/net/udp`, read at the end
+    /// of the steady window), or without a port range the host's UDP receive drops less the
+    /// gaps seen on the way down (an upper bound: any socket on the host counts).
     pub up_missing: u64,
     /// Generator packets whose audio never came back (echo: dropped by Siphon's jitter buffer
     /// or lost either way; fork with a playing sink: lost anywhere on the round trip).
@@ -171,6 +175,18 @@ impl LevelResult {
     }
 }
 
+fn cpu_user(p: Option<&ProcFigures>) -> String {
+    match p {
+        Some(ProcFigures {
+            cpu_percent: Some(c),
+            user_percent: Some(u),
+            ..
+        }) => format!("{c:.0} ({u:.0})"),
+        Some(p) => opt1(p.cpu_percent),
+        None => "–".into(),
+    }
+}
+
 fn ratio(a: u64, b: u64) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
@@ -204,7 +220,7 @@ fn opt1(x: Option<f64>) -> String {
 pub fn table(results: &[LevelResult]) -> String {
     let mut out = String::new();
     out.push_str(
-        "| mode | calls | completed | loss ↑ | loss ↓ | fork latency ms p50/p99/max | echo RTT / playback ms p50/p99/max | not returned | generator lag ms p50/p99/max | pacing jitter ms p99/max | setup ms p50/p99 | Siphon CPU % | Siphon RSS MB | CPU %/call | KB/call | gen CPU % | sink CPU % |\n",
+        "| mode | calls | completed | loss ↑ | loss ↓ | fork latency ms p50/p99/max | echo RTT / playback ms p50/p99/max | not returned | generator lag ms p50/p99/max | pacing jitter ms p99/max | setup ms p50/p99 | Siphon CPU % | Siphon RSS MB | CPU %/call | KB/call | gen CPU % (user) | sink CPU % (user) |\n",
     );
     out.push_str("|---|---:|---:|---:|---:|---|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|\n");
     for r in results {
@@ -240,8 +256,8 @@ pub fn table(results: &[LevelResult]) -> String {
             opt1(siphon.rss_kb.map(|k| k as f64 / 1024.0)),
             cpu_call.map_or("–".into(), |c| format!("{c:.3}")),
             opt1(kb_call),
-            opt1(r.procs.get("generator").and_then(|p| p.cpu_percent)),
-            opt1(r.procs.get("sink").and_then(|p| p.cpu_percent)),
+            cpu_user(r.procs.get("generator")),
+            cpu_user(r.procs.get("sink")),
         );
     }
     let mut labels: Vec<&str> = results.iter().map(|r| r.label.as_str()).collect();
