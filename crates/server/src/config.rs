@@ -29,6 +29,20 @@ pub struct Config {
     pub accounts: Vec<Account>,
     #[serde(default)]
     pub dialplan: Vec<Route>,
+    /// The reference analytics service, run inside Siphon for demos and tests (number 700
+    /// of the default configuration forks to it). Absent: not started.
+    pub analytics: Option<AnalyticsConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsConfig {
+    pub listen: SocketAddr,
+    /// Send each caller's audio back through the fork (so the caller hears the round trip).
+    #[serde(default)]
+    pub echo: bool,
+    /// Write one WAV per stream here.
+    pub out_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -203,6 +217,10 @@ pub struct Route {
     /// For `play`: a WAV file (PCM16 8/16 kHz mono, or G.711), relative to the working
     /// directory. Without it the built-in prompt plays.
     pub file: Option<std::path::PathBuf>,
+    /// WebSocket forks attached to every call of this route (`[[dialplan.forks]]`, the
+    /// fields of `siphon_fork::ForkConfig`: url, mode, encoding, sample_rate, tracks, ...).
+    #[serde(default)]
+    pub forks: Vec<siphon_fork::ForkConfig>,
 }
 
 impl Route {
@@ -400,6 +418,11 @@ impl Config {
             }
             if let Err(e) = route.prompt() {
                 return Err(at(route.number.span(), e));
+            }
+            for fork in &route.forks {
+                if let Err(e) = fork.validate() {
+                    return Err(at(route.number.span(), format!("fork of {n}: {e}")));
+                }
             }
         }
         Ok(())

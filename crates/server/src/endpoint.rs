@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::{Action, Config, RouteAuth};
+use siphon_fork::CallMeta;
 use crate::counters::{Counters, inc};
 use crate::dialplan;
 use crate::media::{self, LegSetup, MediaHandle, MediaParams, Prompt};
@@ -258,7 +259,7 @@ impl Endpoint {
                 {
                     info!(call_id = %id.call_id, "no answer; 480");
                     self.reply(&key, 480, None, &[]);
-                    self.end_call(&id);
+                    self.end_call(&id, "no answer");
                 }
             }
             Command::MediaEnded { call, reason } => {
@@ -512,6 +513,14 @@ impl Endpoint {
             commands: self.commands.clone(),
             counters: self.counters.clone(),
             span: span.clone(),
+            forks: route.forks.clone(),
+            meta: CallMeta {
+                call_id: id.call_id.clone(),
+                from: header_value(&request.headers, "From").unwrap_or_default(),
+                to: header_value(&request.headers, "To").unwrap_or_default(),
+                codec: codec.name().to_string(),
+                account_sid: None,
+            },
         });
         info!(number = %route.number.get_ref(), action = ?route.action, rtp_port, ?codec, "call accepted");
         self.registry.insert(
@@ -726,7 +735,7 @@ impl Endpoint {
                 self.reply_to(key, request, 200, None, &[]);
                 if let Some(id) = id {
                     info!(call_id = %id.call_id, "caller hung up");
-                    self.end_call(&id);
+                    self.end_call(&id, "caller hung up");
                 }
             }
             None => self.reply_to(key, request, 481, None, &[]),
@@ -743,7 +752,7 @@ impl Endpoint {
             Some(id) => {
                 info!(call_id = %id.call_id, "cancelled");
                 self.reply(&invite_key, 487, Some(&id.local_tag.clone()), &[]);
-                self.end_call(&id);
+                self.end_call(&id, "cancelled");
             }
             None => self.reply(&invite_key, 487, None, &[]),
         }
@@ -780,7 +789,7 @@ impl Endpoint {
                 warn!(error = %e, "could not send BYE");
             }
         }
-        self.end_call(id);
+        self.end_call(id, reason);
     }
 
     fn hang_up_all(&mut self, reason: &str) {
@@ -790,14 +799,14 @@ impl Endpoint {
         }
     }
 
-    fn end_call(&mut self, id: &DialogId) {
+    fn end_call(&mut self, id: &DialogId, reason: &str) {
         if let Some(call) = self.calls.remove(id) {
             self.by_invite.remove(&call.invite_key);
             self.registry.remove(&id.call_id);
             inc(&self.counters.calls_ended);
             let _guard = call.span.enter();
             debug!(action = ?call.action, "call ended");
-            call.media.stop();
+            call.media.stop(reason);
         }
     }
 
