@@ -11,7 +11,32 @@ target="127.0.0.1:$port"
 work="$(mktemp -d)"
 failures=0
 
+# Media checks capture on loopback (tshark; the trap stops it). capture_start FILE
+# SIPP_MEDIA_PORT returns once tshark captures Siphon's RTP range (the default config's
+# 20000-29998, RTCP +1) and SIPp's media port. tshark prints "Capturing on" even when it
+# then lacks the rights; the file only appears once dumpcap really captures.
+capture_start() {
+    tshark -i lo -f "udp portrange 20000-29999 or udp port $2" -w "$1" >"$1.log" 2>&1 &
+    tshark_pid=$!
+    for _ in $(seq 100); do
+        kill -0 "$tshark_pid" 2>/dev/null || break
+        if [ -s "$1" ]; then return 0; fi
+        sleep 0.1
+    done
+    echo "tshark cannot capture on lo as uid $(id -u): run as root, or give dumpcap" \
+        "cap_net_raw,cap_net_admin and SIPp cap_net_raw. tshark said:"
+    head -n 4 "$1.log" | sed 's/^/    /'
+    capture_stop; return 1
+}
+# SIGINT lets tshark finish the file; waiting means the analysis sees every packet.
+capture_stop() {
+    if [ -n "${tshark_pid:-}" ]; then kill -INT "$tshark_pid" 2>/dev/null; wait "$tshark_pid" 2>/dev/null; fi
+    tshark_pid=""
+}
+root_hint() { [ "$(id -u)" = 0 ] || echo " (not root: SIPp's pcap play needs a raw socket)"; }
+
 cleanup() {
+    capture_stop
     if [ -n "${siphon_pid:-}" ]; then kill "$siphon_pid" 2>/dev/null; wait "$siphon_pid" 2>/dev/null; fi
     rm -rf "$work"
 }
@@ -62,6 +87,56 @@ run unknown-number-404 1 -sn uac -s 999 -m 1 -p 5110
 if ! grep -q "no route; 404" "$work/siphon.log"; then
     echo "FAIL unknown-number-404 (Siphon did not log a 404)"; failures=$((failures + 1))
 fi
+
+# --- Media: real RTP, captured on loopback. Needs root (or capture and raw-socket
+# capabilities): tshark captures on lo, and SIPp's pcap play sends through a raw socket.
+# Without those rights the checks fail loudly; they are never skipped.
+
+# Echo with real RTP: 7 s of speech (g711a.pcap re-cut to 20 ms PCMA packets, since the
+# original's 30 ms packets cannot match a 20 ms stream packet for packet) to 600. What comes
+# back must be a continuous, 20 ms-paced PCMA stream carrying all of it (rtp_check.py).
+echo_mp=16000
+mkdir -p "$work/echo-rtp"
+python3 "$here/pcap_20ms.py" /usr/share/sip-tester/g711a.pcap "$work/echo-rtp/pcma_20ms.pcap"
+if capture_start "$work/echo-rtp.pcapng" "$echo_mp"; then
+    run echo-rtp 0 -sf "$sc/echo_rtp.xml" -s 600 -m 1 -p 5112 -i 127.0.0.1 -mp "$echo_mp"
+    capture_stop
+    if python3 "$here/rtp_check.py" "$work/echo-rtp.pcapng" "$echo_mp" >"$work/echo-rtp/check" 2>&1; then
+        echo "PASS echo-rtp-stream"
+    else
+        echo "FAIL echo-rtp-stream"; failures=$((failures + 1))
+    fi
+    sed 's/^/    /' "$work/echo-rtp/check"
+    # The checker must itself catch loss: the same capture without three of Siphon's packets.
+    drop="$(tshark -r "$work/echo-rtp.pcapng" -Y "udp.dstport == $echo_mp" -T fields -e frame.number 2>/dev/null | sed -n '100p;200p;201p')"
+    # shellcheck disable=SC2086 # one argument per frame number
+    editcap "$work/echo-rtp.pcapng" "$work/echo-rtp/lossy.pcapng" $drop
+    lossy="$(python3 "$here/rtp_check.py" "$work/echo-rtp/lossy.pcapng" "$echo_mp" 2>&1)"
+    if grep -q "FAIL: sequence numbers not continuous" <<<"$lossy"; then
+        echo "PASS rtp-check-self-test"
+    else
+        echo "FAIL rtp-check-self-test (rtp_check.py did not report 3 packets cut from the capture)"
+        failures=$((failures + 1))
+    fi
+else
+    echo "FAIL echo-rtp (no capture)"; failures=$((failures + 1))
+fi
+
+# DTMF: keys 1, 2, 3 as RFC 4733 events (payload type 101, offered as 101) to 600. Each
+# key must give exactly one "DTMF received digit=N" line, and nothing else DTMF may be
+# logged during the call. The log is coloured (tracing's ANSI escapes): strip them first.
+log_mark=$(wc -l <"$work/siphon.log")
+run dtmf-123 0 -sf "$sc/dtmf.xml" -s 600 -m 1 -p 5113 -i 127.0.0.1 -mp 16010
+dtmf_log="$(tail -n +"$((log_mark + 1))" "$work/siphon.log" | sed 's/\x1b\[[0-9;]*m//g' | grep "DTMF received")"
+dtmf_ok=1
+for d in 1 2 3; do
+    n=$(grep -cE "DTMF received digit=$d( |$)" <<<"$dtmf_log")
+    [ "$n" = 1 ] || { echo "FAIL dtmf-digit-$d ($n log lines, expected 1)$(root_hint)"; dtmf_ok=0; }
+done
+n=$(grep -c . <<<"$dtmf_log")
+[ "$n" = 3 ] || { echo "FAIL dtmf-total ($n DTMF lines, expected 3)"; dtmf_ok=0; }
+if [ "$dtmf_ok" = 1 ]; then echo "PASS dtmf-log"; else failures=$((failures + 1)); grep . <<<"$dtmf_log"; fi
+
 if ! kill -0 "$siphon_pid" 2>/dev/null; then
     echo "FAIL siphon exited during the tests"; failures=$((failures + 1))
 fi
