@@ -26,12 +26,12 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::{Action, Config, RouteAuth};
-use siphon_fork::CallMeta;
 use crate::counters::{Counters, inc};
 use crate::dialplan;
 use crate::media::{self, LegSetup, MediaHandle, MediaParams, Prompt};
 use crate::rtp_ports::PortPool;
 use crate::transport::{Inbound, Outbound};
+use siphon_fork::CallMeta;
 
 /// Things other tasks ask the SIP core to do.
 #[derive(Debug)]

@@ -247,7 +247,14 @@ mod tests {
         let mut out = BytesMut::new();
         let (mut u1, mut u2) = (Upsampler::new(), Upsampler::new());
         let a = ramp(100);
-        encode_frame(fmt(Encoding::L16, 8000, 1), Mix::Mono, &a, None, (&mut u1, &mut u2), &mut out);
+        encode_frame(
+            fmt(Encoding::L16, 8000, 1),
+            Mix::Mono,
+            &a,
+            None,
+            (&mut u1, &mut u2),
+            &mut out,
+        );
         assert_eq!(out.len(), 320);
         assert_eq!(i16::from_le_bytes([out[0], out[1]]), 100);
         assert_eq!(i16::from_le_bytes([out[318], out[319]]), 259);
@@ -258,7 +265,14 @@ mod tests {
         let mut out = BytesMut::new();
         let (mut u1, mut u2) = (Upsampler::new(), Upsampler::new());
         let (a, b) = (ramp(0), ramp(1000));
-        encode_frame(fmt(Encoding::L16, 8000, 2), Mix::Stereo, &a, Some(&b), (&mut u1, &mut u2), &mut out);
+        encode_frame(
+            fmt(Encoding::L16, 8000, 2),
+            Mix::Stereo,
+            &a,
+            Some(&b),
+            (&mut u1, &mut u2),
+            &mut out,
+        );
         assert_eq!(out.len(), 640);
         let s = |i: usize| i16::from_le_bytes([out[2 * i], out[2 * i + 1]]);
         assert_eq!((s(0), s(1), s(2), s(3)), (0, 1000, 1, 1001));
@@ -270,7 +284,14 @@ mod tests {
         let (mut u1, mut u2) = (Upsampler::new(), Upsampler::new());
         let a = [30000i16; FRAME_SAMPLES];
         let b = [10000i16; FRAME_SAMPLES];
-        encode_frame(fmt(Encoding::L16, 8000, 1), Mix::Mono, &a, Some(&b), (&mut u1, &mut u2), &mut out);
+        encode_frame(
+            fmt(Encoding::L16, 8000, 1),
+            Mix::Mono,
+            &a,
+            Some(&b),
+            (&mut u1, &mut u2),
+            &mut out,
+        );
         assert_eq!(i16::from_le_bytes([out[0], out[1]]), i16::MAX);
     }
 
@@ -280,7 +301,14 @@ mod tests {
         let (mut u1, mut u2) = (Upsampler::new(), Upsampler::new());
         let mut a = [0i16; FRAME_SAMPLES];
         G711::Pcmu.decode(&[0x12; FRAME_SAMPLES], &mut a);
-        encode_frame(fmt(Encoding::Pcmu, 8000, 1), Mix::Mono, &a, None, (&mut u1, &mut u2), &mut out);
+        encode_frame(
+            fmt(Encoding::Pcmu, 8000, 1),
+            Mix::Mono,
+            &a,
+            None,
+            (&mut u1, &mut u2),
+            &mut out,
+        );
         assert_eq!(&out[..], &[0x12; FRAME_SAMPLES][..]);
     }
 
@@ -298,9 +326,21 @@ mod tests {
                 (10000.0 * (2.0 * std::f64::consts::PI * 500.0 * t).sin()) as i16
             });
             out.clear();
-            encode_frame(fmt(Encoding::L16, 16000, 1), Mix::Mono, &a, None, (&mut u1, &mut u2), &mut out);
+            encode_frame(
+                fmt(Encoding::L16, 16000, 1),
+                Mix::Mono,
+                &a,
+                None,
+                (&mut u1, &mut u2),
+                &mut out,
+            );
             assert_eq!(out.len(), 640);
-            assert!(decode_frame(fmt(Encoding::L16, 16000, 1), &out, &mut down, &mut back));
+            assert!(decode_frame(
+                fmt(Encoding::L16, 16000, 1),
+                &out,
+                &mut down,
+                &mut back
+            ));
             if n >= 5 {
                 energy += back.iter().map(|s| (*s as f64).powi(2)).sum::<f64>();
             }
@@ -313,9 +353,22 @@ mod tests {
     fn decode_takes_the_first_channel_and_pads_short_pieces() {
         let mut down = Downsampler::new();
         let mut out = [7i16; FRAME_SAMPLES];
-        let data: Vec<u8> = [5i16, -5, 6, -6].iter().flat_map(|s| s.to_le_bytes()).collect();
-        assert!(decode_frame(fmt(Encoding::L16, 8000, 2), &data, &mut down, &mut out));
+        let data: Vec<u8> = [5i16, -5, 6, -6]
+            .iter()
+            .flat_map(|s| s.to_le_bytes())
+            .collect();
+        assert!(decode_frame(
+            fmt(Encoding::L16, 8000, 2),
+            &data,
+            &mut down,
+            &mut out
+        ));
         assert_eq!(&out[..3], &[5, 6, 0]);
-        assert!(!decode_frame(fmt(Encoding::L16, 8000, 1), &[1], &mut down, &mut out));
+        assert!(!decode_frame(
+            fmt(Encoding::L16, 8000, 1),
+            &[1],
+            &mut down,
+            &mut out
+        ));
     }
 }

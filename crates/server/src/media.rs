@@ -428,8 +428,13 @@ impl Leg {
             let heard = frame.is_some_and(|f| f.kind != FrameKind::Silence);
             let arrival = frame
                 .map(|f| {
-                    let (ts, at) = self.arrivals[(f.timestamp / FRAME_SAMPLES as u32) as usize % ARRIVALS];
-                    if ts == f.timestamp { at } else { Instant::now() }
+                    let (ts, at) =
+                        self.arrivals[(f.timestamp / FRAME_SAMPLES as u32) as usize % ARRIVALS];
+                    if ts == f.timestamp {
+                        at
+                    } else {
+                        Instant::now()
+                    }
                 })
                 .unwrap_or_else(Instant::now);
             // Audio a fork's service sends back takes the slot (voicebots talk over
@@ -490,7 +495,11 @@ impl Leg {
                 (Ok(_), _) => {}
                 (Err(e), _) => debug!(error = %e, "RTP build failed"),
             }
-            let inbound = frame.is_some().then_some(&*pcm_in);
+            // Forks get what the caller actually sent: concealment (a repeated frame, or
+            // silence in a gap) is for ears, not for transcription, so it is not forked.
+            let real =
+                frame.is_some_and(|f| matches!(f.kind, FrameKind::Audio | FrameKind::Partial));
+            let inbound = real.then_some(&*pcm_in);
             let outbound = played.then_some(&*pcm_out);
             for tap in &mut self.taps {
                 tap.push(inbound, outbound, arrival);

@@ -28,6 +28,8 @@ pub struct Server {
     counters: Arc<Counters>,
     calls: Arc<DashMap<String, CallSummary>>,
     ports: Arc<PortPool>,
+    /// The reference analytics service, when the configuration asks for it.
+    analytics: Option<siphon_analytics::Handle>,
 }
 
 impl Server {
@@ -36,7 +38,22 @@ impl Server {
         let (udp, tcp) = transport::bind(config.sip.listen).await?;
         let sip_addr = udp.local_addr()?;
         let ports = PortPool::new(config.rtp.port_min, config.rtp.port_max);
+        let analytics = match &config.analytics {
+            Some(a) => {
+                let opts = siphon_analytics::Options {
+                    echo: a.echo,
+                    out_dir: a.out_dir.clone(),
+                    record_audio: false,
+                    ..siphon_analytics::Options::default()
+                };
+                let handle = siphon_analytics::bind(&a.listen.to_string(), opts).await?;
+                info!(addr = %handle.local_addr(), "reference analytics service listening");
+                Some(handle)
+            }
+            None => None,
+        };
         Ok(Server {
+            analytics,
             config: Arc::new(config),
             udp: Arc::new(udp),
             tcp,
@@ -106,6 +123,9 @@ impl Server {
         let _ = stop_tx.send(());
         for t in tasks {
             let _ = t.await;
+        }
+        if let Some(analytics) = self.analytics {
+            analytics.shutdown().await;
         }
         info!("stopped");
     }
