@@ -95,32 +95,44 @@ fi
 # Echo with real RTP: 7 s of speech (g711a.pcap re-cut to 20 ms PCMA packets, since the
 # original's 30 ms packets cannot match a 20 ms stream packet for packet) to 600. What comes
 # back must be a continuous, 20 ms-paced PCMA stream carrying all of it (rtp_check.py).
-echo_mp=16000
-mkdir -p "$work/echo-rtp"
-python3 "$here/pcap_20ms.py" /usr/share/sip-tester/g711a.pcap "$work/echo-rtp/pcma_20ms.pcap"
-if capture_start "$work/echo-rtp.pcapng" "$echo_mp"; then
-    run echo-rtp 0 -sf "$sc/echo_rtp.xml" -s 600 -m 1 -p 5112 -i 127.0.0.1 -mp "$echo_mp"
-    capture_stop
-    if python3 "$here/rtp_check.py" "$work/echo-rtp.pcapng" "$echo_mp" >"$work/echo-rtp/check" 2>&1; then
-        echo "PASS echo-rtp-stream"
-    else
-        echo "FAIL echo-rtp-stream"; failures=$((failures + 1))
+# rtp_echo NAME NUMBER MEDIA_PORT SIPP_PORT: plays the re-cut speech into NUMBER under
+# capture and checks the stream that comes back with rtp_check.py.
+rtp_echo() {
+    local name="$1" number="$2" mp="$3" port="$4"
+    mkdir -p "$work/$name"
+    python3 "$here/pcap_20ms.py" /usr/share/sip-tester/g711a.pcap "$work/$name/pcma_20ms.pcap"
+    if ! capture_start "$work/$name.pcapng" "$mp"; then
+        echo "FAIL $name (no capture)"; failures=$((failures + 1)); return 1
     fi
-    sed 's/^/    /' "$work/echo-rtp/check"
+    run "$name" 0 -sf "$sc/echo_rtp.xml" -s "$number" -m 1 -p "$port" -i 127.0.0.1 -mp "$mp"
+    capture_stop
+    if python3 "$here/rtp_check.py" "$work/$name.pcapng" "$mp" >"$work/$name/check" 2>&1; then
+        echo "PASS $name-stream"
+    else
+        echo "FAIL $name-stream"; failures=$((failures + 1))
+    fi
+    sed 's/^/    /' "$work/$name/check"
+}
+
+rtp_echo echo-rtp 600 16000 5112
+if [ -f "$work/echo-rtp.pcapng" ]; then
     # The checker must itself catch loss: the same capture without three of Siphon's packets.
-    drop="$(tshark -r "$work/echo-rtp.pcapng" -Y "udp.dstport == $echo_mp" -T fields -e frame.number 2>/dev/null | sed -n '100p;200p;201p')"
+    drop="$(tshark -r "$work/echo-rtp.pcapng" -Y "udp.dstport == 16000" -T fields -e frame.number 2>/dev/null | sed -n '100p;200p;201p')"
     # shellcheck disable=SC2086 # one argument per frame number
     editcap "$work/echo-rtp.pcapng" "$work/echo-rtp/lossy.pcapng" $drop
-    lossy="$(python3 "$here/rtp_check.py" "$work/echo-rtp/lossy.pcapng" "$echo_mp" 2>&1)"
+    lossy="$(python3 "$here/rtp_check.py" "$work/echo-rtp/lossy.pcapng" 16000 2>&1)"
     if grep -q "FAIL: sequence numbers not continuous" <<<"$lossy"; then
         echo "PASS rtp-check-self-test"
     else
         echo "FAIL rtp-check-self-test (rtp_check.py did not report 3 packets cut from the capture)"
         failures=$((failures + 1))
     fi
-else
-    echo "FAIL echo-rtp (no capture)"; failures=$((failures + 1))
 fi
+
+# The same speech to 700: it crosses a real WebSocket to the built-in analytics service
+# (native mode, L16), which echoes it back through the fork into Siphon's pacer. The caller
+# must get a continuous 20 ms stream with all of it.
+rtp_echo fork-700-rtp 700 16020 5114
 
 # DTMF: keys 1, 2, 3 as RFC 4733 events (payload type 101, offered as 101) to 600. Each
 # key must give exactly one "DTMF received digit=N" line, and nothing else DTMF may be
