@@ -134,6 +134,8 @@ pub struct AudioFrame {
     pub timestamp: Option<String>,
     /// The audio bytes (base64-decoded for Twilio).
     pub data: Bytes,
+    /// When the service received it (latency measurements in tests).
+    pub received_at: std::time::Instant,
     /// Which connection of the stream (0 first, 1 after the first reconnect, ...).
     pub connection: u32,
 }
@@ -877,6 +879,7 @@ impl Conn {
             chunk,
             timestamp,
             data: data.clone(),
+            received_at: std::time::Instant::now(),
             connection: self.connection,
         };
         if self.inner.opts.record_audio {

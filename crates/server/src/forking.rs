@@ -34,7 +34,13 @@ pub struct ForkTap {
     up_out: Upsampler,
     down: Downsampler,
     frame: BytesMut,
+    /// Caller frames waiting for their slot's outbound frame (tracks = both), so the two
+    /// tracks of a stereo frame belong to the same 20 ms.
+    pending_inbound: std::collections::VecDeque<([i16; FRAME_SAMPLES], Instant)>,
 }
+
+/// Most caller frames kept waiting for a slot (tracks = both): 200 ms.
+const MAX_PENDING: usize = 10;
 
 impl ForkTap {
     pub fn new(fork: Fork, config: &ForkConfig) -> ForkTap {
@@ -49,13 +55,43 @@ impl ForkTap {
             up_out: Upsampler::new(),
             down: Downsampler::new(),
             frame: BytesMut::with_capacity(format.frame_bytes() * 8),
+            pending_inbound: std::collections::VecDeque::with_capacity(MAX_PENDING),
         }
     }
 
-    /// Sends one slot's audio to the fork. `None` for a track means nothing was heard or
+    /// A caller frame, as soon as it is in order (see [`InOrder`]): sent at once when only
+    /// the caller's track is forked, else kept for the next slot.
+    pub fn on_inbound(&mut self, frame: &[i16; FRAME_SAMPLES], arrival: Instant) {
+        match self.tracks {
+            Tracks::Inbound => self.push(Some(frame), None, arrival),
+            Tracks::Outbound => {}
+            Tracks::Both => {
+                if self.pending_inbound.len() == MAX_PENDING {
+                    self.pending_inbound.pop_front();
+                }
+                self.pending_inbound.push_back((*frame, arrival));
+            }
+        }
+    }
+
+    /// A pacer slot: what Siphon played in it (if anything) goes out on the outbound track,
+    /// paired with the oldest waiting caller frame when both tracks are forked.
+    pub fn on_slot(&mut self, played: Option<&[i16; FRAME_SAMPLES]>, now: Instant) {
+        match self.tracks {
+            Tracks::Inbound => {}
+            Tracks::Outbound => self.push(None, played, now),
+            Tracks::Both => {
+                let inbound = self.pending_inbound.pop_front();
+                let arrival = inbound.as_ref().map_or(now, |(_, at)| *at);
+                self.push(inbound.as_ref().map(|(f, _)| f), played, arrival);
+            }
+        }
+    }
+
+    /// Sends one frame's audio to the fork. `None` for a track means nothing was heard or
     /// played in this slot; it is sent as silence when the other track has audio, so both
     /// tracks stay aligned slot by slot.
-    pub fn push(
+    fn push(
         &mut self,
         inbound: Option<&[i16; FRAME_SAMPLES]>,
         outbound: Option<&[i16; FRAME_SAMPLES]>,
@@ -225,6 +261,140 @@ pub fn decode_frame(
     true
 }
 
+/// Most samples one RTP packet may carry for the fork path (60 ms).
+const MAX_PACKET: usize = 3 * FRAME_SAMPLES;
+/// Out-of-order packets held while waiting for a missing one.
+const HOLD: usize = 4;
+/// A jump in sequence numbers this large is a new stream, not loss.
+const RESTART_GAP: u16 = 100;
+
+/// The caller's audio for forks: packets in sequence order as soon as they can be, cut into
+/// 20 ms frames. Unlike the playout jitter buffer it never waits for a playout slot, never
+/// conceals and never drops audio to shrink its delay: services get every frame the caller
+/// sent, in order, with only loopback-scale latency. A packet arriving early (a gap before
+/// it) is held until the gap fills or [`HOLD`] packets are waiting (or a slot tick finds
+/// them older than 60 ms); then the gap is skipped.
+pub struct InOrder {
+    expected: Option<u16>,
+    ssrc: Option<u32>,
+    held: Vec<(u16, usize, [i16; MAX_PACKET], Instant)>,
+    carry: [i16; FRAME_SAMPLES],
+    carried: usize,
+    /// Packets that came too late (already skipped) or twice.
+    pub discarded: u64,
+}
+
+impl Default for InOrder {
+    fn default() -> Self {
+        InOrder {
+            expected: None,
+            ssrc: None,
+            held: Vec::with_capacity(HOLD),
+            carry: [0; FRAME_SAMPLES],
+            carried: 0,
+            discarded: 0,
+        }
+    }
+}
+
+impl InOrder {
+    /// Takes one decoded packet; `emit` gets every 20 ms frame that became ready.
+    pub fn push(
+        &mut self,
+        ssrc: u32,
+        seq: u16,
+        samples: &[i16],
+        arrival: Instant,
+        emit: &mut impl FnMut(&[i16; FRAME_SAMPLES], Instant),
+    ) {
+        let samples = &samples[..samples.len().min(MAX_PACKET)];
+        if self.ssrc != Some(ssrc) {
+            self.flush_held(emit);
+            self.ssrc = Some(ssrc);
+            self.expected = None;
+        }
+        let Some(expected) = self.expected else {
+            self.expected = Some(seq.wrapping_add(1));
+            self.cut(samples, arrival, emit);
+            return;
+        };
+        let ahead = seq.wrapping_sub(expected);
+        if ahead == 0 {
+            self.expected = Some(seq.wrapping_add(1));
+            self.cut(samples, arrival, emit);
+            self.release_in_order(emit);
+        } else if ahead >= u16::MAX / 2 || self.held.iter().any(|h| h.0 == seq) {
+            self.discarded += 1; // late (its gap was skipped) or a duplicate
+        } else if ahead > RESTART_GAP {
+            self.flush_held(emit);
+            self.expected = Some(seq.wrapping_add(1));
+            self.cut(samples, arrival, emit);
+        } else {
+            let mut buf = [0i16; MAX_PACKET];
+            buf[..samples.len()].copy_from_slice(samples);
+            self.held.push((seq, samples.len(), buf, arrival));
+            if self.held.len() >= HOLD {
+                self.flush_held(emit);
+            }
+        }
+    }
+
+    /// Called every slot: gives up on a gap once the held packets are 60 ms old.
+    pub fn tick(&mut self, now: Instant, emit: &mut impl FnMut(&[i16; FRAME_SAMPLES], Instant)) {
+        if self
+            .held
+            .iter()
+            .any(|h| now.saturating_duration_since(h.3) >= std::time::Duration::from_millis(60))
+        {
+            self.flush_held(emit);
+        }
+    }
+
+    fn release_in_order(&mut self, emit: &mut impl FnMut(&[i16; FRAME_SAMPLES], Instant)) {
+        while let Some(expected) = self.expected
+            && let Some(i) = self.held.iter().position(|h| h.0 == expected)
+        {
+            let (seq, len, buf, at) = self.held.swap_remove(i);
+            self.expected = Some(seq.wrapping_add(1));
+            self.cut(&buf[..len], at, emit);
+        }
+    }
+
+    /// Skips the gap: releases everything held, in sequence order.
+    fn flush_held(&mut self, emit: &mut impl FnMut(&[i16; FRAME_SAMPLES], Instant)) {
+        let Some(expected) = self.expected else {
+            self.held.clear();
+            return;
+        };
+        self.held.sort_by_key(|h| h.0.wrapping_sub(expected));
+        let held = std::mem::take(&mut self.held);
+        for (seq, len, buf, at) in &held {
+            self.expected = Some(seq.wrapping_add(1));
+            self.cut(&buf[..*len], *at, emit);
+        }
+        self.held = held;
+        self.held.clear();
+    }
+
+    fn cut(
+        &mut self,
+        mut samples: &[i16],
+        arrival: Instant,
+        emit: &mut impl FnMut(&[i16; FRAME_SAMPLES], Instant),
+    ) {
+        while !samples.is_empty() {
+            let take = (FRAME_SAMPLES - self.carried).min(samples.len());
+            self.carry[self.carried..self.carried + take].copy_from_slice(&samples[..take]);
+            self.carried += take;
+            samples = &samples[take..];
+            if self.carried == FRAME_SAMPLES {
+                self.carried = 0;
+                emit(&self.carry, arrival);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -347,6 +517,55 @@ mod tests {
         }
         let rms = (energy / (5.0 * FRAME_SAMPLES as f64)).sqrt();
         assert!((rms - 10000.0 / 2f64.sqrt()).abs() < 300.0, "rms {rms}");
+    }
+
+    fn run(order: &[u16]) -> (Vec<i16>, u64) {
+        let mut q = InOrder::default();
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for seq in order {
+            let frame = [*seq as i16; FRAME_SAMPLES];
+            q.push(7, *seq, &frame, now, &mut |f, _| out.push(f[0]));
+        }
+        q.tick(now + std::time::Duration::from_millis(100), &mut |f, _| {
+            out.push(f[0])
+        });
+        (out, q.discarded)
+    }
+
+    #[test]
+    fn in_order_passes_straight_through() {
+        assert_eq!(run(&[1, 2, 3, 4]).0, vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn reordered_packets_come_out_in_order_and_duplicates_are_dropped() {
+        assert_eq!(run(&[1, 3, 2, 4, 4, 2]), (vec![1, 2, 3, 4], 2));
+    }
+
+    #[test]
+    fn a_lost_packet_is_skipped_after_the_hold_or_the_tick() {
+        assert_eq!(run(&[1, 3, 4, 5, 6, 7]).0, vec![1, 3, 4, 5, 6, 7]);
+        assert_eq!(run(&[1, 3]).0, vec![1, 3]);
+        // The lost one arriving after it was skipped is discarded, not replayed.
+        assert_eq!(run(&[1, 3, 4, 5, 6, 2]), (vec![1, 3, 4, 5, 6], 1));
+    }
+
+    #[test]
+    fn sequence_wraps_and_new_streams_restart() {
+        assert_eq!(run(&[65534, 65535, 0, 1]).0, vec![-2, -1, 0, 1]);
+        assert_eq!(run(&[10, 11, 5000, 5001]).0, vec![10, 11, 5000, 5001]);
+    }
+
+    #[test]
+    fn thirty_ms_packets_are_cut_into_20_ms_frames() {
+        let mut q = InOrder::default();
+        let now = Instant::now();
+        let mut frames = 0;
+        for seq in 0..4u16 {
+            q.push(1, seq, &[1i16; 240], now, &mut |_, _| frames += 1);
+        }
+        assert_eq!(frames, 6);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use tracing::{Instrument, debug, info, warn};
 use crate::config::Action;
 use crate::counters::{Counters, inc};
 use crate::endpoint::Command;
-use crate::forking::{ForkTap, Request};
+use crate::forking::{ForkTap, InOrder, Request};
 use crate::rtp_ports::RtpPort;
 use siphon_fork::{CallMeta, ForkConfig};
 
@@ -176,8 +176,9 @@ pub fn spawn(setup: LegSetup) -> MediaHandle {
         pending_forks: setup.forks,
         taps: Vec::new(),
         meta: setup.meta,
-        arrivals: [(0, Instant::now()); ARRIVALS],
         requests: Vec::new(),
+        in_order: InOrder::default(),
+        scratch: [0; 480],
     };
     tokio::spawn(leg.run(rx).instrument(setup.span));
     MediaHandle { port, control: tx }
@@ -201,15 +202,13 @@ struct Leg {
     /// Running forks: each owns its conversion state; their sockets live in their own tasks.
     taps: Vec<ForkTap>,
     meta: CallMeta,
-    /// Arrival time of recent packets by RTP timestamp, so a frame leaving the jitter buffer
-    /// carries its packet's arrival time to the fork (honest fork latency, jitter delay
-    /// included). Indexed by timestamp / 160 modulo the length.
-    arrivals: [(u32, Instant); ARRIVALS],
     /// Requests from fork services collected during a slot (reused buffer).
     requests: Vec<Request>,
+    /// The caller's audio for forks, in order at arrival (not through the playout buffer).
+    in_order: InOrder,
+    /// Decode scratch for the fork path.
+    scratch: [i16; 480],
 }
-
-const ARRIVALS: usize = 64;
 
 fn g711(codec: Codec) -> G711 {
     match codec {
@@ -364,8 +363,24 @@ impl Leg {
             }
         }
         inc(&counters.rtp_packets_in);
-        let slot = (packet.timestamp / FRAME_SAMPLES as u32) as usize % ARRIVALS;
-        self.arrivals[slot] = (packet.timestamp, Instant::now());
+        if !self.taps.is_empty() && packet.payload_type == self.params.payload_type {
+            // Forks take the caller's audio at arrival, in order (see InOrder).
+            let law = g711(self.params.codec);
+            let n = law.decode(packet.payload, &mut self.scratch);
+            let taps = &mut self.taps;
+            let arrival = Instant::now();
+            self.in_order.push(
+                packet.ssrc,
+                packet.sequence_number,
+                &self.scratch[..n],
+                arrival,
+                &mut |frame, at| {
+                    for tap in taps.iter_mut() {
+                        tap.on_inbound(frame, at);
+                    }
+                },
+            );
+        }
         let Some(session) = self.session.as_mut() else {
             return true; // early media before the answer: nothing to do with it yet
         };
@@ -426,17 +441,6 @@ impl Leg {
         for _ in 0..session.handle_timeout(now) {
             let frame = session.pop_audio(pcm_in);
             let heard = frame.is_some_and(|f| f.kind != FrameKind::Silence);
-            let arrival = frame
-                .map(|f| {
-                    let (ts, at) =
-                        self.arrivals[(f.timestamp / FRAME_SAMPLES as u32) as usize % ARRIVALS];
-                    if ts == f.timestamp {
-                        at
-                    } else {
-                        Instant::now()
-                    }
-                })
-                .unwrap_or_else(Instant::now);
             // Audio a fork's service sends back takes the slot (voicebots talk over
             // prompts); several services are mixed.
             let mut injected = false;
@@ -495,14 +499,16 @@ impl Leg {
                 (Ok(_), _) => {}
                 (Err(e), _) => debug!(error = %e, "RTP build failed"),
             }
-            // Forks get what the caller actually sent: concealment (a repeated frame, or
-            // silence in a gap) is for ears, not for transcription, so it is not forked.
-            let real =
-                frame.is_some_and(|f| matches!(f.kind, FrameKind::Audio | FrameKind::Partial));
-            let inbound = real.then_some(&*pcm_in);
             let outbound = played.then_some(&*pcm_out);
+            let slot_time = Instant::now();
+            let taps = &mut self.taps;
+            self.in_order.tick(slot_time, &mut |frame, at| {
+                for tap in taps.iter_mut() {
+                    tap.on_inbound(frame, at);
+                }
+            });
             for tap in &mut self.taps {
-                tap.push(inbound, outbound, arrival);
+                tap.on_slot(outbound, slot_time);
             }
         }
         if let Ok(Some(n)) = session.poll_rtcp(now, tx)
@@ -546,9 +552,16 @@ impl Leg {
     fn finish(&mut self, reason: &str) {
         for tap in self.taps.drain(..) {
             let stats = tap.fork.stats();
+            let ms = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1000.0);
             info!(
                 %reason,
+                frames_pushed = stats.frames_pushed.load(Ordering::Relaxed),
                 frames_sent = stats.frames_sent.load(Ordering::Relaxed),
+                frames_dropped = stats.frames_dropped(),
+                reconnects = stats.reconnects.load(Ordering::Relaxed),
+                latency_p50_ms = ms(stats.latency.quantile(0.5)),
+                latency_p99_ms = ms(stats.latency.quantile(0.99)),
+                latency_max_ms = ms(Some(stats.latency.max())),
                 "stopping fork"
             );
             let _stopping = tap.fork.stop(reason);

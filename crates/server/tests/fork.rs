@@ -282,3 +282,53 @@ async fn a_dead_service_leaves_the_call_up_and_the_fork_reconnects() {
     s.stop().await;
     back.shutdown().await;
 }
+
+/// Measures (and prints) the fork's added latency: RTP packet sent by the phone → frame
+/// received by the service over the WebSocket. It includes Siphon's jitter buffer (which
+/// holds a packet until its 20 ms slot) and loopback transit, so it is what a service sees.
+/// Asserted loosely (a stuck or batched path would take seconds); the figures are printed.
+#[tokio::test]
+async fn fork_latency_is_measured_and_reported() {
+    let svc = service(false).await;
+    let route = fork_route("701", &svc.url(Mode::Native), "native", "l16", "");
+    let s = start_with(&route, 33600).await;
+    let call = place_call(s.addr, "701", "fork-latency", "0").await;
+    let mut sent_at = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    for i in 0..150usize {
+        tick.tick().await;
+        let f = speech_like(G711::Pcmu, i);
+        let p = rtp_bytes(0, i == 0, i as u16, 160 * i as u32, 0x42, &f);
+        sent_at.push(std::time::Instant::now());
+        call.rtp.send_to(&p, call.remote).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let record = svc.streams().remove(0);
+    let expected: Vec<Vec<u8>> = (0..150)
+        .map(|i| as_l16(&[speech_like(G711::Pcmu, i)]))
+        .collect();
+    let missing: Vec<usize> = (0..150)
+        .filter(|i| !record.audio.iter().any(|f| f.data[..] == expected[*i][..]))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "frames missing at the service: {missing:?}"
+    );
+    let mut lat: Vec<Duration> = record
+        .audio
+        .iter()
+        .zip(&sent_at)
+        .map(|(f, t)| f.received_at.saturating_duration_since(*t))
+        .collect();
+    lat.sort();
+    let p = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize];
+    println!(
+        "fork latency (RTP sent -> frame at service), 150 frames: p50 {:?}, p99 {:?}, max {:?}",
+        p(0.5),
+        p(0.99),
+        lat[lat.len() - 1]
+    );
+    assert!(p(0.99) < Duration::from_millis(500), "p99 {:?}", p(0.99));
+    s.stop().await;
+    svc.shutdown().await;
+}
