@@ -26,6 +26,8 @@ pub struct Config {
     #[serde(default)]
     pub rtp: RtpConfig,
     #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
     pub accounts: Vec<Account>,
     #[serde(default)]
     pub dialplan: Vec<Route>,
@@ -156,6 +158,54 @@ impl Default for RtpConfig {
             port_max: default_port_max(),
             advertised_address: None,
             inactivity_timeout_s: default_inactivity(),
+        }
+    }
+}
+
+/// Overload and abuse limits. Past a limit Siphon answers 503 with Retry-After (or, for a
+/// flood from one source, drops) and counts it; calls already up keep their audio.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Concurrent calls.
+    pub max_calls: usize,
+    /// New calls (INVITEs) per second.
+    pub calls_per_second: f64,
+    /// REGISTERs per second.
+    pub registers_per_second: f64,
+    /// SIP messages per second from one source address; beyond it datagrams are dropped
+    /// unanswered (0 = no limit).
+    pub messages_per_source_per_second: f64,
+    /// Open TCP connections.
+    pub max_tcp_connections: usize,
+    /// A TCP connection silent this long is closed.
+    pub tcp_idle_timeout_s: u64,
+    /// Live SIP transactions; past it new requests get 503.
+    pub max_transactions: usize,
+    /// Failed digest attempts from one source within `auth_failure_window_s` that get the
+    /// source blocked (0 = never block).
+    pub auth_failures_to_block: u32,
+    pub auth_failure_window_s: u64,
+    /// How long a blocked source is ignored.
+    pub auth_block_s: u64,
+    /// Retry-After (seconds) on 503s.
+    pub retry_after_s: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_calls: 2000,
+            calls_per_second: 100.0,
+            registers_per_second: 500.0,
+            messages_per_source_per_second: 0.0,
+            max_tcp_connections: 1024,
+            tcp_idle_timeout_s: 600,
+            max_transactions: 20_000,
+            auth_failures_to_block: 10,
+            auth_failure_window_s: 60,
+            auth_block_s: 600,
+            retry_after_s: 5,
         }
     }
 }

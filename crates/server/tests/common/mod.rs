@@ -74,8 +74,14 @@ pub struct Phone {
 
 impl Phone {
     pub async fn new(server: SocketAddr) -> Phone {
+        Phone::from_ip(server, "127.0.0.1").await
+    }
+
+    /// A phone on another loopback address (Linux routes all of 127/8 to lo), so tests
+    /// can have several distinct sources.
+    pub async fn from_ip(server: SocketAddr, ip: &str) -> Phone {
         Phone {
-            sock: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            sock: UdpSocket::bind(format!("{ip}:0")).await.unwrap(),
             server,
         }
     }
