@@ -7,11 +7,17 @@ cd "$(dirname "$0")"
 
 missing=()
 command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
+# The media interop checks capture RTP with tshark (editcap comes with it) and analyse it
+# with python3's standard library.
+command -v tshark >/dev/null 2>&1 || missing+=(tshark)
+command -v editcap >/dev/null 2>&1 || missing+=(wireshark-common)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
 if [ "${#missing[@]}" -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -ne 0 ] && sudo="sudo"
     echo "installing: ${missing[*]}"
     $sudo apt-get update
+    # tshark asks whether non-root users may capture; the default answer is fine.
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y "${missing[@]}"
 fi
 

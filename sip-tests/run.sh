@@ -11,7 +11,32 @@ target="127.0.0.1:$port"
 work="$(mktemp -d)"
 failures=0
 
+# Media checks capture on loopback (tshark; the trap stops it). capture_start FILE
+# SIPP_MEDIA_PORT returns once tshark captures Siphon's RTP range (the default config's
+# 20000-29998, RTCP +1) and SIPp's media port. tshark prints "Capturing on" even when it
+# then lacks the rights; the file only appears once dumpcap really captures.
+capture_start() {
+    tshark -i lo -f "udp portrange 20000-29999 or udp port $2" -w "$1" >"$1.log" 2>&1 &
+    tshark_pid=$!
+    for _ in $(seq 100); do
+        kill -0 "$tshark_pid" 2>/dev/null || break
+        if [ -s "$1" ]; then return 0; fi
+        sleep 0.1
+    done
+    echo "tshark cannot capture on lo as uid $(id -u): run as root, or give dumpcap" \
+        "cap_net_raw,cap_net_admin and SIPp cap_net_raw. tshark said:"
+    head -n 4 "$1.log" | sed 's/^/    /'
+    capture_stop; return 1
+}
+# SIGINT lets tshark finish the file; waiting means the analysis sees every packet.
+capture_stop() {
+    if [ -n "${tshark_pid:-}" ]; then kill -INT "$tshark_pid" 2>/dev/null; wait "$tshark_pid" 2>/dev/null; fi
+    tshark_pid=""
+}
+root_hint() { [ "$(id -u)" = 0 ] || echo " (not root: SIPp's pcap play needs a raw socket)"; }
+
 cleanup() {
+    capture_stop
     if [ -n "${siphon_pid:-}" ]; then kill "$siphon_pid" 2>/dev/null; wait "$siphon_pid" 2>/dev/null; fi
     rm -rf "$work"
 }
@@ -62,6 +87,68 @@ run unknown-number-404 1 -sn uac -s 999 -m 1 -p 5110
 if ! grep -q "no route; 404" "$work/siphon.log"; then
     echo "FAIL unknown-number-404 (Siphon did not log a 404)"; failures=$((failures + 1))
 fi
+
+# --- Media: real RTP, captured on loopback. Needs root (or capture and raw-socket
+# capabilities): tshark captures on lo, and SIPp's pcap play sends through a raw socket.
+# Without those rights the checks fail loudly; they are never skipped.
+
+# Echo with real RTP: 7 s of speech (g711a.pcap re-cut to 20 ms PCMA packets, since the
+# original's 30 ms packets cannot match a 20 ms stream packet for packet) to 600. What comes
+# back must be a continuous, 20 ms-paced PCMA stream carrying all of it (rtp_check.py).
+# rtp_echo NAME NUMBER MEDIA_PORT SIPP_PORT: plays the re-cut speech into NUMBER under
+# capture and checks the stream that comes back with rtp_check.py.
+rtp_echo() {
+    local name="$1" number="$2" mp="$3" port="$4"
+    mkdir -p "$work/$name"
+    python3 "$here/pcap_20ms.py" /usr/share/sip-tester/g711a.pcap "$work/$name/pcma_20ms.pcap"
+    if ! capture_start "$work/$name.pcapng" "$mp"; then
+        echo "FAIL $name (no capture)"; failures=$((failures + 1)); return 1
+    fi
+    run "$name" 0 -sf "$sc/echo_rtp.xml" -s "$number" -m 1 -p "$port" -i 127.0.0.1 -mp "$mp"
+    capture_stop
+    if python3 "$here/rtp_check.py" "$work/$name.pcapng" "$mp" >"$work/$name/check" 2>&1; then
+        echo "PASS $name-stream"
+    else
+        echo "FAIL $name-stream"; failures=$((failures + 1))
+    fi
+    sed 's/^/    /' "$work/$name/check"
+}
+
+rtp_echo echo-rtp 600 16000 5112
+if [ -f "$work/echo-rtp.pcapng" ]; then
+    # The checker must itself catch loss: the same capture without three of Siphon's packets.
+    drop="$(tshark -r "$work/echo-rtp.pcapng" -Y "udp.dstport == 16000" -T fields -e frame.number 2>/dev/null | sed -n '100p;200p;201p')"
+    # shellcheck disable=SC2086 # one argument per frame number
+    editcap "$work/echo-rtp.pcapng" "$work/echo-rtp/lossy.pcapng" $drop
+    lossy="$(python3 "$here/rtp_check.py" "$work/echo-rtp/lossy.pcapng" 16000 2>&1)"
+    if grep -q "FAIL: sequence numbers not continuous" <<<"$lossy"; then
+        echo "PASS rtp-check-self-test"
+    else
+        echo "FAIL rtp-check-self-test (rtp_check.py did not report 3 packets cut from the capture)"
+        failures=$((failures + 1))
+    fi
+fi
+
+# The same speech to 700: it crosses a real WebSocket to the built-in analytics service
+# (native mode, L16), which echoes it back through the fork into Siphon's pacer. The caller
+# must get a continuous 20 ms stream with all of it.
+rtp_echo fork-700-rtp 700 16020 5114
+
+# DTMF: keys 1, 2, 3 as RFC 4733 events (payload type 101, offered as 101) to 600. Each
+# key must give exactly one "DTMF received digit=N" line, and nothing else DTMF may be
+# logged during the call. The log is coloured (tracing's ANSI escapes): strip them first.
+log_mark=$(wc -l <"$work/siphon.log")
+run dtmf-123 0 -sf "$sc/dtmf.xml" -s 600 -m 1 -p 5113 -i 127.0.0.1 -mp 16010
+dtmf_log="$(tail -n +"$((log_mark + 1))" "$work/siphon.log" | sed 's/\x1b\[[0-9;]*m//g' | grep "DTMF received")"
+dtmf_ok=1
+for d in 1 2 3; do
+    n=$(grep -cE "DTMF received digit=$d( |$)" <<<"$dtmf_log")
+    [ "$n" = 1 ] || { echo "FAIL dtmf-digit-$d ($n log lines, expected 1)$(root_hint)"; dtmf_ok=0; }
+done
+n=$(grep -c . <<<"$dtmf_log")
+[ "$n" = 3 ] || { echo "FAIL dtmf-total ($n DTMF lines, expected 3)"; dtmf_ok=0; }
+if [ "$dtmf_ok" = 1 ]; then echo "PASS dtmf-log"; else failures=$((failures + 1)); grep . <<<"$dtmf_log"; fi
+
 if ! kill -0 "$siphon_pid" 2>/dev/null; then
     echo "FAIL siphon exited during the tests"; failures=$((failures + 1))
 fi

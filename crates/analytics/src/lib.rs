@@ -101,6 +101,9 @@ pub struct Options {
     pub max_message_bytes: usize,
     /// Log a level line per stream per second.
     pub log_levels: bool,
+    /// Keep every received audio frame in the stream records (tests read them). A
+    /// long-running demo service turns this off so memory does not grow with every call.
+    pub record_audio: bool,
 }
 
 impl Default for Options {
@@ -113,6 +116,7 @@ impl Default for Options {
             default_mode: None,
             max_message_bytes: 16 << 20,
             log_levels: true,
+            record_audio: true,
         }
     }
 }
@@ -130,6 +134,8 @@ pub struct AudioFrame {
     pub timestamp: Option<String>,
     /// The audio bytes (base64-decoded for Twilio).
     pub data: Bytes,
+    /// When the service received it (latency measurements in tests).
+    pub received_at: std::time::Instant,
     /// Which connection of the stream (0 first, 1 after the first reconnect, ...).
     pub connection: u32,
 }
@@ -873,9 +879,12 @@ impl Conn {
             chunk,
             timestamp,
             data: data.clone(),
+            received_at: std::time::Instant::now(),
             connection: self.connection,
         };
-        self.inner.update(&id, |r| r.audio.push(frame));
+        if self.inner.opts.record_audio {
+            self.inner.update(&id, |r| r.audio.push(frame));
+        }
         let samples = format.decode(&data);
         let key = track.clone().unwrap_or_else(|| "audio".to_string());
         self.level(&id, &key, &samples, format);

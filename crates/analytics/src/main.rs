@@ -61,6 +61,7 @@ async fn main() -> ExitCode {
         default_mode: cli.mode,
         max_message_bytes: cli.max_message_bytes,
         log_levels: true,
+        record_audio: false,
     };
     let handle = match siphon_analytics::bind(&cli.listen, opts).await {
         Ok(h) => h,

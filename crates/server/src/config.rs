@@ -26,9 +26,25 @@ pub struct Config {
     #[serde(default)]
     pub rtp: RtpConfig,
     #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
     pub accounts: Vec<Account>,
     #[serde(default)]
     pub dialplan: Vec<Route>,
+    /// The reference analytics service, run inside Siphon for demos and tests (number 700
+    /// of the default configuration forks to it). Absent: not started.
+    pub analytics: Option<AnalyticsConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsConfig {
+    pub listen: SocketAddr,
+    /// Send each caller's audio back through the fork (so the caller hears the round trip).
+    #[serde(default)]
+    pub echo: bool,
+    /// Write one WAV per stream here.
+    pub out_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -146,6 +162,54 @@ impl Default for RtpConfig {
     }
 }
 
+/// Overload and abuse limits. Past a limit Siphon answers 503 with Retry-After (or, for a
+/// flood from one source, drops) and counts it; calls already up keep their audio.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Concurrent calls.
+    pub max_calls: usize,
+    /// New calls (INVITEs) per second.
+    pub calls_per_second: f64,
+    /// REGISTERs per second.
+    pub registers_per_second: f64,
+    /// SIP messages per second from one source address; beyond it datagrams are dropped
+    /// unanswered (0 = no limit).
+    pub messages_per_source_per_second: f64,
+    /// Open TCP connections.
+    pub max_tcp_connections: usize,
+    /// A TCP connection silent this long is closed.
+    pub tcp_idle_timeout_s: u64,
+    /// Live SIP transactions; past it new requests get 503.
+    pub max_transactions: usize,
+    /// Failed digest attempts from one source within `auth_failure_window_s` that get the
+    /// source blocked (0 = never block).
+    pub auth_failures_to_block: u32,
+    pub auth_failure_window_s: u64,
+    /// How long a blocked source is ignored.
+    pub auth_block_s: u64,
+    /// Retry-After (seconds) on 503s.
+    pub retry_after_s: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_calls: 2000,
+            calls_per_second: 100.0,
+            registers_per_second: 500.0,
+            messages_per_source_per_second: 0.0,
+            max_tcp_connections: 1024,
+            tcp_idle_timeout_s: 600,
+            max_transactions: 20_000,
+            auth_failures_to_block: 10,
+            auth_failure_window_s: 60,
+            auth_block_s: 600,
+            retry_after_s: 5,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AccountKind {
@@ -203,6 +267,10 @@ pub struct Route {
     /// For `play`: a WAV file (PCM16 8/16 kHz mono, or G.711), relative to the working
     /// directory. Without it the built-in prompt plays.
     pub file: Option<std::path::PathBuf>,
+    /// WebSocket forks attached to every call of this route (`[[dialplan.forks]]`, the
+    /// fields of `siphon_fork::ForkConfig`: url, mode, encoding, sample_rate, tracks, ...).
+    #[serde(default)]
+    pub forks: Vec<siphon_fork::ForkConfig>,
 }
 
 impl Route {
@@ -400,6 +468,11 @@ impl Config {
             }
             if let Err(e) = route.prompt() {
                 return Err(at(route.number.span(), e));
+            }
+            for fork in &route.forks {
+                if let Err(e) = fork.validate() {
+                    return Err(at(route.number.span(), format!("fork of {n}: {e}")));
+                }
             }
         }
         Ok(())

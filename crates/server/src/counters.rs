@@ -53,6 +53,16 @@ pub struct Counters {
     pub rtcp_packets_in: AtomicU64,
     pub rtcp_packets_out: AtomicU64,
     pub dtmf_events: AtomicU64,
+    /// Datagrams dropped because their source is blocked (failed authentication).
+    pub blocked_drops: AtomicU64,
+    /// Datagrams dropped by the per-source flood limit.
+    pub flood_drops: AtomicU64,
+    /// Requests answered 503 because a limit was reached.
+    pub overload_rejections: AtomicU64,
+    /// Sources blocked after repeated authentication failures.
+    pub auth_blocks: AtomicU64,
+    /// TCP connections refused at the connection limit.
+    pub tcp_rejected: AtomicU64,
 }
 
 impl Counters {

@@ -28,9 +28,11 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::config::{Action, Config, RouteAuth};
 use crate::counters::{Counters, inc};
 use crate::dialplan;
+use crate::limits::{AuthFailures, Blocklist, TokenBucket, Verdict};
 use crate::media::{self, LegSetup, MediaHandle, MediaParams, Prompt};
 use crate::rtp_ports::PortPool;
 use crate::transport::{Inbound, Outbound};
+use siphon_fork::CallMeta;
 
 /// Things other tasks ask the SIP core to do.
 #[derive(Debug)]
@@ -85,6 +87,11 @@ pub struct Endpoint {
     registry: Arc<DashMap<String, CallSummary>>,
     /// Prompts of `play` routes by number, loaded once.
     prompts: HashMap<String, Arc<Prompt>>,
+    /// Sources ignored after failed authentication (read by the transports).
+    blocklist: Blocklist,
+    auth_failures: AuthFailures,
+    invite_rate: TokenBucket,
+    register_rate: TokenBucket,
 }
 
 impl Endpoint {
@@ -97,6 +104,7 @@ impl Endpoint {
         counters: Arc<Counters>,
         commands: mpsc::Sender<Command>,
         registry: Arc<DashMap<String, CallSummary>>,
+        blocklist: Blocklist,
     ) -> Endpoint {
         let auth = Authenticator::new(DigestConfig {
             algorithms: config.auth.algorithms.iter().map(|a| (*a).into()).collect(),
@@ -125,7 +133,17 @@ impl Endpoint {
                 }
             })
             .collect();
+        let l = &config.limits;
+        let t0 = now();
         Endpoint {
+            blocklist,
+            auth_failures: AuthFailures::new(
+                l.auth_failures_to_block,
+                Duration::from_secs(l.auth_failure_window_s),
+                Duration::from_secs(l.auth_block_s),
+            ),
+            invite_rate: TokenBucket::new(l.calls_per_second, l.calls_per_second, t0),
+            register_rate: TokenBucket::new(l.registers_per_second, l.registers_per_second, t0),
             prompts,
             layer: TransactionLayer::new(config.timers()),
             config,
@@ -164,6 +182,8 @@ impl Endpoint {
                 _ = housekeeping.tick() => {
                     let now = now();
                     self.auth.purge(now);
+                    self.auth_failures.purge(now);
+                    self.blocklist.purge(now);
                     let expired = self.registrar.purge_expired(now);
                     if expired > 0 {
                         info!(expired, "registrations expired");
@@ -258,7 +278,7 @@ impl Endpoint {
                 {
                     info!(call_id = %id.call_id, "no answer; 480");
                     self.reply(&key, 480, None, &[]);
-                    self.end_call(&id);
+                    self.end_call(&id, "no answer");
                 }
             }
             Command::MediaEnded { call, reason } => {
@@ -274,6 +294,16 @@ impl Endpoint {
             .ok()
             .and_then(|to| message::header_param(to.value(), "tag").map(|_| ()))
             .is_some();
+        if let Some(reason) = self.over_limit(&request, in_dialog) {
+            inc(&self.counters.overload_rejections);
+            debug!(method = %request.method, reason, "over a limit; 503");
+            let retry = Header::Other(
+                "Retry-After".into(),
+                self.config.limits.retry_after_s.to_string(),
+            );
+            self.reply_to(&key, &request, 503, Some(reason), &[retry]);
+            return;
+        }
         match request.method {
             Method::Register => self.on_register(&key, &request, peer),
             Method::Options => self.on_options(&key, &request),
@@ -286,6 +316,55 @@ impl Endpoint {
             Method::Cancel => self.on_cancel(&key, &request),
             Method::Info => self.on_info(&key, &request),
             _ => self.reply_to(&key, &request, 405, None, &[allow()]),
+        }
+    }
+
+    /// The limit a new request would break, if any. In-dialog requests (BYE, re-INVITE)
+    /// are never refused: they keep established calls working under load.
+    fn over_limit(&mut self, request: &rsip::Request, in_dialog: bool) -> Option<&'static str> {
+        if in_dialog || matches!(request.method, Method::Ack | Method::Cancel | Method::Bye) {
+            return None;
+        }
+        let limits = &self.config.limits;
+        if self.layer.len() > limits.max_transactions {
+            return Some("Too Many Transactions");
+        }
+        let now = now();
+        match request.method {
+            Method::Invite if self.calls.len() >= limits.max_calls => Some("Too Many Calls"),
+            Method::Invite if !self.invite_rate.allow(now) => Some("Call Rate Exceeded"),
+            Method::Register if !self.register_rate.allow(now) => {
+                Some("Registration Rate Exceeded")
+            }
+            _ => None,
+        }
+    }
+
+    /// Counts a failed authentication; blocks the source past the threshold.
+    fn auth_failed(&mut self, source: SocketAddr, account: &str) {
+        inc(&self.counters.auth_failures);
+        match self.auth_failures.record(source.ip(), account, now()) {
+            Verdict::Block {
+                until,
+                source_failures,
+            } => {
+                inc(&self.counters.auth_blocks);
+                warn!(
+                    source = %source.ip(),
+                    %account,
+                    failures = source_failures,
+                    block_s = self.config.limits.auth_block_s,
+                    "too many failed authentications; blocking the source"
+                );
+                self.blocklist.block(source.ip(), until);
+            }
+            Verdict::Counted {
+                account_failures, ..
+            } => {
+                if account_failures > 0 && account_failures % 50 == 0 {
+                    warn!(%account, account_failures, "many failed authentications for one account");
+                }
+            }
         }
     }
 
@@ -318,9 +397,9 @@ impl Endpoint {
             .auth
             .verify(now(), "REGISTER", &authorization, &password_of)
         {
-            Ok(v) if v.username == user => {}
+            Ok(v) if v.username == user => self.auth_failures.success(peer.addr.ip()),
             Ok(v) => {
-                inc(&self.counters.auth_failures);
+                self.auth_failed(peer.addr, &user);
                 warn!(auth_user = %v.username, aor = %user, "REGISTER for another user's AOR");
                 self.reply_to(key, request, 403, None, &[]);
                 return;
@@ -330,7 +409,7 @@ impl Endpoint {
                 return;
             }
             Err(e) => {
-                inc(&self.counters.auth_failures);
+                self.auth_failed(peer.addr, &user);
                 // Unknown users and wrong passwords get the same answer: no enumeration.
                 info!(%user, source = %peer.addr, error = %e, "REGISTER authentication failed");
                 self.reply_to(key, request, 403, None, &[]);
@@ -405,13 +484,17 @@ impl Endpoint {
             &authorization,
             &password_of,
         ) {
-            Ok(_) => true,
+            Ok(_) => {
+                self.auth_failures.success(peer.addr.ip());
+                true
+            }
             Err(e) if e.is_stale() => {
                 self.challenge(key, request, true, true);
                 false
             }
             Err(e) => {
-                inc(&self.counters.auth_failures);
+                let account = credentials_user(&authorization);
+                self.auth_failed(peer.addr, &account);
                 info!(source = %peer.addr, error = %e, "INVITE authentication failed");
                 self.reply_to(key, request, 403, None, &[]);
                 false
@@ -512,6 +595,14 @@ impl Endpoint {
             commands: self.commands.clone(),
             counters: self.counters.clone(),
             span: span.clone(),
+            forks: route.forks.clone(),
+            meta: CallMeta {
+                call_id: id.call_id.clone(),
+                from: header_value(&request.headers, "From").unwrap_or_default(),
+                to: header_value(&request.headers, "To").unwrap_or_default(),
+                codec: codec.name().to_string(),
+                account_sid: None,
+            },
         });
         info!(number = %route.number.get_ref(), action = ?route.action, rtp_port, ?codec, "call accepted");
         self.registry.insert(
@@ -726,7 +817,7 @@ impl Endpoint {
                 self.reply_to(key, request, 200, None, &[]);
                 if let Some(id) = id {
                     info!(call_id = %id.call_id, "caller hung up");
-                    self.end_call(&id);
+                    self.end_call(&id, "caller hung up");
                 }
             }
             None => self.reply_to(key, request, 481, None, &[]),
@@ -743,7 +834,7 @@ impl Endpoint {
             Some(id) => {
                 info!(call_id = %id.call_id, "cancelled");
                 self.reply(&invite_key, 487, Some(&id.local_tag.clone()), &[]);
-                self.end_call(&id);
+                self.end_call(&id, "cancelled");
             }
             None => self.reply(&invite_key, 487, None, &[]),
         }
@@ -780,7 +871,7 @@ impl Endpoint {
                 warn!(error = %e, "could not send BYE");
             }
         }
-        self.end_call(id);
+        self.end_call(id, reason);
     }
 
     fn hang_up_all(&mut self, reason: &str) {
@@ -790,14 +881,14 @@ impl Endpoint {
         }
     }
 
-    fn end_call(&mut self, id: &DialogId) {
+    fn end_call(&mut self, id: &DialogId, reason: &str) {
         if let Some(call) = self.calls.remove(id) {
             self.by_invite.remove(&call.invite_key);
             self.registry.remove(&id.call_id);
             inc(&self.counters.calls_ended);
             let _guard = call.span.enter();
             debug!(action = ?call.action, "call ended");
-            call.media.stop();
+            call.media.stop(reason);
         }
     }
 
@@ -894,6 +985,21 @@ fn call_id(request: &rsip::Request) -> String {
     request
         .call_id_header()
         .map(|c| c.value().to_string())
+        .unwrap_or_default()
+}
+
+/// The username a credentials header claims (for counting failures), or empty.
+fn credentials_user(header: &str) -> String {
+    header
+        .split(',')
+        .find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            k.trim()
+                .trim_start_matches("Digest")
+                .trim()
+                .eq_ignore_ascii_case("username")
+                .then(|| v.trim().trim_matches('"').to_string())
+        })
         .unwrap_or_default()
 }
 

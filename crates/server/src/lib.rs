@@ -8,6 +8,8 @@ pub mod config;
 pub mod counters;
 pub mod dialplan;
 pub mod endpoint;
+pub mod forking;
+pub mod limits;
 pub mod media;
 pub mod rtp_ports;
 pub mod server;

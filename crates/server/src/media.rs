@@ -25,7 +25,9 @@ use tracing::{Instrument, debug, info, warn};
 use crate::config::Action;
 use crate::counters::{Counters, inc};
 use crate::endpoint::Command;
+use crate::forking::{ForkTap, InOrder, Request};
 use crate::rtp_ports::RtpPort;
+use siphon_fork::{CallMeta, ForkConfig};
 
 /// The prompt `602` plays when its route names no file: made for this project with
 /// espeak-ng (see scripts/make-prompt.sh), 8 kHz 16-bit mono.
@@ -80,6 +82,10 @@ pub struct MediaParams {
 enum Control {
     Update(MediaParams),
     Answered,
+    /// Attach a fork to the live call (admin API).
+    AttachFork(Box<ForkConfig>),
+    /// The call is over: stop the forks with this reason and end the task.
+    Stop(String),
 }
 
 /// The SIP core's handle on a call's media task. Dropping it (or `stop`) ends the task
@@ -104,7 +110,15 @@ impl MediaHandle {
         let _ = self.control.send(Control::Answered);
     }
 
-    pub fn stop(self) {}
+    /// Attaches a fork; it starts at once if the call is answered, else on answer.
+    pub fn attach_fork(&self, config: ForkConfig) {
+        let _ = self.control.send(Control::AttachFork(Box::new(config)));
+    }
+
+    /// Ends the leg; forks get `reason` in their stop message.
+    pub fn stop(self, reason: &str) {
+        let _ = self.control.send(Control::Stop(reason.to_string()));
+    }
 }
 
 /// Where a leg's outgoing audio comes from.
@@ -130,6 +144,10 @@ pub struct LegSetup {
     pub commands: mpsc::Sender<Command>,
     pub counters: Arc<Counters>,
     pub span: tracing::Span,
+    /// Forks to start when the call is answered.
+    pub forks: Vec<ForkConfig>,
+    /// Who is calling whom, for the forks' start messages.
+    pub meta: CallMeta,
 }
 
 pub fn spawn(setup: LegSetup) -> MediaHandle {
@@ -155,6 +173,12 @@ pub fn spawn(setup: LegSetup) -> MediaHandle {
         session: None,
         latched: None,
         latched_rtcp: None,
+        pending_forks: setup.forks,
+        taps: Vec::new(),
+        meta: setup.meta,
+        requests: Vec::new(),
+        in_order: InOrder::default(),
+        scratch: [0; 480],
     };
     tokio::spawn(leg.run(rx).instrument(setup.span));
     MediaHandle { port, control: tx }
@@ -173,6 +197,17 @@ struct Leg {
     /// Where the peer's RTP actually comes from (symmetric RTP, RFC 4961).
     latched: Option<SocketAddr>,
     latched_rtcp: Option<SocketAddr>,
+    /// Forks configured but not started (the call is not answered yet).
+    pending_forks: Vec<ForkConfig>,
+    /// Running forks: each owns its conversion state; their sockets live in their own tasks.
+    taps: Vec<ForkTap>,
+    meta: CallMeta,
+    /// Requests from fork services collected during a slot (reused buffer).
+    requests: Vec<Request>,
+    /// The caller's audio for forks, in order at arrival (not through the playout buffer).
+    in_order: InOrder,
+    /// Decode scratch for the fork path.
+    scratch: [i16; 480],
 }
 
 fn g711(codec: Codec) -> G711 {
@@ -220,9 +255,23 @@ impl Leg {
                     Some(Control::Answered) => {
                         last_rx = Instant::now();
                         self.session = Some(self.new_session(&self.params.clone()));
+                        for config in std::mem::take(&mut self.pending_forks) {
+                            self.start_fork(config);
+                        }
+                    }
+                    Some(Control::AttachFork(config)) => {
+                        if self.session.is_some() {
+                            self.start_fork(*config);
+                        } else {
+                            self.pending_forks.push(*config);
+                        }
+                    }
+                    Some(Control::Stop(reason)) => {
+                        self.finish(&reason);
+                        return;
                     }
                     None => {
-                        self.send_rtcp_bye();
+                        self.finish("call ended");
                         return;
                     }
                 },
@@ -236,7 +285,15 @@ impl Leg {
                     let Ok((len, from)) = r else { continue };
                     self.on_rtcp(&rtcp_rx[..len], from);
                 }
-                () = pacer => self.on_send_slots(&mut pcm_in, &mut pcm_out, &mut tx),
+                () = pacer => {
+                    self.on_send_slots(&mut pcm_in, &mut pcm_out, &mut tx);
+                    if let Some(reason) = self.service_requests() {
+                        warn!(%reason, "ending call");
+                        self.finish(&reason);
+                        let _ = self.commands.send(Command::MediaEnded { call: self.call.clone(), reason }).await;
+                        return;
+                    }
+                }
                 () = tokio::time::sleep_until(idle_deadline) => {
                     if self.on_hold() || self.session.is_none() {
                         last_rx = Instant::now();
@@ -244,8 +301,8 @@ impl Leg {
                     }
                     let reason = format!("no RTP for {} s", self.inactivity.as_secs());
                     warn!(%reason, "ending call");
+                    self.finish(&reason);
                     let _ = self.commands.send(Command::MediaEnded { call: self.call.clone(), reason }).await;
-                    self.send_rtcp_bye();
                     return;
                 }
             }
@@ -306,6 +363,24 @@ impl Leg {
             }
         }
         inc(&counters.rtp_packets_in);
+        if !self.taps.is_empty() && packet.payload_type == self.params.payload_type {
+            // Forks take the caller's audio at arrival, in order (see InOrder).
+            let law = g711(self.params.codec);
+            let n = law.decode(packet.payload, &mut self.scratch);
+            let taps = &mut self.taps;
+            let arrival = Instant::now();
+            self.in_order.push(
+                packet.ssrc,
+                packet.sequence_number,
+                &self.scratch[..n],
+                arrival,
+                &mut |frame, at| {
+                    for tap in taps.iter_mut() {
+                        tap.on_inbound(frame, at);
+                    }
+                },
+            );
+        }
         let Some(session) = self.session.as_mut() else {
             return true; // early media before the answer: nothing to do with it yet
         };
@@ -319,6 +394,9 @@ impl Leg {
                     inc(&counters.dtmf_events);
                     let digit = ev.digit().unwrap_or('?');
                     info!(%digit, "DTMF received");
+                    for tap in &self.taps {
+                        tap.fork.send_dtmf(digit, 100);
+                    }
                 }
                 MediaEvent::NewSource { ssrc } => debug!(ssrc, "new RTP source"),
                 MediaEvent::RemoteReport { .. } => {}
@@ -362,27 +440,52 @@ impl Leg {
         let codec = g711(self.params.codec);
         for _ in 0..session.handle_timeout(now) {
             let frame = session.pop_audio(pcm_in);
+            let heard = frame.is_some_and(|f| f.kind != FrameKind::Silence);
+            // Audio a fork's service sends back takes the slot (voicebots talk over
+            // prompts); several services are mixed.
+            let mut injected = false;
+            let mut service = [0i16; FRAME_SAMPLES];
+            for tap in &mut self.taps {
+                if tap.take_playback(&mut service, &mut self.requests) {
+                    if injected {
+                        for (o, s) in pcm_out.iter_mut().zip(&service) {
+                            *o = o.saturating_add(*s);
+                        }
+                    } else {
+                        *pcm_out = service;
+                        injected = true;
+                    }
+                }
+            }
+            // What this slot plays to the caller, as linear audio for the forks'
+            // outbound track, and the packet that carries it.
+            let mut played = false;
             let built = if !sends {
                 session.send_silence(tx)
+            } else if injected {
+                played = true;
+                session.send_audio(pcm_out, tx).map(Some)
             } else {
                 match &mut self.source {
-                    Source::Echo => match frame {
-                        Some(f) if f.kind != FrameKind::Silence => {
-                            session.send_audio(pcm_in, tx).map(Some)
-                        }
-                        _ => session.send_silence(tx),
-                    },
+                    Source::Echo if heard => {
+                        *pcm_out = *pcm_in;
+                        played = true;
+                        session.send_audio(pcm_in, tx).map(Some)
+                    }
                     Source::Tone(tone) => {
                         tone.fill(pcm_out);
+                        played = true;
                         session.send_audio(pcm_out, tx).map(Some)
                     }
                     Source::Prompt { prompt, position } => {
                         let frames = prompt.frames(codec);
                         let payload = &frames[*position..*position + FRAME_SAMPLES];
                         *position = (*position + FRAME_SAMPLES) % frames.len();
+                        codec.decode(payload, pcm_out);
+                        played = true;
                         session.send_payload(payload, tx).map(Some)
                     }
-                    Source::Nothing => session.send_silence(tx),
+                    Source::Echo | Source::Nothing => session.send_silence(tx),
                 }
             };
             match (built, dest) {
@@ -396,6 +499,17 @@ impl Leg {
                 (Ok(_), _) => {}
                 (Err(e), _) => debug!(error = %e, "RTP build failed"),
             }
+            let outbound = played.then_some(&*pcm_out);
+            let slot_time = Instant::now();
+            let taps = &mut self.taps;
+            self.in_order.tick(slot_time, &mut |frame, at| {
+                for tap in taps.iter_mut() {
+                    tap.on_inbound(frame, at);
+                }
+            });
+            for tap in &mut self.taps {
+                tap.on_slot(outbound, slot_time);
+            }
         }
         if let Ok(Some(n)) = session.poll_rtcp(now, tx)
             && let Some(rtcp_dest) = self.latched_rtcp.or(dest.map(rtcp_of))
@@ -405,6 +519,54 @@ impl Leg {
                 .rtcp_packets_out
                 .fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Acts on what fork services asked for in the last slots; a reason to end the call.
+    fn service_requests(&mut self) -> Option<String> {
+        let mut end = None;
+        for request in self.requests.drain(..) {
+            match request {
+                Request::Hangup => end = Some("analytics service hung up".to_string()),
+                Request::Failed(reason) => end = Some(format!("required fork failed: {reason}")),
+                Request::Dtmf(digits) => {
+                    if let Some(session) = self.session.as_mut() {
+                        for d in digits.chars() {
+                            if let Err(e) = session.send_dtmf(d, Duration::from_millis(100)) {
+                                debug!(error = %e, digit = %d, "cannot send DTMF");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        end
+    }
+
+    fn start_fork(&mut self, config: ForkConfig) {
+        info!(url = %config.url, mode = ?config.mode, "starting fork");
+        let fork = siphon_fork::start(config.clone(), self.meta.clone());
+        self.taps.push(ForkTap::new(fork, &config));
+    }
+
+    /// Stops forks (their stop message carries `reason`) and says RTCP BYE.
+    fn finish(&mut self, reason: &str) {
+        for tap in self.taps.drain(..) {
+            let stats = tap.fork.stats();
+            let ms = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+            info!(
+                %reason,
+                frames_pushed = stats.frames_pushed.load(Ordering::Relaxed),
+                frames_sent = stats.frames_sent.load(Ordering::Relaxed),
+                frames_dropped = stats.frames_dropped(),
+                reconnects = stats.reconnects.load(Ordering::Relaxed),
+                latency_p50_ms = ms(stats.latency.quantile(0.5)),
+                latency_p99_ms = ms(stats.latency.quantile(0.99)),
+                latency_max_ms = ms(Some(stats.latency.max())),
+                "stopping fork"
+            );
+            let _stopping = tap.fork.stop(reason);
+        }
+        self.send_rtcp_bye();
     }
 
     fn send_rtcp_bye(&mut self) {

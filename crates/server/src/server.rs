@@ -14,6 +14,7 @@ use tracing::info;
 use crate::config::Config;
 use crate::counters::Counters;
 use crate::endpoint::{CallSummary, Endpoint};
+use crate::limits::Blocklist;
 use crate::rtp_ports::PortPool;
 use crate::transport;
 
@@ -28,6 +29,8 @@ pub struct Server {
     counters: Arc<Counters>,
     calls: Arc<DashMap<String, CallSummary>>,
     ports: Arc<PortPool>,
+    /// The reference analytics service, when the configuration asks for it.
+    analytics: Option<siphon_analytics::Handle>,
 }
 
 impl Server {
@@ -36,7 +39,22 @@ impl Server {
         let (udp, tcp) = transport::bind(config.sip.listen).await?;
         let sip_addr = udp.local_addr()?;
         let ports = PortPool::new(config.rtp.port_min, config.rtp.port_max);
+        let analytics = match &config.analytics {
+            Some(a) => {
+                let opts = siphon_analytics::Options {
+                    echo: a.echo,
+                    out_dir: a.out_dir.clone(),
+                    record_audio: false,
+                    ..siphon_analytics::Options::default()
+                };
+                let handle = siphon_analytics::bind(&a.listen.to_string(), opts).await?;
+                info!(addr = %handle.local_addr(), "reference analytics service listening");
+                Some(handle)
+            }
+            None => None,
+        };
         Ok(Server {
+            analytics,
             config: Arc::new(config),
             udp: Arc::new(udp),
             tcp,
@@ -72,6 +90,18 @@ impl Server {
             max_message_size: self.config.sip.max_message_size,
         };
         let out = transport::outbound(self.udp.clone(), self.counters.clone());
+        let blocklist = Blocklist::default();
+        let l = &self.config.limits;
+        let ctx = transport::TransportContext {
+            core: core_tx,
+            out: out.clone(),
+            counters: self.counters.clone(),
+            limits,
+            blocklist: blocklist.clone(),
+            per_source_rate: l.messages_per_source_per_second,
+            max_tcp_connections: l.max_tcp_connections,
+            tcp_idle_timeout: std::time::Duration::from_secs(l.tcp_idle_timeout_s.max(1)),
+        };
         let endpoint = Endpoint::new(
             self.config.clone(),
             self.sip_addr,
@@ -80,24 +110,15 @@ impl Server {
             self.counters.clone(),
             cmd_tx,
             self.calls.clone(),
+            blocklist,
         );
         let tasks = [
             tokio::spawn(transport::run_udp(
                 self.udp.clone(),
-                core_tx.clone(),
-                out.clone(),
-                self.counters.clone(),
-                limits,
+                ctx.clone(),
                 stop_tx.subscribe(),
             )),
-            tokio::spawn(transport::run_tcp(
-                self.tcp,
-                core_tx,
-                out,
-                self.counters.clone(),
-                limits,
-                stop_tx.subscribe(),
-            )),
+            tokio::spawn(transport::run_tcp(self.tcp, ctx, stop_tx.subscribe())),
             tokio::spawn(endpoint.run(core_rx, cmd_rx, stop_tx.subscribe())),
         ];
         info!(sip = %self.sip_addr, "Siphon listening (UDP and TCP)");
@@ -106,6 +127,9 @@ impl Server {
         let _ = stop_tx.send(());
         for t in tasks {
             let _ = t.await;
+        }
+        if let Some(analytics) = self.analytics {
+            analytics.shutdown().await;
         }
         info!("stopped");
     }

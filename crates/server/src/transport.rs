@@ -4,6 +4,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use rsip::prelude::*;
@@ -15,6 +17,7 @@ use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, warn};
 
 use crate::counters::{Counters, inc};
+use crate::limits::{Blocklist, SourceLimiter};
 
 /// A message that passed parsing, on its way to the SIP core.
 #[derive(Debug)]
@@ -88,6 +91,21 @@ pub fn outbound(udp: Arc<UdpSocket>, counters: Arc<Counters>) -> Outbound {
     }
 }
 
+/// What every transport task needs, cloned into each.
+#[derive(Clone)]
+pub struct TransportContext {
+    pub core: mpsc::Sender<Inbound>,
+    pub out: Outbound,
+    pub counters: Arc<Counters>,
+    pub limits: ParseLimits,
+    /// Sources the SIP core blocked (failed authentication): dropped before parsing.
+    pub blocklist: Blocklist,
+    /// Messages per second per source before drops (0 = unlimited).
+    pub per_source_rate: f64,
+    pub max_tcp_connections: usize,
+    pub tcp_idle_timeout: Duration,
+}
+
 /// Hands a parsed message to the core, or answers/drops one that failed to parse.
 fn deliver(
     result: Result<rsip::SipMessage, message::Rejection>,
@@ -137,13 +155,12 @@ fn deliver(
 
 pub async fn run_udp(
     socket: Arc<UdpSocket>,
-    core: mpsc::Sender<Inbound>,
-    out: Outbound,
-    counters: Arc<Counters>,
-    limits: ParseLimits,
+    ctx: TransportContext,
     mut shutdown: broadcast::Receiver<()>,
 ) {
     let mut buf = vec![0u8; 65536];
+    // Owned by this task alone: per-source flood control without a lock.
+    let mut flood = SourceLimiter::new(ctx.per_source_rate, std::time::Instant::now());
     loop {
         let (len, source) = tokio::select! {
             r = socket.recv_from(&mut buf) => match r {
@@ -157,23 +174,37 @@ pub async fn run_udp(
             },
             _ = shutdown.recv() => return,
         };
+        let now = std::time::Instant::now();
+        if ctx.blocklist.is_blocked(source.ip(), now) {
+            inc(&ctx.counters.blocked_drops);
+            continue;
+        }
+        if !flood.allow(source.ip(), now) {
+            inc(&ctx.counters.flood_drops);
+            continue;
+        }
         let data = &buf[..len];
         if data.iter().all(|b| *b == b'\r' || *b == b'\n') {
             continue; // keepalive (RFC 5626 §3.5.1 over UDP uses STUN; CRLF is common too)
         }
-        let parsed = message::parse(data, source, limits);
-        deliver(parsed, source, Transport::Udp, &core, &out, &counters);
+        let parsed = message::parse(data, source, ctx.limits);
+        deliver(
+            parsed,
+            source,
+            Transport::Udp,
+            &ctx.core,
+            &ctx.out,
+            &ctx.counters,
+        );
     }
 }
 
 pub async fn run_tcp(
     listener: TcpListener,
-    core: mpsc::Sender<Inbound>,
-    out: Outbound,
-    counters: Arc<Counters>,
-    limits: ParseLimits,
+    ctx: TransportContext,
     mut shutdown: broadcast::Receiver<()>,
 ) {
+    let open = Arc::new(AtomicUsize::new(0));
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -186,23 +217,34 @@ pub async fn run_tcp(
             },
             _ = shutdown.recv() => return,
         };
+        if ctx
+            .blocklist
+            .is_blocked(peer.ip(), std::time::Instant::now())
+        {
+            inc(&ctx.counters.blocked_drops);
+            continue; // dropping the stream closes it
+        }
+        if open.load(Ordering::Relaxed) >= ctx.max_tcp_connections {
+            inc(&ctx.counters.tcp_rejected);
+            debug!(%peer, "TCP connection limit reached; closing");
+            continue;
+        }
+        open.fetch_add(1, Ordering::Relaxed);
         let conn = Connection {
-            core: core.clone(),
-            out: out.clone(),
-            counters: counters.clone(),
-            limits,
+            ctx: ctx.clone(),
             peer,
         };
         let shutdown = shutdown.resubscribe();
-        tokio::spawn(conn.run(stream, shutdown));
+        let open = open.clone();
+        tokio::spawn(async move {
+            conn.run(stream, shutdown).await;
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
     }
 }
 
 struct Connection {
-    core: mpsc::Sender<Inbound>,
-    out: Outbound,
-    counters: Arc<Counters>,
-    limits: ParseLimits,
+    ctx: TransportContext,
     peer: SocketAddr,
 }
 
@@ -210,7 +252,7 @@ impl Connection {
     async fn run(self, stream: TcpStream, mut shutdown: broadcast::Receiver<()>) {
         let (mut reader, mut writer) = stream.into_split();
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
-        self.out.tcp.insert(self.peer, tx.clone());
+        self.ctx.out.tcp.insert(self.peer, tx.clone());
         let writer_task = tokio::spawn(async move {
             while let Some(bytes) = rx.recv().await {
                 if writer.write_all(&bytes).await.is_err() {
@@ -222,15 +264,19 @@ impl Connection {
         let mut chunk = vec![0u8; 8192];
         'read: loop {
             let n = tokio::select! {
-                r = reader.read(&mut chunk) => match r {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
+                r = tokio::time::timeout(self.ctx.tcp_idle_timeout, reader.read(&mut chunk)) => match r {
+                    Ok(Ok(0)) | Ok(Err(_)) => break,
+                    Ok(Ok(n)) => n,
+                    Err(_) => {
+                        debug!(peer = %self.peer, "closing idle TCP connection");
+                        break;
+                    }
                 },
                 _ = shutdown.recv() => break,
             };
             buf.extend_from_slice(&chunk[..n]);
             loop {
-                match message::frame(&buf, self.limits) {
+                match message::frame(&buf, self.ctx.limits) {
                     Ok(Framed::Incomplete) => break,
                     Ok(Framed::Keepalive(k)) => {
                         // A double-CRLF ping gets a single CRLF pong (RFC 5626 §3.5.1).
@@ -240,28 +286,29 @@ impl Connection {
                         buf.drain(..k);
                     }
                     Ok(Framed::Message(len)) => {
-                        let parsed = message::parse(&buf[..len], self.peer, self.limits);
+                        let parsed = message::parse(&buf[..len], self.peer, self.ctx.limits);
+                        let c = &self.ctx;
                         deliver(
                             parsed,
                             self.peer,
                             Transport::Tcp,
-                            &self.core,
-                            &self.out,
-                            &self.counters,
+                            &c.core,
+                            &c.out,
+                            &c.counters,
                         );
                         buf.drain(..len);
                     }
                     Err(e) => {
                         // The stream has lost its framing; nothing after this point can
                         // be trusted to start a message, so the connection ends.
-                        self.counters.parse_error(e.kind());
+                        self.ctx.counters.parse_error(e.kind());
                         debug!(peer = %self.peer, error = %e, "closing TCP connection");
                         break 'read;
                     }
                 }
             }
         }
-        self.out.tcp.remove(&self.peer);
+        self.ctx.out.tcp.remove(&self.peer);
         drop(tx);
         let _ = writer_task.await;
     }

@@ -4,137 +4,13 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
 use siphon_media::g711::G711;
-use siphon_media::packet::RtpPacket;
 use siphon_server::counters::get;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
-
-/// An RTP packet as received: owned copy of the fields we check.
-#[derive(Debug, Clone)]
-struct Rtp {
-    at: Instant,
-    from: SocketAddr,
-    marker: bool,
-    pt: u8,
-    seq: u16,
-    ts: u32,
-    ssrc: u32,
-    payload: Vec<u8>,
-}
-
-fn rtp_bytes(pt: u8, marker: bool, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
-    let p = RtpPacket {
-        marker,
-        payload_type: pt,
-        sequence_number: seq,
-        timestamp: ts,
-        ssrc,
-        payload,
-    };
-    let mut out = vec![0u8; 12 + payload.len()];
-    let n = p.write_to(&mut out).unwrap();
-    out.truncate(n);
-    out
-}
-
-/// Collects RTP arriving on `sock` for `window`.
-async fn collect(sock: &UdpSocket, window: Duration) -> Vec<Rtp> {
-    let end = Instant::now() + window;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 2048];
-    while let Ok(Ok((n, from))) = tokio::time::timeout_at(end, sock.recv_from(&mut buf)).await {
-        if let Ok(p) = RtpPacket::parse(&buf[..n]) {
-            got.push(Rtp {
-                at: Instant::now(),
-                from,
-                marker: p.marker,
-                pt: p.payload_type,
-                seq: p.sequence_number,
-                ts: p.timestamp,
-                ssrc: p.ssrc,
-                payload: p.payload.to_vec(),
-            });
-        }
-    }
-    got
-}
-
-/// A phone with an RTP socket, in an answered call to `number`.
-struct Call {
-    phone: Phone,
-    rtp: UdpSocket,
-    /// Siphon's RTP address from the SDP answer.
-    remote: SocketAddr,
-    answer: String,
-    tag: String,
-    call_id: String,
-}
-
-async fn place_call(server: SocketAddr, number: &str, call_id: &str, pts: &str) -> Call {
-    let phone = Phone::new(server).await;
-    let rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let port = rtp.local_addr().unwrap().port();
-    let extra = "a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n";
-    let body = sdp(port, pts, extra);
-    let local = phone.local();
-    phone
-        .send(&invite(
-            local,
-            number,
-            call_id,
-            1,
-            None,
-            &body,
-            "application/sdp",
-        ))
-        .await;
-    let ok = phone.final_response().await;
-    assert_eq!(status(&ok), 200, "{ok}");
-    let answer = ok.split("\r\n\r\n").nth(1).unwrap().to_string();
-    let ip = answer
-        .lines()
-        .find_map(|l| l.strip_prefix("c=IN IP4 "))
-        .unwrap()
-        .trim()
-        .to_string();
-    let port: u16 = answer
-        .lines()
-        .find_map(|l| l.strip_prefix("m=audio "))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap();
-    let tag = to_tag(&ok);
-    phone
-        .send(&in_dialog("ACK", local, number, call_id, 1, &tag, "ack"))
-        .await;
-    Call {
-        phone,
-        rtp,
-        remote: format!("{ip}:{port}").parse().unwrap(),
-        answer,
-        tag,
-        call_id: call_id.to_string(),
-    }
-}
-
-/// 20 ms of a 440 Hz sine, frame `n`, encoded with `law`.
-fn speech_like(law: G711, n: usize) -> Vec<u8> {
-    let pcm: Vec<i16> = (0..160)
-        .map(|i| {
-            let t = (n * 160 + i) as f64 / 8000.0;
-            (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16
-        })
-        .collect();
-    let mut out = vec![0u8; 160];
-    law.encode(&pcm, &mut out);
-    out
-}
 
 #[tokio::test]
 async fn echo_returns_every_frame_in_order_on_its_own_paced_stream() {

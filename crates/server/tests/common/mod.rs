@@ -6,10 +6,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use siphon_media::g711::G711;
+use siphon_media::packet::RtpPacket;
 use siphon_server::counters::Counters;
 use siphon_server::{Config, Server};
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 pub struct Running {
     pub addr: SocketAddr,
@@ -33,10 +36,16 @@ pub async fn start_with(extra: &str, rtp_min: u16) -> Running {
 
 /// Like `start_with`, with textual replacements applied to the default configuration.
 pub async fn start_edited(extra: &str, rtp_min: u16, edits: &[(&str, &str)]) -> Running {
+    // RUST_LOG=debug shows the server's logs while debugging a test.
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    }
     let mut text = siphon_server::config::EMBEDDED_DEFAULT
         .replace("listen = \"127.0.0.1:5060\"", "listen = \"127.0.0.1:0\"")
         .replace("port_min = 20000", &format!("port_min = {rtp_min}"))
-        .replace("port_max = 29998", &format!("port_max = {}", rtp_min + 98));
+        .replace("port_max = 29998", &format!("port_max = {}", rtp_min + 98))
+        // Parallel tests cannot all own the demo analytics port.
+        .replace("listen = \"127.0.0.1:8090\"", "listen = \"127.0.0.1:0\"");
     for (from, to) in edits {
         assert!(text.contains(from), "default config lacks {from}");
         text = text.replace(from, to);
@@ -65,8 +74,14 @@ pub struct Phone {
 
 impl Phone {
     pub async fn new(server: SocketAddr) -> Phone {
+        Phone::from_ip(server, "127.0.0.1").await
+    }
+
+    /// A phone on another loopback address (Linux routes all of 127/8 to lo), so tests
+    /// can have several distinct sources.
+    pub async fn from_ip(server: SocketAddr, ip: &str) -> Phone {
         Phone {
-            sock: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            sock: UdpSocket::bind(format!("{ip}:0")).await.unwrap(),
             server,
         }
     }
@@ -202,4 +217,126 @@ pub fn to_tag(response: &str) -> String {
         .next()
         .unwrap()
         .to_string()
+}
+
+/// An RTP packet as received: owned copy of the fields we check.
+#[derive(Debug, Clone)]
+pub struct Rtp {
+    pub at: Instant,
+    pub from: SocketAddr,
+    pub marker: bool,
+    pub pt: u8,
+    pub seq: u16,
+    pub ts: u32,
+    pub ssrc: u32,
+    pub payload: Vec<u8>,
+}
+
+pub fn rtp_bytes(pt: u8, marker: bool, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+    let p = RtpPacket {
+        marker,
+        payload_type: pt,
+        sequence_number: seq,
+        timestamp: ts,
+        ssrc,
+        payload,
+    };
+    let mut out = vec![0u8; 12 + payload.len()];
+    let n = p.write_to(&mut out).unwrap();
+    out.truncate(n);
+    out
+}
+
+/// Collects RTP arriving on `sock` for `window`.
+pub async fn collect(sock: &UdpSocket, window: Duration) -> Vec<Rtp> {
+    let end = Instant::now() + window;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Ok(Ok((n, from))) = tokio::time::timeout_at(end, sock.recv_from(&mut buf)).await {
+        if let Ok(p) = RtpPacket::parse(&buf[..n]) {
+            got.push(Rtp {
+                at: Instant::now(),
+                from,
+                marker: p.marker,
+                pt: p.payload_type,
+                seq: p.sequence_number,
+                ts: p.timestamp,
+                ssrc: p.ssrc,
+                payload: p.payload.to_vec(),
+            });
+        }
+    }
+    got
+}
+
+/// A phone with an RTP socket, in an answered call to `number`.
+pub struct Call {
+    pub phone: Phone,
+    pub rtp: UdpSocket,
+    /// Siphon's RTP address from the SDP answer.
+    pub remote: SocketAddr,
+    pub answer: String,
+    pub tag: String,
+    pub call_id: String,
+}
+
+pub async fn place_call(server: SocketAddr, number: &str, call_id: &str, pts: &str) -> Call {
+    let phone = Phone::new(server).await;
+    let rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = rtp.local_addr().unwrap().port();
+    let extra = "a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n";
+    let body = sdp(port, pts, extra);
+    let local = phone.local();
+    phone
+        .send(&invite(
+            local,
+            number,
+            call_id,
+            1,
+            None,
+            &body,
+            "application/sdp",
+        ))
+        .await;
+    let ok = phone.final_response().await;
+    assert_eq!(status(&ok), 200, "{ok}");
+    let answer = ok.split("\r\n\r\n").nth(1).unwrap().to_string();
+    let ip = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("c=IN IP4 "))
+        .unwrap()
+        .trim()
+        .to_string();
+    let port: u16 = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let tag = to_tag(&ok);
+    phone
+        .send(&in_dialog("ACK", local, number, call_id, 1, &tag, "ack"))
+        .await;
+    Call {
+        phone,
+        rtp,
+        remote: format!("{ip}:{port}").parse().unwrap(),
+        answer,
+        tag,
+        call_id: call_id.to_string(),
+    }
+}
+
+/// 20 ms of a 440 Hz sine, frame `n`, encoded with `law`.
+pub fn speech_like(law: G711, n: usize) -> Vec<u8> {
+    let pcm: Vec<i16> = (0..160)
+        .map(|i| {
+            let t = (n * 160 + i) as f64 / 8000.0;
+            (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16
+        })
+        .collect();
+    let mut out = vec![0u8; 160];
+    law.encode(&pcm, &mut out);
+    out
 }

@@ -1,0 +1,160 @@
+//! Abuse and overload: brute-forced passwords get the source blocked while honest phones
+//! elsewhere keep registering; past the configured limits new calls get 503 with
+//! Retry-After while established calls keep working.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use siphon_server::counters::get;
+
+fn register(local: SocketAddr, user: &str, call: &str, cseq: u32, auth: Option<String>) -> String {
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "REGISTER sip:127.0.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bK{call}r{cseq};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:{user}@127.0.0.1>;tag=reg{call}\r\n\
+         To: <sip:{user}@127.0.0.1>\r\n\
+         Call-ID: {call}\r\n\
+         CSeq: {cseq} REGISTER\r\n\
+         Contact: <sip:{user}@{local}>\r\n\
+         Expires: 600\r\n{auth}\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+fn credentials(challenge: &str, user: &str, password: &str) -> String {
+    let value = challenge
+        .lines()
+        .find_map(|l| l.strip_prefix("WWW-Authenticate: "))
+        .expect("challenge");
+    siphon_sip::auth::Challenge::parse(value)
+        .unwrap()
+        .authorization(
+            user,
+            password,
+            "REGISTER",
+            "sip:127.0.0.1",
+            1,
+            &siphon_sip::auth::new_cnonce(),
+        )
+}
+
+/// One full attempt: REGISTER, 401, REGISTER with credentials; the final status (0 = none).
+async fn attempt(phone: &Phone, user: &str, password: &str, n: u32) -> u16 {
+    let local = phone.local();
+    let call = format!("bf{n}-{}", local.port());
+    phone.send(&register(local, user, &call, 1, None)).await;
+    let Some(challenge) = phone.recv_within(Duration::from_millis(500)).await else {
+        return 0;
+    };
+    if status(&challenge) != 401 {
+        return status(&challenge);
+    }
+    let auth = credentials(&challenge, user, password);
+    phone
+        .send(&register(local, user, &call, 2, Some(auth)))
+        .await;
+    phone
+        .recv_within(Duration::from_millis(500))
+        .await
+        .map_or(0, |r| status(&r))
+}
+
+#[tokio::test]
+async fn brute_force_blocks_the_source_but_not_an_honest_phone_elsewhere() {
+    let s = start_with("", 34000).await;
+    let attacker = Phone::from_ip(s.addr, "127.0.0.1").await;
+    // The default threshold is 10 failures a minute.
+    for n in 0..10 {
+        assert_eq!(
+            attempt(&attacker, "1001", &format!("guess{n}"), n).await,
+            403
+        );
+    }
+    assert_eq!(get(&s.counters.auth_blocks), 1);
+    // Blocked: even the right password from this source gets no answer now.
+    assert_eq!(attempt(&attacker, "1001", "secret1001", 99).await, 0);
+    assert!(get(&s.counters.blocked_drops) >= 1);
+    // The account's owner on another address registers normally.
+    let owner = Phone::from_ip(s.addr, "127.0.0.2").await;
+    assert_eq!(attempt(&owner, "1001", "secret1001", 100).await, 200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn new_calls_past_the_limits_get_503_and_established_calls_go_on() {
+    let edits = [("max_calls = 2000", "max_calls = 2")];
+    let s = start_edited("", 34100, &edits).await;
+    let a = place_call(s.addr, "600", "lim1", "0").await;
+    let _b = place_call(s.addr, "600", "lim2", "0").await;
+    let phone = Phone::new(s.addr).await;
+    let local = phone.local();
+    phone
+        .send(&invite(
+            local,
+            "600",
+            "lim3",
+            1,
+            None,
+            &sdp(40000, "0", ""),
+            "application/sdp",
+        ))
+        .await;
+    let r = phone.final_response().await;
+    assert_eq!(status(&r), 503, "{r}");
+    assert_eq!(header(&r, "Retry-After"), Some("5"));
+    assert_eq!(get(&s.counters.overload_rejections), 1);
+    // The established call still works: in-dialog requests are never refused.
+    let la = a.phone.local();
+    a.phone
+        .send(&in_dialog("BYE", la, "600", "lim1", 2, &a.tag, "byelim1"))
+        .await;
+    assert_eq!(status(&a.phone.recv().await), 200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_call_rate_past_the_limit_gets_503() {
+    let edits = [("calls_per_second = 100", "calls_per_second = 3")];
+    let s = start_edited("", 34200, &edits).await;
+    let phone = Phone::new(s.addr).await;
+    let local = phone.local();
+    let mut codes = Vec::new();
+    for n in 0..8 {
+        let call = format!("rate{n}");
+        phone
+            .send(&invite(
+                local,
+                "610",
+                &call,
+                1,
+                None,
+                &sdp(40000, "0", ""),
+                "application/sdp",
+            ))
+            .await;
+        // 610 rings: 180 is the answer for accepted calls, 503 for refused ones.
+        loop {
+            let r = phone.recv().await;
+            let code = status(&r);
+            if code != 100 {
+                codes.push(code);
+                break;
+            }
+        }
+    }
+    // A burst of 3 passes; the rest of the burst is refused (one more may pass if the
+    // machine is slow enough for a token to refill meanwhile).
+    let accepted = codes.iter().filter(|c| **c == 180).count();
+    let refused = codes.iter().filter(|c| **c == 503).count();
+    assert!((3..=4).contains(&accepted), "{codes:?}");
+    assert_eq!(accepted + refused, 8, "{codes:?}");
+    s.stop().await;
+}
