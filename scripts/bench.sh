@@ -77,6 +77,18 @@ listen = "127.0.0.1:$((SIP_PORT + 1000))"
 port_min = 30000
 port_max = 39998
 inactivity_timeout_s = 60
+EOF
+    # Siphon's overload limits (where it has them) must not be what a level measures.
+    if "$siphon" default-config | grep -q '^\[limits\]'; then
+        cat >>"$file" <<EOF
+[limits]
+max_calls = 100000
+calls_per_second = 100000
+max_transactions = 1000000
+messages_per_source_per_second = 0
+EOF
+    fi
+    cat >>"$file" <<EOF
 [[accounts]]
 username = "1001"
 password = "secret1001"
