@@ -186,6 +186,8 @@ run_sipp() {
     ln -sfn /usr/share/sip-tester "$dir/pcap"
     echo "== sipp: uac_pcap to 700, $SIPP_RATE calls/s, $SIPP_CALLS calls (~9 s each)"
     start_siphon sipp
+    # 700 forks to the sink, as in the fork levels.
+    [ "$fork_wired" = 1 ] && start_sink sipp
     # CPU and RSS over the plateau: from when the first calls end (ramp done) for 8 s.
     ( sleep 11; "$load" watch --pid "$siphon_pid" --seconds 8 >"$dir/siphon-cpu.json" ) &
     local watcher=$!
@@ -201,8 +203,11 @@ run_sipp() {
     screen=$(ls "$dir"/*_screen.log 2>/dev/null | head -1)
     {
         echo "SIPp uac_pcap → 700: rate $SIPP_RATE/s, $SIPP_CALLS calls, ~$((SIPP_RATE * 9)) concurrent, exit $rc"
-        [ -n "$screen" ] && grep -E "Successful call|Failed call|Response Time|Call Length" "$screen" | sed 's/  */ /g'
-        echo "Siphon during the plateau: $(cat "$dir/siphon-cpu.json" 2>/dev/null)"
+        if [ -n "$screen" ]; then
+            grep -E "Total Calls created|Successful call|Failed call|Response Time|Call Length" "$screen" \
+                | tail -n 5 | sed 's/  */ /g' || true
+        fi
+        echo "Siphon during the plateau (8 s): $(cat "$dir/siphon-cpu.json" 2>/dev/null || true)"
     } | tee "$OUT/sipp.txt"
 }
 

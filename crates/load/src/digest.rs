@@ -158,7 +158,10 @@ impl Challenge {
         let ha1 = alg.hex(&format!("{user}:{}:{password}", self.realm));
         let ha2 = alg.hex(&format!("{method}:{uri}"));
         if self.qop_auth {
-            alg.hex(&format!("{ha1}:{}:{nc:08x}:{cnonce}:auth:{ha2}", self.nonce))
+            alg.hex(&format!(
+                "{ha1}:{}:{nc:08x}:{cnonce}:auth:{ha2}",
+                self.nonce
+            ))
         } else {
             alg.hex(&format!("{ha1}:{}:{ha2}", self.nonce))
         }
@@ -207,10 +210,24 @@ mod tests {
         assert_eq!(c.algorithm, Algorithm::Md5);
         assert!(c.qop_auth);
         assert_eq!(
-            c.response("Mufasa", "Circle Of Life", "GET", "/dir/index.html", 1, "0a4f113b"),
+            c.response(
+                "Mufasa",
+                "Circle Of Life",
+                "GET",
+                "/dir/index.html",
+                1,
+                "0a4f113b"
+            ),
             "6629fae49393a05397450978507c4ef1"
         );
-        let h = c.authorization("Mufasa", "Circle Of Life", "GET", "/dir/index.html", 1, "0a4f113b");
+        let h = c.authorization(
+            "Mufasa",
+            "Circle Of Life",
+            "GET",
+            "/dir/index.html",
+            1,
+            "0a4f113b",
+        );
         assert!(h.contains("nc=00000001"));
         assert!(h.contains("opaque=\"5ccc069c403ebaf9f0171e9517f40e41\""));
     }
@@ -220,14 +237,22 @@ mod tests {
         let md5 = "Digest realm=\"siphon\", nonce=\"n1\", algorithm=MD5, qop=\"auth\"";
         let sha = "Digest realm=\"siphon\", nonce=\"n2\", algorithm=SHA-256, qop=\"auth\"";
         let odd = "Digest realm=\"siphon\", nonce=\"n3\", algorithm=SHA-512-256";
-        assert_eq!(Challenge::choose([odd, md5, sha], None).unwrap().nonce, "n1");
         assert_eq!(
-            Challenge::choose([md5, sha], Some(Algorithm::Sha256)).unwrap().nonce,
+            Challenge::choose([odd, md5, sha], None).unwrap().nonce,
+            "n1"
+        );
+        assert_eq!(
+            Challenge::choose([md5, sha], Some(Algorithm::Sha256))
+                .unwrap()
+                .nonce,
             "n2"
         );
         assert!(Challenge::choose([odd], None).is_none());
         assert!(Challenge::parse("Basic realm=\"x\"").is_none());
-        assert!(Challenge::parse("Digest nonce=\"x\"").is_none(), "realm required");
+        assert!(
+            Challenge::parse("Digest nonce=\"x\"").is_none(),
+            "realm required"
+        );
         assert!(Challenge::parse("Digest realm=\"a\", nonce=\"b\", qop=\"auth-int\"").is_none());
     }
 

@@ -511,7 +511,11 @@ impl Engine {
     }
 
     fn send_sip(&self, msg: &str) {
-        if self.sip.try_send_to(msg.as_bytes(), self.cfg.server).is_err() {
+        if self
+            .sip
+            .try_send_to(msg.as_bytes(), self.cfg.server)
+            .is_err()
+        {
             // Lost like any UDP datagram; the retransmission timer covers it.
         }
     }
@@ -564,8 +568,14 @@ impl Engine {
             match code {
                 100..=199 => self.calls[i].provisional = true,
                 200..=299 => self.on_answer(i, msg, now),
-                401 | 407 if !c.authenticated && self.cfg.auth.is_some() && c.state == State::Inviting => {
-                    let ack = c.leg.ack(&c.leg.request_uri(), &c.branch, c.cseq, msg.to_tag);
+                401 | 407
+                    if !c.authenticated
+                        && self.cfg.auth.is_some()
+                        && c.state == State::Inviting =>
+                {
+                    let ack = c
+                        .leg
+                        .ack(&c.leg.request_uri(), &c.branch, c.cseq, msg.to_tag);
                     self.send_sip(&ack);
                     let Some(auth) = self.cfg.auth.clone() else {
                         return;
@@ -579,18 +589,19 @@ impl Engine {
                     };
                     let uri = c.leg.request_uri();
                     let cnonce = format!("{:016x}", rand::random::<u64>());
-                    let value = ch.authorization(&auth.user, &auth.password, "INVITE", &uri, 1, &cnonce);
+                    let value =
+                        ch.authorization(&auth.user, &auth.password, "INVITE", &uri, 1, &cnonce);
                     let c = &mut self.calls[i];
                     c.authenticated = true;
                     c.cseq += 1;
                     self.send_invite(i, Some((value, www)), now);
                 }
-                300.. => {
-                    if c.state == State::Inviting {
-                        let ack = c.leg.ack(&c.leg.request_uri(), &c.branch, c.cseq, msg.to_tag);
-                        self.send_sip(&ack);
-                        self.finish(i, Err(format!("INVITE {code}")), now);
-                    }
+                300.. if c.state == State::Inviting => {
+                    let ack = c
+                        .leg
+                        .ack(&c.leg.request_uri(), &c.branch, c.cseq, msg.to_tag);
+                    self.send_sip(&ack);
+                    self.finish(i, Err(format!("INVITE {code}")), now);
                 }
                 _ => {}
             }
@@ -611,7 +622,12 @@ impl Engine {
             // A retransmitted 200: our ACK was lost. Send it again.
             if c.answered && c.state != State::Done {
                 c.branch_n += 1;
-                let ack = c.leg.ack(&c.remote_uri, &sip::branch(i as u32, c.branch_n, run_id), c.cseq, Some(&c.to_tag));
+                let ack = c.leg.ack(
+                    &c.remote_uri,
+                    &sip::branch(i as u32, c.branch_n, run_id),
+                    c.cseq,
+                    Some(&c.to_tag),
+                );
                 self.send_sip(&ack);
             }
             return;
@@ -627,7 +643,12 @@ impl Engine {
         c.remote = Some(remote);
         c.siphon_port = remote.port();
         c.branch_n += 1;
-        let ack = c.leg.ack(&c.remote_uri, &sip::branch(i as u32, c.branch_n, run_id), c.cseq, Some(&c.to_tag));
+        let ack = c.leg.ack(
+            &c.remote_uri,
+            &sip::branch(i as u32, c.branch_n, run_id),
+            c.cseq,
+            Some(&c.to_tag),
+        );
         c.state = State::Established;
         c.answered = true;
         let setup = now - c.first_invite_us;
@@ -677,7 +698,11 @@ impl Engine {
             });
         }
         if self.window_closed {
-            let procs = self.window.as_ref().filter(|w| w.end_us.is_none()).map(|_| self.sample_procs());
+            let procs = self
+                .window
+                .as_ref()
+                .filter(|w| w.end_us.is_none())
+                .map(|_| self.sample_procs());
             if let (Some(w), Some(p)) = (self.window.as_mut(), procs) {
                 w.end_us = Some(now);
                 w.end = p;
@@ -787,8 +812,10 @@ impl Engine {
             let RxBatch { bufs, hdrs, meta } = &mut self.rx;
             meta.clear();
             let r = (|| -> std::io::Result<()> {
-                let mut iovs: Vec<[IoSliceMut<'_>; 1]> =
-                    bufs.iter_mut().map(|b| [IoSliceMut::new(&mut b[..])]).collect();
+                let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs
+                    .iter_mut()
+                    .map(|b| [IoSliceMut::new(&mut b[..])])
+                    .collect();
                 let res = recvmmsg(fd, hdrs, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None)
                     .map_err(std::io::Error::from)?;
                 for m in res {
@@ -796,7 +823,7 @@ impl Engine {
                     let ts = m.cmsgs().ok().and_then(|mut it| {
                         it.find_map(|c| match c {
                             ControlMessageOwned::ScmTimestampns(t) => {
-                                Some(t.tv_sec() as i64 * 1_000_000 + t.tv_nsec() as i64 / 1_000)
+                                Some(t.tv_sec() * 1_000_000 + t.tv_nsec() / 1_000)
                             }
                             _ => None,
                         })
@@ -907,7 +934,12 @@ impl Engine {
         rtp.echo_fresh = echo_fresh;
         rtp.playback_fresh = playback_fresh;
         let mut notes = Vec::new();
-        let sent: u64 = self.calls.iter().filter(|c| c.answered).map(|c| c.sent).sum();
+        let sent: u64 = self
+            .calls
+            .iter()
+            .filter(|c| c.answered)
+            .map(|c| c.sent)
+            .sum();
         let host_drops = udp_drops.rcvbuf_errors + udp_drops.in_errors;
         let (fork, up_missing, not_returned) = match &sink {
             Some(s) if s.streams > 0 => {
@@ -955,12 +987,16 @@ impl Engine {
             }
             other => {
                 if other.is_some() {
-                    notes.push("the sink saw no fork stream: this number does not fork (yet)".into());
+                    notes.push(
+                        "the sink saw no fork stream: this number does not fork (yet)".into(),
+                    );
                 }
                 let socket_drops = self.window.as_ref().and_then(|w| w.socket_drops);
                 let up = match socket_drops {
                     Some((sockets, drops)) => {
-                        notes.push(format!("{sockets} Siphon RTP sockets dropped {drops} datagrams"));
+                        notes.push(format!(
+                            "{sockets} Siphon RTP sockets dropped {drops} datagrams"
+                        ));
                         drops
                     }
                     None => host_drops.saturating_sub(rtp.down_missing),
@@ -984,7 +1020,10 @@ impl Engine {
             steady_s = (end - w.start_us) as f64 / 1e6;
             cores = procstat::core_percent(&w.cores_start, &w.cores_end);
             for (k, name) in names.iter().enumerate() {
-                let (a, b) = (w.start.get(k).copied().flatten(), w.end.get(k).copied().flatten());
+                let (a, b) = (
+                    w.start.get(k).copied().flatten(),
+                    w.end.get(k).copied().flatten(),
+                );
                 procs.insert(
                     name.clone(),
                     ProcFigures {
@@ -1004,12 +1043,14 @@ impl Engine {
             notes.push("no steady window (calls never all up at once)".into());
         }
         if let (Some(a), Some(b)) = (self_start, self_end) {
-            procs.entry("generator-whole-run".into()).or_insert(ProcFigures {
-                cpu_percent: procstat::cpu_percent(&a, &b),
-                user_percent: procstat::user_percent(&a, &b),
-                rss_kb: Some(b.rss_kb),
-                rss_base_kb: Some(a.rss_kb),
-            });
+            procs
+                .entry("generator-whole-run".into())
+                .or_insert(ProcFigures {
+                    cpu_percent: procstat::cpu_percent(&a, &b),
+                    user_percent: procstat::user_percent(&a, &b),
+                    rss_kb: Some(b.rss_kb),
+                    rss_base_kb: Some(a.rss_kb),
+                });
         }
         LevelResult {
             label: self.cfg.label.clone(),

@@ -235,7 +235,9 @@ mod tests {
         assert_eq!(a.max(), Some(1_000_000));
         let w = a.to_wire();
         assert_eq!(w.buckets.len(), 5);
-        let back = Histogram::from_wire(&serde_json::from_str(&serde_json::to_string(&w).unwrap()).unwrap());
+        let back = Histogram::from_wire(
+            &serde_json::from_str(&serde_json::to_string(&w).unwrap()).unwrap(),
+        );
         assert_eq!(back.summary(), a.summary());
         assert_eq!(Histogram::from_wire(&WireHistogram::default()).count(), 0);
     }

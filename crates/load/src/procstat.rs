@@ -201,8 +201,18 @@ mod tests {
         assert_eq!(cpu_ticks_of(s), Some(280));
         assert_eq!(user_ticks_of(s), Some(250));
         assert_eq!(rss_kb_of("Name:\tx\nVmRSS:\t  10240 kB\n"), Some(10240));
-        let a = ProcSample { cpu_ticks: 100, user_ticks: 50, rss_kb: 0, at_us: 0 };
-        let b = ProcSample { cpu_ticks: 150, user_ticks: 60, rss_kb: 0, at_us: 1_000_000 };
+        let a = ProcSample {
+            cpu_ticks: 100,
+            user_ticks: 50,
+            rss_kb: 0,
+            at_us: 0,
+        };
+        let b = ProcSample {
+            cpu_ticks: 150,
+            user_ticks: 60,
+            rss_kb: 0,
+            at_us: 1_000_000,
+        };
         assert_eq!(cpu_percent(&a, &b), Some(50.0));
         assert_eq!(user_percent(&a, &b), Some(10.0));
     }
@@ -216,7 +226,11 @@ mod tests {
                     Udp: 100 1 7 90 5 2\n";
         assert_eq!(
             parse_udp(snmp),
-            Some(UdpDrops { rcvbuf_errors: 5, sndbuf_errors: 2, in_errors: 7 })
+            Some(UdpDrops {
+                rcvbuf_errors: 5,
+                sndbuf_errors: 2,
+                in_errors: 7
+            })
         );
         assert!(sample(std::process::id(), 0).is_some());
         let udp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\

@@ -82,8 +82,12 @@ impl State {
 /// Frame format announced in `start.mediaFormat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    Ulaw { channels: usize },
-    L16 { channels: usize },
+    Ulaw {
+        channels: usize,
+    },
+    L16 {
+        channels: usize,
+    },
     /// Anything the marker does not survive (A-law, 16 kHz): frames are counted only.
     Opaque,
 }
@@ -160,7 +164,10 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
         let listener = TcpListener::bind(&opts.listen).await?;
-        eprintln!("siphon-load sink: listening on ws://{}", listener.local_addr()?);
+        eprintln!(
+            "siphon-load sink: listening on ws://{}",
+            listener.local_addr()?
+        );
         let state = Rc::new(RefCell::new(State::default()));
         loop {
             let (sock, _) = listener.accept().await?;
@@ -207,7 +214,8 @@ async fn connection(sock: TcpStream, state: Rc<RefCell<State>>, echo: bool) {
                     if let (Some(s), Some(stream)) = (stamp, &stream) {
                         st.marker_frames += 1;
                         if s.origin == Origin::Generator
-                            && let Arrival::Fresh { .. } = stream.borrow_mut().counters.push(s.counter)
+                            && let Arrival::Fresh { .. } =
+                                stream.borrow_mut().counters.push(s.counter)
                         {
                             st.latency.record(u64::from(s.age_us(now)));
                         }
@@ -262,7 +270,9 @@ mod tests {
     #[test]
     fn formats_from_start() {
         let f = |enc: &str, rate: u32, ch: u32| {
-            Format::from_start(&json!({"event":"start","mediaFormat":{"encoding":enc,"sampleRate":rate,"channels":ch}}))
+            Format::from_start(
+                &json!({"event":"start","mediaFormat":{"encoding":enc,"sampleRate":rate,"channels":ch}}),
+            )
         };
         assert_eq!(f("pcmu", 8000, 1), Format::Ulaw { channels: 1 });
         assert_eq!(f("pcm_s16le", 8000, 2), Format::L16 { channels: 2 });

@@ -64,7 +64,11 @@ impl Leg {
             self.user, self.local
         ));
         if let Some((value, www)) = auth {
-            let name = if www { "Authorization" } else { "Proxy-Authorization" };
+            let name = if www {
+                "Authorization"
+            } else {
+                "Proxy-Authorization"
+            };
             m.push_str(&format!("{name}: {value}\r\n"));
         }
         m.push_str(&format!(
@@ -118,7 +122,10 @@ pub fn sdp_audio_addr(sdp: &str) -> Option<SocketAddr> {
         if let Some(c) = line.strip_prefix("c=IN IP4 ") {
             ip = c.split('/').next().and_then(|a| a.trim().parse().ok());
         } else if let Some(m) = line.strip_prefix("m=audio ") {
-            port = m.split_whitespace().next().and_then(|p| p.parse::<u16>().ok());
+            port = m
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u16>().ok());
         }
     }
     Some(SocketAddr::new(std::net::IpAddr::V4(ip?), port?))
@@ -283,7 +290,10 @@ mod tests {
         assert!(m.contains(&format!("Content-Length: {}\r\n\r\nv=0", sdp.len())));
         let p = parse(m.as_bytes()).unwrap();
         assert_eq!(p.start, StartLine::Request("INVITE"));
-        assert_eq!((p.call_id, p.cseq, p.cseq_method), ("7-abc@load", 1, "INVITE"));
+        assert_eq!(
+            (p.call_id, p.cseq, p.cseq_method),
+            ("7-abc@load", 1, "INVITE")
+        );
         assert_eq!(p.to_tag, None);
         assert_eq!(p.body, sdp);
         assert_eq!(
@@ -291,7 +301,14 @@ mod tests {
             Some("127.0.0.1:40000".parse().unwrap())
         );
         // Siphon's own parser accepts it.
-        assert!(siphon_sip::message::parse(m.as_bytes(), "127.0.0.1:5070".parse().unwrap(), Default::default()).is_ok());
+        assert!(
+            siphon_sip::message::parse(
+                m.as_bytes(),
+                "127.0.0.1:5070".parse().unwrap(),
+                Default::default()
+            )
+            .is_ok()
+        );
         let www = leg().invite("z9hG4bK-2", 2, &sdp, Some(("Digest y", true)));
         assert!(www.contains("\r\nAuthorization: Digest y\r\n"));
     }
@@ -307,7 +324,14 @@ mod tests {
         assert!(bye.starts_with("BYE sip:siphon@127.0.0.1:5060 SIP/2.0\r\n"));
         assert!(bye.contains("CSeq: 3 BYE\r\n"));
         for m in [ack, bye] {
-            assert!(siphon_sip::message::parse(m.as_bytes(), "127.0.0.1:5070".parse().unwrap(), Default::default()).is_ok());
+            assert!(
+                siphon_sip::message::parse(
+                    m.as_bytes(),
+                    "127.0.0.1:5070".parse().unwrap(),
+                    Default::default()
+                )
+                .is_ok()
+            );
         }
     }
 
@@ -325,7 +349,10 @@ mod tests {
         assert_eq!(p.start, StartLine::Response(200));
         assert_eq!(p.to_tag, Some("abc"));
         assert_eq!(p.contact, Some("sip:siphon@127.0.0.1:5060;transport=udp"));
-        assert_eq!(sdp_audio_addr(p.body), Some("127.0.0.1:20000".parse().unwrap()));
+        assert_eq!(
+            sdp_audio_addr(p.body),
+            Some("127.0.0.1:20000".parse().unwrap())
+        );
     }
 
     #[test]
@@ -344,7 +371,11 @@ mod tests {
         let p = parse(bye.as_bytes()).unwrap();
         assert_eq!(p.start, StartLine::Request("BYE"));
         let ok = ok_response(&p);
-        assert!(ok.starts_with("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-s\r\n"));
+        assert!(
+            ok.starts_with(
+                "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-s\r\n"
+            )
+        );
         assert!(ok.contains("CSeq: 5 BYE\r\n"));
         assert!(!ok.contains("Max-Forwards"));
     }
@@ -353,7 +384,10 @@ mod tests {
     fn rejects_garbage() {
         assert!(parse(b"hello").is_none());
         assert!(parse(b"SIP/2.0 2\r\n\r\n").is_none());
-        assert!(parse(b"SIP/2.0 200 OK\r\nCall-ID: x\r\n\r\n").is_none(), "no CSeq");
+        assert!(
+            parse(b"SIP/2.0 200 OK\r\nCall-ID: x\r\n\r\n").is_none(),
+            "no CSeq"
+        );
         assert!(parse(&[0xFF, 0xFE]).is_none());
     }
 }
