@@ -1016,6 +1016,7 @@ impl Engine {
         let mut cores = Vec::new();
         if let Some(w) = &self.window
             && let Some(end) = w.end_us
+            && end - w.start_us >= 1_000_000
         {
             steady_s = (end - w.start_us) as f64 / 1e6;
             cores = procstat::core_percent(&w.cores_start, &w.cores_end);
@@ -1040,7 +1041,7 @@ impl Engine {
                 ));
             }
         } else {
-            notes.push("no steady window (calls never all up at once)".into());
+            notes.push("no steady window of 1 s (calls never all up at once): no CPU figures".into());
         }
         if let (Some(a), Some(b)) = (self_start, self_end) {
             procs
