@@ -1041,7 +1041,9 @@ impl Engine {
                 ));
             }
         } else {
-            notes.push("no steady window of 1 s (calls never all up at once): no CPU figures".into());
+            notes.push(
+                "no steady window of 1 s (calls never all up at once): no CPU figures".into(),
+            );
         }
         if let (Some(a), Some(b)) = (self_start, self_end) {
             procs
