@@ -158,21 +158,29 @@ impl Format {
 
 /// Runs the sink until the process is stopped.
 pub fn run(opts: Options) -> anyhow::Result<()> {
+    let listener = std::net::TcpListener::bind(&opts.listen)?;
+    eprintln!(
+        "siphon-load sink: listening on ws://{}",
+        listener.local_addr()?
+    );
+    serve(listener, opts.echo)
+}
+
+/// Serves on an already bound listener, forever, on a runtime of its own (tests run it on a
+/// thread).
+pub fn serve(listener: std::net::TcpListener, echo: bool) -> anyhow::Result<()> {
+    listener.set_nonblocking(true)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let listener = TcpListener::bind(&opts.listen).await?;
-        eprintln!(
-            "siphon-load sink: listening on ws://{}",
-            listener.local_addr()?
-        );
+        let listener = TcpListener::from_std(listener)?;
         let state = Rc::new(RefCell::new(State::default()));
         loop {
             let (sock, _) = listener.accept().await?;
             let _ = sock.set_nodelay(true);
-            tokio::task::spawn_local(connection(sock, state.clone(), opts.echo));
+            tokio::task::spawn_local(connection(sock, state.clone(), echo));
         }
     })
 }
