@@ -204,8 +204,17 @@ run_sipp() {
     {
         echo "SIPp uac_pcap → 700: rate $SIPP_RATE/s, $SIPP_CALLS calls, ~$((SIPP_RATE * 9)) concurrent, exit $rc"
         if [ -n "$screen" ]; then
-            grep -E "Total Calls created|Successful call|Failed call|Response Time|Call Length" "$screen" \
-                | tail -n 5 | sed 's/  */ /g' || true
+            grep -E "^ *(Total Calls created|Successful call|Failed call) " "$screen" \
+                | tail -n 3 | sed 's/  */ /g' || true
+        fi
+        local csv
+        csv=$(ls "$dir"/*.csv 2>/dev/null | head -1)
+        if [ -n "$csv" ]; then
+            awk -F';' 'NR == 1 { for (i = 1; i <= NF; i++) h[i] = $i }
+                END { for (i = 1; i <= NF; i++)
+                        if (h[i] ~ /^(SuccessfulCall|FailedCall|Retransmissions|ResponseTime1|CallLength)\(C\)$/)
+                            printf "%s=%s ", h[i], $i
+                      print "" }' "$csv"
         fi
         echo "Siphon during the plateau (8 s): $(cat "$dir/siphon-cpu.json" 2>/dev/null || true)"
     } | tee "$OUT/sipp.txt"

@@ -978,6 +978,34 @@ impl Engine {
                 if !s.errors.is_empty() {
                     notes.push(format!("sink errors: {:?}", s.errors));
                 }
+                let dropped: u64 = s
+                    .stop_counters
+                    .iter()
+                    .filter(|(k, _)| k.as_str() == "framesDropped")
+                    .map(|(_, v)| *v)
+                    .sum();
+                if s.late_streams > 0 {
+                    notes.push(format!(
+                        "{} fork streams began after the call's first packet ({} packets never forked)",
+                        s.late_streams, s.frames_before_stream
+                    ));
+                }
+                if let Some((sockets, drops)) = self.window.as_ref().and_then(|w| w.socket_drops)
+                    && drops > 0
+                {
+                    notes.push(format!(
+                        "{sockets} Siphon RTP sockets dropped {drops} datagrams"
+                    ));
+                }
+                if up_missing > 0 || dropped > 0 {
+                    notes.push(format!(
+                        "Siphon's fork stop counters ({} stops): {:?}",
+                        s.stops, s.stop_counters
+                    ));
+                }
+                if s.connections > s.streams {
+                    notes.push(format!("{} fork reconnections", s.connections - s.streams));
+                }
                 let not_returned = if s.played > 0 {
                     sent.saturating_sub(playback_fresh)
                 } else {

@@ -53,7 +53,11 @@ pub struct Rtp {
 /// What the fork sink saw.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct SinkReport {
+    /// Distinct Call-IDs.
     pub streams: u64,
+    /// WebSocket connections (more than streams when forks reconnected).
+    #[serde(default)]
+    pub connections: u64,
     pub frames: u64,
     pub bytes: u64,
     /// Frames whose marker was readable.
@@ -71,6 +75,17 @@ pub struct SinkReport {
     pub per_call: Vec<(String, u64, u64)>,
     pub errors: Vec<String>,
     pub encodings: BTreeMap<String, u64>,
+    /// `stop` messages received, and Siphon's counters in them summed (framesSent,
+    /// framesDropped, framesDroppedQueueFull, ..., reconnects).
+    #[serde(default)]
+    pub stops: u64,
+    #[serde(default)]
+    pub stop_counters: BTreeMap<String, u64>,
+    /// Streams whose first frame was not the call's first packet, and the packets they missed.
+    #[serde(default)]
+    pub late_streams: u64,
+    #[serde(default)]
+    pub frames_before_stream: u64,
 }
 
 /// The fork's figures after joining the sink's report with the generator's.
@@ -276,6 +291,19 @@ pub fn table(results: &[LevelResult]) -> String {
             cpu_user(r.procs.get("generator")),
             cpu_user(r.procs.get("sink")),
         );
+    }
+    out.push('\n');
+    for r in results {
+        // Older result files noted zero drops too.
+        let notes: Vec<&str> = r
+            .notes
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !n.ends_with("dropped 0 datagrams"))
+            .collect();
+        if !notes.is_empty() {
+            let _ = writeln!(out, "- {} {}: {}", r.label, r.level, notes.join("; "));
+        }
     }
     out.push('\n');
     for label in order {

@@ -45,6 +45,9 @@ struct Stream {
 #[derive(Default)]
 struct State {
     streams: Vec<Rc<RefCell<Stream>>>,
+    /// Call-ID → its stream: a fork that reconnects (`resumed`) continues the same counters.
+    by_call: std::collections::HashMap<String, Rc<RefCell<Stream>>>,
+    connections: u64,
     frames: u64,
     bytes: u64,
     marker_frames: u64,
@@ -52,12 +55,16 @@ struct State {
     played: u64,
     errors: Vec<String>,
     encodings: BTreeMap<String, u64>,
+    /// Siphon's own counters from the `stop` messages (framesDropped, ...), summed.
+    stop_counters: BTreeMap<String, u64>,
+    stops: u64,
 }
 
 impl State {
     fn report(&self) -> SinkReport {
         let mut r = SinkReport {
             streams: self.streams.len() as u64,
+            connections: self.connections,
             frames: self.frames,
             bytes: self.bytes,
             marker_frames: self.marker_frames,
@@ -65,10 +72,21 @@ impl State {
             latency_us: self.latency.to_wire(),
             errors: self.errors.iter().take(20).cloned().collect(),
             encodings: self.encodings.clone(),
+            stops: self.stops,
+            stop_counters: self.stop_counters.clone(),
             ..SinkReport::default()
         };
         for s in &self.streams {
             let s = s.borrow();
+            // Counters start at 0 with the call's first packet: a stream whose first frame
+            // carries a higher one missed the start of the call.
+            if let Some((first, _)) = s.counters.span() {
+                let first = first - (1 << 16);
+                if first > 0 {
+                    r.late_streams += 1;
+                    r.frames_before_stream += first;
+                }
+            }
             r.fresh += s.counters.fresh;
             r.repeats += s.counters.repeats;
             r.late += s.counters.late;
@@ -245,6 +263,20 @@ async fn connection(sock: TcpStream, state: Rc<RefCell<State>>, echo: bool) {
                     state.borrow_mut().errors.push(format!("not JSON: {t}"));
                     continue;
                 };
+                if v["event"] == "stop" {
+                    let mut st = state.borrow_mut();
+                    st.stops += 1;
+                    if let Some(obj) = v.as_object() {
+                        for (k, n) in obj {
+                            if let Some(n) = n
+                                .as_u64()
+                                .filter(|_| k.starts_with("frames") || k == "reconnects")
+                            {
+                                *st.stop_counters.entry(k.clone()).or_default() += n;
+                            }
+                        }
+                    }
+                }
                 if v["event"] == "start" && stream.is_none() {
                     format = Format::from_start(&v);
                     let enc = format!(
@@ -253,13 +285,22 @@ async fn connection(sock: TcpStream, state: Rc<RefCell<State>>, echo: bool) {
                         v["mediaFormat"]["sampleRate"],
                         v["mediaFormat"]["channels"]
                     );
-                    let s = Rc::new(RefCell::new(Stream {
-                        call_id: v["callId"].as_str().unwrap_or_default().to_string(),
-                        ..Stream::default()
-                    }));
+                    let call_id = v["callId"].as_str().unwrap_or_default().to_string();
                     let mut st = state.borrow_mut();
-                    *st.encodings.entry(enc).or_default() += 1;
-                    st.streams.push(s.clone());
+                    st.connections += 1;
+                    let s = match st.by_call.get(&call_id) {
+                        Some(s) if !call_id.is_empty() => s.clone(),
+                        _ => {
+                            let s = Rc::new(RefCell::new(Stream {
+                                call_id: call_id.clone(),
+                                ..Stream::default()
+                            }));
+                            *st.encodings.entry(enc).or_default() += 1;
+                            st.streams.push(s.clone());
+                            st.by_call.insert(call_id, s.clone());
+                            s
+                        }
+                    };
                     stream = Some(s);
                 }
             }
