@@ -38,7 +38,7 @@ root_hint() { [ "$(id -u)" = 0 ] || echo " (not root: SIPp's pcap play needs a r
 cleanup() {
     capture_stop
     if [ -n "${siphon_pid:-}" ]; then kill "$siphon_pid" 2>/dev/null; wait "$siphon_pid" 2>/dev/null; fi
-    rm -rf "$work"
+    [ -n "${KEEP_WORK:-}" ] && echo "work dir kept: $work" || rm -rf "$work"
 }
 trap cleanup EXIT
 
@@ -148,6 +148,34 @@ done
 n=$(grep -c . <<<"$dtmf_log")
 [ "$n" = 3 ] || { echo "FAIL dtmf-total ($n DTMF lines, expected 3)"; dtmf_ok=0; }
 if [ "$dtmf_ok" = 1 ]; then echo "PASS dtmf-log"; else failures=$((failures + 1)); grep . <<<"$dtmf_log"; fi
+
+# Overload: an INVITE flood at 4x the default 100 calls/s limit while a call with real RTP
+# runs. The flood's excess must get 503s, Siphon's memory must stay bounded, and the
+# established call must lose no RTP (the same stream checks as echo-rtp).
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$siphon_pid/status"; }
+rss_before=$(rss_kb)
+mkdir -p "$work/flood"
+# The flood starts once the measured call is up (it would otherwise compete for the same
+# call-rate tokens as the flood: refusing it would be correct, but not the point here).
+( sleep 6; cd "$work/flood" && timeout 120 sipp -sf "$sc/flood.xml" -s 600 -r 400 -m 2000 -l 1000 \
+    -p 5115 -mp 16030 -trace_logs -nostdin 127.0.0.1:"$port" >stdout 2>&1 ) &
+flood_pid=$!
+rtp_echo echo-under-flood 600 16040 5116
+wait "$flood_pid"
+refused=$(cat "$work"/flood/*_logs.log 2>/dev/null | grep -c "refused 503")
+rss_after=$(rss_kb)
+growth=$(( (rss_after - rss_before) / 1024 ))
+if [ "$refused" -gt 0 ]; then
+    echo "PASS flood-503 ($refused of 2000 flood INVITEs refused with 503)"
+else
+    echo "FAIL flood-503 (no 503 seen by the flood)"; failures=$((failures + 1))
+fi
+if [ "$growth" -lt 64 ]; then
+    echo "PASS flood-memory (RSS ${rss_before} kB -> ${rss_after} kB)"
+else
+    echo "FAIL flood-memory (RSS grew ${growth} MB: ${rss_before} kB -> ${rss_after} kB)"
+    failures=$((failures + 1))
+fi
 
 if ! kill -0 "$siphon_pid" 2>/dev/null; then
     echo "FAIL siphon exited during the tests"; failures=$((failures + 1))
