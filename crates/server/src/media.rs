@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use siphon_fork::ForkConfig;
 use siphon_media::g711::G711;
 use siphon_media::jitter::FrameKind;
 use siphon_media::packet::RtpPacket;
@@ -23,7 +24,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::config::Action;
-use crate::counters::{Counters, inc};
+use crate::counters::{Counters, LegPublisher, LegStats, inc};
 use crate::endpoint::Command;
 use crate::rtp_ports::RtpPort;
 
@@ -80,6 +81,14 @@ pub struct MediaParams {
 enum Control {
     Update(MediaParams),
     Answered,
+    /// Start forking this leg's audio (admin API: `POST /api/calls/{id}/forks`). `id` is
+    /// the fork's name for the admin API and metrics (`ForkMetrics::new_fork_id`).
+    AttachFork {
+        id: String,
+        config: Box<ForkConfig>,
+    },
+    /// Stop the fork named `id` (admin API: `DELETE /api/calls/{id}/forks/{fork}`).
+    DetachFork(String),
 }
 
 /// The SIP core's handle on a call's media task. Dropping it (or `stop`) ends the task
@@ -88,6 +97,7 @@ enum Control {
 pub struct MediaHandle {
     port: u16,
     control: mpsc::UnboundedSender<Control>,
+    stats: Arc<LegStats>,
 }
 
 impl MediaHandle {
@@ -102,6 +112,24 @@ impl MediaHandle {
     /// The 200 OK went out: start the send clock.
     pub fn answered(&self) {
         let _ = self.control.send(Control::Answered);
+    }
+
+    /// The leg's RTP counters (live).
+    pub fn stats(&self) -> Arc<LegStats> {
+        self.stats.clone()
+    }
+
+    /// Starts a fork of this leg named `id`; `false` if the media task has ended.
+    pub fn attach_fork(&self, id: String, config: ForkConfig) -> bool {
+        let config = Box::new(config);
+        self.control
+            .send(Control::AttachFork { id, config })
+            .is_ok()
+    }
+
+    /// Stops the fork named `id`; `false` if the media task has ended.
+    pub fn detach_fork(&self, id: String) -> bool {
+        self.control.send(Control::DetachFork(id)).is_ok()
     }
 
     pub fn stop(self) {}
@@ -144,7 +172,14 @@ pub fn spawn(setup: LegSetup) -> MediaHandle {
         },
         (Action::Play, None) | (Action::Ring, _) => Source::Nothing,
     };
+    let stats = Arc::new(LegStats::default());
+    setup
+        .counters
+        .media_legs_active
+        .fetch_add(1, Ordering::Relaxed);
     let leg = Leg {
+        stats: stats.clone(),
+        publisher: LegPublisher::default(),
         rtp: setup.rtp,
         source,
         params: setup.params,
@@ -157,7 +192,11 @@ pub fn spawn(setup: LegSetup) -> MediaHandle {
         latched_rtcp: None,
     };
     tokio::spawn(leg.run(rx).instrument(setup.span));
-    MediaHandle { port, control: tx }
+    MediaHandle {
+        port,
+        control: tx,
+        stats,
+    }
 }
 
 struct Leg {
@@ -173,6 +212,21 @@ struct Leg {
     /// Where the peer's RTP actually comes from (symmetric RTP, RFC 4961).
     latched: Option<SocketAddr>,
     latched_rtcp: Option<SocketAddr>,
+    /// This leg's RTP counters, also read by the admin API.
+    stats: Arc<LegStats>,
+    /// Moves `stats` into the server-wide counters once a second.
+    publisher: LegPublisher,
+}
+
+/// The last counts reach the server-wide totals however the task ends.
+impl Drop for Leg {
+    fn drop(&mut self) {
+        self.publisher
+            .publish(&self.counters, &self.stats, self.session.as_ref());
+        self.counters
+            .media_legs_active
+            .fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn g711(codec: Codec) -> G711 {
@@ -220,6 +274,13 @@ impl Leg {
                     Some(Control::Answered) => {
                         last_rx = Instant::now();
                         self.session = Some(self.new_session(&self.params.clone()));
+                    }
+                    // Placeholder until forks are wired into the leg.
+                    Some(Control::AttachFork { id, config }) => {
+                        warn!(fork = %id, url = %config.url, "fork attach not wired yet");
+                    }
+                    Some(Control::DetachFork(id)) => {
+                        warn!(fork = %id, "fork detach not wired yet");
                     }
                     None => {
                         self.send_rtcp_bye();
@@ -298,6 +359,7 @@ impl Leg {
             None if negotiated => {
                 debug!(%from, "RTP latched");
                 self.latched = Some(from);
+                self.stats.set_latched(Some(from));
             }
             Some(addr) if addr == from => {}
             _ => {
@@ -306,6 +368,7 @@ impl Leg {
             }
         }
         inc(&counters.rtp_packets_in);
+        self.stats.received(data.len());
         let Some(session) = self.session.as_mut() else {
             return true; // early media before the answer: nothing to do with it yet
         };
@@ -389,8 +452,9 @@ impl Leg {
                 (Ok(Some(n)), Some(dest)) => {
                     if self.rtp.socket.try_send_to(&tx[..n], dest).is_ok() {
                         inc(&self.counters.rtp_packets_out);
+                        self.stats.sent(n);
                     } else {
-                        inc(&self.counters.send_failures);
+                        inc(&self.counters.rtp_send_failures);
                     }
                 }
                 (Ok(_), _) => {}
@@ -405,6 +469,8 @@ impl Leg {
                 .rtcp_packets_out
                 .fetch_add(1, Ordering::Relaxed);
         }
+        self.publisher
+            .tick(&self.counters, &self.stats, self.session.as_ref());
     }
 
     fn send_rtcp_bye(&mut self) {

@@ -104,15 +104,31 @@ fn run(cli: Cli) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let listen = config.sip.listen;
         let server = match Server::bind(config).await {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("siphon: cannot listen on {listen}: {e}");
+                eprintln!("siphon: cannot listen on {e}");
                 return ExitCode::FAILURE;
             }
         };
-        server.run(shutdown_signal()).await;
+        // The first signal starts the drain; a second one ends the calls left at once.
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+        let (second_tx, second_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = first_tx.send(());
+            shutdown_signal().await;
+            let _ = second_tx.send(());
+        });
+        let first = async {
+            let _ = first_rx.await;
+        };
+        let second = async {
+            if second_rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        server.run_until(first, second).await;
         ExitCode::SUCCESS
     })
 }
