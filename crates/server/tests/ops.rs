@@ -845,3 +845,20 @@ async fn calls_still_up_at_the_drain_timeout_get_bye() {
         1
     );
 }
+
+#[test]
+fn every_route_is_in_the_openapi_description() {
+    let spec = include_str!("../../../docs/openapi.yaml");
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/calls",
+        "/api/calls/{id}",
+        "/api/calls/{id}/forks",
+        "/api/calls/{id}/forks/{fork}",
+        "/api/registrations",
+    ] {
+        assert!(spec.contains(&format!("\n  {path}:\n")), "{path} missing");
+    }
+}
