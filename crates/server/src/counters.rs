@@ -464,3 +464,71 @@ pub fn inc(counter: &AtomicU64) {
 pub fn get(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn outgoing_messages_are_counted_by_start_line_and_cseq() {
+        let c = Counters::default();
+        c.message_out(b"SIP/2.0 180 Ringing\r\nVia: x\r\ncseq:  7 INVITE\r\n\r\n");
+        c.message_out(b"SIP/2.0 200 OK\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n");
+        c.message_out(b"BYE sip:a@b SIP/2.0\r\nCSeq: 3 BYE\r\n\r\n");
+        c.message_out(b"FROB sip:a@b SIP/2.0\r\n\r\n");
+        c.message_out(b"SIP/2.0 9");
+        let invite = method_index("INVITE");
+        let bye = method_index("bye");
+        assert_eq!(get(&c.sip_responses_out[invite][0]), 1);
+        assert_eq!(get(&c.sip_responses_out[bye][1]), 1);
+        assert_eq!(get(&c.sip_requests_out[bye]), 1);
+        assert_eq!(get(&c.sip_requests_out[method_index("other")]), 1);
+        let all: u64 = c.sip_responses_out.iter().flatten().map(get).sum();
+        assert_eq!(all, 2, "a truncated status line is not counted");
+    }
+
+    #[test]
+    fn rejections_and_results_have_slots() {
+        let c = Counters::default();
+        c.call_rejected(404);
+        c.call_rejected(499);
+        let i404 = REJECT_CODES.iter().position(|c| *c == 404).unwrap();
+        assert_eq!(get(&c.calls_rejected_by_code[i404]), 1);
+        assert_eq!(get(&c.calls_rejected_by_code[REJECT_CODES.len()]), 1);
+        assert!(REJECT_CODES.len() < c.calls_rejected_by_code.len());
+        assert_eq!(END_RESULTS.len(), EndResult::Other as usize + 1);
+        c.call_ended(EndResult::DrainTimeout);
+        assert_eq!(get(&c.calls_ended_by[7]), 1);
+        assert_eq!(END_RESULTS[7], "drain_timeout");
+    }
+
+    #[test]
+    fn histogram_buckets_and_sum() {
+        let h = Histogram::default();
+        h.observe(SETUP_BUCKETS, Duration::from_millis(3));
+        h.observe(SETUP_BUCKETS, Duration::from_millis(80));
+        h.observe(SETUP_BUCKETS, Duration::from_secs(100));
+        let (counts, sum) = h.snapshot(SETUP_BUCKETS);
+        assert_eq!(counts.len(), SETUP_BUCKETS.len() + 1);
+        assert_eq!(counts[0], 1);
+        assert_eq!(counts[4], 1); // <= 0.1
+        assert_eq!(counts[SETUP_BUCKETS.len()], 1); // +Inf
+        assert_eq!(sum, Duration::from_micros(100_083_000));
+    }
+
+    #[tokio::test]
+    async fn leg_totals_are_published_as_deltas() {
+        let c = Counters::default();
+        let leg = LegStats::default();
+        let mut p = LegPublisher::default();
+        leg.received(172);
+        leg.sent(172);
+        p.publish(&c, &leg, None);
+        leg.received(100);
+        p.publish(&c, &leg, None);
+        p.publish(&c, &leg, None);
+        assert_eq!(get(&c.rtp_bytes_in), 272);
+        assert_eq!(get(&c.rtp_bytes_out), 172);
+    }
+}

@@ -612,6 +612,58 @@ async fn admin_api_lists_shows_and_hangs_up_calls() {
     assert_eq!(r.status, 404, "{}", r.body);
     assert_eq!(http(h, "GET", forks, None, None).await.status, 200);
 
+    // A fork the media task registered shows in the call, in the metrics, and can be
+    // detached by its id.
+    let stats = std::sync::Arc::new(siphon_fork::ForkStats::default());
+    stats
+        .frames_sent
+        .fetch_add(7, std::sync::atomic::Ordering::Relaxed);
+    let reg = s.counters.forks.register(
+        siphon_server::fork_metrics::ForkInfo {
+            call_id: "admin-call-1@host".into(),
+            fork_id: "f-test".into(),
+            url: "wss://user:pw@svc.example/x?k=v".into(),
+            mode: siphon_fork::Mode::AudioFork,
+        },
+        stats,
+    );
+    reg.frame_played();
+    let one = http(h, "GET", "/api/calls/admin-call-1@host", None, None)
+        .await
+        .json();
+    let f = &one["forks"][0];
+    assert_eq!(f["id"], "f-test", "{one}");
+    assert_eq!(f["url"], "wss://svc.example/x");
+    assert_eq!(f["mode"], "audio_fork");
+    assert_eq!(f["state"], "connecting");
+    assert_eq!(f["frames_sent"], 7);
+    assert_eq!(f["frames_played"], 1);
+    let listed = http(h, "GET", forks, None, None).await.json();
+    assert_eq!(listed["forks"].as_array().unwrap().len(), 1);
+    let m = scrape(h).await;
+    let af = [("mode", "audio_fork")];
+    assert_eq!(value(&m, "siphon_forks_started_total", &af), 1.0);
+    assert_eq!(
+        value(
+            &m,
+            "siphon_forks_active",
+            &[("mode", "audio_fork"), ("state", "connecting")]
+        ),
+        1.0
+    );
+    assert_eq!(value(&m, "siphon_fork_frames_sent_total", &af), 7.0);
+    assert_eq!(value(&m, "siphon_fork_frames_played_total", &af), 1.0);
+    let r = http(h, "DELETE", &format!("{forks}/f-test"), None, None).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    drop(reg);
+    let m = scrape(h).await;
+    assert_eq!(value(&m, "siphon_forks_active", &af), 0.0);
+    assert_eq!(
+        value(&m, "siphon_fork_frames_sent_total", &af),
+        7.0,
+        "totals keep ended forks"
+    );
+
     // Routes and methods that do not exist answer in JSON too.
     let r = http(h, "GET", "/api/nothing", None, None).await;
     assert_eq!((r.status, r.json()["status"].as_u64()), (404, Some(404)));
