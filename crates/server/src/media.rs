@@ -277,7 +277,7 @@ impl Leg {
                     }
                     // Placeholder until forks are wired into the leg.
                     Some(Control::AttachFork { id, config }) => {
-                        warn!(fork = %id, url = %config.url, "fork attach not wired yet");
+                        warn!(fork = %id, mode = config.mode.as_str(), "fork attach not wired yet");
                     }
                     Some(Control::DetachFork(id)) => {
                         warn!(fork = %id, "fork detach not wired yet");
