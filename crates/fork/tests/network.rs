@@ -62,6 +62,11 @@ async fn reconnects_to_a_restarted_service_delivering_the_buffer_and_counting_th
     assert_eq!(sent + stats.frames_dropped(), pushed);
     assert_eq!(ForkStats::get(&stats.reconnects), 1);
     assert_eq!(
+        ForkStats::get(&stats.connects),
+        2,
+        "the first connection and the reconnection"
+    );
+    assert_eq!(
         rec.stop.unwrap(),
         json!({
             "event": "stop", "reason": "hangup",
