@@ -51,14 +51,19 @@ enum Op {
         algorithm: u8,
         stale: bool,
     },
-    Advance { seconds: u16 },
+    Advance {
+        seconds: u16,
+    },
     Purge,
 }
 
 /// What survives a quoted-string round trip: no control characters except the whitespace
 /// the parser allows, and short enough for the header limit.
 fn representable(s: &str) -> bool {
-    s.len() < 512 && !s.chars().any(|c| c.is_control() && !matches!(c, ' ' | '\t'))
+    s.len() < 512
+        && !s
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, ' ' | '\t'))
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -157,8 +162,7 @@ fuzz_target!(|data: &[u8]| {
                 assert!(challenge.qop_auth);
                 assert_eq!(challenge.stale, stale);
                 issued = Some((challenge.nonce.clone(), challenge.opaque.clone()));
-                let creds =
-                    challenge.authorization(&user, &password, &method, &uri, nc, &cnonce);
+                let creds = challenge.authorization(&user, &password, &method, &uri, nc, &cnonce);
                 let lookup = |u: &str| (u == user).then(|| password.clone());
                 let result = auth.verify(now, &method, &creds, &lookup);
                 let expect_ok = !user.is_empty()

@@ -44,7 +44,11 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(event.code, parsed.code);
                 assert_eq!(event.volume, parsed.volume);
                 assert_eq!(event.timestamp, p.timestamp);
-                assert_ne!(last_reported, Some(p.timestamp), "same event reported twice");
+                assert_ne!(
+                    last_reported,
+                    Some(p.timestamp),
+                    "same event reported twice"
+                );
                 last_reported = Some(p.timestamp);
                 let _ = event.digit();
             }
@@ -54,11 +58,9 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // One press as our own sender produces it.
-    let Ok(mut sender) = DtmfSender::from_code(
-        code,
-        Duration::from_millis(u64::from(duration_ms)),
-        volume,
-    ) else {
+    let Ok(mut sender) =
+        DtmfSender::from_code(code, Duration::from_millis(u64::from(duration_ms)), volume)
+    else {
         return;
     };
     let mut rx = DtmfReceiver::new();
@@ -66,7 +68,11 @@ fuzz_target!(|data: &[u8]| {
     let mut slot_ts = start_ts;
     let mut i = 0u32;
     while let Some(p) = sender.next_packet(slot_ts) {
-        let copies = if duplicate_mask >> (i % 32) & 1 == 1 { 2 } else { 1 };
+        let copies = if duplicate_mask >> (i % 32) & 1 == 1 {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
             if let Some(e) = rx.handle(p.marker, p.timestamp, &p.payload).expect("valid") {
                 reported.push(e);
@@ -74,10 +80,18 @@ fuzz_target!(|data: &[u8]| {
         }
         slot_ts = slot_ts.wrapping_add(160);
         i += 1;
-        assert!(i <= sender.packet_count(), "sender produced more than packet_count()");
+        assert!(
+            i <= sender.packet_count(),
+            "sender produced more than packet_count()"
+        );
     }
     assert_eq!(i, sender.packet_count());
-    assert_eq!(reported.len(), 1, "one press, {} events: {reported:?}", reported.len());
+    assert_eq!(
+        reported.len(),
+        1,
+        "one press, {} events: {reported:?}",
+        reported.len()
+    );
     assert_eq!(reported[0].code, code);
     assert_eq!(reported[0].timestamp, start_ts);
 });

@@ -16,10 +16,10 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
+use siphon_fork::ServiceCommand;
 use siphon_fork::config::{CallMeta, Encoding, ForkConfig, Mix, Mode, Tracks};
 use siphon_fork::playback::PlaybackQueue;
 use siphon_fork::protocol::{Codec, Incoming, ProtocolError, StreamInfo};
-use siphon_fork::ServiceCommand;
 use siphon_fuzz::Reader;
 
 fn codec(selector: u8) -> Codec {
@@ -115,12 +115,18 @@ fuzz_target!(|data: &[u8]| {
         if messages % 2 == 0
             && let Some(ServiceCommand::Audio { format, data }) = queue.pop()
         {
-            assert!(data.len() <= format.frame_bytes(), "piece longer than 20 ms");
+            assert!(
+                data.len() <= format.frame_bytes(),
+                "piece longer than 20 ms"
+            );
         }
     }
     while let Some(cmd) = queue.pop() {
         if let ServiceCommand::Audio { format, data } = cmd {
-            assert!(data.len() <= format.frame_bytes(), "piece longer than 20 ms");
+            assert!(
+                data.len() <= format.frame_bytes(),
+                "piece longer than 20 ms"
+            );
         }
     }
     assert!(queue.is_empty());

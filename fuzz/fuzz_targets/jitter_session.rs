@@ -31,12 +31,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use libfuzzer_sys::fuzz_target;
 use siphon_fuzz::Reader;
+use siphon_media::FRAME_SAMPLES;
 use siphon_media::g711::G711;
 use siphon_media::pacer::Pacer;
 use siphon_media::packet::RtpPacket;
 use siphon_media::rtcp::RtcpCompound;
 use siphon_media::session::{MediaSession, SessionConfig};
-use siphon_media::FRAME_SAMPLES;
 
 const OUR_SSRC: u32 = 0x0102_0304;
 const EVENT_PT: u8 = 101;
@@ -55,11 +55,18 @@ enum Op<'a> {
         payload: &'a [u8],
     },
     RawRtcp(&'a [u8]),
-    Advance { ms: u16 },
-    Stall { ms: u32 },
+    Advance {
+        ms: u16,
+    },
+    Stall {
+        ms: u32,
+    },
     /// Slots are filled with: 0 audio, 1 payload, 2 silence.
     FillMode(u8),
-    Dtmf { digit: u8, ms: u16 },
+    Dtmf {
+        digit: u8,
+        ms: u16,
+    },
     Bye,
 }
 
@@ -81,14 +88,20 @@ impl Leg {
         let (mut pcm_in, mut pcm_out) = ([0i16; FRAME_SAMPLES], [0i16; FRAME_SAMPLES]);
         let mut tx = [0u8; 1500];
         let due = self.session.handle_timeout(self.now);
-        assert!(due <= 4, "{due} slots due at once: stalls must be skipped, not burst");
+        assert!(
+            due <= 4,
+            "{due} slots due at once: stalls must be skipped, not burst"
+        );
         for _ in 0..due {
             let _ = self.session.pop_audio(&mut pcm_in);
             self.tone = self.tone.wrapping_add(997);
             pcm_out.fill(self.tone);
             match self.fill % 3 {
                 0 => {
-                    let n = self.session.send_audio(&pcm_out, &mut tx).expect("1500 bytes is enough");
+                    let n = self
+                        .session
+                        .send_audio(&pcm_out, &mut tx)
+                        .expect("1500 bytes is enough");
                     self.check_sent(&tx[..n]);
                 }
                 1 => {
@@ -103,21 +116,32 @@ impl Leg {
                 }
             }
         }
-        if let Some(n) = self.session.poll_rtcp(self.now, &mut tx).expect("room for RTCP") {
+        if let Some(n) = self
+            .session
+            .poll_rtcp(self.now, &mut tx)
+            .expect("room for RTCP")
+        {
             RtcpCompound::parse(&tx[..n]).expect("we send parseable RTCP");
         }
         let mut events = 0;
         while self.session.poll_event().is_some() {
             events += 1;
         }
-        assert!(events <= 64, "{events} queued events: the queue is bounded at 64");
+        assert!(
+            events <= 64,
+            "{events} queued events: the queue is bounded at 64"
+        );
         let next = self.session.poll_timeout();
         assert!(
             next > self.now,
             "poll_timeout() = now{:+?} after servicing now: the driver would spin",
             next.saturating_duration_since(self.now)
         );
-        let _ = (self.session.stats(), self.session.playout_delay(), self.session.receiver_stats());
+        let _ = (
+            self.session.stats(),
+            self.session.playout_delay(),
+            self.session.receiver_stats(),
+        );
     }
 
     fn advance_to(&mut self, target: Instant) {
@@ -142,7 +166,11 @@ fuzz_target!(|data: &[u8]| {
     let flags = r.u8();
     let (mut seq, mut ts, mut ssrc) = (r.u16(), r.u32(), r.u32());
     let start = Instant::now();
-    let codec = if flags & 1 != 0 { G711::Pcma } else { G711::Pcmu };
+    let codec = if flags & 1 != 0 {
+        G711::Pcma
+    } else {
+        G711::Pcmu
+    };
     let mut config = SessionConfig::new(codec, "fuzz@siphon");
     if flags & 2 != 0 {
         config.telephone_event = Some(EVENT_PT);
@@ -206,7 +234,11 @@ fuzz_target!(|data: &[u8]| {
                     pt => pt & 0x7f,
                 };
                 let audio = [0x55u8; FRAME_SAMPLES];
-                let payload = if payload.is_empty() { &audio[..] } else { payload };
+                let payload = if payload.is_empty() {
+                    &audio[..]
+                } else {
+                    payload
+                };
                 let packet = RtpPacket {
                     marker,
                     payload_type,
@@ -239,7 +271,10 @@ fuzz_target!(|data: &[u8]| {
             }
             Op::Bye => {
                 let mut out = [0u8; 1500];
-                let n = leg.session.build_bye(leg.now, &mut out).expect("room for BYE");
+                let n = leg
+                    .session
+                    .build_bye(leg.now, &mut out)
+                    .expect("room for BYE");
                 RtcpCompound::parse(&out[..n]).expect("our BYE parses");
             }
         }

@@ -20,7 +20,9 @@ fn rtp(data: &[u8]) {
             assert!(p.payload_type < 128);
             assert_eq!(p.len(), 12 + p.payload.len());
             let mut out = vec![0u8; p.len()];
-            let n = p.write_to(&mut out).expect("buffer of len() bytes is enough");
+            let n = p
+                .write_to(&mut out)
+                .expect("buffer of len() bytes is enough");
             assert_eq!(n, p.len());
             let again = RtpPacket::parse(&out[..n]).expect("what we write parses");
             assert_eq!(again, p, "write_to/parse round trip");
@@ -60,17 +62,18 @@ fn rtcp(data: &[u8]) {
     blocks.truncate(31);
     let mut out = vec![0u8; 2048];
     let mut w = RtcpWriter::new(&mut out);
-    w.report(0x1234_5678, sender.as_ref(), &blocks).expect("room for 31 blocks");
-    w.sdes_cname(0x1234_5678, "fuzz@siphon").expect("room for SDES");
+    w.report(0x1234_5678, sender.as_ref(), &blocks)
+        .expect("room for 31 blocks");
+    w.sdes_cname(0x1234_5678, "fuzz@siphon")
+        .expect("room for SDES");
     w.bye(0x1234_5678).expect("room for BYE");
     let n = w.len();
     let written = RtcpCompound::parse(&out[..n]).expect("what we write parses");
     let again: Vec<ReportBlock> = written
         .packets()
         .flat_map(|p| match p {
-            RtcpPacket::SenderReport { reports, .. } | RtcpPacket::ReceiverReport { reports, .. } => {
-                reports.collect::<Vec<_>>()
-            }
+            RtcpPacket::SenderReport { reports, .. }
+            | RtcpPacket::ReceiverReport { reports, .. } => reports.collect::<Vec<_>>(),
             RtcpPacket::Other { .. } => Vec::new(),
         })
         .collect();

@@ -26,7 +26,11 @@ fn answer_with(offer: &SessionDescription, local: &LocalMedia) {
     match session.answer(offer, local) {
         Ok(neg) => {
             let answer = reparse("answer", &neg.answer);
-            assert_eq!(answer.media.len(), offer.media.len(), "one m= per offered m=");
+            assert_eq!(
+                answer.media.len(),
+                offer.media.len(),
+                "one m= per offered m="
+            );
             assert!(neg.media_index < offer.media.len());
             for (i, m) in answer.media.iter().enumerate() {
                 if i == neg.media_index {
@@ -41,8 +45,14 @@ fn answer_with(offer: &SessionDescription, local: &LocalMedia) {
                 }
             }
             let version = session.version();
-            let again = session.answer(offer, local).expect("same offer, same answer");
-            assert_eq!(session.version(), version, "unchanged answer bumped o= version");
+            let again = session
+                .answer(offer, local)
+                .expect("same offer, same answer");
+            assert_eq!(
+                session.version(),
+                version,
+                "unchanged answer bumped o= version"
+            );
             assert_eq!(again.answer, neg.answer);
             // A re-INVITE offer of our own after answering.
             let _ = reparse("offer", &session.offer(local, Direction::SendOnly));
@@ -80,7 +90,10 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    answer_with(&offer, &LocalMedia::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 40000));
+    answer_with(
+        &offer,
+        &LocalMedia::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 40000),
+    );
     answer_with(
         &offer,
         &LocalMedia {

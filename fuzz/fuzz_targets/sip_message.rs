@@ -111,11 +111,19 @@ fuzz_target!(|data: &[u8]| {
     let limits = ParseLimits::default();
     match message::frame(data, limits) {
         Ok(Framed::Message(n)) => {
-            assert!(n > 0 && n <= data.len(), "frame claimed {n} of {} bytes", data.len());
+            assert!(
+                n > 0 && n <= data.len(),
+                "frame claimed {n} of {} bytes",
+                data.len()
+            );
             parse_with(&data[..n], limits);
         }
         Ok(Framed::Keepalive(n)) => {
-            assert!(n > 0 && n <= data.len(), "keepalive of {n} of {} bytes", data.len());
+            assert!(
+                n > 0 && n <= data.len(),
+                "keepalive of {n} of {} bytes",
+                data.len()
+            );
         }
         Ok(Framed::Incomplete) | Err(_) => {}
     }

@@ -41,7 +41,9 @@ use siphon_sip::timers::TimerConfig;
 use siphon_sip::transaction::{Event, TransactionKey, TransactionLayer};
 use siphon_sip::{Peer, Transport};
 
-const METHODS: [&str; 7] = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO"];
+const METHODS: [&str; 7] = [
+    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO",
+];
 
 #[derive(Debug)]
 struct Template {
@@ -107,14 +109,36 @@ impl Template {
 
 #[derive(Debug)]
 enum Op {
-    Raw { bytes: Vec<u8>, tcp: bool },
-    Incoming { msg: Template, tcp: bool },
-    Advance { ms: u16 },
-    Stall { seconds: u8 },
-    Respond { status: u16 },
-    RespondTo { which: u8, status: u16 },
-    SendRequest { msg: Template, tcp: bool },
-    ReplyToClient { which: u8, status: u16, to_tag: bool },
+    Raw {
+        bytes: Vec<u8>,
+        tcp: bool,
+    },
+    Incoming {
+        msg: Template,
+        tcp: bool,
+    },
+    Advance {
+        ms: u16,
+    },
+    Stall {
+        seconds: u8,
+    },
+    Respond {
+        status: u16,
+    },
+    RespondTo {
+        which: u8,
+        status: u16,
+    },
+    SendRequest {
+        msg: Template,
+        tcp: bool,
+    },
+    ReplyToClient {
+        which: u8,
+        status: u16,
+        to_tag: bool,
+    },
     AckLast2xx,
     FindInvite,
 }
@@ -153,10 +177,10 @@ impl Driver {
                     }
                     self.last_request = Some((key, request));
                 }
-                Event::Response { response, .. } => {
-                    if (200..300).contains(&response.status_code.code()) {
-                        self.last_2xx = Some(response);
-                    }
+                Event::Response { response, .. }
+                    if (200..300).contains(&response.status_code.code()) =>
+                {
+                    self.last_2xx = Some(response);
                 }
                 _ => {}
             }
