@@ -86,7 +86,6 @@ def sip_messages():
         ROOT / "crates/sip/src/message.rs",
         ROOT / "crates/sip/src/registrar.rs",
         ROOT / "crates/sip/src/dialog.rs",
-        ROOT / "crates/sip/src/transaction/tests.rs",
         ROOT / "crates/server/tests/common/mod.rs",
         ROOT / "crates/server/tests/sip.rs",
     ]

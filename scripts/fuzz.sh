@@ -10,8 +10,9 @@
 #                            if the ASan build fails)
 #   FUZZ_TOOLCHAIN=nightly   use `cargo +nightly` instead of the default toolchain
 #   CARGO_BUILD_JOBS=N       build jobs, as for any cargo build
-#   FUZZ_CODEGEN_UNITS=N     rustc codegen units (default 16: a much faster build than
-#                            cargo-fuzz's default of 1, for a few percent of exec/s)
+#   FUZZ_CODEGEN_UNITS=N     rustc codegen units (default 16: a faster build than
+#                            cargo-fuzz's default of 1, for somewhat slower fuzzing;
+#                            use 1 for long runs)
 #
 # Toolchain: cargo-fuzz passes nightly-only flags (-Zsanitizer=...) to rustc. Machines of
 # this project have one (stable) toolchain, so unless FUZZ_TOOLCHAIN is set the script runs
@@ -20,9 +21,9 @@
 # docs/fuzzing.md.
 #
 # Inputs: fuzz/corpus-seed/<target> (committed seeds), fuzz/corpus/<target> (the working
-# corpus, gitignored, grows across runs) and fuzz/regressions/<target> (known crashers:
-# replayed first, so a bug that is not fixed yet fails the run). Crashes found are written
-# to fuzz/artifacts/<target>/.
+# corpus, gitignored, grows across runs) and fuzz/regressions/<target> (known crashers,
+# replayed at start-up with the corpus, so a bug not fixed yet fails the run). Crashes found
+# are written to fuzz/artifacts/<target>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -81,12 +82,14 @@ for t in "${targets[@]}"; do
         -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         >"$log" 2>&1; then
         passed=$((passed + 1))
-        grep -E '^#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss_mb' "$log" \
-            | sed "s/^/fuzz: $t: /" || true
+        grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | sed "s/^/fuzz: $t: /" || true
     else
         failed+=("$t")
-        # The panic message, the sanitizer report and cargo-fuzz's reproduction hints.
-        grep -v -E '^#[0-9]+ +(NEW|REDUCE|pulse|INITED|RELOAD)' "$log" | tail -n 60
+        # What went wrong (panic message or sanitizer report), then how to reproduce it.
+        grep -E -A8 'panicked at|ERROR: (libFuzzer|AddressSanitizer|LeakSanitizer)' "$log" \
+            | head -n 40 || true
+        echo "..."
+        grep -E -A3 'Failing input:|Reproduce with:|Minimize test case with:' "$log" || true
         echo "fuzz: $t FAILED (artifacts in fuzz/artifacts/$t/)"
     fi
     rm -f "$log"
