@@ -1066,7 +1066,11 @@ mod tests {
     #[test]
     fn multibyte_characters_in_the_start_line_do_not_panic() {
         // Regressions from fuzzing: byte 4 inside a multi-byte character.
-        for input in ["R : SIP\u{327}\n\n", "SIP\u{327}/2.0 200 OK\n\n", "REG\u{c5}TER sip:a SIP/2.0\r\n\r\n"] {
+        for input in [
+            "R : SIP\u{327}\n\n",
+            "SIP\u{327}/2.0 200 OK\n\n",
+            "REG\u{c5}TER sip:a SIP/2.0\r\n\r\n",
+        ] {
             assert!(parse(input.as_bytes(), src(), ParseLimits::default()).is_err());
         }
     }
