@@ -2,6 +2,8 @@
 # Interop tests: real SIPp (Debian's sip-tester 3.6.1) against a real Siphon process running
 # the embedded default configuration. Each check prints PASS/FAIL; the script exits non-zero
 # if any failed. Usage: sip-tests/run.sh [path/to/siphon]   (SIP_PORT=5060 by default)
+# The pipecat checks run a Pipecat service from a venv cached under
+# ${XDG_CACHE_HOME:-~/.cache}/siphon/pipecat-venv; the first run creates it (PyPI, ~2-3 min).
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
@@ -38,7 +40,10 @@ root_hint() { [ "$(id -u)" = 0 ] || echo " (not root: SIPp's pcap play needs a r
 cleanup() {
     capture_stop
     if [ -n "${siphon_pid:-}" ]; then kill "$siphon_pid" 2>/dev/null; wait "$siphon_pid" 2>/dev/null; fi
-    rm -rf "$work"
+    # The pipecat section's Pipecat service and second Siphon.
+    if [ -n "${pipecat_pid:-}" ]; then kill "$pipecat_pid" 2>/dev/null; wait "$pipecat_pid" 2>/dev/null; fi
+    if [ -n "${siphon2_pid:-}" ]; then kill "$siphon2_pid" 2>/dev/null; wait "$siphon2_pid" 2>/dev/null; fi
+    [ -n "${KEEP_WORK:-}" ] && echo "work dir kept: $work" || rm -rf "$work"
 }
 trap cleanup EXIT
 
@@ -148,6 +153,176 @@ done
 n=$(grep -c . <<<"$dtmf_log")
 [ "$n" = 3 ] || { echo "FAIL dtmf-total ($n DTMF lines, expected 3)"; dtmf_ok=0; }
 if [ "$dtmf_ok" = 1 ]; then echo "PASS dtmf-log"; else failures=$((failures + 1)); grep . <<<"$dtmf_log"; fi
+
+# Overload: an INVITE flood at 4x the default 100 calls/s limit while a call with real RTP
+# runs. The flood's excess must get 503s, Siphon's memory must stay bounded, and the
+# established call must lose no RTP (the same stream checks as echo-rtp).
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$siphon_pid/status"; }
+rss_before=$(rss_kb)
+mkdir -p "$work/flood"
+# The flood starts once the measured call is up (it would otherwise compete for the same
+# call-rate tokens as the flood: refusing it would be correct, but not the point here).
+( sleep 6; cd "$work/flood" && timeout 120 sipp -sf "$sc/flood.xml" -s 600 -r 400 -m 2000 -l 1000 \
+    -p 5115 -mp 16030 -trace_logs -nostdin 127.0.0.1:"$port" >stdout 2>&1 ) &
+flood_pid=$!
+rtp_echo echo-under-flood 600 16040 5116
+wait "$flood_pid"
+refused=$(cat "$work"/flood/*_logs.log 2>/dev/null | grep -c "refused 503")
+rss_after=$(rss_kb)
+growth=$(( (rss_after - rss_before) / 1024 ))
+if [ "$refused" -gt 0 ]; then
+    echo "PASS flood-503 ($refused of 2000 flood INVITEs refused with 503)"
+else
+    echo "FAIL flood-503 (no 503 seen by the flood)"; failures=$((failures + 1))
+fi
+if [ "$growth" -lt 64 ]; then
+    echo "PASS flood-memory (RSS ${rss_before} kB -> ${rss_after} kB)"
+else
+    echo "FAIL flood-memory (RSS grew ${growth} MB: ${rss_before} kB -> ${rss_after} kB)"
+    failures=$((failures + 1))
+fi
+
+# --- Pipecat: a voice-AI service built on Pipecat (PyPI pipecat-ai) must work against
+# Siphon's "twilio" fork mode unchanged. pipecat_twilio_service.py is such a service: it
+# detects the provider with Pipecat's parse_telephony_websocket and turns every message into
+# frames (and its echo back into messages) with Pipecat's TwilioFrameSerializer. It runs in
+# a venv cached under ${XDG_CACHE_HOME:-~/.cache}/siphon/pipecat-venv (created when missing:
+# pip needs PyPI; a failure is a FAIL with pip's words, never a skip). A second Siphon
+# (sip-tests/pipecat.toml: SIP 127.0.0.1:5064, RTP 30000-30998, no built-in analytics)
+# forks route 702 to it. Two calls: the 7 s of speech (as echo-rtp, checked the same way
+# with rtp_check.py; the capture filter's "udp port MEDIA_PORT" takes both directions), then
+# DTMF 1 2 3. pipecat_check.py then judges what Pipecat saw and what the caller heard.
+pipecat_version=1.14.0
+pipecat_venv="${XDG_CACHE_HOME:-$HOME/.cache}/siphon/pipecat-venv"
+pipecat_py="$pipecat_venv/bin/python"
+pipecat_ws=127.0.0.1:8094   # must match route 702's fork url in pipecat.toml
+pipecat_sip=127.0.0.1:5064  # must match pipecat.toml's sip.listen
+
+# pipecat_venv_ready: the cached venv has pipecat-ai $pipecat_version and websockets, and
+# finished installing (the marker is written last).
+pipecat_venv_ready() {
+    [ "$(cat "$pipecat_venv/.siphon-pipecat" 2>/dev/null)" = "pipecat-ai==$pipecat_version" ] &&
+        "$pipecat_py" -c "import importlib.metadata as m; m.version('websockets');
+assert m.version('pipecat-ai') == '$pipecat_version'" 2>/dev/null
+}
+
+# ensure_pipecat_venv: reuses the cached venv or builds it; prints PASS or FAIL (with why).
+ensure_pipecat_venv() {
+    local log="$work/pipecat/venv.log" t0=$SECONDS
+    if pipecat_venv_ready; then
+        echo "PASS pipecat-venv (cached: $pipecat_venv)"; return 0
+    fi
+    if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+        echo "FAIL pipecat-venv (pipecat-ai $pipecat_version needs Python >= 3.11; python3 is" \
+            "$(python3 --version 2>&1))"
+        return 1
+    fi
+    echo "    creating $pipecat_venv (pip install pipecat-ai==$pipecat_version websockets)"
+    rm -rf "$pipecat_venv"; mkdir -p "$(dirname "$pipecat_venv")"
+    if ! python3 -m venv "$pipecat_venv" >"$log" 2>&1; then
+        echo "FAIL pipecat-venv (python3 -m venv failed; on Debian/Ubuntu install python3-venv):"
+        tail -n 5 "$log" | sed 's/^/    /'; rm -rf "$pipecat_venv"; return 1
+    fi
+    if ! timeout 1200 "$pipecat_py" -m pip install --disable-pip-version-check --no-input \
+        "pipecat-ai==$pipecat_version" websockets >>"$log" 2>&1; then
+        echo "FAIL pipecat-venv (pip install pipecat-ai==$pipecat_version websockets failed" \
+            "after $((SECONDS - t0)) s; PyPI must be reachable). pip said:"
+        { grep -iE "error|could not|failed|timed out" "$log" || tail -n 5 "$log"; } |
+            awk '!seen[$0]++' | tail -n 10 | sed 's/^/    /'
+        rm -rf "$pipecat_venv"; return 1
+    fi
+    echo "pipecat-ai==$pipecat_version" >"$pipecat_venv/.siphon-pipecat"
+    if ! pipecat_venv_ready; then
+        echo "FAIL pipecat-venv (installed, but pipecat-ai $pipecat_version is not what it holds)"
+        rm -rf "$pipecat_venv"; return 1
+    fi
+    echo "PASS pipecat-venv (created in $((SECONDS - t0)) s: $pipecat_venv," \
+        "$(du -sh "$pipecat_venv" | cut -f1))"
+}
+
+# pipecat_fail WHAT: one failure, with the logs that explain it.
+pipecat_fail() {
+    echo "FAIL $1"; failures=$((failures + 1))
+    echo "    --- Pipecat service log (tail) ---"; tail -n 15 "$work/pipecat/service.log" 2>/dev/null | sed 's/^/    /'
+    echo "    --- second Siphon log (tail) ---"
+    tail -n 15 "$work/pipecat/siphon.log" 2>/dev/null | sed 's/\x1b\[[0-9;]*m//g; s/^/    /'
+}
+
+pipecat_tests() {
+    # run() and rtp_echo() send SIPp to $target: this function's calls go to the second Siphon.
+    local target="$pipecat_sip" result="$work/pipecat/result.json" ok=1 t0=$SECONDS
+    "$pipecat_py" "$here/pipecat_twilio_service.py" --listen "$pipecat_ws" --calls 2 \
+        --result "$result" --pcm-dir "$work/pipecat" --timeout 180 >"$work/pipecat/service.log" 2>&1 &
+    pipecat_pid=$!
+    "$siphon" --config "$here/pipecat.toml" --log info >"$work/pipecat/siphon.log" 2>&1 &
+    siphon2_pid=$!
+    # The service is up once it says so (importing Pipecat takes a few seconds); Siphon once
+    # it answers OPTIONS. At most ~30 s each.
+    for _ in $(seq 300); do
+        grep -q "^listening on" "$work/pipecat/service.log" 2>/dev/null && break
+        kill -0 "$pipecat_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if ! grep -q "^listening on" "$work/pipecat/service.log" 2>/dev/null; then
+        pipecat_fail "pipecat-service-start (the Pipecat service did not start listening on $pipecat_ws)"
+        return 1
+    fi
+    local service_up=$((SECONDS - t0))
+    for _ in $(seq 50); do
+        if sipp -sf "$here/scenarios/options.xml" -m 1 -p 5198 -timeout 1s -timeout_error \
+            "$pipecat_sip" >/dev/null 2>&1; then break; fi
+        kill -0 "$siphon2_pid" 2>/dev/null || break
+        sleep 0.2
+    done
+    echo "    (Pipecat service listening after ${service_up} s, second Siphon answering after" \
+        "$((SECONDS - t0)) s)"
+
+    rtp_echo pipecat-702-rtp 702 16030 5115
+    run pipecat-702-dtmf 0 -sf "$sc/dtmf.xml" -s 702 -m 1 -p 5116 -i 127.0.0.1 -mp 16040
+
+    # The service exits once both calls' WebSockets have closed.
+    for _ in $(seq 100); do kill -0 "$pipecat_pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pipecat_pid" 2>/dev/null; then
+        pipecat_fail "pipecat-service-exit (the service still waits for a call's WebSocket to end)"
+        kill "$pipecat_pid" 2>/dev/null; ok=0
+    fi
+    wait "$pipecat_pid" 2>/dev/null; pipecat_pid=""
+
+    local common=(--result "$result" --config "$here/pipecat.toml" --number 702
+        --siphon-log "$work/pipecat/siphon.log")
+    if "$pipecat_py" "$here/pipecat_check.py" "${common[@]}" --call 0 \
+        --capture "$work/pipecat-702-rtp.pcapng" --mport 16030 >"$work/pipecat/check-audio" 2>&1; then
+        echo "PASS pipecat-702-service"
+    else
+        pipecat_fail "pipecat-702-service"; ok=0
+    fi
+    sed 's/^/    /' "$work/pipecat/check-audio"
+    if "$pipecat_py" "$here/pipecat_check.py" "${common[@]}" --call 1 --dtmf 123 \
+        >"$work/pipecat/check-dtmf" 2>&1; then
+        echo "PASS pipecat-702-dtmf-service"
+    else
+        pipecat_fail "pipecat-702-dtmf-service"; ok=0
+    fi
+    sed 's/^/    /' "$work/pipecat/check-dtmf"
+
+    if ! kill -0 "$siphon2_pid" 2>/dev/null; then
+        pipecat_fail "pipecat-siphon (the second Siphon exited during the tests)"
+    fi
+    kill -TERM "$siphon2_pid"
+    if wait "$siphon2_pid"; then echo "PASS pipecat-clean-shutdown"; else
+        pipecat_fail "pipecat-clean-shutdown"; fi
+    siphon2_pid=""
+    [ "$ok" = 1 ]
+}
+
+mkdir -p "$work/pipecat"
+pipecat_t0=$SECONDS
+if ensure_pipecat_venv; then
+    pipecat_tests
+    echo "    (pipecat section: $((SECONDS - pipecat_t0)) s)"
+else
+    failures=$((failures + 1))
+fi
 
 if ! kill -0 "$siphon_pid" 2>/dev/null; then
     echo "FAIL siphon exited during the tests"; failures=$((failures + 1))

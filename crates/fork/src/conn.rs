@@ -444,6 +444,7 @@ impl Task {
         match res {
             Ok(ws) => {
                 let resumed = self.ever_connected;
+                ForkStats::add(&self.stats.connects, 1);
                 if resumed {
                     ForkStats::add(&self.stats.reconnects, 1);
                 }

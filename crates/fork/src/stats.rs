@@ -100,6 +100,11 @@ impl Latency {
         (n > 0).then(|| Duration::from_micros(self.sum_us.load(Ordering::Relaxed) / n))
     }
 
+    /// Sum of all samples (for a Prometheus histogram's `_sum`).
+    pub fn sum(&self) -> Duration {
+        Duration::from_micros(self.sum_us.load(Ordering::Relaxed))
+    }
+
     /// Largest latency seen.
     pub fn max(&self) -> Duration {
         Duration::from_micros(self.max_us.load(Ordering::Relaxed))
@@ -160,6 +165,8 @@ pub struct ForkStats {
     pub playback_dropped: AtomicU64,
     /// Messages from the service ignored (unknown type, unsupported audio, command flood).
     pub messages_ignored: AtomicU64,
+    /// Successful connections: the first and every reconnection.
+    pub connects: AtomicU64,
     /// Successful reconnections.
     pub reconnects: AtomicU64,
     /// Failed connection attempts.
@@ -244,6 +251,7 @@ mod tests {
         assert_eq!(l.count(), 10);
         assert_eq!(l.max(), Duration::from_millis(700));
         assert_eq!(l.mean(), Some(Duration::from_micros(73_800)));
+        assert_eq!(l.sum(), Duration::from_millis(738));
         assert_eq!(l.quantile(0.5), Some(Duration::from_millis(1)));
         assert_eq!(l.quantile(0.9), Some(Duration::from_millis(50)));
         assert_eq!(l.quantile(1.0), Some(Duration::from_millis(700)));

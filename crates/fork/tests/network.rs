@@ -62,6 +62,11 @@ async fn reconnects_to_a_restarted_service_delivering_the_buffer_and_counting_th
     assert_eq!(sent + stats.frames_dropped(), pushed);
     assert_eq!(ForkStats::get(&stats.reconnects), 1);
     assert_eq!(
+        ForkStats::get(&stats.connects),
+        2,
+        "the first connection and the reconnection"
+    );
+    assert_eq!(
         rec.stop.unwrap(),
         json!({
             "event": "stop", "reason": "hangup",
@@ -346,4 +351,115 @@ async fn raw_websocket_client_sees_the_start_first() {
     assert_eq!(v["event"], "start");
     assert_eq!(v["streamId"], fork.stream_id());
     fork.stop("hangup");
+}
+
+/// The index of the frame `data` is (see [`frame`]), among the first `n`.
+fn frame_index(data: &[u8], n: usize) -> Option<usize> {
+    (0..n).find(|&i| frame(i, data.len()) == data)
+}
+
+#[tokio::test]
+async fn audio_keeps_flowing_after_reconnecting_to_a_restarted_service() {
+    // A 20 ms clock pushes frames through a kill and a restart, as a call would; every
+    // frame pushed once the fork is back must reach the new service, in order, without
+    // waiting for the stop's final flush.
+    const LEN: usize = 320;
+    const TOTAL: usize = 95;
+    let svc1 = service().await;
+    let port = svc1.local_addr().port();
+    let mut cfg = config(svc1.url(siphon_analytics::Mode::Native), Mode::Native);
+    cfg.reconnect_min = Duration::from_millis(100);
+    cfg.reconnect_max = Duration::from_millis(300);
+    let fork = start(cfg, meta());
+    let id = fork.stream_id().to_string();
+    wait_state(&fork, ForkState::Connected).await;
+
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let mut svc1 = Some(svc1);
+    let mut svc2 = None;
+    let mut resumed_at = None;
+    for i in 0..TOTAL {
+        tick.tick().await;
+        if i == 20 {
+            svc1.take().unwrap().kill().await;
+        }
+        if i == 45 {
+            let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+            svc2 = Some(siphon_analytics::serve(listener, quiet()).unwrap());
+        }
+        if resumed_at.is_none()
+            && fork.state() == ForkState::Connected
+            && ForkStats::get(&fork.stats().reconnects) == 1
+        {
+            resumed_at = Some(i);
+        }
+        fork.send_audio(frame(i, LEN), Instant::now());
+    }
+    let svc2 = svc2.unwrap();
+    let resumed_at = resumed_at.expect("the fork reconnected while frames were flowing");
+    assert!(
+        resumed_at < TOTAL - 20,
+        "reconnected late, at frame {resumed_at}"
+    );
+
+    // Everything pushed has reached the service (or been counted as dropped) before the
+    // fork is stopped: stop flushes, so checking after it would hide a stalled writer.
+    let last = frame(TOTAL - 1, LEN);
+    let rec = svc2
+        .wait_stream(&id, Duration::from_secs(2), |r| {
+            r.audio.last().is_some_and(|f| f.data == last)
+        })
+        .await;
+    let stats = fork.stats();
+    let Some(rec) = rec else {
+        let got: Vec<_> = svc2
+            .stream(&id)
+            .map(|r| {
+                r.audio
+                    .iter()
+                    .map(|f| frame_index(&f.data, TOTAL))
+                    .collect()
+            })
+            .unwrap_or_default();
+        panic!(
+            "frame {} never arrived (reconnected at frame {resumed_at}); the new service got \
+             {got:?}; pushed {} sent {} dropped {}",
+            TOTAL - 1,
+            ForkStats::get(&stats.frames_pushed),
+            ForkStats::get(&stats.frames_sent),
+            stats.frames_dropped(),
+        );
+    };
+    let pushed = ForkStats::get(&stats.frames_pushed);
+    let sent = ForkStats::get(&stats.frames_sent);
+    assert_eq!(pushed, TOTAL as u64);
+    assert_eq!(
+        sent + stats.frames_dropped(),
+        pushed,
+        "every frame accounted for"
+    );
+    assert_eq!(ForkStats::get(&stats.reconnects), 1);
+    assert_eq!(rec.start().unwrap()["resumed"], json!(true));
+
+    // The new service got a run of consecutive frames, in order, ending with the newest and
+    // covering every frame pushed since the reconnect.
+    let got: Vec<usize> = rec
+        .audio
+        .iter()
+        .map(|f| frame_index(&f.data, TOTAL).expect("a frame we pushed"))
+        .collect();
+    let first = got[0];
+    assert!(first <= resumed_at, "frames from {resumed_at} on: {got:?}");
+    assert_eq!(
+        got,
+        (first..TOTAL).collect::<Vec<_>>(),
+        "in order, none missing"
+    );
+
+    let stats = fork.stop("hangup").wait().await;
+    assert_eq!(
+        ForkStats::get(&stats.frames_sent) + stats.frames_dropped(),
+        ForkStats::get(&stats.frames_pushed)
+    );
+    svc2.shutdown().await;
 }

@@ -63,18 +63,24 @@ pub struct SipConfig {
     pub t4_ms: u64,
     #[serde(default = "default_ring_timeout")]
     pub ring_timeout_s: u64,
+    /// On shutdown, how long calls may go on before they get BYE.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// Bearer token for `/api/*`. Without one, only loopback clients may use the API.
+    pub token: Option<String>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            token: None,
         }
     }
 }
@@ -313,6 +319,9 @@ fn default_t4() -> u64 {
 fn default_ring_timeout() -> u64 {
     30
 }
+fn default_drain_timeout() -> u64 {
+    30
+}
 fn default_algorithms() -> Vec<Algorithm> {
     vec![Algorithm::Md5, Algorithm::Sha256]
 }
@@ -401,6 +410,16 @@ impl Config {
         if self.sip.max_message_size < 1024 {
             return Err(ConfigError::Invalid(
                 "sip: max_message_size below 1024 bytes cannot carry an INVITE".into(),
+            ));
+        }
+        if self
+            .http
+            .token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(ConfigError::Invalid(
+                "http: token must be printable ASCII without spaces".into(),
             ));
         }
         if self.auth.algorithms.is_empty() {

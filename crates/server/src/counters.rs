@@ -1,7 +1,21 @@
 //! Counters for what the server dropped, rejected and handled. Plain atomics so every task
-//! can bump them without a lock; the metrics endpoint exports them.
+//! can bump them without a lock; `GET /metrics` (see `http::metrics`) reads them at scrape
+//! time and writes the Prometheus exposition.
+//!
+//! Labelled counters are arrays indexed by a fixed list of label values (`METHODS`,
+//! `CLASSES`, `REJECT_CODES`, `END_RESULTS`), so counting never allocates or locks and the
+//! label sets stay bounded whatever the network sends.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use rsip::prelude::*;
+use siphon_media::session::MediaSession;
+use tokio::time::Instant;
+
+use crate::fork_metrics::ForkMetrics;
 
 /// Labels of [`siphon_sip::message::ParseError::kind`], in a fixed order so the counters
 /// can live in an array.
@@ -63,6 +77,45 @@ pub struct Counters {
     pub auth_blocks: AtomicU64,
     /// TCP connections refused at the connection limit.
     pub tcp_rejected: AtomicU64,
+
+    /// SIP requests by method (`METHODS` order): received from the network (parsed), and
+    /// sent by Siphon (retransmissions included).
+    pub sip_requests_in: [AtomicU64; METHOD_SLOTS],
+    pub sip_requests_out: [AtomicU64; METHOD_SLOTS],
+    /// SIP responses by the method of their CSeq and status class (`CLASSES` order).
+    pub sip_responses_in: [[AtomicU64; 6]; METHOD_SLOTS],
+    pub sip_responses_out: [[AtomicU64; 6]; METHOD_SLOTS],
+    /// Copied from the transaction layer after each turn of the SIP core.
+    pub transactions_active: AtomicU64,
+    pub retransmissions_sent: AtomicU64,
+    pub retransmissions_absorbed: AtomicU64,
+    /// Registrar bindings that expired without a refresh.
+    pub registrations_expired: AtomicU64,
+    /// Final non-2xx responses to initial INVITEs, by code (`REJECT_CODES` order).
+    pub calls_rejected_by_code: [AtomicU64; 32],
+    /// Calls that left the call table, by why (`END_RESULTS` order).
+    pub calls_ended_by: [AtomicU64; 16],
+    /// INVITE received to 200 OK sent.
+    pub call_setup: Histogram,
+    pub rtp_bytes_in: AtomicU64,
+    pub rtp_bytes_out: AtomicU64,
+    /// Packets the peer sent that never arrived (RFC 3550 cumulative loss, from sequence
+    /// gaps), summed over legs.
+    pub rtp_lost: AtomicU64,
+    /// Packets the jitter buffer discarded as too late or as duplicates.
+    pub rtp_late: AtomicU64,
+    pub rtp_duplicates: AtomicU64,
+    /// RTP/RTCP datagrams that could not be sent.
+    pub rtp_send_failures: AtomicU64,
+    /// RFC 3550 interarrival jitter of the peers' streams, sampled once a second per leg
+    /// while RTP flows.
+    pub rtp_jitter: Histogram,
+    /// Media tasks running (they end a little after their call: RTCP BYE, fork stop).
+    pub media_legs_active: AtomicU64,
+    /// Set on shutdown: new INVITEs get 503 and `/readyz` fails.
+    pub draining: AtomicBool,
+    /// Live forks' statistics and the totals of ended ones.
+    pub forks: Arc<ForkMetrics>,
 }
 
 impl Counters {
@@ -85,6 +138,332 @@ impl Counters {
             .map(|c| c.load(Ordering::Relaxed))
             .sum()
     }
+
+    /// A parsed message arrived from the network.
+    pub fn message_in(&self, message: &rsip::SipMessage) {
+        match message {
+            rsip::SipMessage::Request(r) => {
+                inc(&self.sip_requests_in[method_index(&r.method.to_string())]);
+            }
+            rsip::SipMessage::Response(r) => {
+                let cseq = r.cseq_header().map(|h| h.value().to_string());
+                let method = cseq
+                    .as_deref()
+                    .ok()
+                    .and_then(|v| v.split_whitespace().nth(1))
+                    .unwrap_or("other");
+                if let Some(class) = class_index(r.status_code.code()) {
+                    inc(&self.sip_responses_in[method_index(method)][class]);
+                }
+            }
+        }
+    }
+
+    /// Siphon sent these bytes (a whole SIP message): counted by method or status class
+    /// from the start line and CSeq, without a full parse.
+    pub fn message_out(&self, bytes: &[u8]) {
+        let head = &bytes[..bytes.len().min(2048)];
+        let text = String::from_utf8_lossy(head);
+        if let Some(rest) = text.strip_prefix("SIP/2.0 ") {
+            let code = rest.get(..3).and_then(|c| c.parse::<u16>().ok());
+            let method = cseq_method(&text).unwrap_or("other");
+            if let Some(class) = code.and_then(class_index) {
+                inc(&self.sip_responses_out[method_index(method)][class]);
+            }
+        } else if let Some(method) = text.split(' ').next() {
+            inc(&self.sip_requests_out[method_index(method)]);
+        }
+    }
+
+    /// Copies the transaction layer's own counters (they only grow).
+    pub fn transactions(&self, active: usize, stats: siphon_sip::transaction::TransactionStats) {
+        let set = |c: &AtomicU64, v: u64| c.store(v, Ordering::Relaxed);
+        set(&self.transactions_active, active as u64);
+        set(&self.retransmissions_sent, stats.retransmissions_sent);
+        set(
+            &self.retransmissions_absorbed,
+            stats.retransmissions_absorbed,
+        );
+    }
+
+    /// An initial INVITE got a final non-2xx response.
+    pub fn call_rejected(&self, code: u16) {
+        let i = REJECT_CODES
+            .iter()
+            .position(|c| *c == code)
+            .unwrap_or(REJECT_CODES.len());
+        inc(&self.calls_rejected_by_code[i]);
+    }
+
+    pub fn call_ended(&self, result: EndResult) {
+        inc(&self.calls_ended_by[result as usize]);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// SIP methods counted by name; anything else is `other` (the last slot).
+pub const METHODS: &[&str] = &[
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "OPTIONS",
+    "REGISTER",
+    "INFO",
+    "PRACK",
+    "UPDATE",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "REFER",
+    "MESSAGE",
+    "PUBLISH",
+    "other",
+];
+pub const METHOD_SLOTS: usize = 16;
+
+/// Status classes, label values of `class`.
+pub const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "6xx"];
+
+/// Codes counted one by one in `calls_rejected_by_code`; others go to `other`.
+pub const REJECT_CODES: &[u16] = &[
+    300, 301, 302, 400, 401, 403, 404, 405, 407, 408, 410, 413, 415, 416, 420, 480, 481, 482, 483,
+    484, 486, 487, 488, 491, 500, 501, 502, 503, 504, 600, 603,
+];
+
+/// Why a call left the call table (label `result` of `siphon_calls_ended_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndResult {
+    /// Answered, then the caller sent BYE.
+    Completed,
+    /// CANCEL before the answer (487).
+    Cancelled,
+    /// Rang until `ring_timeout_s` (480).
+    NoAnswer,
+    /// No RTP from the peer for `inactivity_timeout_s` (BYE).
+    RtpTimeout,
+    /// The media task ended the call for another reason (BYE).
+    MediaEnded,
+    /// Our final response was never ACKed.
+    NoAck,
+    /// `DELETE /api/calls/{id}`.
+    Admin,
+    /// Still up when the drain timeout passed (BYE).
+    DrainTimeout,
+    /// Still up when the server stopped without draining.
+    Shutdown,
+    Other,
+}
+
+/// Label values of [`EndResult`], in its order.
+pub const END_RESULTS: &[&str] = &[
+    "completed",
+    "cancelled",
+    "no_answer",
+    "rtp_timeout",
+    "media_ended",
+    "no_ack",
+    "admin",
+    "drain_timeout",
+    "shutdown",
+    "other",
+];
+
+pub fn method_index(method: &str) -> usize {
+    METHODS
+        .iter()
+        .position(|m| m.eq_ignore_ascii_case(method))
+        .unwrap_or(METHODS.len() - 1)
+}
+
+fn class_index(code: u16) -> Option<usize> {
+    (100..700)
+        .contains(&code)
+        .then(|| usize::from(code / 100 - 1))
+}
+
+/// The method in a message's CSeq header (`CSeq: 1 INVITE`).
+fn cseq_method(text: &str) -> Option<&str> {
+    text.lines().take_while(|l| !l.is_empty()).find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("CSeq")
+            .then(|| value.split_whitespace().nth(1))
+            .flatten()
+    })
+}
+
+/// Bucket upper bounds (seconds) of `siphon_call_setup_seconds`.
+pub const SETUP_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Bucket upper bounds (seconds) of `siphon_rtp_jitter_seconds`.
+pub const JITTER_BUCKETS: &[f64] = &[0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5];
+
+/// A lock-free histogram: a count per bucket (the last one unbounded) and the sum in
+/// microseconds. The bucket bounds are not stored: the recording and the exporting side
+/// name the same constant.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    counts: [AtomicU64; 16],
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, bounds: &[f64], value: Duration) {
+        let secs = value.as_secs_f64();
+        let i = bounds
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(bounds.len())
+            .min(self.counts.len() - 1);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        let us = u64::try_from(value.as_micros()).unwrap_or(u64::MAX);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Per-bucket (not cumulative) counts for `bounds`, the last being `+Inf`; and the sum.
+    pub fn snapshot(&self, bounds: &[f64]) -> (Vec<u64>, Duration) {
+        let n = (bounds.len() + 1).min(self.counts.len());
+        let counts = self.counts[..n].iter().map(get).collect();
+        (
+            counts,
+            Duration::from_micros(self.sum_us.load(Ordering::Relaxed)),
+        )
+    }
+}
+
+/// One call leg's RTP counters, shared by its media task (the only writer) and the admin
+/// API. Nothing here is shared between calls.
+#[derive(Debug, Default)]
+pub struct LegStats {
+    pub packets_in: AtomicU64,
+    pub packets_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Cumulative loss of the peer's stream (sequence gaps), refreshed once a second.
+    pub lost: AtomicU64,
+    /// Packets discarded by the jitter buffer as late, refreshed once a second.
+    pub late: AtomicU64,
+    /// Interarrival jitter in microseconds, refreshed once a second.
+    pub jitter_us: AtomicU64,
+    /// Where the peer's RTP comes from, once latched.
+    latched: std::sync::Mutex<Option<SocketAddr>>,
+}
+
+impl LegStats {
+    pub fn received(&self, bytes: usize) {
+        inc(&self.packets_in);
+        self.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub fn sent(&self, bytes: usize) {
+        inc(&self.packets_out);
+        self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Once per leg (on latching), so a per-leg mutex is no cost.
+    pub fn set_latched(&self, addr: Option<SocketAddr>) {
+        if let Ok(mut l) = self.latched.lock() {
+            *l = addr;
+        }
+    }
+
+    pub fn latched(&self) -> Option<SocketAddr> {
+        self.latched.lock().ok().and_then(|l| *l)
+    }
+}
+
+/// Moves a leg's counters into the server-wide totals: per-packet work stays on the leg's
+/// own atomics, and the shared counters see one update a second per leg (and a last one
+/// when the leg ends).
+#[derive(Debug)]
+pub struct LegPublisher {
+    next: Instant,
+    bytes_in: u64,
+    bytes_out: u64,
+    lost: u64,
+    late: u64,
+    duplicates: u64,
+    packets_in: u64,
+}
+
+impl Default for LegPublisher {
+    fn default() -> Self {
+        LegPublisher {
+            next: Instant::now() + PUBLISH_EVERY,
+            bytes_in: 0,
+            bytes_out: 0,
+            lost: 0,
+            late: 0,
+            duplicates: 0,
+            packets_in: 0,
+        }
+    }
+}
+
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+impl LegPublisher {
+    /// Publishes if a second has passed since the last time.
+    pub fn tick(&mut self, counters: &Counters, leg: &LegStats, session: Option<&MediaSession>) {
+        let now = Instant::now();
+        if now >= self.next {
+            self.next = now + PUBLISH_EVERY;
+            self.publish(counters, leg, session);
+        }
+    }
+
+    pub fn publish(&mut self, counters: &Counters, leg: &LegStats, session: Option<&MediaSession>) {
+        // Counters only grow; a session replaced mid-call (codec change) restarts its own
+        // counts, so anything that went down starts a new baseline instead.
+        fn delta(total: &AtomicU64, last: &mut u64, now: u64) {
+            if now < *last {
+                *last = 0;
+            }
+            if now > *last {
+                total.fetch_add(now - *last, Ordering::Relaxed);
+            }
+            *last = now;
+        }
+        delta(
+            &counters.rtp_bytes_in,
+            &mut self.bytes_in,
+            get(&leg.bytes_in),
+        );
+        delta(
+            &counters.rtp_bytes_out,
+            &mut self.bytes_out,
+            get(&leg.bytes_out),
+        );
+        let Some(session) = session else {
+            return;
+        };
+        let stats = session.stats();
+        delta(&counters.rtp_late, &mut self.late, stats.jitter.late);
+        delta(
+            &counters.rtp_duplicates,
+            &mut self.duplicates,
+            stats.jitter.duplicates,
+        );
+        leg.late.store(stats.jitter.late, Ordering::Relaxed);
+        if let Some(rx) = session.receiver_stats() {
+            let lost = u64::try_from(rx.cumulative_lost()).unwrap_or(0);
+            delta(&counters.rtp_lost, &mut self.lost, lost);
+            leg.lost.store(lost, Ordering::Relaxed);
+            let jitter = rx.jitter_duration();
+            leg.jitter_us
+                .store(jitter.as_micros() as u64, Ordering::Relaxed);
+            // Sample only while RTP flows: a held leg's jitter is stale.
+            let packets = get(&leg.packets_in);
+            if packets > self.packets_in {
+                counters.rtp_jitter.observe(JITTER_BUCKETS, jitter);
+            }
+            self.packets_in = packets;
+        }
+    }
 }
 
 /// Shorthand for `counter.fetch_add(1, Relaxed)`.
@@ -94,4 +473,72 @@ pub fn inc(counter: &AtomicU64) {
 
 pub fn get(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn outgoing_messages_are_counted_by_start_line_and_cseq() {
+        let c = Counters::default();
+        c.message_out(b"SIP/2.0 180 Ringing\r\nVia: x\r\ncseq:  7 INVITE\r\n\r\n");
+        c.message_out(b"SIP/2.0 200 OK\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n");
+        c.message_out(b"BYE sip:a@b SIP/2.0\r\nCSeq: 3 BYE\r\n\r\n");
+        c.message_out(b"FROB sip:a@b SIP/2.0\r\n\r\n");
+        c.message_out(b"SIP/2.0 9");
+        let invite = method_index("INVITE");
+        let bye = method_index("bye");
+        assert_eq!(get(&c.sip_responses_out[invite][0]), 1);
+        assert_eq!(get(&c.sip_responses_out[bye][1]), 1);
+        assert_eq!(get(&c.sip_requests_out[bye]), 1);
+        assert_eq!(get(&c.sip_requests_out[method_index("other")]), 1);
+        let all: u64 = c.sip_responses_out.iter().flatten().map(get).sum();
+        assert_eq!(all, 2, "a truncated status line is not counted");
+    }
+
+    #[test]
+    fn rejections_and_results_have_slots() {
+        let c = Counters::default();
+        c.call_rejected(404);
+        c.call_rejected(499);
+        let i404 = REJECT_CODES.iter().position(|c| *c == 404).unwrap();
+        assert_eq!(get(&c.calls_rejected_by_code[i404]), 1);
+        assert_eq!(get(&c.calls_rejected_by_code[REJECT_CODES.len()]), 1);
+        assert!(REJECT_CODES.len() < c.calls_rejected_by_code.len());
+        assert_eq!(END_RESULTS.len(), EndResult::Other as usize + 1);
+        c.call_ended(EndResult::DrainTimeout);
+        assert_eq!(get(&c.calls_ended_by[7]), 1);
+        assert_eq!(END_RESULTS[7], "drain_timeout");
+    }
+
+    #[test]
+    fn histogram_buckets_and_sum() {
+        let h = Histogram::default();
+        h.observe(SETUP_BUCKETS, Duration::from_millis(3));
+        h.observe(SETUP_BUCKETS, Duration::from_millis(80));
+        h.observe(SETUP_BUCKETS, Duration::from_secs(100));
+        let (counts, sum) = h.snapshot(SETUP_BUCKETS);
+        assert_eq!(counts.len(), SETUP_BUCKETS.len() + 1);
+        assert_eq!(counts[0], 1);
+        assert_eq!(counts[4], 1); // <= 0.1
+        assert_eq!(counts[SETUP_BUCKETS.len()], 1); // +Inf
+        assert_eq!(sum, Duration::from_micros(100_083_000));
+    }
+
+    #[tokio::test]
+    async fn leg_totals_are_published_as_deltas() {
+        let c = Counters::default();
+        let leg = LegStats::default();
+        let mut p = LegPublisher::default();
+        leg.received(172);
+        leg.sent(172);
+        p.publish(&c, &leg, None);
+        leg.received(100);
+        p.publish(&c, &leg, None);
+        p.publish(&c, &leg, None);
+        assert_eq!(get(&c.rtp_bytes_in), 272);
+        assert_eq!(get(&c.rtp_bytes_out), 172);
+    }
 }

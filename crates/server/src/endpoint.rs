@@ -9,24 +9,25 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
 use rsip::prelude::*;
 use rsip::{Header, Method};
+use siphon_fork::ForkConfig;
 use siphon_sip::auth::{Authenticator, DigestConfig};
 use siphon_sip::dialog::{Dialog, DialogId, DialogState, uri_of};
 use siphon_sip::message::{self, ACCEPT, ALLOW, header_value, response_to};
-use siphon_sip::registrar::{MemoryLocationStore, RegisterOutcome, Registrar};
+use siphon_sip::registrar::{LocationStore, MemoryLocationStore, RegisterOutcome, Registrar};
 use siphon_sip::sdp::{Codec, LocalMedia, LocalSession, SessionDescription};
 use siphon_sip::transaction::{Event, TransactionKey, TransactionLayer, new_branch};
 use siphon_sip::{Peer, Transport};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::{Action, Config, RouteAuth};
-use crate::counters::{Counters, inc};
+use crate::counters::{Counters, EndResult, LegStats, SETUP_BUCKETS, inc};
 use crate::dialplan;
 use crate::limits::{AuthFailures, Blocklist, TokenBucket, Verdict};
 use crate::media::{self, LegSetup, MediaHandle, MediaParams, Prompt};
@@ -43,6 +44,32 @@ pub enum Command {
     RingTimeout(TransactionKey),
     /// The call's media ended on its own (RTP inactivity): hang up with BYE.
     MediaEnded { call: DialogId, reason: String },
+    /// Admin API: hang up the call with this Call-ID (BYE, or 480 while it rings). `done`
+    /// says whether there was such a call.
+    HangUp {
+        call_id: String,
+        done: oneshot::Sender<bool>,
+    },
+    /// Admin API: start a fork named `fork_id` on a live call's media. `done` says whether
+    /// the call was found.
+    AttachFork {
+        call_id: String,
+        fork_id: String,
+        config: Box<ForkConfig>,
+        done: oneshot::Sender<bool>,
+    },
+    /// Admin API: stop a call's fork. `done` says whether the call was found.
+    DetachFork {
+        call_id: String,
+        fork_id: String,
+        done: oneshot::Sender<bool>,
+    },
+    /// Shutdown: refuse new calls (503), let the current ones go on for `timeout`, then BYE
+    /// them. `done` fires once no call is left.
+    Drain {
+        timeout: Duration,
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// What the admin API and tests can see of a call.
@@ -55,6 +82,15 @@ pub struct CallSummary {
     pub codec: Option<Codec>,
     pub rtp_port: u16,
     pub answered: bool,
+    /// When the INVITE was taken (monotonic, for durations) and the wall clock then.
+    pub started: Instant,
+    pub started_at: SystemTime,
+    /// INVITE to 200 OK, once answered.
+    pub setup_time: Option<Duration>,
+    /// Where the INVITE came from.
+    pub source: SocketAddr,
+    /// The leg's RTP counters, kept by its media task.
+    pub rtp: Arc<LegStats>,
 }
 
 struct Call {
@@ -92,6 +128,13 @@ pub struct Endpoint {
     auth_failures: AuthFailures,
     invite_rate: TokenBucket,
     register_rate: TokenBucket,
+    /// Set by `Command::Drain`.
+    drain: Option<Drain>,
+}
+
+struct Drain {
+    deadline: Instant,
+    done: Option<oneshot::Sender<()>>,
 }
 
 impl Endpoint {
@@ -157,7 +200,13 @@ impl Endpoint {
             by_invite: HashMap::new(),
             commands,
             registry,
+            drain: None,
         }
+    }
+
+    /// The registrar's bindings, for the admin API and metrics (read-only use).
+    pub fn location_store(&self) -> Arc<dyn LocationStore> {
+        self.registrar.store().clone()
     }
 
     pub async fn run(
@@ -175,6 +224,17 @@ impl Endpoint {
                     None => std::future::pending().await,
                 }
             };
+            let drain_deadline = self
+                .drain
+                .as_ref()
+                .filter(|_| !self.calls.is_empty())
+                .map(|d| d.deadline);
+            let drain_timer = async {
+                match drain_deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 Some(msg) = inbound.recv() => self.handle_inbound(msg).await,
                 Some(cmd) = commands.recv() => self.handle_command(cmd),
@@ -186,16 +246,33 @@ impl Endpoint {
                     self.blocklist.purge(now);
                     let expired = self.registrar.purge_expired(now);
                     if expired > 0 {
+                        self.counters
+                            .registrations_expired
+                            .fetch_add(expired as u64, std::sync::atomic::Ordering::Relaxed);
                         info!(expired, "registrations expired");
                     }
                 }
+                () = drain_timer => {
+                    warn!(calls = self.calls.len(), "drain timeout; hanging up the calls left");
+                    self.hang_up_all("shutdown", EndResult::DrainTimeout);
+                }
                 _ = shutdown.recv() => {
-                    self.hang_up_all("shutdown");
+                    self.hang_up_all("shutdown", EndResult::Shutdown);
                     self.flush().await;
                     return;
                 }
             }
             self.flush().await;
+            self.check_drained();
+        }
+    }
+
+    fn check_drained(&mut self) {
+        if self.calls.is_empty()
+            && let Some(done) = self.drain.as_mut().and_then(|d| d.done.take())
+        {
+            info!("drained: no call left");
+            let _ = done.send(());
         }
     }
 
@@ -210,6 +287,8 @@ impl Endpoint {
             };
             self.handle_event(event).await;
         }
+        self.counters
+            .transactions(self.layer.len(), self.layer.stats());
     }
 
     async fn handle_inbound(&mut self, inbound: Inbound) {
@@ -259,7 +338,7 @@ impl Endpoint {
             Event::AckTimeout { key } => {
                 if let Some(id) = self.by_invite.get(&key).cloned() {
                     warn!(call_id = %id.call_id, "no ACK for our final response; ending call");
-                    self.hang_up(&id, "no ACK");
+                    self.hang_up_as(&id, "no ACK", EndResult::NoAck);
                 }
             }
         }
@@ -278,14 +357,64 @@ impl Endpoint {
                 {
                     info!(call_id = %id.call_id, "no answer; 480");
                     self.reply(&key, 480, None, &[]);
-                    self.end_call(&id, "no answer");
+                    self.end_call_as(&id, EndResult::NoAnswer);
                 }
             }
             Command::MediaEnded { call, reason } => {
                 info!(call_id = %call.call_id, %reason, "media ended; sending BYE");
-                self.hang_up(&call, &reason);
+                let result = if reason.starts_with("no RTP") {
+                    EndResult::RtpTimeout
+                } else {
+                    EndResult::MediaEnded
+                };
+                self.hang_up_as(&call, &reason, result);
+            }
+            Command::HangUp { call_id, done } => {
+                let id = self.find_call(&call_id);
+                if let Some(id) = &id {
+                    info!(%call_id, "hung up through the admin API");
+                    self.hang_up_as(id, "admin", EndResult::Admin);
+                }
+                let _ = done.send(id.is_some());
+            }
+            Command::AttachFork {
+                call_id,
+                fork_id,
+                config,
+                done,
+            } => {
+                let call = self.find_call(&call_id).and_then(|id| self.calls.get(&id));
+                let ok = call.is_some_and(|c| c.media.attach_fork(fork_id, *config));
+                let _ = done.send(ok);
+            }
+            Command::DetachFork {
+                call_id,
+                fork_id,
+                done,
+            } => {
+                let call = self.find_call(&call_id).and_then(|id| self.calls.get(&id));
+                let ok = call.is_some_and(|c| c.media.detach_fork(fork_id));
+                let _ = done.send(ok);
+            }
+            Command::Drain { timeout, done } => {
+                info!(
+                    calls = self.calls.len(),
+                    ?timeout,
+                    "draining: new calls get 503"
+                );
+                self.counters
+                    .draining
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                self.drain = Some(Drain {
+                    deadline: Instant::now() + timeout,
+                    done: Some(done),
+                });
             }
         }
+    }
+
+    fn find_call(&self, call_id: &str) -> Option<DialogId> {
+        self.calls.keys().find(|id| id.call_id == call_id).cloned()
     }
 
     async fn on_request(&mut self, key: TransactionKey, request: rsip::Request, peer: Peer) {
@@ -308,6 +437,11 @@ impl Endpoint {
             Method::Register => self.on_register(&key, &request, peer),
             Method::Options => self.on_options(&key, &request),
             Method::Invite if in_dialog => self.on_reinvite(&key, &request),
+            Method::Invite if self.drain.is_some() || self.counters.is_draining() => {
+                inc(&self.counters.calls_started);
+                let retry = Header::Other("Retry-After".into(), "30".into());
+                self.reply_to(&key, &request, 503, Some("Draining"), &[retry]);
+            }
             Method::Invite => {
                 let span = info_span!("call", call_id = %call_id(&request));
                 self.on_invite(key, request, peer).instrument(span).await
@@ -621,6 +755,11 @@ impl Endpoint {
                 codec: Some(codec),
                 rtp_port,
                 answered: false,
+                started: Instant::now(),
+                started_at: SystemTime::now(),
+                setup_time: None,
+                source: peer.addr,
+                rtp: media.stats(),
             },
         );
         self.calls.insert(
@@ -693,6 +832,9 @@ impl Endpoint {
                 call.media.answered();
                 if let Some(mut s) = self.registry.get_mut(&id.call_id) {
                     s.answered = true;
+                    let setup = s.started.elapsed();
+                    s.setup_time = Some(setup);
+                    self.counters.call_setup.observe(SETUP_BUCKETS, setup);
                 }
                 info!("answered");
             }
@@ -817,7 +959,7 @@ impl Endpoint {
                 self.reply_to(key, request, 200, None, &[]);
                 if let Some(id) = id {
                     info!(call_id = %id.call_id, "caller hung up");
-                    self.end_call(&id, "caller hung up");
+                    self.end_call_as(&id, EndResult::Completed);
                 }
             }
             None => self.reply_to(key, request, 481, None, &[]),
@@ -834,7 +976,7 @@ impl Endpoint {
             Some(id) => {
                 info!(call_id = %id.call_id, "cancelled");
                 self.reply(&invite_key, 487, Some(&id.local_tag.clone()), &[]);
-                self.end_call(&id, "cancelled");
+                self.end_call_as(&id, EndResult::Cancelled);
             }
             None => self.reply(&invite_key, 487, None, &[]),
         }
@@ -847,7 +989,13 @@ impl Endpoint {
     }
 
     /// Sends BYE for a call and forgets it.
+    #[allow(dead_code)] // kept for callers that have no `EndResult` to give
     fn hang_up(&mut self, id: &DialogId, reason: &str) {
+        self.hang_up_as(id, reason, EndResult::Other);
+    }
+
+    /// `hang_up`, counting the call as ended for `result`.
+    fn hang_up_as(&mut self, id: &DialogId, reason: &str, result: EndResult) {
         let Some(transport) = self.calls.get(id).map(|c| c.peer.transport) else {
             return;
         };
@@ -871,24 +1019,30 @@ impl Endpoint {
                 warn!(error = %e, "could not send BYE");
             }
         }
-        self.end_call(id, reason);
+        self.end_call_as(id, result);
     }
 
-    fn hang_up_all(&mut self, reason: &str) {
+    fn hang_up_all(&mut self, reason: &str, result: EndResult) {
         let ids: Vec<DialogId> = self.calls.keys().cloned().collect();
         for id in ids {
-            self.hang_up(&id, reason);
+            self.hang_up_as(&id, reason, result);
         }
     }
 
-    fn end_call(&mut self, id: &DialogId, reason: &str) {
+    #[allow(dead_code)] // kept for callers that have no `EndResult` to give
+    fn end_call(&mut self, id: &DialogId) {
+        self.end_call_as(id, EndResult::Other);
+    }
+
+    fn end_call_as(&mut self, id: &DialogId, result: EndResult) {
         if let Some(call) = self.calls.remove(id) {
             self.by_invite.remove(&call.invite_key);
             self.registry.remove(&id.call_id);
             inc(&self.counters.calls_ended);
+            self.counters.call_ended(result);
             let _guard = call.span.enter();
             debug!(action = ?call.action, "call ended");
-            call.media.stop(reason);
+            call.media.stop(&format!("{result:?}"));
         }
     }
 
@@ -908,6 +1062,7 @@ impl Endpoint {
         reason: Option<&str>,
         extra: &[Header],
     ) {
+        self.count_rejection(request, code);
         let tag = (code > 100).then(new_tag);
         let mut resp = response_to(request, code, reason, tag.as_deref());
         for h in extra {
@@ -924,6 +1079,7 @@ impl Endpoint {
         let Some(request) = self.layer.request(key).cloned() else {
             return;
         };
+        self.count_rejection(&request, code);
         let mut resp = response_to(&request, code, None, tag.or(Some(&new_tag())));
         for h in extra {
             resp.headers.push(h.clone());
@@ -931,6 +1087,18 @@ impl Endpoint {
         message::finish(&mut resp.headers, b"");
         if let Err(e) = self.layer.send_response(now(), key, resp) {
             debug!(%key, error = %e, "could not send response");
+        }
+    }
+
+    /// Final non-2xx responses to initial INVITEs, by code (re-INVITEs are not calls).
+    fn count_rejection(&self, request: &rsip::Request, code: u16) {
+        let initial = request
+            .to_header()
+            .ok()
+            .and_then(|to| message::header_param(to.value(), "tag"))
+            .is_none();
+        if request.method == Method::Invite && code >= 300 && initial {
+            self.counters.call_rejected(code);
         }
     }
 

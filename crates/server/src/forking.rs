@@ -11,6 +11,8 @@ use siphon_media::g711::G711;
 use siphon_media::resample::{Downsampler, Upsampler};
 use tokio::time::Instant;
 
+use crate::fork_metrics::ForkRegistration;
+
 const WIDE: usize = 2 * FRAME_SAMPLES;
 
 /// What a fork's service asked for during one pacer slot, beyond audio.
@@ -25,7 +27,11 @@ pub enum Request {
 }
 
 pub struct ForkTap {
+    /// The fork's name in the admin API and metrics.
+    pub id: String,
     pub fork: Fork,
+    /// Metrics registration; dropping it moves the fork's counts into the totals.
+    pub registration: ForkRegistration,
     pub required: bool,
     format: AudioFormat,
     tracks: Tracks,
@@ -43,9 +49,16 @@ pub struct ForkTap {
 const MAX_PENDING: usize = 10;
 
 impl ForkTap {
-    pub fn new(fork: Fork, config: &ForkConfig) -> ForkTap {
+    pub fn new(
+        id: String,
+        fork: Fork,
+        config: &ForkConfig,
+        registration: ForkRegistration,
+    ) -> ForkTap {
         let format = config.effective_format();
         ForkTap {
+            id,
+            registration,
             fork,
             required: config.required,
             format,
@@ -144,9 +157,16 @@ impl ForkTap {
         while let Some(cmd) = self.fork.try_recv() {
             match cmd {
                 ServiceCommand::Audio { format, data } => {
-                    return decode_frame(format, &data, &mut self.down, out);
+                    let played = decode_frame(format, &data, &mut self.down, out);
+                    if played {
+                        self.registration.frame_played();
+                    }
+                    return played;
                 }
-                ServiceCommand::Mark(name) => self.fork.mark_played(name),
+                ServiceCommand::Mark(name) => {
+                    self.registration.mark_played();
+                    self.fork.mark_played(name);
+                }
                 ServiceCommand::Clear => {}
                 ServiceCommand::Hangup => requests.push(Request::Hangup),
                 ServiceCommand::Dtmf(digits) => requests.push(Request::Dtmf(digits)),

@@ -1,5 +1,6 @@
 //! Siphon's async server: configuration, SIP transports, the SIP core driver and call
-//! handling, dialplan, RTP port pool and per-call media tasks.
+//! handling, dialplan, RTP port pool, per-call media tasks, and the HTTP side (Prometheus
+//! metrics, health and the admin API).
 //!
 //! The protocol logic lives in `siphon-sip` and `siphon-media`; this crate is the thin I/O
 //! layer around them.
@@ -8,7 +9,9 @@ pub mod config;
 pub mod counters;
 pub mod dialplan;
 pub mod endpoint;
+pub mod fork_metrics;
 pub mod forking;
+pub mod http;
 pub mod limits;
 pub mod media;
 pub mod rtp_ports;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use siphon_fork::ForkConfig;
 use siphon_media::g711::G711;
 use siphon_media::jitter::FrameKind;
 use siphon_media::packet::RtpPacket;
@@ -23,11 +24,12 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::config::Action;
-use crate::counters::{Counters, inc};
+use crate::counters::{Counters, LegPublisher, LegStats, inc};
 use crate::endpoint::Command;
+use crate::fork_metrics::ForkInfo;
 use crate::forking::{ForkTap, InOrder, Request};
 use crate::rtp_ports::RtpPort;
-use siphon_fork::{CallMeta, ForkConfig};
+use siphon_fork::CallMeta;
 
 /// The prompt `602` plays when its route names no file: made for this project with
 /// espeak-ng (see scripts/make-prompt.sh), 8 kHz 16-bit mono.
@@ -82,10 +84,16 @@ pub struct MediaParams {
 enum Control {
     Update(MediaParams),
     Answered,
-    /// Attach a fork to the live call (admin API).
-    AttachFork(Box<ForkConfig>),
     /// The call is over: stop the forks with this reason and end the task.
     Stop(String),
+    /// Start forking this leg's audio (admin API: `POST /api/calls/{id}/forks`). `id` is
+    /// the fork's name for the admin API and metrics (`ForkMetrics::new_fork_id`).
+    AttachFork {
+        id: String,
+        config: Box<ForkConfig>,
+    },
+    /// Stop the fork named `id` (admin API: `DELETE /api/calls/{id}/forks/{fork}`).
+    DetachFork(String),
 }
 
 /// The SIP core's handle on a call's media task. Dropping it (or `stop`) ends the task
@@ -94,6 +102,7 @@ enum Control {
 pub struct MediaHandle {
     port: u16,
     control: mpsc::UnboundedSender<Control>,
+    stats: Arc<LegStats>,
 }
 
 impl MediaHandle {
@@ -110,14 +119,26 @@ impl MediaHandle {
         let _ = self.control.send(Control::Answered);
     }
 
-    /// Attaches a fork; it starts at once if the call is answered, else on answer.
-    pub fn attach_fork(&self, config: ForkConfig) {
-        let _ = self.control.send(Control::AttachFork(Box::new(config)));
-    }
-
     /// Ends the leg; forks get `reason` in their stop message.
     pub fn stop(self, reason: &str) {
         let _ = self.control.send(Control::Stop(reason.to_string()));
+    }
+    /// The leg's RTP counters (live).
+    pub fn stats(&self) -> Arc<LegStats> {
+        self.stats.clone()
+    }
+
+    /// Starts a fork of this leg named `id`; `false` if the media task has ended.
+    pub fn attach_fork(&self, id: String, config: ForkConfig) -> bool {
+        let config = Box::new(config);
+        self.control
+            .send(Control::AttachFork { id, config })
+            .is_ok()
+    }
+
+    /// Stops the fork named `id`; `false` if the media task has ended.
+    pub fn detach_fork(&self, id: String) -> bool {
+        self.control.send(Control::DetachFork(id)).is_ok()
     }
 }
 
@@ -151,6 +172,11 @@ pub struct LegSetup {
 }
 
 pub fn spawn(setup: LegSetup) -> MediaHandle {
+    let pending_forks: Vec<(String, ForkConfig)> = setup
+        .forks
+        .iter()
+        .map(|f| (setup.counters.forks.new_fork_id(), f.clone()))
+        .collect();
     let (tx, rx) = mpsc::unbounded_channel();
     let port = setup.rtp.port;
     let source = match (setup.action, setup.prompt) {
@@ -162,7 +188,14 @@ pub fn spawn(setup: LegSetup) -> MediaHandle {
         },
         (Action::Play, None) | (Action::Ring, _) => Source::Nothing,
     };
+    let stats = Arc::new(LegStats::default());
+    setup
+        .counters
+        .media_legs_active
+        .fetch_add(1, Ordering::Relaxed);
     let leg = Leg {
+        stats: stats.clone(),
+        publisher: LegPublisher::default(),
         rtp: setup.rtp,
         source,
         params: setup.params,
@@ -173,7 +206,7 @@ pub fn spawn(setup: LegSetup) -> MediaHandle {
         session: None,
         latched: None,
         latched_rtcp: None,
-        pending_forks: setup.forks,
+        pending_forks,
         taps: Vec::new(),
         meta: setup.meta,
         requests: Vec::new(),
@@ -181,7 +214,11 @@ pub fn spawn(setup: LegSetup) -> MediaHandle {
         scratch: [0; 480],
     };
     tokio::spawn(leg.run(rx).instrument(setup.span));
-    MediaHandle { port, control: tx }
+    MediaHandle {
+        port,
+        control: tx,
+        stats,
+    }
 }
 
 struct Leg {
@@ -198,7 +235,7 @@ struct Leg {
     latched: Option<SocketAddr>,
     latched_rtcp: Option<SocketAddr>,
     /// Forks configured but not started (the call is not answered yet).
-    pending_forks: Vec<ForkConfig>,
+    pending_forks: Vec<(String, ForkConfig)>,
     /// Running forks: each owns its conversion state; their sockets live in their own tasks.
     taps: Vec<ForkTap>,
     meta: CallMeta,
@@ -208,6 +245,21 @@ struct Leg {
     in_order: InOrder,
     /// Decode scratch for the fork path.
     scratch: [i16; 480],
+    /// This leg's RTP counters, also read by the admin API.
+    stats: Arc<LegStats>,
+    /// Moves `stats` into the server-wide counters once a second.
+    publisher: LegPublisher,
+}
+
+/// The last counts reach the server-wide totals however the task ends.
+impl Drop for Leg {
+    fn drop(&mut self) {
+        self.publisher
+            .publish(&self.counters, &self.stats, self.session.as_ref());
+        self.counters
+            .media_legs_active
+            .fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn g711(codec: Codec) -> G711 {
@@ -255,15 +307,22 @@ impl Leg {
                     Some(Control::Answered) => {
                         last_rx = Instant::now();
                         self.session = Some(self.new_session(&self.params.clone()));
-                        for config in std::mem::take(&mut self.pending_forks) {
-                            self.start_fork(config);
+                        for (id, config) in std::mem::take(&mut self.pending_forks) {
+                            self.start_fork(id, config);
                         }
                     }
-                    Some(Control::AttachFork(config)) => {
+                    Some(Control::AttachFork { id, config }) => {
                         if self.session.is_some() {
-                            self.start_fork(*config);
+                            self.start_fork(id, *config);
                         } else {
-                            self.pending_forks.push(*config);
+                            self.pending_forks.push((id, *config));
+                        }
+                    }
+                    Some(Control::DetachFork(id)) => {
+                        if let Some(i) = self.taps.iter().position(|t| t.id == id) {
+                            let tap = self.taps.remove(i);
+                            info!(fork = %id, "detaching fork");
+                            let _stopping = tap.fork.stop("detached");
                         }
                     }
                     Some(Control::Stop(reason)) => {
@@ -355,6 +414,7 @@ impl Leg {
             None if negotiated => {
                 debug!(%from, "RTP latched");
                 self.latched = Some(from);
+                self.stats.set_latched(Some(from));
             }
             Some(addr) if addr == from => {}
             _ => {
@@ -381,6 +441,7 @@ impl Leg {
                 },
             );
         }
+        self.stats.received(data.len());
         let Some(session) = self.session.as_mut() else {
             return true; // early media before the answer: nothing to do with it yet
         };
@@ -492,8 +553,9 @@ impl Leg {
                 (Ok(Some(n)), Some(dest)) => {
                     if self.rtp.socket.try_send_to(&tx[..n], dest).is_ok() {
                         inc(&self.counters.rtp_packets_out);
+                        self.stats.sent(n);
                     } else {
-                        inc(&self.counters.send_failures);
+                        inc(&self.counters.rtp_send_failures);
                     }
                 }
                 (Ok(_), _) => {}
@@ -519,6 +581,8 @@ impl Leg {
                 .rtcp_packets_out
                 .fetch_add(1, Ordering::Relaxed);
         }
+        self.publisher
+            .tick(&self.counters, &self.stats, self.session.as_ref());
     }
 
     /// Acts on what fork services asked for in the last slots; a reason to end the call.
@@ -542,10 +606,20 @@ impl Leg {
         end
     }
 
-    fn start_fork(&mut self, config: ForkConfig) {
-        info!(url = %config.url, mode = ?config.mode, "starting fork");
+    fn start_fork(&mut self, id: String, config: ForkConfig) {
+        info!(fork = %id, url = %config.url, mode = ?config.mode, "starting fork");
         let fork = siphon_fork::start(config.clone(), self.meta.clone());
-        self.taps.push(ForkTap::new(fork, &config));
+        let registration = self.counters.forks.register(
+            ForkInfo {
+                call_id: self.meta.call_id.clone(),
+                fork_id: id.clone(),
+                url: config.url.clone(),
+                mode: config.mode,
+            },
+            fork.stats(),
+        );
+        self.taps
+            .push(ForkTap::new(id, fork, &config, registration));
     }
 
     /// Stops forks (their stop message carries `reason`) and says RTCP BYE.

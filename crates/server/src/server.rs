@@ -1,22 +1,36 @@
 //! Wires the pieces together: `Server::bind` opens the sockets, `run` serves until the
-//! shutdown future completes (mini-redis style), then stops every task it started.
+//! shutdown future completes (mini-redis style), drains, then stops every task it started.
+//!
+//! Draining: `/readyz` fails and new INVITEs get 503 with Retry-After at once; calls in
+//! progress go on until they end or `[sip] drain_timeout_s` passes, when they get BYE. The
+//! media tasks then get a moment to finish (RTCP BYE, forks' `stop`) before the transports
+//! and the HTTP listener close.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use dashmap::DashMap;
 use siphon_sip::message::ParseLimits;
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::{broadcast, mpsc};
-use tracing::info;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::counters::Counters;
-use crate::endpoint::{CallSummary, Endpoint};
+use crate::endpoint::{CallSummary, Command, Endpoint};
+use crate::http::{self, HttpContext};
 use crate::limits::Blocklist;
 use crate::rtp_ports::PortPool;
 use crate::transport;
+
+/// After the last call ended, how long media tasks (and forks' `stop`) may take.
+const MEDIA_GRACE: Duration = Duration::from_secs(5);
+/// How long open HTTP connections may take to finish at the very end.
+const HTTP_GRACE: Duration = Duration::from_secs(2);
 
 /// How many parsed messages may wait for the SIP core before new ones are dropped.
 const CORE_QUEUE: usize = 8192;
@@ -26,6 +40,8 @@ pub struct Server {
     udp: Arc<UdpSocket>,
     tcp: TcpListener,
     sip_addr: SocketAddr,
+    http: TcpListener,
+    http_addr: SocketAddr,
     counters: Arc<Counters>,
     calls: Arc<DashMap<String, CallSummary>>,
     ports: Arc<PortPool>,
@@ -34,10 +50,20 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds UDP and TCP on `config.sip.listen`. Port 0 picks a free port (tests).
+    /// Binds UDP and TCP on `config.sip.listen` and the HTTP listener on
+    /// `config.http.listen`. Port 0 picks a free port (tests). Errors name the address.
     pub async fn bind(config: Config) -> std::io::Result<Server> {
-        let (udp, tcp) = transport::bind(config.sip.listen).await?;
+        let context = |what: &'static str, addr: SocketAddr| {
+            move |e: std::io::Error| std::io::Error::new(e.kind(), format!("{what} {addr}: {e}"))
+        };
+        let (udp, tcp) = transport::bind(config.sip.listen)
+            .await
+            .map_err(context("SIP", config.sip.listen))?;
         let sip_addr = udp.local_addr()?;
+        let http = TcpListener::bind(config.http.listen)
+            .await
+            .map_err(context("HTTP", config.http.listen))?;
+        let http_addr = http.local_addr()?;
         let ports = PortPool::new(config.rtp.port_min, config.rtp.port_max);
         let analytics = match &config.analytics {
             Some(a) => {
@@ -59,6 +85,8 @@ impl Server {
             udp: Arc::new(udp),
             tcp,
             sip_addr,
+            http,
+            http_addr,
             counters: Arc::new(Counters::default()),
             calls: Arc::new(DashMap::new()),
             ports,
@@ -67,6 +95,11 @@ impl Server {
 
     pub fn sip_addr(&self) -> SocketAddr {
         self.sip_addr
+    }
+
+    /// Where metrics, health and the admin API are served.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
     }
 
     pub fn counters(&self) -> Arc<Counters> {
@@ -82,7 +115,18 @@ impl Server {
         self.ports.clone()
     }
 
+    /// Serves until `shutdown` completes, then drains (see the module documentation).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        self.run_until(shutdown, std::future::pending()).await
+    }
+
+    /// Like `run`; `force` completing during the drain (a second signal) cuts it short:
+    /// the calls left get BYE at once.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()>,
+        force: impl Future<Output = ()>,
+    ) {
         let (stop_tx, _) = broadcast::channel::<()>(1);
         let (core_tx, core_rx) = mpsc::channel(CORE_QUEUE);
         let (cmd_tx, cmd_rx) = mpsc::channel(1024);
@@ -108,10 +152,22 @@ impl Server {
             out.clone(),
             self.ports.clone(),
             self.counters.clone(),
-            cmd_tx,
+            cmd_tx.clone(),
             self.calls.clone(),
             blocklist,
         );
+        let http_context = Arc::new(HttpContext::new(
+            self.config.clone(),
+            self.counters.clone(),
+            self.calls.clone(),
+            self.ports.clone(),
+            endpoint.location_store(),
+            cmd_tx.clone(),
+        ));
+        let mut http_stop = stop_tx.subscribe();
+        let http_task = tokio::spawn(http::serve(self.http, http_context, async move {
+            let _ = http_stop.recv().await;
+        }));
         let tasks = [
             tokio::spawn(transport::run_udp(
                 self.udp.clone(),
@@ -121,16 +177,49 @@ impl Server {
             tokio::spawn(transport::run_tcp(self.tcp, ctx, stop_tx.subscribe())),
             tokio::spawn(endpoint.run(core_rx, cmd_rx, stop_tx.subscribe())),
         ];
-        info!(sip = %self.sip_addr, "Siphon listening (UDP and TCP)");
+        info!(sip = %self.sip_addr, http = %self.http_addr, "Siphon listening (SIP on UDP and TCP)");
         shutdown.await;
+        tokio::pin!(force);
+        let timeout = Duration::from_secs(self.config.sip.drain_timeout_s);
+        tokio::select! {
+            () = drain(&self.counters, &cmd_tx, timeout) => {}
+            () = &mut force => {
+                warn!("second signal: ending the calls left now");
+                let _ = tokio::time::timeout(MEDIA_GRACE, drain(&self.counters, &cmd_tx, Duration::ZERO)).await;
+            }
+        }
         info!("shutting down");
         let _ = stop_tx.send(());
         for t in tasks {
             let _ = t.await;
         }
+        let abort = http_task.abort_handle();
+        if tokio::time::timeout(HTTP_GRACE, http_task).await.is_err() {
+            abort.abort();
+        }
         if let Some(analytics) = self.analytics {
             analytics.shutdown().await;
         }
         info!("stopped");
+    }
+}
+
+/// Refuses new calls, waits for the calls in progress to end (the SIP core BYEs them at
+/// `timeout`), then gives their media tasks a moment to finish.
+async fn drain(counters: &Counters, commands: &mpsc::Sender<Command>, timeout: Duration) {
+    counters.draining.store(true, Ordering::Relaxed);
+    info!(?timeout, "draining: refusing new calls");
+    let (done, drained) = oneshot::channel();
+    if commands
+        .send(Command::Drain { timeout, done })
+        .await
+        .is_ok()
+    {
+        // The SIP core answers once no call is left; it hangs up at `timeout` itself.
+        let _ = tokio::time::timeout(timeout + MEDIA_GRACE, drained).await;
+    }
+    let deadline = Instant::now() + MEDIA_GRACE;
+    while counters.media_legs_active.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -43,12 +43,16 @@ impl Outbound {
             Transport::Udp => {
                 // try_send_to never waits: the SIP core must not stall on one full socket
                 // buffer. A datagram lost here is recovered by SIP retransmission.
-                if let Err(e) = self.udp.try_send_to(&bytes, peer.addr) {
-                    debug!(%peer.addr, error = %e, "UDP send failed");
-                    inc(&self.counters.send_failures);
+                match self.udp.try_send_to(&bytes, peer.addr) {
+                    Ok(_) => self.counters.message_out(&bytes),
+                    Err(e) => {
+                        debug!(%peer.addr, error = %e, "UDP send failed");
+                        inc(&self.counters.send_failures);
+                    }
                 }
             }
             Transport::Tcp | Transport::Tls => {
+                self.counters.message_out(&bytes);
                 let sent = self
                     .tcp
                     .get(&peer.addr)
@@ -117,6 +121,7 @@ fn deliver(
 ) {
     match result {
         Ok(message) => {
+            counters.message_in(&message);
             let inbound = Inbound {
                 message,
                 source,

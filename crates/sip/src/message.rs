@@ -561,7 +561,14 @@ fn parse_start_line(line: &str) -> Result<StartLine<'_>, ParseError> {
     let a = parts.next().ok_or(ParseError::BadStartLine)?;
     let b = parts.next().ok_or(ParseError::BadStartLine)?;
     let c = parts.next().ok_or(ParseError::BadStartLine)?;
-    if a.len() >= 4 && a[..4].eq_ignore_ascii_case("SIP/") {
+    // Compare bytes: slicing the str at 4 would panic inside a multi-byte character
+    // (found by fuzzing).
+    let sip_prefix = |t: &str| {
+        t.as_bytes()
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"))
+    };
+    if sip_prefix(a) {
         let code: u16 = b.parse().map_err(|_| ParseError::BadStartLine)?;
         if !(100..700).contains(&code) {
             return Err(ParseError::BadStartLine);
@@ -575,7 +582,7 @@ fn parse_start_line(line: &str) -> Result<StartLine<'_>, ParseError> {
     if a.is_empty() || !a.bytes().all(is_token_char) || b.is_empty() || c.contains(' ') {
         return Err(ParseError::BadStartLine);
     }
-    if !b.contains(':') || c.len() < 4 || !c[..4].eq_ignore_ascii_case("SIP/") {
+    if !b.contains(':') || !sip_prefix(c) {
         return Err(ParseError::BadStartLine);
     }
     Ok(StartLine::Request {
@@ -1053,6 +1060,18 @@ mod tests {
         ] {
             let r = parse(g, src(), ParseLimits::default()).unwrap_err();
             assert!(r.response.is_none(), "{:?}", r.error);
+        }
+    }
+
+    #[test]
+    fn multibyte_characters_in_the_start_line_do_not_panic() {
+        // Regressions from fuzzing: byte 4 inside a multi-byte character.
+        for input in [
+            "R : SIP\u{327}\n\n",
+            "SIP\u{327}/2.0 200 OK\n\n",
+            "REG\u{c5}TER sip:a SIP/2.0\r\n\r\n",
+        ] {
+            assert!(parse(input.as_bytes(), src(), ParseLimits::default()).is_err());
         }
     }
 

@@ -13,7 +13,8 @@ use tracing_subscriber::EnvFilter;
 ///
 /// With no arguments it runs the embedded default configuration (configs/siphon.toml):
 /// SIP on 127.0.0.1:5060 (UDP and TCP), demo accounts 1001/1002, test numbers 600
-/// (echo), 601 (tone), 610 (rings), 700 (fork).
+/// (echo), 601 (tone), 610 (rings), 700 (fork); metrics and the admin API on
+/// http://127.0.0.1:8080 (GET /metrics, /healthz, /readyz, /api/calls, /api/registrations).
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
@@ -26,6 +27,13 @@ struct Cli {
     /// HTTP (metrics, admin) listen address, overriding the configuration.
     #[arg(long)]
     http: Option<SocketAddr>,
+    /// Address written in SDP for RTP, overriding `[rtp] advertised_address` (containers,
+    /// NAT).
+    #[arg(long, env = "SIPHON_ADVERTISED_ADDRESS")]
+    advertise: Option<std::net::IpAddr>,
+    /// Bearer token for the admin API, overriding `[http] token` (keeps it out of files).
+    #[arg(long, env = "SIPHON_HTTP_TOKEN", hide_env_values = true)]
+    http_token: Option<String>,
     /// Log filter, e.g. `info`, `debug`, `siphon_server=debug` (RUST_LOG works too).
     #[arg(long, default_value = "info")]
     log: String,
@@ -96,6 +104,18 @@ fn run(cli: Cli) -> ExitCode {
     if let Some(http) = cli.http {
         config.http.listen = http;
     }
+    if let Some(ip) = cli.advertise {
+        config.rtp.advertised_address = Some(ip);
+    }
+    if let Some(token) = cli.http_token {
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            eprintln!(
+                "siphon: refusing to start: the HTTP token must be printable ASCII without spaces"
+            );
+            return ExitCode::FAILURE;
+        }
+        config.http.token = Some(token);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -104,15 +124,31 @@ fn run(cli: Cli) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let listen = config.sip.listen;
         let server = match Server::bind(config).await {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("siphon: cannot listen on {listen}: {e}");
+                eprintln!("siphon: cannot listen on {e}");
                 return ExitCode::FAILURE;
             }
         };
-        server.run(shutdown_signal()).await;
+        // The first signal starts the drain; a second one ends the calls left at once.
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+        let (second_tx, second_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = first_tx.send(());
+            shutdown_signal().await;
+            let _ = second_tx.send(());
+        });
+        let first = async {
+            let _ = first_rx.await;
+        };
+        let second = async {
+            if second_rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        server.run_until(first, second).await;
         ExitCode::SUCCESS
     })
 }

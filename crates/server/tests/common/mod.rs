@@ -1,5 +1,6 @@
 //! The test harness shared by the integration tests: a real server on an ephemeral
-//! loopback port and a UDP "phone" that speaks SIP to it as text.
+//! loopback port (SIP, and HTTP for metrics and the admin API), a UDP "phone" that speaks
+//! SIP to it as text, and a minimal HTTP/1.1 client.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
@@ -10,12 +11,15 @@ use siphon_media::g711::G711;
 use siphon_media::packet::RtpPacket;
 use siphon_server::counters::Counters;
 use siphon_server::{Config, Server};
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 pub struct Running {
     pub addr: SocketAddr,
+    /// Metrics, health and the admin API.
+    pub http: SocketAddr,
     pub counters: Arc<Counters>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -23,8 +27,24 @@ pub struct Running {
 
 impl Running {
     pub async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
+        self.begin_stop();
+        self.join().await;
+    }
+
+    /// Signals shutdown (the drain starts) without waiting for the server to finish.
+    pub fn begin_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Waits for the server to finish (after `begin_stop`).
+    pub async fn join(mut self) {
         self.task.take().unwrap().await.unwrap();
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(|t| t.is_finished())
     }
 }
 
@@ -45,7 +65,10 @@ pub async fn start_edited(extra: &str, rtp_min: u16, edits: &[(&str, &str)]) -> 
         .replace("port_min = 20000", &format!("port_min = {rtp_min}"))
         .replace("port_max = 29998", &format!("port_max = {}", rtp_min + 98))
         // Parallel tests cannot all own the demo analytics port.
-        .replace("listen = \"127.0.0.1:8090\"", "listen = \"127.0.0.1:0\"");
+        .replace("listen = \"127.0.0.1:8090\"", "listen = \"127.0.0.1:0\"")
+        .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"")
+        // Stopping a test server ends its calls at once, as before draining existed.
+        .replace("drain_timeout_s = 30", "drain_timeout_s = 0");
     for (from, to) in edits {
         assert!(text.contains(from), "default config lacks {from}");
         text = text.replace(from, to);
@@ -54,6 +77,7 @@ pub async fn start_edited(extra: &str, rtp_min: u16, edits: &[(&str, &str)]) -> 
     let config = Config::parse(&text).unwrap();
     let server = Server::bind(config).await.unwrap();
     let addr = server.sip_addr();
+    let http = server.http_addr();
     let counters = server.counters();
     let (tx, rx) = oneshot::channel();
     let task = tokio::spawn(server.run(async {
@@ -61,6 +85,7 @@ pub async fn start_edited(extra: &str, rtp_min: u16, edits: &[(&str, &str)]) -> 
     }));
     Running {
         addr,
+        http,
         counters,
         stop: Some(tx),
         task: Some(task),
@@ -339,4 +364,104 @@ pub fn speech_like(law: G711, n: usize) -> Vec<u8> {
     let mut out = vec![0u8; 160];
     law.encode(&pcm, &mut out);
     out
+}
+
+/// An HTTP response as the tests look at it.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection (`Connection: close`), read to the end.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> HttpResponse {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if let Some(b) = body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
+    req.push_str("\r\n");
+    if let Some(b) = body {
+        req.push_str(b);
+    }
+    let exchange = async {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.unwrap();
+        raw
+    };
+    let raw = tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .expect("HTTP response within 10 s");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("HTTP header end");
+    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+    let mut payload = raw[split + 4..].to_vec();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("HTTP status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            Some((n.trim().to_string(), v.trim().to_string()))
+        })
+        .collect();
+    let chunked = headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    if chunked {
+        payload = dechunk(&payload);
+    }
+    HttpResponse {
+        status,
+        headers,
+        body: String::from_utf8(payload).expect("UTF-8 body"),
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size_text = std::str::from_utf8(&data[..line_end]).unwrap();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
 }

@@ -1,0 +1,269 @@
+//! The HTTP side of Siphon, on `[http] listen`: Prometheus metrics, health, and the JSON
+//! admin API (`docs/openapi.yaml` describes every route).
+//!
+//! | route | access |
+//! |---|---|
+//! | `GET /metrics` | open (no Call-IDs or numbers in it) |
+//! | `GET /healthz`, `GET /readyz` | open |
+//! | `/api/*` | `Authorization: Bearer <[http] token>` when a token is set; loopback clients only when none is |
+//!
+//! Handlers only read shared state (the call table, the registrar's store, the counters)
+//! or send a [`Command`] to the SIP core and wait for its answer; they never touch a call's
+//! media directly. Every error is a JSON body `{"error": "...", "status": N}`.
+
+pub mod admin;
+pub mod metrics;
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use dashmap::DashMap;
+use siphon_sip::registrar::LocationStore;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::counters::Counters;
+use crate::endpoint::{CallSummary, Command};
+use crate::rtp_ports::PortPool;
+
+/// Largest request body accepted (a fork configuration is well under 4 KiB).
+const BODY_LIMIT: usize = 64 * 1024;
+/// How long a handler waits for the SIP core to act on a command.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the handlers share: read-only views of the server plus the SIP core's command
+/// channel.
+pub struct HttpContext {
+    pub config: Arc<Config>,
+    pub counters: Arc<Counters>,
+    pub calls: Arc<DashMap<String, CallSummary>>,
+    pub ports: Arc<PortPool>,
+    pub locations: Arc<dyn LocationStore>,
+    pub commands: mpsc::Sender<Command>,
+    process: metrics::Process,
+}
+
+impl HttpContext {
+    pub fn new(
+        config: Arc<Config>,
+        counters: Arc<Counters>,
+        calls: Arc<DashMap<String, CallSummary>>,
+        ports: Arc<PortPool>,
+        locations: Arc<dyn LocationStore>,
+        commands: mpsc::Sender<Command>,
+    ) -> HttpContext {
+        HttpContext {
+            config,
+            counters,
+            calls,
+            ports,
+            locations,
+            commands,
+            process: metrics::Process::new(),
+        }
+    }
+}
+
+type Ctx = State<Arc<HttpContext>>;
+
+/// Every route, with the admin API behind [`guard`].
+pub fn router(ctx: Arc<HttpContext>) -> Router {
+    let api = admin::routes().route_layer(middleware::from_fn_with_state(ctx.clone(), guard));
+    Router::new()
+        .route("/metrics", get(metrics::handler))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(ctx)
+}
+
+/// Serves `router` on `listener` until `shutdown` completes; connections still open then
+/// get a moment to finish.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<HttpContext>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let addr = listener.local_addr().ok();
+    let app = router(ctx).into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+    if let Err(e) = server.await {
+        warn!(?addr, error = %e, "HTTP server failed");
+    }
+    info!("HTTP stopped");
+}
+
+/// An error as the API reports it.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "error": self.message,
+            "status": self.status.as_u16(),
+        });
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"siphon\""),
+            );
+        }
+        resp
+    }
+}
+
+async fn healthz() -> Response {
+    axum::Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+/// Ready to take calls: not draining.
+async fn readyz(State(ctx): Ctx) -> Response {
+    if ctx.counters.is_draining() {
+        let body = serde_json::json!({ "status": "draining" });
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+    } else {
+        axum::Json(serde_json::json!({ "status": "ready" })).into_response()
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
+}
+
+/// The admin API's access rule (see the module documentation).
+async fn guard(
+    State(ctx): Ctx,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match authorize(
+        ctx.config.http.token.as_deref(),
+        peer.ip(),
+        request.headers(),
+    ) {
+        Ok(()) => next.run(request).await,
+        Err(e) => {
+            warn!(client = %peer, reason = %e.message, "admin API request refused");
+            e.into_response()
+        }
+    }
+}
+
+fn authorize(token: Option<&str>, client: IpAddr, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = token else {
+        if client.to_canonical().is_loopback() {
+            return Ok(());
+        }
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "no [http] token is configured: the admin API answers loopback clients only",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        });
+    match given {
+        Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(()),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "wrong bearer token",
+        )),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing Authorization: Bearer <token>",
+        )),
+    }
+}
+
+/// Compares without returning early on the first difference (the length is not secret).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn headers(auth: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(a) = auth {
+            h.insert(header::AUTHORIZATION, HeaderValue::from_str(a).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn without_a_token_only_loopback_gets_in() {
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let lo6: IpAddr = "::1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        let far: IpAddr = "192.0.2.7".parse().unwrap();
+        for ip in [lo, lo6, mapped] {
+            assert!(authorize(None, ip, &headers(None)).is_ok(), "{ip}");
+        }
+        let e = authorize(None, far, &headers(Some("Bearer x"))).unwrap_err();
+        assert_eq!(e.status, StatusCode::FORBIDDEN);
+    }
+
+    #[test]
+    fn with_a_token_everyone_needs_it() {
+        let far: IpAddr = "192.0.2.7".parse().unwrap();
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let t = Some("s3cret");
+        assert!(authorize(t, far, &headers(Some("Bearer s3cret"))).is_ok());
+        assert!(authorize(t, far, &headers(Some("bearer  s3cret"))).is_ok());
+        for bad in [
+            None,
+            Some("Bearer nope"),
+            Some("Basic s3cret"),
+            Some("s3cret"),
+        ] {
+            let e = authorize(t, lo, &headers(bad)).unwrap_err();
+            assert_eq!(e.status, StatusCode::UNAUTHORIZED, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}
