@@ -63,8 +63,9 @@ fi
 on_siphon_core=(taskset -c "$SIPHON_CPU")
 on_load_core=(taskset -c "$LOAD_CPU")
 
-# The configuration: the test numbers, an RTP range of its own (30000-39998: 5000 legs, away
-# from other Siphons on this machine), and a fork on 700 to the sink.
+# The configuration: the test numbers, an RTP range of its own (10000-19998: 5000 legs,
+# outside the ephemeral ports and away from other Siphons and test suites on this machine),
+# and a fork on 700 to the sink.
 write_config() {
     local file="$1" forks="$2" auth="none"
     [ "$AUTH" = 1 ] && auth="digest"
@@ -74,8 +75,8 @@ listen = "127.0.0.1:$SIP_PORT"
 [http]
 listen = "127.0.0.1:$((SIP_PORT + 1000))"
 [rtp]
-port_min = 30000
-port_max = 39998
+port_min = 10000
+port_max = 19998
 inactivity_timeout_s = 60
 EOF
     # Siphon's overload limits (where it has them) must not be what a level measures.
@@ -168,7 +169,7 @@ run_level() {
     fi
     "${prio[@]}" "${on_load_core[@]}" "$load" run --server "127.0.0.1:$SIP_PORT" \
         --number "$number" --calls "$level" --rate "$RATE" --hold "$hold" --label "$mode" \
-        --siphon-ports 30000-39999 \
+        --siphon-ports 10000-19999 \
         "${auth_args[@]}" "${watch[@]}" "${sink_args[@]}" --out "$results" \
         >"$OUT/run-$mode-$level.json" 2>"$OUT/run-$mode-$level.log" \
         || { echo "generator failed:"; tail -5 "$OUT/run-$mode-$level.log"; }
