@@ -988,13 +988,8 @@ impl Endpoint {
         self.reply_to(key, request, code, None, &[]);
     }
 
-    /// Sends BYE for a call and forgets it.
-    #[allow(dead_code)] // kept for callers that have no `EndResult` to give
-    fn hang_up(&mut self, id: &DialogId, reason: &str) {
-        self.hang_up_as(id, reason, EndResult::Other);
-    }
-
-    /// `hang_up`, counting the call as ended for `result`.
+    /// Sends BYE for a call (a final response if it never answered) and forgets it,
+    /// counting it as ended for `result`.
     fn hang_up_as(&mut self, id: &DialogId, reason: &str, result: EndResult) {
         let Some(transport) = self.calls.get(id).map(|c| c.peer.transport) else {
             return;
@@ -1027,11 +1022,6 @@ impl Endpoint {
         for id in ids {
             self.hang_up_as(&id, reason, result);
         }
-    }
-
-    #[allow(dead_code)] // kept for callers that have no `EndResult` to give
-    fn end_call(&mut self, id: &DialogId) {
-        self.end_call_as(id, EndResult::Other);
     }
 
     fn end_call_as(&mut self, id: &DialogId, result: EndResult) {
