@@ -13,7 +13,7 @@
 //!
 //! How the media task uses it:
 //!
-//! ```ignore
+//! ```text
 //! let fork = siphon_fork::start(config.clone(), meta);
 //! let reg = counters.forks.register(
 //!     ForkInfo { call_id, fork_id, url: config.url.clone(), mode: config.mode },
