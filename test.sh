@@ -14,6 +14,8 @@ command -v editcap >/dev/null 2>&1 || missing+=(wireshark-common)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 # The Pipecat interop check builds a venv (Debian splits venv/ensurepip out of python3).
 python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# Validates docker-compose.yml without a Docker engine.
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 if [ "${#missing[@]}" -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -ne 0 ] && sudo="sudo"
@@ -24,6 +26,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 cargo fmt --all --check
+# The compose stack must parse (services, volumes, the files it mounts); its dashboard's
+# metric names are checked against a live Siphon in sip-tests/run.sh.
+docker-compose -f docker-compose.yml config -q
+for f in deploy/prometheus.yml deploy/alerts.yml deploy/grafana/dashboards/siphon.json \
+    deploy/grafana/provisioning/datasources/prometheus.yml \
+    deploy/grafana/provisioning/dashboards/siphon.yml deploy/Dockerfile deploy/siphon.toml; do
+    [ -s "$f" ] || { echo "missing $f (mounted by docker-compose.yml)"; exit 1; }
+done
+python3 -c 'import json,sys; json.load(open(sys.argv[1]))' deploy/grafana/dashboards/siphon.json
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
 # The interop suite runs the optimised binary, as users do (the flood check measures

@@ -10,6 +10,7 @@ root="$(cd "$here/.." && pwd)"
 siphon="${1:-$root/target/debug/siphon}"
 port="${SIP_PORT:-5060}"
 target="127.0.0.1:$port"
+http="127.0.0.1:${HTTP_PORT:-8080}"
 work="$(mktemp -d)"
 failures=0
 
@@ -47,7 +48,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$siphon" --listen "$target" --log info >"$work/siphon.log" 2>&1 &
+"$siphon" --listen "$target" --http "$http" --log info >"$work/siphon.log" 2>&1 &
 siphon_pid=$!
 # Wait until Siphon answers OPTIONS (at most ~10 s).
 for _ in $(seq 50); do
@@ -138,6 +139,23 @@ fi
 # (native mode, L16), which echoes it back through the fork into Siphon's pacer. The caller
 # must get a continuous 20 ms stream with all of it.
 rtp_echo fork-700-rtp 700 16020 5114
+
+# Operations: 20 overlapping forked calls to 700 (the 7 s of speech each, 10 calls/s) while
+# metrics_check.py scrapes /metrics every 0.5 s: the calls, RTP and fork counters must move
+# by what 20 calls carry (each sends 353 packets; 340 leaves room for the last ones in flight
+# at the BYE), the fork latency histogram must fill, and every active gauge (calls, media
+# tasks, forks, fork connections, RTP ports) must be back to 0 after the calls.
+mkdir -p "$work/metrics-700"
+python3 "$here/pcap_20ms.py" /usr/share/sip-tester/g711a.pcap "$work/metrics-700/pcma_20ms.pcap"
+if ( cd "$work/metrics-700" && python3 "$here/metrics_check.py" calls --metrics "http://$http/metrics" \
+    --calls 20 --packets 340 -- timeout 120 sipp -sf "$sc/echo_rtp.xml" -s 700 -m 20 -l 20 -r 10 \
+    -p 5117 -i 127.0.0.1 -mp 16050 -timeout 60s -timeout_error -trace_err -nostdin "$target" \
+    >"$work/metrics-700/check" 2>&1 ); then
+    echo "PASS metrics-700-x20"
+else
+    echo "FAIL metrics-700-x20$(root_hint)"; failures=$((failures + 1))
+fi
+grep "^    " "$work/metrics-700/check"
 
 # DTMF: keys 1, 2, 3 as RFC 4733 events (payload type 101, offered as 101) to 600. Each
 # key must give exactly one "DTMF received digit=N" line, and nothing else DTMF may be
@@ -323,6 +341,16 @@ if ensure_pipecat_venv; then
 else
     failures=$((failures + 1))
 fi
+
+# Every metric the Grafana dashboard and the alert rules query must be one Siphon exports
+# (checked after all the traffic above, so that labelled series exist).
+if python3 "$here/metrics_check.py" names --metrics "http://$http/metrics" \
+    "$root/deploy/grafana/dashboards/siphon.json" "$root/deploy/alerts.yml" >"$work/names" 2>&1; then
+    echo "PASS dashboard-metrics"
+else
+    echo "FAIL dashboard-metrics"; failures=$((failures + 1))
+fi
+cat "$work/names"
 
 if ! kill -0 "$siphon_pid" 2>/dev/null; then
     echo "FAIL siphon exited during the tests"; failures=$((failures + 1))

@@ -189,8 +189,13 @@ impl Endpoint {
             register_rate: TokenBucket::new(l.registers_per_second, l.registers_per_second, t0),
             prompts,
             layer: TransactionLayer::new(config.timers()),
+            // Contact and Via must name an address peers can send to: never a wildcard.
+            sip_addr: if sip_addr.ip().is_unspecified() || config.rtp.advertised_address.is_some() {
+                SocketAddr::new(config.advertised_address(), sip_addr.port())
+            } else {
+                sip_addr
+            },
             config,
-            sip_addr,
             out,
             auth,
             registrar,

@@ -151,7 +151,8 @@ enum Source {
         prompt: Arc<Prompt>,
         position: usize,
     },
-    /// Nothing to send (ringing numbers).
+    /// Nothing of its own to send (ringing numbers; forked calls, which play only what
+    /// their services send back).
     Nothing,
 }
 
@@ -180,7 +181,10 @@ pub fn spawn(setup: LegSetup) -> MediaHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let port = setup.rtp.port;
     let source = match (setup.action, setup.prompt) {
-        (Action::Echo | Action::Fork, _) => Source::Echo,
+        (Action::Echo, _) => Source::Echo,
+        // A forked call hears only what its services send back: a speech-to-text service
+        // that never answers leaves the caller in silence, not listening to themselves.
+        (Action::Fork, _) => Source::Nothing,
         (Action::Tone, _) => Source::Tone(ToneGenerator::test_tone()),
         (Action::Play, Some(prompt)) => Source::Prompt {
             prompt,

@@ -281,3 +281,83 @@ async fn fork_latency_is_measured_and_reported() {
     s.stop().await;
     svc.shutdown().await;
 }
+
+/// A service that dies mid-call: the call stays up, the fork reconnects when the service
+/// is back on the same address (sending what it buffered meanwhile), and the `stop` the
+/// new connection gets accounts for every frame: sent + dropped = what the phone sent.
+#[tokio::test]
+async fn a_killed_service_leaves_the_call_up_and_the_fork_reconnects() {
+    let first = service(false).await;
+    let addr = first.local_addr();
+    let route = fork_route(
+        "701",
+        &first.url(Mode::Native),
+        "native",
+        "l16",
+        "reconnect_min_ms = 50\nreconnect_max_ms = 200\n",
+    );
+    let s = start_with(&route, 34400).await;
+    let call = place_call(s.addr, "701", "fork-reconnect", "0").await;
+    send_audio_from(&call, 0, 50).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before_kill = first.streams().first().map_or(0, |r| r.frame_count(None));
+    assert!(
+        before_kill >= 45,
+        "only {before_kill} frames before the kill"
+    );
+    first.kill().await;
+    // One second of audio while nothing listens: kept in the 2 s buffer.
+    send_audio_from(&call, 50, 50).await;
+    let second = siphon_analytics::bind(
+        &addr.to_string(),
+        Options {
+            log_levels: false,
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    send_audio_from(&call, 100, 100).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = second.streams();
+    assert_eq!(after.len(), 1, "the fork did not reconnect once: {after:?}");
+    let resumed = after[0].frame_count(None);
+    assert!(resumed >= 140, "only {resumed} frames after the reconnect");
+    // The call is still up: BYE is answered 200 (not 481).
+    let local = call.phone.local();
+    call.phone
+        .send(&in_dialog(
+            "BYE",
+            local,
+            "701",
+            &call.call_id,
+            2,
+            &call.tag,
+            "byer",
+        ))
+        .await;
+    assert_eq!(status(&call.phone.recv().await), 200);
+    let id = after[0].stream_id.clone();
+    let record = second
+        .wait_stream(&id, Duration::from_secs(3), |r| r.stop.is_some())
+        .await
+        .expect("no stop after the BYE");
+    let stop = record.stop.clone().unwrap();
+    let sent = stop["framesSent"].as_u64().unwrap();
+    let dropped = stop["framesDropped"].as_u64().unwrap();
+    assert_eq!(
+        sent + dropped,
+        200,
+        "stop does not account for 200 frames: {stop}"
+    );
+    assert!(stop["reconnects"].as_u64().unwrap() >= 1, "{stop}");
+    // What the two services received is what the fork says it sent, give or take what
+    // was in flight in the killed connection's socket buffers.
+    let received = (before_kill + record.frame_count(None)) as u64;
+    assert!(
+        received <= sent && received + 10 >= sent,
+        "services got {received} frames, the fork says it sent {sent}"
+    );
+    s.stop().await;
+    second.shutdown().await;
+}

@@ -553,3 +553,68 @@ async fn calls_to_protected_routes_are_challenged_with_407() {
     assert_eq!(status(&ok), 200, "{ok}");
     s.stop().await;
 }
+
+/// Listening on every interface (0.0.0.0, as in a container) must not leak the wildcard
+/// into what peers use to reach Siphon: c=0.0.0.0 in SDP means "on hold" (RFC 3264 §8.4)
+/// and a Contact of 0.0.0.0 cannot be sent to. Both must name a real address, and the
+/// call's audio must flow to it.
+#[tokio::test]
+async fn a_wildcard_listen_address_is_never_advertised() {
+    let s = start_edited(
+        "",
+        34300,
+        &[(
+            "# UDP and TCP both listen here.\nlisten = \"127.0.0.1:0\"",
+            "listen = \"0.0.0.0:0\"",
+        )],
+    )
+    .await;
+    let server: SocketAddr = format!("127.0.0.1:{}", s.addr.port()).parse().unwrap();
+    let phone = Phone::new(server).await;
+    let rtp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let body = sdp(rtp.local_addr().unwrap().port(), "0", "");
+    let local = phone.local();
+    phone
+        .send(&invite(
+            local,
+            "600",
+            "wild-1",
+            1,
+            None,
+            &body,
+            "application/sdp",
+        ))
+        .await;
+    let ok = phone.final_response().await;
+    assert_eq!(status(&ok), 200, "{ok}");
+    let contact = header(&ok, "Contact").unwrap();
+    assert!(!contact.contains("0.0.0.0"), "{contact}");
+    let answer = ok.split("\r\n\r\n").nth(1).unwrap();
+    let c = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("c=IN IP4 "))
+        .unwrap()
+        .trim();
+    assert_ne!(c, "0.0.0.0", "{answer}");
+    let port: u16 = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let tag = to_tag(&ok);
+    phone
+        .send(&in_dialog("ACK", local, "600", "wild-1", 1, &tag, "ack"))
+        .await;
+    // Echo: what goes to the advertised address comes back.
+    let remote: SocketAddr = format!("{c}:{port}").parse().unwrap();
+    for i in 0..10u16 {
+        let pkt = rtp_bytes(0, i == 0, i, u32::from(i) * 160, 7, &[0xff; 160]);
+        rtp.send_to(&pkt, remote).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = collect(&rtp, Duration::from_millis(500)).await;
+    assert!(!got.is_empty(), "no echo from {remote}");
+    s.stop().await;
+}
