@@ -54,20 +54,29 @@ ACTIVE = ["siphon_calls_active", "siphon_media_tasks_active", "siphon_forks_acti
           "siphon_fork_connections_active", "siphon_rtp_ports_in_use"]
 
 
+def watch(url, proc):
+    """Scrapes every 0.5 s while PROC runs: the peak of each active gauge, and how many
+    scrapes were taken."""
+    peak = {g: 0.0 for g in ACTIVE}
+    scrapes = 0
+    while proc.poll() is None:
+        time.sleep(0.5)
+        now, _ = scrape(url)
+        scrapes += 1
+        for g in ACTIVE:
+            peak[g] = max(peak[g], total(now, g))
+    return peak, scrapes
+
+
 def check_calls(args):
     failures = []
     before, ctype = scrape(args.metrics)
     if not ctype.startswith("text/plain") or "version=0.0.4" not in ctype:
         failures.append(f"Content-Type is {ctype!r}, not text/plain; version=0.0.4")
-    proc = subprocess.Popen(args.command)
-    peak = {g: 0.0 for g in ACTIVE}
-    samples_during = 0
-    while proc.poll() is None:
-        time.sleep(0.5)
-        now, _ = scrape(args.metrics)
-        samples_during += 1
-        for g in ACTIVE:
-            peak[g] = max(peak[g], total(now, g))
+    # COMMAND's own output (SIPp's screens) goes to a file beside it, not into the report.
+    with open("command.out", "w") as out:
+        proc = subprocess.Popen(args.command, stdout=out, stderr=subprocess.STDOUT)
+        peak, samples_during = watch(args.metrics, proc)
     rc = proc.returncode
     # Calls end with the BYE; the media task and the fork's stop follow within moments.
     deadline = time.time() + 10

@@ -154,6 +154,7 @@ if ( cd "$work/metrics-700" && python3 "$here/metrics_check.py" calls --metrics 
     echo "PASS metrics-700-x20"
 else
     echo "FAIL metrics-700-x20$(root_hint)"; failures=$((failures + 1))
+    tail -n 20 "$work/metrics-700/command.out" "$work/metrics-700"/*errors.log 2>/dev/null
 fi
 grep "^    " "$work/metrics-700/check"
 

@@ -293,7 +293,12 @@ impl Leg {
                     None => std::future::pending().await,
                 }
             };
+            // Biased, in this order: a control message (the answer that attaches the forks)
+            // is handled before RTP that arrived after it, so a call's first packet is never
+            // read before its forks exist; a due send slot goes before reading more RTP, so
+            // a flood on this port cannot delay what the caller hears.
             tokio::select! {
+                biased;
                 msg = control.recv() => match msg {
                     Some(Control::Update(p)) => {
                         // Coming off hold restarts the inactivity clock.
@@ -338,6 +343,15 @@ impl Leg {
                         return;
                     }
                 },
+                () = pacer => {
+                    self.on_send_slots(&mut pcm_in, &mut pcm_out, &mut tx);
+                    if let Some(reason) = self.service_requests() {
+                        warn!(%reason, "ending call");
+                        self.finish(&reason);
+                        let _ = self.commands.send(Command::MediaEnded { call: self.call.clone(), reason }).await;
+                        return;
+                    }
+                }
                 r = self.rtp.socket.recv_from(&mut rx) => {
                     let Ok((len, from)) = r else { continue };
                     if self.on_rtp(&rx[..len], from) {
@@ -347,15 +361,6 @@ impl Leg {
                 r = self.rtp.rtcp.recv_from(&mut rtcp_rx) => {
                     let Ok((len, from)) = r else { continue };
                     self.on_rtcp(&rtcp_rx[..len], from);
-                }
-                () = pacer => {
-                    self.on_send_slots(&mut pcm_in, &mut pcm_out, &mut tx);
-                    if let Some(reason) = self.service_requests() {
-                        warn!(%reason, "ending call");
-                        self.finish(&reason);
-                        let _ = self.commands.send(Command::MediaEnded { call: self.call.clone(), reason }).await;
-                        return;
-                    }
                 }
                 () = tokio::time::sleep_until(idle_deadline) => {
                     if self.on_hold() || self.session.is_none() {
