@@ -546,6 +546,33 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// The host's source address towards the public internet, found the way the kernel would
+/// choose it: connecting a UDP socket sends nothing, it only picks a route and a source.
+/// A host with no default route gets loopback, the only address a peer can surely reach.
+fn primary_address(family: IpAddr) -> IpAddr {
+    use std::net::{Ipv4Addr, Ipv6Addr, UdpSocket};
+    // Documentation prefixes (RFC 5737 / RFC 3849): routed like any public address.
+    let (bind, probe, fallback): (IpAddr, IpAddr, IpAddr) = match family {
+        IpAddr::V4(_) => (
+            Ipv4Addr::UNSPECIFIED.into(),
+            Ipv4Addr::new(192, 0, 2, 1).into(),
+            Ipv4Addr::LOCALHOST.into(),
+        ),
+        IpAddr::V6(_) => (
+            Ipv6Addr::UNSPECIFIED.into(),
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).into(),
+            Ipv6Addr::LOCALHOST.into(),
+        ),
+    };
+    UdpSocket::bind((bind, 0))
+        .and_then(|s| s.connect((probe, 9)).map(|()| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip())
+        .ok()
+        .filter(|ip| !ip.is_unspecified())
+        .unwrap_or(fallback)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -613,31 +640,4 @@ mod tests {
         assert!(c.trunk_for_ip("192.0.2.9".parse().unwrap()).is_some());
         assert!(c.trunk_for_ip("198.51.100.1".parse().unwrap()).is_none());
     }
-}
-
-/// The host's source address towards the public internet, found the way the kernel would
-/// choose it: connecting a UDP socket sends nothing, it only picks a route and a source.
-/// A host with no default route gets loopback, the only address a peer can surely reach.
-fn primary_address(family: IpAddr) -> IpAddr {
-    use std::net::{Ipv4Addr, Ipv6Addr, UdpSocket};
-    // Documentation prefixes (RFC 5737 / RFC 3849): routed like any public address.
-    let (bind, probe, fallback): (IpAddr, IpAddr, IpAddr) = match family {
-        IpAddr::V4(_) => (
-            Ipv4Addr::UNSPECIFIED.into(),
-            Ipv4Addr::new(192, 0, 2, 1).into(),
-            Ipv4Addr::LOCALHOST.into(),
-        ),
-        IpAddr::V6(_) => (
-            Ipv6Addr::UNSPECIFIED.into(),
-            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).into(),
-            Ipv6Addr::LOCALHOST.into(),
-        ),
-    };
-    UdpSocket::bind((bind, 0))
-        .and_then(|s| s.connect((probe, 9)).map(|()| s))
-        .and_then(|s| s.local_addr())
-        .map(|a| a.ip())
-        .ok()
-        .filter(|ip| !ip.is_unspecified())
-        .unwrap_or(fallback)
 }
