@@ -158,6 +158,38 @@ else
 fi
 grep "^    " "$work/metrics-700/check"
 
+# quote STRING: percent-encoded for a URL path segment (Call-IDs hold '@').
+quote() { python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$1"; }
+# active_call_ids: the Call-IDs /api/calls lists, one per line.
+active_call_ids() {
+    curl -fsS "http://$http/api/calls" |
+        python3 -c 'import json, sys; [print(c["call_id"]) for c in json.load(sys.stdin)["calls"]]'
+}
+
+# Admin API: DELETE /api/calls/{id} ends a live call with a BYE that SIPp must receive
+# (wait_bye.xml fails unless the BYE comes within 30 s), and the call leaves the list.
+mkdir -p "$work/admin-hangup"
+( cd "$work/admin-hangup" && timeout 60 sipp -sf "$sc/wait_bye.xml" -s 600 -m 1 -p 5118 \
+    -mp 16060 -timeout 40s -timeout_error -trace_err -nostdin "$target" >stdout 2>&1 ) &
+hangup_sipp=$!
+hangup_id=""
+for _ in $(seq 50); do
+    hangup_id="$(active_call_ids | head -n 1)"
+    [ -n "$hangup_id" ] && break
+    sleep 0.1
+done
+hangup_code="$(curl -s -o "$work/admin-hangup/delete.json" -w '%{http_code}' -X DELETE \
+    "http://$http/api/calls/$(quote "$hangup_id")")"
+wait "$hangup_sipp"; hangup_rc=$?
+if [ -n "$hangup_id" ] && [ "$hangup_code" = 204 ] && [ "$hangup_rc" = 0 ] && [ -z "$(active_call_ids)" ]; then
+    echo "PASS admin-hangup (DELETE /api/calls/$hangup_id: 204, SIPp got the BYE)"
+else
+    echo "FAIL admin-hangup (call '$hangup_id', DELETE answered $hangup_code, SIPp exit $hangup_rc," \
+        "calls left: $(active_call_ids | tr '\n' ' '))"
+    cat "$work/admin-hangup/delete.json" 2>/dev/null; tail -n 5 "$work/admin-hangup/stdout"
+    failures=$((failures + 1))
+fi
+
 # DTMF: keys 1, 2, 3 as RFC 4733 events (payload type 101, offered as 101) to 600. Each
 # key must give exactly one "DTMF received digit=N" line, and nothing else DTMF may be
 # logged during the call. The log is coloured (tracing's ANSI escapes): strip them first.
@@ -356,10 +388,59 @@ cat "$work/names"
 if ! kill -0 "$siphon_pid" 2>/dev/null; then
     echo "FAIL siphon exited during the tests"; failures=$((failures + 1))
 fi
-# SIGTERM stops it cleanly.
+# Graceful shutdown: SIGTERM while a call is up. /readyz must turn 503, a new call must be
+# refused with 503 and Retry-After (refused_503.xml), the call in progress must go on to its
+# own BYE (SIPp's uac hangs up after 4 s; the default drain timeout is 30 s), and Siphon must
+# then exit 0 with a log line saying what it drained.
+mkdir -p "$work/drain"
+( cd "$work/drain" && timeout 60 sipp -sn uac -s 600 -m 1 -d 4000 -p 5119 -timeout 30s \
+    -timeout_error -trace_err -nostdin "$target" >stdout 2>&1 ) &
+drain_call=$!
+for _ in $(seq 50); do [ -n "$(active_call_ids)" ] && break; sleep 0.1; done
 kill -TERM "$siphon_pid"
+sleep 0.5
+ready_code="$(curl -s -o /dev/null -w '%{http_code}' "http://$http/readyz")"
+if [ "$ready_code" = 503 ]; then echo "PASS drain-readyz (503)"; else
+    echo "FAIL drain-readyz (/readyz answered $ready_code while draining)"; failures=$((failures + 1)); fi
+run drain-refuses-new-call 0 -sf "$sc/refused_503.xml" -s 600 -m 1 -p 5120
+if wait "$drain_call"; then echo "PASS drain-call-completes"; else
+    echo "FAIL drain-call-completes (the call up at SIGTERM did not end normally)"
+    tail -n 5 "$work/drain/stdout"; failures=$((failures + 1)); fi
 if wait "$siphon_pid"; then echo "PASS clean-shutdown"; else echo "FAIL clean-shutdown"; failures=$((failures + 1)); fi
 siphon_pid=""
+drained="$(sed 's/\x1b\[[0-9;]*m//g' "$work/siphon.log" | grep "drained: no call left")"
+if grep -q "calls=1 ended_by_their_parties=1 hung_up_at_timeout=0" <<<"$drained"; then
+    echo "PASS drain-log ($(sed 's/.*drained/drained/' <<<"$drained"))"
+else
+    echo "FAIL drain-log (no drain summary for the one call: '$drained')"; failures=$((failures + 1))
+fi
+
+# Logs for machines: a Siphon with --log-format json whose SIP message tracing is switched
+# on at runtime (PUT /api/sip-trace) must log every line as a JSON object, and the traced
+# OPTIONS in full. Runs once the main Siphon is gone (it takes the same ports).
+"$siphon" --listen "$target" --http "$http" --log-format json >"$work/json.log" 2>&1 &
+siphon_pid=$!
+for _ in $(seq 50); do curl -fsS "http://$http/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+trace_reply="$(curl -fsS -X PUT "http://$http/api/sip-trace" -H 'Content-Type: application/json' \
+    -d '{"enabled": true}')"
+run json-log-options 0 -sf "$sc/options.xml" -m 1 -p 5121
+kill -TERM "$siphon_pid"; wait "$siphon_pid"; siphon_pid=""
+if python3 - "$work/json.log" <<'PY'
+import json, sys
+lines = [l for l in open(sys.argv[1]) if l.strip()]
+objs = [json.loads(l) for l in lines]  # raises (and fails the check) on a non-JSON line
+traced = [o for o in objs if o.get("target") == "siphon::sip_trace"]
+dirs = {o["fields"].get("direction") for o in traced
+        if "OPTIONS sip:" in o["fields"].get("message", "") or "CSeq: 1 OPTIONS" in o["fields"].get("message", "")}
+print(f"    {len(objs)} JSON log lines, {len(traced)} traced SIP messages")
+sys.exit(0 if lines and {"in", "out"} <= dirs else 1)
+PY
+then
+    echo "PASS json-log-sip-trace ($trace_reply)"
+else
+    echo "FAIL json-log-sip-trace (PUT answered '$trace_reply')"; head -n 5 "$work/json.log"
+    failures=$((failures + 1))
+fi
 
 if [ "$failures" -ne 0 ]; then
     echo "--- siphon log (tail) ---"; tail -n 40 "$work/siphon.log"

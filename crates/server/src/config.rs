@@ -66,6 +66,10 @@ pub struct SipConfig {
     /// On shutdown, how long calls may go on before they get BYE.
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout_s: u64,
+    /// Log every SIP message sent and received in full (target `siphon::sip_trace`).
+    /// Switchable at runtime: `PUT /api/sip-trace`.
+    #[serde(default)]
+    pub trace_messages: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -114,6 +114,8 @@ pub struct Counters {
     pub media_legs_active: AtomicU64,
     /// Set on shutdown: new INVITEs get 503 and `/readyz` fails.
     pub draining: AtomicBool,
+    /// SIP message tracing on (`[sip] trace_messages`, `PUT /api/sip-trace`).
+    pub sip_trace: AtomicBool,
     /// Live forks' statistics and the totals of ended ones.
     pub forks: Arc<ForkMetrics>,
 }

@@ -135,6 +135,10 @@ pub struct Endpoint {
 struct Drain {
     deadline: Instant,
     done: Option<oneshot::Sender<()>>,
+    /// Calls up when the drain began, and how many of them the timeout hung up: the
+    /// closing log line says what the drain did.
+    calls_at_start: usize,
+    hung_up: usize,
 }
 
 impl Endpoint {
@@ -259,6 +263,9 @@ impl Endpoint {
                 }
                 () = drain_timer => {
                     warn!(calls = self.calls.len(), "drain timeout; hanging up the calls left");
+                    if let Some(d) = self.drain.as_mut() {
+                        d.hung_up = self.calls.len();
+                    }
                     self.hang_up_all("shutdown", EndResult::DrainTimeout);
                 }
                 _ = shutdown.recv() => {
@@ -273,10 +280,18 @@ impl Endpoint {
     }
 
     fn check_drained(&mut self) {
-        if self.calls.is_empty()
-            && let Some(done) = self.drain.as_mut().and_then(|d| d.done.take())
+        if !self.calls.is_empty() {
+            return;
+        }
+        if let Some(d) = self.drain.as_mut()
+            && let Some(done) = d.done.take()
         {
-            info!("drained: no call left");
+            info!(
+                calls = d.calls_at_start,
+                ended_by_their_parties = d.calls_at_start.saturating_sub(d.hung_up),
+                hung_up_at_timeout = d.hung_up,
+                "drained: no call left"
+            );
             let _ = done.send(());
         }
     }
@@ -413,6 +428,8 @@ impl Endpoint {
                 self.drain = Some(Drain {
                     deadline: Instant::now() + timeout,
                     done: Some(done),
+                    calls_at_start: self.calls.len(),
+                    hung_up: 0,
                 });
             }
         }

@@ -81,13 +81,20 @@ impl Server {
         };
         Ok(Server {
             analytics,
+            counters: {
+                let c = Counters::default();
+                c.sip_trace.store(
+                    config.sip.trace_messages,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                Arc::new(c)
+            },
             config: Arc::new(config),
             udp: Arc::new(udp),
             tcp,
             sip_addr,
             http,
             http_addr,
-            counters: Arc::new(Counters::default()),
             calls: Arc::new(DashMap::new()),
             ports,
         })

@@ -37,8 +37,34 @@ pub struct Outbound {
     counters: Arc<Counters>,
 }
 
+/// Logs a whole SIP message when tracing is on (`[sip] trace_messages`, or switched on at
+/// runtime with `PUT /api/sip-trace`). One relaxed load when it is off.
+pub fn trace_message(
+    counters: &Counters,
+    direction: &str,
+    peer: SocketAddr,
+    transport: Transport,
+    bytes: &[u8],
+) {
+    if counters
+        .sip_trace
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        tracing::info!(
+            target: "siphon::sip_trace",
+            direction,
+            %peer,
+            transport = transport.via_token(),
+            len = bytes.len(),
+            "\n{}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+}
+
 impl Outbound {
     pub fn send(&self, peer: Peer, bytes: Vec<u8>) {
+        trace_message(&self.counters, "out", peer.addr, peer.transport, &bytes);
         match peer.transport {
             Transport::Udp => {
                 // try_send_to never waits: the SIP core must not stall on one full socket
@@ -192,6 +218,7 @@ pub async fn run_udp(
         if data.iter().all(|b| *b == b'\r' || *b == b'\n') {
             continue; // keepalive (RFC 5626 §3.5.1 over UDP uses STUN; CRLF is common too)
         }
+        trace_message(&ctx.counters, "in", source, Transport::Udp, data);
         let parsed = message::parse(data, source, ctx.limits);
         deliver(
             parsed,
@@ -291,6 +318,13 @@ impl Connection {
                         buf.drain(..k);
                     }
                     Ok(Framed::Message(len)) => {
+                        trace_message(
+                            &self.ctx.counters,
+                            "in",
+                            self.peer,
+                            Transport::Tcp,
+                            &buf[..len],
+                        );
                         let parsed = message::parse(&buf[..len], self.peer, self.ctx.limits);
                         let c = &self.ctx;
                         deliver(

@@ -820,6 +820,35 @@ async fn the_admin_api_wants_the_token_when_one_is_set() {
             .status,
         404
     );
+    // SIP message tracing: off by default, switched by PUT, protected like the rest.
+    let trace = |method, body| http(h, method, "/api/sip-trace", Some("s3cret-token"), body);
+    assert_eq!(trace("GET", None).await.json()["enabled"], false);
+    let on = trace("PUT", Some(r#"{"enabled": true}"#)).await;
+    assert_eq!(
+        (on.status, on.json()["enabled"].clone()),
+        (200, true.into())
+    );
+    assert_eq!(trace("GET", None).await.json()["enabled"], true);
+    for bad in [
+        r#"{"enabled": "yes"}"#,
+        "{}",
+        "not json",
+        r#"{"enabled": true, "x": 1}"#,
+    ] {
+        let r = trace("PUT", Some(bad)).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+        assert!(r.json()["error"].as_str().is_some(), "{}", r.body);
+    }
+    assert_eq!(trace("GET", None).await.json()["enabled"], true);
+    let anonymous = http(
+        h,
+        "PUT",
+        "/api/sip-trace",
+        None,
+        Some(r#"{"enabled": false}"#),
+    )
+    .await;
+    assert_eq!(anonymous.status, 401);
     // Scraping and health checks need no token.
     assert_eq!(http(h, "GET", "/metrics", None, None).await.status, 200);
     assert_eq!(http(h, "GET", "/healthz", None, None).await.status, 200);

@@ -37,8 +37,18 @@ struct Cli {
     /// Log filter, e.g. `info`, `debug`, `siphon_server=debug` (RUST_LOG works too).
     #[arg(long, default_value = "info")]
     log: String,
+    /// Log format: `human` (default) or `json` (one object per line, with the call's span
+    /// fields, for log shippers).
+    #[arg(long, env = "SIPHON_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Cmd>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -77,10 +87,18 @@ fn run(cli: Cli) -> ExitCode {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log));
     // Colours only on a terminal: log files and pipes get plain text that grep can match.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .init();
+    match cli.log_format {
+        LogFormat::Human => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(ansi)
+            .init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .init(),
+    }
     let loaded = match &cli.config {
         Some(path) => Config::load(path),
         None => Config::embedded(),

@@ -2,6 +2,7 @@
 //! detach) and the registrar's bindings. `docs/openapi.yaml` is its contract.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::Json;
@@ -30,6 +31,34 @@ pub(super) fn routes() -> Router<Arc<HttpContext>> {
         .route("/api/calls/{id}/forks", get(list_forks).post(attach_fork))
         .route("/api/calls/{id}/forks/{fork}", delete(detach_fork))
         .route("/api/registrations", get(registrations))
+        .route("/api/sip-trace", get(sip_trace).put(set_sip_trace))
+}
+
+/// Whether every SIP message is logged in full (target `siphon::sip_trace`).
+async fn sip_trace(State(ctx): Ctx) -> ApiResult {
+    let enabled = ctx.counters.sip_trace.load(Ordering::Relaxed);
+    Ok(Json(json!({ "enabled": enabled })).into_response())
+}
+
+/// Switches SIP message tracing: body `{"enabled": true|false}`; answers the new state.
+async fn set_sip_trace(State(ctx): Ctx, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Switch {
+        enabled: bool,
+    }
+    let body = body.map_err(|e| ApiError::new(e.status(), format!("cannot read body: {e}")))?;
+    let switch: Switch = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("body must be {{\"enabled\": true|false}}: {e}"),
+        )
+    })?;
+    ctx.counters
+        .sip_trace
+        .store(switch.enabled, Ordering::Relaxed);
+    tracing::info!(enabled = switch.enabled, "SIP message tracing switched");
+    Ok(Json(json!({ "enabled": switch.enabled })).into_response())
 }
 
 type ApiResult = Result<Response, ApiError>;
