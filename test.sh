@@ -41,3 +41,6 @@ cargo test --workspace
 # whether established calls keep their audio under load).
 cargo build --release -p siphon
 sip-tests/run.sh "$PWD/target/release/siphon"
+# Every fuzz target briefly (FUZZ_SECONDS each, 10 by default; docs/fuzzing.md has the long
+# runs). Installs cargo-fuzz if missing; the fuzz build has its own workspace and target.
+scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
