@@ -70,6 +70,11 @@ pub struct SipConfig {
     /// Switchable at runtime: `PUT /api/sip-trace`.
     #[serde(default)]
     pub trace_messages: bool,
+    /// SIP over TLS (RFC 3261 §26.2) listens here when set; `tls_cert` and `tls_key` (PEM
+    /// files) are then required.
+    pub tls_listen: Option<SocketAddr>,
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -425,6 +430,16 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "http: token must be printable ASCII without spaces".into(),
             ));
+        }
+        if self.sip.tls_listen.is_some() {
+            let (Some(cert), Some(key)) = (&self.sip.tls_cert, &self.sip.tls_key) else {
+                return Err(ConfigError::Invalid(
+                    "sip: tls_listen needs tls_cert and tls_key (PEM files)".into(),
+                ));
+            };
+            // Load them now: `siphon check-config` and start-up both catch a bad file.
+            crate::tls::acceptor(cert, key)
+                .map_err(|e| ConfigError::Invalid(format!("sip: TLS: {e}")))?;
         }
         if self.auth.algorithms.is_empty() {
             return Err(ConfigError::Invalid(

@@ -116,6 +116,8 @@ pub struct Counters {
     pub draining: AtomicBool,
     /// SIP message tracing on (`[sip] trace_messages`, `PUT /api/sip-trace`).
     pub sip_trace: AtomicBool,
+    /// TLS connections that failed or never finished their handshake.
+    pub tls_handshake_failures: AtomicU64,
     /// Live forks' statistics and the totals of ended ones.
     pub forks: Arc<ForkMetrics>,
 }

@@ -110,6 +110,8 @@ struct Call {
 pub struct Endpoint {
     config: Arc<Config>,
     sip_addr: SocketAddr,
+    /// Where SIP over TLS listens (Contact and Via of TLS dialogs name it).
+    tls_addr: Option<SocketAddr>,
     layer: TransactionLayer,
     out: Outbound,
     auth: Authenticator,
@@ -199,6 +201,7 @@ impl Endpoint {
             } else {
                 sip_addr
             },
+            tls_addr: None,
             config,
             out,
             auth,
@@ -214,6 +217,24 @@ impl Endpoint {
     }
 
     /// The registrar's bindings, for the admin API and metrics (read-only use).
+    /// SIP over TLS listens at `addr`; a wildcard is advertised as `sip_addr`'s host.
+    pub fn set_tls_addr(&mut self, addr: SocketAddr) {
+        let ip = if addr.ip().is_unspecified() {
+            self.sip_addr.ip()
+        } else {
+            addr.ip()
+        };
+        self.tls_addr = Some(SocketAddr::new(ip, addr.port()));
+    }
+
+    /// The address peers reach Siphon at over `transport`.
+    fn addr_for(&self, transport: Transport) -> SocketAddr {
+        match (transport, self.tls_addr) {
+            (Transport::Tls, Some(tls)) => tls,
+            _ => self.sip_addr,
+        }
+    }
+
     pub fn location_store(&self) -> Arc<dyn LocationStore> {
         self.registrar.store().clone()
     }
@@ -1129,7 +1150,7 @@ impl Endpoint {
             Transport::Udp => format!("sip:siphon@{}", self.sip_addr),
             t => format!(
                 "sip:siphon@{};transport={}",
-                self.sip_addr,
+                self.addr_for(t),
                 t.via_token().to_lowercase()
             ),
         }
@@ -1143,7 +1164,7 @@ impl Endpoint {
         format!(
             "SIP/2.0/{} {};branch={};rport",
             transport.via_token(),
-            self.sip_addr,
+            self.addr_for(transport),
             new_branch()
         )
     }

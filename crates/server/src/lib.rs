@@ -16,6 +16,7 @@ pub mod limits;
 pub mod media;
 pub mod rtp_ports;
 pub mod server;
+pub mod tls;
 pub mod transport;
 
 pub use config::{Config, ConfigError};

@@ -40,6 +40,8 @@ pub struct Server {
     udp: Arc<UdpSocket>,
     tcp: TcpListener,
     sip_addr: SocketAddr,
+    /// SIP over TLS, when `[sip] tls_listen` is set: its listener, address and acceptor.
+    tls: Option<(TcpListener, SocketAddr, tokio_rustls::TlsAcceptor)>,
     http: TcpListener,
     http_addr: SocketAddr,
     counters: Arc<Counters>,
@@ -60,6 +62,21 @@ impl Server {
             .await
             .map_err(context("SIP", config.sip.listen))?;
         let sip_addr = udp.local_addr()?;
+        let tls = match (
+            &config.sip.tls_listen,
+            &config.sip.tls_cert,
+            &config.sip.tls_key,
+        ) {
+            (Some(addr), Some(cert), Some(key)) => {
+                let acceptor = crate::tls::acceptor(cert, key)?;
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(context("SIP over TLS", *addr))?;
+                let local = listener.local_addr()?;
+                Some((listener, local, acceptor))
+            }
+            _ => None,
+        };
         let http = TcpListener::bind(config.http.listen)
             .await
             .map_err(context("HTTP", config.http.listen))?;
@@ -93,6 +110,7 @@ impl Server {
             udp: Arc::new(udp),
             tcp,
             sip_addr,
+            tls,
             http,
             http_addr,
             calls: Arc::new(DashMap::new()),
@@ -102,6 +120,11 @@ impl Server {
 
     pub fn sip_addr(&self) -> SocketAddr {
         self.sip_addr
+    }
+
+    /// Where SIP over TLS listens, if it does.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|(_, addr, _)| *addr)
     }
 
     /// Where metrics, health and the admin API are served.
@@ -153,7 +176,8 @@ impl Server {
             max_tcp_connections: l.max_tcp_connections,
             tcp_idle_timeout: std::time::Duration::from_secs(l.tcp_idle_timeout_s.max(1)),
         };
-        let endpoint = Endpoint::new(
+        let tls_addr = self.tls_addr();
+        let mut endpoint = Endpoint::new(
             self.config.clone(),
             self.sip_addr,
             out.clone(),
@@ -163,6 +187,9 @@ impl Server {
             self.calls.clone(),
             blocklist,
         );
+        if let Some(addr) = tls_addr {
+            endpoint.set_tls_addr(addr);
+        }
         let http_context = Arc::new(HttpContext::new(
             self.config.clone(),
             self.counters.clone(),
@@ -181,10 +208,30 @@ impl Server {
                 ctx.clone(),
                 stop_tx.subscribe(),
             )),
-            tokio::spawn(transport::run_tcp(self.tcp, ctx, stop_tx.subscribe())),
+            tokio::spawn(transport::run_tcp(
+                self.tcp,
+                ctx.clone(),
+                stop_tx.subscribe(),
+            )),
+            match self.tls {
+                Some((listener, _, acceptor)) => tokio::spawn(transport::run_tls(
+                    listener,
+                    acceptor,
+                    ctx,
+                    stop_tx.subscribe(),
+                )),
+                None => tokio::spawn(async {}),
+            },
             tokio::spawn(endpoint.run(core_rx, cmd_rx, stop_tx.subscribe())),
         ];
-        info!(sip = %self.sip_addr, http = %self.http_addr, "Siphon listening (SIP on UDP and TCP)");
+        match tls_addr {
+            Some(tls) => {
+                info!(sip = %self.sip_addr, %tls, http = %self.http_addr, "Siphon listening (SIP on UDP and TCP, and TLS)")
+            }
+            None => {
+                info!(sip = %self.sip_addr, http = %self.http_addr, "Siphon listening (SIP on UDP and TCP)")
+            }
+        }
         shutdown.await;
         tokio::pin!(force);
         let timeout = Duration::from_secs(self.config.sip.drain_timeout_s);

@@ -1,4 +1,4 @@
-//! SIP over UDP and TCP on one address. The transport tasks parse what arrives (a datagram
+//! SIP over UDP and TCP on one address, and over TLS on its own. The transport tasks parse what arrives (a datagram
 //! or one Content-Length-framed stream message), answer unusable requests statelessly
 //! with the error response the parser built, and hand good messages to the SIP core.
 
@@ -11,9 +11,10 @@ use dashmap::DashMap;
 use rsip::prelude::*;
 use siphon_sip::message::{self, Framed, ParseLimits};
 use siphon_sip::{Peer, Transport};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{broadcast, mpsc};
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 use crate::counters::{Counters, inc};
@@ -234,6 +235,26 @@ pub async fn run_udp(
 pub async fn run_tcp(
     listener: TcpListener,
     ctx: TransportContext,
+    shutdown: broadcast::Receiver<()>,
+) {
+    run_streams(listener, None, ctx, shutdown).await;
+}
+
+/// SIP over TLS: as TCP, each connection first completing a TLS handshake (bounded by the
+/// idle timeout, so a client that never finishes it holds no slot for long).
+pub async fn run_tls(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    ctx: TransportContext,
+    shutdown: broadcast::Receiver<()>,
+) {
+    run_streams(listener, Some(acceptor), ctx, shutdown).await;
+}
+
+async fn run_streams(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    ctx: TransportContext,
     mut shutdown: broadcast::Receiver<()>,
 ) {
     let open = Arc::new(AtomicUsize::new(0));
@@ -265,11 +286,33 @@ pub async fn run_tcp(
         let conn = Connection {
             ctx: ctx.clone(),
             peer,
+            transport: if tls.is_some() {
+                Transport::Tls
+            } else {
+                Transport::Tcp
+            },
         };
         let shutdown = shutdown.resubscribe();
         let open = open.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            conn.run(stream, shutdown).await;
+            match tls {
+                None => conn.run(stream, shutdown).await,
+                Some(acceptor) => {
+                    let handshake = acceptor.accept(stream);
+                    match tokio::time::timeout(conn.ctx.tcp_idle_timeout, handshake).await {
+                        Ok(Ok(stream)) => conn.run(stream, shutdown).await,
+                        Ok(Err(e)) => {
+                            inc(&conn.ctx.counters.tls_handshake_failures);
+                            debug!(%peer, error = %e, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            inc(&conn.ctx.counters.tls_handshake_failures);
+                            debug!(%peer, "TLS handshake timed out");
+                        }
+                    }
+                }
+            }
             open.fetch_sub(1, Ordering::Relaxed);
         });
     }
@@ -278,11 +321,15 @@ pub async fn run_tcp(
 struct Connection {
     ctx: TransportContext,
     peer: SocketAddr,
+    transport: Transport,
 }
 
 impl Connection {
-    async fn run(self, stream: TcpStream, mut shutdown: broadcast::Receiver<()>) {
-        let (mut reader, mut writer) = stream.into_split();
+    async fn run<S>(self, stream: S, mut shutdown: broadcast::Receiver<()>)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (mut reader, mut writer) = tokio::io::split(stream);
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
         self.ctx.out.tcp.insert(self.peer, tx.clone());
         let writer_task = tokio::spawn(async move {
@@ -322,7 +369,7 @@ impl Connection {
                             &self.ctx.counters,
                             "in",
                             self.peer,
-                            Transport::Tcp,
+                            self.transport,
                             &buf[..len],
                         );
                         let parsed = message::parse(&buf[..len], self.peer, self.ctx.limits);
@@ -330,7 +377,7 @@ impl Connection {
                         deliver(
                             parsed,
                             self.peer,
-                            Transport::Tcp,
+                            self.transport,
                             &c.core,
                             &c.out,
                             &c.counters,

@@ -188,6 +188,11 @@ fn sip(f: &mut Families, c: &Counters) {
         &c.send_failures,
     );
     f.counter1(
+        "siphon_sip_tls_handshake_failures_total",
+        "SIP over TLS connections whose handshake failed or timed out.",
+        &c.tls_handshake_failures,
+    );
+    f.counter1(
         "siphon_sip_auth_challenges_total",
         "Digest challenges sent (401 to REGISTER, 407 to INVITE).",
         &c.auth_challenges,

@@ -20,6 +20,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Metrics, health and the admin API.
     pub http: SocketAddr,
+    /// SIP over TLS, when the configuration sets `tls_listen`.
+    pub tls: Option<SocketAddr>,
     pub counters: Arc<Counters>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -78,6 +80,7 @@ pub async fn start_edited(extra: &str, rtp_min: u16, edits: &[(&str, &str)]) -> 
     let server = Server::bind(config).await.unwrap();
     let addr = server.sip_addr();
     let http = server.http_addr();
+    let tls = server.tls_addr();
     let counters = server.counters();
     let (tx, rx) = oneshot::channel();
     let task = tokio::spawn(server.run(async {
@@ -86,6 +89,7 @@ pub async fn start_edited(extra: &str, rtp_min: u16, edits: &[(&str, &str)]) -> 
     Running {
         addr,
         http,
+        tls,
         counters,
         stop: Some(tx),
         task: Some(task),

@@ -1,0 +1,285 @@
+//! SIP over TLS end to end: a certificate made at test time (rcgen), Siphon listening for
+//! TLS on its own port, and a phone that speaks SIP over a real rustls connection: it
+//! registers with digest authentication, calls the echo number (audio over RTP comes back),
+//! and hangs up. A client that does not trust the certificate gets no SIP service.
+//!
+//! SIPp would be the natural peer, but Debian's sip-tester 3.6.1 is built without OpenSSL
+//! ("To use a TLS transport you must compile SIPp with OpenSSL"), so the phone is this test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// A self-signed certificate for localhost and 127.0.0.1, written as PEM files.
+struct TestCert {
+    dir: PathBuf,
+    der: CertificateDer<'static>,
+}
+
+impl TestCert {
+    fn new(name: &str) -> TestCert {
+        let dir = std::env::temp_dir().join(format!("siphon-tls-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let signed =
+            rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+                .unwrap();
+        std::fs::write(dir.join("cert.pem"), signed.cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), signed.signing_key.serialize_pem()).unwrap();
+        TestCert {
+            dir,
+            der: signed.cert.der().clone(),
+        }
+    }
+
+    /// The `[sip]` lines that turn TLS on.
+    fn config(&self) -> String {
+        format!(
+            "drain_timeout_s = 0\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"",
+            self.dir.join("cert.pem").display(),
+            self.dir.join("key.pem").display()
+        )
+    }
+}
+
+impl Drop for TestCert {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn connector(trusted: Option<&CertificateDer<'static>>) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(cert) = trusted {
+        roots.add(cert.clone()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+/// A phone on a TLS connection: SIP messages as text, framed by Content-Length.
+struct TlsPhone {
+    stream: TlsStream<TcpStream>,
+    local: SocketAddr,
+    buf: Vec<u8>,
+}
+
+impl TlsPhone {
+    async fn connect(server: SocketAddr, cert: &CertificateDer<'static>) -> TlsPhone {
+        let tcp = TcpStream::connect(server).await.unwrap();
+        let local = tcp.local_addr().unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let stream = connector(Some(cert)).connect(name, tcp).await.unwrap();
+        TlsPhone {
+            stream,
+            local,
+            buf: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, text: &str) {
+        self.stream.write_all(text.as_bytes()).await.unwrap();
+    }
+
+    /// The next whole message (5 s at most).
+    async fn recv(&mut self) -> String {
+        let read = async {
+            loop {
+                if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&self.buf[..end]).to_string();
+                    let len: usize = header(&head, "Content-Length")
+                        .or_else(|| header(&head, "l"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    let total = end + 4 + len;
+                    if self.buf.len() >= total {
+                        let msg = String::from_utf8(self.buf.drain(..total).collect()).unwrap();
+                        return msg;
+                    }
+                }
+                let mut chunk = [0u8; 4096];
+                let n = self.stream.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "Siphon closed the TLS connection");
+                self.buf.extend_from_slice(&chunk[..n]);
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .expect("a SIP message over TLS within 5 s")
+    }
+
+    /// The next final (non-1xx) response.
+    async fn final_response(&mut self) -> String {
+        loop {
+            let r = self.recv().await;
+            if status(&r) >= 200 {
+                return r;
+            }
+        }
+    }
+}
+
+/// `text` as sent over TLS: the Via names the TLS transport.
+fn over_tls(text: &str) -> String {
+    text.replace("SIP/2.0/UDP", "SIP/2.0/TLS")
+}
+
+fn register(local: SocketAddr, cseq: u32, auth: Option<&str>) -> String {
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "REGISTER sips:127.0.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/TLS {local};branch=z9hG4bKtlsreg{cseq};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sips:1001@127.0.0.1>;tag=tlsreg\r\n\
+         To: <sips:1001@127.0.0.1>\r\n\
+         Call-ID: tls-register\r\n\
+         CSeq: {cseq} REGISTER\r\n\
+         Contact: <sips:1001@{local}>\r\n\
+         Expires: 300\r\n\
+         {auth}Content-Length: 0\r\n\r\n"
+    )
+}
+
+#[tokio::test]
+async fn a_phone_registers_and_calls_over_tls() {
+    let cert = TestCert::new("call");
+    let s = start_edited("", 34500, &[("drain_timeout_s = 0", &cert.config())]).await;
+    let tls = s.tls.expect("TLS listener");
+    let mut phone = TlsPhone::connect(tls, &cert.der).await;
+    let local = phone.local;
+
+    // REGISTER with digest: challenged, then accepted.
+    phone.send(&register(local, 1, None)).await;
+    let challenge = phone.recv().await;
+    assert_eq!(status(&challenge), 401, "{challenge}");
+    let value = header(&challenge, "WWW-Authenticate").unwrap();
+    let auth = siphon_sip::auth::Challenge::parse(value)
+        .unwrap()
+        .authorization(
+            "1001",
+            "secret1001",
+            "REGISTER",
+            "sips:127.0.0.1",
+            1,
+            &siphon_sip::auth::new_cnonce(),
+        );
+    phone.send(&register(local, 2, Some(&auth))).await;
+    let ok = phone.recv().await;
+    assert_eq!(status(&ok), 200, "{ok}");
+    assert!(
+        header(&ok, "Contact").unwrap().contains("sips:1001@"),
+        "{ok}"
+    );
+
+    // A call to the echo number over the same connection.
+    let rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let body = sdp(rtp.local_addr().unwrap().port(), "0", "");
+    phone
+        .send(&over_tls(&invite(
+            local,
+            "600",
+            "tls-call",
+            1,
+            None,
+            &body,
+            "application/sdp",
+        )))
+        .await;
+    let ok = phone.final_response().await;
+    assert_eq!(status(&ok), 200, "{ok}");
+    // The dialog's remote target is Siphon's TLS address, over TLS.
+    let contact = header(&ok, "Contact").unwrap();
+    assert!(
+        contact.contains(&format!("{tls};transport=tls")),
+        "Contact {contact} does not name the TLS listener {tls}"
+    );
+    let tag = to_tag(&ok);
+    phone
+        .send(&over_tls(&in_dialog(
+            "ACK", local, "600", "tls-call", 1, &tag, "tlsack",
+        )))
+        .await;
+    let answer = ok.split("\r\n\r\n").nth(1).unwrap();
+    let port: u16 = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let remote: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for i in 0..10u16 {
+        let pkt = rtp_bytes(0, i == 0, i, u32::from(i) * 160, 9, &[0x55; 160]);
+        rtp.send_to(&pkt, remote).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let echoed = collect(&rtp, Duration::from_millis(400)).await;
+    assert!(echoed.len() >= 8, "only {} packets echoed", echoed.len());
+    phone
+        .send(&over_tls(&in_dialog(
+            "BYE", local, "600", "tls-call", 2, &tag, "tlsbye",
+        )))
+        .await;
+    assert_eq!(status(&phone.final_response().await), 200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_trust_the_certificate_gets_no_sip() {
+    let cert = TestCert::new("untrusted");
+    let s = start_edited("", 34600, &[("drain_timeout_s = 0", &cert.config())]).await;
+    let tls = s.tls.unwrap();
+    let tcp = TcpStream::connect(tls).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let refused = connector(None).connect(name, tcp).await;
+    assert!(refused.is_err(), "the handshake succeeded without trust");
+    // Plain SIP sent to the TLS port is not SIP service either: the handshake fails and
+    // the connection closes without an answer.
+    let mut plain = TcpStream::connect(tls).await.unwrap();
+    plain
+        .write_all(options(plain.local_addr().unwrap(), "p1").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(_)) | Ok(Err(_))),
+        "the connection was not closed"
+    );
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("SIP/2.0 200"),
+        "plain SIP answered on the TLS port"
+    );
+    // Both failed handshakes are counted, and Siphon still serves trusted clients.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while siphon_server::counters::get(&s.counters.tls_handshake_failures) < 2
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        siphon_server::counters::get(&s.counters.tls_handshake_failures),
+        2
+    );
+    let mut phone = TlsPhone::connect(tls, &cert.der).await;
+    let local = phone.local;
+    phone.send(&over_tls(&options(local, "ok1"))).await;
+    assert_eq!(status(&phone.recv().await), 200);
+    s.stop().await;
+}
