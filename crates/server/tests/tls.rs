@@ -283,3 +283,118 @@ async fn a_client_that_does_not_trust_the_certificate_gets_no_sip() {
     assert_eq!(status(&phone.recv().await), 200);
     s.stop().await;
 }
+
+/// A private CA and a certificate for localhost it signed: the CA's PEM, and an acceptor
+/// serving the certificate.
+fn private_ca() -> (String, tokio_rustls::TlsAcceptor) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap();
+    (ca.pem(), tokio_rustls::TlsAcceptor::from(Arc::new(server)))
+}
+
+/// A dialplan fork to a `wss://` service whose certificate a private CA signed, trusted
+/// through the fork's `tls_ca_file`: the service (the reference analytics service behind
+/// a TLS terminator on loopback) receives every frame of the call, bit-exact.
+#[tokio::test]
+async fn a_fork_streams_over_wss_to_a_service_with_a_private_ca() {
+    use siphon_media::g711::G711;
+    let (ca_pem, acceptor) = private_ca();
+    let dir = std::env::temp_dir().join(format!("siphon-wss-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+
+    let service = siphon_analytics::bind(
+        "127.0.0.1:0",
+        siphon_analytics::Options {
+            log_levels: false,
+            ..siphon_analytics::Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    let plain = service.local_addr();
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = front.local_addr().unwrap().port();
+    let terminator = tokio::spawn(async move {
+        while let Ok((sock, _)) = front.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(sock).await else {
+                    return;
+                };
+                let Ok(mut inner) = TcpStream::connect(plain).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut inner).await;
+            });
+        }
+    });
+
+    let route = format!(
+        "\n[[dialplan]]\nnumber = \"703\"\naction = \"fork\"\nauth = \"none\"\n\
+         [[dialplan.forks]]\nurl = \"wss://localhost:{port}/native\"\nmode = \"native\"\n\
+         encoding = \"l16\"\nsample_rate = 8000\ntracks = \"inbound\"\nrequired = true\n\
+         tls_ca_file = \"{}\"\n",
+        ca_file.display()
+    );
+    let s = start_with(&route, 34700).await;
+    let call = place_call(s.addr, "703", "wss-call", "0").await;
+    let sent: Vec<Vec<u8>> = (0..50).map(|i| speech_like(G711::Pcmu, i)).collect();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    for (i, f) in sent.iter().enumerate() {
+        tick.tick().await;
+        let p = rtp_bytes(0, i == 0, i as u16, 160 * i as u32, 0x3333, f);
+        call.rtp.send_to(&p, call.remote).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let local = call.phone.local();
+    call.phone
+        .send(&in_dialog(
+            "BYE",
+            local,
+            "703",
+            &call.call_id,
+            2,
+            &call.tag,
+            "wssbye",
+        ))
+        .await;
+    assert_eq!(status(&call.phone.recv().await), 200);
+    let streams = service.streams();
+    assert_eq!(streams.len(), 1, "the service saw no stream over wss");
+    let got = streams[0].audio_bytes(None);
+    let expected: Vec<u8> = sent
+        .iter()
+        .flatten()
+        .flat_map(|b| G711::Pcmu.decode_sample(*b).to_le_bytes())
+        .collect();
+    assert!(
+        got == expected,
+        "wss audio differs: {} bytes, expected {}",
+        got.len(),
+        expected.len()
+    );
+    s.stop().await;
+    service.shutdown().await;
+    terminator.abort();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
