@@ -83,6 +83,9 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Bearer token for `/api/*`. Without one, only loopback clients may use the API.
     pub token: Option<String>,
+    /// HTTPS: a PEM certificate chain and key. Both or neither.
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -90,6 +93,8 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             token: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -440,6 +445,18 @@ impl Config {
             // Load them now: `siphon check-config` and start-up both catch a bad file.
             crate::tls::acceptor(cert, key)
                 .map_err(|e| ConfigError::Invalid(format!("sip: TLS: {e}")))?;
+        }
+        match (&self.http.tls_cert, &self.http.tls_key) {
+            (Some(cert), Some(key)) => {
+                crate::tls::acceptor(cert, key)
+                    .map_err(|e| ConfigError::Invalid(format!("http: TLS: {e}")))?;
+            }
+            (None, None) => {}
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "http: tls_cert and tls_key go together".into(),
+                ));
+            }
         }
         if self.auth.algorithms.is_empty() {
             return Err(ConfigError::Invalid(

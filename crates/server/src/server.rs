@@ -42,7 +42,7 @@ pub struct Server {
     sip_addr: SocketAddr,
     /// SIP over TLS, when `[sip] tls_listen` is set: its listener, address and acceptor.
     tls: Option<(TcpListener, SocketAddr, tokio_rustls::TlsAcceptor)>,
-    http: TcpListener,
+    http: http::HttpListener,
     http_addr: SocketAddr,
     counters: Arc<Counters>,
     calls: Arc<DashMap<String, CallSummary>>,
@@ -81,6 +81,13 @@ impl Server {
             .await
             .map_err(context("HTTP", config.http.listen))?;
         let http_addr = http.local_addr()?;
+        let http = match (&config.http.tls_cert, &config.http.tls_key) {
+            (Some(cert), Some(key)) => http::HttpListener::Tls(http::tls::TlsListener::new(
+                http,
+                crate::tls::acceptor(cert, key)?,
+            )?),
+            _ => http::HttpListener::Plain(http),
+        };
         let ports = PortPool::new(config.rtp.port_min, config.rtp.port_max);
         let analytics = match &config.analytics {
             Some(a) => {

@@ -398,3 +398,50 @@ async fn a_fork_streams_over_wss_to_a_service_with_a_private_ca() {
     terminator.abort();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// One HTTP/1.1 request over TLS; the whole response as text.
+async fn https_get(addr: SocketAddr, cert: &CertificateDer<'static>, path: &str) -> String {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut tls = connector(Some(cert)).connect(name, tcp).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    tls.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    // A peer that closes without close_notify is an error to rustls; the bytes are there.
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut raw)).await;
+    String::from_utf8_lossy(&raw).to_string()
+}
+
+/// `[http] tls_cert`/`tls_key`: metrics, health and the admin API over HTTPS only.
+#[tokio::test]
+async fn the_http_listener_serves_https_when_configured() {
+    let cert = TestCert::new("https");
+    let lines = format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"",
+        cert.dir.join("cert.pem").display(),
+        cert.dir.join("key.pem").display()
+    );
+    let s = start_edited("", 34800, &[("# token = \"change-me\"", &lines)]).await;
+    let health = https_get(s.http, &cert.der, "/healthz").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let calls = https_get(s.http, &cert.der, "/api/calls").await;
+    assert!(
+        calls.starts_with("HTTP/1.1 200") && calls.contains("\"count\":0"),
+        "{calls}"
+    );
+    let metrics = https_get(s.http, &cert.der, "/metrics").await;
+    assert!(metrics.contains("siphon_calls_active"), "{metrics}");
+    // Plain HTTP to the HTTPS port gets no HTTP answer.
+    let mut plain = TcpStream::connect(s.http).await.unwrap();
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut raw)).await;
+    assert!(
+        !String::from_utf8_lossy(&raw).contains("HTTP/1.1 200"),
+        "plain HTTP was served on the HTTPS port"
+    );
+    s.stop().await;
+}

@@ -13,9 +13,10 @@
 
 pub mod admin;
 pub mod metrics;
+pub mod tls;
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +36,7 @@ use crate::config::Config;
 use crate::counters::Counters;
 use crate::endpoint::{CallSummary, Command};
 use crate::rtp_ports::PortPool;
+pub use tls::ClientAddr;
 
 /// Largest request body accepted (a fork configuration is well under 4 KiB).
 const BODY_LIMIT: usize = 64 * 1024;
@@ -90,18 +92,26 @@ pub fn router(ctx: Arc<HttpContext>) -> Router {
         .with_state(ctx)
 }
 
+/// Where the HTTP listener takes connections: plain, or HTTPS (`[http] tls_cert`).
+pub enum HttpListener {
+    Plain(TcpListener),
+    Tls(tls::TlsListener),
+}
+
 /// Serves `router` on `listener` until `shutdown` completes; connections still open then
 /// get a moment to finish.
 pub async fn serve(
-    listener: TcpListener,
+    listener: HttpListener,
     ctx: Arc<HttpContext>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let addr = listener.local_addr().ok();
-    let app = router(ctx).into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
-    if let Err(e) = server.await {
-        warn!(?addr, error = %e, "HTTP server failed");
+    let app = router(ctx).into_make_service_with_connect_info::<ClientAddr>();
+    let result = match listener {
+        HttpListener::Plain(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
+        HttpListener::Tls(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
+    };
+    if let Err(e) = result {
+        warn!(error = %e, "HTTP server failed");
     }
     info!("HTTP stopped");
 }
@@ -164,7 +174,7 @@ async fn method_not_allowed() -> ApiError {
 /// The admin API's access rule (see the module documentation).
 async fn guard(
     State(ctx): Ctx,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(ClientAddr(peer)): ConnectInfo<ClientAddr>,
     request: Request,
     next: Next,
 ) -> Response {
