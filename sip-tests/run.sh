@@ -385,6 +385,65 @@ else
 fi
 cat "$work/names"
 
+# --- The three fork protocols end to end: a second Siphon (the default configuration with
+# its own ports: SIP 5066, HTTP 8086, RTP 40000-40098, and its built-in analytics service on
+# 8095 writing one WAV per stream) forks 711 (native, L16), 712 (twilio, mu-law) and 713
+# (audio_fork, L16) to the reference analytics service, which echoes. For each: the speech
+# call as echo-rtp (the caller must hear the service's echo as one continuous stream,
+# rtp_check.py), then fork_wav_check.py: the WAV the service wrote must be exactly SIPp's
+# audio (A-law decoded; for twilio carried as mu-law), every frame, in order.
+modes_tests() {
+    local target=127.0.0.1:5066 dir="$work/modes" conf="$work/modes/siphon.toml"
+    mkdir -p "$dir/wav"
+    sed -e 's/^listen = "127.0.0.1:5060"/listen = "127.0.0.1:5066"/' \
+        -e 's/^listen = "127.0.0.1:8080"/listen = "127.0.0.1:8086"/' \
+        -e 's/^listen = "127.0.0.1:8090"/listen = "127.0.0.1:8095"\nout_dir = "'"${dir//\//\\/}"'\/wav"/' \
+        -e 's/^port_min = 20000/port_min = 40000/' -e 's/^port_max = 29998/port_max = 40098/' \
+        "$root/configs/siphon.toml" >"$conf"
+    local n=711
+    for mode in native twilio audio_fork; do
+        local path="${mode/_/-}" enc="l16"
+        [ "$mode" = twilio ] && enc="pcmu"
+        printf '\n[[dialplan]]\nnumber = "%s"\naction = "fork"\nauth = "none"\n[[dialplan.forks]]\nurl = "ws://127.0.0.1:8095/%s"\nmode = "%s"\nencoding = "%s"\nsample_rate = 8000\ntracks = "inbound"\n' \
+            "$n" "$path" "$mode" "$enc" >>"$conf"
+        n=$((n + 1))
+    done
+    "$siphon" --config "$conf" --log info >"$dir/siphon.log" 2>&1 &
+    siphon2_pid=$!
+    for _ in $(seq 50); do
+        if sipp -sf "$sc/options.xml" -m 1 -p 5197 -timeout 1s -timeout_error "$target" \
+            >/dev/null 2>&1; then break; fi
+        kill -0 "$siphon2_pid" 2>/dev/null || break
+        sleep 0.2
+    done
+    n=711
+    local mp=16300 sp=5130
+    for mode in native twilio audio_fork; do
+        local before
+        before="$(ls "$dir/wav")"
+        rtp_echo "fork-$n-$mode-rtp" "$n" "$mp" "$sp"
+        # The stream's WAV is complete once the service saw the fork's stop (within moments).
+        sleep 0.5
+        local wav
+        wav="$(comm -13 <(echo "$before") <(ls "$dir/wav") | head -n 1)"
+        if [ -n "$wav" ] && python3 "$here/fork_wav_check.py" --capture "$work/fork-$n-$mode-rtp.pcapng" \
+            --mport "$mp" --wav "$dir/wav/$wav" --mode "$mode" >"$dir/check-$mode" 2>&1; then
+            echo "PASS fork-$n-$mode-service-audio"
+        else
+            echo "FAIL fork-$n-$mode-service-audio (WAV '${wav:-none}')"; failures=$((failures + 1))
+        fi
+        sed 's/^/    /' "$dir/check-$mode"
+        n=$((n + 1)); mp=$((mp + 20)); sp=$((sp + 1))
+    done
+    kill -TERM "$siphon2_pid"
+    if ! wait "$siphon2_pid"; then
+        echo "FAIL modes-siphon-shutdown"; failures=$((failures + 1))
+        tail -n 20 "$dir/siphon.log"
+    fi
+    siphon2_pid=""
+}
+modes_tests
+
 if ! kill -0 "$siphon_pid" 2>/dev/null; then
     echo "FAIL siphon exited during the tests"; failures=$((failures + 1))
 fi
