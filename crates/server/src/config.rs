@@ -34,6 +34,15 @@ pub struct Config {
     /// The reference analytics service, run inside Siphon for demos and tests (number 700
     /// of the default configuration forks to it). Absent: not started.
     pub analytics: Option<AnalyticsConfig>,
+    /// Call detail records. Absent: none are written.
+    pub cdr: Option<CdrConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CdrConfig {
+    /// One JSON line per call is appended here (created if missing).
+    pub path: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -248,6 +257,9 @@ pub enum Action {
     Ring,
     /// WebSocket media fork (until the fork lands: answers like echo).
     Fork,
+    /// Rings every registered contact of an account (the route's `user`, else the dialled
+    /// number) in parallel; the first to answer is bridged to the caller (B2BUA).
+    User,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -270,6 +282,11 @@ pub struct Route {
     /// Send 180 and wait this long before answering.
     #[serde(default)]
     pub ring_ms: u64,
+    /// For `user`: the account whose phones ring (default: the dialled number).
+    pub user: Option<String>,
+    /// For `user`: how long the phones may ring before the caller gets 480 (default:
+    /// `sip.ring_timeout_s`).
+    pub ring_timeout_s: Option<u64>,
     /// For `play`: a WAV file (PCM16 8/16 kHz mono, or G.711), relative to the working
     /// directory. Without it the built-in prompt plays.
     pub file: Option<std::path::PathBuf>,
@@ -280,6 +297,11 @@ pub struct Route {
 }
 
 impl Route {
+    /// The account a `user` route rings.
+    pub fn user_account(&self) -> &str {
+        self.user.as_deref().unwrap_or(self.number.get_ref())
+    }
+
     /// The prompt a `play` route plays, loaded and checked (`None` for other actions).
     pub fn prompt(&self) -> Result<Option<std::sync::Arc<crate::media::Prompt>>, String> {
         if self.action != Action::Play {
@@ -488,6 +510,20 @@ impl Config {
             if let Err(e) = route.prompt() {
                 return Err(at(route.number.span(), e));
             }
+            if route.action == Action::User {
+                let user = route.user_account();
+                if self.account(user).is_none() {
+                    return Err(at(
+                        route.number.span(),
+                        format!("route {n} rings account {user}, which does not exist"),
+                    ));
+                }
+            } else if route.user.is_some() {
+                return Err(at(
+                    route.number.span(),
+                    format!("route {n}: `user` only applies to action \"user\""),
+                ));
+            }
             for fork in &route.forks {
                 if let Err(e) = fork.validate() {
                     return Err(at(route.number.span(), format!("fork of {n}: {e}")));
@@ -551,6 +587,32 @@ mod tests {
         assert_eq!(c.route("600").unwrap().action, Action::Echo);
         assert_eq!(c.route("700").unwrap().action, Action::Fork);
         assert!(c.route("602").unwrap().prompt().unwrap().is_some());
+        let r = c.route("1002").unwrap();
+        assert_eq!((r.action, r.user_account()), (Action::User, "1002"));
+    }
+
+    #[test]
+    fn user_routes_need_an_existing_account() {
+        let base = "[sip]\nlisten = \"127.0.0.1:5060\"\n[[accounts]]\nusername = \"1002\"\npassword = \"p\"\nkind = \"phone\"\n";
+        let ok =
+            format!("{base}[[dialplan]]\nnumber = \"22\"\naction = \"user\"\nuser = \"1002\"\n");
+        assert_eq!(
+            Config::parse(&ok)
+                .unwrap()
+                .route("22")
+                .unwrap()
+                .user_account(),
+            "1002"
+        );
+        let missing = format!("{base}[[dialplan]]\nnumber = \"23\"\naction = \"user\"\n");
+        let err = Config::parse(&missing).unwrap_err().to_string();
+        assert!(
+            err.contains("line 9") && err.contains("account 23"),
+            "{err}"
+        );
+        let stray =
+            format!("{base}[[dialplan]]\nnumber = \"24\"\naction = \"echo\"\nuser = \"1002\"\n");
+        assert!(Config::parse(&stray).is_err());
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! messages per second, and owning all dialogs in one place removes every lock between
 //! them. Each call's media runs in its own task (see `media`).
 
+mod b2bua;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +28,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::cdr::{CdrLeg, CdrRecord, CdrWriter, Party};
 use crate::config::{Action, Config, RouteAuth};
 use crate::counters::{Counters, EndResult, LegStats, SETUP_BUCKETS, inc};
 use crate::dialplan;
@@ -42,6 +45,8 @@ pub enum Command {
     Answer(TransactionKey),
     /// A ringing INVITE was never answered.
     RingTimeout(TransactionKey),
+    /// A bridged call's phones rang for the route's ring timeout (the caller's dialog).
+    BridgeNoAnswer(DialogId),
     /// The call's media ended on its own (RTP inactivity): hang up with BYE.
     MediaEnded { call: DialogId, reason: String },
     /// Admin API: hang up the call with this Call-ID (BYE, or 480 while it rings). `done`
@@ -130,6 +135,10 @@ pub struct Endpoint {
     register_rate: TokenBucket,
     /// Set by `Command::Drain`.
     drain: Option<Drain>,
+    /// Calls to `user` routes (B2BUA), kept apart from the calls Siphon answers itself.
+    bridges: b2bua::Bridges,
+    /// Where CDRs go, when configured.
+    cdr: Option<CdrWriter>,
 }
 
 struct Drain {
@@ -176,9 +185,21 @@ impl Endpoint {
                 }
             })
             .collect();
+        let cdr = config
+            .cdr
+            .as_ref()
+            .and_then(|c| match CdrWriter::open(&c.path) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::error!(error = %e, "CDRs disabled");
+                    None
+                }
+            });
         let l = &config.limits;
         let t0 = now();
         Endpoint {
+            bridges: b2bua::Bridges::default(),
+            cdr,
             blocklist,
             auth_failures: AuthFailures::new(
                 l.auth_failures_to_block,
@@ -227,7 +248,7 @@ impl Endpoint {
             let drain_deadline = self
                 .drain
                 .as_ref()
-                .filter(|_| !self.calls.is_empty())
+                .filter(|_| !self.calls.is_empty() || !self.bridges.is_empty())
                 .map(|d| d.deadline);
             let drain_timer = async {
                 match drain_deadline {
@@ -244,6 +265,9 @@ impl Endpoint {
                     self.auth.purge(now);
                     self.auth_failures.purge(now);
                     self.blocklist.purge(now);
+                    // No response matches an INVITE after 64·T1 (Timer B / RFC 6026 M).
+                    let keep = self.config.timers().t1 * 64;
+                    self.bridges.purge(Instant::now(), keep);
                     let expired = self.registrar.purge_expired(now);
                     if expired > 0 {
                         self.counters
@@ -269,6 +293,7 @@ impl Endpoint {
 
     fn check_drained(&mut self) {
         if self.calls.is_empty()
+            && self.bridges.is_empty()
             && let Some(done) = self.drain.as_mut().and_then(|d| d.done.take())
         {
             info!("drained: no call left");
@@ -331,11 +356,27 @@ impl Endpoint {
         match event {
             Event::Request { key, request, peer } => self.on_request(key, request, peer).await,
             Event::AckReceived { request, .. } | Event::StrayAck { request, .. } => {
-                self.on_ack(&request)
+                if !self.bridge_ack(&request) {
+                    self.on_ack(&request)
+                }
             }
-            Event::Response { .. } | Event::Terminated { .. } => {}
-            Event::Timeout { key } => debug!(%key, "client transaction timed out"),
+            Event::Response { key, response } => {
+                // Only bridged calls send INVITEs; BYE and CANCEL responses need nothing.
+                if key.method() == Method::Invite {
+                    self.on_branch_response(key, response);
+                }
+            }
+            Event::Terminated { .. } => {}
+            Event::Timeout { key } => {
+                debug!(%key, "client transaction timed out");
+                if key.method() == Method::Invite {
+                    self.on_branch_timeout(&key);
+                }
+            }
             Event::AckTimeout { key } => {
+                if self.bridge_ack_timeout(&key) {
+                    return;
+                }
                 if let Some(id) = self.by_invite.get(&key).cloned() {
                     warn!(call_id = %id.call_id, "no ACK for our final response; ending call");
                     self.hang_up_as(&id, "no ACK", EndResult::NoAck);
@@ -360,6 +401,7 @@ impl Endpoint {
                     self.end_call_as(&id, EndResult::NoAnswer);
                 }
             }
+            Command::BridgeNoAnswer(id) => self.bridge_no_answer(&id),
             Command::MediaEnded { call, reason } => {
                 info!(call_id = %call.call_id, %reason, "media ended; sending BYE");
                 let result = if reason.starts_with("no RTP") {
@@ -414,7 +456,11 @@ impl Endpoint {
     }
 
     fn find_call(&self, call_id: &str) -> Option<DialogId> {
-        self.calls.keys().find(|id| id.call_id == call_id).cloned()
+        self.calls
+            .keys()
+            .find(|id| id.call_id == call_id)
+            .cloned()
+            .or_else(|| self.bridges.find(call_id))
     }
 
     async fn on_request(&mut self, key: TransactionKey, request: rsip::Request, peer: Peer) {
@@ -431,6 +477,9 @@ impl Endpoint {
                 self.config.limits.retry_after_s.to_string(),
             );
             self.reply_to(&key, &request, 503, Some(reason), &[retry]);
+            return;
+        }
+        if self.bridge_request(&key, &request) {
             return;
         }
         match request.method {
@@ -465,7 +514,9 @@ impl Endpoint {
         }
         let now = now();
         match request.method {
-            Method::Invite if self.calls.len() >= limits.max_calls => Some("Too Many Calls"),
+            Method::Invite if self.calls.len() + self.bridges.len() >= limits.max_calls => {
+                Some("Too Many Calls")
+            }
             Method::Invite if !self.invite_rate.allow(now) => Some("Call Rate Exceeded"),
             Method::Register if !self.register_rate.allow(now) => {
                 Some("Registration Rate Exceeded")
@@ -647,6 +698,10 @@ impl Endpoint {
         };
         if route.auth == RouteAuth::Digest && !self.admit_call(&key, &request, peer) {
             inc(&self.counters.calls_rejected);
+            return;
+        }
+        if route.action == Action::User {
+            self.start_bridge(key, request, peer, route).await;
             return;
         }
         let offer = match parse_offer(&request) {
@@ -991,6 +1046,10 @@ impl Endpoint {
     /// Sends BYE for a call (a final response if it never answered) and forgets it,
     /// counting it as ended for `result`.
     fn hang_up_as(&mut self, id: &DialogId, reason: &str, result: EndResult) {
+        if self.bridges.contains(id) {
+            self.hang_up_bridge(id, reason, result);
+            return;
+        }
         let Some(transport) = self.calls.get(id).map(|c| c.peer.transport) else {
             return;
         };
@@ -1018,7 +1077,8 @@ impl Endpoint {
     }
 
     fn hang_up_all(&mut self, reason: &str, result: EndResult) {
-        let ids: Vec<DialogId> = self.calls.keys().cloned().collect();
+        let mut ids: Vec<DialogId> = self.calls.keys().cloned().collect();
+        ids.extend(self.bridges.ids());
         for id in ids {
             self.hang_up_as(&id, reason, result);
         }
@@ -1027,7 +1087,10 @@ impl Endpoint {
     fn end_call_as(&mut self, id: &DialogId, result: EndResult) {
         if let Some(call) = self.calls.remove(id) {
             self.by_invite.remove(&call.invite_key);
-            self.registry.remove(&id.call_id);
+            let summary = self.registry.remove(&id.call_id).map(|(_, s)| s);
+            if let (Some(cdr), Some(s)) = (&self.cdr, summary) {
+                cdr.write(&served_call_cdr(&s, call.action, result));
+            }
             inc(&self.counters.calls_ended);
             self.counters.call_ended(result);
             let _guard = call.span.enter();
@@ -1124,6 +1187,34 @@ impl Endpoint {
             self.sip_addr,
             new_branch()
         )
+    }
+}
+
+/// The CDR of a call Siphon answered itself (echo, tone, prompt, fork, ring).
+fn served_call_cdr(s: &CallSummary, action: Action, result: EndResult) -> CdrRecord {
+    let code = match result {
+        _ if s.answered => 200,
+        EndResult::Cancelled => 487,
+        _ => 480,
+    };
+    let hung_up_by = match result {
+        EndResult::Completed | EndResult::Cancelled => Party::Caller,
+        _ => Party::Siphon,
+    };
+    CdrRecord {
+        call_id: s.call_id.clone(),
+        start: s.started_at,
+        answer: s.setup_time.map(|d| s.started_at + d),
+        end: SystemTime::now(),
+        caller: s.from.split(";tag=").next().unwrap_or_default().to_string(),
+        callee: s.number.clone(),
+        route: s.number.clone(),
+        action: format!("{action:?}").to_lowercase(),
+        result: code,
+        end_reason: format!("{result:?}"),
+        hung_up_by,
+        caller_leg: CdrLeg::new(s.codec, &s.rtp),
+        callee_leg: None,
     }
 }
 
