@@ -607,7 +607,7 @@ mod tests {
         let missing = format!("{base}[[dialplan]]\nnumber = \"23\"\naction = \"user\"\n");
         let err = Config::parse(&missing).unwrap_err().to_string();
         assert!(
-            err.contains("line 9") && err.contains("account 23"),
+            err.contains("line 8") && err.contains("account 23"),
             "{err}"
         );
         let stray =
