@@ -8,24 +8,33 @@
 //! negotiated different laws. Nothing on that path allocates or touches state shared with
 //! another call; the server-wide counters are plain atomics and the leg totals are moved
 //! into them once a second (`LegPublisher`).
+//!
+//! Forks of a bridged call hear both phones: `inbound` is the caller, `outbound` the
+//! callee, `both` is stereo (left caller, right callee), put in time by `crate::stereo`
+//! and handed to the forks every 20 ms.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use siphon_fork::{CallMeta, ForkConfig, Tracks};
+use siphon_media::FRAME_SAMPLES;
 use siphon_media::g711::G711;
 use siphon_media::packet::RtpPacket;
 use siphon_sip::dialog::DialogId;
 use siphon_sip::sdp::{Codec, Direction};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{Instrument, debug, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::counters::{Counters, LegPublisher, LegStats, inc};
 use crate::endpoint::Command;
+use crate::fork_metrics::ForkInfo;
+use crate::forking::{ForkTap, Request};
 use crate::media::MediaParams;
 use crate::rtp_ports::RtpPort;
+use crate::stereo::{self, Aligner};
 
 /// Which leg of a bridged call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +49,8 @@ pub enum Side {
 enum Control {
     Update(Side, MediaParams),
     Answered,
-    Stop,
+    /// The call is over; forks get the reason in their stop message.
+    Stop(String),
 }
 
 /// The SIP core's handle on a bridge's media task; `stop` (or dropping it) ends the task
@@ -80,8 +90,8 @@ impl BridgeHandle {
         let _ = self.control.send(Control::Answered);
     }
 
-    pub fn stop(self) {
-        let _ = self.control.send(Control::Stop);
+    pub fn stop(self, reason: &str) {
+        let _ = self.control.send(Control::Stop(reason.to_string()));
     }
 }
 
@@ -96,6 +106,10 @@ pub struct BridgeSetup {
     pub commands: mpsc::Sender<Command>,
     pub counters: Arc<Counters>,
     pub span: tracing::Span,
+    /// Forks to start when the call is answered.
+    pub forks: Vec<ForkConfig>,
+    /// Who is calling whom, for the forks' start messages.
+    pub meta: CallMeta,
 }
 
 pub fn spawn(setup: BridgeSetup) -> BridgeHandle {
@@ -121,8 +135,17 @@ pub fn spawn(setup: BridgeSetup) -> BridgeHandle {
         call: setup.call,
         inactivity: setup.inactivity,
         commands: setup.commands,
+        pending_forks: setup
+            .forks
+            .into_iter()
+            .map(|f| (setup.counters.forks.new_fork_id(), f))
+            .collect(),
         counters: setup.counters,
         answered: false,
+        taps: Vec::new(),
+        aligner: None,
+        meta: setup.meta,
+        requests: Vec::new(),
     };
     tokio::spawn(task.run(rx).instrument(setup.span));
     handle
@@ -181,6 +204,14 @@ struct Bridge {
     commands: mpsc::Sender<Command>,
     counters: Arc<Counters>,
     answered: bool,
+    /// Forks configured but not started (the call is not answered yet).
+    pending_forks: Vec<(String, ForkConfig)>,
+    taps: Vec<ForkTap>,
+    /// Both legs on the call's 20 ms clock, while forks run.
+    aligner: Option<Aligner>,
+    meta: CallMeta,
+    /// What fork services asked for in a slot (reused buffer).
+    requests: Vec<Request>,
 }
 
 /// The last counts reach the server-wide totals however the task ends.
@@ -201,8 +232,10 @@ impl Bridge {
         let mut rx_callee = [0u8; 2048];
         let mut tx = [0u8; 2048];
         let mut last_rx = Instant::now();
+        let mut slots = tokio::time::interval(stereo::SLOT);
         loop {
             let idle_deadline = last_rx + self.inactivity;
+            let forking = self.aligner.is_some();
             tokio::select! {
                 msg = control.recv() => match msg {
                     Some(Control::Update(side, params)) => {
@@ -215,18 +248,42 @@ impl Bridge {
                     Some(Control::Answered) => {
                         last_rx = Instant::now();
                         self.answered = true;
+                        if !self.pending_forks.is_empty() {
+                            self.aligner = Some(Aligner::new(Instant::now()));
+                            slots.reset();
+                        }
+                        for (id, config) in std::mem::take(&mut self.pending_forks) {
+                            self.start_fork(id, config);
+                        }
                     }
-                    Some(Control::Stop) | None => return,
+                    Some(Control::Stop(reason)) => {
+                        self.stop_forks(&reason);
+                        return;
+                    }
+                    None => {
+                        self.stop_forks("call ended");
+                        return;
+                    }
                 },
+                _ = slots.tick(), if forking => {
+                    if let Some(reason) = self.on_slot() {
+                        warn!(%reason, "ending bridged call");
+                        self.stop_forks(&reason);
+                        let _ = self.commands.send(Command::MediaEnded { call: self.call.clone(), reason }).await;
+                        return;
+                    }
+                }
                 r = self.caller.rtp.socket.recv_from(&mut rx_caller) => {
                     let Ok((len, from)) = r else { continue };
-                    if relay(&mut self.caller, &mut self.callee, &rx_caller[..len], from, &mut tx, &self.counters) {
+                    let fork = self.aligner.as_mut().map(|a| (a, stereo::Leg::Caller));
+                    if relay(&mut self.caller, &mut self.callee, &rx_caller[..len], from, &mut tx, &self.counters, fork) {
                         last_rx = Instant::now();
                     }
                 }
                 r = self.callee.rtp.socket.recv_from(&mut rx_callee) => {
                     let Ok((len, from)) = r else { continue };
-                    if relay(&mut self.callee, &mut self.caller, &rx_callee[..len], from, &mut tx, &self.counters) {
+                    let fork = self.aligner.as_mut().map(|a| (a, stereo::Leg::Callee));
+                    if relay(&mut self.callee, &mut self.caller, &rx_callee[..len], from, &mut tx, &self.counters, fork) {
                         last_rx = Instant::now();
                     }
                 }
@@ -237,10 +294,79 @@ impl Bridge {
                     }
                     let reason = format!("no RTP for {} s", self.inactivity.as_secs());
                     warn!(%reason, "ending bridged call");
+                    self.stop_forks(&reason);
                     let _ = self.commands.send(Command::MediaEnded { call: self.call.clone(), reason }).await;
                     return;
                 }
             }
+        }
+    }
+}
+
+impl Bridge {
+    /// One 20 ms slot: the aligned audio of both legs goes to every fork; what the
+    /// services asked for is acted on. Returns a reason to end the call.
+    fn on_slot(&mut self) -> Option<String> {
+        let now = Instant::now();
+        let Bridge { aligner, taps, .. } = self;
+        if let Some(aligner) = aligner.as_mut() {
+            aligner.emit(now, &mut |caller, callee| {
+                for tap in taps.iter_mut() {
+                    match tap.tracks() {
+                        Tracks::Inbound => {
+                            if let Some(frame) = caller {
+                                tap.on_inbound(frame, now);
+                            }
+                        }
+                        Tracks::Outbound => tap.on_slot(callee, now),
+                        Tracks::Both => {
+                            // One stereo frame per slot: the caller's frame (or silence)
+                            // waits for the callee's in the tap.
+                            tap.on_inbound(caller.unwrap_or(&[0; FRAME_SAMPLES]), now);
+                            tap.on_slot(callee, now);
+                        }
+                    }
+                }
+            });
+        }
+        // Nothing is played into a bridged call: the phones hear each other. Services'
+        // audio is drained and dropped; their requests still count.
+        let mut discard = [0i16; FRAME_SAMPLES];
+        for tap in &mut self.taps {
+            while tap.take_playback(&mut discard, &mut self.requests) {}
+        }
+        let mut end = None;
+        for request in self.requests.drain(..) {
+            match request {
+                Request::Hangup => end = Some("analytics service hung up".to_string()),
+                Request::Failed(reason) => end = Some(format!("required fork failed: {reason}")),
+                Request::Dtmf(digits) => {
+                    debug!(%digits, "DTMF from a service ignored on a bridged call")
+                }
+            }
+        }
+        end
+    }
+
+    fn start_fork(&mut self, id: String, config: ForkConfig) {
+        info!(fork = %id, url = %config.url, mode = ?config.mode, tracks = ?config.tracks, "starting fork");
+        let fork = siphon_fork::start(config.clone(), self.meta.clone());
+        let registration = self.counters.forks.register(
+            ForkInfo {
+                call_id: self.meta.call_id.clone(),
+                fork_id: id.clone(),
+                url: config.url.clone(),
+                mode: config.mode,
+            },
+            fork.stats(),
+        );
+        self.taps
+            .push(ForkTap::new(id, fork, &config, registration));
+    }
+
+    fn stop_forks(&mut self, reason: &str) {
+        for tap in self.taps.drain(..) {
+            let _stopping = tap.fork.stop(reason);
         }
     }
 }
@@ -261,6 +387,7 @@ fn relay(
     source: SocketAddr,
     tx: &mut [u8; 2048],
     counters: &Counters,
+    fork: Option<(&mut Aligner, stereo::Leg)>,
 ) -> bool {
     // Before offer/answer with this leg we cannot tell its media from stray packets.
     let Some(params) = from.params.as_ref() else {
@@ -293,6 +420,17 @@ fn relay(
     from.stats.received(data.len());
     from.publisher.tick(counters, &from.stats, None);
     let from_codec = params.codec;
+    if audio && let Some((aligner, leg)) = fork {
+        let mut pcm = [0i16; 1024];
+        let n = law(from_codec).decode(packet.payload, &mut pcm);
+        aligner.push(
+            leg,
+            packet.ssrc,
+            packet.timestamp,
+            &pcm[..n],
+            Instant::now(),
+        );
+    }
     let Some(out) = to.params.as_ref() else {
         return true; // the other leg has not answered yet: nowhere to send
     };

@@ -18,6 +18,7 @@ pub mod limits;
 pub mod media;
 pub mod rtp_ports;
 pub mod server;
+pub mod stereo;
 pub mod transport;
 
 pub use config::{Config, ConfigError};

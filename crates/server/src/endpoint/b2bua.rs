@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use rsip::{Header, Headers, Method};
+use siphon_fork::CallMeta;
 use siphon_sip::Peer;
 use siphon_sip::dialog::{Dialog, DialogId, DialogState, cseq_number};
 use siphon_sip::message::{self, header_value, response_to};
@@ -256,6 +257,14 @@ impl Endpoint {
             commands: self.commands.clone(),
             counters: self.counters.clone(),
             span: span.clone(),
+            forks: route.forks.clone(),
+            meta: CallMeta {
+                call_id: id.call_id.clone(),
+                from: header_value(&request.headers, "From").unwrap_or_default(),
+                to: header_value(&request.headers, "To").unwrap_or_default(),
+                codec: negotiated.codec.name().to_string(),
+                account_sid: None,
+            },
         });
         info!(
             number = %route.number.get_ref(),
@@ -910,7 +919,7 @@ impl Endpoint {
                 callee_leg: Some(leg(Side::Callee, call.callee_codec)),
             });
         }
-        call.media.stop();
+        call.media.stop(&format!("{result:?}"));
     }
 }
 
