@@ -7,7 +7,7 @@
 # Two SIPp instances per call: the phone registered as 1002 (a UAS scenario, on the port
 # that registered, since Siphon sends to where the REGISTER came from) and the caller 1001
 # (a UAC scenario with digest auth). SIP ports 5200-5202, media ports 16200 (callee) and
-# 16202 (caller).
+# 16210 (caller).
 
 b2b_sc="$here/scenarios"
 b2b_callee_port=5201
@@ -26,7 +26,7 @@ b2b_pair() {
     local callee_pid=$!
     sleep 0.5 # SIPp's UAS is listening
     run "$name" 0 -sf "$b2b_sc/$caller_sf" -s 1002 -au 1001 -ap secret1001 -m 1 -p 5202 \
-        -i 127.0.0.1 -mp 16202
+        -i 127.0.0.1 -mp 16210
     wait "$callee_pid"
     local rc=$?
     if [ "$rc" = 0 ]; then
@@ -52,7 +52,7 @@ run b2b-register-1002 0 -sf "$b2b_sc/register.xml" -s 1002 -au 1002 -ap secret10
 if capture_start "$work/b2b-talk.pcapng" 16200; then
     b2b_pair b2b-talk-caller-bye b2b_callee_answer.xml b2b_caller_bye.xml
     capture_stop
-    for side in callee:16200 caller:16202; do
+    for side in callee:16200 caller:16210; do
         mp="${side#*:}"
         if python3 "$here/rtp_check.py" "$work/b2b-talk.pcapng" "$mp" 8 \
             >"$work/b2b-talk-${side%%:*}.check" 2>&1; then
