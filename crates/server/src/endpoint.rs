@@ -700,7 +700,7 @@ impl Endpoint {
             inc(&self.counters.calls_rejected);
             return;
         }
-        if route.action == Action::User {
+        if matches!(route.action, Action::User | Action::Trunk) {
             self.start_bridge(key, request, peer, route).await;
             return;
         }

@@ -717,3 +717,76 @@ async fn a_forked_bridged_call_streams_both_phones_in_stereo() {
     s.stop().await;
     svc.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_trunk_that_challenges_gets_credentials_and_the_call_connects() {
+    // The trunk: a UDP socket playing the provider, with a real digest authenticator.
+    let trunk_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let trunk_addr = trunk_sock.local_addr().unwrap();
+    let extra = format!(
+        "\n[[trunks]]\nname = \"upstream\"\naddress = \"{trunk_addr}\"\ndomain = \"carrier.example\"\n\
+         username = \"siphon\"\npassword = \"trunkpass\"\n\
+         [[dialplan]]\nnumber = \"_0X.\"\naction = \"trunk\"\ntrunk = \"upstream\"\nstrip = 1\nprepend = \"+44\"\n"
+    );
+    let s = start_with(&extra, 37000).await;
+    let trunk = Callee {
+        phone: Phone {
+            sock: trunk_sock,
+            server: s.addr,
+        },
+        rtp: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let auth = siphon_sip::auth::Authenticator::new(siphon_sip::auth::DigestConfig::new("carrier"));
+    let (caller, _rtp) = call(s.addr, "0201234", "b2b-trunk", "0 101").await;
+
+    // The number is rewritten (0 stripped, +44 prepended) into the trunk's domain.
+    let first = trunk.expect("INVITE").await;
+    assert!(
+        first.starts_with("INVITE sip:+44201234@carrier.example SIP/2.0"),
+        "{first}"
+    );
+    assert!(headers(&first, "From")[0].starts_with("<sip:1001@carrier.example>;tag="));
+    assert!(headers(&first, "Proxy-Authorization").is_empty());
+    let challenge = auth.challenge(std::time::Instant::now(), false);
+    let mut text = "SIP/2.0 407 Proxy Authentication Required\r\n".to_string();
+    for via in headers(&first, "Via") {
+        text.push_str(&format!("Via: {via}\r\n"));
+    }
+    text.push_str(&format!(
+        "From: {}\r\nTo: {};tag=trunk407\r\nCall-ID: {}\r\nCSeq: {}\r\nProxy-Authenticate: {}\r\nContent-Length: 0\r\n\r\n",
+        headers(&first, "From")[0],
+        headers(&first, "To")[0],
+        headers(&first, "Call-ID")[0],
+        headers(&first, "CSeq")[0],
+        challenge[0],
+    ));
+    trunk.phone.send(&text).await;
+    trunk.expect("ACK").await;
+
+    // The INVITE again, same call, next CSeq, with credentials the trunk accepts.
+    let second = trunk.expect("INVITE").await;
+    assert_eq!(headers(&second, "Call-ID"), headers(&first, "Call-ID"));
+    assert!(headers(&second, "CSeq")[0].starts_with("2 "), "{second}");
+    let credentials = headers(&second, "Proxy-Authorization")[0];
+    let password = |user: &str| (user == "siphon").then(|| "trunkpass".to_string());
+    let verified = auth
+        .verify(std::time::Instant::now(), "INVITE", credentials, &password)
+        .expect("the trunk accepts Siphon's credentials");
+    assert_eq!(verified.username, "siphon");
+
+    let answer = trunk.answer_sdp("0", "0 PCMU/8000");
+    trunk.respond(&second, 200, Some(&answer)).await;
+    let ok = caller.final_response().await;
+    assert_eq!(status(&ok), 200, "{ok}");
+    trunk.expect("ACK").await;
+    caller
+        .send(
+            &caller_in_dialog("BYE", &caller, "0201234", "b2b-trunk", &to_tag(&ok))
+                .replace("CSeq: 2", "CSeq: 3"),
+        )
+        .await;
+    assert_eq!(status(&caller.recv().await), 200);
+    let bye = trunk.expect("BYE").await;
+    assert_eq!(headers(&bye, "Call-ID"), headers(&first, "Call-ID"));
+    s.stop().await;
+}

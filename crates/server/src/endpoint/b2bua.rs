@@ -11,21 +11,24 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
+use rsip::prelude::{HeadersExt, UntypedHeader};
 use rsip::{Header, Headers, Method};
 use siphon_fork::CallMeta;
-use siphon_sip::Peer;
+use siphon_sip::auth::{Challenge, new_cnonce};
 use siphon_sip::dialog::{Dialog, DialogId, DialogState, cseq_number};
-use siphon_sip::message::{self, header_value, response_to};
+use siphon_sip::message::{self, header_value, header_values, response_to};
 use siphon_sip::sdp::{Codec, Direction, LocalMedia, LocalSession, SessionDescription};
 use siphon_sip::transaction::{TransactionKey, TransactionLayer};
+use siphon_sip::{Peer, Transport};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{CallSummary, Command, Endpoint, allow, new_tag, now, parse_offer};
 use crate::bridge::{self, BridgeHandle, BridgeSetup, Side};
 use crate::cdr::{CdrLeg, CdrRecord, Party};
-use crate::config::Route;
+use crate::config::{Action, Route};
 use crate::counters::{EndResult, SETUP_BUCKETS, inc};
+use crate::dialplan;
 use crate::media::MediaParams;
 
 /// Every bridged call, and the indexes that find one from a message.
@@ -121,6 +124,18 @@ struct Branch {
     dialog: Option<Dialog>,
     /// Re-sent for each retransmitted 2xx.
     ack: Option<rsip::Request>,
+    /// For a trunk that may challenge Siphon (401/407): username and password.
+    credentials: Option<(String, String)>,
+    /// The INVITE already carries credentials: a second challenge is a failure.
+    authenticated: bool,
+}
+
+/// Where one outgoing INVITE goes.
+struct Target {
+    uri: String,
+    peer: Peer,
+    /// For a trunk: its URI host (From and To are written for the trunk) and credentials.
+    trunk: Option<(String, Option<(String, String)>)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,14 +181,49 @@ impl Endpoint {
                 return;
             }
         };
-        let user = route.user_account().to_string();
-        let contacts = self.registrar.lookup(now(), &user);
-        if contacts.is_empty() {
-            info!(%user, "no registered phone; 480");
-            inc(&self.counters.calls_rejected);
-            self.reply_to(&key, &request, 480, None, &[]);
-            return;
-        }
+        let dialled = dialplan::dialled_number(&request.uri).unwrap_or_default();
+        let (user, targets) = match route.action {
+            Action::Trunk => {
+                let Some(trunk) = route.trunk.as_deref().and_then(|t| self.config.trunk(t)) else {
+                    // Config validation guarantees the trunk exists.
+                    self.reply_to(&key, &request, 500, None, &[]);
+                    return;
+                };
+                let number = route.rewrite(&dialled);
+                let domain = trunk.domain();
+                let target = Target {
+                    uri: format!("sip:{number}@{domain}"),
+                    peer: Peer::new(trunk.address, Transport::Udp),
+                    trunk: Some((domain, trunk.credentials())),
+                };
+                (number, vec![target])
+            }
+            _ => {
+                // A pattern route without `user` rings the account that was dialled.
+                let user = match (&route.user, route.number.get_ref().starts_with('_')) {
+                    (Some(u), _) => u.clone(),
+                    (None, true) => dialled.clone(),
+                    (None, false) => route.number.get_ref().clone(),
+                };
+                let targets = self
+                    .registrar
+                    .lookup(now(), &user)
+                    .into_iter()
+                    .map(|b| Target {
+                        uri: b.contact,
+                        peer: b.source,
+                        trunk: None,
+                    })
+                    .collect::<Vec<_>>();
+                if targets.is_empty() {
+                    info!(%user, "no registered phone; 480");
+                    inc(&self.counters.calls_rejected);
+                    self.reply_to(&key, &request, 480, None, &[]);
+                    return;
+                }
+                (user, targets)
+            }
+        };
         let ip = self.config.sip.listen.ip();
         let (Some(caller_rtp), Some(callee_rtp)) =
             (self.ports.allocate(ip).await, self.ports.allocate(ip).await)
@@ -214,28 +264,22 @@ impl Endpoint {
             .to_string();
         let from_tag = new_tag();
         let mut branches = Vec::new();
-        for binding in contacts {
-            let Some(invite) = self.branch_invite(
-                &request,
-                &binding.contact,
-                binding.source,
-                &from_tag,
-                &callee_offer,
-            ) else {
-                warn!(contact = %binding.contact, "cannot address this contact");
+        for target in targets {
+            let Some(invite) = self.branch_invite(&request, &target, &from_tag, &callee_offer)
+            else {
+                warn!(uri = %target.uri, "cannot address this target");
                 continue;
             };
-            match self
-                .layer
-                .send_request(now(), invite.clone(), binding.source)
-            {
+            match self.layer.send_request(now(), invite.clone(), target.peer) {
                 Ok(key) => branches.push(Branch {
                     key,
                     invite,
-                    peer: binding.source,
+                    peer: target.peer,
                     state: BranchState::Trying,
                     dialog: None,
                     ack: None,
+                    credentials: target.trunk.and_then(|(_, c)| c),
+                    authenticated: false,
                 }),
                 Err(e) => warn!(error = %e, "could not send INVITE to a contact"),
             }
@@ -269,7 +313,7 @@ impl Endpoint {
         info!(
             number = %route.number.get_ref(),
             %user,
-            contacts = branches.len(),
+            targets = branches.len(),
             codec = ?negotiated.codec,
             "ringing the account's phones"
         );
@@ -330,19 +374,31 @@ impl Endpoint {
         self.schedule(Duration::from_secs(ring), Command::BridgeNoAnswer(id));
     }
 
-    /// The INVITE for one contact: the caller's identity (From, To) with our own tag,
-    /// Call-ID, Via and Contact, and our offer.
+    /// The INVITE for one target: the caller's identity (From, To; for a trunk, written
+    /// in the trunk's domain) with our own tag, Call-ID, Via and Contact, and our offer.
     fn branch_invite(
         &self,
         caller_invite: &rsip::Request,
-        contact: &str,
-        peer: Peer,
+        target: &Target,
         from_tag: &str,
         sdp: &str,
     ) -> Option<rsip::Request> {
-        let uri = rsip::Uri::try_from(contact).ok()?;
-        let from = header_value(&caller_invite.headers, "From")?;
-        let to = header_value(&caller_invite.headers, "To")?;
+        let peer = target.peer;
+        let uri = rsip::Uri::try_from(target.uri.as_str()).ok()?;
+        let mut from = header_value(&caller_invite.headers, "From")?;
+        let mut to = header_value(&caller_invite.headers, "To")?;
+        if let Some((domain, _)) = &target.trunk {
+            // Providers know the caller by number in their own domain, not by our host.
+            let caller = caller_invite
+                .from_header()
+                .ok()
+                .and_then(|f| siphon_sip::dialog::uri_of(f.value()))
+                .and_then(|u| rsip::Uri::try_from(u.as_str()).ok())
+                .and_then(|u| u.auth.map(|a| a.user))
+                .unwrap_or_else(|| "anonymous".into());
+            from = format!("<sip:{caller}@{domain}>");
+            to = format!("<{}>", target.uri);
+        }
         // Loops through other proxies still end: one hop fewer than the caller had.
         let max_forwards = header_value(&caller_invite.headers, "Max-Forwards")
             .and_then(|v| v.trim().parse::<u32>().ok())
@@ -377,6 +433,9 @@ impl Endpoint {
             self.on_stale_branch_response(&key, &response, code);
             return;
         };
+        if matches!(code, 401 | 407) && self.answer_challenge(&id, &key, &response) {
+            return;
+        }
         let _guard = self
             .bridges
             .calls
@@ -394,6 +453,85 @@ impl Endpoint {
     pub(super) fn on_branch_timeout(&mut self, key: &TransactionKey) {
         if let Some(id) = self.bridges.by_branch.get(key).cloned() {
             self.branch_failed(&id, key, 408);
+        }
+    }
+
+    /// A trunk challenged our INVITE: send it again with credentials (new branch, next
+    /// CSeq; the layer has ACKed the 401/407). `false` when there is nothing to answer
+    /// with, or the credentials were refused already.
+    fn answer_challenge(
+        &mut self,
+        id: &DialogId,
+        key: &TransactionKey,
+        response: &rsip::Response,
+    ) -> bool {
+        let Some((i, transport)) = self.bridges.calls.get(id).and_then(|c| {
+            let i = c.branch(key)?;
+            Some((i, c.branches[i].peer.transport))
+        }) else {
+            return false;
+        };
+        let via = self.via_value(transport);
+        let Some(call) = self.bridges.calls.get_mut(id) else {
+            return false;
+        };
+        let branch = &mut call.branches[i];
+        let Some((user, password)) = branch.credentials.clone() else {
+            return false;
+        };
+        if branch.authenticated {
+            warn!("the trunk refused Siphon's credentials");
+            return false;
+        }
+        let (challenge_header, answer_header) = if response.status_code.code() == 407 {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        } else {
+            ("WWW-Authenticate", "Authorization")
+        };
+        let Some(challenge) = header_values(&response.headers, challenge_header)
+            .iter()
+            .find_map(|v| Challenge::parse(v).ok())
+        else {
+            warn!("the trunk's challenge cannot be answered");
+            return false;
+        };
+        let uri = branch.invite.uri.to_string();
+        let credentials =
+            challenge.authorization(&user, &password, "INVITE", &uri, 1, &new_cnonce());
+        let seq = cseq_number(&branch.invite).unwrap_or(1).wrapping_add(1);
+        let mut headers = Headers::default();
+        for h in branch.invite.headers.iter() {
+            match h {
+                Header::Via(_) => headers.push(Header::Via(via.clone().into())),
+                Header::CSeq(_) => headers.push(Header::CSeq(format!("{seq} INVITE").into())),
+                Header::ContentLength(_) => {}
+                h => headers.push(h.clone()),
+            }
+        }
+        headers.push(Header::Other(answer_header.into(), credentials));
+        message::finish(&mut headers, &branch.invite.body);
+        let invite = rsip::Request {
+            headers,
+            ..branch.invite.clone()
+        };
+        match self.layer.send_request(now(), invite.clone(), branch.peer) {
+            Ok(new_key) => {
+                info!(%user, "answering the trunk's challenge");
+                self.bridges.by_branch.remove(key);
+                self.bridges.by_branch.insert(new_key.clone(), id.clone());
+                self.bridges
+                    .sent
+                    .insert(new_key.clone(), (branch.peer, Instant::now()));
+                branch.key = new_key;
+                branch.invite = invite;
+                branch.authenticated = true;
+                branch.state = BranchState::Trying;
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "could not resend the INVITE with credentials");
+                false
+            }
         }
     }
 
