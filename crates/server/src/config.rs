@@ -54,6 +54,13 @@ pub struct TrunkConfig {
     /// Credentials for when the trunk challenges Siphon (401/407).
     pub username: Option<String>,
     pub password: Option<String>,
+    /// Siphon registers itself to the trunk (as `username`), refreshes before expiry and
+    /// retries with backoff when the trunk refuses or does not answer.
+    #[serde(default)]
+    pub register: bool,
+    /// The registration lifetime Siphon asks for.
+    #[serde(default = "default_trunk_expires")]
+    pub register_expires_s: u32,
 }
 
 impl TrunkConfig {
@@ -370,6 +377,9 @@ impl Route {
     }
 }
 
+fn default_trunk_expires() -> u32 {
+    600
+}
 fn default_realm() -> String {
     "siphon".into()
 }
@@ -536,6 +546,14 @@ impl Config {
                     a.username.span(),
                     format!("phone account {} needs a password", a.username.get_ref()),
                 ));
+            }
+        }
+        for t in &self.trunks {
+            if t.register && (t.username.is_none() || t.register_expires_s == 0) {
+                return Err(ConfigError::Invalid(format!(
+                    "trunk {}: register = true needs a username and register_expires_s > 0",
+                    t.name
+                )));
             }
         }
         let mut numbers = HashSet::new();

@@ -7,6 +7,7 @@
 //! them. Each call's media runs in its own task (see `media`).
 
 mod b2bua;
+mod outbound_register;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -47,6 +48,8 @@ pub enum Command {
     RingTimeout(TransactionKey),
     /// A bridged call's phones rang for the route's ring timeout (the caller's dialog).
     BridgeNoAnswer(DialogId),
+    /// Time to (re-)register to the trunk with this index in the configuration.
+    RegisterTrunk(usize),
     /// The call's media ended on its own (RTP inactivity): hang up with BYE.
     MediaEnded { call: DialogId, reason: String },
     /// Admin API: hang up the call with this Call-ID (BYE, or 480 while it rings). `done`
@@ -139,6 +142,8 @@ pub struct Endpoint {
     bridges: b2bua::Bridges,
     /// Where CDRs go, when configured.
     cdr: Option<CdrWriter>,
+    /// Siphon's own registrations to trunks (`register = true`).
+    registrations: outbound_register::Registrations,
 }
 
 struct Drain {
@@ -199,6 +204,7 @@ impl Endpoint {
         let t0 = now();
         Endpoint {
             bridges: b2bua::Bridges::default(),
+            registrations: outbound_register::Registrations::new(&config),
             cdr,
             blocklist,
             auth_failures: AuthFailures::new(
@@ -237,6 +243,8 @@ impl Endpoint {
         mut shutdown: broadcast::Receiver<()>,
     ) {
         let mut housekeeping = tokio::time::interval(Duration::from_secs(10));
+        self.start_registrations();
+        self.flush().await;
         loop {
             let deadline = self.layer.poll_timeout().map(Instant::from_std);
             let timer = async {
@@ -360,17 +368,19 @@ impl Endpoint {
                     self.on_ack(&request)
                 }
             }
-            Event::Response { key, response } => {
-                // Only bridged calls send INVITEs; BYE and CANCEL responses need nothing.
-                if key.method() == Method::Invite {
-                    self.on_branch_response(key, response);
-                }
-            }
+            Event::Response { key, response } => match key.method() {
+                Method::Invite => self.on_branch_response(key, response),
+                Method::Register => self.on_register_response(&key, &response),
+                // Responses to our BYE and CANCEL need nothing.
+                _ => {}
+            },
             Event::Terminated { .. } => {}
             Event::Timeout { key } => {
                 debug!(%key, "client transaction timed out");
-                if key.method() == Method::Invite {
-                    self.on_branch_timeout(&key);
+                match key.method() {
+                    Method::Invite => self.on_branch_timeout(&key),
+                    Method::Register => self.on_register_timeout(&key),
+                    _ => {}
                 }
             }
             Event::AckTimeout { key } => {
@@ -402,6 +412,7 @@ impl Endpoint {
                 }
             }
             Command::BridgeNoAnswer(id) => self.bridge_no_answer(&id),
+            Command::RegisterTrunk(index) => self.register_trunk(index, None),
             Command::MediaEnded { call, reason } => {
                 info!(call_id = %call.call_id, %reason, "media ended; sending BYE");
                 let result = if reason.starts_with("no RTP") {

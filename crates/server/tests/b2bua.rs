@@ -790,3 +790,106 @@ async fn a_trunk_that_challenges_gets_credentials_and_the_call_connects() {
     assert_eq!(headers(&bye, "Call-ID"), headers(&first, "Call-ID"));
     s.stop().await;
 }
+
+/// A response from a test registrar/trunk to `request`, with extra header lines.
+fn reply(request: &str, code: u16, extra: &str) -> String {
+    let mut text = format!("SIP/2.0 {code} Whatever\r\n");
+    for via in headers(request, "Via") {
+        text.push_str(&format!("Via: {via}\r\n"));
+    }
+    text.push_str(&format!(
+        "From: {}\r\nTo: {};tag=registrar\r\nCall-ID: {}\r\nCSeq: {}\r\n{extra}Content-Length: 0\r\n\r\n",
+        headers(request, "From")[0],
+        headers(request, "To")[0],
+        headers(request, "Call-ID")[0],
+        headers(request, "CSeq")[0],
+    ));
+    text
+}
+
+#[tokio::test]
+async fn siphon_registers_to_a_trunk_refreshes_and_retries() {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    let extra = format!(
+        "\n[[trunks]]\nname = \"provider\"\naddress = \"{addr}\"\ndomain = \"voip.example\"\n\
+         username = \"siphon-gw\"\npassword = \"regpass\"\nregister = true\nregister_expires_s = 2\n"
+    );
+    let s = start_with(&extra, 37100).await;
+    let registrar = Phone {
+        sock,
+        server: s.addr,
+    };
+    let auth = siphon_sip::auth::Authenticator::new(siphon_sip::auth::DigestConfig::new("voip"));
+    let password = |user: &str| (user == "siphon-gw").then(|| "regpass".to_string());
+    let wait = Duration::from_secs(4);
+    // Answers REGISTERs until one carries valid credentials; returns that one.
+    let authenticated = async |first: String| -> String {
+        let mut request = first;
+        loop {
+            assert!(
+                request.starts_with("REGISTER sip:voip.example SIP/2.0"),
+                "{request}"
+            );
+            assert_eq!(headers(&request, "Expires"), vec!["2"]);
+            match headers(&request, "Authorization").first() {
+                Some(creds) => {
+                    let v = auth.verify(std::time::Instant::now(), "REGISTER", creds, &password);
+                    assert_eq!(v.expect("valid credentials").username, "siphon-gw");
+                    return request;
+                }
+                None => {
+                    let challenge = auth.challenge(std::time::Instant::now(), false);
+                    let h = format!("WWW-Authenticate: {}\r\n", challenge[0]);
+                    registrar.send(&reply(&request, 401, &h)).await;
+                }
+            }
+            request = registrar
+                .recv_within(wait)
+                .await
+                .expect("REGISTER after 401");
+        }
+    };
+    let first = registrar
+        .recv_within(wait)
+        .await
+        .expect("REGISTER at start");
+    let call_id = headers(&first, "Call-ID")[0].to_string();
+    let ok = authenticated(first).await;
+    let contact = headers(&ok, "Contact")[0].to_string();
+    assert!(contact.contains("sip:siphon-gw@127.0.0.1:"), "{contact}");
+    registrar
+        .send(&reply(
+            &ok,
+            200,
+            &format!("Contact: {contact};expires=2\r\n"),
+        ))
+        .await;
+    // Refreshed before the 2 s run out, on the same Call-ID.
+    let t0 = tokio::time::Instant::now();
+    let refresh = registrar.recv_within(wait).await.expect("refresh");
+    assert!(
+        t0.elapsed() < Duration::from_millis(2000),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(headers(&refresh, "Call-ID")[0], call_id);
+    // The provider fails this time: Siphon retries about a second later.
+    registrar.send(&reply(&refresh, 503, "")).await;
+    let t1 = tokio::time::Instant::now();
+    let retry = registrar.recv_within(wait).await.expect("retry after 503");
+    let waited = t1.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    let ok = authenticated(retry).await;
+    registrar
+        .send(&reply(
+            &ok,
+            200,
+            &format!("Contact: {contact};expires=2\r\n"),
+        ))
+        .await;
+    s.stop().await;
+}
