@@ -72,3 +72,47 @@ b2b_pair b2b-callee-bye b2b_callee_bye.xml b2b_caller_wait_bye.xml
 b2b_pair b2b-busy-486 b2b_callee_busy.xml b2b_caller_busy.xml
 # The caller cancels while 1002 rings: 487 for the caller, CANCEL for the phone.
 b2b_pair b2b-cancel b2b_callee_ring.xml b2b_caller_cancel.xml
+
+# --- Trunks, with a second Siphon (b2bua-trunk.toml: SIP 127.0.0.1:5066, RTP 31000-31998).
+# SIPp plays the provider: a registrar (5206) that Siphon registers to at start with digest
+# auth and must refresh within the 4 s lifetime it grants, and a trunk (5205) that
+# challenges Siphon's INVITE with 407 and expects the number rewritten (0201234 ->
+# +44201234). The caller is 1001, as above.
+b2b_trunk_tests() {
+    local target=127.0.0.1:5066
+    local reg_dir="$work/b2b-registrar" trunk_dir="$work/b2b-trunk-callee"
+    mkdir -p "$reg_dir" "$trunk_dir" "$work/b2b-trunk-407"
+    cp "$work/b2b-pcma_20ms.pcap" "$work/b2b-trunk-407/pcma_20ms.pcap"
+    # The registrar listens before Siphon starts (Siphon registers at once).
+    ( cd "$reg_dir" && timeout 60 sipp -sf "$b2b_sc/b2b_registrar.xml" -m 1 -p 5206 \
+        -timeout 30s -timeout_error -trace_err -nostdin "$target" >"$reg_dir/stdout" 2>&1 ) &
+    local reg_pid=$!
+    sleep 0.5
+    "$siphon" --config "$here/b2bua-trunk.toml" --log info >"$work/b2b-siphon2.log" 2>&1 &
+    local siphon2=$!
+    for _ in $(seq 50); do
+        if sipp -sf "$here/scenarios/options.xml" -m 1 -p 5209 -timeout 1s -timeout_error \
+            "$target" >/dev/null 2>&1; then break; fi
+        sleep 0.2
+    done
+    ( cd "$trunk_dir" && timeout 120 sipp -sf "$b2b_sc/b2b_trunk_407.xml" -m 1 -p 5205 \
+        -i 127.0.0.1 -mp 16220 -timeout 60s -timeout_error -trace_err -nostdin "$target" \
+        >"$trunk_dir/stdout" 2>&1 ) &
+    local trunk_pid=$!
+    sleep 0.5
+    run b2b-trunk-407 0 -sf "$b2b_sc/b2b_caller_bye.xml" -s 0201234 -au 1001 -ap secret1001 \
+        -m 1 -p 5207 -i 127.0.0.1 -mp 16230
+    local name pid rc
+    for name in b2b-trunk-407-provider:$trunk_pid b2b-registrar-refresh:$reg_pid; do
+        pid="${name#*:}"; name="${name%%:*}"
+        wait "$pid"; rc=$?
+        if [ "$rc" = 0 ]; then
+            echo "PASS $name"
+        else
+            echo "FAIL $name (sipp exit $rc, expected 0)"; failures=$((failures + 1))
+            tail -n 20 "$work"/b2b-registrar/*errors.log "$trunk_dir"/*errors.log 2>/dev/null
+        fi
+    done
+    kill -TERM "$siphon2" 2>/dev/null; wait "$siphon2" 2>/dev/null
+}
+b2b_trunk_tests
