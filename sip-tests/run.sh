@@ -444,6 +444,9 @@ modes_tests() {
 }
 modes_tests
 
+# Calls between registered phones (B2BUA): its own file, SIP ports 5200-5202, media 162xx.
+source "$here/b2bua.sh"
+
 if ! kill -0 "$siphon_pid" 2>/dev/null; then
     echo "FAIL siphon exited during the tests"; failures=$((failures + 1))
 fi

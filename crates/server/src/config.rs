@@ -31,9 +31,56 @@ pub struct Config {
     pub accounts: Vec<Account>,
     #[serde(default)]
     pub dialplan: Vec<Route>,
+    /// Upstream SIP providers that `trunk` routes send calls to.
+    #[serde(default)]
+    pub trunks: Vec<TrunkConfig>,
     /// The reference analytics service, run inside Siphon for demos and tests (number 700
     /// of the default configuration forks to it). Absent: not started.
     pub analytics: Option<AnalyticsConfig>,
+    /// Call detail records. Absent: none are written.
+    pub cdr: Option<CdrConfig>,
+}
+
+/// An upstream provider (a SIP trunk Siphon places calls through).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkConfig {
+    pub name: String,
+    /// Where Siphon sends requests for this trunk (UDP).
+    pub address: SocketAddr,
+    /// Host part of the Request-URI, To and From of calls to the trunk (default: the
+    /// address).
+    pub domain: Option<String>,
+    /// Credentials for when the trunk challenges Siphon (401/407).
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Siphon registers itself to the trunk (as `username`), refreshes before expiry and
+    /// retries with backoff when the trunk refuses or does not answer.
+    #[serde(default)]
+    pub register: bool,
+    /// The registration lifetime Siphon asks for.
+    #[serde(default = "default_trunk_expires")]
+    pub register_expires_s: u32,
+}
+
+impl TrunkConfig {
+    pub fn domain(&self) -> String {
+        self.domain
+            .clone()
+            .unwrap_or_else(|| self.address.to_string())
+    }
+
+    /// Username and password, when both are configured.
+    pub fn credentials(&self) -> Option<(String, String)> {
+        Some((self.username.clone()?, self.password.clone()?))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CdrConfig {
+    /// One JSON line per call is appended here (created if missing).
+    pub path: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -262,6 +309,12 @@ pub enum Action {
     Ring,
     /// WebSocket media fork (until the fork lands: answers like echo).
     Fork,
+    /// Rings every registered contact of an account (the route's `user`, else the dialled
+    /// number) in parallel; the first to answer is bridged to the caller (B2BUA).
+    User,
+    /// Sends the call out through a trunk (the route's `trunk`), the number rewritten by
+    /// `strip` and `prepend`; bridged like `user`.
+    Trunk,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -284,6 +337,18 @@ pub struct Route {
     /// Send 180 and wait this long before answering.
     #[serde(default)]
     pub ring_ms: u64,
+    /// For `user`: the account whose phones ring (default: the dialled number).
+    pub user: Option<String>,
+    /// For `user`: how long the phones may ring before the caller gets 480 (default:
+    /// `sip.ring_timeout_s`).
+    pub ring_timeout_s: Option<u64>,
+    /// For `trunk`: the trunk's name.
+    pub trunk: Option<String>,
+    /// For `trunk`: digits removed from the front of the dialled number...
+    #[serde(default)]
+    pub strip: usize,
+    /// ...and what is put in front of what is left.
+    pub prepend: Option<String>,
     /// For `play`: a WAV file (PCM16 8/16 kHz mono, or G.711), relative to the working
     /// directory. Without it the built-in prompt plays.
     pub file: Option<std::path::PathBuf>,
@@ -294,6 +359,17 @@ pub struct Route {
 }
 
 impl Route {
+    /// The number a `trunk` route sends for `dialled`: `strip` digits off, `prepend` on.
+    pub fn rewrite(&self, dialled: &str) -> String {
+        let kept: String = dialled.chars().skip(self.strip).collect();
+        format!("{}{kept}", self.prepend.as_deref().unwrap_or(""))
+    }
+
+    /// The account a `user` route rings.
+    pub fn user_account(&self) -> &str {
+        self.user.as_deref().unwrap_or(self.number.get_ref())
+    }
+
     /// The prompt a `play` route plays, loaded and checked (`None` for other actions).
     pub fn prompt(&self) -> Result<Option<std::sync::Arc<crate::media::Prompt>>, String> {
         if self.action != Action::Play {
@@ -315,6 +391,9 @@ impl Route {
     }
 }
 
+fn default_trunk_expires() -> u32 {
+    600
+}
 fn default_realm() -> String {
     "siphon".into()
 }
@@ -505,24 +584,69 @@ impl Config {
                 ));
             }
         }
+        for t in &self.trunks {
+            if t.register && (t.username.is_none() || t.register_expires_s == 0) {
+                return Err(ConfigError::Invalid(format!(
+                    "trunk {}: register = true needs a username and register_expires_s > 0",
+                    t.name
+                )));
+            }
+        }
         let mut numbers = HashSet::new();
         for route in &self.dialplan {
             let n = route.number.get_ref();
-            if n.is_empty()
-                || !n
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "+*#".contains(c))
-            {
+            let valid = match n.strip_prefix('_') {
+                Some(pattern) => crate::dialplan::valid_pattern(pattern),
+                None => {
+                    !n.is_empty()
+                        && n.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "+*#".contains(c))
+                }
+            };
+            if !valid {
                 return Err(at(
                     route.number.span(),
-                    format!("invalid number {n:?}: digits, letters, + * # only"),
+                    format!(
+                        "invalid number {n:?}: digits, letters, + * # only, or a pattern \
+                         (_ then digits, X, Z, N, [..], and . or ! at the end)"
+                    ),
                 ));
+            }
+            if route.action == Action::Trunk {
+                let known = route
+                    .trunk
+                    .as_ref()
+                    .is_some_and(|t| self.trunks.iter().any(|k| &k.name == t));
+                if !known {
+                    return Err(at(
+                        route.number.span(),
+                        format!(
+                            "route {n}: action \"trunk\" needs `trunk` naming a [[trunks]] entry"
+                        ),
+                    ));
+                }
             }
             if !numbers.insert(n.clone()) {
                 return Err(at(route.number.span(), format!("duplicate number {n}")));
             }
             if let Err(e) = route.prompt() {
                 return Err(at(route.number.span(), e));
+            }
+            // A pattern route without `user` rings whatever account was dialled.
+            let pattern = n.starts_with('_');
+            if route.action == Action::User && (route.user.is_some() || !pattern) {
+                let user = route.user_account();
+                if self.account(user).is_none() {
+                    return Err(at(
+                        route.number.span(),
+                        format!("route {n} rings account {user}, which does not exist"),
+                    ));
+                }
+            } else if route.user.is_some() {
+                return Err(at(
+                    route.number.span(),
+                    format!("route {n}: `user` only applies to action \"user\""),
+                ));
             }
             for fork in &route.forks {
                 if let Err(e) = fork.validate() {
@@ -569,8 +693,24 @@ impl Config {
             .find(|a| !a.allowed_ips.is_empty() && IpAcl::new(a.allowed_ips.clone()).contains(ip))
     }
 
+    /// The route for a dialled number: an exact number first, else the first pattern
+    /// (`_...`) that matches, in file order.
     pub fn route(&self, number: &str) -> Option<&Route> {
-        self.dialplan.iter().find(|r| r.number.get_ref() == number)
+        self.dialplan
+            .iter()
+            .find(|r| r.number.get_ref() == number)
+            .or_else(|| {
+                self.dialplan.iter().find(|r| {
+                    r.number
+                        .get_ref()
+                        .strip_prefix('_')
+                        .is_some_and(|p| crate::dialplan::pattern_matches(p, number))
+                })
+            })
+    }
+
+    pub fn trunk(&self, name: &str) -> Option<&TrunkConfig> {
+        self.trunks.iter().find(|t| t.name == name)
     }
 }
 
@@ -622,6 +762,55 @@ mod tests {
         assert_eq!(c.route("600").unwrap().action, Action::Echo);
         assert_eq!(c.route("700").unwrap().action, Action::Fork);
         assert!(c.route("602").unwrap().prompt().unwrap().is_some());
+        let r = c.route("1002").unwrap();
+        assert_eq!((r.action, r.user_account()), (Action::User, "1002"));
+    }
+
+    #[test]
+    fn trunk_routes_rewrite_and_patterns_match() {
+        let text = "[sip]\nlisten = \"127.0.0.1:5060\"\n\
+            [[trunks]]\nname = \"up\"\naddress = \"192.0.2.1:5060\"\n\
+            [[dialplan]]\nnumber = \"_9X.\"\naction = \"trunk\"\ntrunk = \"up\"\nstrip = 1\nprepend = \"+44\"\n\
+            [[dialplan]]\nnumber = \"900\"\naction = \"echo\"\n";
+        let c = Config::parse(text).unwrap();
+        // An exact number wins over a pattern listed before it.
+        assert_eq!(c.route("900").unwrap().action, Action::Echo);
+        let r = c.route("9020").unwrap();
+        assert_eq!(r.action, Action::Trunk);
+        assert_eq!(r.rewrite("9020"), "+44020");
+        assert!(
+            c.route("90").is_none(),
+            "X. needs at least two digits after 9"
+        );
+        assert_eq!(c.trunk("up").unwrap().domain(), "192.0.2.1:5060");
+        let unknown = text.replace("trunk = \"up\"", "trunk = \"down\"");
+        assert!(Config::parse(&unknown).is_err());
+        let bad = text.replace("_9X.", "_9.X");
+        assert!(Config::parse(&bad).is_err());
+    }
+
+    #[test]
+    fn user_routes_need_an_existing_account() {
+        let base = "[sip]\nlisten = \"127.0.0.1:5060\"\n[[accounts]]\nusername = \"1002\"\npassword = \"p\"\nkind = \"phone\"\n";
+        let ok =
+            format!("{base}[[dialplan]]\nnumber = \"22\"\naction = \"user\"\nuser = \"1002\"\n");
+        assert_eq!(
+            Config::parse(&ok)
+                .unwrap()
+                .route("22")
+                .unwrap()
+                .user_account(),
+            "1002"
+        );
+        let missing = format!("{base}[[dialplan]]\nnumber = \"23\"\naction = \"user\"\n");
+        let err = Config::parse(&missing).unwrap_err().to_string();
+        assert!(
+            err.contains("line 8") && err.contains("account 23"),
+            "{err}"
+        );
+        let stray =
+            format!("{base}[[dialplan]]\nnumber = \"24\"\naction = \"echo\"\nuser = \"1002\"\n");
+        assert!(Config::parse(&stray).is_err());
     }
 
     #[test]

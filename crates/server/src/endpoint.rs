@@ -6,6 +6,9 @@
 //! messages per second, and owning all dialogs in one place removes every lock between
 //! them. Each call's media runs in its own task (see `media`).
 
+mod b2bua;
+mod outbound_register;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +29,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::cdr::{CdrLeg, CdrRecord, CdrWriter, Party};
 use crate::config::{Action, Config, RouteAuth};
 use crate::counters::{Counters, EndResult, LegStats, SETUP_BUCKETS, inc};
 use crate::dialplan;
@@ -42,6 +46,10 @@ pub enum Command {
     Answer(TransactionKey),
     /// A ringing INVITE was never answered.
     RingTimeout(TransactionKey),
+    /// A bridged call's phones rang for the route's ring timeout (the caller's dialog).
+    BridgeNoAnswer(DialogId),
+    /// Time to (re-)register to the trunk with this index in the configuration.
+    RegisterTrunk(usize),
     /// The call's media ended on its own (RTP inactivity): hang up with BYE.
     MediaEnded { call: DialogId, reason: String },
     /// Admin API: hang up the call with this Call-ID (BYE, or 480 while it rings). `done`
@@ -132,6 +140,12 @@ pub struct Endpoint {
     register_rate: TokenBucket,
     /// Set by `Command::Drain`.
     drain: Option<Drain>,
+    /// Calls to `user` routes (B2BUA), kept apart from the calls Siphon answers itself.
+    bridges: b2bua::Bridges,
+    /// Where CDRs go, when configured.
+    cdr: Option<CdrWriter>,
+    /// Siphon's own registrations to trunks (`register = true`).
+    registrations: outbound_register::Registrations,
 }
 
 struct Drain {
@@ -182,9 +196,22 @@ impl Endpoint {
                 }
             })
             .collect();
+        let cdr = config
+            .cdr
+            .as_ref()
+            .and_then(|c| match CdrWriter::open(&c.path) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::error!(error = %e, "CDRs disabled");
+                    None
+                }
+            });
         let l = &config.limits;
         let t0 = now();
         Endpoint {
+            bridges: b2bua::Bridges::default(),
+            registrations: outbound_register::Registrations::new(&config),
+            cdr,
             blocklist,
             auth_failures: AuthFailures::new(
                 l.auth_failures_to_block,
@@ -246,6 +273,8 @@ impl Endpoint {
         mut shutdown: broadcast::Receiver<()>,
     ) {
         let mut housekeeping = tokio::time::interval(Duration::from_secs(10));
+        self.start_registrations();
+        self.flush().await;
         loop {
             let deadline = self.layer.poll_timeout().map(Instant::from_std);
             let timer = async {
@@ -257,7 +286,7 @@ impl Endpoint {
             let drain_deadline = self
                 .drain
                 .as_ref()
-                .filter(|_| !self.calls.is_empty())
+                .filter(|_| !self.calls.is_empty() || !self.bridges.is_empty())
                 .map(|d| d.deadline);
             let drain_timer = async {
                 match drain_deadline {
@@ -274,6 +303,9 @@ impl Endpoint {
                     self.auth.purge(now);
                     self.auth_failures.purge(now);
                     self.blocklist.purge(now);
+                    // No response matches an INVITE after 64·T1 (Timer B / RFC 6026 M).
+                    let keep = self.config.timers().t1 * 64;
+                    self.bridges.purge(Instant::now(), keep);
                     let expired = self.registrar.purge_expired(now);
                     if expired > 0 {
                         self.counters
@@ -285,7 +317,7 @@ impl Endpoint {
                 () = drain_timer => {
                     warn!(calls = self.calls.len(), "drain timeout; hanging up the calls left");
                     if let Some(d) = self.drain.as_mut() {
-                        d.hung_up = self.calls.len();
+                        d.hung_up = self.calls.len() + self.bridges.len();
                     }
                     self.hang_up_all("shutdown", EndResult::DrainTimeout);
                 }
@@ -301,7 +333,7 @@ impl Endpoint {
     }
 
     fn check_drained(&mut self) {
-        if !self.calls.is_empty() {
+        if !self.calls.is_empty() || !self.bridges.is_empty() {
             return;
         }
         if let Some(d) = self.drain.as_mut()
@@ -372,11 +404,29 @@ impl Endpoint {
         match event {
             Event::Request { key, request, peer } => self.on_request(key, request, peer).await,
             Event::AckReceived { request, .. } | Event::StrayAck { request, .. } => {
-                self.on_ack(&request)
+                if !self.bridge_ack(&request) {
+                    self.on_ack(&request)
+                }
             }
-            Event::Response { .. } | Event::Terminated { .. } => {}
-            Event::Timeout { key } => debug!(%key, "client transaction timed out"),
+            Event::Response { key, response } => match key.method() {
+                Method::Invite => self.on_branch_response(key, response),
+                Method::Register => self.on_register_response(&key, &response),
+                // Responses to our BYE and CANCEL need nothing.
+                _ => {}
+            },
+            Event::Terminated { .. } => {}
+            Event::Timeout { key } => {
+                debug!(%key, "client transaction timed out");
+                match key.method() {
+                    Method::Invite => self.on_branch_timeout(&key),
+                    Method::Register => self.on_register_timeout(&key),
+                    _ => {}
+                }
+            }
             Event::AckTimeout { key } => {
+                if self.bridge_ack_timeout(&key) {
+                    return;
+                }
                 if let Some(id) = self.by_invite.get(&key).cloned() {
                     warn!(call_id = %id.call_id, "no ACK for our final response; ending call");
                     self.hang_up_as(&id, "no ACK", EndResult::NoAck);
@@ -401,6 +451,8 @@ impl Endpoint {
                     self.end_call_as(&id, EndResult::NoAnswer);
                 }
             }
+            Command::BridgeNoAnswer(id) => self.bridge_no_answer(&id),
+            Command::RegisterTrunk(index) => self.register_trunk(index, None),
             Command::MediaEnded { call, reason } => {
                 info!(call_id = %call.call_id, %reason, "media ended; sending BYE");
                 let result = if reason.starts_with("no RTP") {
@@ -449,7 +501,7 @@ impl Endpoint {
                 self.drain = Some(Drain {
                     deadline: Instant::now() + timeout,
                     done: Some(done),
-                    calls_at_start: self.calls.len(),
+                    calls_at_start: self.calls.len() + self.bridges.len(),
                     hung_up: 0,
                 });
             }
@@ -457,7 +509,11 @@ impl Endpoint {
     }
 
     fn find_call(&self, call_id: &str) -> Option<DialogId> {
-        self.calls.keys().find(|id| id.call_id == call_id).cloned()
+        self.calls
+            .keys()
+            .find(|id| id.call_id == call_id)
+            .cloned()
+            .or_else(|| self.bridges.find(call_id))
     }
 
     async fn on_request(&mut self, key: TransactionKey, request: rsip::Request, peer: Peer) {
@@ -474,6 +530,9 @@ impl Endpoint {
                 self.config.limits.retry_after_s.to_string(),
             );
             self.reply_to(&key, &request, 503, Some(reason), &[retry]);
+            return;
+        }
+        if self.bridge_request(&key, &request) {
             return;
         }
         match request.method {
@@ -508,7 +567,9 @@ impl Endpoint {
         }
         let now = now();
         match request.method {
-            Method::Invite if self.calls.len() >= limits.max_calls => Some("Too Many Calls"),
+            Method::Invite if self.calls.len() + self.bridges.len() >= limits.max_calls => {
+                Some("Too Many Calls")
+            }
             Method::Invite if !self.invite_rate.allow(now) => Some("Call Rate Exceeded"),
             Method::Register if !self.register_rate.allow(now) => {
                 Some("Registration Rate Exceeded")
@@ -690,6 +751,10 @@ impl Endpoint {
         };
         if route.auth == RouteAuth::Digest && !self.admit_call(&key, &request, peer) {
             inc(&self.counters.calls_rejected);
+            return;
+        }
+        if matches!(route.action, Action::User | Action::Trunk) {
+            self.start_bridge(key, request, peer, route).await;
             return;
         }
         let offer = match parse_offer(&request) {
@@ -1034,6 +1099,10 @@ impl Endpoint {
     /// Sends BYE for a call (a final response if it never answered) and forgets it,
     /// counting it as ended for `result`.
     fn hang_up_as(&mut self, id: &DialogId, reason: &str, result: EndResult) {
+        if self.bridges.contains(id) {
+            self.hang_up_bridge(id, reason, result);
+            return;
+        }
         let Some(transport) = self.calls.get(id).map(|c| c.peer.transport) else {
             return;
         };
@@ -1061,7 +1130,8 @@ impl Endpoint {
     }
 
     fn hang_up_all(&mut self, reason: &str, result: EndResult) {
-        let ids: Vec<DialogId> = self.calls.keys().cloned().collect();
+        let mut ids: Vec<DialogId> = self.calls.keys().cloned().collect();
+        ids.extend(self.bridges.ids());
         for id in ids {
             self.hang_up_as(&id, reason, result);
         }
@@ -1070,7 +1140,10 @@ impl Endpoint {
     fn end_call_as(&mut self, id: &DialogId, result: EndResult) {
         if let Some(call) = self.calls.remove(id) {
             self.by_invite.remove(&call.invite_key);
-            self.registry.remove(&id.call_id);
+            let summary = self.registry.remove(&id.call_id).map(|(_, s)| s);
+            if let (Some(cdr), Some(s)) = (&self.cdr, summary) {
+                cdr.write(&served_call_cdr(&s, call.action, result));
+            }
             inc(&self.counters.calls_ended);
             self.counters.call_ended(result);
             let _guard = call.span.enter();
@@ -1167,6 +1240,34 @@ impl Endpoint {
             self.addr_for(transport),
             new_branch()
         )
+    }
+}
+
+/// The CDR of a call Siphon answered itself (echo, tone, prompt, fork, ring).
+fn served_call_cdr(s: &CallSummary, action: Action, result: EndResult) -> CdrRecord {
+    let code = match result {
+        _ if s.answered => 200,
+        EndResult::Cancelled => 487,
+        _ => 480,
+    };
+    let hung_up_by = match result {
+        EndResult::Completed | EndResult::Cancelled => Party::Caller,
+        _ => Party::Siphon,
+    };
+    CdrRecord {
+        call_id: s.call_id.clone(),
+        start: s.started_at,
+        answer: s.setup_time.map(|d| s.started_at + d),
+        end: SystemTime::now(),
+        caller: s.from.split(";tag=").next().unwrap_or_default().to_string(),
+        callee: s.number.clone(),
+        route: s.number.clone(),
+        action: format!("{action:?}").to_lowercase(),
+        result: code,
+        end_reason: format!("{result:?}"),
+        hung_up_by,
+        caller_leg: CdrLeg::new(s.codec, &s.rtp),
+        callee_leg: None,
     }
 }
 

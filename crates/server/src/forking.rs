@@ -72,6 +72,11 @@ impl ForkTap {
         }
     }
 
+    /// Which tracks this fork takes.
+    pub fn tracks(&self) -> Tracks {
+        self.tracks
+    }
+
     /// A caller frame, as soon as it is in order (see [`InOrder`]): sent at once when only
     /// the caller's track is forked, else kept for the next slot.
     pub fn on_inbound(&mut self, frame: &[i16; FRAME_SAMPLES], arrival: Instant) {

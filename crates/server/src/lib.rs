@@ -5,6 +5,8 @@
 //! The protocol logic lives in `siphon-sip` and `siphon-media`; this crate is the thin I/O
 //! layer around them.
 
+pub mod bridge;
+pub mod cdr;
 pub mod config;
 pub mod counters;
 pub mod dialplan;
@@ -16,6 +18,7 @@ pub mod limits;
 pub mod media;
 pub mod rtp_ports;
 pub mod server;
+pub mod stereo;
 pub mod tls;
 pub mod transport;
 

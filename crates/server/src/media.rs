@@ -190,7 +190,10 @@ pub fn spawn(setup: LegSetup) -> MediaHandle {
             prompt,
             position: 0,
         },
-        (Action::Play, None) | (Action::Ring, _) => Source::Nothing,
+        // `user` and `trunk` calls are bridged (see `bridge`) and never get a media task of this kind.
+        (Action::Play, None) | (Action::Ring, _) | (Action::User | Action::Trunk, _) => {
+            Source::Nothing
+        }
     };
     let stats = Arc::new(LegStats::default());
     setup

@@ -55,7 +55,8 @@ pub enum DialogState {
     Terminated,
 }
 
-/// One dialog, UAS side (Siphon answers calls; the UAC side arrives with the B2BUA).
+/// One dialog, from either side: UAS (Siphon answers a call) or UAC (Siphon places the
+/// outgoing leg of a bridged call).
 #[derive(Debug, Clone)]
 pub struct Dialog {
     pub id: DialogId,
@@ -125,6 +126,61 @@ impl Dialog {
         })
     }
 
+    /// Creates the UAC dialog for an INVITE we sent, from a 2xx (or a provisional with a To
+    /// tag) that answered it (RFC 3261 §12.1.2).
+    pub fn new_uac(
+        invite: &rsip::Request,
+        response: &rsip::Response,
+    ) -> Result<Dialog, DialogError> {
+        let call_id = invite
+            .call_id_header()
+            .map_err(|_| DialogError::Missing("Call-ID"))?
+            .value()
+            .to_string();
+        let from = invite
+            .from_header()
+            .map_err(|_| DialogError::Missing("From"))?
+            .value()
+            .to_string();
+        let to = response
+            .to_header()
+            .map_err(|_| DialogError::Missing("To"))?
+            .value()
+            .to_string();
+        let local_tag = header_param(&from, "tag")
+            .ok_or(DialogError::Missing("From tag"))?
+            .to_string();
+        let remote_tag = header_param(&to, "tag")
+            .ok_or(DialogError::Missing("To tag"))?
+            .to_string();
+        let contact = header_values(&response.headers, "Contact")
+            .into_iter()
+            .next()
+            .ok_or(DialogError::Missing("Contact"))?;
+        let remote_target = uri_of(&contact).ok_or(DialogError::Missing("Contact URI"))?;
+        let local_seq = cseq_number(invite).ok_or(DialogError::Missing("CSeq"))?;
+        // The UAC's route set is the Record-Route of the response, reversed.
+        let mut route_set: Vec<String> = header_values(&response.headers, "Record-Route")
+            .iter()
+            .flat_map(|v| split_list(v).map(str::to_string).collect::<Vec<_>>())
+            .collect();
+        route_set.reverse();
+        Ok(Dialog {
+            id: DialogId {
+                call_id,
+                local_tag,
+                remote_tag,
+            },
+            state: DialogState::Early,
+            local_uri: from,
+            remote_uri: to,
+            remote_target,
+            route_set,
+            local_seq,
+            remote_seq: 0,
+        })
+    }
+
     /// Checks and records the CSeq of an in-dialog request (RFC 3261 §12.2.2). ACK and
     /// CANCEL reuse the CSeq of what they refer to and are not checked.
     pub fn on_remote_request(&mut self, request: &rsip::Request) -> Result<(), DialogError> {
@@ -156,6 +212,16 @@ impl Dialog {
     /// transport layer; `contact` is our Contact URI.
     pub fn request(&mut self, method: rsip::Method, via: &str, contact: &str) -> rsip::Request {
         self.local_seq += 1;
+        self.build(method, self.local_seq, via, contact)
+    }
+
+    /// The ACK for a 2xx to the INVITE that had CSeq `invite_seq` (RFC 3261 §13.2.2.4): it is
+    /// built like any in-dialog request but reuses the INVITE's sequence number.
+    pub fn ack(&self, invite_seq: u32, via: &str, contact: &str) -> rsip::Request {
+        self.build(rsip::Method::Ack, invite_seq, via, contact)
+    }
+
+    fn build(&self, method: rsip::Method, seq: u32, via: &str, contact: &str) -> rsip::Request {
         let uri = strip_angle(&self.remote_target);
         let mut headers = Headers::default();
         headers.push(Header::Via(via.into()));
@@ -163,9 +229,7 @@ impl Dialog {
         headers.push(Header::From(self.local_uri.clone().into()));
         headers.push(Header::To(self.remote_uri.clone().into()));
         headers.push(Header::CallId(self.id.call_id.clone().into()));
-        headers.push(Header::CSeq(
-            format!("{} {}", self.local_seq, method).into(),
-        ));
+        headers.push(Header::CSeq(format!("{seq} {method}").into()));
         for route in &self.route_set {
             headers.push(Header::Route(route.clone().into()));
         }
@@ -275,6 +339,42 @@ mod tests {
         assert!(text.contains("To: \"Alice\" <sip:alice@example.com>;tag=ff1"));
         assert!(text.contains("CSeq: 2 BYE"));
         assert!(text.contains("Route: <sip:p1;lr>"));
+    }
+
+    #[test]
+    fn uac_dialog_from_2xx_and_its_ack() {
+        let inv = invite(1, "");
+        let text = "SIP/2.0 200 OK\r\n\
+             Via: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bKabc\r\n\
+             From: \"Alice\" <sip:alice@example.com>;tag=ff1\r\n\
+             To: <sip:600@127.0.0.1>;tag=bob7\r\n\
+             Call-ID: call-1\r\n\
+             CSeq: 1 INVITE\r\n\
+             Record-Route: <sip:p1;lr>, <sip:p2;lr>\r\n\
+             Contact: <sip:bob@192.0.2.20:5080>\r\n\
+             Content-Length: 0\r\n\r\n";
+        let ok = rsip::Response::try_from(text).unwrap();
+        let mut d = Dialog::new_uac(&inv, &ok).unwrap();
+        assert_eq!(d.id.local_tag, "ff1");
+        assert_eq!(d.id.remote_tag, "bob7");
+        assert_eq!(d.route_set, vec!["<sip:p2;lr>", "<sip:p1;lr>"]);
+        let via = "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKy";
+        let ack = d.ack(1, via, "sip:siphon@127.0.0.1").to_string();
+        assert!(
+            ack.starts_with("ACK sip:bob@192.0.2.20:5080 SIP/2.0"),
+            "{ack}"
+        );
+        assert!(ack.contains("CSeq: 1 ACK") && ack.contains("To: <sip:600@127.0.0.1>;tag=bob7"));
+        let bye = d
+            .request(rsip::Method::Bye, via, "sip:siphon@127.0.0.1")
+            .to_string();
+        assert!(bye.contains("CSeq: 2 BYE"), "{bye}");
+        // A 2xx without a To tag cannot make a dialog.
+        let untagged = rsip::Response::try_from(text.replace(";tag=bob7", "").as_str()).unwrap();
+        assert_eq!(
+            Dialog::new_uac(&inv, &untagged).unwrap_err(),
+            DialogError::Missing("To tag")
+        );
     }
 
     #[test]

@@ -1,0 +1,589 @@
+//! Media of a bridged call (`user` routes): one task owns both legs' RTP sockets and relays
+//! packets between them. Siphon stays in the media path (anchored) so that each phone only
+//! ever talks to Siphon's address, and so the call's audio can be forked later.
+//!
+//! Per packet: parse, check it is the leg's negotiated audio or telephone-event type from
+//! the latched source, re-stamp it for the other leg (payload type, sequence number,
+//! timestamp, SSRC: see [`Restamp`]) and transcode G.711 µ-law ↔ A-law when the legs
+//! negotiated different laws. Nothing on that path allocates or touches state shared with
+//! another call; the server-wide counters are plain atomics and the leg totals are moved
+//! into them once a second (`LegPublisher`).
+//!
+//! Forks of a bridged call hear both phones: `inbound` is the caller, `outbound` the
+//! callee, `both` is stereo (left caller, right callee), put in time by `crate::stereo`
+//! and handed to the forks every 20 ms.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use siphon_fork::{CallMeta, ForkConfig, Tracks};
+use siphon_media::FRAME_SAMPLES;
+use siphon_media::g711::G711;
+use siphon_media::packet::RtpPacket;
+use siphon_sip::dialog::DialogId;
+use siphon_sip::sdp::{Codec, Direction};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info, warn};
+
+use crate::counters::{Counters, LegPublisher, LegStats, inc};
+use crate::endpoint::Command;
+use crate::fork_metrics::ForkInfo;
+use crate::forking::{ForkTap, Request};
+use crate::media::MediaParams;
+use crate::rtp_ports::RtpPort;
+use crate::stereo::{self, Aligner};
+
+/// Which leg of a bridged call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The caller (Siphon's UAS leg).
+    Caller,
+    /// The callee (Siphon's UAC leg).
+    Callee,
+}
+
+#[derive(Debug)]
+enum Control {
+    Update(Side, MediaParams),
+    Answered,
+    /// The call is over; forks get the reason in their stop message.
+    Stop(String),
+}
+
+/// The SIP core's handle on a bridge's media task; `stop` (or dropping it) ends the task
+/// and returns both RTP ports to the pool.
+#[derive(Debug)]
+pub struct BridgeHandle {
+    control: mpsc::UnboundedSender<Control>,
+    caller_port: u16,
+    callee_port: u16,
+    caller_stats: Arc<LegStats>,
+    callee_stats: Arc<LegStats>,
+}
+
+impl BridgeHandle {
+    pub fn port(&self, side: Side) -> u16 {
+        match side {
+            Side::Caller => self.caller_port,
+            Side::Callee => self.callee_port,
+        }
+    }
+
+    /// The leg's RTP counters (live): `packets_in` is what that phone sent to Siphon.
+    pub fn stats(&self, side: Side) -> Arc<LegStats> {
+        match side {
+            Side::Caller => self.caller_stats.clone(),
+            Side::Callee => self.callee_stats.clone(),
+        }
+    }
+
+    /// What offer/answer decided for a leg (first time, or after a re-INVITE).
+    pub fn update(&self, side: Side, params: MediaParams) {
+        let _ = self.control.send(Control::Update(side, params));
+    }
+
+    /// The call is answered: from now on silence counts as RTP inactivity.
+    pub fn answered(&self) {
+        let _ = self.control.send(Control::Answered);
+    }
+
+    pub fn stop(self, reason: &str) {
+        let _ = self.control.send(Control::Stop(reason.to_string()));
+    }
+}
+
+pub struct BridgeSetup {
+    pub caller: RtpPort,
+    pub callee: RtpPort,
+    /// The caller's media is known from its offer; the callee's arrives with its answer.
+    pub caller_params: MediaParams,
+    /// The caller's dialog: what `Command::MediaEnded` names.
+    pub call: DialogId,
+    pub inactivity: Duration,
+    pub commands: mpsc::Sender<Command>,
+    pub counters: Arc<Counters>,
+    pub span: tracing::Span,
+    /// Forks to start when the call is answered.
+    pub forks: Vec<ForkConfig>,
+    /// Who is calling whom, for the forks' start messages.
+    pub meta: CallMeta,
+}
+
+pub fn spawn(setup: BridgeSetup) -> BridgeHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handle = BridgeHandle {
+        control: tx,
+        caller_port: setup.caller.port,
+        callee_port: setup.callee.port,
+        caller_stats: Arc::new(LegStats::default()),
+        callee_stats: Arc::new(LegStats::default()),
+    };
+    setup
+        .counters
+        .media_legs_active
+        .fetch_add(2, Ordering::Relaxed);
+    let task = Bridge {
+        caller: Leg::new(
+            setup.caller,
+            Some(setup.caller_params),
+            handle.caller_stats.clone(),
+        ),
+        callee: Leg::new(setup.callee, None, handle.callee_stats.clone()),
+        call: setup.call,
+        inactivity: setup.inactivity,
+        commands: setup.commands,
+        pending_forks: setup
+            .forks
+            .into_iter()
+            .map(|f| (setup.counters.forks.new_fork_id(), f))
+            .collect(),
+        counters: setup.counters,
+        answered: false,
+        taps: Vec::new(),
+        aligner: None,
+        meta: setup.meta,
+        requests: Vec::new(),
+    };
+    tokio::spawn(task.run(rx).instrument(setup.span));
+    handle
+}
+
+struct Leg {
+    rtp: RtpPort,
+    /// None until offer/answer with this leg is done (the callee, before it answers).
+    params: Option<MediaParams>,
+    /// Where this leg's RTP actually comes from (symmetric RTP, RFC 4961).
+    latched: Option<SocketAddr>,
+    /// Stamps the packets Siphon sends to this leg.
+    out: Restamp,
+    stats: Arc<LegStats>,
+    publisher: LegPublisher,
+}
+
+impl Leg {
+    fn new(rtp: RtpPort, params: Option<MediaParams>, stats: Arc<LegStats>) -> Leg {
+        Leg {
+            rtp,
+            params,
+            latched: None,
+            out: Restamp::new(rand::random(), rand::random(), rand::random()),
+            stats,
+            publisher: LegPublisher::default(),
+        }
+    }
+
+    fn update(&mut self, params: MediaParams) {
+        if self
+            .params
+            .as_ref()
+            .is_some_and(|p| p.remote != params.remote)
+        {
+            // The peer moved (re-INVITE): learn its address again.
+            self.latched = None;
+            self.stats.set_latched(None);
+        }
+        self.params = Some(params);
+    }
+
+    /// The peer holds the call or sends nothing: its silence is not inactivity.
+    fn on_hold(&self) -> bool {
+        self.params
+            .as_ref()
+            .is_some_and(|p| matches!(p.direction, Direction::RecvOnly | Direction::Inactive))
+    }
+}
+
+struct Bridge {
+    caller: Leg,
+    callee: Leg,
+    call: DialogId,
+    inactivity: Duration,
+    commands: mpsc::Sender<Command>,
+    counters: Arc<Counters>,
+    answered: bool,
+    /// Forks configured but not started (the call is not answered yet).
+    pending_forks: Vec<(String, ForkConfig)>,
+    taps: Vec<ForkTap>,
+    /// Both legs on the call's 20 ms clock, while forks run.
+    aligner: Option<Aligner>,
+    meta: CallMeta,
+    /// What fork services asked for in a slot (reused buffer).
+    requests: Vec<Request>,
+}
+
+/// The last counts reach the server-wide totals however the task ends.
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        for leg in [&mut self.caller, &mut self.callee] {
+            leg.publisher.publish(&self.counters, &leg.stats, None);
+        }
+        self.counters
+            .media_legs_active
+            .fetch_sub(2, Ordering::Relaxed);
+    }
+}
+
+impl Bridge {
+    async fn run(mut self, mut control: mpsc::UnboundedReceiver<Control>) {
+        let mut rx_caller = [0u8; 2048];
+        let mut rx_callee = [0u8; 2048];
+        let mut tx = [0u8; 2048];
+        let mut last_rx = Instant::now();
+        let mut slots = tokio::time::interval(stereo::SLOT);
+        loop {
+            let idle_deadline = last_rx + self.inactivity;
+            let forking = self.aligner.is_some();
+            tokio::select! {
+                msg = control.recv() => match msg {
+                    Some(Control::Update(side, params)) => {
+                        last_rx = Instant::now();
+                        match side {
+                            Side::Caller => self.caller.update(params),
+                            Side::Callee => self.callee.update(params),
+                        }
+                    }
+                    Some(Control::Answered) => {
+                        last_rx = Instant::now();
+                        self.answered = true;
+                        if !self.pending_forks.is_empty() {
+                            self.aligner = Some(Aligner::new(Instant::now()));
+                            slots.reset();
+                        }
+                        for (id, config) in std::mem::take(&mut self.pending_forks) {
+                            self.start_fork(id, config);
+                        }
+                    }
+                    Some(Control::Stop(reason)) => {
+                        self.stop_forks(&reason);
+                        return;
+                    }
+                    None => {
+                        self.stop_forks("call ended");
+                        return;
+                    }
+                },
+                _ = slots.tick(), if forking => {
+                    if let Some(reason) = self.on_slot() {
+                        warn!(%reason, "ending bridged call");
+                        self.stop_forks(&reason);
+                        let _ = self.commands.send(Command::MediaEnded { call: self.call.clone(), reason }).await;
+                        return;
+                    }
+                }
+                r = self.caller.rtp.socket.recv_from(&mut rx_caller) => {
+                    let Ok((len, from)) = r else { continue };
+                    let fork = self.aligner.as_mut().map(|a| (a, stereo::Leg::Caller));
+                    if relay(&mut self.caller, &mut self.callee, &rx_caller[..len], from, &mut tx, &self.counters, fork) {
+                        last_rx = Instant::now();
+                    }
+                }
+                r = self.callee.rtp.socket.recv_from(&mut rx_callee) => {
+                    let Ok((len, from)) = r else { continue };
+                    let fork = self.aligner.as_mut().map(|a| (a, stereo::Leg::Callee));
+                    if relay(&mut self.callee, &mut self.caller, &rx_callee[..len], from, &mut tx, &self.counters, fork) {
+                        last_rx = Instant::now();
+                    }
+                }
+                () = tokio::time::sleep_until(idle_deadline) => {
+                    if !self.answered || self.caller.on_hold() || self.callee.on_hold() {
+                        last_rx = Instant::now();
+                        continue;
+                    }
+                    let reason = format!("no RTP for {} s", self.inactivity.as_secs());
+                    warn!(%reason, "ending bridged call");
+                    self.stop_forks(&reason);
+                    let _ = self.commands.send(Command::MediaEnded { call: self.call.clone(), reason }).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Bridge {
+    /// One 20 ms slot: the aligned audio of both legs goes to every fork; what the
+    /// services asked for is acted on. Returns a reason to end the call.
+    fn on_slot(&mut self) -> Option<String> {
+        let now = Instant::now();
+        let Bridge { aligner, taps, .. } = self;
+        if let Some(aligner) = aligner.as_mut() {
+            aligner.emit(now, &mut |caller, callee| {
+                for tap in taps.iter_mut() {
+                    match tap.tracks() {
+                        Tracks::Inbound => {
+                            if let Some(frame) = caller {
+                                tap.on_inbound(frame, now);
+                            }
+                        }
+                        Tracks::Outbound => tap.on_slot(callee, now),
+                        Tracks::Both => {
+                            // One stereo frame per slot: the caller's frame (or silence)
+                            // waits for the callee's in the tap.
+                            tap.on_inbound(caller.unwrap_or(&[0; FRAME_SAMPLES]), now);
+                            tap.on_slot(callee, now);
+                        }
+                    }
+                }
+            });
+        }
+        // Nothing is played into a bridged call: the phones hear each other. Services'
+        // audio is drained and dropped; their requests still count.
+        let mut discard = [0i16; FRAME_SAMPLES];
+        for tap in &mut self.taps {
+            while tap.take_playback(&mut discard, &mut self.requests) {}
+        }
+        let mut end = None;
+        for request in self.requests.drain(..) {
+            match request {
+                Request::Hangup => end = Some("analytics service hung up".to_string()),
+                Request::Failed(reason) => end = Some(format!("required fork failed: {reason}")),
+                Request::Dtmf(digits) => {
+                    debug!(%digits, "DTMF from a service ignored on a bridged call")
+                }
+            }
+        }
+        end
+    }
+
+    fn start_fork(&mut self, id: String, config: ForkConfig) {
+        info!(fork = %id, url = %config.url, mode = ?config.mode, tracks = ?config.tracks, "starting fork");
+        let fork = siphon_fork::start(config.clone(), self.meta.clone());
+        let registration = self.counters.forks.register(
+            ForkInfo {
+                call_id: self.meta.call_id.clone(),
+                fork_id: id.clone(),
+                url: config.url.clone(),
+                mode: config.mode,
+            },
+            fork.stats(),
+        );
+        self.taps
+            .push(ForkTap::new(id, fork, &config, registration));
+    }
+
+    fn stop_forks(&mut self, reason: &str) {
+        for tap in self.taps.drain(..) {
+            let _stopping = tap.fork.stop(reason);
+        }
+    }
+}
+
+fn law(codec: Codec) -> G711 {
+    match codec {
+        Codec::Pcmu => G711::Pcmu,
+        Codec::Pcma => G711::Pcma,
+    }
+}
+
+/// Relays one datagram that arrived on `from`'s socket to `to`; returns whether it counted
+/// as RTP from `from`'s peer.
+fn relay(
+    from: &mut Leg,
+    to: &mut Leg,
+    data: &[u8],
+    source: SocketAddr,
+    tx: &mut [u8; 2048],
+    counters: &Counters,
+    fork: Option<(&mut Aligner, stereo::Leg)>,
+) -> bool {
+    // Before offer/answer with this leg we cannot tell its media from stray packets.
+    let Some(params) = from.params.as_ref() else {
+        return false;
+    };
+    let packet = match RtpPacket::parse(data) {
+        Ok(p) => p,
+        Err(e) => {
+            inc(&counters.rtp_malformed);
+            debug!(%source, error = %e, "malformed RTP dropped");
+            return false;
+        }
+    };
+    let audio = packet.payload_type == params.payload_type;
+    let event = Some(packet.payload_type) == params.telephone_event_pt;
+    match from.latched {
+        // Latch only onto the negotiated types, so a stray sender cannot take the leg over.
+        None if audio || event => {
+            debug!(%source, "RTP latched");
+            from.latched = Some(source);
+            from.stats.set_latched(Some(source));
+        }
+        Some(addr) if addr == source => {}
+        _ => {
+            inc(&counters.rtp_stray);
+            return false;
+        }
+    }
+    inc(&counters.rtp_packets_in);
+    from.stats.received(data.len());
+    from.publisher.tick(counters, &from.stats, None);
+    let from_codec = params.codec;
+    if audio && let Some((aligner, leg)) = fork {
+        let mut pcm = [0i16; 1024];
+        let n = law(from_codec).decode(packet.payload, &mut pcm);
+        aligner.push(
+            leg,
+            packet.ssrc,
+            packet.timestamp,
+            &pcm[..n],
+            Instant::now(),
+        );
+    }
+    let Some(out) = to.params.as_ref() else {
+        return true; // the other leg has not answered yet: nowhere to send
+    };
+    if matches!(out.direction, Direction::RecvOnly | Direction::Inactive) {
+        return true; // the other leg holds the call: it does not want our media
+    }
+    let Some(dest) = to.latched.or(out.remote) else {
+        return true;
+    };
+    let mut transcoded = [0u8; 1024];
+    let (payload_type, payload) = if audio {
+        if from_codec == out.codec {
+            (out.payload_type, packet.payload)
+        } else {
+            let Some(buf) = transcoded.get_mut(..packet.payload.len()) else {
+                return true; // larger than any 20 ms G.711 frame: not ours to relay
+            };
+            let (src, dst) = (law(from_codec), law(out.codec));
+            for (o, i) in buf.iter_mut().zip(packet.payload) {
+                *o = dst.encode_sample(src.decode_sample(*i));
+            }
+            (out.payload_type, &*buf)
+        }
+    } else {
+        match out.telephone_event_pt {
+            // RFC 4733 events are codec-independent: only the payload type changes.
+            Some(pt) => (pt, packet.payload),
+            None => return true,
+        }
+    };
+    let (sequence_number, timestamp, new_source) = to.out.stamp(
+        packet.ssrc,
+        packet.sequence_number,
+        packet.timestamp,
+        Instant::now(),
+    );
+    let relayed = RtpPacket {
+        marker: packet.marker || new_source,
+        payload_type,
+        sequence_number,
+        timestamp,
+        ssrc: to.out.ssrc,
+        payload,
+    };
+    match relayed.write_to(tx) {
+        Ok(n) => {
+            if to.rtp.socket.try_send_to(&tx[..n], dest).is_ok() {
+                inc(&counters.rtp_packets_out);
+                to.stats.sent(n);
+            } else {
+                inc(&counters.rtp_send_failures);
+            }
+        }
+        Err(e) => debug!(error = %e, "RTP build failed"),
+    }
+    true
+}
+
+/// Rewrites the sequence numbers and timestamps of relayed packets so that the receiver
+/// sees one continuous stream under one SSRC, even when the sender changes (early media
+/// from one phone, then the answer from another; a phone that restarts its stream).
+///
+/// Within one source, numbers move by a fixed offset, so the receiver still sees the
+/// sender's own gaps (loss) and order. When the source changes, the next packet continues
+/// right after the last one sent, its timestamp advanced by the wall-clock time between
+/// them, and carries the marker bit (a new talk spurt).
+#[derive(Debug, Clone)]
+struct Restamp {
+    ssrc: u32,
+    source: Option<u32>,
+    seq_offset: u16,
+    ts_offset: u32,
+    /// The highest sequence number sent so far, its timestamp and when it went.
+    last: Option<(u16, u32, Instant)>,
+    /// Where the first stream starts (random, RFC 3550 §5.1).
+    first_seq: u16,
+    first_ts: u32,
+}
+
+impl Restamp {
+    fn new(ssrc: u32, first_seq: u16, first_ts: u32) -> Restamp {
+        Restamp {
+            ssrc,
+            source: None,
+            seq_offset: 0,
+            ts_offset: 0,
+            last: None,
+            first_seq,
+            first_ts,
+        }
+    }
+
+    /// The sequence number and timestamp to send for a packet of `ssrc`, and whether it
+    /// starts a new source.
+    fn stamp(&mut self, ssrc: u32, seq: u16, ts: u32, now: Instant) -> (u16, u32, bool) {
+        let new_source = self.source != Some(ssrc);
+        if new_source {
+            let (next_seq, next_ts) = match self.last {
+                Some((last_seq, last_ts, at)) => {
+                    // 8 kHz clock (G.711 and telephone-event); at least one 20 ms frame on.
+                    let elapsed = now.saturating_duration_since(at).as_micros() / 125;
+                    let step = u32::try_from(elapsed).unwrap_or(u32::MAX).max(160);
+                    (last_seq.wrapping_add(1), last_ts.wrapping_add(step))
+                }
+                None => (self.first_seq, self.first_ts),
+            };
+            self.seq_offset = next_seq.wrapping_sub(seq);
+            self.ts_offset = next_ts.wrapping_sub(ts);
+            self.source = Some(ssrc);
+        }
+        let out_seq = seq.wrapping_add(self.seq_offset);
+        let out_ts = ts.wrapping_add(self.ts_offset);
+        // Only a packet newer than the last one sent moves the continuation point.
+        let newer = match self.last {
+            Some((last_seq, _, _)) => (out_seq.wrapping_sub(last_seq) as i16) > 0,
+            None => true,
+        };
+        if newer || new_source {
+            self.last = Some((out_seq, out_ts, now));
+        }
+        (out_seq, out_ts, new_source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn one_source_keeps_its_gaps_under_a_fixed_offset() {
+        let t0 = Instant::now();
+        let mut r = Restamp::new(7, 1000, 50_000);
+        assert_eq!(r.stamp(99, 65535, 4_294_967_200, t0), (1000, 50_000, true));
+        // Wrapping input, one packet lost (seq 1 missing), one late: offsets hold.
+        assert_eq!(r.stamp(99, 0, 64, t0), (1001, 50_160, false));
+        assert_eq!(r.stamp(99, 2, 384, t0), (1003, 50_480, false));
+        assert_eq!(r.stamp(99, 1, 224, t0), (1002, 50_320, false));
+    }
+
+    #[test]
+    fn a_new_source_continues_the_stream_and_is_marked() {
+        let t0 = Instant::now();
+        let mut r = Restamp::new(7, 10, 0);
+        for i in 0..5u16 {
+            r.stamp(1, 500 + i, 8000 + u32::from(i) * 160, t0);
+        }
+        // The early-media phone stops; the answering phone starts 100 ms later with its
+        // own numbering. The receiver sees the next sequence number and 100 ms of time.
+        let later = t0 + Duration::from_millis(100);
+        assert_eq!(r.stamp(2, 40_000, 123, later), (15, 640 + 800, true));
+        assert_eq!(r.stamp(2, 40_001, 283, later), (16, 640 + 960, false));
+        // A source change right away still moves time by one frame.
+        assert_eq!(r.stamp(3, 9, 9, later), (17, 640 + 1120, true));
+    }
+}

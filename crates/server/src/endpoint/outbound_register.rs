@@ -1,0 +1,245 @@
+//! Siphon's own registrations to upstream trunks (`register = true`): Siphon registers as
+//! the trunk's `username` so the provider knows where to send calls, answers the provider's
+//! digest challenge, refreshes at 80 % of the lifetime the provider granted, and when the
+//! provider refuses or does not answer, retries with exponential backoff (1 s doubling to
+//! 5 minutes). One Call-ID per trunk for the life of the process, CSeq increasing, as
+//! RFC 3261 §10.2.4 asks of refreshes.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rsip::{Header, Headers, Method};
+use siphon_sip::Transport;
+use siphon_sip::auth::{Challenge, new_cnonce};
+use siphon_sip::dialog::uri_of;
+use siphon_sip::message::{self, header_param, header_value, header_values, split_list};
+use siphon_sip::transaction::TransactionKey;
+use tracing::{info, warn};
+
+use super::{Command, Endpoint, new_tag, now};
+use crate::config::{Config, TrunkConfig};
+
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+pub(super) struct Registrations {
+    /// Indexed like `Config::trunks` (trunks without `register` are never used).
+    trunks: Vec<Registration>,
+    /// The REGISTER in flight for each trunk.
+    by_key: HashMap<TransactionKey, usize>,
+}
+
+struct Registration {
+    trunk: TrunkConfig,
+    call_id: String,
+    from_tag: String,
+    cseq: u32,
+    /// Consecutive failures: the retry backoff.
+    failures: u32,
+    /// The REGISTER in flight carries credentials: another challenge means they were
+    /// refused (or the nonce went stale, which the next attempt answers).
+    authenticated: bool,
+}
+
+impl Registrations {
+    pub(super) fn new(config: &Config) -> Registrations {
+        Registrations {
+            trunks: config
+                .trunks
+                .iter()
+                .map(|t| Registration {
+                    trunk: t.clone(),
+                    call_id: format!("{}@siphon", new_tag()),
+                    from_tag: new_tag(),
+                    cseq: 0,
+                    failures: 0,
+                    authenticated: false,
+                })
+                .collect(),
+            by_key: HashMap::new(),
+        }
+    }
+}
+
+impl Endpoint {
+    pub(super) fn start_registrations(&mut self) {
+        for index in 0..self.registrations.trunks.len() {
+            if self.registrations.trunks[index].trunk.register {
+                self.register_trunk(index, None);
+            }
+        }
+    }
+
+    /// Sends a REGISTER to trunk `index`; `credentials` is the (header name, value) answering
+    /// the trunk's last challenge.
+    pub(super) fn register_trunk(&mut self, index: usize, credentials: Option<(&str, String)>) {
+        let via = self.via_value(Transport::Udp);
+        let sip_addr = self.sip_addr;
+        let Some(reg) = self.registrations.trunks.get_mut(index) else {
+            return;
+        };
+        let t = &reg.trunk;
+        let (Some(user), true) = (t.username.as_deref(), t.register) else {
+            return;
+        };
+        let domain = t.domain();
+        reg.cseq += 1;
+        reg.authenticated = credentials.is_some();
+        let mut headers = Headers::default();
+        headers.push(Header::Via(via.into()));
+        headers.push(Header::MaxForwards("70".to_string().into()));
+        headers.push(Header::From(
+            format!("<sip:{user}@{domain}>;tag={}", reg.from_tag).into(),
+        ));
+        headers.push(Header::To(format!("<sip:{user}@{domain}>").into()));
+        headers.push(Header::CallId(reg.call_id.clone().into()));
+        headers.push(Header::CSeq(format!("{} REGISTER", reg.cseq).into()));
+        headers.push(Header::Contact(format!("<sip:{user}@{sip_addr}>").into()));
+        headers.push(Header::Expires(t.register_expires_s.to_string().into()));
+        if let Some((name, value)) = credentials {
+            headers.push(Header::Other(name.into(), value));
+        }
+        message::finish(&mut headers, b"");
+        let Ok(uri) = rsip::Uri::try_from(format!("sip:{domain}").as_str()) else {
+            warn!(trunk = %t.name, %domain, "cannot register: the trunk's domain is not a SIP host");
+            return;
+        };
+        let request = rsip::Request {
+            method: Method::Register,
+            uri,
+            version: rsip::Version::V2,
+            headers,
+            body: Vec::new(),
+        };
+        let peer = siphon_sip::Peer::new(t.address, Transport::Udp);
+        match self.layer.send_request(now(), request, peer) {
+            Ok(key) => {
+                self.registrations.by_key.insert(key, index);
+            }
+            Err(e) => {
+                warn!(trunk = %t.name, error = %e, "could not send REGISTER");
+                self.registration_failed(index, "not sent");
+            }
+        }
+    }
+
+    pub(super) fn on_register_response(&mut self, key: &TransactionKey, response: &rsip::Response) {
+        let code = response.status_code.code();
+        if code < 200 {
+            return;
+        }
+        let Some(index) = self.registrations.by_key.remove(key) else {
+            return;
+        };
+        let sip_addr = self.sip_addr;
+        let Some(reg) = self.registrations.trunks.get_mut(index) else {
+            return;
+        };
+        match code {
+            200..=299 => {
+                let ours = format!(
+                    "sip:{}@{sip_addr}",
+                    reg.trunk.username.as_deref().unwrap_or_default()
+                );
+                let granted =
+                    granted_expires(response, &ours).unwrap_or(reg.trunk.register_expires_s);
+                reg.failures = 0;
+                reg.authenticated = false;
+                // Refresh well before expiry (80 %), so one lost REGISTER can be retried.
+                let refresh =
+                    Duration::from_millis(u64::from(granted) * 800).max(Duration::from_secs(1));
+                info!(trunk = %reg.trunk.name, expires = granted, refresh_s = refresh.as_secs_f64(), "registered to trunk");
+                self.schedule(refresh, Command::RegisterTrunk(index));
+            }
+            401 | 407 if !reg.authenticated => {
+                let (challenge, answer) = if code == 407 {
+                    ("Proxy-Authenticate", "Proxy-Authorization")
+                } else {
+                    ("WWW-Authenticate", "Authorization")
+                };
+                let challenge = header_values(&response.headers, challenge)
+                    .iter()
+                    .find_map(|v| Challenge::parse(v).ok());
+                let creds = reg.trunk.credentials();
+                match (challenge, creds) {
+                    (Some(c), Some((user, password))) => {
+                        let uri = format!("sip:{}", reg.trunk.domain());
+                        let value =
+                            c.authorization(&user, &password, "REGISTER", &uri, 1, &new_cnonce());
+                        self.register_trunk(index, Some((answer, value)));
+                    }
+                    _ => self.registration_failed(index, "challenge cannot be answered"),
+                }
+            }
+            _ => {
+                let reason = format!("{code} {}", response.status_code);
+                self.registration_failed(index, &reason);
+            }
+        }
+    }
+
+    pub(super) fn on_register_timeout(&mut self, key: &TransactionKey) {
+        if let Some(index) = self.registrations.by_key.remove(key) {
+            self.registration_failed(index, "no response");
+        }
+    }
+
+    fn registration_failed(&mut self, index: usize, why: &str) {
+        let Some(reg) = self.registrations.trunks.get_mut(index) else {
+            return;
+        };
+        reg.failures = reg.failures.saturating_add(1);
+        reg.authenticated = false;
+        let delay = backoff(reg.failures);
+        warn!(trunk = %reg.trunk.name, %why, retry_s = delay.as_secs(), "registration to trunk failed");
+        self.schedule(delay, Command::RegisterTrunk(index));
+    }
+}
+
+/// 1 s after the first failure, doubling, at most [`MAX_BACKOFF`].
+fn backoff(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    Duration::from_secs(1u64 << exp).min(MAX_BACKOFF)
+}
+
+/// The lifetime the registrar granted our binding: `expires` on our Contact in the 200,
+/// else its Expires header.
+fn granted_expires(response: &rsip::Response, ours: &str) -> Option<u32> {
+    let contacts = header_values(&response.headers, "Contact");
+    let on_contact = contacts.iter().flat_map(|v| split_list(v)).find_map(|c| {
+        (uri_of(c).as_deref() == Some(ours))
+            .then(|| header_param(c, "expires")?.trim().parse().ok())
+            .flatten()
+    });
+    on_contact.or_else(|| {
+        header_value(&response.headers, "Expires")?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_five_minutes() {
+        let secs: Vec<u64> = [1, 2, 3, 9, 10, 40]
+            .iter()
+            .map(|f| backoff(*f).as_secs())
+            .collect();
+        assert_eq!(secs, vec![1, 2, 4, 256, 300, 300]);
+    }
+
+    #[test]
+    fn granted_lifetime_is_read_from_our_contact_first() {
+        let text = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\n\
+            To: <sip:a@h>;tag=2\r\nCall-ID: c\r\nCSeq: 2 REGISTER\r\n\
+            Contact: <sip:other@192.0.2.9>;expires=3600, <sip:a@127.0.0.1:5060>;expires=120\r\n\
+            Expires: 900\r\nContent-Length: 0\r\n\r\n";
+        let ok = rsip::Response::try_from(text).unwrap();
+        assert_eq!(granted_expires(&ok, "sip:a@127.0.0.1:5060"), Some(120));
+        assert_eq!(granted_expires(&ok, "sip:b@127.0.0.1:5060"), Some(900));
+    }
+}

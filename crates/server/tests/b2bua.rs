@@ -1,0 +1,895 @@
+//! Calls between registered phones through a real server (the `user` action): one test
+//! phone registers as 1002, another calls 1002, and each checks what a person at that
+//! phone would notice — it rings, the call connects, audio goes both ways, hanging up on
+//! either side ends the other, busy and cancel reach the caller.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use siphon_media::g711::G711;
+use tokio::net::UdpSocket;
+
+/// A SIP request or response's header values by name.
+fn headers<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
+    msg.split("\r\n\r\n")
+        .next()
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+        .collect()
+}
+
+fn body(msg: &str) -> &str {
+    msg.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("")
+}
+
+/// The RTP address in an SDP body.
+fn sdp_addr(sdp: &str) -> SocketAddr {
+    let ip = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("c=IN IP4 "))
+        .unwrap()
+        .trim();
+    let port = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap();
+    format!("{ip}:{port}").parse().unwrap()
+}
+
+/// The payload types of an SDP body's audio line.
+fn sdp_pts(sdp: &str) -> Vec<u8> {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .unwrap()
+        .split_whitespace()
+        .skip(2)
+        .map(|p| p.parse().unwrap())
+        .collect()
+}
+
+/// Answers a 401/407 the way a phone does.
+fn credentials(challenge: &str, header_name: &str, user: &str, method: &str, uri: &str) -> String {
+    let value = headers(challenge, header_name)
+        .into_iter()
+        .find(|v| v.contains("MD5"))
+        .expect("MD5 challenge");
+    let password = format!("secret{user}");
+    siphon_sip::auth::Challenge::parse(value)
+        .unwrap()
+        .authorization(
+            user,
+            &password,
+            method,
+            uri,
+            1,
+            &siphon_sip::auth::new_cnonce(),
+        )
+}
+
+/// A phone registered as `user` (digest auth), with an RTP socket.
+struct Callee {
+    phone: Phone,
+    rtp: UdpSocket,
+}
+
+async fn register(server: SocketAddr, user: &str) -> Callee {
+    let phone = Phone::new(server).await;
+    let rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let local = phone.local();
+    let register = |cseq: u32, auth: &str| {
+        format!(
+            "REGISTER sip:127.0.0.1 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};branch=z9hG4bKreg{user}{cseq}{port};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:{user}@127.0.0.1>;tag=r{user}\r\n\
+             To: <sip:{user}@127.0.0.1>\r\n\
+             Call-ID: reg-{user}-{port}\r\n\
+             CSeq: {cseq} REGISTER\r\n\
+             Contact: <sip:{user}@{local}>\r\n\
+             Expires: 600\r\n{auth}\
+             Content-Length: 0\r\n\r\n",
+            port = local.port()
+        )
+    };
+    phone.send(&register(1, "")).await;
+    let challenge = phone.recv().await;
+    assert_eq!(status(&challenge), 401, "{challenge}");
+    let auth = credentials(
+        &challenge,
+        "WWW-Authenticate",
+        user,
+        "REGISTER",
+        "sip:127.0.0.1",
+    );
+    phone
+        .send(&register(2, &format!("Authorization: {auth}\r\n")))
+        .await;
+    let ok = phone.recv().await;
+    assert_eq!(status(&ok), 200, "{ok}");
+    Callee { phone, rtp }
+}
+
+impl Callee {
+    /// The next request Siphon sends this phone with `method` (skipping others).
+    async fn expect(&self, method: &str) -> String {
+        loop {
+            let msg = self.phone.recv().await;
+            if msg.starts_with(&format!("{method} ")) {
+                return msg;
+            }
+        }
+    }
+
+    /// Sends a response to `request` from this phone (with its To tag and, for 2xx to an
+    /// INVITE, its SDP answer).
+    async fn respond(&self, request: &str, code: u16, sdp: Option<&str>) {
+        let mut text = format!("SIP/2.0 {code} Whatever\r\n");
+        for via in headers(request, "Via") {
+            text.push_str(&format!("Via: {via}\r\n"));
+        }
+        let to = headers(request, "To")[0];
+        let to = if to.contains("tag=") {
+            to.to_string()
+        } else {
+            format!("{to};tag=callee")
+        };
+        text.push_str(&format!(
+            "From: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\nContact: <sip:1002@{}>\r\n",
+            headers(request, "From")[0],
+            headers(request, "Call-ID")[0],
+            headers(request, "CSeq")[0],
+            self.phone.local()
+        ));
+        let body = sdp.unwrap_or("");
+        if !body.is_empty() {
+            text.push_str("Content-Type: application/sdp\r\n");
+        }
+        text.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        self.phone.send(&text).await;
+    }
+
+    fn answer_sdp(&self, pt: &str, rtpmap: &str) -> String {
+        sdp(
+            self.rtp.local_addr().unwrap().port(),
+            &format!("{pt} 101"),
+            &format!(
+                "a=rtpmap:{rtpmap}\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n"
+            ),
+        )
+    }
+
+    /// A BYE from this phone in the dialog `invite` set up.
+    fn bye(&self, invite: &str) -> String {
+        let target = headers(invite, "Contact")[0]
+            .trim_start_matches('<')
+            .trim_end_matches('>');
+        format!(
+            "BYE {target} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {};branch=z9hG4bKcalleebye;rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: {};tag=callee\r\n\
+             To: {}\r\n\
+             Call-ID: {}\r\n\
+             CSeq: 1 BYE\r\n\
+             Content-Length: 0\r\n\r\n",
+            self.phone.local(),
+            headers(invite, "To")[0],
+            headers(invite, "From")[0],
+            headers(invite, "Call-ID")[0],
+        )
+    }
+}
+
+/// A caller's INVITE to `number` with digest auth: the first attempt gets 407, which is
+/// acknowledged, and the second carries credentials. Returns the phone and its RTP socket.
+async fn call(server: SocketAddr, number: &str, call_id: &str, pts: &str) -> (Phone, UdpSocket) {
+    let phone = Phone::new(server).await;
+    let rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let local = phone.local();
+    let extra = "a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n";
+    let offer = sdp(rtp.local_addr().unwrap().port(), pts, extra);
+    let first = invite(local, number, call_id, 1, None, &offer, "application/sdp")
+        .replace("sip:tester@", "sip:1001@");
+    phone.send(&first).await;
+    let challenge = phone.final_response().await;
+    assert_eq!(status(&challenge), 407, "{challenge}");
+    phone.send(&ack_for(&first, &challenge)).await;
+    let auth = credentials(
+        &challenge,
+        "Proxy-Authenticate",
+        "1001",
+        "INVITE",
+        &format!("sip:{number}@127.0.0.1"),
+    );
+    let second = invite(local, number, call_id, 2, None, &offer, "application/sdp")
+        .replace("sip:tester@", "sip:1001@")
+        .replace(
+            "Content-Type:",
+            &format!("Proxy-Authorization: {auth}\r\nContent-Type:"),
+        );
+    phone.send(&second).await;
+    (phone, rtp)
+}
+
+/// The ACK for a non-2xx final response (same branch as the INVITE).
+fn ack_for(invite: &str, response: &str) -> String {
+    let cseq = headers(invite, "CSeq")[0]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    format!(
+        "ACK {} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n",
+        invite
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap(),
+        headers(invite, "Via")[0],
+        headers(invite, "From")[0],
+        headers(response, "To")[0],
+        headers(invite, "Call-ID")[0],
+    )
+}
+
+/// The caller's in-dialog request (ACK or BYE) after a 200 with To tag `tag`.
+fn caller_in_dialog(method: &str, phone: &Phone, number: &str, call_id: &str, tag: &str) -> String {
+    in_dialog(
+        method,
+        phone.local(),
+        number,
+        call_id,
+        2,
+        tag,
+        &format!("{method}{call_id}"),
+    )
+    .replace("sip:tester@", "sip:1001@")
+}
+
+/// Sends `frames` as one RTP stream from `sock` to `dest`, 20 ms apart.
+async fn send_stream(sock: &UdpSocket, dest: SocketAddr, pt: u8, ssrc: u32, frames: &[Vec<u8>]) {
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    for (n, payload) in frames.iter().enumerate() {
+        tick.tick().await;
+        let pkt = rtp_bytes(
+            pt,
+            n == 0,
+            100 + n as u16,
+            8000 + 160 * n as u32,
+            ssrc,
+            payload,
+        );
+        sock.send_to(&pkt, dest).await.unwrap();
+    }
+}
+
+/// A caller to 1002 and a registered 1002, talking: returns both with the caller's dialog
+/// tag, Siphon's RTP addresses for each and the INVITE the callee got.
+struct Connected {
+    caller: Phone,
+    caller_rtp: UdpSocket,
+    callee: Callee,
+    tag: String,
+    caller_dest: SocketAddr,
+    callee_dest: SocketAddr,
+    invite: String,
+}
+
+async fn connect(s: &Running, call_id: &str, caller_pts: &str, callee: (&str, &str)) -> Connected {
+    connect_to(s, "1002", call_id, caller_pts, callee).await
+}
+
+async fn connect_to(
+    s: &Running,
+    number: &str,
+    call_id: &str,
+    caller_pts: &str,
+    callee: (&str, &str),
+) -> Connected {
+    let phone = register(s.addr, "1002").await;
+    let (caller, caller_rtp) = call(s.addr, number, call_id, caller_pts).await;
+    let invite = phone.expect("INVITE").await;
+    phone.respond(&invite, 180, None).await;
+    let ringing = caller.final_response().await;
+    assert_eq!(status(&ringing), 180, "{ringing}");
+    let answer = phone.answer_sdp(callee.0, callee.1);
+    phone.respond(&invite, 200, Some(&answer)).await;
+    let ok = caller.final_response().await;
+    assert_eq!(status(&ok), 200, "{ok}");
+    let tag = to_tag(&ok);
+    caller
+        .send(&caller_in_dialog("ACK", &caller, number, call_id, &tag))
+        .await;
+    // Siphon acknowledges the callee's 200 with an ACK of its own.
+    let ack = phone.expect("ACK").await;
+    assert_eq!(headers(&ack, "Call-ID"), headers(&invite, "Call-ID"));
+    Connected {
+        caller,
+        caller_rtp,
+        callee: phone,
+        tag,
+        caller_dest: sdp_addr(body(&ok)),
+        callee_dest: sdp_addr(body(&invite)),
+        invite,
+    }
+}
+
+#[tokio::test]
+async fn phones_talk_through_siphon_and_the_caller_hangs_up() {
+    let s = start_with("", 36000).await;
+    let c = connect(&s, "b2b-talk", "0 8 101", ("0", "0 PCMU/8000")).await;
+    // Siphon's INVITE is its own leg: its own Call-ID, the caller's identity, our offer.
+    assert_ne!(headers(&c.invite, "Call-ID")[0], "b2b-talk");
+    assert!(
+        headers(&c.invite, "From")[0].contains("sip:1001@"),
+        "{}",
+        c.invite
+    );
+    assert!(
+        c.invite
+            .starts_with(&format!("INVITE sip:1002@{} ", c.callee.phone.local()))
+    );
+    assert_eq!(
+        sdp_pts(body(&c.invite))[0],
+        0,
+        "caller's codec offered first"
+    );
+    // Both RTP addresses are Siphon's (media anchored), on different ports.
+    assert_ne!(c.caller_dest, c.callee_dest);
+
+    let from_caller: Vec<Vec<u8>> = (0..50).map(|n| speech_like(G711::Pcmu, n)).collect();
+    let from_callee: Vec<Vec<u8>> = (50..100).map(|n| speech_like(G711::Pcmu, n)).collect();
+    let (got_callee, got_caller, _, _) = tokio::join!(
+        collect(&c.callee.rtp, Duration::from_millis(1600)),
+        collect(&c.caller_rtp, Duration::from_millis(1600)),
+        send_stream(&c.caller_rtp, c.caller_dest, 0, 0x1111, &from_caller),
+        send_stream(&c.callee.rtp, c.callee_dest, 0, 0x2222, &from_callee),
+    );
+    // Each side hears exactly what the other said, in order, from Siphon's address.
+    let heard: Vec<Vec<u8>> = got_callee.iter().map(|p| p.payload.clone()).collect();
+    assert_eq!(heard, from_caller, "callee heard {} frames", heard.len());
+    let heard: Vec<Vec<u8>> = got_caller.iter().map(|p| p.payload.clone()).collect();
+    assert_eq!(heard, from_callee, "caller heard {} frames", heard.len());
+    assert!(
+        got_callee
+            .iter()
+            .all(|p| p.from == c.callee_dest && p.pt == 0)
+    );
+    assert!(
+        got_caller
+            .iter()
+            .all(|p| p.from == c.caller_dest && p.pt == 0)
+    );
+    // Re-stamped: Siphon's own SSRC, continuous numbering and 20 ms timestamps.
+    for got in [&got_callee, &got_caller] {
+        assert!(
+            got.iter()
+                .all(|p| p.ssrc == got[0].ssrc && p.ssrc != 0x1111 && p.ssrc != 0x2222)
+        );
+        for w in got.windows(2) {
+            assert_eq!(w[1].seq, w[0].seq.wrapping_add(1));
+            assert_eq!(w[1].ts, w[0].ts.wrapping_add(160));
+        }
+    }
+
+    // A DTMF key press from the caller reaches the callee as telephone-event.
+    let event = rtp_bytes(101, true, 150, 16_000, 0x1111, &[5, 0x0a, 0, 160]);
+    c.caller_rtp.send_to(&event, c.caller_dest).await.unwrap();
+    let got = collect(&c.callee.rtp, Duration::from_millis(300)).await;
+    assert!(
+        got.iter()
+            .any(|p| p.pt == 101 && p.payload == [5, 0x0a, 0, 160]),
+        "{got:?}"
+    );
+
+    // The caller hangs up: 200 to its BYE, and the callee gets a BYE.
+    c.caller
+        .send(
+            &caller_in_dialog("BYE", &c.caller, "1002", "b2b-talk", &c.tag)
+                .replace("CSeq: 2", "CSeq: 3"),
+        )
+        .await;
+    assert_eq!(status(&c.caller.recv().await), 200);
+    let bye = c.callee.expect("BYE").await;
+    assert_eq!(headers(&bye, "Call-ID"), headers(&c.invite, "Call-ID"));
+    c.callee.respond(&bye, 200, None).await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_callee_hangs_up_and_the_caller_gets_bye() {
+    let s = start_with("", 36100).await;
+    let c = connect(&s, "b2b-calleebye", "0 101", ("0", "0 PCMU/8000")).await;
+    c.callee.phone.send(&c.callee.bye(&c.invite)).await;
+    let ok = c.callee.phone.recv().await;
+    assert_eq!(status(&ok), 200, "{ok}");
+    let bye = c.caller.recv().await;
+    assert!(bye.starts_with("BYE "), "{bye}");
+    assert_eq!(headers(&bye, "Call-ID")[0], "b2b-calleebye");
+    // The call is gone: a second BYE from the caller finds nothing.
+    c.caller
+        .send(
+            &caller_in_dialog("BYE", &c.caller, "1002", "b2b-calleebye", &c.tag)
+                .replace("CSeq: 2", "CSeq: 3"),
+        )
+        .await;
+    let mut codes = Vec::new();
+    while let Some(m) = c.caller.recv_within(Duration::from_millis(500)).await {
+        codes.push(status(&m));
+    }
+    assert!(codes.contains(&481), "{codes:?}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn pcmu_caller_and_pcma_callee_are_transcoded() {
+    let s = start_with("", 36200).await;
+    let c = connect(&s, "b2b-transcode", "0 101", ("8", "8 PCMA/8000")).await;
+    let from_caller: Vec<Vec<u8>> = (0..25).map(|n| speech_like(G711::Pcmu, n)).collect();
+    let from_callee: Vec<Vec<u8>> = (0..25).map(|n| speech_like(G711::Pcma, n + 7)).collect();
+    let (got_callee, got_caller, _, _) = tokio::join!(
+        collect(&c.callee.rtp, Duration::from_millis(1000)),
+        collect(&c.caller_rtp, Duration::from_millis(1000)),
+        send_stream(&c.caller_rtp, c.caller_dest, 0, 0x1111, &from_caller),
+        send_stream(&c.callee.rtp, c.callee_dest, 8, 0x2222, &from_callee),
+    );
+    let convert = |frames: &[Vec<u8>], from: G711, to: G711| -> Vec<Vec<u8>> {
+        frames
+            .iter()
+            .map(|f| {
+                f.iter()
+                    .map(|b| to.encode_sample(from.decode_sample(*b)))
+                    .collect()
+            })
+            .collect()
+    };
+    // The callee gets A-law (PT 8) carrying the caller's µ-law audio, and the reverse.
+    assert!(got_callee.iter().all(|p| p.pt == 8));
+    let heard: Vec<Vec<u8>> = got_callee.iter().map(|p| p.payload.clone()).collect();
+    assert_eq!(heard, convert(&from_caller, G711::Pcmu, G711::Pcma));
+    assert!(got_caller.iter().all(|p| p.pt == 0));
+    let heard: Vec<Vec<u8>> = got_caller.iter().map(|p| p.payload.clone()).collect();
+    assert_eq!(heard, convert(&from_callee, G711::Pcma, G711::Pcmu));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn busy_callee_gives_the_caller_486() {
+    let s = start_with("", 36300).await;
+    let callee = register(s.addr, "1002").await;
+    let (caller, _rtp) = call(s.addr, "1002", "b2b-busy", "0 101").await;
+    let invite = callee.expect("INVITE").await;
+    callee.respond(&invite, 486, None).await;
+    // Siphon acknowledges the 486 (same branch, as for any non-2xx).
+    let ack = callee.expect("ACK").await;
+    assert_eq!(headers(&ack, "Call-ID"), headers(&invite, "Call-ID"));
+    let busy = caller.final_response().await;
+    assert_eq!(status(&busy), 486, "{busy}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn caller_cancel_stops_the_ringing_phone() {
+    let s = start_with("", 36400).await;
+    let callee = register(s.addr, "1002").await;
+    let (caller, _rtp) = call(s.addr, "1002", "b2b-cancel", "0 101").await;
+    let invite = callee.expect("INVITE").await;
+    callee.respond(&invite, 180, None).await;
+    assert_eq!(status(&caller.final_response().await), 180);
+    let local = caller.local();
+    let cancel = format!(
+        "CANCEL sip:1002@127.0.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bKb2b-cancel2;rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:1001@127.0.0.1>;tag=fromb2b-cancel\r\n\
+         To: <sip:1002@127.0.0.1>\r\n\
+         Call-ID: b2b-cancel\r\n\
+         CSeq: 2 CANCEL\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    caller.send(&cancel).await;
+    let mut codes = vec![status(&caller.recv().await), status(&caller.recv().await)];
+    codes.sort();
+    assert_eq!(codes, vec![200, 487]);
+    // The phone stops ringing: it gets a CANCEL for Siphon's INVITE.
+    let cancel = callee.expect("CANCEL").await;
+    assert_eq!(headers(&cancel, "Call-ID"), headers(&invite, "Call-ID"));
+    assert_eq!(headers(&cancel, "Via")[0], headers(&invite, "Via")[0]);
+    callee.respond(&cancel, 200, None).await;
+    callee.respond(&invite, 487, None).await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn every_registered_phone_rings_and_the_first_answer_wins() {
+    let s = start_with("", 36500).await;
+    let desk = register(s.addr, "1002").await;
+    let mobile = register(s.addr, "1002").await;
+    let (caller, _rtp) = call(s.addr, "1002", "b2b-fork", "0 101").await;
+    let desk_invite = desk.expect("INVITE").await;
+    let mobile_invite = mobile.expect("INVITE").await;
+    desk.respond(&desk_invite, 180, None).await;
+    mobile.respond(&mobile_invite, 180, None).await;
+    let answer = mobile.answer_sdp("0", "0 PCMU/8000");
+    mobile.respond(&mobile_invite, 200, Some(&answer)).await;
+    // Each ringing phone's 180 reaches the caller; then the answer.
+    let mut ok = caller.final_response().await;
+    while status(&ok) == 180 {
+        ok = caller.final_response().await;
+    }
+    assert_eq!(status(&ok), 200, "{ok}");
+    mobile.expect("ACK").await;
+    // The desk phone stops ringing.
+    let cancel = desk.expect("CANCEL").await;
+    assert_eq!(
+        headers(&cancel, "Call-ID"),
+        headers(&desk_invite, "Call-ID")
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn unanswered_call_times_out_with_480_and_unregistered_user_is_480() {
+    let route = "\n[[dialplan]]\nnumber = \"2002\"\naction = \"user\"\nuser = \"1002\"\nauth = \"none\"\nring_timeout_s = 1\n";
+    let s = start_with(route, 36600).await;
+    // Nobody registered as 1002 yet.
+    let caller = Phone::new(s.addr).await;
+    let offer = sdp(4000, "0", "");
+    let first = invite(
+        caller.local(),
+        "2002",
+        "b2b-nobody",
+        1,
+        None,
+        &offer,
+        "application/sdp",
+    );
+    caller.send(&first).await;
+    let unavailable = caller.final_response().await;
+    assert_eq!(status(&unavailable), 480, "{unavailable}");
+    caller.send(&ack_for(&first, &unavailable)).await;
+
+    let callee = register(s.addr, "1002").await;
+    caller
+        .send(&invite(
+            caller.local(),
+            "2002",
+            "b2b-noanswer",
+            1,
+            None,
+            &offer,
+            "application/sdp",
+        ))
+        .await;
+    let invite_in = callee.expect("INVITE").await;
+    callee.respond(&invite_in, 180, None).await;
+    let mut last = caller.final_response().await;
+    while status(&last) == 180 {
+        last = caller.final_response().await;
+    }
+    assert_eq!(status(&last), 480, "{last}");
+    callee.expect("CANCEL").await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_cdr_line_per_call() {
+    let dir = std::env::temp_dir().join(format!("siphon-cdr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("cdr.jsonl");
+    let _ = std::fs::remove_file(&path);
+    let extra = format!("\n[cdr]\npath = \"{}\"\n", path.display());
+    let s = start_with(&extra, 36700).await;
+    let c = connect(&s, "b2b-cdr", "0 101", ("8", "8 PCMA/8000")).await;
+    let frames: Vec<Vec<u8>> = (0..10).map(|n| speech_like(G711::Pcmu, n)).collect();
+    send_stream(&c.caller_rtp, c.caller_dest, 0, 0x1111, &frames).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    c.callee.phone.send(&c.callee.bye(&c.invite)).await;
+    assert_eq!(status(&c.callee.phone.recv().await), 200);
+    // And a call Siphon answers itself.
+    let echo = place_call(s.addr, "600", "cdr-echo", "0").await;
+    echo.phone
+        .send(&in_dialog(
+            "BYE",
+            echo.phone.local(),
+            "600",
+            "cdr-echo",
+            2,
+            &echo.tag,
+            "cdrbye",
+        ))
+        .await;
+    assert_eq!(status(&echo.phone.recv().await), 200);
+    let mut lines = Vec::new();
+    for _ in 0..50 {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        lines = text.lines().map(str::to_string).collect();
+        if lines.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let bridged: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(bridged["call_id"], "b2b-cdr");
+    assert_eq!(bridged["route"], "1002");
+    assert_eq!(bridged["action"], "user");
+    assert_eq!(bridged["result"], 200);
+    assert_eq!(bridged["hung_up_by"], "callee");
+    assert!(bridged["caller"].as_str().unwrap().contains("sip:1001@"));
+    assert!(bridged["answer"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(bridged["caller_leg"]["codec"], "PCMU");
+    assert_eq!(bridged["callee_leg"]["codec"], "PCMA");
+    assert_eq!(bridged["caller_leg"]["packets_in"], 10);
+    assert_eq!(bridged["callee_leg"]["packets_out"], 10);
+    let served: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+    assert_eq!(served["call_id"], "cdr-echo");
+    assert_eq!(served["action"], "echo");
+    assert_eq!(served["hung_up_by"], "caller");
+    assert!(served["callee_leg"].is_null());
+    s.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_forked_bridged_call_streams_both_phones_in_stereo() {
+    use siphon_analytics::{Mode, Options};
+    let opts = Options {
+        echo: false,
+        log_levels: false,
+        ..Options::default()
+    };
+    let svc = siphon_analytics::bind("127.0.0.1:0", opts).await.unwrap();
+    let route = format!(
+        "\n[[dialplan]]\nnumber = \"3002\"\naction = \"user\"\nuser = \"1002\"\n\
+         [[dialplan.forks]]\nurl = \"{}\"\nmode = \"native\"\nencoding = \"l16\"\n\
+         sample_rate = 8000\ntracks = \"both\"\n",
+        svc.url(Mode::Native)
+    );
+    let s = start_with(&route, 36900).await;
+    let c = connect_to(&s, "3002", "b2b-stereo", "0 101", ("8", "8 PCMA/8000")).await;
+    let from_caller: Vec<Vec<u8>> = (0..50).map(|n| speech_like(G711::Pcmu, n)).collect();
+    let from_callee: Vec<Vec<u8>> = (0..50)
+        .map(|n| speech_like(G711::Pcma, 3 * n + 1))
+        .collect();
+    tokio::join!(
+        send_stream(&c.caller_rtp, c.caller_dest, 0, 0x1111, &from_caller),
+        send_stream(&c.callee.rtp, c.callee_dest, 8, 0x2222, &from_callee),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.caller
+        .send(
+            &caller_in_dialog("BYE", &c.caller, "3002", "b2b-stereo", &c.tag)
+                .replace("CSeq: 2", "CSeq: 3"),
+        )
+        .await;
+    assert_eq!(status(&c.caller.recv().await), 200);
+    let record = loop {
+        let streams = svc.streams();
+        if let Some(r) = streams.into_iter().find(|r| r.stop.is_some()) {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Interleaved 16-bit little-endian stereo: left the caller, right the callee.
+    let audio = record.audio_bytes(None);
+    let samples: Vec<i16> = audio
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
+    let right: Vec<i16> = samples.iter().skip(1).step_by(2).copied().collect();
+    let frames = |channel: &[i16]| -> Vec<(usize, Vec<i16>)> {
+        channel
+            .chunks(160)
+            .enumerate()
+            .filter(|(_, f)| f.iter().any(|s| *s != 0))
+            .map(|(i, f)| (i, f.to_vec()))
+            .collect()
+    };
+    let decode = |sent: &[Vec<u8>], law: G711| -> Vec<Vec<i16>> {
+        sent.iter()
+            .map(|f| f.iter().map(|b| law.decode_sample(*b)).collect())
+            .collect()
+    };
+    let (l, r) = (frames(&left), frames(&right));
+    // Each channel carries exactly what that phone sent, bit-exact after G.711 decode...
+    let l_audio: Vec<Vec<i16>> = l.iter().map(|(_, f)| f.clone()).collect();
+    let r_audio: Vec<Vec<i16>> = r.iter().map(|(_, f)| f.clone()).collect();
+    assert_eq!(l_audio, decode(&from_caller, G711::Pcmu), "left channel");
+    assert_eq!(r_audio, decode(&from_callee, G711::Pcma), "right channel");
+    // ...and what both said in the same 20 ms shares a stereo frame (within one slot of
+    // scheduling noise), frame after frame.
+    for ((li, _), (ri, _)) in l.iter().zip(&r) {
+        assert!(li.abs_diff(*ri) <= 1, "left frame {li} vs right frame {ri}");
+    }
+    s.stop().await;
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_trunk_that_challenges_gets_credentials_and_the_call_connects() {
+    // The trunk: a UDP socket playing the provider, with a real digest authenticator.
+    let trunk_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let trunk_addr = trunk_sock.local_addr().unwrap();
+    let extra = format!(
+        "\n[[trunks]]\nname = \"upstream\"\naddress = \"{trunk_addr}\"\ndomain = \"carrier.example\"\n\
+         username = \"siphon\"\npassword = \"trunkpass\"\n\
+         [[dialplan]]\nnumber = \"_0X.\"\naction = \"trunk\"\ntrunk = \"upstream\"\nstrip = 1\nprepend = \"+44\"\n"
+    );
+    let s = start_with(&extra, 37000).await;
+    let trunk = Callee {
+        phone: Phone {
+            sock: trunk_sock,
+            server: s.addr,
+        },
+        rtp: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let auth = siphon_sip::auth::Authenticator::new(siphon_sip::auth::DigestConfig::new("carrier"));
+    let (caller, _rtp) = call(s.addr, "0201234", "b2b-trunk", "0 101").await;
+
+    // The number is rewritten (0 stripped, +44 prepended) into the trunk's domain.
+    let first = trunk.expect("INVITE").await;
+    assert!(
+        first.starts_with("INVITE sip:+44201234@carrier.example SIP/2.0"),
+        "{first}"
+    );
+    assert!(headers(&first, "From")[0].starts_with("<sip:1001@carrier.example>;tag="));
+    assert!(headers(&first, "Proxy-Authorization").is_empty());
+    let challenge = auth.challenge(std::time::Instant::now(), false);
+    let mut text = "SIP/2.0 407 Proxy Authentication Required\r\n".to_string();
+    for via in headers(&first, "Via") {
+        text.push_str(&format!("Via: {via}\r\n"));
+    }
+    text.push_str(&format!(
+        "From: {}\r\nTo: {};tag=trunk407\r\nCall-ID: {}\r\nCSeq: {}\r\nProxy-Authenticate: {}\r\nContent-Length: 0\r\n\r\n",
+        headers(&first, "From")[0],
+        headers(&first, "To")[0],
+        headers(&first, "Call-ID")[0],
+        headers(&first, "CSeq")[0],
+        challenge[0],
+    ));
+    trunk.phone.send(&text).await;
+    trunk.expect("ACK").await;
+
+    // The INVITE again, same call, next CSeq, with credentials the trunk accepts.
+    let second = trunk.expect("INVITE").await;
+    assert_eq!(headers(&second, "Call-ID"), headers(&first, "Call-ID"));
+    assert!(headers(&second, "CSeq")[0].starts_with("2 "), "{second}");
+    let credentials = headers(&second, "Proxy-Authorization")[0];
+    let password = |user: &str| (user == "siphon").then(|| "trunkpass".to_string());
+    let verified = auth
+        .verify(std::time::Instant::now(), "INVITE", credentials, &password)
+        .expect("the trunk accepts Siphon's credentials");
+    assert_eq!(verified.username, "siphon");
+
+    let answer = trunk.answer_sdp("0", "0 PCMU/8000");
+    trunk.respond(&second, 200, Some(&answer)).await;
+    let ok = caller.final_response().await;
+    assert_eq!(status(&ok), 200, "{ok}");
+    trunk.expect("ACK").await;
+    caller
+        .send(
+            &caller_in_dialog("BYE", &caller, "0201234", "b2b-trunk", &to_tag(&ok))
+                .replace("CSeq: 2", "CSeq: 3"),
+        )
+        .await;
+    assert_eq!(status(&caller.recv().await), 200);
+    let bye = trunk.expect("BYE").await;
+    assert_eq!(headers(&bye, "Call-ID"), headers(&first, "Call-ID"));
+    s.stop().await;
+}
+
+/// A response from a test registrar/trunk to `request`, with extra header lines.
+fn reply(request: &str, code: u16, extra: &str) -> String {
+    let mut text = format!("SIP/2.0 {code} Whatever\r\n");
+    for via in headers(request, "Via") {
+        text.push_str(&format!("Via: {via}\r\n"));
+    }
+    text.push_str(&format!(
+        "From: {}\r\nTo: {};tag=registrar\r\nCall-ID: {}\r\nCSeq: {}\r\n{extra}Content-Length: 0\r\n\r\n",
+        headers(request, "From")[0],
+        headers(request, "To")[0],
+        headers(request, "Call-ID")[0],
+        headers(request, "CSeq")[0],
+    ));
+    text
+}
+
+#[tokio::test]
+async fn siphon_registers_to_a_trunk_refreshes_and_retries() {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    let extra = format!(
+        "\n[[trunks]]\nname = \"provider\"\naddress = \"{addr}\"\ndomain = \"voip.example\"\n\
+         username = \"siphon-gw\"\npassword = \"regpass\"\nregister = true\nregister_expires_s = 2\n"
+    );
+    let s = start_with(&extra, 37100).await;
+    let registrar = Phone {
+        sock,
+        server: s.addr,
+    };
+    let auth = siphon_sip::auth::Authenticator::new(siphon_sip::auth::DigestConfig::new("voip"));
+    let password = |user: &str| (user == "siphon-gw").then(|| "regpass".to_string());
+    let wait = Duration::from_secs(4);
+    // Answers REGISTERs until one carries valid credentials; returns that one.
+    let authenticated = async |first: String| -> String {
+        let mut request = first;
+        loop {
+            assert!(
+                request.starts_with("REGISTER sip:voip.example SIP/2.0"),
+                "{request}"
+            );
+            assert_eq!(headers(&request, "Expires"), vec!["2"]);
+            match headers(&request, "Authorization").first() {
+                Some(creds) => {
+                    let v = auth.verify(std::time::Instant::now(), "REGISTER", creds, &password);
+                    assert_eq!(v.expect("valid credentials").username, "siphon-gw");
+                    return request;
+                }
+                None => {
+                    let challenge = auth.challenge(std::time::Instant::now(), false);
+                    let h = format!("WWW-Authenticate: {}\r\n", challenge[0]);
+                    registrar.send(&reply(&request, 401, &h)).await;
+                }
+            }
+            request = registrar
+                .recv_within(wait)
+                .await
+                .expect("REGISTER after 401");
+        }
+    };
+    let first = registrar
+        .recv_within(wait)
+        .await
+        .expect("REGISTER at start");
+    let call_id = headers(&first, "Call-ID")[0].to_string();
+    let ok = authenticated(first).await;
+    let contact = headers(&ok, "Contact")[0].to_string();
+    assert!(contact.contains("sip:siphon-gw@127.0.0.1:"), "{contact}");
+    registrar
+        .send(&reply(
+            &ok,
+            200,
+            &format!("Contact: {contact};expires=2\r\n"),
+        ))
+        .await;
+    // Refreshed before the 2 s run out, on the same Call-ID.
+    let t0 = tokio::time::Instant::now();
+    let refresh = registrar.recv_within(wait).await.expect("refresh");
+    assert!(
+        t0.elapsed() < Duration::from_millis(2000),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(headers(&refresh, "Call-ID")[0], call_id);
+    // The provider fails this time: Siphon retries about a second later.
+    registrar.send(&reply(&refresh, 503, "")).await;
+    let t1 = tokio::time::Instant::now();
+    let retry = registrar.recv_within(wait).await.expect("retry after 503");
+    let waited = t1.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    let ok = authenticated(retry).await;
+    registrar
+        .send(&reply(
+            &ok,
+            200,
+            &format!("Contact: {contact};expires=2\r\n"),
+        ))
+        .await;
+    s.stop().await;
+}
