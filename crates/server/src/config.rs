@@ -415,8 +415,10 @@ fn default_ring_timeout() -> u64 {
 fn default_drain_timeout() -> u64 {
     30
 }
+/// MD5 only: offering SHA-256 as well breaks clients that refuse a 401 holding any
+/// algorithm they lack (baresip 1.0); see `[auth] algorithms` in configs/siphon.toml.
 fn default_algorithms() -> Vec<Algorithm> {
-    vec![Algorithm::Md5, Algorithm::Sha256]
+    vec![Algorithm::Md5]
 }
 fn default_nonce_lifetime() -> u64 {
     300

@@ -381,7 +381,13 @@ fn answer_challenge_with(
 
 #[tokio::test]
 async fn register_with_digest_and_unregister() {
-    let s = start_with("", 31700).await;
+    // SHA-256 offered after MD5 (the default offers MD5 alone).
+    let s = start_edited(
+        "",
+        31700,
+        &[("algorithms = [\"MD5\"]", "algorithms = [\"MD5\", \"SHA-256\"]")],
+    )
+    .await;
     let phone = Phone::new(s.addr).await;
     let local = phone.local();
     // No credentials: 401 with an MD5 and a SHA-256 challenge (configuration order).
