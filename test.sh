@@ -14,6 +14,11 @@ command -v editcap >/dev/null 2>&1 || missing+=(wireshark-common)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 # The Pipecat interop check builds a venv (Debian splits venv/ensurepip out of python3).
 python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# The SIP-over-TLS check uses baresip as the client (SIPp from Debian has no TLS) and
+# openssl for its certificate.
+command -v baresip >/dev/null 2>&1 || missing+=(baresip-core)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 # Validates docker-compose.yml without a Docker engine.
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 if [ "${#missing[@]}" -gt 0 ]; then
