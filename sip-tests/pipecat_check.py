@@ -15,10 +15,9 @@ through Pipecat's parse_telephony_websocket and TwilioFrameSerializer:
 - got exactly the caller's audio, in order: SIPp's A-law decoded, carried as mu-law (Siphon's
   twilio mode), decoded by Pipecat, compared sample for sample;
 - was heard by the caller: every frame of the service's echo (that PCM, mu-law again on its
-  way back, played by Siphon as A-law) comes back to SIPp in order. Siphon's "fork" action
-  echoes the caller itself in a slot that has caller audio but no service audio waiting
-  (typically one packet, at the start or the end of the stream); such packets are counted
-  and reported, not failed (rtp_check.py bounds the total to SIPp's packets +-1%).
+  way back, played by Siphon as A-law) comes back to SIPp in order, and nothing else does
+  (a forked call hears only its services: a slot with no service audio is silence, not
+  the caller's own voice).
 - saw connected, start, media per frame, stop, and a 1000 close, with no error.
 Without --capture (the DTMF call), only the connection checks and, with --dtmf, the
 digits Pipecat turned into InputDTMFFrames.
@@ -199,6 +198,8 @@ def main():
               f"packet(s){' at ' + str(other[:10]) if other else ''}")
         if matched != len(want_back):
             failures.append(f"only {matched} of {len(want_back)} service frames reached the caller")
+        if other:
+            failures.append(f"{len(other)} packet(s) the service did not send reached the caller")
         if distinct < frames // 2:
             failures.append(f"only {distinct} frames tell the service's echo from a self-echo")
 
