@@ -17,6 +17,7 @@ pub mod http;
 pub mod limits;
 pub mod media;
 pub mod rtp_ports;
+pub mod rtp_socket;
 pub mod server;
 pub mod stereo;
 pub mod tls;

@@ -29,6 +29,7 @@ use crate::endpoint::Command;
 use crate::fork_metrics::ForkInfo;
 use crate::forking::{ForkTap, InOrder, Request};
 use crate::rtp_ports::RtpPort;
+use crate::rtp_socket::{RecvBatch, recv_batch};
 use siphon_fork::CallMeta;
 
 /// The prompt `602` plays when its route names no file: made for this project with
@@ -278,7 +279,9 @@ fn g711(codec: Codec) -> G711 {
 
 impl Leg {
     async fn run(mut self, mut control: mpsc::UnboundedReceiver<Control>) {
-        let mut rx = [0u8; 2048];
+        // RTP arrives in batches of one recvmmsg each (no empty read per packet; see
+        // rtp_socket). Boxed: it is a few kilobytes.
+        let mut rx = Box::<RecvBatch>::default();
         let mut rtcp_rx = [0u8; 2048];
         let mut tx = [0u8; 1500];
         let mut pcm_in = [0i16; FRAME_SAMPLES];
@@ -355,10 +358,14 @@ impl Leg {
                         return;
                     }
                 }
-                r = self.rtp.socket.recv_from(&mut rx) => {
-                    let Ok((len, from)) = r else { continue };
-                    if self.on_rtp(&rx[..len], from) {
-                        last_rx = Instant::now();
+                r = recv_batch(&self.rtp.socket, &mut rx) => {
+                    if r.is_err() {
+                        continue;
+                    }
+                    for (packet, from) in rx.packets() {
+                        if self.on_rtp(packet, from) {
+                            last_rx = Instant::now();
+                        }
                     }
                 }
                 r = self.rtp.rtcp.recv_from(&mut rtcp_rx) => {

@@ -385,7 +385,10 @@ async fn register_with_digest_and_unregister() {
     let s = start_edited(
         "",
         31700,
-        &[("algorithms = [\"MD5\"]", "algorithms = [\"MD5\", \"SHA-256\"]")],
+        &[(
+            "algorithms = [\"MD5\"]",
+            "algorithms = [\"MD5\", \"SHA-256\"]",
+        )],
     )
     .await;
     let phone = Phone::new(s.addr).await;
