@@ -1,10 +1,17 @@
 #!/usr/bin/env python3
-"""Check the echo (600) RTP in a loopback capture: rtp_check.py CAPTURE SIPP_MEDIA_PORT [PT]
+"""Check the echo (600) RTP in a loopback capture:
+    rtp_check.py CAPTURE SIPP_MEDIA_PORT [PT] [--gaps-at-markers]
 
 SIPp plays audio from its media port (-mp); whatever arrives at that port is Siphon's
 reply. Siphon must send back a 20 ms stream of the offered payload type PT (default 8,
 PCMA): as much audio as SIPp sent (within 1%), one SSRC, no sequence gaps, timestamps
 +160 a packet, median spacing 20 +/- 2 ms. Prints the figures, exits 1 on any failure.
+
+--gaps-at-markers is for forked numbers, where what the caller hears is what a service
+sends back over a WebSocket: a slot with no service audio is silence, which RTP sends as
+nothing, and the next packet starts a new talk spurt (marker bit, timestamp jumped by the
+silent slots, sequence number continuous; RFC 3551 §4.1). Such jumps are counted and
+allowed; a jump without the marker, or any sequence gap, still fails.
 """
 import statistics
 import subprocess
@@ -40,7 +47,7 @@ def pct(values, p):
     return s[min(len(s) - 1, int(p / 100 * len(s)))]
 
 
-def main(capture, mport, want_pt):
+def main(capture, mport, want_pt, gaps_at_markers=False):
     rows = load(capture, mport)
     sent = [r for r in rows if r["sport"] == mport]
     back = [r for r in rows if r["dport"] == mport]
@@ -62,7 +69,7 @@ def main(capture, mport, want_pt):
     # Capture order on loopback is Siphon's send order, so judge the stream as captured.
     ssrcs = sorted({r["ssrc"] for r in back})
     pts = sorted({r["pt"] for r in back})
-    gaps = dups = reordered = bad_ts = 0
+    gaps = dups = reordered = bad_ts = spurts = 0
     for a, b in zip(back, back[1:]):
         d = (b["seq"] - a["seq"]) % 2**16
         if d == 0:
@@ -71,8 +78,12 @@ def main(capture, mport, want_pt):
             reordered += 1
         else:
             gaps += d - 1
-            if (b["ts"] - a["ts"]) % 2**32 != FRAME * d:
-                bad_ts += 1
+            step = (b["ts"] - a["ts"]) % 2**32
+            if step != FRAME * d:
+                if gaps_at_markers and b["marker"] and step % FRAME == 0 and step < 2**31:
+                    spurts += 1
+                else:
+                    bad_ts += 1
     spacing = [(b["t"] - a["t"]) * 1000 for a, b in zip(back, back[1:])]
     median = statistics.median(spacing) if spacing else float("nan")
     p99 = pct(spacing, 99) if spacing else float("nan")
@@ -80,7 +91,8 @@ def main(capture, mport, want_pt):
           f"SSRC {' '.join(ssrcs)}, PT {' '.join(map(str, pts))}, "
           f"{sum(r['marker'] for r in back)} marker(s)")
     print(f"  sequence: {gaps} missing, {dups} duplicate, {reordered} out of order; "
-          f"timestamp steps other than 160/packet: {bad_ts}")
+          f"timestamp steps other than 160/packet: {bad_ts}"
+          + (f"; new talk spurts after silent slots: {spurts}" if gaps_at_markers else ""))
     print(f"  spacing: median {median:.2f} ms, p99 {p99:.2f} ms, "
           f"min {min(spacing, default=0):.2f} ms, max {max(spacing, default=0):.2f} ms")
 
@@ -104,6 +116,9 @@ def main(capture, mport, want_pt):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) not in (3, 4):
+    flags = [a for a in sys.argv[1:] if a.startswith("--")]
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    if len(args) not in (2, 3) or set(flags) - {"--gaps-at-markers"}:
         sys.exit(__doc__)
-    sys.exit(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) == 4 else 8))
+    sys.exit(main(args[0], int(args[1]), int(args[2]) if len(args) == 3 else 8,
+                  "--gaps-at-markers" in flags))
