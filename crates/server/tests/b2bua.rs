@@ -893,3 +893,70 @@ async fn siphon_registers_to_a_trunk_refreshes_and_retries() {
         .await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn hold_and_unhold_are_relayed_to_the_other_phone() {
+    let s = start_with("", 37200).await;
+    let c = connect(&s, "b2b-hold", "0 101", ("0", "0 PCMU/8000")).await;
+    let port = c.caller_rtp.local_addr().unwrap().port();
+    let frames: Vec<Vec<u8>> = (0..10).map(|n| speech_like(G711::Pcmu, n)).collect();
+    let reinvite = |cseq: u32, direction: &str| {
+        let body = sdp(
+            port,
+            "0 101",
+            &format!("a=rtpmap:0 PCMU/8000\r\na={direction}\r\n"),
+        );
+        invite(
+            c.caller.local(),
+            "1002",
+            "b2b-hold",
+            cseq,
+            Some(&c.tag),
+            &body,
+            "application/sdp",
+        )
+        .replace("sip:tester@", "sip:1001@")
+    };
+    let mut callee_seq = Vec::new();
+    for (cseq, caller_says, callee_gets, callee_says) in [
+        (3, "sendonly", "sendonly", "recvonly"),
+        (4, "sendrecv", "sendrecv", "sendrecv"),
+    ] {
+        c.caller.send(&reinvite(cseq, caller_says)).await;
+        let ok = c.caller.final_response().await;
+        assert_eq!(status(&ok), 200, "{ok}");
+        c.caller
+            .send(
+                &caller_in_dialog("ACK", &c.caller, "1002", "b2b-hold", &c.tag)
+                    .replace("CSeq: 2", &format!("CSeq: {cseq}")),
+            )
+            .await;
+        // The other phone learns of it in its own dialog.
+        let relayed = c.callee.expect("INVITE").await;
+        assert_eq!(headers(&relayed, "Call-ID"), headers(&c.invite, "Call-ID"));
+        assert!(
+            body(&relayed).contains(&format!("a={callee_gets}")),
+            "{relayed}"
+        );
+        callee_seq.push(headers(&relayed, "CSeq")[0].to_string());
+        let answer = c.callee.answer_sdp("0", "0 PCMU/8000") + &format!("a={callee_says}\r\n");
+        c.callee.respond(&relayed, 200, Some(&answer)).await;
+        let ack = c.callee.expect("ACK").await;
+        assert_eq!(
+            headers(&ack, "CSeq")[0],
+            callee_seq.last().unwrap().replace("INVITE", "ACK")
+        );
+        // On hold the caller asked not to receive: the callee's audio stops there.
+        let (got, _) = tokio::join!(
+            collect(&c.caller_rtp, Duration::from_millis(400)),
+            send_stream(&c.callee.rtp, c.callee_dest, 0, 0x2222, &frames),
+        );
+        if caller_says == "sendonly" {
+            assert!(got.is_empty(), "caller on hold got {} packets", got.len());
+        } else {
+            assert_eq!(got.len(), frames.len(), "after unhold");
+        }
+    }
+    assert_eq!(callee_seq, vec!["2 INVITE", "3 INVITE"]);
+    s.stop().await;
+}

@@ -45,6 +45,9 @@ pub(super) struct Bridges {
     /// Every outgoing INVITE of the last minutes and where it went: a phone that rings or
     /// answers after its call is over still gets its CANCEL, or its ACK and BYE.
     sent: HashMap<TransactionKey, (Peer, Instant)>,
+    /// re-INVITEs Siphon sent to relay hold/unhold: the call, the leg, and the ACK once
+    /// the 2xx came (sent again for a retransmitted 2xx).
+    reinvites: HashMap<TransactionKey, (DialogId, Side, Option<rsip::Request>)>,
 }
 
 impl Bridges {
@@ -90,6 +93,23 @@ struct Bridged {
     started_at: SystemTime,
     answered_at: Option<SystemTime>,
     span: tracing::Span,
+    /// The direction last offered to each leg (caller, callee): hold is relayed only
+    /// when it changes.
+    offered: [Direction; 2],
+}
+
+fn index(side: Side) -> usize {
+    match side {
+        Side::Caller => 0,
+        Side::Callee => 1,
+    }
+}
+
+fn other(side: Side) -> Side {
+    match side {
+        Side::Caller => Side::Callee,
+        Side::Callee => Side::Caller,
+    }
 }
 
 impl Bridged {
@@ -366,6 +386,7 @@ impl Endpoint {
                 started_at: SystemTime::now(),
                 answered_at: None,
                 span,
+                offered: [Direction::SendRecv; 2],
             },
         );
         let ring = route
@@ -429,6 +450,10 @@ impl Endpoint {
     /// A response to one of our outgoing INVITEs.
     pub(super) fn on_branch_response(&mut self, key: TransactionKey, response: rsip::Response) {
         let code = response.status_code.code();
+        if self.bridges.reinvites.contains_key(&key) {
+            self.on_reinvite_response(&key, &response);
+            return;
+        }
         let Some(id) = self.bridges.by_branch.get(&key).cloned() else {
             self.on_stale_branch_response(&key, &response, code);
             return;
@@ -932,6 +957,7 @@ impl Endpoint {
             return;
         }
         let tag = dialog.id.local_tag.clone();
+        let mut relay = None;
         let sdp = match parse_offer(request) {
             // No offer: the phone asks for ours.
             Ok(None) => session.offer(&local, Direction::SendRecv).to_string(),
@@ -944,6 +970,18 @@ impl Endpoint {
                         call.caller.codec = n.codec;
                     }
                     call.media.update(side, params_of(&n));
+                    // Hold (or unhold) on one leg is told to the other: a phone put on
+                    // hold shows it, and stops sending what nobody listens to.
+                    let wanted = match n.direction {
+                        Direction::RecvOnly => Direction::SendOnly,
+                        Direction::Inactive => Direction::Inactive,
+                        _ => Direction::SendRecv,
+                    };
+                    let o = index(other(side));
+                    if call.winner.is_some() && call.offered[o] != wanted {
+                        call.offered[o] = wanted;
+                        relay = Some((other(side), wanted));
+                    }
                     n.answer.to_string()
                 }
                 Err(e) => {
@@ -959,6 +997,109 @@ impl Endpoint {
             }
         };
         self.reply_sdp(key, request, &tag, contact, sdp);
+        if let Some((side, direction)) = relay {
+            self.send_reinvite(id, side, direction);
+        }
+    }
+
+    /// A re-INVITE to one leg offering `direction` (hold: sendonly or inactive; unhold:
+    /// sendrecv), in that leg's dialog and offer/answer session.
+    fn send_reinvite(&mut self, id: &DialogId, side: Side, direction: Direction) {
+        let Some((port, transport, codec)) = self.bridges.calls.get(id).map(|c| {
+            let (transport, codec) = match side {
+                Side::Caller => (c.caller.peer.transport, Some(c.caller.codec)),
+                Side::Callee => (
+                    c.winner()
+                        .map_or(c.caller.peer.transport, |b| b.peer.transport),
+                    c.callee_codec,
+                ),
+            };
+            (c.media.port(side), transport, codec)
+        }) else {
+            return;
+        };
+        let via = self.via_value(transport);
+        let contact = self.contact_uri(transport);
+        let mut local = self.local_media(port);
+        // Keep the codec the leg uses: a hold should not change codecs.
+        local.codecs.sort_by_key(|c| Some(*c) != codec);
+        let Some(call) = self.bridges.calls.get_mut(id) else {
+            return;
+        };
+        let Some((dialog, session, peer)) = leg_state(call, side) else {
+            return;
+        };
+        let sdp = session.offer(&local, direction).to_string();
+        let mut request = dialog.request(Method::Invite, &via, &contact);
+        request
+            .headers
+            .push(Header::ContentType("application/sdp".into()));
+        message::finish(&mut request.headers, sdp.as_bytes());
+        request.body = sdp.into_bytes();
+        info!(?side, ?direction, "relaying hold state with a re-INVITE");
+        match self.layer.send_request(now(), request, peer) {
+            Ok(key) => {
+                self.bridges.reinvites.insert(key, (id.clone(), side, None));
+            }
+            Err(e) => warn!(error = %e, "could not send re-INVITE"),
+        }
+    }
+
+    /// The response to a re-INVITE Siphon sent: a 2xx is ACKed and its answer applied.
+    fn on_reinvite_response(&mut self, key: &TransactionKey, response: &rsip::Response) {
+        let code = response.status_code.code();
+        if code < 200 {
+            return;
+        }
+        let Some((id, side, ack)) = self.bridges.reinvites.get(key).cloned() else {
+            return;
+        };
+        if code >= 300 {
+            // The leg keeps its previous session (RFC 3261 §14.1); nothing else to do.
+            info!(?side, code, "re-INVITE refused by the phone");
+            self.bridges.reinvites.remove(key);
+            return;
+        }
+        let Some((port, transport)) = self.bridges.calls.get(&id).map(|c| {
+            let transport = match side {
+                Side::Caller => c.caller.peer.transport,
+                Side::Callee => c
+                    .winner()
+                    .map_or(c.caller.peer.transport, |b| b.peer.transport),
+            };
+            (c.media.port(side), transport)
+        }) else {
+            self.bridges.reinvites.remove(key);
+            return;
+        };
+        let via = self.via_value(transport);
+        let contact = self.contact_uri(transport);
+        let local = self.local_media(port);
+        let seq = self.layer.request(key).and_then(cseq_number);
+        let Some(call) = self.bridges.calls.get_mut(&id) else {
+            return;
+        };
+        let (ack, params) = {
+            let Some((dialog, session, peer)) = leg_state(call, side) else {
+                return;
+            };
+            if let Some(ack) = ack {
+                self.layer.send_ack_for_2xx(ack, peer); // a retransmitted 2xx
+                return;
+            }
+            let Some(seq) = seq else {
+                return;
+            };
+            let ack = dialog.ack(seq, &via, &contact);
+            self.layer.send_ack_for_2xx(ack.clone(), peer);
+            (ack, callee_params(session, &local, &response.body))
+        };
+        if let Some(params) = params {
+            call.media.update(side, params);
+        }
+        if let Some(entry) = self.bridges.reinvites.get_mut(key) {
+            entry.2 = Some(ack);
+        }
     }
 
     /// The caller's ACK for our 200. `false`: not a bridged call's.
@@ -1031,6 +1172,9 @@ impl Endpoint {
             }
         }
         self.bridges.by_invite.remove(&call.caller.invite_key);
+        self.bridges
+            .reinvites
+            .retain(|_, (call_id, _, _)| call_id != id);
         self.registry.remove(&id.call_id);
         inc(&self.counters.calls_ended);
         self.counters.call_ended(result);
@@ -1058,6 +1202,22 @@ impl Endpoint {
             });
         }
         call.media.stop(&format!("{result:?}"));
+    }
+}
+
+/// A leg's dialog, offer/answer session and peer (the callee's once it answered).
+fn leg_state(call: &mut Bridged, side: Side) -> Option<(&mut Dialog, &mut LocalSession, Peer)> {
+    match side {
+        Side::Caller => Some((
+            &mut call.caller.dialog,
+            &mut call.caller.session,
+            call.caller.peer,
+        )),
+        Side::Callee => {
+            let branch = call.winner.and_then(|i| call.branches.get_mut(i))?;
+            let peer = branch.peer;
+            Some((branch.dialog.as_mut()?, &mut call.callee_session, peer))
+        }
     }
 }
 
