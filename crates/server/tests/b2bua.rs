@@ -960,3 +960,35 @@ async fn hold_and_unhold_are_relayed_to_the_other_phone() {
     assert_eq!(callee_seq, vec!["2 INVITE", "3 INVITE"]);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn early_media_from_the_callee_reaches_the_caller_before_the_answer() {
+    let s = start_with("", 37300).await;
+    let callee = register(s.addr, "1002").await;
+    let (caller, caller_rtp) = call(s.addr, "1002", "b2b-early", "0 101").await;
+    let invite_in = callee.expect("INVITE").await;
+    // A ring-back tone or announcement from the callee's side: 183 with SDP.
+    let answer = callee.answer_sdp("0", "0 PCMU/8000");
+    callee.respond(&invite_in, 183, Some(&answer)).await;
+    let progress = caller.final_response().await;
+    assert_eq!(status(&progress), 183, "{progress}");
+    let caller_dest = sdp_addr(body(&progress));
+    let callee_dest = sdp_addr(body(&invite_in));
+    let tone: Vec<Vec<u8>> = (0..10).map(|n| speech_like(G711::Pcmu, n)).collect();
+    let (got, _) = tokio::join!(
+        collect(&caller_rtp, Duration::from_millis(500)),
+        send_stream(&callee.rtp, callee_dest, 0, 0x2222, &tone),
+    );
+    let heard: Vec<Vec<u8>> = got.iter().map(|p| p.payload.clone()).collect();
+    assert_eq!(heard, tone, "early media");
+    // Then the answer (the SDP already given with the 183).
+    callee.respond(&invite_in, 200, Some(&answer)).await;
+    let ok = caller.final_response().await;
+    assert_eq!(status(&ok), 200, "{ok}");
+    assert_eq!(
+        sdp_addr(body(&ok)),
+        caller_dest,
+        "same session as the 183's"
+    );
+    s.stop().await;
+}
