@@ -98,8 +98,9 @@ impl BridgeHandle {
 pub struct BridgeSetup {
     pub caller: RtpPort,
     pub callee: RtpPort,
-    /// The caller's media is known from its offer; the callee's arrives with its answer.
-    pub caller_params: MediaParams,
+    /// The caller's media is known from its offer (None: it made none, and answers our
+    /// offer in its ACK); the callee's arrives with its answer.
+    pub caller_params: Option<MediaParams>,
     /// The caller's dialog: what `Command::MediaEnded` names.
     pub call: DialogId,
     pub inactivity: Duration,
@@ -128,7 +129,7 @@ pub fn spawn(setup: BridgeSetup) -> BridgeHandle {
     let task = Bridge {
         caller: Leg::new(
             setup.caller,
-            Some(setup.caller_params),
+            setup.caller_params,
             handle.caller_stats.clone(),
         ),
         callee: Leg::new(setup.callee, None, handle.callee_stats.clone()),

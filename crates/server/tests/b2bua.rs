@@ -992,3 +992,70 @@ async fn early_media_from_the_callee_reaches_the_caller_before_the_answer() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_caller_without_an_offer_answers_in_its_ack() {
+    let route =
+        "\n[[dialplan]]\nnumber = \"2002\"\naction = \"user\"\nuser = \"1002\"\nauth = \"none\"\n";
+    let s = start_with(route, 37400).await;
+    let callee = register(s.addr, "1002").await;
+    let caller = Phone::new(s.addr).await;
+    let caller_rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    caller
+        .send(&invite(
+            caller.local(),
+            "2002",
+            "b2b-late",
+            1,
+            None,
+            "",
+            "application/sdp",
+        ))
+        .await;
+    let invite_in = callee.expect("INVITE").await;
+    callee
+        .respond(
+            &invite_in,
+            200,
+            Some(&callee.answer_sdp("0", "0 PCMU/8000")),
+        )
+        .await;
+    let ok = caller.final_response().await;
+    assert_eq!(status(&ok), 200, "{ok}");
+    // Siphon's 200 carries its offer; the caller picks PCMA in the ACK.
+    assert!(sdp_pts(body(&ok)).contains(&8), "{ok}");
+    let answer = sdp(
+        caller_rtp.local_addr().unwrap().port(),
+        "8",
+        "a=rtpmap:8 PCMA/8000\r\n",
+    );
+    let ack = in_dialog(
+        "ACK",
+        caller.local(),
+        "2002",
+        "b2b-late",
+        1,
+        &to_tag(&ok),
+        "lateack",
+    )
+    .replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{answer}",
+            answer.len()
+        ),
+    );
+    caller.send(&ack).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let frames: Vec<Vec<u8>> = (0..10).map(|n| speech_like(G711::Pcmu, n)).collect();
+    let (got, _) = tokio::join!(
+        collect(&caller_rtp, Duration::from_millis(500)),
+        send_stream(&callee.rtp, sdp_addr(body(&invite_in)), 0, 0x2222, &frames),
+    );
+    assert_eq!(got.len(), frames.len());
+    assert!(
+        got.iter().all(|p| p.pt == 8),
+        "the caller gets the codec it chose"
+    );
+    s.stop().await;
+}

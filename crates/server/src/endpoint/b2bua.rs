@@ -129,8 +129,11 @@ struct CallerLeg {
     invite: rsip::Request,
     session: LocalSession,
     codec: Codec,
-    /// Our answer to the caller's offer, sent with 183 (early media) and with the 200.
+    /// Our answer to the caller's offer, sent with 183 (early media) and with the 200; or
+    /// our offer, sent with the 200 only, when the caller made none.
     answer_sdp: String,
+    /// The caller's INVITE had no SDP: its answer comes with the ACK.
+    late_offer: bool,
     answered: bool,
 }
 
@@ -186,15 +189,7 @@ impl Endpoint {
         route: Route,
     ) {
         let offer = match parse_offer(&request) {
-            Ok(Some(offer)) => offer,
-            Ok(None) => {
-                // Without the caller's offer the callee's phones would have to be offered
-                // codecs blind; every phone we know sends one.
-                inc(&self.counters.calls_rejected);
-                let reason = "Not Acceptable Here (an SDP offer is required)";
-                self.reply_to(&key, &request, 488, Some(reason), &[]);
-                return;
-            }
+            Ok(offer) => offer,
             Err((code, reason)) => {
                 inc(&self.counters.calls_rejected);
                 self.reply_to(&key, &request, code, Some(&reason), &[]);
@@ -256,15 +251,26 @@ impl Endpoint {
         };
         let address = self.config.advertised_address();
         let mut caller_session = LocalSession::new(u64::from(rand::random::<u32>()), address);
-        let negotiated = match caller_session.answer(&offer, &self.local_media(caller_rtp.port)) {
-            Ok(n) => n,
-            Err(e) => {
-                inc(&self.counters.calls_rejected);
-                let reason = e.to_string();
-                self.reply_to(&key, &request, e.status_code(), Some(&reason), &[]);
-                return;
+        let caller_local = self.local_media(caller_rtp.port);
+        // The caller's codec, its media (None until its answer when it made no offer) and
+        // the SDP our 200 carries: the answer to its offer, or our offer (late offer: the
+        // caller answers in its ACK, RFC 3264 §4).
+        let (caller_codec, caller_params, caller_sdp) = match offer {
+            Some(offer) => match caller_session.answer(&offer, &caller_local) {
+                Ok(n) => (n.codec, Some(params_of(&n)), n.answer.to_string()),
+                Err(e) => {
+                    inc(&self.counters.calls_rejected);
+                    let reason = e.to_string();
+                    self.reply_to(&key, &request, e.status_code(), Some(&reason), &[]);
+                    return;
+                }
+            },
+            None => {
+                let offer = caller_session.offer(&caller_local, Direction::SendRecv);
+                (Codec::Pcmu, None, offer.to_string())
             }
         };
+        let late_offer = caller_params.is_none();
         let local_tag = new_tag();
         let dialog = match Dialog::new_uas(&request, &local_tag) {
             Ok(d) => d,
@@ -277,7 +283,7 @@ impl Endpoint {
         };
         // The callee is offered the caller's codec first, so most calls need no transcoding.
         let mut callee_local = self.local_media(callee_rtp.port);
-        callee_local.codecs.sort_by_key(|c| *c != negotiated.codec);
+        callee_local.codecs.sort_by_key(|c| *c != caller_codec);
         let mut callee_session = LocalSession::new(u64::from(rand::random::<u32>()), address);
         let callee_offer = callee_session
             .offer(&callee_local, Direction::SendRecv)
@@ -311,7 +317,6 @@ impl Endpoint {
         }
         let id = dialog.id.clone();
         let span = tracing::Span::current();
-        let caller_params = params_of(&negotiated);
         let media = bridge::spawn(BridgeSetup {
             caller: caller_rtp,
             callee: callee_rtp,
@@ -326,7 +331,7 @@ impl Endpoint {
                 call_id: id.call_id.clone(),
                 from: header_value(&request.headers, "From").unwrap_or_default(),
                 to: header_value(&request.headers, "To").unwrap_or_default(),
-                codec: negotiated.codec.name().to_string(),
+                codec: caller_codec.name().to_string(),
                 account_sid: None,
             },
         });
@@ -334,7 +339,8 @@ impl Endpoint {
             number = %route.number.get_ref(),
             %user,
             targets = branches.len(),
-            codec = ?negotiated.codec,
+            codec = ?caller_codec,
+            late_offer,
             "ringing the account's phones"
         );
         let header = |name: &str| header_value(&request.headers, name).unwrap_or_default();
@@ -345,7 +351,7 @@ impl Endpoint {
                 from: header("From"),
                 to: header("To"),
                 number: route.number.get_ref().clone(),
-                codec: Some(negotiated.codec),
+                codec: Some(caller_codec),
                 rtp_port: media.port(Side::Caller),
                 answered: false,
                 started: Instant::now(),
@@ -371,8 +377,9 @@ impl Endpoint {
                     invite_key: key,
                     invite: request,
                     session: caller_session,
-                    codec: negotiated.codec,
-                    answer_sdp: negotiated.answer.to_string(),
+                    codec: caller_codec,
+                    answer_sdp: caller_sdp,
+                    late_offer,
                     answered: false,
                 },
                 branches,
@@ -585,6 +592,7 @@ impl Endpoint {
         if call.winner.is_some() || call.caller.answered {
             return;
         }
+        let late_offer = call.caller.late_offer;
         // 183 with SDP: the callee's early media (a ring-back tone, an announcement) goes to
         // the caller, so the caller gets our answer now.
         let early = callee_params(&call.callee_session, &local, &response.body);
@@ -592,7 +600,8 @@ impl Endpoint {
             Some(params) => {
                 call.callee_codec = Some(params.codec);
                 call.media.update(Side::Callee, params);
-                Some(call.caller.answer_sdp.as_str())
+                // Our offer to a late-offer caller cannot go in an unreliable 183.
+                (!late_offer).then_some(call.caller.answer_sdp.as_str())
             }
             None => None,
         };
@@ -1102,18 +1111,36 @@ impl Endpoint {
         }
     }
 
-    /// The caller's ACK for our 200. `false`: not a bridged call's.
+    /// The caller's ACK for our 200 (with its answer, when it made no offer). `false`:
+    /// not a bridged call's.
     pub(super) fn bridge_ack(&mut self, ack: &rsip::Request) -> bool {
         let Some(id) = DialogId::for_incoming(ack) else {
             return false;
         };
-        match self.bridges.calls.get_mut(&id) {
-            Some(call) => {
-                call.caller.dialog.state = DialogState::Confirmed;
-                true
+        let Some(port) = self
+            .bridges
+            .calls
+            .get(&id)
+            .map(|c| c.media.port(Side::Caller))
+        else {
+            return false;
+        };
+        let local = self.local_media(port);
+        let Some(call) = self.bridges.calls.get_mut(&id) else {
+            return false;
+        };
+        call.caller.dialog.state = DialogState::Confirmed;
+        if call.caller.late_offer {
+            call.caller.late_offer = false;
+            match callee_params(&call.caller.session, &local, &ack.body) {
+                Some(params) => {
+                    call.caller.codec = params.codec;
+                    call.media.update(Side::Caller, params);
+                }
+                None => warn!("the caller's ACK carries no usable SDP answer"),
             }
-            None => false,
         }
+        true
     }
 
     /// The caller never acknowledged our 200. `false`: not a bridged call's.
