@@ -51,6 +51,13 @@ enum Control {
     Answered,
     /// The call is over; forks get the reason in their stop message.
     Stop(String),
+    /// Admin API: start a fork named `id` (at once if answered, else at the answer).
+    AttachFork {
+        id: String,
+        config: Box<ForkConfig>,
+    },
+    /// Admin API: stop the fork named `id`.
+    DetachFork(String),
 }
 
 /// The SIP core's handle on a bridge's media task; `stop` (or dropping it) ends the task
@@ -88,6 +95,19 @@ impl BridgeHandle {
     /// The call is answered: from now on silence counts as RTP inactivity.
     pub fn answered(&self) {
         let _ = self.control.send(Control::Answered);
+    }
+
+    /// Starts a fork of the call named `id`; `false` if the media task has ended.
+    pub fn attach_fork(&self, id: String, config: ForkConfig) -> bool {
+        let config = Box::new(config);
+        self.control
+            .send(Control::AttachFork { id, config })
+            .is_ok()
+    }
+
+    /// Stops the fork named `id`; `false` if the media task has ended.
+    pub fn detach_fork(&self, id: String) -> bool {
+        self.control.send(Control::DetachFork(id)).is_ok()
     }
 
     pub fn stop(self, reason: &str) {
@@ -255,6 +275,23 @@ impl Bridge {
                         }
                         for (id, config) in std::mem::take(&mut self.pending_forks) {
                             self.start_fork(id, config);
+                        }
+                    }
+                    Some(Control::AttachFork { id, config }) => {
+                        if !self.answered {
+                            self.pending_forks.push((id, *config));
+                        } else {
+                            if self.aligner.is_none() {
+                                self.aligner = Some(Aligner::new(Instant::now()));
+                                slots.reset();
+                            }
+                            self.start_fork(id, *config);
+                        }
+                    }
+                    Some(Control::DetachFork(id)) => {
+                        if let Some(i) = self.taps.iter().position(|t| t.id == id) {
+                            info!(fork = %id, "detaching fork");
+                            let _stopping = self.taps.remove(i).fork.stop("detached");
                         }
                     }
                     Some(Control::Stop(reason)) => {

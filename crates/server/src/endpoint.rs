@@ -436,8 +436,13 @@ impl Endpoint {
                 config,
                 done,
             } => {
-                let call = self.find_call(&call_id).and_then(|id| self.calls.get(&id));
-                let ok = call.is_some_and(|c| c.media.attach_fork(fork_id, *config));
+                let ok = match self.find_call(&call_id) {
+                    Some(id) => match self.calls.get(&id) {
+                        Some(c) => c.media.attach_fork(fork_id, *config),
+                        None => self.bridges.attach_fork(&id, fork_id, *config),
+                    },
+                    None => false,
+                };
                 let _ = done.send(ok);
             }
             Command::DetachFork {
@@ -445,8 +450,13 @@ impl Endpoint {
                 fork_id,
                 done,
             } => {
-                let call = self.find_call(&call_id).and_then(|id| self.calls.get(&id));
-                let ok = call.is_some_and(|c| c.media.detach_fork(fork_id));
+                let ok = match self.find_call(&call_id) {
+                    Some(id) => match self.calls.get(&id) {
+                        Some(c) => c.media.detach_fork(fork_id),
+                        None => self.bridges.detach_fork(&id, fork_id),
+                    },
+                    None => false,
+                };
                 let _ = done.send(ok);
             }
             Command::Drain { timeout, done } => {

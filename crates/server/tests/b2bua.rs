@@ -1059,3 +1059,50 @@ async fn a_caller_without_an_offer_answers_in_its_ack() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn the_admin_api_forks_a_bridged_call() {
+    use siphon_analytics::{Mode, Options};
+    let opts = Options {
+        echo: false,
+        log_levels: false,
+        ..Options::default()
+    };
+    let svc = siphon_analytics::bind("127.0.0.1:0", opts).await.unwrap();
+    let s = start_with("", 37500).await;
+    let c = connect(&s, "b2b-admin-fork", "0 101", ("0", "0 PCMU/8000")).await;
+    let fork = format!(
+        "{{\"url\": \"{}\", \"mode\": \"native\", \"encoding\": \"l16\", \"tracks\": \"outbound\"}}",
+        svc.url(Mode::Native)
+    );
+    let r = http(
+        s.http,
+        "POST",
+        "/api/calls/b2b-admin-fork/forks",
+        None,
+        Some(&fork),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // `outbound` on a bridged call is the callee.
+    let from_callee: Vec<Vec<u8>> = (0..20).map(|n| speech_like(G711::Pcmu, n)).collect();
+    send_stream(&c.callee.rtp, c.callee_dest, 0, 0x2222, &from_callee).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.callee.phone.send(&c.callee.bye(&c.invite)).await;
+    assert_eq!(status(&c.callee.phone.recv().await), 200);
+    let record = loop {
+        if let Some(r) = svc.streams().into_iter().find(|r| r.stop.is_some()) {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let expected: Vec<u8> = from_callee
+        .iter()
+        .flatten()
+        .flat_map(|b| G711::Pcmu.decode_sample(*b).to_le_bytes())
+        .collect();
+    assert_eq!(record.audio_bytes(None), expected);
+    s.stop().await;
+    svc.shutdown().await;
+}

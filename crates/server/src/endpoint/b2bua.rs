@@ -68,6 +68,24 @@ impl Bridges {
         self.calls.keys().find(|id| id.call_id == call_id).cloned()
     }
 
+    /// Admin API: a fork on a bridged call; `false` if there is no such call.
+    pub(super) fn attach_fork(
+        &self,
+        id: &DialogId,
+        fork_id: String,
+        config: siphon_fork::ForkConfig,
+    ) -> bool {
+        self.calls
+            .get(id)
+            .is_some_and(|c| c.media.attach_fork(fork_id, config))
+    }
+
+    pub(super) fn detach_fork(&self, id: &DialogId, fork_id: String) -> bool {
+        self.calls
+            .get(id)
+            .is_some_and(|c| c.media.detach_fork(fork_id))
+    }
+
     pub(super) fn ids(&self) -> Vec<DialogId> {
         self.calls.keys().cloned().collect()
     }
