@@ -29,7 +29,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::cdr::{CdrLeg, CdrRecord, CdrWriter, Party};
+use crate::cdr::{CdrFork, CdrLeg, CdrRecord, CdrWriter, Party};
 use crate::config::{Action, Config, RouteAuth};
 use crate::counters::{Counters, EndResult, LegStats, SETUP_BUCKETS, inc};
 use crate::dialplan;
@@ -1110,7 +1110,8 @@ impl Endpoint {
             self.by_invite.remove(&call.invite_key);
             let summary = self.registry.remove(&id.call_id).map(|(_, s)| s);
             if let (Some(cdr), Some(s)) = (&self.cdr, summary) {
-                cdr.write(&served_call_cdr(&s, call.action, result));
+                let forks = CdrFork::of_call(&self.counters.forks, &id.call_id);
+                cdr.write(&served_call_cdr(&s, call.action, result, forks));
             }
             inc(&self.counters.calls_ended);
             self.counters.call_ended(result);
@@ -1212,7 +1213,12 @@ impl Endpoint {
 }
 
 /// The CDR of a call Siphon answered itself (echo, tone, prompt, fork, ring).
-fn served_call_cdr(s: &CallSummary, action: Action, result: EndResult) -> CdrRecord {
+fn served_call_cdr(
+    s: &CallSummary,
+    action: Action,
+    result: EndResult,
+    forks: Vec<CdrFork>,
+) -> CdrRecord {
     let code = match result {
         _ if s.answered => 200,
         EndResult::Cancelled => 487,
@@ -1236,6 +1242,7 @@ fn served_call_cdr(s: &CallSummary, action: Action, result: EndResult) -> CdrRec
         hung_up_by,
         caller_leg: CdrLeg::new(s.codec, &s.rtp),
         callee_leg: None,
+        forks,
     }
 }
 

@@ -633,6 +633,7 @@ async fn a_cdr_line_per_call() {
     assert_eq!(bridged["callee_leg"]["codec"], "PCMA");
     assert_eq!(bridged["caller_leg"]["packets_in"], 10);
     assert_eq!(bridged["callee_leg"]["packets_out"], 10);
+    assert_eq!(bridged["forks"], serde_json::json!([]));
     let served: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
     assert_eq!(served["call_id"], "cdr-echo");
     assert_eq!(served["action"], "echo");
@@ -651,11 +652,14 @@ async fn a_forked_bridged_call_streams_both_phones_in_stereo() {
         ..Options::default()
     };
     let svc = siphon_analytics::bind("127.0.0.1:0", opts).await.unwrap();
+    let cdr = std::env::temp_dir().join(format!("siphon-stereo-cdr-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&cdr);
     let route = format!(
         "\n[[dialplan]]\nnumber = \"3002\"\naction = \"user\"\nuser = \"1002\"\n\
          [[dialplan.forks]]\nurl = \"{}\"\nmode = \"native\"\nencoding = \"l16\"\n\
-         sample_rate = 8000\ntracks = \"both\"\n",
-        svc.url(Mode::Native)
+         sample_rate = 8000\ntracks = \"both\"\n[cdr]\npath = \"{}\"\n",
+        svc.url(Mode::Native),
+        cdr.display()
     );
     let s = start_with(&route, 36900).await;
     let c = connect_to(&s, "3002", "b2b-stereo", "0 101", ("8", "8 PCMA/8000")).await;
@@ -714,6 +718,24 @@ async fn a_forked_bridged_call_streams_both_phones_in_stereo() {
     for ((li, _), (ri, _)) in l.iter().zip(&r) {
         assert!(li.abs_diff(*ri) <= 1, "left frame {li} vs right frame {ri}");
     }
+    // The CDR names the fork and what it carried.
+    let mut line = String::new();
+    for _ in 0..50 {
+        line = std::fs::read_to_string(&cdr).unwrap_or_default();
+        if !line.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let record: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    let fork = &record["forks"][0];
+    assert!(
+        fork["url"].as_str().unwrap().starts_with("ws://127.0.0.1:"),
+        "{record}"
+    );
+    assert!(fork["frames_sent"].as_u64().unwrap() >= 50, "{record}");
+    assert_eq!(fork["frames_dropped"], 0, "{record}");
+    let _ = std::fs::remove_file(&cdr);
     s.stop().await;
     svc.shutdown().await;
 }

@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 
 use super::{CallSummary, Command, Endpoint, allow, new_tag, now, parse_offer};
 use crate::bridge::{self, BridgeHandle, BridgeSetup, Side};
-use crate::cdr::{CdrLeg, CdrRecord, Party};
+use crate::cdr::{CdrFork, CdrLeg, CdrRecord, Party};
 use crate::config::{Action, Route};
 use crate::counters::{EndResult, SETUP_BUCKETS, inc};
 use crate::dialplan;
@@ -1244,6 +1244,7 @@ impl Endpoint {
                 hung_up_by: party,
                 caller_leg: leg(Side::Caller, Some(call.caller.codec)),
                 callee_leg: Some(leg(Side::Callee, call.callee_codec)),
+                forks: CdrFork::of_call(&self.counters.forks, &id.call_id),
             });
         }
         call.media.stop(&format!("{result:?}"));
