@@ -301,6 +301,8 @@ pub enum Action {
     /// Sends the call out through a trunk (the route's `trunk`), the number rewritten by
     /// `strip` and `prepend`; bridged like `user`.
     Trunk,
+    /// Refuses the call with the route's `code` (default 403), before any authentication.
+    Reject,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -335,6 +337,8 @@ pub struct Route {
     pub strip: usize,
     /// ...and what is put in front of what is left.
     pub prepend: Option<String>,
+    /// For `reject`: the final response (400-699).
+    pub code: Option<u16>,
     /// For `play`: a WAV file (PCM16 8/16 kHz mono, or G.711), relative to the working
     /// directory. Without it the built-in prompt plays.
     pub file: Option<std::path::PathBuf>,
@@ -576,6 +580,12 @@ impl Config {
                     ),
                 ));
             }
+            if route.code.is_some_and(|c| !(400..700).contains(&c)) {
+                return Err(at(
+                    route.number.span(),
+                    format!("route {n}: code must be a final error response, 400-699"),
+                ));
+            }
             if route.action == Action::Trunk {
                 let known = route
                     .trunk
@@ -716,6 +726,13 @@ mod tests {
         assert!(Config::parse(&unknown).is_err());
         let bad = text.replace("_9X.", "_9.X");
         assert!(Config::parse(&bad).is_err());
+        let reject = text.replace("action = \"echo\"", "action = \"reject\"\ncode = 603");
+        let c = Config::parse(&reject).unwrap();
+        assert_eq!(
+            (c.route("900").unwrap().action, c.route("900").unwrap().code),
+            (Action::Reject, Some(603))
+        );
+        assert!(Config::parse(&reject.replace("603", "200")).is_err());
     }
 
     #[test]

@@ -717,6 +717,13 @@ impl Endpoint {
             self.reply_to(&key, &request, 404, None, &[]);
             return;
         };
+        if route.action == Action::Reject {
+            let code = route.code.unwrap_or(403);
+            info!(number = %route.number.get_ref(), code, "rejected by the dialplan");
+            inc(&self.counters.calls_rejected);
+            self.reply_to(&key, &request, code, None, &[]);
+            return;
+        }
         if route.auth == RouteAuth::Digest && !self.admit_call(&key, &request, peer) {
             inc(&self.counters.calls_rejected);
             return;

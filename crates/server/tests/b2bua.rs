@@ -1128,3 +1128,25 @@ async fn the_admin_api_forks_a_bridged_call() {
     s.stop().await;
     svc.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_reject_route_refuses_with_its_code_without_a_challenge() {
+    let route = "\n[[dialplan]]\nnumber = \"_19XX\"\naction = \"reject\"\ncode = 603\n";
+    let s = start_with(route, 37600).await;
+    let caller = Phone::new(s.addr).await;
+    let offer = sdp(4000, "0", "");
+    let inv = invite(
+        caller.local(),
+        "1900",
+        "b2b-reject",
+        1,
+        None,
+        &offer,
+        "application/sdp",
+    );
+    caller.send(&inv).await;
+    let r = caller.final_response().await;
+    assert_eq!(status(&r), 603, "{r}");
+    caller.send(&ack_for(&inv, &r)).await;
+    s.stop().await;
+}
