@@ -339,6 +339,10 @@ pub struct Route {
     pub prepend: Option<String>,
     /// For `reject`: the final response (400-699).
     pub code: Option<u16>,
+    /// The route only applies to calls from these accounts or trunks (by account name);
+    /// empty: from anyone. Needs `auth = "digest"`, so the caller is who it claims to be.
+    #[serde(default)]
+    pub callers: Vec<String>,
     /// For `play`: a WAV file (PCM16 8/16 kHz mono, or G.711), relative to the working
     /// directory. Without it the built-in prompt plays.
     pub file: Option<std::path::PathBuf>,
@@ -600,7 +604,16 @@ impl Config {
                     ));
                 }
             }
-            if !numbers.insert(n.clone()) {
+            if !route.callers.is_empty() && route.auth == RouteAuth::None {
+                return Err(at(
+                    route.number.span(),
+                    format!("route {n}: `callers` needs auth = \"digest\" (callers are checked)"),
+                ));
+            }
+            // The same number may route differently for different callers.
+            let mut callers = route.callers.clone();
+            callers.sort();
+            if !numbers.insert((n.clone(), callers)) {
                 return Err(at(route.number.span(), format!("duplicate number {n}")));
             }
             if let Err(e) = route.prompt() {
@@ -659,14 +672,24 @@ impl Config {
             .find(|a| !a.allowed_ips.is_empty() && IpAcl::new(a.allowed_ips.clone()).contains(ip))
     }
 
-    /// The route for a dialled number: an exact number first, else the first pattern
-    /// (`_...`) that matches, in file order.
+    /// The route for a dialled number from anyone (routes limited to `callers` excluded).
     pub fn route(&self, number: &str) -> Option<&Route> {
+        self.route_for(number, None)
+    }
+
+    /// The route for a dialled number from `caller` (an account or trunk name): an exact
+    /// number first, else the first pattern (`_...`) that matches, in file order; a route
+    /// with `callers` only when they include `caller`.
+    pub fn route_for(&self, number: &str, caller: Option<&str>) -> Option<&Route> {
+        let admits = |r: &&Route| {
+            r.callers.is_empty() || caller.is_some_and(|c| r.callers.iter().any(|k| k == c))
+        };
         self.dialplan
             .iter()
+            .filter(admits)
             .find(|r| r.number.get_ref() == number)
             .or_else(|| {
-                self.dialplan.iter().find(|r| {
+                self.dialplan.iter().filter(admits).find(|r| {
                     r.number
                         .get_ref()
                         .strip_prefix('_')
@@ -733,6 +756,28 @@ mod tests {
             (Action::Reject, Some(603))
         );
         assert!(Config::parse(&reject.replace("603", "200")).is_err());
+    }
+
+    #[test]
+    fn routes_by_caller() {
+        let text = "[sip]\nlisten = \"127.0.0.1:5060\"\n\
+            [[dialplan]]\nnumber = \"_0.\"\naction = \"tone\"\ncallers = [\"1001\"]\n\
+            [[dialplan]]\nnumber = \"_0.\"\naction = \"echo\"\n";
+        let c = Config::parse(text).unwrap();
+        assert_eq!(
+            c.route_for("0123", Some("1001")).unwrap().action,
+            Action::Tone
+        );
+        assert_eq!(
+            c.route_for("0123", Some("1002")).unwrap().action,
+            Action::Echo
+        );
+        assert_eq!(c.route("0123").unwrap().action, Action::Echo);
+        let open = text.replace(
+            "callers = [\"1001\"]",
+            "callers = [\"1001\"]\nauth = \"none\"",
+        );
+        assert!(Config::parse(&open).is_err());
     }
 
     #[test]

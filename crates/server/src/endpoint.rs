@@ -711,7 +711,22 @@ impl Endpoint {
     async fn on_invite(&mut self, key: TransactionKey, request: rsip::Request, peer: Peer) {
         inc(&self.counters.calls_started);
         self.reply_to(&key, &request, 100, None, &[]);
-        let Some(route) = dialplan::lookup(&self.config, &request.uri).cloned() else {
+        // Who calls, for routes limited to some callers: a trunk by its source address, else
+        // the account the From names (checked against the credentials below).
+        let trunk = self
+            .config
+            .trunk_for_ip(peer.addr.ip())
+            .map(|a| a.username.get_ref().clone());
+        let caller = trunk.clone().or_else(|| {
+            request
+                .from_header()
+                .ok()
+                .and_then(|f| uri_of(f.value()))
+                .and_then(|u| user_of(&u))
+        });
+        let Some(route) =
+            dialplan::lookup_for(&self.config, &request.uri, caller.as_deref()).cloned()
+        else {
             info!(uri = %request.uri, "no route; 404");
             inc(&self.counters.calls_rejected);
             self.reply_to(&key, &request, 404, None, &[]);
@@ -727,6 +742,18 @@ impl Endpoint {
         if route.auth == RouteAuth::Digest && !self.admit_call(&key, &request, peer) {
             inc(&self.counters.calls_rejected);
             return;
+        }
+        if !route.callers.is_empty() && trunk.is_none() {
+            // The route was chosen for the account the From names: the credentials must
+            // be that account's.
+            let user =
+                header_value(&request.headers, "Proxy-Authorization").map(|h| credentials_user(&h));
+            if user != caller {
+                info!(?user, ?caller, "credentials of another account; 403");
+                inc(&self.counters.calls_rejected);
+                self.reply_to(&key, &request, 403, None, &[]);
+                return;
+            }
         }
         if matches!(route.action, Action::User | Action::Trunk) {
             self.start_bridge(key, request, peer, route).await;

@@ -1150,3 +1150,70 @@ async fn a_reject_route_refuses_with_its_code_without_a_challenge() {
     caller.send(&ack_for(&inv, &r)).await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn routes_can_depend_on_the_calling_account() {
+    let routes = "\n[[dialplan]]\nnumber = \"5555\"\naction = \"user\"\nuser = \"1002\"\ncallers = [\"1001\"]\n\
+                  [[dialplan]]\nnumber = \"5555\"\naction = \"reject\"\ncode = 603\n";
+    let s = start_with(routes, 37700).await;
+    let callee = register(s.addr, "1002").await;
+    // 1001 (authenticated) reaches 1002.
+    let (_caller, _rtp) = call(s.addr, "5555", "b2b-by-caller", "0 101").await;
+    callee.expect("INVITE").await;
+    // Anyone else gets the other route's 603.
+    let other = Phone::new(s.addr).await;
+    let offer = sdp(4000, "0", "");
+    let inv = invite(
+        other.local(),
+        "5555",
+        "b2b-other",
+        1,
+        None,
+        &offer,
+        "application/sdp",
+    );
+    other.send(&inv).await;
+    let r = other.final_response().await;
+    assert_eq!(status(&r), 603, "{r}");
+    other.send(&ack_for(&inv, &r)).await;
+    // Claiming to be 1001 with 1002's credentials is refused.
+    let spoof = invite(
+        other.local(),
+        "5555",
+        "b2b-spoof",
+        1,
+        None,
+        &offer,
+        "application/sdp",
+    )
+    .replace("sip:tester@", "sip:1001@");
+    other.send(&spoof).await;
+    let challenge = other.final_response().await;
+    assert_eq!(status(&challenge), 407, "{challenge}");
+    other.send(&ack_for(&spoof, &challenge)).await;
+    let creds = credentials(
+        &challenge,
+        "Proxy-Authenticate",
+        "1002",
+        "INVITE",
+        "sip:5555@127.0.0.1",
+    );
+    let again = invite(
+        other.local(),
+        "5555",
+        "b2b-spoof",
+        2,
+        None,
+        &offer,
+        "application/sdp",
+    )
+    .replace("sip:tester@", "sip:1001@")
+    .replace(
+        "Content-Type:",
+        &format!("Proxy-Authorization: {creds}\r\nContent-Type:"),
+    );
+    other.send(&again).await;
+    let r = other.final_response().await;
+    assert_eq!(status(&r), 403, "{r}");
+    s.stop().await;
+}
