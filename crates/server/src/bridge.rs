@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use siphon_fork::{CallMeta, ForkConfig, Tracks};
 use siphon_media::FRAME_SAMPLES;
+use siphon_media::dtmf::DtmfReceiver;
 use siphon_media::g711::G711;
 use siphon_media::packet::RtpPacket;
 use siphon_sip::dialog::DialogId;
@@ -182,6 +183,10 @@ struct Leg {
     out: Restamp,
     stats: Arc<LegStats>,
     publisher: LegPublisher,
+    /// Key presses of this leg's phone, one per press (its events are relayed as they are).
+    dtmf: DtmfReceiver,
+    /// A key press seen by `relay`, for the forks.
+    pressed: Option<char>,
 }
 
 impl Leg {
@@ -193,6 +198,8 @@ impl Leg {
             out: Restamp::new(rand::random(), rand::random(), rand::random()),
             stats,
             publisher: LegPublisher::default(),
+            dtmf: DtmfReceiver::new(),
+            pressed: None,
         }
     }
 
@@ -317,6 +324,7 @@ impl Bridge {
                     if relay(&mut self.caller, &mut self.callee, &rx_caller[..len], from, &mut tx, &self.counters, fork) {
                         last_rx = Instant::now();
                     }
+                    self.forward_dtmf(stereo::Leg::Caller);
                 }
                 r = self.callee.rtp.socket.recv_from(&mut rx_callee) => {
                     let Ok((len, from)) = r else { continue };
@@ -324,6 +332,7 @@ impl Bridge {
                     if relay(&mut self.callee, &mut self.caller, &rx_callee[..len], from, &mut tx, &self.counters, fork) {
                         last_rx = Instant::now();
                     }
+                    self.forward_dtmf(stereo::Leg::Callee);
                 }
                 () = tokio::time::sleep_until(idle_deadline) => {
                     if !self.answered || self.caller.on_hold() || self.callee.on_hold() {
@@ -402,6 +411,19 @@ impl Bridge {
             .push(ForkTap::new(id, fork, &config, registration));
     }
 
+    /// A key press from one phone goes to every fork as a DTMF event.
+    fn forward_dtmf(&mut self, leg: stereo::Leg) {
+        let from = match leg {
+            stereo::Leg::Caller => &mut self.caller,
+            stereo::Leg::Callee => &mut self.callee,
+        };
+        if let Some(digit) = from.pressed.take() {
+            for tap in &self.taps {
+                tap.fork.send_dtmf(digit, 100);
+            }
+        }
+    }
+
     fn stop_forks(&mut self, reason: &str) {
         for tap in self.taps.drain(..) {
             let _stopping = tap.fork.stop(reason);
@@ -458,6 +480,16 @@ fn relay(
     from.stats.received(data.len());
     from.publisher.tick(counters, &from.stats, None);
     let from_codec = params.codec;
+    if event
+        && let Ok(Some(press)) = from
+            .dtmf
+            .handle(packet.marker, packet.timestamp, packet.payload)
+        && let Some(digit) = press.digit()
+    {
+        inc(&counters.dtmf_events);
+        info!(%digit, "DTMF received");
+        from.pressed = Some(digit);
+    }
     if audio && let Some((aligner, leg)) = fork {
         let mut pcm = [0i16; 1024];
         let n = law(from_codec).decode(packet.payload, &mut pcm);
