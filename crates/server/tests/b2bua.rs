@@ -392,7 +392,7 @@ async fn phones_talk_through_siphon_and_the_caller_hangs_up() {
             .any(|p| p.pt == 101 && p.payload == [5, 0x0a, 0, 160]),
         "{got:?}"
     );
-    // ...once per key press (it is counted and logged, and forks would get it).
+    // Siphon sees the key press once: counted, logged, and given to any forks.
     assert_eq!(siphon_server::counters::get(&s.counters.dtmf_events), 1);
 
     // The caller hangs up: 200 to its BYE, and the callee gets a BYE.
