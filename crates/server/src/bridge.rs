@@ -438,6 +438,12 @@ fn law(codec: Codec) -> G711 {
     }
 }
 
+fn latch(leg: &mut Leg, source: SocketAddr) {
+    debug!(%source, "RTP latched");
+    leg.latched = Some(source);
+    leg.stats.set_latched(Some(source));
+}
+
 /// Relays one datagram that arrived on `from`'s socket to `to`; returns whether it counted
 /// as RTP from `from`'s peer.
 fn relay(
@@ -463,14 +469,14 @@ fn relay(
     };
     let audio = packet.payload_type == params.payload_type;
     let event = Some(packet.payload_type) == params.telephone_event_pt;
+    let (from_codec, sdp_remote) = (params.codec, params.remote);
     match from.latched {
-        // Latch only onto the negotiated types, so a stray sender cannot take the leg over.
-        None if audio || event => {
-            debug!(%source, "RTP latched");
-            from.latched = Some(source);
-            from.stats.set_latched(Some(source));
-        }
         Some(addr) if addr == source => {}
+        // Latch only onto the negotiated types, so a stray sender cannot take the leg over.
+        // The address the phone's SDP gave always wins: a stranger that got in before the
+        // phone's first packet loses the leg again as soon as the phone sends.
+        None if audio || event => latch(from, source),
+        Some(_) if (audio || event) && sdp_remote == Some(source) => latch(from, source),
         _ => {
             inc(&counters.rtp_stray);
             return false;
@@ -479,7 +485,6 @@ fn relay(
     inc(&counters.rtp_packets_in);
     from.stats.received(data.len());
     from.publisher.tick(counters, &from.stats, None);
-    let from_codec = params.codec;
     if event
         && let Ok(Some(press)) = from
             .dtmf

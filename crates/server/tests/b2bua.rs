@@ -1219,3 +1219,75 @@ async fn routes_can_depend_on_the_calling_account() {
     assert_eq!(status(&r), 403, "{r}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn hostile_packets_do_not_disturb_a_bridged_call() {
+    let s = start_with("", 37800).await;
+    let c = connect(&s, "b2b-hostile", "0 101", ("0", "0 PCMU/8000")).await;
+    let stray = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // Garbage, truncated RTP and packets from a stranger, at both of Siphon's RTP ports.
+    for dest in [c.caller_dest, c.callee_dest] {
+        for junk in [
+            &b""[..],
+            &[0x80][..],
+            &[0xff; 40][..],
+            &[0x80, 0x00, 0, 1, 0, 0][..],
+        ] {
+            stray.send_to(junk, dest).await.unwrap();
+            c.caller_rtp.send_to(junk, dest).await.unwrap();
+        }
+        let pkt = rtp_bytes(0, false, 9, 9, 0x6666, &[0u8; 160]);
+        stray.send_to(&pkt, dest).await.unwrap();
+    }
+    // A stranger that sends before a phone latches that leg (symmetric RTP takes the
+    // first sender), but the phone's own address, from its SDP, takes the leg back with its
+    // first packet. Here the callee's phone speaks first, then the caller.
+    let hello = rtp_bytes(0, true, 1, 0, 0x2222, &speech_like(G711::Pcmu, 99));
+    c.callee.rtp.send_to(&hello, c.callee_dest).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let from_caller: Vec<Vec<u8>> = (0..10).map(|n| speech_like(G711::Pcmu, n)).collect();
+    let (got, _) = tokio::join!(
+        collect(&c.callee.rtp, Duration::from_millis(500)),
+        send_stream(&c.caller_rtp, c.caller_dest, 0, 0x1111, &from_caller),
+    );
+    // The stranger's one packet (sent before the caller's first) may have been heard;
+    // everything after is the caller's audio, whole and in order.
+    let heard: Vec<Vec<u8>> = got.iter().map(|p| p.payload.clone()).collect();
+    assert!(
+        heard.len() <= from_caller.len() + 1,
+        "{} frames",
+        heard.len()
+    );
+    assert_eq!(
+        heard[heard.len().saturating_sub(from_caller.len())..],
+        from_caller[..]
+    );
+    // After that, the stranger is ignored.
+    let pkt = rtp_bytes(0, false, 10, 10, 0x6666, &[0u8; 160]);
+    stray.send_to(&pkt, c.caller_dest).await.unwrap();
+    assert!(
+        collect(&c.callee.rtp, Duration::from_millis(200))
+            .await
+            .is_empty()
+    );
+    assert!(siphon_server::counters::get(&s.counters.rtp_malformed) >= 4);
+    // A second answer to Siphon's INVITE (a retransmitted 200) gets the ACK again, and the
+    // call goes on.
+    c.callee
+        .respond(
+            &c.invite,
+            200,
+            Some(&c.callee.answer_sdp("0", "0 PCMU/8000")),
+        )
+        .await;
+    c.callee.expect("ACK").await;
+    c.caller
+        .send(
+            &caller_in_dialog("BYE", &c.caller, "1002", "b2b-hostile", &c.tag)
+                .replace("CSeq: 2", "CSeq: 3"),
+        )
+        .await;
+    assert_eq!(status(&c.caller.recv().await), 200);
+    c.callee.expect("BYE").await;
+    s.stop().await;
+}
