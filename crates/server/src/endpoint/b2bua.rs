@@ -181,10 +181,11 @@ struct Target {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BranchState {
-    /// Sent, nothing but 100 back: a CANCEL has to wait for a provisional (RFC 3261 §9.1).
+    /// Sent, no response yet: a CANCEL has to wait for a provisional (RFC 3261 §9.1).
     Trying,
-    Ringing,
-    /// To be cancelled as soon as it rings.
+    /// A provisional came (100 included): it can be cancelled.
+    Proceeding,
+    /// To be cancelled as soon as a provisional comes.
     CancelPending,
     Cancelled,
     Answered,
@@ -492,8 +493,8 @@ impl Endpoint {
             .get(&id)
             .map(|c| c.span.clone().entered());
         match code {
-            100 => {}
-            101..=199 => self.branch_ringing(&id, &key, &response),
+            // Any provisional, 100 included, allows a CANCEL (RFC 3261 §9.1).
+            100..=199 => self.branch_ringing(&id, &key, &response),
             200..=299 => self.branch_answered(&id, &key, &response),
             _ => self.branch_failed(&id, &key, code),
         }
@@ -599,15 +600,15 @@ impl Endpoint {
         };
         let branch = &mut call.branches[i];
         match branch.state {
-            BranchState::Trying => branch.state = BranchState::Ringing,
+            BranchState::Trying => branch.state = BranchState::Proceeding,
             BranchState::CancelPending => {
-                branch.state = BranchState::Ringing;
+                branch.state = BranchState::Proceeding;
                 cancel_branch(&mut self.layer, branch);
                 return;
             }
             _ => {}
         }
-        if call.winner.is_some() || call.caller.answered {
+        if call.winner.is_some() || call.caller.answered || response.status_code.code() == 100 {
             return;
         }
         let late_offer = call.caller.late_offer;
@@ -787,7 +788,7 @@ impl Endpoint {
             return;
         };
         match code {
-            101..=199 => {
+            100..=199 => {
                 // A second CANCEL for the same INVITE is refused by the layer: harmless.
                 let _ = self.layer.send_request(now(), cancel_of(&invite), peer);
             }
@@ -1270,7 +1271,7 @@ fn leg_state(call: &mut Bridged, side: Side) -> Option<(&mut Dialog, &mut LocalS
 /// Stops a branch that has not answered: CANCEL if it rings, later if it has not rung yet.
 fn cancel_branch(layer: &mut TransactionLayer, branch: &mut Branch) {
     match branch.state {
-        BranchState::Ringing => {
+        BranchState::Proceeding => {
             if let Err(e) = layer.send_request(now(), cancel_of(&branch.invite), branch.peer) {
                 debug!(error = %e, "could not send CANCEL");
             }
