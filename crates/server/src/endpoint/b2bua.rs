@@ -1268,7 +1268,7 @@ fn leg_state(call: &mut Bridged, side: Side) -> Option<(&mut Dialog, &mut LocalS
     }
 }
 
-/// Stops a branch that has not answered: CANCEL if it rings, later if it has not rung yet.
+/// Stops a branch that has not answered: CANCEL once it sent a provisional, else on its first.
 fn cancel_branch(layer: &mut TransactionLayer, branch: &mut Branch) {
     match branch.state {
         BranchState::Proceeding => {
