@@ -259,22 +259,24 @@ impl Bridge {
         let mut rx_caller = [0u8; 2048];
         let mut rx_callee = [0u8; 2048];
         let mut tx = [0u8; 2048];
-        let mut last_rx = Instant::now();
+        // Each phone must keep sending: one that went away (crashed, lost its network)
+        // ends the call even while the other still talks.
+        let mut last_rx = [Instant::now(); 2];
         let mut slots = tokio::time::interval(stereo::SLOT);
         loop {
-            let idle_deadline = last_rx + self.inactivity;
+            let idle_deadline = last_rx[0].min(last_rx[1]) + self.inactivity;
             let forking = self.aligner.is_some();
             tokio::select! {
                 msg = control.recv() => match msg {
                     Some(Control::Update(side, params)) => {
-                        last_rx = Instant::now();
+                        last_rx = [Instant::now(); 2];
                         match side {
                             Side::Caller => self.caller.update(params),
                             Side::Callee => self.callee.update(params),
                         }
                     }
                     Some(Control::Answered) => {
-                        last_rx = Instant::now();
+                        last_rx = [Instant::now(); 2];
                         self.answered = true;
                         if !self.pending_forks.is_empty() {
                             self.aligner = Some(Aligner::new(Instant::now()));
@@ -322,7 +324,7 @@ impl Bridge {
                     let Ok((len, from)) = r else { continue };
                     let fork = self.aligner.as_mut().map(|a| (a, stereo::Leg::Caller));
                     if relay(&mut self.caller, &mut self.callee, &rx_caller[..len], from, &mut tx, &self.counters, fork) {
-                        last_rx = Instant::now();
+                        last_rx[0] = Instant::now();
                     }
                     self.forward_dtmf(stereo::Leg::Caller);
                 }
@@ -330,16 +332,17 @@ impl Bridge {
                     let Ok((len, from)) = r else { continue };
                     let fork = self.aligner.as_mut().map(|a| (a, stereo::Leg::Callee));
                     if relay(&mut self.callee, &mut self.caller, &rx_callee[..len], from, &mut tx, &self.counters, fork) {
-                        last_rx = Instant::now();
+                        last_rx[1] = Instant::now();
                     }
                     self.forward_dtmf(stereo::Leg::Callee);
                 }
                 () = tokio::time::sleep_until(idle_deadline) => {
                     if !self.answered || self.caller.on_hold() || self.callee.on_hold() {
-                        last_rx = Instant::now();
+                        last_rx = [Instant::now(); 2];
                         continue;
                     }
-                    let reason = format!("no RTP for {} s", self.inactivity.as_secs());
+                    let silent = if last_rx[0] <= last_rx[1] { "caller" } else { "callee" };
+                    let reason = format!("no RTP from the {silent} for {} s", self.inactivity.as_secs());
                     warn!(%reason, "ending bridged call");
                     self.stop_forks(&reason);
                     let _ = self.commands.send(Command::MediaEnded { call: self.call.clone(), reason }).await;

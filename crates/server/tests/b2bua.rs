@@ -1291,3 +1291,29 @@ async fn hostile_packets_do_not_disturb_a_bridged_call() {
     c.callee.expect("BYE").await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_phone_that_stops_sending_ends_the_call_for_both() {
+    let s = start_edited(
+        "",
+        37900,
+        &[("inactivity_timeout_s = 60", "inactivity_timeout_s = 1")],
+    )
+    .await;
+    let c = connect(&s, "b2b-dead", "0 101", ("0", "0 PCMU/8000")).await;
+    // The caller keeps talking; the callee's phone has gone silent (crashed, say).
+    let frames: Vec<Vec<u8>> = (0..75).map(|n| speech_like(G711::Pcmu, n)).collect();
+    let talk = send_stream(&c.caller_rtp, c.caller_dest, 0, 0x1111, &frames);
+    let byes = async {
+        let to_caller = c.caller.recv_within(Duration::from_secs(3)).await;
+        let to_callee = c.callee.phone.recv_within(Duration::from_secs(3)).await;
+        (to_caller, to_callee)
+    };
+    let (_, (to_caller, to_callee)) = tokio::join!(talk, byes);
+    for bye in [to_caller, to_callee] {
+        let bye = bye.expect("BYE within 3 s");
+        assert!(bye.starts_with("BYE "), "{bye}");
+        assert!(bye.contains("no RTP from the callee"), "{bye}");
+    }
+    s.stop().await;
+}
