@@ -1317,3 +1317,56 @@ async fn a_phone_that_stops_sending_ends_the_call_for_both() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_trunk_calls_a_phone_without_digest_and_routes_by_trunk() {
+    // An inbound trunk admitted by source address, with a route of its own: its calls to
+    // 5000 reach 1002 (a DID), while anyone else's get 603.
+    let extra = "\n[[accounts]]\nusername = \"carrier\"\nkind = \"trunk\"\nallowed_ips = [\"127.0.0.9/32\"]\n\
+                 [[dialplan]]\nnumber = \"5000\"\naction = \"user\"\nuser = \"1002\"\ncallers = [\"carrier\"]\n\
+                 [[dialplan]]\nnumber = \"5000\"\naction = \"reject\"\ncode = 603\n";
+    let s = start_with(extra, 38000).await;
+    let callee = register(s.addr, "1002").await;
+    let trunk = Phone::from_ip(s.addr, "127.0.0.9").await;
+    let rtp = UdpSocket::bind("127.0.0.9:0").await.unwrap();
+    let offer = sdp(
+        rtp.local_addr().unwrap().port(),
+        "0",
+        "a=rtpmap:0 PCMU/8000\r\n",
+    )
+    .replace("127.0.0.1", "127.0.0.9");
+    let inv = invite(
+        trunk.local(),
+        "5000",
+        "b2b-from-trunk",
+        1,
+        None,
+        &offer,
+        "application/sdp",
+    );
+    trunk.send(&inv).await;
+    let invite_in = callee.expect("INVITE").await;
+    callee
+        .respond(
+            &invite_in,
+            200,
+            Some(&callee.answer_sdp("0", "0 PCMU/8000")),
+        )
+        .await;
+    let ok = trunk.final_response().await;
+    assert_eq!(status(&ok), 200, "{ok}");
+    // The same number from a phone is the other route.
+    let phone = Phone::new(s.addr).await;
+    let inv = invite(
+        phone.local(),
+        "5000",
+        "b2b-not-trunk",
+        1,
+        None,
+        &offer,
+        "application/sdp",
+    );
+    phone.send(&inv).await;
+    assert_eq!(status(&phone.final_response().await), 603);
+    s.stop().await;
+}
