@@ -1,9 +1,10 @@
-//! The B2BUA: calls to `user` routes. Siphon answers the caller as a UAS (as for every
-//! other route) and places one outgoing INVITE per registered contact of the called
-//! account, each a UAC leg with its own Call-ID, tags and client transaction. The first
-//! phone to answer wins and the others get CANCEL; provisional and final responses are
-//! mapped back to the caller; CANCEL and BYE end both legs. Media is relayed by
-//! `crate::bridge`, one task per call.
+//! The B2BUA: calls to `user` and `trunk` routes. Siphon answers the caller as a UAS (as
+//! for every other route) and places one outgoing INVITE per registered contact of the
+//! called account (or one to the trunk, answering its digest challenge), each a UAC leg
+//! with its own Call-ID, tags and client transaction. The first phone to answer wins and
+//! the others get CANCEL; provisional and final responses are mapped back to the caller;
+//! CANCEL and BYE end both legs; hold on one leg is re-offered on the other. Media is
+//! relayed by `crate::bridge`, one task per call.
 //!
 //! This is part of the SIP core task (a child module of `endpoint`, so it shares the
 //! transaction layer and needs no locks); only the bookkeeping of bridged calls lives here.
