@@ -109,10 +109,10 @@ b2b_trunk_tests() {
     mkdir -p "$reg_dir" "$trunk_dir" "$work/b2b-trunk-407"
     cp "$work/b2b-pcma_20ms.pcap" "$work/b2b-trunk-407/pcma_20ms.pcap"
     # The registrar listens before Siphon starts (Siphon registers at once).
-    ( cd "$reg_dir" && timeout 60 sipp -sf "$b2b_sc/b2b_registrar.xml" -m 1 -p 5206 \
-        -timeout 30s -timeout_error -trace_err -nostdin "$target" >"$reg_dir/stdout" 2>&1 ) &
+    ( cd "$reg_dir" && timeout 120 sipp -sf "$b2b_sc/b2b_registrar.xml" -m 1 -p 5206 \
+        -timeout 60s -timeout_error -trace_err -trace_msg -nostdin "$target" >"$reg_dir/stdout" 2>&1 ) &
     local reg_pid=$!
-    sleep 0.5
+    sleep 1
     "$siphon" --config "$here/b2bua-trunk.toml" --log info >"$work/b2b-siphon2.log" 2>&1 &
     local siphon2=$!
     for _ in $(seq 50); do
@@ -135,7 +135,9 @@ b2b_trunk_tests() {
             echo "PASS $name"
         else
             echo "FAIL $name (sipp exit $rc, expected 0)"; failures=$((failures + 1))
-            tail -n 20 "$work"/b2b-registrar/*errors.log "$trunk_dir"/*errors.log 2>/dev/null
+            tail -n 20 "$reg_dir"/*errors.log "$trunk_dir"/*errors.log 2>/dev/null
+            echo "    --- second Siphon log (tail) ---"
+            tail -n 15 "$work/b2b-siphon2.log" | sed 's/\x1b\[[0-9;]*m//g; s/^/    /'
         fi
     done
     kill -TERM "$siphon2" 2>/dev/null; wait "$siphon2" 2>/dev/null
