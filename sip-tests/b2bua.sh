@@ -45,6 +45,8 @@ python3 "$here/pcap_20ms.py" /usr/share/sip-tester/g711a.pcap "$work/b2b-pcma_20
 run b2b-clear-1002 0 -sf "$b2b_sc/unregister.xml" -s 1002 -au 1002 -ap secret1002 -m 1 -p 5200
 run b2b-register-1002 0 -sf "$b2b_sc/register.xml" -s 1002 -au 1002 -ap secret1002 -m 1 \
     -p "$b2b_callee_port"
+# The caller registers too (the issue's two registered user agents), from its own port.
+run b2b-register-1001 0 -sf "$b2b_sc/register.xml" -s 1001 -au 1001 -ap secret1001 -m 1 -p 5202
 
 # 1001 calls 1002, both play 7 s of PCMA speech, 1001 hangs up. Each phone must receive the
 # other's stream through Siphon whole: as many packets as were sent, one SSRC, continuous
@@ -66,6 +68,29 @@ else
     echo "FAIL b2b-talk (no capture)"; failures=$((failures + 1))
 fi
 
+# Transcoding: the caller offers PCMU only and plays the speech in mu-law, the callee answers
+# PCMA. Each side must get a whole stream in its own codec (PT 0 to the caller, 8 to the
+# callee).
+python3 "$here/pcap_to_pcmu.py" "$work/b2b-pcma_20ms.pcap" "$work/b2b-pcmu_20ms.pcap"
+mkdir -p "$work/b2b-transcode"
+cp "$work/b2b-pcmu_20ms.pcap" "$work/b2b-transcode/pcmu_20ms.pcap"
+if capture_start "$work/b2b-transcode.pcapng" 16200; then
+    b2b_pair b2b-transcode b2b_callee_answer.xml b2b_caller_bye_pcmu.xml
+    capture_stop
+    for side in callee:16200:8 caller:16210:0; do
+        IFS=: read -r who mp pt <<<"$side"
+        if python3 "$here/rtp_check.py" "$work/b2b-transcode.pcapng" "$mp" "$pt" \
+            >"$work/b2b-transcode-$who.check" 2>&1; then
+            echo "PASS b2b-transcoded-to-$who"
+        else
+            echo "FAIL b2b-transcoded-to-$who"; failures=$((failures + 1))
+        fi
+        sed 's/^/    /' "$work/b2b-transcode-$who.check"
+    done
+else
+    echo "FAIL b2b-transcode (no capture)"; failures=$((failures + 1))
+fi
+
 # The callee hangs up: the caller gets BYE.
 b2b_pair b2b-callee-bye b2b_callee_bye.xml b2b_caller_wait_bye.xml
 # Busy: the callee's 486 reaches the caller.
@@ -84,10 +109,10 @@ b2b_trunk_tests() {
     mkdir -p "$reg_dir" "$trunk_dir" "$work/b2b-trunk-407"
     cp "$work/b2b-pcma_20ms.pcap" "$work/b2b-trunk-407/pcma_20ms.pcap"
     # The registrar listens before Siphon starts (Siphon registers at once).
-    ( cd "$reg_dir" && timeout 60 sipp -sf "$b2b_sc/b2b_registrar.xml" -m 1 -p 5206 \
-        -timeout 30s -timeout_error -trace_err -nostdin "$target" >"$reg_dir/stdout" 2>&1 ) &
+    ( cd "$reg_dir" && timeout 120 sipp -sf "$b2b_sc/b2b_registrar.xml" -m 1 -p 5206 \
+        -timeout 60s -timeout_error -trace_err -trace_msg -nostdin "$target" >"$reg_dir/stdout" 2>&1 ) &
     local reg_pid=$!
-    sleep 0.5
+    sleep 1
     "$siphon" --config "$here/b2bua-trunk.toml" --log info >"$work/b2b-siphon2.log" 2>&1 &
     local siphon2=$!
     for _ in $(seq 50); do
@@ -110,7 +135,9 @@ b2b_trunk_tests() {
             echo "PASS $name"
         else
             echo "FAIL $name (sipp exit $rc, expected 0)"; failures=$((failures + 1))
-            tail -n 20 "$work"/b2b-registrar/*errors.log "$trunk_dir"/*errors.log 2>/dev/null
+            tail -n 20 "$reg_dir"/*errors.log "$trunk_dir"/*errors.log 2>/dev/null
+            echo "    --- second Siphon log (tail) ---"
+            tail -n 15 "$work/b2b-siphon2.log" | sed 's/\x1b\[[0-9;]*m//g; s/^/    /'
         fi
     done
     kill -TERM "$siphon2" 2>/dev/null; wait "$siphon2" 2>/dev/null

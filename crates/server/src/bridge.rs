@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use siphon_fork::{CallMeta, ForkConfig, Tracks};
 use siphon_media::FRAME_SAMPLES;
+use siphon_media::dtmf::DtmfReceiver;
 use siphon_media::g711::G711;
 use siphon_media::packet::RtpPacket;
 use siphon_sip::dialog::DialogId;
@@ -36,6 +37,9 @@ use crate::media::MediaParams;
 use crate::rtp_ports::RtpPort;
 use crate::stereo::{self, Aligner};
 
+mod restamp;
+use restamp::Restamp;
+
 /// Which leg of a bridged call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -51,6 +55,13 @@ enum Control {
     Answered,
     /// The call is over; forks get the reason in their stop message.
     Stop(String),
+    /// Admin API: start a fork named `id` (at once if answered, else at the answer).
+    AttachFork {
+        id: String,
+        config: Box<ForkConfig>,
+    },
+    /// Admin API: stop the fork named `id`.
+    DetachFork(String),
 }
 
 /// The SIP core's handle on a bridge's media task; `stop` (or dropping it) ends the task
@@ -90,6 +101,19 @@ impl BridgeHandle {
         let _ = self.control.send(Control::Answered);
     }
 
+    /// Starts a fork of the call named `id`; `false` if the media task has ended.
+    pub fn attach_fork(&self, id: String, config: ForkConfig) -> bool {
+        let config = Box::new(config);
+        self.control
+            .send(Control::AttachFork { id, config })
+            .is_ok()
+    }
+
+    /// Stops the fork named `id`; `false` if the media task has ended.
+    pub fn detach_fork(&self, id: String) -> bool {
+        self.control.send(Control::DetachFork(id)).is_ok()
+    }
+
     pub fn stop(self, reason: &str) {
         let _ = self.control.send(Control::Stop(reason.to_string()));
     }
@@ -98,8 +122,9 @@ impl BridgeHandle {
 pub struct BridgeSetup {
     pub caller: RtpPort,
     pub callee: RtpPort,
-    /// The caller's media is known from its offer; the callee's arrives with its answer.
-    pub caller_params: MediaParams,
+    /// The caller's media is known from its offer (None: it made none, and answers our
+    /// offer in its ACK); the callee's arrives with its answer.
+    pub caller_params: Option<MediaParams>,
     /// The caller's dialog: what `Command::MediaEnded` names.
     pub call: DialogId,
     pub inactivity: Duration,
@@ -128,7 +153,7 @@ pub fn spawn(setup: BridgeSetup) -> BridgeHandle {
     let task = Bridge {
         caller: Leg::new(
             setup.caller,
-            Some(setup.caller_params),
+            setup.caller_params,
             handle.caller_stats.clone(),
         ),
         callee: Leg::new(setup.callee, None, handle.callee_stats.clone()),
@@ -161,6 +186,10 @@ struct Leg {
     out: Restamp,
     stats: Arc<LegStats>,
     publisher: LegPublisher,
+    /// Key presses of this leg's phone, one per press (its events are relayed as they are).
+    dtmf: DtmfReceiver,
+    /// A key press seen by `relay`, for the forks.
+    pressed: Option<char>,
 }
 
 impl Leg {
@@ -172,6 +201,8 @@ impl Leg {
             out: Restamp::new(rand::random(), rand::random(), rand::random()),
             stats,
             publisher: LegPublisher::default(),
+            dtmf: DtmfReceiver::new(),
+            pressed: None,
         }
     }
 
@@ -231,22 +262,24 @@ impl Bridge {
         let mut rx_caller = [0u8; 2048];
         let mut rx_callee = [0u8; 2048];
         let mut tx = [0u8; 2048];
-        let mut last_rx = Instant::now();
+        // Each phone must keep sending: one that went away (crashed, lost its network)
+        // ends the call even while the other still talks.
+        let mut last_rx = [Instant::now(); 2];
         let mut slots = tokio::time::interval(stereo::SLOT);
         loop {
-            let idle_deadline = last_rx + self.inactivity;
+            let idle_deadline = last_rx[0].min(last_rx[1]) + self.inactivity;
             let forking = self.aligner.is_some();
             tokio::select! {
                 msg = control.recv() => match msg {
                     Some(Control::Update(side, params)) => {
-                        last_rx = Instant::now();
+                        last_rx = [Instant::now(); 2];
                         match side {
                             Side::Caller => self.caller.update(params),
                             Side::Callee => self.callee.update(params),
                         }
                     }
                     Some(Control::Answered) => {
-                        last_rx = Instant::now();
+                        last_rx = [Instant::now(); 2];
                         self.answered = true;
                         if !self.pending_forks.is_empty() {
                             self.aligner = Some(Aligner::new(Instant::now()));
@@ -254,6 +287,23 @@ impl Bridge {
                         }
                         for (id, config) in std::mem::take(&mut self.pending_forks) {
                             self.start_fork(id, config);
+                        }
+                    }
+                    Some(Control::AttachFork { id, config }) => {
+                        if !self.answered {
+                            self.pending_forks.push((id, *config));
+                        } else {
+                            if self.aligner.is_none() {
+                                self.aligner = Some(Aligner::new(Instant::now()));
+                                slots.reset();
+                            }
+                            self.start_fork(id, *config);
+                        }
+                    }
+                    Some(Control::DetachFork(id)) => {
+                        if let Some(i) = self.taps.iter().position(|t| t.id == id) {
+                            info!(fork = %id, "detaching fork");
+                            let _stopping = self.taps.remove(i).fork.stop("detached");
                         }
                     }
                     Some(Control::Stop(reason)) => {
@@ -277,22 +327,25 @@ impl Bridge {
                     let Ok((len, from)) = r else { continue };
                     let fork = self.aligner.as_mut().map(|a| (a, stereo::Leg::Caller));
                     if relay(&mut self.caller, &mut self.callee, &rx_caller[..len], from, &mut tx, &self.counters, fork) {
-                        last_rx = Instant::now();
+                        last_rx[0] = Instant::now();
                     }
+                    self.forward_dtmf(stereo::Leg::Caller);
                 }
                 r = self.callee.rtp.socket.recv_from(&mut rx_callee) => {
                     let Ok((len, from)) = r else { continue };
                     let fork = self.aligner.as_mut().map(|a| (a, stereo::Leg::Callee));
                     if relay(&mut self.callee, &mut self.caller, &rx_callee[..len], from, &mut tx, &self.counters, fork) {
-                        last_rx = Instant::now();
+                        last_rx[1] = Instant::now();
                     }
+                    self.forward_dtmf(stereo::Leg::Callee);
                 }
                 () = tokio::time::sleep_until(idle_deadline) => {
                     if !self.answered || self.caller.on_hold() || self.callee.on_hold() {
-                        last_rx = Instant::now();
+                        last_rx = [Instant::now(); 2];
                         continue;
                     }
-                    let reason = format!("no RTP for {} s", self.inactivity.as_secs());
+                    let silent = if last_rx[0] <= last_rx[1] { "caller" } else { "callee" };
+                    let reason = format!("no RTP from the {silent} for {} s", self.inactivity.as_secs());
                     warn!(%reason, "ending bridged call");
                     self.stop_forks(&reason);
                     let _ = self.commands.send(Command::MediaEnded { call: self.call.clone(), reason }).await;
@@ -364,6 +417,19 @@ impl Bridge {
             .push(ForkTap::new(id, fork, &config, registration));
     }
 
+    /// A key press from one phone goes to every fork as a DTMF event.
+    fn forward_dtmf(&mut self, leg: stereo::Leg) {
+        let from = match leg {
+            stereo::Leg::Caller => &mut self.caller,
+            stereo::Leg::Callee => &mut self.callee,
+        };
+        if let Some(digit) = from.pressed.take() {
+            for tap in &self.taps {
+                tap.fork.send_dtmf(digit, 100);
+            }
+        }
+    }
+
     fn stop_forks(&mut self, reason: &str) {
         for tap in self.taps.drain(..) {
             let _stopping = tap.fork.stop(reason);
@@ -376,6 +442,12 @@ fn law(codec: Codec) -> G711 {
         Codec::Pcmu => G711::Pcmu,
         Codec::Pcma => G711::Pcma,
     }
+}
+
+fn latch(leg: &mut Leg, source: SocketAddr) {
+    debug!(%source, "RTP latched");
+    leg.latched = Some(source);
+    leg.stats.set_latched(Some(source));
 }
 
 /// Relays one datagram that arrived on `from`'s socket to `to`; returns whether it counted
@@ -403,14 +475,14 @@ fn relay(
     };
     let audio = packet.payload_type == params.payload_type;
     let event = Some(packet.payload_type) == params.telephone_event_pt;
+    let (from_codec, sdp_remote) = (params.codec, params.remote);
     match from.latched {
-        // Latch only onto the negotiated types, so a stray sender cannot take the leg over.
-        None if audio || event => {
-            debug!(%source, "RTP latched");
-            from.latched = Some(source);
-            from.stats.set_latched(Some(source));
-        }
         Some(addr) if addr == source => {}
+        // Latch only onto the negotiated types, so a stray sender cannot take the leg over.
+        // The address the phone's SDP gave always wins: a stranger that got in before the
+        // phone's first packet loses the leg again as soon as the phone sends.
+        None if audio || event => latch(from, source),
+        Some(_) if (audio || event) && sdp_remote == Some(source) => latch(from, source),
         _ => {
             inc(&counters.rtp_stray);
             return false;
@@ -419,7 +491,16 @@ fn relay(
     inc(&counters.rtp_packets_in);
     from.stats.received(data.len());
     from.publisher.tick(counters, &from.stats, None);
-    let from_codec = params.codec;
+    if event
+        && let Ok(Some(press)) = from
+            .dtmf
+            .handle(packet.marker, packet.timestamp, packet.payload)
+        && let Some(digit) = press.digit()
+    {
+        inc(&counters.dtmf_events);
+        info!(%digit, "DTMF received");
+        from.pressed = Some(digit);
+    }
     if audio && let Some((aligner, leg)) = fork {
         let mut pcm = [0i16; 1024];
         let n = law(from_codec).decode(packet.payload, &mut pcm);
@@ -487,103 +568,4 @@ fn relay(
         Err(e) => debug!(error = %e, "RTP build failed"),
     }
     true
-}
-
-/// Rewrites the sequence numbers and timestamps of relayed packets so that the receiver
-/// sees one continuous stream under one SSRC, even when the sender changes (early media
-/// from one phone, then the answer from another; a phone that restarts its stream).
-///
-/// Within one source, numbers move by a fixed offset, so the receiver still sees the
-/// sender's own gaps (loss) and order. When the source changes, the next packet continues
-/// right after the last one sent, its timestamp advanced by the wall-clock time between
-/// them, and carries the marker bit (a new talk spurt).
-#[derive(Debug, Clone)]
-struct Restamp {
-    ssrc: u32,
-    source: Option<u32>,
-    seq_offset: u16,
-    ts_offset: u32,
-    /// The highest sequence number sent so far, its timestamp and when it went.
-    last: Option<(u16, u32, Instant)>,
-    /// Where the first stream starts (random, RFC 3550 §5.1).
-    first_seq: u16,
-    first_ts: u32,
-}
-
-impl Restamp {
-    fn new(ssrc: u32, first_seq: u16, first_ts: u32) -> Restamp {
-        Restamp {
-            ssrc,
-            source: None,
-            seq_offset: 0,
-            ts_offset: 0,
-            last: None,
-            first_seq,
-            first_ts,
-        }
-    }
-
-    /// The sequence number and timestamp to send for a packet of `ssrc`, and whether it
-    /// starts a new source.
-    fn stamp(&mut self, ssrc: u32, seq: u16, ts: u32, now: Instant) -> (u16, u32, bool) {
-        let new_source = self.source != Some(ssrc);
-        if new_source {
-            let (next_seq, next_ts) = match self.last {
-                Some((last_seq, last_ts, at)) => {
-                    // 8 kHz clock (G.711 and telephone-event); at least one 20 ms frame on.
-                    let elapsed = now.saturating_duration_since(at).as_micros() / 125;
-                    let step = u32::try_from(elapsed).unwrap_or(u32::MAX).max(160);
-                    (last_seq.wrapping_add(1), last_ts.wrapping_add(step))
-                }
-                None => (self.first_seq, self.first_ts),
-            };
-            self.seq_offset = next_seq.wrapping_sub(seq);
-            self.ts_offset = next_ts.wrapping_sub(ts);
-            self.source = Some(ssrc);
-        }
-        let out_seq = seq.wrapping_add(self.seq_offset);
-        let out_ts = ts.wrapping_add(self.ts_offset);
-        // Only a packet newer than the last one sent moves the continuation point.
-        let newer = match self.last {
-            Some((last_seq, _, _)) => (out_seq.wrapping_sub(last_seq) as i16) > 0,
-            None => true,
-        };
-        if newer || new_source {
-            self.last = Some((out_seq, out_ts, now));
-        }
-        (out_seq, out_ts, new_source)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use super::*;
-
-    #[test]
-    fn one_source_keeps_its_gaps_under_a_fixed_offset() {
-        let t0 = Instant::now();
-        let mut r = Restamp::new(7, 1000, 50_000);
-        assert_eq!(r.stamp(99, 65535, 4_294_967_200, t0), (1000, 50_000, true));
-        // Wrapping input, one packet lost (seq 1 missing), one late: offsets hold.
-        assert_eq!(r.stamp(99, 0, 64, t0), (1001, 50_160, false));
-        assert_eq!(r.stamp(99, 2, 384, t0), (1003, 50_480, false));
-        assert_eq!(r.stamp(99, 1, 224, t0), (1002, 50_320, false));
-    }
-
-    #[test]
-    fn a_new_source_continues_the_stream_and_is_marked() {
-        let t0 = Instant::now();
-        let mut r = Restamp::new(7, 10, 0);
-        for i in 0..5u16 {
-            r.stamp(1, 500 + i, 8000 + u32::from(i) * 160, t0);
-        }
-        // The early-media phone stops; the answering phone starts 100 ms later with its
-        // own numbering. The receiver sees the next sequence number and 100 ms of time.
-        let later = t0 + Duration::from_millis(100);
-        assert_eq!(r.stamp(2, 40_000, 123, later), (15, 640 + 800, true));
-        assert_eq!(r.stamp(2, 40_001, 283, later), (16, 640 + 960, false));
-        // A source change right away still moves time by one frame.
-        assert_eq!(r.stamp(3, 9, 9, later), (17, 640 + 1120, true));
-    }
 }

@@ -15,6 +15,7 @@ use siphon_sip::sdp::Codec;
 use tracing::warn;
 
 use crate::counters::LegStats;
+use crate::fork_metrics::ForkMetrics;
 
 /// Who ended the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -50,6 +51,32 @@ impl CdrLeg {
     }
 }
 
+/// One fork of the call, as of the hang-up.
+#[derive(Debug, Clone, Serialize)]
+pub struct CdrFork {
+    pub id: String,
+    /// Without credentials or query.
+    pub url: String,
+    pub frames_sent: u64,
+    pub frames_dropped: u64,
+}
+
+impl CdrFork {
+    /// The forks of `call_id` still running (the CDR is written before they stop).
+    pub fn of_call(forks: &ForkMetrics, call_id: &str) -> Vec<CdrFork> {
+        forks
+            .forks_of(Some(call_id))
+            .into_iter()
+            .map(|f| CdrFork {
+                id: f.info.fork_id,
+                url: crate::http::admin::redact_url(&f.info.url),
+                frames_sent: f.frames_sent,
+                frames_dropped: f.frames_dropped,
+            })
+            .collect()
+    }
+}
+
 /// One call. Times are RFC 3339 UTC with milliseconds.
 #[derive(Debug, Clone, Serialize)]
 pub struct CdrRecord {
@@ -75,6 +102,7 @@ pub struct CdrRecord {
     pub caller_leg: CdrLeg,
     /// Bridged calls only.
     pub callee_leg: Option<CdrLeg>,
+    pub forks: Vec<CdrFork>,
 }
 
 /// Appends records to the CDR file from a thread of its own.

@@ -315,6 +315,8 @@ pub enum Action {
     /// Sends the call out through a trunk (the route's `trunk`), the number rewritten by
     /// `strip` and `prepend`; bridged like `user`.
     Trunk,
+    /// Refuses the call with the route's `code` (default 403), before any authentication.
+    Reject,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -349,6 +351,12 @@ pub struct Route {
     pub strip: usize,
     /// ...and what is put in front of what is left.
     pub prepend: Option<String>,
+    /// For `reject`: the final response (400-699).
+    pub code: Option<u16>,
+    /// The route only applies to calls from these accounts or trunks (by account name);
+    /// empty: from anyone. Needs `auth = "digest"`, so the caller is who it claims to be.
+    #[serde(default)]
+    pub callers: Vec<String>,
     /// For `play`: a WAV file (PCM16 8/16 kHz mono, or G.711), relative to the working
     /// directory. Without it the built-in prompt plays.
     pub file: Option<std::path::PathBuf>,
@@ -614,6 +622,12 @@ impl Config {
                     ),
                 ));
             }
+            if route.code.is_some_and(|c| !(400..700).contains(&c)) {
+                return Err(at(
+                    route.number.span(),
+                    format!("route {n}: code must be a final error response, 400-699"),
+                ));
+            }
             if route.action == Action::Trunk {
                 let known = route
                     .trunk
@@ -628,7 +642,16 @@ impl Config {
                     ));
                 }
             }
-            if !numbers.insert(n.clone()) {
+            if !route.callers.is_empty() && route.auth == RouteAuth::None {
+                return Err(at(
+                    route.number.span(),
+                    format!("route {n}: `callers` needs auth = \"digest\" (callers are checked)"),
+                ));
+            }
+            // The same number may route differently for different callers.
+            let mut callers = route.callers.clone();
+            callers.sort();
+            if !numbers.insert((n.clone(), callers)) {
                 return Err(at(route.number.span(), format!("duplicate number {n}")));
             }
             if let Err(e) = route.prompt() {
@@ -695,14 +718,24 @@ impl Config {
             .find(|a| !a.allowed_ips.is_empty() && IpAcl::new(a.allowed_ips.clone()).contains(ip))
     }
 
-    /// The route for a dialled number: an exact number first, else the first pattern
-    /// (`_...`) that matches, in file order.
+    /// The route for a dialled number from anyone (routes limited to `callers` excluded).
     pub fn route(&self, number: &str) -> Option<&Route> {
+        self.route_for(number, None)
+    }
+
+    /// The route for a dialled number from `caller` (an account or trunk name): an exact
+    /// number first, else the first pattern (`_...`) that matches, in file order; a route
+    /// with `callers` only when they include `caller`.
+    pub fn route_for(&self, number: &str, caller: Option<&str>) -> Option<&Route> {
+        let admits = |r: &&Route| {
+            r.callers.is_empty() || caller.is_some_and(|c| r.callers.iter().any(|k| k == c))
+        };
         self.dialplan
             .iter()
+            .filter(admits)
             .find(|r| r.number.get_ref() == number)
             .or_else(|| {
-                self.dialplan.iter().find(|r| {
+                self.dialplan.iter().filter(admits).find(|r| {
                     r.number
                         .get_ref()
                         .strip_prefix('_')
@@ -789,6 +822,35 @@ mod tests {
         assert!(Config::parse(&unknown).is_err());
         let bad = text.replace("_9X.", "_9.X");
         assert!(Config::parse(&bad).is_err());
+        let reject = text.replace("action = \"echo\"", "action = \"reject\"\ncode = 603");
+        let c = Config::parse(&reject).unwrap();
+        assert_eq!(
+            (c.route("900").unwrap().action, c.route("900").unwrap().code),
+            (Action::Reject, Some(603))
+        );
+        assert!(Config::parse(&reject.replace("603", "200")).is_err());
+    }
+
+    #[test]
+    fn routes_by_caller() {
+        let text = "[sip]\nlisten = \"127.0.0.1:5060\"\n\
+            [[dialplan]]\nnumber = \"_0.\"\naction = \"tone\"\ncallers = [\"1001\"]\n\
+            [[dialplan]]\nnumber = \"_0.\"\naction = \"echo\"\n";
+        let c = Config::parse(text).unwrap();
+        assert_eq!(
+            c.route_for("0123", Some("1001")).unwrap().action,
+            Action::Tone
+        );
+        assert_eq!(
+            c.route_for("0123", Some("1002")).unwrap().action,
+            Action::Echo
+        );
+        assert_eq!(c.route("0123").unwrap().action, Action::Echo);
+        let open = text.replace(
+            "callers = [\"1001\"]",
+            "callers = [\"1001\"]\nauth = \"none\"",
+        );
+        assert!(Config::parse(&open).is_err());
     }
 
     #[test]

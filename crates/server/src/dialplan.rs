@@ -11,7 +11,16 @@ pub fn dialled_number(uri: &rsip::Uri) -> Option<String> {
 }
 
 pub fn lookup<'c>(config: &'c Config, uri: &rsip::Uri) -> Option<&'c Route> {
-    config.route(&dialled_number(uri)?)
+    lookup_for(config, uri, None)
+}
+
+/// The route for a call from `caller` (an account or trunk name, see `Config::route_for`).
+pub fn lookup_for<'c>(
+    config: &'c Config,
+    uri: &rsip::Uri,
+    caller: Option<&str>,
+) -> Option<&'c Route> {
+    config.route_for(&dialled_number(uri)?, caller)
 }
 
 /// Whether a dialplan pattern (the part after `_`, Asterisk style) is well formed: digits,

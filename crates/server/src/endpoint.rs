@@ -29,7 +29,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::cdr::{CdrLeg, CdrRecord, CdrWriter, Party};
+use crate::cdr::{CdrFork, CdrLeg, CdrRecord, CdrWriter, Party};
 use crate::config::{Action, Config, RouteAuth};
 use crate::counters::{Counters, EndResult, LegStats, SETUP_BUCKETS, inc};
 use crate::dialplan;
@@ -476,8 +476,13 @@ impl Endpoint {
                 config,
                 done,
             } => {
-                let call = self.find_call(&call_id).and_then(|id| self.calls.get(&id));
-                let ok = call.is_some_and(|c| c.media.attach_fork(fork_id, *config));
+                let ok = match self.find_call(&call_id) {
+                    Some(id) => match self.calls.get(&id) {
+                        Some(c) => c.media.attach_fork(fork_id, *config),
+                        None => self.bridges.attach_fork(&id, fork_id, *config),
+                    },
+                    None => false,
+                };
                 let _ = done.send(ok);
             }
             Command::DetachFork {
@@ -485,8 +490,13 @@ impl Endpoint {
                 fork_id,
                 done,
             } => {
-                let call = self.find_call(&call_id).and_then(|id| self.calls.get(&id));
-                let ok = call.is_some_and(|c| c.media.detach_fork(fork_id));
+                let ok = match self.find_call(&call_id) {
+                    Some(id) => match self.calls.get(&id) {
+                        Some(c) => c.media.detach_fork(fork_id),
+                        None => self.bridges.detach_fork(&id, fork_id),
+                    },
+                    None => false,
+                };
                 let _ = done.send(ok);
             }
             Command::Drain { timeout, done } => {
@@ -743,15 +753,49 @@ impl Endpoint {
     async fn on_invite(&mut self, key: TransactionKey, request: rsip::Request, peer: Peer) {
         inc(&self.counters.calls_started);
         self.reply_to(&key, &request, 100, None, &[]);
-        let Some(route) = dialplan::lookup(&self.config, &request.uri).cloned() else {
+        // Who calls, for routes limited to some callers: a trunk by its source address, else
+        // the account the From names (checked against the credentials below).
+        let trunk = self
+            .config
+            .trunk_for_ip(peer.addr.ip())
+            .map(|a| a.username.get_ref().clone());
+        let caller = trunk.clone().or_else(|| {
+            request
+                .from_header()
+                .ok()
+                .and_then(|f| uri_of(f.value()))
+                .and_then(|u| user_of(&u))
+        });
+        let Some(route) =
+            dialplan::lookup_for(&self.config, &request.uri, caller.as_deref()).cloned()
+        else {
             info!(uri = %request.uri, "no route; 404");
             inc(&self.counters.calls_rejected);
             self.reply_to(&key, &request, 404, None, &[]);
             return;
         };
+        if route.action == Action::Reject {
+            let code = route.code.unwrap_or(403);
+            info!(number = %route.number.get_ref(), code, "rejected by the dialplan");
+            inc(&self.counters.calls_rejected);
+            self.reply_to(&key, &request, code, None, &[]);
+            return;
+        }
         if route.auth == RouteAuth::Digest && !self.admit_call(&key, &request, peer) {
             inc(&self.counters.calls_rejected);
             return;
+        }
+        if !route.callers.is_empty() && trunk.is_none() {
+            // The route was chosen for the account the From names: the credentials must
+            // be that account's.
+            let user =
+                header_value(&request.headers, "Proxy-Authorization").map(|h| credentials_user(&h));
+            if user != caller {
+                info!(?user, ?caller, "credentials of another account; 403");
+                inc(&self.counters.calls_rejected);
+                self.reply_to(&key, &request, 403, None, &[]);
+                return;
+            }
         }
         if matches!(route.action, Action::User | Action::Trunk) {
             self.start_bridge(key, request, peer, route).await;
@@ -1142,7 +1186,8 @@ impl Endpoint {
             self.by_invite.remove(&call.invite_key);
             let summary = self.registry.remove(&id.call_id).map(|(_, s)| s);
             if let (Some(cdr), Some(s)) = (&self.cdr, summary) {
-                cdr.write(&served_call_cdr(&s, call.action, result));
+                let forks = CdrFork::of_call(&self.counters.forks, &id.call_id);
+                cdr.write(&served_call_cdr(&s, call.action, result, forks));
             }
             inc(&self.counters.calls_ended);
             self.counters.call_ended(result);
@@ -1244,7 +1289,12 @@ impl Endpoint {
 }
 
 /// The CDR of a call Siphon answered itself (echo, tone, prompt, fork, ring).
-fn served_call_cdr(s: &CallSummary, action: Action, result: EndResult) -> CdrRecord {
+fn served_call_cdr(
+    s: &CallSummary,
+    action: Action,
+    result: EndResult,
+    forks: Vec<CdrFork>,
+) -> CdrRecord {
     let code = match result {
         _ if s.answered => 200,
         EndResult::Cancelled => 487,
@@ -1268,6 +1318,7 @@ fn served_call_cdr(s: &CallSummary, action: Action, result: EndResult) -> CdrRec
         hung_up_by,
         caller_leg: CdrLeg::new(s.codec, &s.rtp),
         callee_leg: None,
+        forks,
     }
 }
 

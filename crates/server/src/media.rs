@@ -192,9 +192,9 @@ pub fn spawn(setup: LegSetup) -> MediaHandle {
             position: 0,
         },
         // `user` and `trunk` calls are bridged (see `bridge`) and never get a media task of this kind.
-        (Action::Play, None) | (Action::Ring, _) | (Action::User | Action::Trunk, _) => {
-            Source::Nothing
-        }
+        (Action::Play, None)
+        | (Action::Ring, _)
+        | (Action::User | Action::Trunk | Action::Reject, _) => Source::Nothing,
     };
     let stats = Arc::new(LegStats::default());
     setup

@@ -392,6 +392,8 @@ async fn phones_talk_through_siphon_and_the_caller_hangs_up() {
             .any(|p| p.pt == 101 && p.payload == [5, 0x0a, 0, 160]),
         "{got:?}"
     );
+    // Siphon sees the key press once: counted, logged, and given to any forks.
+    assert_eq!(siphon_server::counters::get(&s.counters.dtmf_events), 1);
 
     // The caller hangs up: 200 to its BYE, and the callee gets a BYE.
     c.caller
@@ -633,6 +635,7 @@ async fn a_cdr_line_per_call() {
     assert_eq!(bridged["callee_leg"]["codec"], "PCMA");
     assert_eq!(bridged["caller_leg"]["packets_in"], 10);
     assert_eq!(bridged["callee_leg"]["packets_out"], 10);
+    assert_eq!(bridged["forks"], serde_json::json!([]));
     let served: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
     assert_eq!(served["call_id"], "cdr-echo");
     assert_eq!(served["action"], "echo");
@@ -651,11 +654,14 @@ async fn a_forked_bridged_call_streams_both_phones_in_stereo() {
         ..Options::default()
     };
     let svc = siphon_analytics::bind("127.0.0.1:0", opts).await.unwrap();
+    let cdr = std::env::temp_dir().join(format!("siphon-stereo-cdr-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&cdr);
     let route = format!(
         "\n[[dialplan]]\nnumber = \"3002\"\naction = \"user\"\nuser = \"1002\"\n\
          [[dialplan.forks]]\nurl = \"{}\"\nmode = \"native\"\nencoding = \"l16\"\n\
-         sample_rate = 8000\ntracks = \"both\"\n",
-        svc.url(Mode::Native)
+         sample_rate = 8000\ntracks = \"both\"\n[cdr]\npath = \"{}\"\n",
+        svc.url(Mode::Native),
+        cdr.display()
     );
     let s = start_with(&route, 36900).await;
     let c = connect_to(&s, "3002", "b2b-stereo", "0 101", ("8", "8 PCMA/8000")).await;
@@ -714,6 +720,24 @@ async fn a_forked_bridged_call_streams_both_phones_in_stereo() {
     for ((li, _), (ri, _)) in l.iter().zip(&r) {
         assert!(li.abs_diff(*ri) <= 1, "left frame {li} vs right frame {ri}");
     }
+    // The CDR names the fork and what it carried.
+    let mut line = String::new();
+    for _ in 0..50 {
+        line = std::fs::read_to_string(&cdr).unwrap_or_default();
+        if !line.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let record: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    let fork = &record["forks"][0];
+    assert!(
+        fork["url"].as_str().unwrap().starts_with("ws://127.0.0.1:"),
+        "{record}"
+    );
+    assert!(fork["frames_sent"].as_u64().unwrap() >= 50, "{record}");
+    assert_eq!(fork["frames_dropped"], 0, "{record}");
+    let _ = std::fs::remove_file(&cdr);
     s.stop().await;
     svc.shutdown().await;
 }
@@ -891,5 +915,458 @@ async fn siphon_registers_to_a_trunk_refreshes_and_retries() {
             &format!("Contact: {contact};expires=2\r\n"),
         ))
         .await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn hold_and_unhold_are_relayed_to_the_other_phone() {
+    let s = start_with("", 37200).await;
+    let c = connect(&s, "b2b-hold", "0 101", ("0", "0 PCMU/8000")).await;
+    let port = c.caller_rtp.local_addr().unwrap().port();
+    let frames: Vec<Vec<u8>> = (0..10).map(|n| speech_like(G711::Pcmu, n)).collect();
+    let reinvite = |cseq: u32, direction: &str| {
+        let body = sdp(
+            port,
+            "0 101",
+            &format!("a=rtpmap:0 PCMU/8000\r\na={direction}\r\n"),
+        );
+        invite(
+            c.caller.local(),
+            "1002",
+            "b2b-hold",
+            cseq,
+            Some(&c.tag),
+            &body,
+            "application/sdp",
+        )
+        .replace("sip:tester@", "sip:1001@")
+    };
+    let mut callee_seq = Vec::new();
+    for (cseq, caller_says, callee_gets, callee_says) in [
+        (3, "sendonly", "sendonly", "recvonly"),
+        (4, "sendrecv", "sendrecv", "sendrecv"),
+    ] {
+        c.caller.send(&reinvite(cseq, caller_says)).await;
+        let ok = c.caller.final_response().await;
+        assert_eq!(status(&ok), 200, "{ok}");
+        c.caller
+            .send(
+                &caller_in_dialog("ACK", &c.caller, "1002", "b2b-hold", &c.tag)
+                    .replace("CSeq: 2", &format!("CSeq: {cseq}")),
+            )
+            .await;
+        // The other phone learns of it in its own dialog.
+        let relayed = c.callee.expect("INVITE").await;
+        assert_eq!(headers(&relayed, "Call-ID"), headers(&c.invite, "Call-ID"));
+        assert!(
+            body(&relayed).contains(&format!("a={callee_gets}")),
+            "{relayed}"
+        );
+        callee_seq.push(headers(&relayed, "CSeq")[0].to_string());
+        let answer = c.callee.answer_sdp("0", "0 PCMU/8000") + &format!("a={callee_says}\r\n");
+        c.callee.respond(&relayed, 200, Some(&answer)).await;
+        let ack = c.callee.expect("ACK").await;
+        assert_eq!(
+            headers(&ack, "CSeq")[0],
+            callee_seq.last().unwrap().replace("INVITE", "ACK")
+        );
+        // On hold the caller asked not to receive: the callee's audio stops there.
+        let (got, _) = tokio::join!(
+            collect(&c.caller_rtp, Duration::from_millis(400)),
+            send_stream(&c.callee.rtp, c.callee_dest, 0, 0x2222, &frames),
+        );
+        if caller_says == "sendonly" {
+            assert!(got.is_empty(), "caller on hold got {} packets", got.len());
+        } else {
+            assert_eq!(got.len(), frames.len(), "after unhold");
+        }
+    }
+    assert_eq!(callee_seq, vec!["2 INVITE", "3 INVITE"]);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn early_media_from_the_callee_reaches_the_caller_before_the_answer() {
+    let s = start_with("", 37300).await;
+    let callee = register(s.addr, "1002").await;
+    let (caller, caller_rtp) = call(s.addr, "1002", "b2b-early", "0 101").await;
+    let invite_in = callee.expect("INVITE").await;
+    // A ring-back tone or announcement from the callee's side: 183 with SDP.
+    let answer = callee.answer_sdp("0", "0 PCMU/8000");
+    callee.respond(&invite_in, 183, Some(&answer)).await;
+    let progress = caller.final_response().await;
+    assert_eq!(status(&progress), 183, "{progress}");
+    let caller_dest = sdp_addr(body(&progress));
+    let callee_dest = sdp_addr(body(&invite_in));
+    let tone: Vec<Vec<u8>> = (0..10).map(|n| speech_like(G711::Pcmu, n)).collect();
+    let (got, _) = tokio::join!(
+        collect(&caller_rtp, Duration::from_millis(500)),
+        send_stream(&callee.rtp, callee_dest, 0, 0x2222, &tone),
+    );
+    let heard: Vec<Vec<u8>> = got.iter().map(|p| p.payload.clone()).collect();
+    assert_eq!(heard, tone, "early media");
+    // Then the answer (the SDP already given with the 183).
+    callee.respond(&invite_in, 200, Some(&answer)).await;
+    let ok = caller.final_response().await;
+    assert_eq!(status(&ok), 200, "{ok}");
+    assert_eq!(
+        sdp_addr(body(&ok)),
+        caller_dest,
+        "same session as the 183's"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_caller_without_an_offer_answers_in_its_ack() {
+    let route =
+        "\n[[dialplan]]\nnumber = \"2002\"\naction = \"user\"\nuser = \"1002\"\nauth = \"none\"\n";
+    let s = start_with(route, 37400).await;
+    let callee = register(s.addr, "1002").await;
+    let caller = Phone::new(s.addr).await;
+    let caller_rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    caller
+        .send(&invite(
+            caller.local(),
+            "2002",
+            "b2b-late",
+            1,
+            None,
+            "",
+            "application/sdp",
+        ))
+        .await;
+    let invite_in = callee.expect("INVITE").await;
+    callee
+        .respond(
+            &invite_in,
+            200,
+            Some(&callee.answer_sdp("0", "0 PCMU/8000")),
+        )
+        .await;
+    let ok = caller.final_response().await;
+    assert_eq!(status(&ok), 200, "{ok}");
+    // Siphon's 200 carries its offer; the caller picks PCMA in the ACK.
+    assert!(sdp_pts(body(&ok)).contains(&8), "{ok}");
+    let answer = sdp(
+        caller_rtp.local_addr().unwrap().port(),
+        "8",
+        "a=rtpmap:8 PCMA/8000\r\n",
+    );
+    let ack = in_dialog(
+        "ACK",
+        caller.local(),
+        "2002",
+        "b2b-late",
+        1,
+        &to_tag(&ok),
+        "lateack",
+    )
+    .replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{answer}",
+            answer.len()
+        ),
+    );
+    caller.send(&ack).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let frames: Vec<Vec<u8>> = (0..10).map(|n| speech_like(G711::Pcmu, n)).collect();
+    let (got, _) = tokio::join!(
+        collect(&caller_rtp, Duration::from_millis(500)),
+        send_stream(&callee.rtp, sdp_addr(body(&invite_in)), 0, 0x2222, &frames),
+    );
+    assert_eq!(got.len(), frames.len());
+    assert!(
+        got.iter().all(|p| p.pt == 8),
+        "the caller gets the codec it chose"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_admin_api_forks_a_bridged_call() {
+    use siphon_analytics::{Mode, Options};
+    let opts = Options {
+        echo: false,
+        log_levels: false,
+        ..Options::default()
+    };
+    let svc = siphon_analytics::bind("127.0.0.1:0", opts).await.unwrap();
+    let s = start_with("", 37500).await;
+    let c = connect(&s, "b2b-admin-fork", "0 101", ("0", "0 PCMU/8000")).await;
+    let fork = format!(
+        "{{\"url\": \"{}\", \"mode\": \"native\", \"encoding\": \"l16\", \"tracks\": \"outbound\"}}",
+        svc.url(Mode::Native)
+    );
+    let r = http(
+        s.http,
+        "POST",
+        "/api/calls/b2b-admin-fork/forks",
+        None,
+        Some(&fork),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // `outbound` on a bridged call is the callee.
+    let from_callee: Vec<Vec<u8>> = (0..20).map(|n| speech_like(G711::Pcmu, n)).collect();
+    send_stream(&c.callee.rtp, c.callee_dest, 0, 0x2222, &from_callee).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.callee.phone.send(&c.callee.bye(&c.invite)).await;
+    assert_eq!(status(&c.callee.phone.recv().await), 200);
+    let record = loop {
+        if let Some(r) = svc.streams().into_iter().find(|r| r.stop.is_some()) {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let expected: Vec<u8> = from_callee
+        .iter()
+        .flatten()
+        .flat_map(|b| G711::Pcmu.decode_sample(*b).to_le_bytes())
+        .collect();
+    assert_eq!(record.audio_bytes(None), expected);
+    s.stop().await;
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reject_route_refuses_with_its_code_without_a_challenge() {
+    let route = "\n[[dialplan]]\nnumber = \"_19XX\"\naction = \"reject\"\ncode = 603\n";
+    let s = start_with(route, 37600).await;
+    let caller = Phone::new(s.addr).await;
+    let offer = sdp(4000, "0", "");
+    let inv = invite(
+        caller.local(),
+        "1900",
+        "b2b-reject",
+        1,
+        None,
+        &offer,
+        "application/sdp",
+    );
+    caller.send(&inv).await;
+    let r = caller.final_response().await;
+    assert_eq!(status(&r), 603, "{r}");
+    caller.send(&ack_for(&inv, &r)).await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn routes_can_depend_on_the_calling_account() {
+    let routes = "\n[[dialplan]]\nnumber = \"5555\"\naction = \"user\"\nuser = \"1002\"\ncallers = [\"1001\"]\n\
+                  [[dialplan]]\nnumber = \"5555\"\naction = \"reject\"\ncode = 603\n";
+    let s = start_with(routes, 37700).await;
+    let callee = register(s.addr, "1002").await;
+    // 1001 (authenticated) reaches 1002.
+    let (_caller, _rtp) = call(s.addr, "5555", "b2b-by-caller", "0 101").await;
+    callee.expect("INVITE").await;
+    // Anyone else gets the other route's 603.
+    let other = Phone::new(s.addr).await;
+    let offer = sdp(4000, "0", "");
+    let inv = invite(
+        other.local(),
+        "5555",
+        "b2b-other",
+        1,
+        None,
+        &offer,
+        "application/sdp",
+    );
+    other.send(&inv).await;
+    let r = other.final_response().await;
+    assert_eq!(status(&r), 603, "{r}");
+    other.send(&ack_for(&inv, &r)).await;
+    // Claiming to be 1001 with 1002's credentials is refused.
+    let spoof = invite(
+        other.local(),
+        "5555",
+        "b2b-spoof",
+        1,
+        None,
+        &offer,
+        "application/sdp",
+    )
+    .replace("sip:tester@", "sip:1001@");
+    other.send(&spoof).await;
+    let challenge = other.final_response().await;
+    assert_eq!(status(&challenge), 407, "{challenge}");
+    other.send(&ack_for(&spoof, &challenge)).await;
+    let creds = credentials(
+        &challenge,
+        "Proxy-Authenticate",
+        "1002",
+        "INVITE",
+        "sip:5555@127.0.0.1",
+    );
+    let again = invite(
+        other.local(),
+        "5555",
+        "b2b-spoof",
+        2,
+        None,
+        &offer,
+        "application/sdp",
+    )
+    .replace("sip:tester@", "sip:1001@")
+    .replace(
+        "Content-Type:",
+        &format!("Proxy-Authorization: {creds}\r\nContent-Type:"),
+    );
+    other.send(&again).await;
+    let r = other.final_response().await;
+    assert_eq!(status(&r), 403, "{r}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn hostile_packets_do_not_disturb_a_bridged_call() {
+    let s = start_with("", 37800).await;
+    let c = connect(&s, "b2b-hostile", "0 101", ("0", "0 PCMU/8000")).await;
+    let stray = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // Garbage, truncated RTP and packets from a stranger, at both of Siphon's RTP ports.
+    for dest in [c.caller_dest, c.callee_dest] {
+        for junk in [
+            &b""[..],
+            &[0x80][..],
+            &[0xff; 40][..],
+            &[0x80, 0x00, 0, 1, 0, 0][..],
+        ] {
+            stray.send_to(junk, dest).await.unwrap();
+            c.caller_rtp.send_to(junk, dest).await.unwrap();
+        }
+        let pkt = rtp_bytes(0, false, 9, 9, 0x6666, &[0u8; 160]);
+        stray.send_to(&pkt, dest).await.unwrap();
+    }
+    // A stranger that sends before a phone latches that leg (symmetric RTP takes the
+    // first sender), but the phone's own address, from its SDP, takes the leg back with its
+    // first packet. Here the callee's phone speaks first, then the caller.
+    let hello = rtp_bytes(0, true, 1, 0, 0x2222, &speech_like(G711::Pcmu, 99));
+    c.callee.rtp.send_to(&hello, c.callee_dest).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let from_caller: Vec<Vec<u8>> = (0..10).map(|n| speech_like(G711::Pcmu, n)).collect();
+    let (got, _) = tokio::join!(
+        collect(&c.callee.rtp, Duration::from_millis(500)),
+        send_stream(&c.caller_rtp, c.caller_dest, 0, 0x1111, &from_caller),
+    );
+    // The stranger's one packet (sent before the caller's first) may have been heard;
+    // everything after is the caller's audio, whole and in order.
+    let heard: Vec<Vec<u8>> = got.iter().map(|p| p.payload.clone()).collect();
+    assert!(
+        heard.len() <= from_caller.len() + 1,
+        "{} frames",
+        heard.len()
+    );
+    assert_eq!(
+        heard[heard.len().saturating_sub(from_caller.len())..],
+        from_caller[..]
+    );
+    // After that, the stranger is ignored.
+    let pkt = rtp_bytes(0, false, 10, 10, 0x6666, &[0u8; 160]);
+    stray.send_to(&pkt, c.caller_dest).await.unwrap();
+    assert!(
+        collect(&c.callee.rtp, Duration::from_millis(200))
+            .await
+            .is_empty()
+    );
+    assert!(siphon_server::counters::get(&s.counters.rtp_malformed) >= 4);
+    // A second answer to Siphon's INVITE (a retransmitted 200) gets the ACK again, and the
+    // call goes on.
+    c.callee
+        .respond(
+            &c.invite,
+            200,
+            Some(&c.callee.answer_sdp("0", "0 PCMU/8000")),
+        )
+        .await;
+    c.callee.expect("ACK").await;
+    c.caller
+        .send(
+            &caller_in_dialog("BYE", &c.caller, "1002", "b2b-hostile", &c.tag)
+                .replace("CSeq: 2", "CSeq: 3"),
+        )
+        .await;
+    assert_eq!(status(&c.caller.recv().await), 200);
+    c.callee.expect("BYE").await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_phone_that_stops_sending_ends_the_call_for_both() {
+    let s = start_edited(
+        "",
+        37900,
+        &[("inactivity_timeout_s = 60", "inactivity_timeout_s = 1")],
+    )
+    .await;
+    let c = connect(&s, "b2b-dead", "0 101", ("0", "0 PCMU/8000")).await;
+    // The caller keeps talking; the callee's phone has gone silent (crashed, say).
+    let frames: Vec<Vec<u8>> = (0..75).map(|n| speech_like(G711::Pcmu, n)).collect();
+    let talk = send_stream(&c.caller_rtp, c.caller_dest, 0, 0x1111, &frames);
+    let byes = async {
+        let to_caller = c.caller.recv_within(Duration::from_secs(3)).await;
+        let to_callee = c.callee.phone.recv_within(Duration::from_secs(3)).await;
+        (to_caller, to_callee)
+    };
+    let (_, (to_caller, to_callee)) = tokio::join!(talk, byes);
+    for bye in [to_caller, to_callee] {
+        let bye = bye.expect("BYE within 3 s");
+        assert!(bye.starts_with("BYE "), "{bye}");
+        assert!(bye.contains("no RTP from the callee"), "{bye}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_trunk_calls_a_phone_without_digest_and_routes_by_trunk() {
+    // An inbound trunk admitted by source address, with a route of its own: its calls to
+    // 5000 reach 1002 (a DID), while anyone else's get 603.
+    let extra = "\n[[accounts]]\nusername = \"carrier\"\nkind = \"trunk\"\nallowed_ips = [\"127.0.0.9/32\"]\n\
+                 [[dialplan]]\nnumber = \"5000\"\naction = \"user\"\nuser = \"1002\"\ncallers = [\"carrier\"]\n\
+                 [[dialplan]]\nnumber = \"5000\"\naction = \"reject\"\ncode = 603\n";
+    let s = start_with(extra, 38000).await;
+    let callee = register(s.addr, "1002").await;
+    let trunk = Phone::from_ip(s.addr, "127.0.0.9").await;
+    let rtp = UdpSocket::bind("127.0.0.9:0").await.unwrap();
+    let offer = sdp(
+        rtp.local_addr().unwrap().port(),
+        "0",
+        "a=rtpmap:0 PCMU/8000\r\n",
+    )
+    .replace("127.0.0.1", "127.0.0.9");
+    let inv = invite(
+        trunk.local(),
+        "5000",
+        "b2b-from-trunk",
+        1,
+        None,
+        &offer,
+        "application/sdp",
+    );
+    trunk.send(&inv).await;
+    let invite_in = callee.expect("INVITE").await;
+    callee
+        .respond(
+            &invite_in,
+            200,
+            Some(&callee.answer_sdp("0", "0 PCMU/8000")),
+        )
+        .await;
+    let ok = trunk.final_response().await;
+    assert_eq!(status(&ok), 200, "{ok}");
+    // The same number from a phone is the other route.
+    let phone = Phone::new(s.addr).await;
+    let inv = invite(
+        phone.local(),
+        "5000",
+        "b2b-not-trunk",
+        1,
+        None,
+        &offer,
+        "application/sdp",
+    );
+    phone.send(&inv).await;
+    assert_eq!(status(&phone.final_response().await), 603);
     s.stop().await;
 }

@@ -309,7 +309,7 @@ fn fork_json(f: &ForkView) -> Value {
 }
 
 /// A URL without user info and query (they often carry credentials).
-fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let no_query = url.split(['?', '#']).next().unwrap_or_default();
     match no_query.split_once("://") {
         Some((scheme, rest)) => {

@@ -1,0 +1,399 @@
+//! Requests within a bridged call: the caller's CANCEL and ACK, BYE from either phone
+//! (which ends both legs), and re-INVITEs, answered for their own leg and, when the hold
+//! state changes, re-offered on the other leg.
+
+use rsip::{Header, Method};
+use siphon_sip::Peer;
+use siphon_sip::dialog::{Dialog, DialogId, DialogState, cseq_number};
+use siphon_sip::message;
+use siphon_sip::sdp::{Direction, LocalSession};
+use siphon_sip::transaction::TransactionKey;
+use tracing::{info, warn};
+
+use super::{Bridged, callee_params, index, other, params_of};
+use crate::bridge::Side;
+use crate::cdr::Party;
+use crate::counters::EndResult;
+use crate::endpoint::{Endpoint, allow, now, parse_offer};
+
+impl Endpoint {
+    /// Requests for bridged calls: CANCEL of the caller's INVITE, and in-dialog requests
+    /// from either phone. `false`: not a bridged call's, the caller handles it.
+    pub(in crate::endpoint) fn bridge_request(
+        &mut self,
+        key: &TransactionKey,
+        request: &rsip::Request,
+    ) -> bool {
+        if request.method == Method::Cancel {
+            let Some(invite_key) = self.layer.find_invite_for_cancel(request) else {
+                return false;
+            };
+            let Some(id) = self.bridges.by_invite.get(&invite_key).cloned() else {
+                return false;
+            };
+            self.reply_to(key, request, 200, None, &[]);
+            info!(call_id = %id.call_id, "caller cancelled");
+            self.reply(&invite_key, 487, Some(&id.local_tag), &[]);
+            self.end_bridge(&id, EndResult::Cancelled, Party::Caller, 487);
+            return true;
+        }
+        let Some(dialog_id) = DialogId::for_incoming(request) else {
+            return false;
+        };
+        let (id, side) = if self.bridges.calls.contains_key(&dialog_id) {
+            (dialog_id, Side::Caller)
+        } else if let Some(id) = self.bridges.by_callee_call_id.get(&dialog_id.call_id) {
+            let id = id.clone();
+            let ours = self
+                .bridges
+                .calls
+                .get(&id)
+                .and_then(Bridged::winner)
+                .and_then(|b| b.dialog.as_ref())
+                .is_some_and(|d| d.id == dialog_id);
+            if !ours {
+                self.reply_to(key, request, 481, None, &[]);
+                return true;
+            }
+            (id, Side::Callee)
+        } else {
+            return false;
+        };
+        match request.method {
+            Method::Bye => self.bridge_bye(key, request, &id, side),
+            Method::Invite => self.bridge_reinvite(key, request, &id, side),
+            Method::Info | Method::Options | Method::Notify => {
+                self.reply_to(key, request, 200, None, &[])
+            }
+            _ => self.reply_to(key, request, 405, None, &[allow()]),
+        }
+        true
+    }
+
+    fn bridge_bye(
+        &mut self,
+        key: &TransactionKey,
+        request: &rsip::Request,
+        id: &DialogId,
+        side: Side,
+    ) {
+        let Some(call) = self.bridges.calls.get_mut(id) else {
+            return;
+        };
+        let checked = match side {
+            Side::Caller => call.caller.dialog.on_remote_request(request),
+            Side::Callee => match call.winner.and_then(|i| call.branches[i].dialog.as_mut()) {
+                Some(d) => d.on_remote_request(request),
+                None => Ok(()),
+            },
+        };
+        if let Err(e) = checked {
+            let reason = e.to_string();
+            self.reply_to(key, request, e.status(), Some(&reason), &[]);
+            return;
+        }
+        let answered = call.caller.answered;
+        let invite_key = call.caller.invite_key.clone();
+        self.reply_to(key, request, 200, None, &[]);
+        let party = match side {
+            Side::Caller => Party::Caller,
+            Side::Callee => Party::Callee,
+        };
+        info!(call_id = %id.call_id, hung_up_by = ?party, "hung up");
+        if answered {
+            let other = match side {
+                Side::Caller => Side::Callee,
+                Side::Callee => Side::Caller,
+            };
+            self.bye_leg(id, other, "hung up");
+        } else {
+            // A BYE in the caller's early dialog withdraws the call like a CANCEL.
+            self.reply(&invite_key, 487, Some(&id.local_tag), &[]);
+        }
+        self.end_bridge(id, EndResult::Completed, party, 200);
+    }
+
+    /// Sends BYE on one leg of a bridged call (its dialog must be confirmed).
+    pub(super) fn bye_leg(&mut self, id: &DialogId, side: Side, reason: &str) {
+        let Some(transport) = self.bridges.calls.get(id).and_then(|c| match side {
+            Side::Caller => Some(c.caller.peer.transport),
+            Side::Callee => c.winner().map(|b| b.peer.transport),
+        }) else {
+            return;
+        };
+        let via = self.via_value(transport);
+        let contact = self.contact_uri(transport);
+        let Some(call) = self.bridges.calls.get_mut(id) else {
+            return;
+        };
+        let (dialog, peer) = match side {
+            Side::Caller => (&mut call.caller.dialog, call.caller.peer),
+            Side::Callee => {
+                let Some(branch) = call.winner.and_then(|i| call.branches.get_mut(i)) else {
+                    return;
+                };
+                let peer = branch.peer;
+                let Some(dialog) = branch.dialog.as_mut() else {
+                    return;
+                };
+                (dialog, peer)
+            }
+        };
+        let mut bye = dialog.request(Method::Bye, &via, &contact);
+        bye.headers.push(Header::Other(
+            "Reason".into(),
+            format!("SIP;cause=200;text=\"{reason}\""),
+        ));
+        if let Err(e) = self.layer.send_request(now(), bye, peer) {
+            warn!(error = %e, "could not send BYE");
+        }
+    }
+
+    /// A re-INVITE from either phone (hold, unhold, a new address) is answered by Siphon
+    /// for that leg alone: the media relay adapts, the other phone needs to know nothing.
+    fn bridge_reinvite(
+        &mut self,
+        key: &TransactionKey,
+        request: &rsip::Request,
+        id: &DialogId,
+        side: Side,
+    ) {
+        let Some((port, transport)) = self.bridges.calls.get(id).map(|c| {
+            let transport = match side {
+                Side::Caller => c.caller.peer.transport,
+                Side::Callee => c
+                    .winner()
+                    .map_or(c.caller.peer.transport, |b| b.peer.transport),
+            };
+            (c.media.port(side), transport)
+        }) else {
+            return;
+        };
+        let local = self.local_media(port);
+        let contact = self.contact_header(transport);
+        let Some(call) = self.bridges.calls.get_mut(id) else {
+            return;
+        };
+        let (dialog, session) = match side {
+            Side::Caller => (&mut call.caller.dialog, &mut call.caller.session),
+            Side::Callee => {
+                let Some(dialog) = call
+                    .winner
+                    .and_then(|i| call.branches.get_mut(i))
+                    .and_then(|b| b.dialog.as_mut())
+                else {
+                    self.reply_to(key, request, 481, None, &[]);
+                    return;
+                };
+                (dialog, &mut call.callee_session)
+            }
+        };
+        if let Err(e) = dialog.on_remote_request(request) {
+            let reason = e.to_string();
+            self.reply_to(key, request, e.status(), Some(&reason), &[]);
+            return;
+        }
+        let tag = dialog.id.local_tag.clone();
+        let mut relay = None;
+        let sdp = match parse_offer(request) {
+            // No offer: the phone asks for ours.
+            Ok(None) => session.offer(&local, Direction::SendRecv).to_string(),
+            Ok(Some(offer)) => match session.answer(&offer, &local) {
+                Ok(n) => {
+                    info!(?side, direction = ?n.direction, "re-INVITE");
+                    if side == Side::Callee {
+                        call.callee_codec = Some(n.codec);
+                    } else {
+                        call.caller.codec = n.codec;
+                    }
+                    call.media.update(side, params_of(&n));
+                    // Hold (or unhold) on one leg is told to the other: a phone put on
+                    // hold shows it, and stops sending what nobody listens to.
+                    let wanted = match n.direction {
+                        Direction::RecvOnly => Direction::SendOnly,
+                        Direction::Inactive => Direction::Inactive,
+                        _ => Direction::SendRecv,
+                    };
+                    let o = index(other(side));
+                    if call.winner.is_some() && call.offered[o] != wanted {
+                        call.offered[o] = wanted;
+                        relay = Some((other(side), wanted));
+                    }
+                    n.answer.to_string()
+                }
+                Err(e) => {
+                    // A failed re-INVITE leaves the session as it was (RFC 3261 §14.2).
+                    let reason = e.to_string();
+                    self.reply_to(key, request, e.status_code(), Some(&reason), &[]);
+                    return;
+                }
+            },
+            Err((code, reason)) => {
+                self.reply_to(key, request, code, Some(&reason), &[]);
+                return;
+            }
+        };
+        self.reply_sdp(key, request, &tag, contact, sdp);
+        if let Some((side, direction)) = relay {
+            self.send_reinvite(id, side, direction);
+        }
+    }
+
+    /// A re-INVITE to one leg offering `direction` (hold: sendonly or inactive; unhold:
+    /// sendrecv), in that leg's dialog and offer/answer session.
+    fn send_reinvite(&mut self, id: &DialogId, side: Side, direction: Direction) {
+        let Some((port, transport, codec)) = self.bridges.calls.get(id).map(|c| {
+            let (transport, codec) = match side {
+                Side::Caller => (c.caller.peer.transport, Some(c.caller.codec)),
+                Side::Callee => (
+                    c.winner()
+                        .map_or(c.caller.peer.transport, |b| b.peer.transport),
+                    c.callee_codec,
+                ),
+            };
+            (c.media.port(side), transport, codec)
+        }) else {
+            return;
+        };
+        let via = self.via_value(transport);
+        let contact = self.contact_uri(transport);
+        let mut local = self.local_media(port);
+        // Keep the codec the leg uses: a hold should not change codecs.
+        local.codecs.sort_by_key(|c| Some(*c) != codec);
+        let Some(call) = self.bridges.calls.get_mut(id) else {
+            return;
+        };
+        let Some((dialog, session, peer)) = leg_state(call, side) else {
+            return;
+        };
+        let sdp = session.offer(&local, direction).to_string();
+        let mut request = dialog.request(Method::Invite, &via, &contact);
+        request
+            .headers
+            .push(Header::ContentType("application/sdp".into()));
+        message::finish(&mut request.headers, sdp.as_bytes());
+        request.body = sdp.into_bytes();
+        info!(?side, ?direction, "relaying hold state with a re-INVITE");
+        match self.layer.send_request(now(), request, peer) {
+            Ok(key) => {
+                self.bridges.reinvites.insert(key, (id.clone(), side, None));
+            }
+            Err(e) => warn!(error = %e, "could not send re-INVITE"),
+        }
+    }
+
+    /// The response to a re-INVITE Siphon sent: a 2xx is ACKed and its answer applied.
+    pub(super) fn on_reinvite_response(&mut self, key: &TransactionKey, response: &rsip::Response) {
+        let code = response.status_code.code();
+        if code < 200 {
+            return;
+        }
+        let Some((id, side, ack)) = self.bridges.reinvites.get(key).cloned() else {
+            return;
+        };
+        if code >= 300 {
+            // The leg keeps its previous session (RFC 3261 §14.1); nothing else to do.
+            info!(?side, code, "re-INVITE refused by the phone");
+            self.bridges.reinvites.remove(key);
+            return;
+        }
+        let Some((port, transport)) = self.bridges.calls.get(&id).map(|c| {
+            let transport = match side {
+                Side::Caller => c.caller.peer.transport,
+                Side::Callee => c
+                    .winner()
+                    .map_or(c.caller.peer.transport, |b| b.peer.transport),
+            };
+            (c.media.port(side), transport)
+        }) else {
+            self.bridges.reinvites.remove(key);
+            return;
+        };
+        let via = self.via_value(transport);
+        let contact = self.contact_uri(transport);
+        let local = self.local_media(port);
+        let seq = self.layer.request(key).and_then(cseq_number);
+        let Some(call) = self.bridges.calls.get_mut(&id) else {
+            return;
+        };
+        let (ack, params) = {
+            let Some((dialog, session, peer)) = leg_state(call, side) else {
+                return;
+            };
+            if let Some(ack) = ack {
+                self.layer.send_ack_for_2xx(ack, peer); // a retransmitted 2xx
+                return;
+            }
+            let Some(seq) = seq else {
+                return;
+            };
+            let ack = dialog.ack(seq, &via, &contact);
+            self.layer.send_ack_for_2xx(ack.clone(), peer);
+            (ack, callee_params(session, &local, &response.body))
+        };
+        if let Some(params) = params {
+            call.media.update(side, params);
+        }
+        if let Some(entry) = self.bridges.reinvites.get_mut(key) {
+            entry.2 = Some(ack);
+        }
+    }
+
+    /// The caller's ACK for our 200 (with its answer, when it made no offer). `false`:
+    /// not a bridged call's.
+    pub(in crate::endpoint) fn bridge_ack(&mut self, ack: &rsip::Request) -> bool {
+        let Some(id) = DialogId::for_incoming(ack) else {
+            return false;
+        };
+        let Some(port) = self
+            .bridges
+            .calls
+            .get(&id)
+            .map(|c| c.media.port(Side::Caller))
+        else {
+            return false;
+        };
+        let local = self.local_media(port);
+        let Some(call) = self.bridges.calls.get_mut(&id) else {
+            return false;
+        };
+        call.caller.dialog.state = DialogState::Confirmed;
+        if call.caller.late_offer {
+            call.caller.late_offer = false;
+            match callee_params(&call.caller.session, &local, &ack.body) {
+                Some(params) => {
+                    call.caller.codec = params.codec;
+                    call.media.update(Side::Caller, params);
+                }
+                None => warn!("the caller's ACK carries no usable SDP answer"),
+            }
+        }
+        true
+    }
+
+    /// The caller never acknowledged our 200. `false`: not a bridged call's.
+    pub(in crate::endpoint) fn bridge_ack_timeout(&mut self, key: &TransactionKey) -> bool {
+        let Some(id) = self.bridges.by_invite.get(key).cloned() else {
+            return false;
+        };
+        warn!(call_id = %id.call_id, "no ACK from the caller; ending the bridged call");
+        self.hang_up_bridge(&id, "no ACK", EndResult::NoAck);
+        true
+    }
+}
+
+/// A leg's dialog, offer/answer session and peer (the callee's once it answered).
+fn leg_state(call: &mut Bridged, side: Side) -> Option<(&mut Dialog, &mut LocalSession, Peer)> {
+    match side {
+        Side::Caller => Some((
+            &mut call.caller.dialog,
+            &mut call.caller.session,
+            call.caller.peer,
+        )),
+        Side::Callee => {
+            let branch = call.winner.and_then(|i| call.branches.get_mut(i))?;
+            let peer = branch.peer;
+            Some((branch.dialog.as_mut()?, &mut call.callee_session, peer))
+        }
+    }
+}
