@@ -43,6 +43,12 @@ pub struct ForkTap {
     /// Caller frames waiting for their slot's outbound frame (tracks = both), so the two
     /// tracks of a stereo frame belong to the same 20 ms.
     pending_inbound: std::collections::VecDeque<([i16; FRAME_SAMPLES], Instant)>,
+    /// The service's next piece of audio, taken one slot ahead of playing it: a 20 ms
+    /// cushion, so a frame of a real-time stream that reaches us a little late (WebSocket
+    /// and scheduling jitter) still plays in its slot instead of leaving a silent one.
+    ahead: Option<(AudioFormat, bytes::Bytes)>,
+    /// Service audio is playing (the cushion is primed).
+    playing: bool,
 }
 
 /// Most caller frames kept waiting for a slot (tracks = both): 200 ms.
@@ -69,6 +75,8 @@ impl ForkTap {
             down: Downsampler::new(),
             frame: BytesMut::with_capacity(format.frame_bytes() * 8),
             pending_inbound: std::collections::VecDeque::with_capacity(MAX_PENDING),
+            ahead: None,
+            playing: false,
         }
     }
 
@@ -152,27 +160,49 @@ impl ForkTap {
         self.fork.send_audio(bytes, arrival);
     }
 
-    /// Takes this slot's commands from the service, up to one piece of audio, which is
-    /// decoded into `out` (returns true then). Marks reached on the way are acknowledged.
+    /// This slot's service audio, decoded into `out` (returns true then), and the commands
+    /// that came before it. Audio plays one slot behind its arrival: the first piece after
+    /// silence waits a slot (priming), and while playing, the next piece is taken as the
+    /// current one plays, so one late piece costs no gap. Marks are acknowledged as the
+    /// audio before them goes out.
     pub fn take_playback(
         &mut self,
         out: &mut [i16; FRAME_SAMPLES],
         requests: &mut Vec<Request>,
     ) -> bool {
+        if self.ahead.is_none() {
+            self.ahead = self.next_audio(requests);
+            if self.ahead.is_some() && !self.playing {
+                self.playing = true;
+                return false;
+            }
+        }
+        let Some((format, data)) = self.ahead.take() else {
+            self.playing = false;
+            return false;
+        };
+        self.ahead = self.next_audio(requests);
+        let played = decode_frame(format, &data, &mut self.down, out);
+        if played {
+            self.registration.frame_played();
+        }
+        played
+    }
+
+    /// Runs the service's commands up to its next piece of audio, which it returns.
+    fn next_audio(&mut self, requests: &mut Vec<Request>) -> Option<(AudioFormat, bytes::Bytes)> {
         while let Some(cmd) = self.fork.try_recv() {
             match cmd {
-                ServiceCommand::Audio { format, data } => {
-                    let played = decode_frame(format, &data, &mut self.down, out);
-                    if played {
-                        self.registration.frame_played();
-                    }
-                    return played;
-                }
+                ServiceCommand::Audio { format, data } => return Some((format, data)),
                 ServiceCommand::Mark(name) => {
                     self.registration.mark_played();
                     self.fork.mark_played(name);
                 }
-                ServiceCommand::Clear => {}
+                // The fork dropped its queue; the piece in hand goes too.
+                ServiceCommand::Clear => {
+                    self.ahead = None;
+                    self.playing = false;
+                }
                 ServiceCommand::Hangup => requests.push(Request::Hangup),
                 ServiceCommand::Dtmf(digits) => requests.push(Request::Dtmf(digits)),
                 ServiceCommand::Failed(reason) => {
@@ -187,7 +217,7 @@ impl ForkTap {
                 }
             }
         }
-        false
+        None
     }
 }
 

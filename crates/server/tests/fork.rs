@@ -361,3 +361,58 @@ async fn a_killed_service_leaves_the_call_up_and_the_fork_reconnects() {
     s.stop().await;
     second.shutdown().await;
 }
+
+/// Service audio plays one slot behind its arrival, so a piece of a real-time stream that
+/// arrives late (here five of 48 frames, 2 to 16 ms: WebSocket or scheduling jitter) still
+/// plays in its slot: the caller gets one talk spurt, no silent slot in the middle. (Without
+/// the cushion a frame later than the gap between its arrival and the next send slot misses
+/// it; with delays up to 16 ms that happens unless that gap is over 16 ms.)
+#[tokio::test]
+async fn late_service_audio_is_absorbed_by_the_playback_cushion() {
+    let svc = service(false).await;
+    let route = fork_route("701", &svc.url(Mode::Native), "native", "l16", "");
+    let s = start_with(&route, 34900).await;
+    let call = place_call(s.addr, "701", "fork-cushion", "0").await;
+    // Latch, and learn the stream's id.
+    let p = rtp_bytes(0, true, 1, 0, 9, &[0xff; 160]);
+    call.rtp.send_to(&p, call.remote).await.unwrap();
+    let id = loop {
+        if let Some(r) = svc.streams().first() {
+            break r.stream_id.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let rtp = std::sync::Arc::new(call.rtp);
+    let collector = {
+        let rtp = rtp.clone();
+        tokio::spawn(async move { collect(&rtp, Duration::from_millis(1600)).await })
+    };
+    let frame: Vec<u8> = (0..160)
+        .flat_map(|i| ((((i as f64) * 0.3).sin() * 8000.0) as i16).to_le_bytes())
+        .collect();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    for k in 0..48u64 {
+        tick.tick().await;
+        if k % 8 == 0 && k > 0 {
+            let late = [2, 6, 10, 13, 16][(k / 8 - 1) as usize];
+            tokio::time::sleep(Duration::from_millis(late)).await;
+        }
+        assert!(svc.send(&id, Outgoing::Binary(frame.clone().into())));
+    }
+    let got = collector.await.unwrap();
+    assert!(got.len() >= 46, "only {} packets of playback", got.len());
+    let markers = got.iter().filter(|p| p.marker).count();
+    let jumps = got
+        .windows(2)
+        .filter(|w| {
+            w[1].ts.wrapping_sub(w[0].ts) != 160 * u32::from(w[1].seq.wrapping_sub(w[0].seq))
+        })
+        .count();
+    assert_eq!(
+        (markers, jumps),
+        (1, 0),
+        "the late frames left silent slots (talk spurts: {markers})"
+    );
+    s.stop().await;
+    svc.shutdown().await;
+}
