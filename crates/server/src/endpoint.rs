@@ -882,13 +882,7 @@ impl Endpoint {
             counters: self.counters.clone(),
             span: span.clone(),
             forks: route.forks.clone(),
-            meta: CallMeta {
-                call_id: id.call_id.clone(),
-                from: header_value(&request.headers, "From").unwrap_or_default(),
-                to: header_value(&request.headers, "To").unwrap_or_default(),
-                codec: codec.name().to_string(),
-                account_sid: None,
-            },
+            meta: call_meta(&id, &request, codec),
         });
         info!(number = %route.number.get_ref(), action = ?route.action, rtp_port, ?codec, "call accepted");
         self.registry.insert(
@@ -1319,6 +1313,17 @@ fn served_call_cdr(
         caller_leg: CdrLeg::new(s.codec, &s.rtp),
         callee_leg: None,
         forks,
+    }
+}
+
+/// Who is calling whom, for the forks' start messages.
+pub(crate) fn call_meta(id: &DialogId, request: &rsip::Request, codec: Codec) -> CallMeta {
+    CallMeta {
+        call_id: id.call_id.clone(),
+        from: header_value(&request.headers, "From").unwrap_or_default(),
+        to: header_value(&request.headers, "To").unwrap_or_default(),
+        codec: codec.name().to_string(),
+        account_sid: None,
     }
 }
 

@@ -47,6 +47,18 @@ async fn send_audio_from(call: &Call, from: usize, n: usize) -> Vec<Vec<u8>> {
     frames
 }
 
+/// Latches the call with one packet and waits for the service's stream: its id.
+async fn start_stream(call: &Call, svc: &siphon_analytics::Handle) -> String {
+    let p = rtp_bytes(0, true, 1, 0, 9, &[0xff; 160]);
+    call.rtp.send_to(&p, call.remote).await.unwrap();
+    loop {
+        if let Some(r) = svc.streams().first() {
+            return r.stream_id.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn send_audio(call: &Call, n: usize) -> Vec<Vec<u8>> {
     send_audio_from(call, 0, n).await
 }
@@ -178,15 +190,7 @@ async fn marks_come_back_after_playback_and_clear_stops_it() {
     let route = fork_route("701", &svc.url(Mode::Native), "native", "l16", "");
     let s = start_with(&route, 33400).await;
     let call = place_call(s.addr, "701", "fork-mark", "0").await;
-    // Latch and start the stream.
-    let p = rtp_bytes(0, true, 1, 0, 9, &[0xff; 160]);
-    call.rtp.send_to(&p, call.remote).await.unwrap();
-    let id = loop {
-        if let Some(r) = svc.streams().first() {
-            break r.stream_id.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let id = start_stream(&call, &svc).await;
     // 200 ms of audio, then a mark: the mark must come back only after ~10 packets played.
     let tone: Vec<u8> = (0..1600)
         .flat_map(|i| ((((i as f64) * 0.3).sin() * 8000.0) as i16).to_le_bytes())
@@ -373,15 +377,7 @@ async fn late_service_audio_is_absorbed_by_the_playback_cushion() {
     let route = fork_route("701", &svc.url(Mode::Native), "native", "l16", "");
     let s = start_with(&route, 34900).await;
     let call = place_call(s.addr, "701", "fork-cushion", "0").await;
-    // Latch, and learn the stream's id.
-    let p = rtp_bytes(0, true, 1, 0, 9, &[0xff; 160]);
-    call.rtp.send_to(&p, call.remote).await.unwrap();
-    let id = loop {
-        if let Some(r) = svc.streams().first() {
-            break r.stream_id.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let id = start_stream(&call, &svc).await;
     let rtp = std::sync::Arc::new(call.rtp);
     let collector = {
         let rtp = rtp.clone();

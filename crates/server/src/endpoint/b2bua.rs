@@ -14,7 +14,6 @@ use std::time::{Duration, SystemTime};
 
 use rsip::prelude::{HeadersExt, UntypedHeader};
 use rsip::{Header, Headers, Method};
-use siphon_fork::CallMeta;
 use siphon_sip::dialog::{Dialog, DialogId, cseq_number};
 use siphon_sip::message::{self, header_value, response_to};
 use siphon_sip::sdp::{Codec, Direction, LocalMedia, LocalSession, SessionDescription};
@@ -349,13 +348,7 @@ impl Endpoint {
             counters: self.counters.clone(),
             span: span.clone(),
             forks: route.forks.clone(),
-            meta: CallMeta {
-                call_id: id.call_id.clone(),
-                from: header_value(&request.headers, "From").unwrap_or_default(),
-                to: header_value(&request.headers, "To").unwrap_or_default(),
-                codec: caller_codec.name().to_string(),
-                account_sid: None,
-            },
+            meta: super::call_meta(&id, &request, caller_codec),
         });
         info!(
             number = %route.number.get_ref(),
