@@ -825,16 +825,7 @@ impl Endpoint {
         let local = self.local_media(rtp.port);
         let (answer_sdp, params) = match offer {
             Some(offer) => match session.answer(&offer, &local) {
-                Ok(n) => (
-                    n.answer.to_string(),
-                    MediaParams {
-                        codec: n.codec,
-                        payload_type: n.payload_type,
-                        telephone_event_pt: n.telephone_event_pt,
-                        remote: n.remote_rtp,
-                        direction: n.direction,
-                    },
-                ),
+                Ok(n) => (n.answer.to_string(), MediaParams::from(&n)),
                 Err(e) => {
                     inc(&self.counters.calls_rejected);
                     let reason = e.to_string();
@@ -1006,13 +997,7 @@ impl Endpoint {
             && let Ok(answer) = SessionDescription::parse(text)
             && let Ok(n) = call.session.answer(&answer, &local)
         {
-            call.media.update(MediaParams {
-                codec: n.codec,
-                payload_type: n.payload_type,
-                telephone_event_pt: n.telephone_event_pt,
-                remote: n.remote_rtp,
-                direction: n.direction,
-            });
+            call.media.update(MediaParams::from(&n));
         }
     }
 
@@ -1055,13 +1040,7 @@ impl Endpoint {
         match call.session.answer(&offer, &local) {
             Ok(n) => {
                 info!(call_id = %id.call_id, direction = ?n.direction, "re-INVITE");
-                call.media.update(MediaParams {
-                    codec: n.codec,
-                    payload_type: n.payload_type,
-                    telephone_event_pt: n.telephone_event_pt,
-                    remote: n.remote_rtp,
-                    direction: n.direction,
-                });
+                call.media.update(MediaParams::from(&n));
                 let sdp = n.answer.to_string();
                 self.reply_sdp(key, request, &id.local_tag, contact, sdp);
             }

@@ -81,6 +81,19 @@ pub struct MediaParams {
     pub direction: Direction,
 }
 
+impl From<&siphon_sip::sdp::Negotiated> for MediaParams {
+    /// The leg's media as offer/answer settled it.
+    fn from(n: &siphon_sip::sdp::Negotiated) -> Self {
+        MediaParams {
+            codec: n.codec,
+            payload_type: n.payload_type,
+            telephone_event_pt: n.telephone_event_pt,
+            remote: n.remote_rtp,
+            direction: n.direction,
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Control {
     Update(MediaParams),

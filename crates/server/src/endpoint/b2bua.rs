@@ -278,7 +278,7 @@ impl Endpoint {
         // caller answers in its ACK, RFC 3264 §4).
         let (caller_codec, caller_params, caller_sdp) = match offer {
             Some(offer) => match caller_session.answer(&offer, &caller_local) {
-                Ok(n) => (n.codec, Some(params_of(&n)), n.answer.to_string()),
+                Ok(n) => (n.codec, Some(MediaParams::from(&n)), n.answer.to_string()),
                 Err(e) => {
                     inc(&self.counters.calls_rejected);
                     let reason = e.to_string();
@@ -618,16 +618,6 @@ fn caller_response(
     resp
 }
 
-fn params_of(n: &siphon_sip::sdp::Negotiated) -> MediaParams {
-    MediaParams {
-        codec: n.codec,
-        payload_type: n.payload_type,
-        telephone_event_pt: n.telephone_event_pt,
-        remote: n.remote_rtp,
-        direction: n.direction,
-    }
-}
-
 /// The callee's media from its SDP answer to our offer. Reading an answer uses the same
 /// rules as answering an offer (first usable audio stream, its codec and address), on a
 /// copy of the session so our o= version does not move.
@@ -640,7 +630,7 @@ fn callee_params(session: &LocalSession, local: &LocalMedia, body: &[u8]) -> Opt
         .clone()
         .answer(&answer, local)
         .ok()
-        .map(|n| params_of(&n))
+        .map(|n| MediaParams::from(&n))
 }
 
 /// A From/To value without its tag parameter (`<sip:a@h>;tag=1;x=y` → `<sip:a@h>;x=y`).

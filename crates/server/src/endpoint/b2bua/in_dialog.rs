@@ -10,11 +10,12 @@ use siphon_sip::sdp::{Direction, LocalSession};
 use siphon_sip::transaction::TransactionKey;
 use tracing::{info, warn};
 
-use super::{Bridged, callee_params, index, other, params_of};
+use super::{Bridged, callee_params, index, other};
 use crate::bridge::Side;
 use crate::cdr::Party;
 use crate::counters::EndResult;
 use crate::endpoint::{Endpoint, allow, now, parse_offer};
+use crate::media::MediaParams;
 
 impl Endpoint {
     /// Requests for bridged calls: CANCEL of the caller's INVITE, and in-dialog requests
@@ -206,7 +207,7 @@ impl Endpoint {
                     } else {
                         call.caller.codec = n.codec;
                     }
-                    call.media.update(side, params_of(&n));
+                    call.media.update(side, MediaParams::from(&n));
                     // Hold (or unhold) on one leg is told to the other: a phone put on
                     // hold shows it, and stops sending what nobody listens to.
                     let wanted = match n.direction {
