@@ -46,6 +46,8 @@ cargo test --workspace
 # whether established calls keep their audio under load).
 cargo build --release -p siphon
 sip-tests/run.sh "$PWD/target/release/siphon"
-# Every fuzz target briefly (FUZZ_SECONDS each, 10 by default; docs/fuzzing.md has the long
-# runs). Installs cargo-fuzz if missing; the fuzz build has its own workspace and target.
-scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
+# Every fuzz target, built as for fuzzing (libFuzzer, AddressSanitizer), runs once over its
+# committed inputs: seeds, promoted finds and every saved crash (fuzz/regressions). No random
+# input: the same result every run. The open-ended search is `scripts/fuzz.sh SECONDS`
+# (docs/fuzzing.md). Installs cargo-fuzz if missing; the fuzz build has its own workspace.
+scripts/fuzz.sh --replay

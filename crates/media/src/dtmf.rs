@@ -10,7 +10,9 @@
 //! arrives** (start, update or end, whichever survives), because an IVR wants the digit now,
 //! not 100 ms later. Everything else with the same timestamp is absorbed, and so are stale
 //! packets from the last few events. A long press split into segments (§2.5.1.3: a new
-//! timestamp, same code, no marker, previous segment not ended) continues the current event.
+//! timestamp at most 0xFFFF units past the previous segment's, same code, no marker,
+//! previous segment not ended) continues the current event, which stays known by the
+//! timestamp it was reported with.
 //!
 //! **Sending.** A [`DtmfSender`] yields one payload per 20 ms slot: the first with the
 //! marker bit, updates with a growing duration, then three end packets carrying the same
@@ -27,6 +29,12 @@ const DTMF_DIGITS: &[u8; 16] = b"0123456789*#ABCD";
 
 /// How many recent event timestamps are remembered to absorb late retransmissions.
 const RECENT: usize = 8;
+
+/// How far past the current segment a new segment of the same press may start: RFC 4733
+/// §2.5.1.3 puts it at the previous segment's timestamp plus its duration, which the 16-bit
+/// field caps at 0xFFFF. Anything further is not a continuation but a new press whose
+/// marker packet was lost.
+const MAX_SEGMENT_ADVANCE: u32 = 0x1_0000;
 
 /// The character for an event code, if it is one of the 16 DTMF events.
 pub fn code_to_digit(code: u8) -> Option<char> {
@@ -96,9 +104,13 @@ impl DtmfEvent {
     }
 }
 
+/// The press being received.
 #[derive(Debug, Clone, Copy)]
 struct Current {
-    timestamp: u32,
+    /// Timestamp of its first segment: the press's identity, what was reported.
+    start: u32,
+    /// Timestamp of its latest segment (== `start` unless the press is longer than 8 s).
+    segment: u32,
     code: u8,
     ended: bool,
 }
@@ -134,6 +146,11 @@ impl DtmfReceiver {
     }
 
     /// Feeds one telephone-event packet; returns the key press if this packet starts one.
+    ///
+    /// A press is reported once whatever happens to its packets: the current press is known
+    /// by the timestamp it was reported with (`start`), whatever segments followed, and the
+    /// presses before it by the ring of recent start timestamps, which holds each at most
+    /// once so that repeats cannot push an older press out of it.
     pub fn handle(
         &mut self,
         marker: bool,
@@ -142,22 +159,25 @@ impl DtmfReceiver {
     ) -> Result<Option<DtmfEvent>, RtpError> {
         let event = TelephoneEvent::parse(payload)?;
         if let Some(cur) = &mut self.current {
-            if cur.timestamp == timestamp {
-                // Update, end or retransmission of the event in progress.
-                cur.ended |= event.end;
+            if timestamp == cur.segment || timestamp == cur.start {
+                // Update, end or retransmission of the press in progress.
+                if timestamp == cur.segment {
+                    cur.ended |= event.end;
+                }
                 return Ok(None);
             }
-            // Older than the current event and not a start: a late retransmission (wrapping
-            // comparison). A marked packet with an unseen timestamp is a new press even if
-            // the sender's timestamps went backwards (restart).
-            if !marker && (timestamp.wrapping_sub(cur.timestamp) as i32) < 0 {
+            // Older than the current segment and not a start: a late retransmission
+            // (wrapping comparison). A marked packet with an unseen timestamp is a new press
+            // even if the sender's timestamps went backwards (restart).
+            let advance = timestamp.wrapping_sub(cur.segment);
+            if !marker && (advance as i32) < 0 {
                 return Ok(None);
             }
-            if !marker && !cur.ended && cur.code == event.code {
-                // Next segment of a long press.
-                cur.timestamp = timestamp;
+            if !marker && !cur.ended && cur.code == event.code && advance <= MAX_SEGMENT_ADVANCE {
+                // Next segment of a long press (§2.5.1.3): same code, no marker, the
+                // previous segment not ended, starting where that one stopped.
+                cur.segment = timestamp;
                 cur.ended = event.end;
-                self.remember(timestamp);
                 return Ok(None);
             }
         }
@@ -165,7 +185,8 @@ impl DtmfReceiver {
             return Ok(None);
         }
         self.current = Some(Current {
-            timestamp,
+            start: timestamp,
+            segment: timestamp,
             code: event.code,
             ended: event.end,
         });

@@ -225,3 +225,105 @@ fn digit_codes() {
     assert_eq!(digit_to_code('d'), Some(15));
     assert_eq!(code_to_digit(16), None);
 }
+
+/// `../shared/findings/dtmf-crash-ac315d57`, the input with which the `dtmf` fuzz target
+/// found a press reported twice, decoded into its packets (marker, timestamp, payload). The
+/// press at 48000 is followed by non-marker packets of the same code whose timestamps jump
+/// by up to 2^31 (which the receiver took for segments of a long press), then the marked
+/// start at 48000 again. Before the fix the segment timestamps, remembered once per
+/// repetition, pushed 48000 out of the receiver's history and the replayed start was
+/// reported as a second press.
+#[test]
+fn fuzz_finding_ac315d57_is_one_press() {
+    let seq: &[(bool, u32, [u8; 4])] = &[
+        (true, 48000, [5, 0x0a, 0x00, 0xa0]),
+        (false, 1_096_576, [5, 0x00, 0x01, 0x0a]),
+        (false, 1_073_789_824, [5, 0x0a, 0x01, 0xe0]),
+        (false, 2_159_738_880, [5, 0x02, 0x0a, 0x27]),
+        (false, 32384, [5, 0x0a, 0x00, 0x0a]),
+        (true, 48000, [5, 0x0a, 0x00, 0xa0]),
+        (false, 1_096_576, [5, 0x00, 0x01, 0x0a]),
+        (false, 1_073_789_824, [5, 0x0a, 0x01, 0xe0]),
+        (false, 2_159_738_880, [5, 0x02, 0x0a, 0x27]),
+        (false, 48008, [5, 0x0a, 0x00, 0x0a]),
+        (true, 48000, [5, 0x0a, 0x00, 0xa0]),
+        (false, 1_096_576, [5, 0x00, 0x01, 0x0a]),
+        (false, 1_073_789_824, [5, 0x0a, 0x01, 0xe0]),
+        (false, 2_159_738_880, [5, 0x02, 0x0a, 0x27]),
+        (false, 48000, [5, 0x0a, 0x00, 0xa0]),
+        (false, 1_096_576, [5, 0x00, 0x01, 0x0a]),
+    ];
+    let mut rx = DtmfReceiver::new();
+    let reported: Vec<u32> = seq
+        .iter()
+        .filter_map(|(m, ts, p)| rx.handle(*m, *ts, p).unwrap())
+        .map(|e| e.timestamp)
+        .collect();
+    // 48000 once. The jumps of 2^30 and more are too far to be segments (at most 0xFFFF
+    // past the last one, §2.5.1.3), so they are presses whose marker was lost: each is
+    // reported, once.
+    assert_eq!(
+        reported.iter().filter(|&&ts| ts == 48000).count(),
+        1,
+        "{reported:?}"
+    );
+    let mut unique = reported.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        reported.len(),
+        "a press reported twice: {reported:?}"
+    );
+}
+
+/// The press being received stays one press however many segments it has: its first
+/// packet retransmitted after nine segments is not a new press.
+#[test]
+fn start_retransmitted_after_many_segments_is_absorbed() {
+    let mut rx = DtmfReceiver::new();
+    let mut packets = vec![(true, 1000, payload(3, false, 160))];
+    for k in 1..=9u32 {
+        packets.push((false, 1000 + k * 65_535, payload(3, false, 160)));
+    }
+    packets.push((true, 1000, payload(3, false, 160)));
+    assert_eq!(feed(&mut rx, &packets), vec!['3']);
+}
+
+/// Three presses (the same digit twice among them) survive every single duplication,
+/// loss and swap of adjacent packets: each is reported exactly once, with its timestamp.
+#[test]
+fn presses_survive_duplication_loss_and_reordering() {
+    let mut clean = press(1, 1000);
+    clean.extend(press(1, 3000));
+    clean.extend(press(7, 5000));
+    let starts = |packets: &[(bool, u32, [u8; 4])]| -> Vec<u32> {
+        let mut rx = DtmfReceiver::new();
+        let mut out: Vec<u32> = packets
+            .iter()
+            .filter_map(|(m, ts, p)| rx.handle(*m, *ts, p).unwrap())
+            .map(|e| e.timestamp)
+            .collect();
+        out.sort_unstable();
+        out
+    };
+    let want = vec![1000, 3000, 5000];
+    assert_eq!(starts(&clean), want);
+    for i in 0..clean.len() {
+        let mut dup = clean.clone();
+        dup.insert(i, clean[i]);
+        assert_eq!(starts(&dup), want, "packet {i} duplicated");
+        let mut lost = clean.clone();
+        lost.remove(i);
+        assert_eq!(starts(&lost), want, "packet {i} lost");
+        if i + 1 < clean.len() {
+            let mut swapped = clean.clone();
+            swapped.swap(i, i + 1);
+            assert_eq!(starts(&swapped), want, "packets {i} and {} swapped", i + 1);
+        }
+        // The whole stream again after it ended (a confused sender or a replaying SBC).
+        let mut replayed = clean.clone();
+        replayed.extend_from_slice(&clean[i..]);
+        assert_eq!(starts(&replayed), want, "replayed from packet {i}");
+    }
+}
