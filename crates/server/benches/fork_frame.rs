@@ -10,7 +10,7 @@ use siphon_fork::protocol::{Codec, StreamInfo};
 use siphon_fork::{AudioFormat, CallMeta, Encoding, ForkConfig, Mix, Mode};
 use siphon_media::FRAME_SAMPLES;
 use siphon_media::resample::Upsampler;
-use siphon_server::forking::encode_frame;
+use siphon_server::media::forking::encode_frame;
 
 fn speech(seed: i16) -> [i16; FRAME_SAMPLES] {
     let mut f = [0i16; FRAME_SAMPLES];

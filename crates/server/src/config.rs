@@ -379,16 +379,16 @@ impl Route {
     }
 
     /// The prompt a `play` route plays, loaded and checked (`None` for other actions).
-    pub fn prompt(&self) -> Result<Option<std::sync::Arc<crate::media::Prompt>>, String> {
+    pub fn prompt(&self) -> Result<Option<std::sync::Arc<crate::prompt::Prompt>>, String> {
         if self.action != Action::Play {
             return Ok(None);
         }
         let bytes = match &self.file {
             Some(path) => std::fs::read(path)
                 .map_err(|e| format!("cannot read prompt {}: {e}", path.display()))?,
-            None => crate::media::BUILTIN_PROMPT.to_vec(),
+            None => crate::prompt::BUILTIN_PROMPT.to_vec(),
         };
-        crate::media::Prompt::from_wav(&bytes)
+        crate::prompt::Prompt::from_wav(&bytes)
             .map(|p| Some(std::sync::Arc::new(p)))
             .map_err(|e| {
                 format!(
@@ -606,7 +606,7 @@ impl Config {
         for route in &self.dialplan {
             let n = route.number.get_ref();
             let valid = match n.strip_prefix('_') {
-                Some(pattern) => crate::dialplan::valid_pattern(pattern),
+                Some(pattern) => crate::patterns::valid_pattern(pattern),
                 None => {
                     !n.is_empty()
                         && n.chars()
@@ -739,7 +739,7 @@ impl Config {
                     r.number
                         .get_ref()
                         .strip_prefix('_')
-                        .is_some_and(|p| crate::dialplan::pattern_matches(p, number))
+                        .is_some_and(|p| crate::patterns::pattern_matches(p, number))
                 })
             })
     }

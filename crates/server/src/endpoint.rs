@@ -17,7 +17,6 @@ use std::time::{Duration, SystemTime};
 use dashmap::DashMap;
 use rsip::prelude::*;
 use rsip::{Header, Method};
-use siphon_fork::ForkConfig;
 use siphon_sip::auth::{Authenticator, DigestConfig};
 use siphon_sip::dialog::{Dialog, DialogId, DialogState, uri_of};
 use siphon_sip::message::{self, ACCEPT, ALLOW, header_value, response_to};
@@ -31,75 +30,16 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::cdr::{CdrFork, CdrLeg, CdrRecord, CdrWriter, Party};
 use crate::config::{Action, Config, RouteAuth};
-use crate::counters::{Counters, EndResult, LegStats, SETUP_BUCKETS, inc};
+use crate::control::{CallSummary, Command};
+use crate::counters::{Counters, EndResult, SETUP_BUCKETS, inc};
 use crate::dialplan;
 use crate::limits::{AuthFailures, Blocklist, TokenBucket, Verdict};
-use crate::media::{self, LegSetup, MediaHandle, MediaParams, Prompt};
+use crate::media::MediaParams;
+use crate::media::leg::{self as media, LegSetup, MediaHandle};
+use crate::prompt::Prompt;
 use crate::rtp_ports::PortPool;
 use crate::transport::{Inbound, Outbound};
 use siphon_fork::CallMeta;
-
-/// Things other tasks ask the SIP core to do.
-#[derive(Debug)]
-pub enum Command {
-    /// A ringing INVITE reached its answer time.
-    Answer(TransactionKey),
-    /// A ringing INVITE was never answered.
-    RingTimeout(TransactionKey),
-    /// A bridged call's phones rang for the route's ring timeout (the caller's dialog).
-    BridgeNoAnswer(DialogId),
-    /// Time to (re-)register to the trunk with this index in the configuration.
-    RegisterTrunk(usize),
-    /// The call's media ended on its own (RTP inactivity): hang up with BYE.
-    MediaEnded { call: DialogId, reason: String },
-    /// Admin API: hang up the call with this Call-ID (BYE, or 480 while it rings). `done`
-    /// says whether there was such a call.
-    HangUp {
-        call_id: String,
-        done: oneshot::Sender<bool>,
-    },
-    /// Admin API: start a fork named `fork_id` on a live call's media. `done` says whether
-    /// the call was found.
-    AttachFork {
-        call_id: String,
-        fork_id: String,
-        config: Box<ForkConfig>,
-        done: oneshot::Sender<bool>,
-    },
-    /// Admin API: stop a call's fork. `done` says whether the call was found.
-    DetachFork {
-        call_id: String,
-        fork_id: String,
-        done: oneshot::Sender<bool>,
-    },
-    /// Shutdown: refuse new calls (503), let the current ones go on for `timeout`, then BYE
-    /// them. `done` fires once no call is left.
-    Drain {
-        timeout: Duration,
-        done: oneshot::Sender<()>,
-    },
-}
-
-/// What the admin API and tests can see of a call.
-#[derive(Debug, Clone)]
-pub struct CallSummary {
-    pub call_id: String,
-    pub from: String,
-    pub to: String,
-    pub number: String,
-    pub codec: Option<Codec>,
-    pub rtp_port: u16,
-    pub answered: bool,
-    /// When the INVITE was taken (monotonic, for durations) and the wall clock then.
-    pub started: Instant,
-    pub started_at: SystemTime,
-    /// INVITE to 200 OK, once answered.
-    pub setup_time: Option<Duration>,
-    /// Where the INVITE came from.
-    pub source: SocketAddr,
-    /// The leg's RTP counters, kept by its media task.
-    pub rtp: Arc<LegStats>,
-}
 
 struct Call {
     dialog: Dialog,

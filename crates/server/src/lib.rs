@@ -5,17 +5,19 @@
 //! The protocol logic lives in `siphon-sip` and `siphon-media`; this crate is the thin I/O
 //! layer around them.
 
-pub mod bridge;
 pub mod cdr;
 pub mod config;
+pub mod control;
 pub mod counters;
 pub mod dialplan;
 pub mod endpoint;
 pub mod fork_metrics;
-pub mod forking;
 pub mod http;
 pub mod limits;
 pub mod media;
+pub mod patterns;
+pub mod prompt;
+pub mod redact;
 pub mod rtp_ports;
 pub mod rtp_socket;
 pub mod server;

@@ -20,8 +20,9 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::control::{CallSummary, Command};
 use crate::counters::Counters;
-use crate::endpoint::{CallSummary, Command, Endpoint};
+use crate::endpoint::Endpoint;
 use crate::http::{self, HttpContext};
 use crate::limits::Blocklist;
 use crate::rtp_ports::PortPool;

@@ -112,7 +112,7 @@ async fn prompt_number_plays_the_builtin_prompt_samples() {
     let call = place_call(s.addr, "602", "play1", "8").await;
     let got = collect(&call.rtp, Duration::from_millis(1200)).await;
     assert!(got.len() >= 40, "only {} packets", got.len());
-    let wav = siphon_media::wav::Wav::parse(siphon_server::media::BUILTIN_PROMPT).unwrap();
+    let wav = siphon_media::wav::Wav::parse(siphon_server::prompt::BUILTIN_PROMPT).unwrap();
     let expected = wav.to_g711(G711::Pcma);
     let mut decoded = vec![0i16; 160];
     let mut want = vec![0i16; 160];

@@ -4,7 +4,7 @@
 //! with its own Call-ID, tags and client transaction. The first phone to answer wins and
 //! the others get CANCEL; provisional and final responses are mapped back to the caller;
 //! CANCEL and BYE end both legs; hold on one leg is re-offered on the other. Media is
-//! relayed by `crate::bridge`, one task per call.
+//! relayed by `crate::media::bridge`, one task per call.
 //!
 //! This is part of the SIP core task (a child module of `endpoint`, so it shares the
 //! transaction layer and needs no locks); only the bookkeeping of bridged calls lives here.
@@ -22,13 +22,14 @@ use siphon_sip::{Peer, Transport};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::{CallSummary, Command, Endpoint, allow, new_tag, now, parse_offer};
-use crate::bridge::{self, BridgeHandle, BridgeSetup, Side};
+use super::{Endpoint, allow, new_tag, now, parse_offer};
 use crate::cdr::{CdrFork, CdrLeg, CdrRecord, Party};
 use crate::config::{Action, Route};
+use crate::control::{CallSummary, Command};
 use crate::counters::{EndResult, inc};
 use crate::dialplan;
 use crate::media::MediaParams;
+use crate::media::bridge::{self, BridgeHandle, BridgeSetup, Side};
 
 mod in_dialog;
 mod responses;

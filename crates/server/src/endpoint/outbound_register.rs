@@ -16,8 +16,9 @@ use siphon_sip::message::{self, header_param, header_value, header_values, split
 use siphon_sip::transaction::TransactionKey;
 use tracing::{info, warn};
 
-use super::{Command, Endpoint, new_tag, now};
+use super::{Endpoint, new_tag, now};
 use crate::config::{Config, TrunkConfig};
+use crate::control::Command;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 

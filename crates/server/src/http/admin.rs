@@ -20,9 +20,10 @@ use tokio::time::Instant;
 
 use super::{ApiError, COMMAND_TIMEOUT, Ctx, HttpContext};
 use crate::config::AccountKind;
+use crate::control::{CallSummary, Command};
 use crate::counters::get as load;
-use crate::endpoint::{CallSummary, Command};
 use crate::fork_metrics::ForkView;
+use crate::redact::redact_url;
 
 pub(super) fn routes() -> Router<Arc<HttpContext>> {
     Router::new()
@@ -308,19 +309,6 @@ fn fork_json(f: &ForkView) -> Value {
     })
 }
 
-/// A URL without user info and query (they often carry credentials).
-pub(crate) fn redact_url(url: &str) -> String {
-    let no_query = url.split(['?', '#']).next().unwrap_or_default();
-    match no_query.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            let host = authority.rsplit('@').next().unwrap_or(authority);
-            format!("{scheme}://{host}{path}")
-        }
-        None => no_query.to_string(),
-    }
-}
-
 /// Percent-encodes a path segment (Call-IDs often hold `@`, sometimes `/` or spaces).
 fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -337,15 +325,6 @@ fn encode_segment(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_lose_credentials() {
-        assert_eq!(
-            redact_url("wss://user:pw@example.com:443/stream?token=abc"),
-            "wss://example.com:443/stream"
-        );
-        assert_eq!(redact_url("ws://127.0.0.1:9"), "ws://127.0.0.1:9");
-    }
 
     #[test]
     fn segments_are_encoded() {

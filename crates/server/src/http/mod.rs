@@ -33,8 +33,8 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::control::{CallSummary, Command};
 use crate::counters::Counters;
-use crate::endpoint::{CallSummary, Command};
 use crate::rtp_ports::PortPool;
 pub use tls::ClientAddr;
 

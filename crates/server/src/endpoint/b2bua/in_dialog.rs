@@ -11,11 +11,11 @@ use siphon_sip::transaction::TransactionKey;
 use tracing::{info, warn};
 
 use super::{Bridged, callee_params, index, other};
-use crate::bridge::Side;
 use crate::cdr::Party;
 use crate::counters::EndResult;
 use crate::endpoint::{Endpoint, allow, now, parse_offer};
 use crate::media::MediaParams;
+use crate::media::bridge::Side;
 
 impl Endpoint {
     /// Requests for bridged calls: CANCEL of the caller's INVITE, and in-dialog requests

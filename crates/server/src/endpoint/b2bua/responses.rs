@@ -14,10 +14,10 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{Branch, BranchState, callee_params, caller_response, cancel_branch, cancel_of};
-use crate::bridge::Side;
 use crate::cdr::Party;
 use crate::counters::{EndResult, SETUP_BUCKETS, inc};
 use crate::endpoint::{Endpoint, allow, now};
+use crate::media::bridge::Side;
 
 impl Endpoint {
     /// A response to one of our outgoing INVITEs.

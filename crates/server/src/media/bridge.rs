@@ -29,11 +29,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, warn};
 
+use super::MediaParams;
+use super::forking::{ForkTap, Request};
+use crate::control::Command;
 use crate::counters::{Counters, LegPublisher, LegStats, inc};
-use crate::endpoint::Command;
 use crate::fork_metrics::ForkInfo;
-use crate::forking::{ForkTap, Request};
-use crate::media::MediaParams;
 use crate::rtp_ports::RtpPort;
 use crate::stereo::{self, Aligner};
 

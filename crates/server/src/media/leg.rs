@@ -11,88 +11,28 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use siphon_fork::ForkConfig;
+use siphon_media::FRAME_SAMPLES;
 use siphon_media::g711::G711;
 use siphon_media::jitter::FrameKind;
 use siphon_media::packet::RtpPacket;
 use siphon_media::session::{MediaEvent, MediaSession, SessionConfig};
 use siphon_media::tone::ToneGenerator;
-use siphon_media::{FRAME_SAMPLES, wav};
 use siphon_sip::dialog::DialogId;
 use siphon_sip::sdp::{Codec, Direction};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, warn};
 
+use super::MediaParams;
+use super::forking::{ForkTap, InOrder, Request};
 use crate::config::Action;
+use crate::control::Command;
 use crate::counters::{Counters, LegPublisher, LegStats, inc};
-use crate::endpoint::Command;
 use crate::fork_metrics::ForkInfo;
-use crate::forking::{ForkTap, InOrder, Request};
+use crate::prompt::Prompt;
 use crate::rtp_ports::RtpPort;
 use crate::rtp_socket::{RecvBatch, recv_batch};
 use siphon_fork::CallMeta;
-
-/// The prompt `602` plays when its route names no file: made for this project with
-/// espeak-ng (see scripts/make-prompt.sh), 8 kHz 16-bit mono.
-pub const BUILTIN_PROMPT: &[u8] = include_bytes!("../../../configs/prompts/welcome.wav");
-
-/// A prompt decoded once at start and encoded for both laws, shared by every call playing
-/// it (read-only, so sharing takes no lock).
-#[derive(Debug)]
-pub struct Prompt {
-    pcmu: Vec<u8>,
-    pcma: Vec<u8>,
-}
-
-impl Prompt {
-    /// Parses a WAV (PCM16 8/16 kHz or G.711) and pads it to whole 20 ms frames.
-    pub fn from_wav(bytes: &[u8]) -> Result<Prompt, wav::WavError> {
-        let wav = wav::Wav::parse(bytes)?;
-        let pad = |mut v: Vec<u8>, silence: u8| {
-            let rem = v.len() % FRAME_SAMPLES;
-            if rem != 0 || v.is_empty() {
-                v.resize(v.len() + FRAME_SAMPLES - rem, silence);
-            }
-            v
-        };
-        Ok(Prompt {
-            pcmu: pad(wav.to_g711(G711::Pcmu), G711::Pcmu.silence()),
-            pcma: pad(wav.to_g711(G711::Pcma), G711::Pcma.silence()),
-        })
-    }
-
-    fn frames(&self, codec: G711) -> &[u8] {
-        match codec {
-            G711::Pcmu => &self.pcmu,
-            G711::Pcma => &self.pcma,
-        }
-    }
-}
-
-/// What offer/answer decided for the leg.
-#[derive(Debug, Clone)]
-pub struct MediaParams {
-    pub codec: Codec,
-    pub payload_type: u8,
-    pub telephone_event_pt: Option<u8>,
-    /// Where the SDP says to send; replaced by the latched source once RTP arrives.
-    pub remote: Option<SocketAddr>,
-    /// Our direction: `RecvOnly`/`Inactive` mean the peer holds the call.
-    pub direction: Direction,
-}
-
-impl From<&siphon_sip::sdp::Negotiated> for MediaParams {
-    /// The leg's media as offer/answer settled it.
-    fn from(n: &siphon_sip::sdp::Negotiated) -> Self {
-        MediaParams {
-            codec: n.codec,
-            payload_type: n.payload_type,
-            telephone_event_pt: n.telephone_event_pt,
-            remote: n.remote_rtp,
-            direction: n.direction,
-        }
-    }
-}
 
 #[derive(Debug)]
 enum Control {

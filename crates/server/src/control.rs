@@ -1,0 +1,81 @@
+//! The messages between Siphon's tasks: what the media tasks and the HTTP side ask of the
+//! SIP core ([`Command`]), and what the SIP core shows of its calls ([`CallSummary`]).
+//!
+//! It sits below the media tasks, the signalling and the HTTP side so that each of them can
+//! speak to the others without importing them: a media task that ends its call sends
+//! `Command::MediaEnded` here, not a type of the endpoint's.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use siphon_fork::ForkConfig;
+use siphon_sip::dialog::DialogId;
+use siphon_sip::sdp::Codec;
+use siphon_sip::transaction::TransactionKey;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::counters::LegStats;
+
+/// Things other tasks ask the SIP core to do.
+#[derive(Debug)]
+pub enum Command {
+    /// A ringing INVITE reached its answer time.
+    Answer(TransactionKey),
+    /// A ringing INVITE was never answered.
+    RingTimeout(TransactionKey),
+    /// A bridged call's phones rang for the route's ring timeout (the caller's dialog).
+    BridgeNoAnswer(DialogId),
+    /// Time to (re-)register to the trunk with this index in the configuration.
+    RegisterTrunk(usize),
+    /// The call's media ended on its own (RTP inactivity): hang up with BYE.
+    MediaEnded { call: DialogId, reason: String },
+    /// Admin API: hang up the call with this Call-ID (BYE, or 480 while it rings). `done`
+    /// says whether there was such a call.
+    HangUp {
+        call_id: String,
+        done: oneshot::Sender<bool>,
+    },
+    /// Admin API: start a fork named `fork_id` on a live call's media. `done` says whether
+    /// the call was found.
+    AttachFork {
+        call_id: String,
+        fork_id: String,
+        config: Box<ForkConfig>,
+        done: oneshot::Sender<bool>,
+    },
+    /// Admin API: stop a call's fork. `done` says whether the call was found.
+    DetachFork {
+        call_id: String,
+        fork_id: String,
+        done: oneshot::Sender<bool>,
+    },
+    /// Shutdown: refuse new calls (503), let the current ones go on for `timeout`, then BYE
+    /// them. `done` fires once no call is left.
+    Drain {
+        timeout: Duration,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// What the admin API and tests can see of a call.
+#[derive(Debug, Clone)]
+pub struct CallSummary {
+    pub call_id: String,
+    pub from: String,
+    pub to: String,
+    pub number: String,
+    pub codec: Option<Codec>,
+    pub rtp_port: u16,
+    pub answered: bool,
+    /// When the INVITE was taken (monotonic, for durations) and the wall clock then.
+    pub started: Instant,
+    pub started_at: SystemTime,
+    /// INVITE to 200 OK, once answered.
+    pub setup_time: Option<Duration>,
+    /// Where the INVITE came from.
+    pub source: SocketAddr,
+    /// The leg's RTP counters, kept by its media task.
+    pub rtp: Arc<LegStats>,
+}

@@ -1,0 +1,43 @@
+//! The media layer: one task per call owns that call's RTP. Nothing here imports the
+//! signalling above it; the SIP core drives a task through its handle and hears from it
+//! through [`crate::control::Command`].
+//!
+//! - [`leg`]: a call Siphon answers itself (echo, tone, prompt, fork): RTP/RTCP, jitter
+//!   buffer, 20 ms pacer, DTMF, and the call's forks.
+//! - [`bridge`]: a call Siphon bridges (B2BUA): two legs relayed, transcoded when their codecs
+//!   differ, and forked.
+//! - [`forking`]: what both hand to the fork crate: frames to the WebSocket, the service's
+//!   audio back in order.
+
+pub mod bridge;
+pub mod forking;
+pub mod leg;
+
+use std::net::SocketAddr;
+
+use siphon_sip::sdp::{Codec, Direction};
+
+/// What offer/answer decided for the leg.
+#[derive(Debug, Clone)]
+pub struct MediaParams {
+    pub codec: Codec,
+    pub payload_type: u8,
+    pub telephone_event_pt: Option<u8>,
+    /// Where the SDP says to send; replaced by the latched source once RTP arrives.
+    pub remote: Option<SocketAddr>,
+    /// Our direction: `RecvOnly`/`Inactive` mean the peer holds the call.
+    pub direction: Direction,
+}
+
+impl From<&siphon_sip::sdp::Negotiated> for MediaParams {
+    /// The leg's media as offer/answer settled it.
+    fn from(n: &siphon_sip::sdp::Negotiated) -> Self {
+        MediaParams {
+            codec: n.codec,
+            payload_type: n.payload_type,
+            telephone_event_pt: n.telephone_event_pt,
+            remote: n.remote_rtp,
+            direction: n.direction,
+        }
+    }
+}
