@@ -31,6 +31,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 cargo fmt --all --check
+# Modules import each other without a cycle, in every crate (docs/architecture.md).
+python3 scripts/check-module-cycles.py
 # The compose stack must parse (services, volumes, the files it mounts); its dashboard's
 # metric names are checked against a live Siphon in sip-tests/run.sh.
 docker-compose -f docker-compose.yml config -q

@@ -1,0 +1,200 @@
+//! Configuration: a TOML file, strongly typed so that a mistake is reported with its line
+//! and column before anything starts (never half-applied).
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use siphon_sip::acl::IpAcl;
+
+/// The default configuration, embedded in the binary; the same text as `configs/siphon.toml`.
+mod routes;
+mod sections;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+pub use routes::{Account, AccountKind, Action, Route, RouteAuth};
+pub use sections::{
+    Algorithm, AnalyticsConfig, AuthConfig, CdrConfig, HttpConfig, LimitsConfig, RegistrarConfig,
+    RtpConfig, SipConfig, TrunkConfig,
+};
+
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../../../configs/siphon.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub sip: SipConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub registrar: RegistrarConfig,
+    #[serde(default)]
+    pub rtp: RtpConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub accounts: Vec<Account>,
+    #[serde(default)]
+    pub dialplan: Vec<Route>,
+    /// Upstream SIP providers that `trunk` routes send calls to.
+    #[serde(default)]
+    pub trunks: Vec<TrunkConfig>,
+    /// The reference analytics service, run inside Siphon for demos and tests (number 700
+    /// of the default configuration forks to it). Absent: not started.
+    pub analytics: Option<AnalyticsConfig>,
+    /// Call detail records. Absent: none are written.
+    pub cdr: Option<CdrConfig>,
+}
+
+/// A configuration problem, with where it is when known.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("line {line}, column {column}: {message}")]
+    At {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// The embedded default.
+    pub fn embedded() -> Result<Config, ConfigError> {
+        Config::parse(EMBEDDED_DEFAULT)
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text)
+    }
+
+    /// Parses and validates; every error names its line.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+            ConfigError::At {
+                line,
+                column,
+                message: e.message().to_string(),
+            }
+        })?;
+        config.validate(text)?;
+        Ok(config)
+    }
+
+    pub fn timers(&self) -> siphon_sip::TimerConfig {
+        siphon_sip::TimerConfig {
+            t1: Duration::from_millis(self.sip.t1_ms),
+            t2: Duration::from_millis(self.sip.t2_ms),
+            t4: Duration::from_millis(self.sip.t4_ms),
+        }
+    }
+
+    /// The address written into SDP, Contact and Via: configured, or the SIP listen
+    /// address, or — when that is a wildcard (0.0.0.0 / ::), which a peer cannot send to
+    /// and which in SDP means "on hold" — the address the host routes from.
+    pub fn advertised_address(&self) -> IpAddr {
+        if let Some(ip) = self.rtp.advertised_address {
+            return ip;
+        }
+        let listen = self.sip.listen.ip();
+        if listen.is_unspecified() {
+            primary_address(listen)
+        } else {
+            listen
+        }
+    }
+
+    pub fn account(&self, username: &str) -> Option<&Account> {
+        self.accounts
+            .iter()
+            .find(|a| a.username.get_ref() == username)
+    }
+
+    /// The trunk account whose allowed_ips admit `ip`.
+    pub fn trunk_for_ip(&self, ip: IpAddr) -> Option<&Account> {
+        self.accounts
+            .iter()
+            .find(|a| !a.allowed_ips.is_empty() && IpAcl::new(a.allowed_ips.clone()).contains(ip))
+    }
+
+    /// The route for a dialled number from anyone (routes limited to `callers` excluded).
+    pub fn route(&self, number: &str) -> Option<&Route> {
+        self.route_for(number, None)
+    }
+
+    /// The route for a dialled number from `caller` (an account or trunk name): an exact
+    /// number first, else the first pattern (`_...`) that matches, in file order; a route
+    /// with `callers` only when they include `caller`.
+    pub fn route_for(&self, number: &str, caller: Option<&str>) -> Option<&Route> {
+        let admits = |r: &&Route| {
+            r.callers.is_empty() || caller.is_some_and(|c| r.callers.iter().any(|k| k == c))
+        };
+        self.dialplan
+            .iter()
+            .filter(admits)
+            .find(|r| r.number.get_ref() == number)
+            .or_else(|| {
+                self.dialplan.iter().filter(admits).find(|r| {
+                    r.number
+                        .get_ref()
+                        .strip_prefix('_')
+                        .is_some_and(|p| crate::patterns::pattern_matches(p, number))
+                })
+            })
+    }
+
+    pub fn trunk(&self, name: &str) -> Option<&TrunkConfig> {
+        self.trunks.iter().find(|t| t.name == name)
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+/// The host's source address towards the public internet, found the way the kernel would
+/// choose it: connecting a UDP socket sends nothing, it only picks a route and a source.
+/// A host with no default route gets loopback, the only address a peer can surely reach.
+fn primary_address(family: IpAddr) -> IpAddr {
+    use std::net::{Ipv4Addr, Ipv6Addr, UdpSocket};
+    // Documentation prefixes (RFC 5737 / RFC 3849): routed like any public address.
+    let (bind, probe, fallback): (IpAddr, IpAddr, IpAddr) = match family {
+        IpAddr::V4(_) => (
+            Ipv4Addr::UNSPECIFIED.into(),
+            Ipv4Addr::new(192, 0, 2, 1).into(),
+            Ipv4Addr::LOCALHOST.into(),
+        ),
+        IpAddr::V6(_) => (
+            Ipv6Addr::UNSPECIFIED.into(),
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).into(),
+            Ipv6Addr::LOCALHOST.into(),
+        ),
+    };
+    UdpSocket::bind((bind, 0))
+        .and_then(|s| s.connect((probe, 9)).map(|()| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip())
+        .ok()
+        .filter(|ip| !ip.is_unspecified())
+        .unwrap_or(fallback)
+}

@@ -1,0 +1,124 @@
+//! Digest authentication of requests: challenges (401/407), checking a call's credentials,
+//! and counting failures towards a source's block.
+
+use std::net::SocketAddr;
+
+use rsip::Header;
+use siphon_sip::Peer;
+use siphon_sip::message::header_value;
+use siphon_sip::transaction::TransactionKey;
+use tracing::{info, warn};
+
+use super::{Endpoint, now};
+use crate::counters::inc;
+use crate::limits::Verdict;
+
+impl Endpoint {
+    /// Counts a failed authentication; blocks the source past the threshold.
+    pub(super) fn auth_failed(&mut self, source: SocketAddr, account: &str) {
+        inc(&self.counters.auth_failures);
+        match self.auth_failures.record(source.ip(), account, now()) {
+            Verdict::Block {
+                until,
+                source_failures,
+            } => {
+                inc(&self.counters.auth_blocks);
+                warn!(
+                    source = %source.ip(),
+                    %account,
+                    failures = source_failures,
+                    block_s = self.config.limits.auth_block_s,
+                    "too many failed authentications; blocking the source"
+                );
+                self.blocklist.block(source.ip(), until);
+            }
+            Verdict::Counted {
+                account_failures, ..
+            } => {
+                if account_failures > 0 && account_failures % 50 == 0 {
+                    warn!(%account, account_failures, "many failed authentications for one account");
+                }
+            }
+        }
+    }
+
+    /// 401 (registrar) or 407 (calls) with one challenge per configured algorithm.
+    pub(super) fn challenge(
+        &mut self,
+        key: &TransactionKey,
+        request: &rsip::Request,
+        stale: bool,
+        proxy: bool,
+    ) {
+        inc(&self.counters.auth_challenges);
+        let headers: Vec<Header> = self
+            .auth
+            .challenge(now(), stale)
+            .into_iter()
+            .map(|c| {
+                if proxy {
+                    Header::ProxyAuthenticate(c.into())
+                } else {
+                    Header::WwwAuthenticate(c.into())
+                }
+            })
+            .collect();
+        let code = if proxy { 407 } else { 401 };
+        self.reply_to(key, request, code, None, &headers);
+    }
+
+    /// Checks a call's caller against the route's policy. `false` means a response was sent.
+    pub(super) fn admit_call(
+        &mut self,
+        key: &TransactionKey,
+        request: &rsip::Request,
+        peer: Peer,
+    ) -> bool {
+        if self.config.trunk_for_ip(peer.addr.ip()).is_some() {
+            return true;
+        }
+        let Some(authorization) = header_value(&request.headers, "Proxy-Authorization") else {
+            self.challenge(key, request, false, true);
+            return false;
+        };
+        let config = self.config.clone();
+        let password_of = |name: &str| config.account(name).and_then(|a| a.password.clone());
+        match self.auth.verify(
+            now(),
+            request.method.to_string().as_str(),
+            &authorization,
+            &password_of,
+        ) {
+            Ok(_) => {
+                self.auth_failures.success(peer.addr.ip());
+                true
+            }
+            Err(e) if e.is_stale() => {
+                self.challenge(key, request, true, true);
+                false
+            }
+            Err(e) => {
+                let account = credentials_user(&authorization);
+                self.auth_failed(peer.addr, &account);
+                info!(source = %peer.addr, error = %e, "INVITE authentication failed");
+                self.reply_to(key, request, 403, None, &[]);
+                false
+            }
+        }
+    }
+}
+
+/// The username a credentials header claims (for counting failures), or empty.
+pub(super) fn credentials_user(header: &str) -> String {
+    header
+        .split(',')
+        .find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            k.trim()
+                .trim_start_matches("Digest")
+                .trim()
+                .eq_ignore_ascii_case("username")
+                .then(|| v.trim().trim_matches('"').to_string())
+        })
+        .unwrap_or_default()
+}

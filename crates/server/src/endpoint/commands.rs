@@ -1,0 +1,140 @@
+//! What other tasks ask of the SIP core ([`Command`]): answers and timeouts that were
+//! scheduled, media that ended, the admin API's hang-ups and forks, and the drain.
+
+use std::time::Duration;
+
+use siphon_sip::dialog::DialogId;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tracing::info;
+
+use super::Endpoint;
+use crate::control::Command;
+use crate::counters::EndResult;
+
+impl Endpoint {
+    pub(super) fn handle_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Answer(key) => {
+                if let Some(id) = self.by_invite.get(&key).cloned() {
+                    self.answer(&id);
+                }
+            }
+            Command::RingTimeout(key) => {
+                if let Some(id) = self.by_invite.get(&key).cloned()
+                    && self.calls.get(&id).is_some_and(|c| c.answer_sdp.is_none())
+                {
+                    info!(call_id = %id.call_id, "no answer; 480");
+                    self.reply(&key, 480, None, &[]);
+                    self.end_call_as(&id, EndResult::NoAnswer);
+                }
+            }
+            Command::BridgeNoAnswer(id) => self.bridge_no_answer(&id),
+            Command::RegisterTrunk(index) => self.register_trunk(index, None),
+            Command::MediaEnded { call, reason } => {
+                info!(call_id = %call.call_id, %reason, "media ended; sending BYE");
+                let result = if reason.starts_with("no RTP") {
+                    EndResult::RtpTimeout
+                } else {
+                    EndResult::MediaEnded
+                };
+                self.hang_up_as(&call, &reason, result);
+            }
+            Command::HangUp { call_id, done } => {
+                let id = self.find_call(&call_id);
+                if let Some(id) = &id {
+                    info!(%call_id, "hung up through the admin API");
+                    self.hang_up_as(id, "admin", EndResult::Admin);
+                }
+                let _ = done.send(id.is_some());
+            }
+            Command::AttachFork {
+                call_id,
+                fork_id,
+                config,
+                done,
+            } => {
+                let ok = match self.find_call(&call_id) {
+                    Some(id) => match self.calls.get(&id) {
+                        Some(c) => c.media.attach_fork(fork_id, *config),
+                        None => self.bridges.attach_fork(&id, fork_id, *config),
+                    },
+                    None => false,
+                };
+                let _ = done.send(ok);
+            }
+            Command::DetachFork {
+                call_id,
+                fork_id,
+                done,
+            } => {
+                let ok = match self.find_call(&call_id) {
+                    Some(id) => match self.calls.get(&id) {
+                        Some(c) => c.media.detach_fork(fork_id),
+                        None => self.bridges.detach_fork(&id, fork_id),
+                    },
+                    None => false,
+                };
+                let _ = done.send(ok);
+            }
+            Command::Drain { timeout, done } => {
+                info!(
+                    calls = self.calls.len(),
+                    ?timeout,
+                    "draining: new calls get 503"
+                );
+                self.counters
+                    .draining
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                self.drain = Some(Drain {
+                    deadline: Instant::now() + timeout,
+                    done: Some(done),
+                    calls_at_start: self.calls.len() + self.bridges.len(),
+                    hung_up: 0,
+                });
+            }
+        }
+    }
+
+    pub(super) fn find_call(&self, call_id: &str) -> Option<DialogId> {
+        self.calls
+            .keys()
+            .find(|id| id.call_id == call_id)
+            .cloned()
+            .or_else(|| self.bridges.find(call_id))
+    }
+
+    pub(super) fn check_drained(&mut self) {
+        if !self.calls.is_empty() || !self.bridges.is_empty() {
+            return;
+        }
+        if let Some(d) = self.drain.as_mut()
+            && let Some(done) = d.done.take()
+        {
+            info!(
+                calls = d.calls_at_start,
+                ended_by_their_parties = d.calls_at_start.saturating_sub(d.hung_up),
+                hung_up_at_timeout = d.hung_up,
+                "drained: no call left"
+            );
+            let _ = done.send(());
+        }
+    }
+
+    pub(super) fn schedule(&self, after: Duration, cmd: Command) {
+        let tx = self.commands.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = tx.send(cmd).await;
+        });
+    }
+}
+
+pub(super) struct Drain {
+    pub(super) deadline: Instant,
+    pub(super) done: Option<oneshot::Sender<()>>,
+    /// Calls up when the drain began, and how many of them the timeout hung up: the
+    /// closing log line says what the drain did.
+    pub(super) calls_at_start: usize,
+    pub(super) hung_up: usize,
+}

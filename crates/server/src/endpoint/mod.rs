@@ -1,0 +1,480 @@
+//! The SIP core driver and transaction user (UAS): one task owns the transaction layer,
+//! the dialogs and the registrar's view of requests. It feeds the sans-IO layer with
+//! parsed messages and time, sends what the layer wants sent, and acts on its events.
+//!
+//! Signalling is not the media hot path: one task comfortably handles thousands of
+//! messages per second, and owning all dialogs in one place removes every lock between
+//! them. Each call's media runs in its own task (see `media`).
+
+mod auth;
+mod b2bua;
+mod commands;
+mod in_dialog;
+mod outbound_register;
+mod registrar;
+mod replies;
+mod uas;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use rsip::prelude::*;
+use rsip::{Header, Method};
+use siphon_sip::auth::{Authenticator, DigestConfig};
+use siphon_sip::dialog::{Dialog, DialogId};
+use siphon_sip::message::{self, ACCEPT, header_value};
+use siphon_sip::registrar::{LocationStore, MemoryLocationStore, Registrar};
+use siphon_sip::sdp::{Codec, LocalSession, SessionDescription};
+use siphon_sip::transaction::{Event, TransactionKey, TransactionLayer};
+use siphon_sip::{Peer, Transport};
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::cdr::CdrWriter;
+use crate::config::{Action, Config};
+use crate::control::{CallSummary, Command};
+use crate::counters::{Counters, EndResult, inc};
+use crate::limits::{AuthFailures, Blocklist, TokenBucket};
+use crate::media::leg::MediaHandle;
+use crate::prompt::Prompt;
+use crate::rtp_ports::PortPool;
+use crate::transport::{Inbound, Outbound};
+use commands::Drain;
+use replies::allow;
+use siphon_fork::CallMeta;
+
+struct Call {
+    dialog: Dialog,
+    /// Where in-dialog requests go: the address the INVITE came from, which also works for
+    /// phones behind NAT (their Contact is often a private address).
+    peer: Peer,
+    invite_key: TransactionKey,
+    invite: rsip::Request,
+    session: LocalSession,
+    media: MediaHandle,
+    action: Action,
+    answer_sdp: Option<String>,
+    span: tracing::Span,
+}
+
+pub struct Endpoint {
+    config: Arc<Config>,
+    sip_addr: SocketAddr,
+    /// Where SIP over TLS listens (Contact and Via of TLS dialogs name it).
+    tls_addr: Option<SocketAddr>,
+    layer: TransactionLayer,
+    out: Outbound,
+    auth: Authenticator,
+    registrar: Registrar,
+    ports: Arc<PortPool>,
+    counters: Arc<Counters>,
+    calls: HashMap<DialogId, Call>,
+    /// Every call's INVITE transaction, for CANCEL, ring timers and ACK timeouts.
+    by_invite: HashMap<TransactionKey, DialogId>,
+    commands: mpsc::Sender<Command>,
+    registry: Arc<DashMap<String, CallSummary>>,
+    /// Prompts of `play` routes by number, loaded once.
+    prompts: HashMap<String, Arc<Prompt>>,
+    /// Sources ignored after failed authentication (read by the transports).
+    blocklist: Blocklist,
+    auth_failures: AuthFailures,
+    invite_rate: TokenBucket,
+    register_rate: TokenBucket,
+    /// Set by `Command::Drain`.
+    drain: Option<Drain>,
+    /// Calls to `user` routes (B2BUA), kept apart from the calls Siphon answers itself.
+    bridges: b2bua::Bridges,
+    /// Where CDRs go, when configured.
+    cdr: Option<CdrWriter>,
+    /// Siphon's own registrations to trunks (`register = true`).
+    registrations: outbound_register::Registrations,
+}
+
+impl Endpoint {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: Arc<Config>,
+        sip_addr: SocketAddr,
+        out: Outbound,
+        ports: Arc<PortPool>,
+        counters: Arc<Counters>,
+        commands: mpsc::Sender<Command>,
+        registry: Arc<DashMap<String, CallSummary>>,
+        blocklist: Blocklist,
+    ) -> Endpoint {
+        let auth = Authenticator::new(DigestConfig {
+            algorithms: config.auth.algorithms.iter().map(|a| (*a).into()).collect(),
+            nonce_lifetime: Duration::from_secs(config.auth.nonce_lifetime_s),
+            ..DigestConfig::new(config.sip.realm.clone())
+        });
+        let r = &config.registrar;
+        let registrar = Registrar::new(
+            siphon_sip::registrar::RegistrarConfig {
+                min_expires: r.min_expires,
+                max_expires: r.max_expires,
+                default_expires: r.default_expires,
+                max_bindings_per_aor: r.max_bindings_per_account,
+            },
+            Arc::new(MemoryLocationStore::default()),
+        );
+        let prompts = config
+            .dialplan
+            .iter()
+            .filter_map(|route| match route.prompt() {
+                Ok(p) => p.map(|p| (route.number.get_ref().clone(), p)),
+                Err(e) => {
+                    // Config validation already loaded it; the file changed since.
+                    warn!(error = %e, "prompt unavailable");
+                    None
+                }
+            })
+            .collect();
+        let cdr = config
+            .cdr
+            .as_ref()
+            .and_then(|c| match CdrWriter::open(&c.path) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::error!(error = %e, "CDRs disabled");
+                    None
+                }
+            });
+        let l = &config.limits;
+        let t0 = now();
+        Endpoint {
+            bridges: b2bua::Bridges::default(),
+            registrations: outbound_register::Registrations::new(&config),
+            cdr,
+            blocklist,
+            auth_failures: AuthFailures::new(
+                l.auth_failures_to_block,
+                Duration::from_secs(l.auth_failure_window_s),
+                Duration::from_secs(l.auth_block_s),
+            ),
+            invite_rate: TokenBucket::new(l.calls_per_second, l.calls_per_second, t0),
+            register_rate: TokenBucket::new(l.registers_per_second, l.registers_per_second, t0),
+            prompts,
+            layer: TransactionLayer::new(config.timers()),
+            // Contact and Via must name an address peers can send to: never a wildcard.
+            sip_addr: if sip_addr.ip().is_unspecified() || config.rtp.advertised_address.is_some() {
+                SocketAddr::new(config.advertised_address(), sip_addr.port())
+            } else {
+                sip_addr
+            },
+            tls_addr: None,
+            config,
+            out,
+            auth,
+            registrar,
+            ports,
+            counters,
+            calls: HashMap::new(),
+            by_invite: HashMap::new(),
+            commands,
+            registry,
+            drain: None,
+        }
+    }
+
+    /// The registrar's bindings, for the admin API and metrics (read-only use).
+    /// SIP over TLS listens at `addr`; a wildcard is advertised as `sip_addr`'s host.
+    pub fn set_tls_addr(&mut self, addr: SocketAddr) {
+        let ip = if addr.ip().is_unspecified() {
+            self.sip_addr.ip()
+        } else {
+            addr.ip()
+        };
+        self.tls_addr = Some(SocketAddr::new(ip, addr.port()));
+    }
+
+    /// The address peers reach Siphon at over `transport`.
+    fn addr_for(&self, transport: Transport) -> SocketAddr {
+        match (transport, self.tls_addr) {
+            (Transport::Tls, Some(tls)) => tls,
+            _ => self.sip_addr,
+        }
+    }
+
+    pub fn location_store(&self) -> Arc<dyn LocationStore> {
+        self.registrar.store().clone()
+    }
+
+    pub async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut commands: mpsc::Receiver<Command>,
+        mut shutdown: broadcast::Receiver<()>,
+    ) {
+        let mut housekeeping = tokio::time::interval(Duration::from_secs(10));
+        self.start_registrations();
+        self.flush().await;
+        loop {
+            let deadline = self.layer.poll_timeout().map(Instant::from_std);
+            let timer = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let drain_deadline = self
+                .drain
+                .as_ref()
+                .filter(|_| !self.calls.is_empty() || !self.bridges.is_empty())
+                .map(|d| d.deadline);
+            let drain_timer = async {
+                match drain_deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some(msg) = inbound.recv() => self.handle_inbound(msg).await,
+                Some(cmd) = commands.recv() => self.handle_command(cmd),
+                () = timer => self.layer.handle_timeout(now()),
+                _ = housekeeping.tick() => {
+                    let now = now();
+                    self.auth.purge(now);
+                    self.auth_failures.purge(now);
+                    self.blocklist.purge(now);
+                    // No response matches an INVITE after 64·T1 (Timer B / RFC 6026 M).
+                    let keep = self.config.timers().t1 * 64;
+                    self.bridges.purge(Instant::now(), keep);
+                    let expired = self.registrar.purge_expired(now);
+                    if expired > 0 {
+                        self.counters
+                            .registrations_expired
+                            .fetch_add(expired as u64, std::sync::atomic::Ordering::Relaxed);
+                        info!(expired, "registrations expired");
+                    }
+                }
+                () = drain_timer => {
+                    warn!(calls = self.calls.len(), "drain timeout; hanging up the calls left");
+                    if let Some(d) = self.drain.as_mut() {
+                        d.hung_up = self.calls.len() + self.bridges.len();
+                    }
+                    self.hang_up_all("shutdown", EndResult::DrainTimeout);
+                }
+                _ = shutdown.recv() => {
+                    self.hang_up_all("shutdown", EndResult::Shutdown);
+                    self.flush().await;
+                    return;
+                }
+            }
+            self.flush().await;
+            self.check_drained();
+        }
+    }
+
+    /// Drains the layer: events to the TU, datagrams to the transports.
+    async fn flush(&mut self) {
+        loop {
+            while let Some(t) = self.layer.poll_transmit() {
+                self.out.send(t.peer, t.bytes);
+            }
+            let Some(event) = self.layer.poll_event() else {
+                break;
+            };
+            self.handle_event(event).await;
+        }
+        self.counters
+            .transactions(self.layer.len(), self.layer.stats());
+    }
+
+    async fn handle_inbound(&mut self, inbound: Inbound) {
+        let now = now();
+        match inbound.message {
+            rsip::SipMessage::Request(request) => {
+                inc(&self.counters.requests_received);
+                let peer = match inbound.transport {
+                    Transport::Udp => {
+                        let via = request
+                            .via_header()
+                            .map(|v| v.value().to_string())
+                            .unwrap_or_default();
+                        Peer::new(
+                            message::response_address(&via, inbound.source),
+                            Transport::Udp,
+                        )
+                    }
+                    t => Peer::new(inbound.source, t),
+                };
+                if let Err(e) = self.layer.handle_request(now, request, peer) {
+                    debug!(error = %e, "transaction layer refused request");
+                }
+            }
+            rsip::SipMessage::Response(response) => {
+                inc(&self.counters.responses_received);
+                let peer = Peer::new(inbound.source, inbound.transport);
+                let before = self.layer.stats().unmatched_responses;
+                if let Err(e) = self.layer.handle_response(now, response, peer) {
+                    debug!(error = %e, "transaction layer refused response");
+                }
+                if self.layer.stats().unmatched_responses > before {
+                    inc(&self.counters.unsolicited_responses);
+                }
+            }
+        }
+    }
+
+    async fn handle_event(&mut self, event: Event) {
+        match event {
+            Event::Request { key, request, peer } => self.on_request(key, request, peer).await,
+            Event::AckReceived { request, .. } | Event::StrayAck { request, .. } => {
+                if !self.bridge_ack(&request) {
+                    self.on_ack(&request)
+                }
+            }
+            Event::Response { key, response } => match key.method() {
+                Method::Invite => self.on_branch_response(key, response),
+                Method::Register => self.on_register_response(&key, &response),
+                // Responses to our BYE and CANCEL need nothing.
+                _ => {}
+            },
+            Event::Terminated { .. } => {}
+            Event::Timeout { key } => {
+                debug!(%key, "client transaction timed out");
+                match key.method() {
+                    Method::Invite => self.on_branch_timeout(&key),
+                    Method::Register => self.on_register_timeout(&key),
+                    _ => {}
+                }
+            }
+            Event::AckTimeout { key } => {
+                if self.bridge_ack_timeout(&key) {
+                    return;
+                }
+                if let Some(id) = self.by_invite.get(&key).cloned() {
+                    warn!(call_id = %id.call_id, "no ACK for our final response; ending call");
+                    self.hang_up_as(&id, "no ACK", EndResult::NoAck);
+                }
+            }
+        }
+    }
+
+    async fn on_request(&mut self, key: TransactionKey, request: rsip::Request, peer: Peer) {
+        let in_dialog = request
+            .to_header()
+            .ok()
+            .and_then(|to| message::header_param(to.value(), "tag").map(|_| ()))
+            .is_some();
+        if let Some(reason) = self.over_limit(&request, in_dialog) {
+            inc(&self.counters.overload_rejections);
+            debug!(method = %request.method, reason, "over a limit; 503");
+            let retry = Header::Other(
+                "Retry-After".into(),
+                self.config.limits.retry_after_s.to_string(),
+            );
+            self.reply_to(&key, &request, 503, Some(reason), &[retry]);
+            return;
+        }
+        if self.bridge_request(&key, &request) {
+            return;
+        }
+        match request.method {
+            Method::Register => self.on_register(&key, &request, peer),
+            Method::Options => self.on_options(&key, &request),
+            Method::Invite if in_dialog => self.on_reinvite(&key, &request),
+            Method::Invite if self.drain.is_some() || self.counters.is_draining() => {
+                inc(&self.counters.calls_started);
+                let retry = Header::Other("Retry-After".into(), "30".into());
+                self.reply_to(&key, &request, 503, Some("Draining"), &[retry]);
+            }
+            Method::Invite => {
+                let span = info_span!("call", call_id = %call_id(&request));
+                self.on_invite(key, request, peer).instrument(span).await
+            }
+            Method::Bye => self.on_bye(&key, &request),
+            Method::Cancel => self.on_cancel(&key, &request),
+            Method::Info => self.on_info(&key, &request),
+            _ => self.reply_to(&key, &request, 405, None, &[allow()]),
+        }
+    }
+
+    /// The limit a new request would break, if any. In-dialog requests (BYE, re-INVITE)
+    /// are never refused: they keep established calls working under load.
+    fn over_limit(&mut self, request: &rsip::Request, in_dialog: bool) -> Option<&'static str> {
+        if in_dialog || matches!(request.method, Method::Ack | Method::Cancel | Method::Bye) {
+            return None;
+        }
+        let limits = &self.config.limits;
+        if self.layer.len() > limits.max_transactions {
+            return Some("Too Many Transactions");
+        }
+        let now = now();
+        match request.method {
+            Method::Invite if self.calls.len() + self.bridges.len() >= limits.max_calls => {
+                Some("Too Many Calls")
+            }
+            Method::Invite if !self.invite_rate.allow(now) => Some("Call Rate Exceeded"),
+            Method::Register if !self.register_rate.allow(now) => {
+                Some("Registration Rate Exceeded")
+            }
+            _ => None,
+        }
+    }
+
+    fn on_options(&mut self, key: &TransactionKey, request: &rsip::Request) {
+        let headers = [
+            allow(),
+            Header::Accept(ACCEPT.into()),
+            Header::Other("Supported".into(), "".into()),
+        ];
+        self.reply_to(key, request, 200, None, &headers);
+    }
+}
+
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+fn new_tag() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+fn call_id(request: &rsip::Request) -> String {
+    request
+        .call_id_header()
+        .map(|c| c.value().to_string())
+        .unwrap_or_default()
+}
+
+/// The user part of a SIP URI string.
+fn user_of(uri: &str) -> Option<String> {
+    let rest = uri.split_once(':')?.1;
+    let (user, _) = rest.split_once('@')?;
+    let user = user.split(';').next()?;
+    (!user.is_empty()).then(|| user.to_string())
+}
+
+/// The SDP offer of an INVITE: `Ok(None)` when there is no body (late offer); otherwise
+/// the status and reason for a body that cannot be used (415 wrong type, 400 malformed).
+fn parse_offer(request: &rsip::Request) -> Result<Option<SessionDescription>, (u16, String)> {
+    if request.body.is_empty() {
+        return Ok(None);
+    }
+    let content_type = header_value(&request.headers, "Content-Type").unwrap_or_default();
+    let mime = content_type.split(';').next().unwrap_or_default().trim();
+    if !mime.eq_ignore_ascii_case("application/sdp") {
+        return Err((415, "Unsupported Media Type".into()));
+    }
+    let text = std::str::from_utf8(&request.body)
+        .map_err(|_| (400, "Bad Request (SDP is not UTF-8)".to_string()))?;
+    SessionDescription::parse(text)
+        .map(Some)
+        .map_err(|e| (e.status_code(), format!("Bad Request (SDP: {e})")))
+}
+
+/// Who is calling whom, for the forks' start messages.
+fn call_meta(id: &DialogId, request: &rsip::Request, codec: Codec) -> CallMeta {
+    CallMeta {
+        call_id: id.call_id.clone(),
+        from: header_value(&request.headers, "From").unwrap_or_default(),
+        to: header_value(&request.headers, "To").unwrap_or_default(),
+        codec: codec.name().to_string(),
+        account_sid: None,
+    }
+}

@@ -1,0 +1,105 @@
+//! Responses Siphon sends as UAS, and the headers and SDP that name Siphon (Contact, Via,
+//! media).
+
+use super::{Endpoint, new_tag, now};
+use rsip::prelude::*;
+use rsip::{Header, Method};
+use siphon_sip::Transport;
+use siphon_sip::message::{self, ALLOW, response_to};
+use siphon_sip::sdp::{Codec, LocalMedia};
+use siphon_sip::transaction::{TransactionKey, new_branch};
+use tracing::debug;
+
+impl Endpoint {
+    pub(super) fn reply_to(
+        &mut self,
+        key: &TransactionKey,
+        request: &rsip::Request,
+        code: u16,
+        reason: Option<&str>,
+        extra: &[Header],
+    ) {
+        self.count_rejection(request, code);
+        let tag = (code > 100).then(new_tag);
+        let mut resp = response_to(request, code, reason, tag.as_deref());
+        for h in extra {
+            resp.headers.push(h.clone());
+        }
+        message::finish(&mut resp.headers, b"");
+        if let Err(e) = self.layer.send_response(now(), key, resp) {
+            debug!(%key, error = %e, "could not send response");
+        }
+    }
+
+    /// A response to a server transaction's own request (looked up in the layer).
+    pub(super) fn reply(
+        &mut self,
+        key: &TransactionKey,
+        code: u16,
+        tag: Option<&str>,
+        extra: &[Header],
+    ) {
+        let Some(request) = self.layer.request(key).cloned() else {
+            return;
+        };
+        self.count_rejection(&request, code);
+        let mut resp = response_to(&request, code, None, tag.or(Some(&new_tag())));
+        for h in extra {
+            resp.headers.push(h.clone());
+        }
+        message::finish(&mut resp.headers, b"");
+        if let Err(e) = self.layer.send_response(now(), key, resp) {
+            debug!(%key, error = %e, "could not send response");
+        }
+    }
+
+    /// Final non-2xx responses to initial INVITEs, by code (re-INVITEs are not calls).
+    pub(super) fn count_rejection(&self, request: &rsip::Request, code: u16) {
+        let initial = request
+            .to_header()
+            .ok()
+            .and_then(|to| message::header_param(to.value(), "tag"))
+            .is_none();
+        if request.method == Method::Invite && code >= 300 && initial {
+            self.counters.call_rejected(code);
+        }
+    }
+
+    pub(super) fn local_media(&self, port: u16) -> LocalMedia {
+        LocalMedia {
+            address: self.config.advertised_address(),
+            port,
+            codecs: vec![Codec::Pcmu, Codec::Pcma],
+            telephone_event: true,
+            ptime: 20,
+        }
+    }
+
+    pub(super) fn contact_uri(&self, transport: Transport) -> String {
+        match transport {
+            Transport::Udp => format!("sip:siphon@{}", self.sip_addr),
+            t => format!(
+                "sip:siphon@{};transport={}",
+                self.addr_for(t),
+                t.via_token().to_lowercase()
+            ),
+        }
+    }
+
+    pub(super) fn contact_header(&self, transport: Transport) -> Header {
+        Header::Contact(format!("<{}>", self.contact_uri(transport)).into())
+    }
+
+    pub(super) fn via_value(&self, transport: Transport) -> String {
+        format!(
+            "SIP/2.0/{} {};branch={};rport",
+            transport.via_token(),
+            self.addr_for(transport),
+            new_branch()
+        )
+    }
+}
+
+pub(super) fn allow() -> Header {
+    Header::Allow(ALLOW.into())
+}
