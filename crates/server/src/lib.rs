@@ -5,25 +5,25 @@
 //! The protocol logic lives in `siphon-sip` and `siphon-media`; this crate is the thin I/O
 //! layer around them.
 
-pub mod cdr;
+pub(crate) mod cdr;
 pub mod config;
-pub mod control;
+pub(crate) mod control;
 pub mod counters;
-pub mod dialplan;
-pub mod endpoint;
+pub(crate) mod dialplan;
+pub(crate) mod endpoint;
 pub mod fork_metrics;
-pub mod http;
-pub mod limits;
+pub(crate) mod http;
+pub(crate) mod limits;
 pub mod media;
-pub mod patterns;
+pub(crate) mod patterns;
 pub mod prompt;
-pub mod redact;
-pub mod rtp_ports;
-pub mod rtp_socket;
+pub(crate) mod redact;
+pub(crate) mod rtp_ports;
+pub(crate) mod rtp_socket;
 pub mod server;
-pub mod stereo;
-pub mod tls;
-pub mod transport;
+pub(crate) mod stereo;
+pub(crate) mod tls;
+pub(crate) mod transport;
 
 pub use config::{Config, ConfigError};
 pub use server::Server;

@@ -111,10 +111,7 @@ impl Blocklist {
         self.until.retain(|_, until| now < *until);
     }
 
-    pub fn len(&self) -> usize {
-        self.until.len()
-    }
-
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.until.is_empty()
     }

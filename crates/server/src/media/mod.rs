@@ -9,9 +9,9 @@
 //! - [`forking`]: what both hand to the fork crate: frames to the WebSocket, the service's
 //!   audio back in order.
 
-pub mod bridge;
+pub(crate) mod bridge;
 pub mod forking;
-pub mod leg;
+pub(crate) mod leg;
 
 use std::net::SocketAddr;
 
