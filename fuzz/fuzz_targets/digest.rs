@@ -19,10 +19,14 @@
 //! Checked: nothing panics; every challenge we issue parses with `Challenge::parse` and
 //! says what we put in it; credentials built by `Challenge::authorization` from that
 //! challenge verify (when the inputs are representable: no control characters, nothing
-//! empty, nc > 0), and a second use of the same nc is a replay.
+//! empty, nc > 0), and a second use of the same nc is a replay; the same credentials from
+//! another source address never verify and never count as a failed login (nonces are bound
+//! to the address they were sent to). Own credentials may be refused as stale only once
+//! the cap on remembered nonces was reached (a forgotten use cannot be told from none).
 #![no_main]
 
-use std::time::{Duration, Instant};
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
 
 use libfuzzer_sys::fuzz_target;
 use siphon_fuzz::Reader;
@@ -76,10 +80,12 @@ fuzz_target!(|data: &[u8]| {
         config.algorithms = vec![DigestAlgorithm::Md5];
     }
     config.allow_no_qop = flags & 2 != 0;
-    // At least one nonce per algorithm, so a challenge never evicts its own nonces.
     config.max_nonces = 2 + usize::from(max_nonces);
+    let cap = config.max_nonces;
     let auth = Authenticator::new(config);
-    let mut now = Instant::now();
+    let mut now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let source = IpAddr::from([192, 0, 2, 1]);
+    let elsewhere = IpAddr::from([198, 51, 100, 1]);
     // Last (nonce, opaque) we issued, for substitution.
     let mut issued: Option<(String, Option<String>)> = None;
 
@@ -120,7 +126,7 @@ fuzz_target!(|data: &[u8]| {
                     }
                 }
                 let lookup = |u: &str| (known_user || u == "alice").then(|| "secret".to_string());
-                match auth.verify(now, &method, &header, &lookup) {
+                match auth.verify(now, source, &method, &header, &lookup) {
                     Ok(v) => assert!(!v.username.is_empty() && !v.uri.is_empty()),
                     Err(e) => {
                         let _ = (e.is_stale(), e.to_string());
@@ -142,7 +148,7 @@ fuzz_target!(|data: &[u8]| {
                 algorithm,
                 stale,
             } => {
-                let values = auth.challenge(now, stale);
+                let values = auth.challenge(now, source, stale);
                 if values.is_empty() {
                     continue;
                 }
@@ -164,7 +170,14 @@ fuzz_target!(|data: &[u8]| {
                 issued = Some((challenge.nonce.clone(), challenge.opaque.clone()));
                 let creds = challenge.authorization(&user, &password, &method, &uri, nc, &cnonce);
                 let lookup = |u: &str| (u == user).then(|| password.clone());
-                let result = auth.verify(now, &method, &creds, &lookup);
+                let from_elsewhere = auth.verify(now, elsewhere, &method, &creds, &lookup);
+                assert!(
+                    from_elsewhere
+                        .as_ref()
+                        .is_err_and(|e| !e.counts_as_failure()),
+                    "credentials from another source: {from_elsewhere:?}"
+                );
+                let result = auth.verify(now, source, &method, &creds, &lookup);
                 let expect_ok = !user.is_empty()
                     && !uri.is_empty()
                     && !cnonce.is_empty()
@@ -180,9 +193,10 @@ fuzz_target!(|data: &[u8]| {
                             assert_eq!(v.uri, uri);
                             assert_eq!(v.algorithm, challenge.algorithm);
                         }
+                        Err(AuthError::StaleNonce) if auth.outstanding_nonces() >= cap => continue,
                         Err(e) => panic!("own credentials refused ({e:?}): {creds}"),
                     }
-                    let replay = auth.verify(now, &method, &creds, &lookup);
+                    let replay = auth.verify(now, source, &method, &creds, &lookup);
                     assert_eq!(replay.err(), Some(AuthError::NonceCountReplay));
                 }
             }

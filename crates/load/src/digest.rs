@@ -260,13 +260,14 @@ mod tests {
     #[test]
     fn siphon_accepts_our_credentials() {
         use siphon_sip::auth::{Authenticator, DigestAlgorithm, DigestConfig};
-        use std::time::Instant;
+        use std::time::SystemTime;
+        let src = std::net::IpAddr::from([127, 0, 0, 1]);
         let auth = Authenticator::new(DigestConfig {
             algorithms: vec![DigestAlgorithm::Md5, DigestAlgorithm::Sha256],
             ..DigestConfig::new("siphon")
         });
-        let now = Instant::now();
-        let challenges = auth.challenge(now, false);
+        let now = SystemTime::now();
+        let challenges = auth.challenge(now, src, false);
         assert_eq!(challenges.len(), 2);
         for prefer in [Algorithm::Md5, Algorithm::Sha256] {
             let c = Challenge::choose(challenges.iter().map(String::as_str), Some(prefer)).unwrap();
@@ -274,10 +275,10 @@ mod tests {
             let uri = "sip:650@127.0.0.1:5060";
             let header = c.authorization("1001", "secret1001", "INVITE", uri, 1, "abc123");
             let pw = |u: &str| (u == "1001").then(|| "secret1001".to_string());
-            auth.verify(now, "INVITE", &header, &pw)
+            auth.verify(now, src, "INVITE", &header, &pw)
                 .unwrap_or_else(|e| panic!("{prefer:?}: {e}"));
             let wrong = c.authorization("1001", "nope", "INVITE", uri, 2, "abc124");
-            assert!(auth.verify(now, "INVITE", &wrong, &pw).is_err());
+            assert!(auth.verify(now, src, "INVITE", &wrong, &pw).is_err());
         }
     }
 }

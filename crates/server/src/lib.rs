@@ -20,6 +20,7 @@ pub mod prompt;
 pub(crate) mod redact;
 pub(crate) mod rtp_ports;
 pub(crate) mod rtp_socket;
+pub(crate) mod secret_file;
 pub mod server;
 pub(crate) mod stereo;
 pub(crate) mod tls;

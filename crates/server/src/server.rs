@@ -50,6 +50,9 @@ pub struct Server {
     ports: Arc<PortPool>,
     /// The reference analytics service, when the configuration asks for it.
     analytics: Option<siphon_analytics::Handle>,
+    /// Signs digest nonces: from `[auth] nonce_secret_file` (so nonces survive a restart),
+    /// else random.
+    nonce_secret: [u8; crate::secret_file::KEY_LEN],
 }
 
 impl Server {
@@ -89,6 +92,14 @@ impl Server {
             )?),
             _ => http::HttpListener::Plain(http),
         };
+        let nonce_secret = match &config.auth.nonce_secret_file {
+            Some(path) => crate::secret_file::load_or_create(path)?,
+            None => {
+                let mut key = [0u8; crate::secret_file::KEY_LEN];
+                rand::fill(&mut key);
+                key
+            }
+        };
         let ports = PortPool::new(config.rtp.port_min, config.rtp.port_max);
         let analytics = match &config.analytics {
             Some(a) => {
@@ -106,6 +117,7 @@ impl Server {
         };
         Ok(Server {
             analytics,
+            nonce_secret,
             counters: {
                 let c = Counters::default();
                 c.sip_trace.store(
@@ -194,6 +206,7 @@ impl Server {
             cmd_tx.clone(),
             self.calls.clone(),
             blocklist,
+            self.nonce_secret,
         );
         if let Some(addr) = tls_addr {
             endpoint.set_tls_addr(addr);

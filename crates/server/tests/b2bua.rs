@@ -771,7 +771,11 @@ async fn a_trunk_that_challenges_gets_credentials_and_the_call_connects() {
     );
     assert!(headers(&first, "From")[0].starts_with("<sip:1001@carrier.example>;tag="));
     assert!(headers(&first, "Proxy-Authorization").is_empty());
-    let challenge = auth.challenge(std::time::Instant::now(), false);
+    let challenge = auth.challenge(
+        std::time::SystemTime::now(),
+        std::net::IpAddr::from([127, 0, 0, 1]),
+        false,
+    );
     let mut text = "SIP/2.0 407 Proxy Authentication Required\r\n".to_string();
     for via in headers(&first, "Via") {
         text.push_str(&format!("Via: {via}\r\n"));
@@ -794,7 +798,13 @@ async fn a_trunk_that_challenges_gets_credentials_and_the_call_connects() {
     let credentials = headers(&second, "Proxy-Authorization")[0];
     let password = |user: &str| (user == "siphon").then(|| "trunkpass".to_string());
     let verified = auth
-        .verify(std::time::Instant::now(), "INVITE", credentials, &password)
+        .verify(
+            std::time::SystemTime::now(),
+            std::net::IpAddr::from([127, 0, 0, 1]),
+            "INVITE",
+            credentials,
+            &password,
+        )
         .expect("the trunk accepts Siphon's credentials");
     assert_eq!(verified.username, "siphon");
 
@@ -858,12 +868,22 @@ async fn siphon_registers_to_a_trunk_refreshes_and_retries() {
             assert_eq!(headers(&request, "Expires"), vec!["2"]);
             match headers(&request, "Authorization").first() {
                 Some(creds) => {
-                    let v = auth.verify(std::time::Instant::now(), "REGISTER", creds, &password);
+                    let v = auth.verify(
+                        std::time::SystemTime::now(),
+                        std::net::IpAddr::from([127, 0, 0, 1]),
+                        "REGISTER",
+                        creds,
+                        &password,
+                    );
                     assert_eq!(v.expect("valid credentials").username, "siphon-gw");
                     return request;
                 }
                 None => {
-                    let challenge = auth.challenge(std::time::Instant::now(), false);
+                    let challenge = auth.challenge(
+                        std::time::SystemTime::now(),
+                        std::net::IpAddr::from([127, 0, 0, 1]),
+                        false,
+                    );
                     let h = format!("WWW-Authenticate: {}\r\n", challenge[0]);
                     registrar.send(&reply(&request, 401, &h)).await;
                 }

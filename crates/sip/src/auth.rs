@@ -8,19 +8,31 @@
 //!
 //! # Nonces
 //!
-//! Nonces are 128 random bits, remembered together with their issue time and the highest
-//! nonce-count (`nc`) accepted so far. A nonce is usable for [`DigestConfig::nonce_lifetime`];
-//! after that it stays remembered for [`DigestConfig::stale_grace`] so that a correct response
-//! with an old nonce gets [`AuthError::StaleNonce`] (re-challenge with `stale=true`, no
-//! password prompt) instead of [`AuthError::UnknownNonce`]. [`Authenticator::purge`] forgets
-//! nonces older than lifetime + grace, and at most [`DigestConfig::max_nonces`] are kept
-//! (oldest evicted first), so a flood of unauthenticated requests cannot grow memory.
+//! Nonces carry their own proof (RFC 7616 §3.3): the issue time, 64 random bits, and an
+//! HMAC-SHA256 tag over both and the **source address the challenge was sent to**, keyed
+//! by [`DigestConfig::secret`]. Issuing one stores nothing, so a flood of unauthenticated
+//! requests costs no memory, and with a secret that outlives the process (the server keeps
+//! it in a file) nonces survive a restart: phones re-sending cached credentials keep working.
+//!
+//! A response whose nonce is not one of ours (another secret, another server, a forged
+//! one, or one issued to another address) is never a failed login: with a correct digest
+//! it is [`AuthError::StaleNonce`] (re-challenge with `stale=true`, RFC 7616 §3.3: "the
+//! nonce is invalid but with a valid digest for that nonce"), with a wrong one
+//! [`AuthError::UnknownNonce`] (a plain re-challenge). Only a wrong digest for a nonce we
+//! issued **to that source** is [`AuthError::WrongPassword`] / [`AuthError::UnknownUser`]:
+//! someone forging a victim's source address never sees the challenges sent there, so
+//! cannot make failures count against it ([`AuthError::counts_as_failure`]).
+//!
+//! A nonce is usable for [`DigestConfig::nonce_lifetime`]; after that a correct response
+//! gets [`AuthError::StaleNonce`].
 //!
 //! # Replay protection
 //!
 //! With `qop=auth`, `nc` must be strictly greater than the last accepted value for that nonce.
 //! The stored value is only advanced after the response has been verified, so garbage requests
-//! cannot burn a legitimate client's counter. Retransmissions of one request never reach this
+//! cannot burn a legitimate client's counter. Only nonces that were used successfully are
+//! remembered (at most [`DigestConfig::max_nonces`], for their lifetime); when the cap
+//! forgets one early, every nonce issued up to it becomes stale, so none can be replayed. Retransmissions of one request never reach this
 //! code twice: the transaction layer absorbs them.
 //!
 //! Without `qop` (RFC 2069 style, MD5 only, allowed unless [`DigestConfig::allow_no_qop`] is
@@ -36,10 +48,12 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
+use hmac::{Hmac, KeyInit, Mac};
 use md5::Md5;
 use sha2::{Digest, Sha256, Sha512_256};
 
@@ -170,28 +184,31 @@ pub struct DigestConfig {
     pub algorithms: Vec<DigestAlgorithm>,
     /// How long a nonce may be used. Default 300 s.
     pub nonce_lifetime: Duration,
-    /// How long an expired nonce is still remembered so that it can be reported as stale
-    /// rather than unknown. Default 300 s.
-    pub stale_grace: Duration,
-    /// Most nonces remembered at once; the oldest are forgotten first. Default 100 000
-    /// (roughly 10 MB).
+    /// Most used nonces remembered at once (for their nonce-counts); the oldest are
+    /// forgotten first, and nonces issued up to a forgotten one turn stale. Default 100 000
+    /// (roughly 10 MB). Issued but unused nonces take no memory.
     pub max_nonces: usize,
     /// Accept RFC 2069 responses (no qop, plain MD5 only, single-use nonce). Default true,
     /// because some old ATAs still send them.
     pub allow_no_qop: bool,
+    /// Key of the nonces' HMAC tag (and of the opaque value). Random by default; the same
+    /// secret across restarts keeps issued nonces valid.
+    pub secret: [u8; 32],
 }
 
 impl DigestConfig {
-    /// Defaults for `realm`: algorithms `[SHA-256, MD5]`, 300 s lifetime and grace, 100 000
-    /// nonces, RFC 2069 responses allowed.
+    /// Defaults for `realm`: algorithms `[SHA-256, MD5]`, 300 s lifetime, 100 000 used
+    /// nonces remembered, RFC 2069 responses allowed, a random secret.
     pub fn new(realm: impl Into<String>) -> Self {
+        let mut secret = [0u8; 32];
+        rand::fill(&mut secret);
         DigestConfig {
             realm: realm.into(),
             algorithms: vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5],
             nonce_lifetime: Duration::from_secs(300),
-            stale_grace: Duration::from_secs(300),
             max_nonces: 100_000,
             allow_no_qop: true,
+            secret,
         }
     }
 }
@@ -246,8 +263,6 @@ pub enum AuthError {
     UnsupportedQop,
     #[error("userhash is not supported")]
     UnsupportedUserhash,
-    #[error("opaque does not match")]
-    OpaqueMismatch,
     #[error("unknown nonce")]
     UnknownNonce,
     #[error("nonce expired")]
@@ -270,35 +285,56 @@ impl AuthError {
     pub fn is_stale(&self) -> bool {
         matches!(self, AuthError::StaleNonce | AuthError::NonceCountReplay)
     }
+
+    /// True for a wrong digest (or unknown user) answering a nonce we issued to the same
+    /// source address: the only failures worth counting towards blocking that source.
+    /// Everything else (malformed or foreign credentials, nonces that are not ours) may come
+    /// from anyone forging the address and gets a fresh challenge instead.
+    pub fn counts_as_failure(&self) -> bool {
+        matches!(self, AuthError::WrongPassword | AuthError::UnknownUser)
+    }
 }
 
-/// Per-nonce state.
-#[derive(Debug, Clone, Copy)]
-struct NonceState {
-    issued: Instant,
-    /// Highest accepted nc; 0 before first use; `u32::MAX` once consumed by a no-qop use.
-    last_nc: u32,
-}
+type HmacSha256 = Hmac<Sha256>;
+
+/// Bytes of a nonce before hex: issue time in ms (8), random (8), tag (16).
+const NONCE_BYTES: usize = 32;
 
 /// Issues challenges and verifies credentials. Cheap to share: all methods take `&self`.
 #[derive(Debug)]
 pub struct Authenticator {
     config: DigestConfig,
-    /// Constant per instance; only lets us spot responses to some other server's challenge.
+    /// Derived from the secret: the same across restarts with the same secret, so phones'
+    /// cached challenges stay ours.
     opaque: String,
-    nonces: DashMap<String, NonceState>,
-    /// Nonces in issue order, for eviction and purging without scanning the map. Every
-    /// removal from `nonces` goes through here (under this lock), keeping the two consistent.
-    order: Mutex<VecDeque<(Instant, String)>>,
+    /// Highest accepted nc per used nonce; `u32::MAX` once consumed by a no-qop use.
+    used: DashMap<String, u32>,
+    /// Used nonces with their issue time (ms), oldest first, for purging and the cap.
+    /// Every removal from `used` goes through here (under this lock).
+    order: Mutex<UsedOrder>,
+}
+
+#[derive(Debug, Default)]
+struct UsedOrder {
+    queue: VecDeque<(u64, String)>,
+    /// Nonces issued at or before this time (ms) whose use was forgotten early (the
+    /// cap) are stale: none can be replayed.
+    forgotten_up_to: Option<u64>,
 }
 
 impl Authenticator {
     pub fn new(config: DigestConfig) -> Self {
+        let opaque = {
+            let mut mac = HmacSha256::new_from_slice(&config.secret)
+                .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+            mac.update(b"opaque");
+            hex::encode(&mac.finalize().into_bytes()[..8])
+        };
         Authenticator {
             config,
-            opaque: random_hex(),
-            nonces: DashMap::new(),
-            order: Mutex::new(VecDeque::new()),
+            opaque,
+            used: DashMap::new(),
+            order: Mutex::new(UsedOrder::default()),
         }
     }
 
@@ -306,15 +342,15 @@ impl Authenticator {
         &self.config
     }
 
-    /// Header values for `WWW-Authenticate` / `Proxy-Authenticate`: one per configured
-    /// algorithm, each with its own fresh nonce, `qop="auth"` and the opaque value, plus
-    /// `stale=true` when `stale`.
-    pub fn challenge(&self, now: Instant, stale: bool) -> Vec<String> {
+    /// Header values for `WWW-Authenticate` / `Proxy-Authenticate` to a request from
+    /// `source`: one per configured algorithm, each with its own fresh nonce, `qop="auth"`
+    /// and the opaque value, plus `stale=true` when `stale`.
+    pub fn challenge(&self, now: SystemTime, source: IpAddr, stale: bool) -> Vec<String> {
         self.config
             .algorithms
             .iter()
             .map(|alg| {
-                let nonce = self.issue_nonce(now);
+                let nonce = self.issue_nonce(now, source);
                 let mut v = format!(
                     "Digest realm={}, nonce=\"{nonce}\", qop=\"auth\", algorithm={}, opaque=\"{}\"",
                     quote(&self.config.realm),
@@ -330,14 +366,15 @@ impl Authenticator {
     }
 
     /// Verifies an `Authorization` / `Proxy-Authorization` value for a request with this
-    /// method. `password_of` returns the password for a username, or `None`.
+    /// method from `source`. `password_of` returns the password for a username, or `None`.
     ///
     /// Checks run cheapest-first, except that stale and replayed nonces are reported only
     /// after the response has been verified (so `stale=true` is never given to someone who
     /// does not know the password).
     pub fn verify(
         &self,
-        now: Instant,
+        now: SystemTime,
+        source: IpAddr,
         method: &str,
         header_value: &str,
         password_of: &dyn Fn(&str) -> Option<String>,
@@ -375,14 +412,11 @@ impl Authenticator {
             }
             Some(_) => return Err(AuthError::UnsupportedQop),
         };
-        if creds.opaque.as_deref().is_some_and(|o| o != self.opaque) {
-            return Err(AuthError::OpaqueMismatch);
-        }
-        // Copy out and drop the map guard before calling back into the caller's lookup.
-        let issued = match self.nonces.get(&creds.nonce) {
-            Some(state) => state.issued,
-            None => return Err(AuthError::UnknownNonce),
-        };
+        // When the nonce (and opaque, if echoed) is one we issued to this source: its
+        // issue time.
+        let issued = self
+            .nonce_issued(&creds.nonce, source)
+            .filter(|_| creds.opaque.as_deref().is_none_or(|o| o == self.opaque));
 
         let params = |password: &'_ str| -> String {
             compute_response(&ResponseParams {
@@ -400,29 +434,29 @@ impl Authenticator {
             // Spend the same hashing time as a real check so response timing does not
             // reveal which usernames exist.
             let _ = params("");
-            return Err(AuthError::UnknownUser);
+            return Err(match issued {
+                Some(_) => AuthError::UnknownUser,
+                None => AuthError::UnknownNonce,
+            });
         };
         let expected = params(&password);
         if !constant_time_eq(
             expected.as_bytes(),
             creds.response.to_ascii_lowercase().as_bytes(),
         ) {
-            return Err(AuthError::WrongPassword);
+            return Err(match issued {
+                Some(_) => AuthError::WrongPassword,
+                None => AuthError::UnknownNonce,
+            });
         }
-
-        if now.saturating_duration_since(issued) >= self.config.nonce_lifetime {
+        // A correct digest for a nonce that is not (or no longer) usable: stale.
+        let Some(issued) = issued else {
+            return Err(AuthError::StaleNonce);
+        };
+        if unix_millis(now).saturating_sub(issued) >= lifetime_millis(&self.config) {
             return Err(AuthError::StaleNonce);
         }
-        match self.nonces.get_mut(&creds.nonce) {
-            // Evicted or purged while we were hashing: it was valid a moment ago, and the
-            // client knows the password, so a stale re-challenge is the right answer.
-            None => return Err(AuthError::StaleNonce),
-            Some(mut state) => match qop {
-                Some((nc, _, _)) if nc > state.last_nc => state.last_nc = nc,
-                None if state.last_nc == 0 => state.last_nc = u32::MAX,
-                _ => return Err(AuthError::NonceCountReplay),
-            },
-        }
+        self.record_use(&creds.nonce, issued, qop.map(|(nc, _, _)| nc))?;
         Ok(Verified {
             username: creds.username,
             uri: creds.uri,
@@ -430,50 +464,107 @@ impl Authenticator {
         })
     }
 
-    /// Forgets nonces older than lifetime + grace. Call periodically.
-    pub fn purge(&self, now: Instant) {
-        let keep_for = self
-            .config
-            .nonce_lifetime
-            .saturating_add(self.config.stale_grace);
+    /// Accepts the use of a verified, live nonce if its nonce-count moves on.
+    fn record_use(&self, nonce: &str, issued: u64, nc: Option<u32>) -> Result<(), AuthError> {
         let mut order = lock(&self.order);
-        while let Some((issued, _)) = order.front() {
-            if now.saturating_duration_since(*issued) < keep_for {
+        let known = self.used.get(nonce).map(|v| *v);
+        if known.is_none() && order.forgotten_up_to.is_some_and(|t| issued <= t) {
+            // Its earlier uses may have been forgotten by the cap: a replay cannot be ruled
+            // out, so the client gets a new nonce.
+            return Err(AuthError::StaleNonce);
+        }
+        let last = known.unwrap_or(0);
+        let next = match nc {
+            Some(nc) if nc > last => nc,
+            None if last == 0 => u32::MAX,
+            _ => return Err(AuthError::NonceCountReplay),
+        };
+        if known.is_none() {
+            let cap = self.config.max_nonces.max(1);
+            while order.queue.len() >= cap {
+                match order.queue.pop_front() {
+                    Some((t, old)) => {
+                        self.used.remove(&old);
+                        order.forgotten_up_to = Some(order.forgotten_up_to.map_or(t, |f| f.max(t)));
+                    }
+                    None => break,
+                }
+            }
+            order.queue.push_back((issued, nonce.to_string()));
+        }
+        self.used.insert(nonce.to_string(), next);
+        Ok(())
+    }
+
+    /// Forgets used nonces past their lifetime (they are stale anyway). Call periodically.
+    pub fn purge(&self, now: SystemTime) {
+        let now_ms = unix_millis(now);
+        let lifetime = lifetime_millis(&self.config);
+        let mut order = lock(&self.order);
+        while let Some((issued, _)) = order.queue.front() {
+            if now_ms.saturating_sub(*issued) < lifetime {
                 break;
             }
-            if let Some((_, nonce)) = order.pop_front() {
-                self.nonces.remove(&nonce);
+            if let Some((_, nonce)) = order.queue.pop_front() {
+                self.used.remove(&nonce);
             }
         }
     }
 
-    /// How many nonces are currently remembered (for metrics and tests).
+    /// How many used nonces are remembered (for metrics and tests).
     pub fn outstanding_nonces(&self) -> usize {
-        self.nonces.len()
+        self.used.len()
     }
 
-    fn issue_nonce(&self, now: Instant) -> String {
-        let nonce = random_hex();
-        let cap = self.config.max_nonces.max(1);
-        let mut order = lock(&self.order);
-        while order.len() >= cap {
-            match order.pop_front() {
-                Some((_, old)) => {
-                    self.nonces.remove(&old);
-                }
-                None => break,
-            }
+    fn tag(&self, head: &[u8], source: IpAddr) -> [u8; 16] {
+        let mut mac = HmacSha256::new_from_slice(&self.config.secret)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        mac.update(head);
+        match source {
+            IpAddr::V4(a) => mac.update(&a.octets()),
+            IpAddr::V6(a) => mac.update(&a.octets()),
         }
-        self.nonces.insert(
-            nonce.clone(),
-            NonceState {
-                issued: now,
-                last_nc: 0,
-            },
-        );
-        order.push_back((now, nonce.clone()));
-        nonce
+        let mut tag = [0u8; 16];
+        tag.copy_from_slice(&mac.finalize().into_bytes()[..16]);
+        tag
     }
+
+    fn issue_nonce(&self, now: SystemTime, source: IpAddr) -> String {
+        let mut raw = [0u8; NONCE_BYTES];
+        raw[..8].copy_from_slice(&unix_millis(now).to_be_bytes());
+        rand::fill(&mut raw[8..16]);
+        let tag = self.tag(&raw[..16], source);
+        raw[16..].copy_from_slice(&tag);
+        hex::encode(raw)
+    }
+
+    /// The issue time of a nonce we issued to `source`, or `None`.
+    fn nonce_issued(&self, nonce: &str, source: IpAddr) -> Option<u64> {
+        if nonce.len() != 2 * NONCE_BYTES {
+            return None;
+        }
+        let mut raw = [0u8; NONCE_BYTES];
+        hex::decode_to_slice(nonce, &mut raw).ok()?;
+        let tag = self.tag(&raw[..16], source);
+        if !constant_time_eq(&tag, &raw[16..]) {
+            return None;
+        }
+        let mut secs = [0u8; 8];
+        secs.copy_from_slice(&raw[..8]);
+        Some(u64::from_be_bytes(secs))
+    }
+}
+
+fn lifetime_millis(config: &DigestConfig) -> u64 {
+    u64::try_from(config.nonce_lifetime.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Milliseconds since the Unix epoch (0 before it: a clock that far off makes every nonce
+/// stale, which is safe).
+fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// A parsed challenge (`WWW-Authenticate` / `Proxy-Authenticate` value), for the client side.
@@ -574,7 +665,9 @@ impl Challenge {
 
 /// A fresh random cnonce for [`Challenge::authorization`].
 pub fn new_cnonce() -> String {
-    random_hex()
+    let mut bytes = [0u8; 16];
+    rand::fill(&mut bytes);
+    hex::encode(bytes)
 }
 
 /// The parameters of a credentials value that we use.
@@ -850,14 +943,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// 128 random bits from the thread-local CSPRNG, as 32 hex digits.
-fn random_hex() -> String {
-    let mut bytes = [0u8; 16];
-    rand::fill(&mut bytes);
-    hex::encode(bytes)
-}
-
-/// Locks a mutex, recovering from poisoning: the guarded data (a queue of nonces) stays
+/// Locks a mutex, recovering from poisoning: the guarded data (a queue of used nonces) stays
 /// consistent even if a holder panicked, and a poisoned lock must not take auth down.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -867,6 +953,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    const SRC: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 10));
+
+    /// A fixed wall-clock time (nonces carry seconds since the epoch).
+    fn t0() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+    }
 
     const NONCE: &str = "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v";
     const CNONCE: &str = "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ";
@@ -956,14 +1049,14 @@ mod tests {
     /// Challenges, picks the challenge for `alg`, and answers it.
     fn answer(
         a: &Authenticator,
-        now: Instant,
+        now: SystemTime,
         alg: DigestAlgorithm,
         user: &str,
         pass: &str,
         nc: u32,
     ) -> (Challenge, String) {
         let ch = a
-            .challenge(now, false)
+            .challenge(now, SRC, false)
             .iter()
             .map(|v| Challenge::parse(v).unwrap())
             .find(|c| c.algorithm == alg)
@@ -975,8 +1068,8 @@ mod tests {
     #[test]
     fn challenge_shape() {
         let a = auth();
-        let now = Instant::now();
-        let chs = a.challenge(now, false);
+        let now = t0();
+        let chs = a.challenge(now, SRC, false);
         assert_eq!(chs.len(), 2);
         assert!(chs[0].starts_with("Digest realm=\"siphon.example\", nonce=\""));
         assert!(chs[0].contains("algorithm=SHA-256"));
@@ -990,9 +1083,10 @@ mod tests {
         assert_ne!(parsed[0].nonce, parsed[1].nonce);
         assert_eq!(parsed[0].opaque, parsed[1].opaque);
         assert!(parsed[0].qop_auth);
-        assert_eq!(a.outstanding_nonces(), 2);
+        // Issuing stores nothing: a flood of challenges costs no memory.
+        assert_eq!(a.outstanding_nonces(), 0);
 
-        let stale = a.challenge(now, true);
+        let stale = a.challenge(now, SRC, true);
         assert!(stale.iter().all(|c| c.ends_with(", stale=true")));
         assert!(Challenge::parse(&stale[0]).unwrap().stale);
     }
@@ -1000,10 +1094,10 @@ mod tests {
     #[test]
     fn realm_with_quotes_is_escaped() {
         let a = Authenticator::new(DigestConfig::new(r#"we "quote" \ here"#));
-        let ch = Challenge::parse(&a.challenge(Instant::now(), false)[0]).unwrap();
+        let ch = Challenge::parse(&a.challenge(t0(), SRC, false)[0]).unwrap();
         assert_eq!(ch.realm, r#"we "quote" \ here"#);
         let h = ch.authorization("1001", "s3cret", "INVITE", "sip:x@y", 1, "c");
-        assert!(a.verify(Instant::now(), "INVITE", &h, &passwords).is_ok());
+        assert!(a.verify(t0(), SRC, "INVITE", &h, &passwords).is_ok());
     }
 
     #[test]
@@ -1012,10 +1106,10 @@ mod tests {
         let mut cfg = DigestConfig::new("siphon.example");
         cfg.algorithms = vec![Sha256, Md5, Md5Sess, Sha256Sess, Sha512_256, Sha512_256Sess];
         let a = Authenticator::new(cfg);
-        let now = Instant::now();
+        let now = t0();
         for alg in [Sha256, Md5, Md5Sess, Sha256Sess, Sha512_256, Sha512_256Sess] {
             let (_, h) = answer(&a, now, alg, "1001", "s3cret", 1);
-            let v = a.verify(now, "REGISTER", &h, &passwords).unwrap();
+            let v = a.verify(now, SRC, "REGISTER", &h, &passwords).unwrap();
             assert_eq!(v.username, "1001");
             assert_eq!(v.uri, "sip:siphon.example");
             assert_eq!(v.algorithm, alg);
@@ -1025,47 +1119,47 @@ mod tests {
     #[test]
     fn nonce_reuse_with_increasing_nc() {
         let a = auth();
-        let now = Instant::now();
+        let now = t0();
         let (ch, h1) = answer(&a, now, DigestAlgorithm::Sha256, "1001", "s3cret", 1);
-        assert!(a.verify(now, "REGISTER", &h1, &passwords).is_ok());
+        assert!(a.verify(now, SRC, "REGISTER", &h1, &passwords).is_ok());
         let h2 = ch.authorization("1001", "s3cret", "INVITE", "sip:2000@x", 2, "zz");
-        assert!(a.verify(now, "INVITE", &h2, &passwords).is_ok());
+        assert!(a.verify(now, SRC, "INVITE", &h2, &passwords).is_ok());
         // Replays: same nc, lower nc.
         assert_eq!(
-            a.verify(now, "INVITE", &h2, &passwords),
+            a.verify(now, SRC, "INVITE", &h2, &passwords),
             Err(AuthError::NonceCountReplay)
         );
         assert_eq!(
-            a.verify(now, "REGISTER", &h1, &passwords),
+            a.verify(now, SRC, "REGISTER", &h1, &passwords),
             Err(AuthError::NonceCountReplay)
         );
         assert!(AuthError::NonceCountReplay.is_stale());
         // A gap is fine.
         let h9 = ch.authorization("1001", "s3cret", "INVITE", "sip:2000@x", 9, "zz");
-        assert!(a.verify(now, "INVITE", &h9, &passwords).is_ok());
+        assert!(a.verify(now, SRC, "INVITE", &h9, &passwords).is_ok());
     }
 
     #[test]
     fn failed_attempts_do_not_advance_nc() {
         let a = auth();
-        let now = Instant::now();
+        let now = t0();
         let (ch, _) = answer(&a, now, DigestAlgorithm::Md5, "1001", "s3cret", 1);
         let bad = ch.authorization("1001", "wrong", "REGISTER", "sip:r", 50, "c");
         assert_eq!(
-            a.verify(now, "REGISTER", &bad, &passwords),
+            a.verify(now, SRC, "REGISTER", &bad, &passwords),
             Err(AuthError::WrongPassword)
         );
         let good = ch.authorization("1001", "s3cret", "REGISTER", "sip:r", 2, "c");
-        assert!(a.verify(now, "REGISTER", &good, &passwords).is_ok());
+        assert!(a.verify(now, SRC, "REGISTER", &good, &passwords).is_ok());
     }
 
     #[test]
     fn wrong_method_fails() {
         let a = auth();
-        let now = Instant::now();
+        let now = t0();
         let (_, h) = answer(&a, now, DigestAlgorithm::Md5, "1001", "s3cret", 1);
         assert_eq!(
-            a.verify(now, "INVITE", &h, &passwords),
+            a.verify(now, SRC, "INVITE", &h, &passwords),
             Err(AuthError::WrongPassword)
         );
     }
@@ -1073,76 +1167,150 @@ mod tests {
     #[test]
     fn wrong_password_and_unknown_user() {
         let a = auth();
-        let now = Instant::now();
+        let now = t0();
         let (_, h) = answer(&a, now, DigestAlgorithm::Sha256, "1001", "nope", 1);
         assert_eq!(
-            a.verify(now, "REGISTER", &h, &passwords),
+            a.verify(now, SRC, "REGISTER", &h, &passwords),
             Err(AuthError::WrongPassword)
         );
         let (_, h) = answer(&a, now, DigestAlgorithm::Sha256, "9999", "x", 1);
         assert_eq!(
-            a.verify(now, "REGISTER", &h, &passwords),
+            a.verify(now, SRC, "REGISTER", &h, &passwords),
             Err(AuthError::UnknownUser)
         );
     }
 
     #[test]
-    fn stale_nonce_after_lifetime_then_unknown_after_purge() {
+    fn stale_nonce_after_lifetime() {
         let a = auth();
-        let t0 = Instant::now();
+        let t0 = t0();
         let (_, h) = answer(&a, t0, DigestAlgorithm::Sha256, "1001", "s3cret", 1);
         let later = t0 + Duration::from_secs(301);
-        let err = a.verify(later, "REGISTER", &h, &passwords).unwrap_err();
+        let err = a
+            .verify(later, SRC, "REGISTER", &h, &passwords)
+            .unwrap_err();
         assert_eq!(err, AuthError::StaleNonce);
-        assert!(err.is_stale());
+        assert!(err.is_stale() && !err.counts_as_failure());
         // Stale is only reported to someone who knows the password.
         let (ch, _) = answer(&a, t0, DigestAlgorithm::Sha256, "1001", "s3cret", 1);
         let bad = ch.authorization("1001", "guess", "REGISTER", "sip:r", 1, "c");
+        let err = a
+            .verify(later, SRC, "REGISTER", &bad, &passwords)
+            .unwrap_err();
+        assert_eq!(err, AuthError::WrongPassword);
+        assert!(err.counts_as_failure());
+        // Long after, with nothing remembered, it is still recognised as ours, and stale.
+        a.purge(t0 + Duration::from_secs(10_000));
         assert_eq!(
-            a.verify(later, "REGISTER", &bad, &passwords),
-            Err(AuthError::WrongPassword)
-        );
-        // Still remembered during the grace period; forgotten after.
-        a.purge(t0 + Duration::from_secs(599));
-        assert_eq!(a.outstanding_nonces(), 4);
-        a.purge(t0 + Duration::from_secs(600));
-        assert_eq!(a.outstanding_nonces(), 0);
-        assert_eq!(
-            a.verify(t0 + Duration::from_secs(600), "REGISTER", &h, &passwords),
-            Err(AuthError::UnknownNonce)
+            a.verify(
+                t0 + Duration::from_secs(10_000),
+                SRC,
+                "REGISTER",
+                &h,
+                &passwords
+            ),
+            Err(AuthError::StaleNonce)
         );
     }
 
     #[test]
-    fn purge_keeps_young_nonces() {
+    fn purge_forgets_used_nonces_past_their_lifetime() {
         let a = auth();
-        let t0 = Instant::now();
-        a.challenge(t0, false);
-        let (_, h) = answer(
-            &a,
-            t0 + Duration::from_secs(500),
-            DigestAlgorithm::Md5,
-            "1001",
-            "s3cret",
-            1,
-        );
-        a.purge(t0 + Duration::from_secs(700));
-        assert_eq!(a.outstanding_nonces(), 2);
+        let t0 = t0();
+        let (_, old) = answer(&a, t0, DigestAlgorithm::Md5, "1001", "s3cret", 1);
+        assert!(a.verify(t0, SRC, "REGISTER", &old, &passwords).is_ok());
+        let young_t = t0 + Duration::from_secs(500);
+        let (ch, young) = answer(&a, young_t, DigestAlgorithm::Md5, "1001", "s3cret", 1);
         assert!(
-            a.verify(t0 + Duration::from_secs(700), "REGISTER", &h, &passwords)
+            a.verify(young_t, SRC, "REGISTER", &young, &passwords)
                 .is_ok()
         );
+        assert_eq!(a.outstanding_nonces(), 2);
+        a.purge(t0 + Duration::from_secs(700));
+        assert_eq!(a.outstanding_nonces(), 1);
+        // The young one still counts: a replay is refused, the next nc accepted.
+        let t = t0 + Duration::from_secs(700);
+        assert_eq!(
+            a.verify(t, SRC, "REGISTER", &young, &passwords),
+            Err(AuthError::NonceCountReplay)
+        );
+        let next = ch.authorization(
+            "1001",
+            "s3cret",
+            "REGISTER",
+            "sip:siphon.example",
+            2,
+            "abc123",
+        );
+        assert!(a.verify(t, SRC, "REGISTER", &next, &passwords).is_ok());
+    }
+
+    /// Nonces of a restarted server: the same secret recognises them, a new one does not,
+    /// and a phone with the right password is never counted as failing.
+    #[test]
+    fn nonces_survive_a_restart_with_the_same_secret() {
+        let cfg = DigestConfig::new("siphon.example");
+        let before = Authenticator::new(cfg.clone());
+        let now = t0();
+        let (_, h) = answer(&before, now, DigestAlgorithm::Md5, "1001", "s3cret", 1);
+        let after = Authenticator::new(cfg);
+        assert!(after.verify(now, SRC, "REGISTER", &h, &passwords).is_ok());
+        // A new secret: the cached credentials get stale=true, not a failure.
+        let other = auth();
+        let err = other
+            .verify(now, SRC, "REGISTER", &h, &passwords)
+            .unwrap_err();
+        assert_eq!(err, AuthError::StaleNonce);
+        assert!(err.is_stale() && !err.counts_as_failure());
+    }
+
+    /// A nonce is bound to the address it was sent to: a wrong digest from another source
+    /// (someone forging a victim's address never sees the victim's challenges) is not a
+    /// failure to count; a right one is stale (a phone whose NAT address changed).
+    #[test]
+    fn nonces_are_bound_to_the_source() {
+        let a = auth();
+        let now = t0();
+        let elsewhere = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 7));
+        let (ch, good) = answer(&a, now, DigestAlgorithm::Md5, "1001", "s3cret", 1);
+        let bad = ch.authorization("1001", "guess", "REGISTER", "sip:r", 1, "c");
+        let err = a
+            .verify(now, elsewhere, "REGISTER", &bad, &passwords)
+            .unwrap_err();
+        assert_eq!(err, AuthError::UnknownNonce);
+        assert!(!err.counts_as_failure() && !err.is_stale());
+        let err = a
+            .verify(now, elsewhere, "REGISTER", &good, &passwords)
+            .unwrap_err();
+        assert_eq!(err, AuthError::StaleNonce);
+        // From the address it was issued to, the wrong digest counts.
+        let err = a
+            .verify(now, SRC, "REGISTER", &bad, &passwords)
+            .unwrap_err();
+        assert!(err.counts_as_failure());
     }
 
     #[test]
     fn unknown_nonce() {
         let a = auth();
-        let now = Instant::now();
+        let now = t0();
         let (mut ch, _) = answer(&a, now, DigestAlgorithm::Sha256, "1001", "s3cret", 1);
         ch.nonce = "not-one-of-ours".into();
+        // A valid digest for a nonce that is not ours: stale (RFC 7616 §3.3).
         let h = ch.authorization("1001", "s3cret", "REGISTER", "sip:r", 1, "c");
         assert_eq!(
-            a.verify(now, "REGISTER", &h, &passwords),
+            a.verify(now, SRC, "REGISTER", &h, &passwords),
+            Err(AuthError::StaleNonce)
+        );
+        // A wrong one, or an unknown user: unknown, never a counted failure.
+        let h = ch.authorization("1001", "guess", "REGISTER", "sip:r", 1, "c");
+        assert_eq!(
+            a.verify(now, SRC, "REGISTER", &h, &passwords),
+            Err(AuthError::UnknownNonce)
+        );
+        let h = ch.authorization("nobody", "guess", "REGISTER", "sip:r", 1, "c");
+        assert_eq!(
+            a.verify(now, SRC, "REGISTER", &h, &passwords),
             Err(AuthError::UnknownNonce)
         );
     }
@@ -1150,14 +1318,14 @@ mod tests {
     #[test]
     fn bad_realm_algorithm_qop_opaque() {
         let a = auth();
-        let now = Instant::now();
+        let now = t0();
         let (ch, _) = answer(&a, now, DigestAlgorithm::Sha256, "1001", "s3cret", 1);
 
         let mut other = ch.clone();
         other.realm = "elsewhere".into();
         let h = other.authorization("1001", "s3cret", "REGISTER", "sip:r", 1, "c");
         assert_eq!(
-            a.verify(now, "REGISTER", &h, &passwords),
+            a.verify(now, SRC, "REGISTER", &h, &passwords),
             Err(AuthError::RealmMismatch)
         );
 
@@ -1166,34 +1334,35 @@ mod tests {
         other.algorithm = DigestAlgorithm::Sha512_256;
         let h = other.authorization("1001", "s3cret", "REGISTER", "sip:r", 1, "c");
         assert_eq!(
-            a.verify(now, "REGISTER", &h, &passwords),
+            a.verify(now, SRC, "REGISTER", &h, &passwords),
             Err(AuthError::UnsupportedAlgorithm)
         );
         let h = h.replace("algorithm=SHA-512-256", "algorithm=ROT13");
         assert_eq!(
-            a.verify(now, "REGISTER", &h, &passwords),
+            a.verify(now, SRC, "REGISTER", &h, &passwords),
             Err(AuthError::UnsupportedAlgorithm)
         );
 
         let h = ch.authorization("1001", "s3cret", "REGISTER", "sip:r", 1, "c");
         let int = h.replace("qop=auth", "qop=auth-int");
         assert_eq!(
-            a.verify(now, "REGISTER", &int, &passwords),
+            a.verify(now, SRC, "REGISTER", &int, &passwords),
             Err(AuthError::UnsupportedQop)
         );
 
+        // Another server's opaque: not our challenge, so a right digest is stale.
         let mut other = ch.clone();
         other.opaque = Some("someone-else".into());
         let h = other.authorization("1001", "s3cret", "REGISTER", "sip:r", 1, "c");
         assert_eq!(
-            a.verify(now, "REGISTER", &h, &passwords),
-            Err(AuthError::OpaqueMismatch)
+            a.verify(now, SRC, "REGISTER", &h, &passwords),
+            Err(AuthError::StaleNonce)
         );
 
         let h = ch.authorization("1001", "s3cret", "REGISTER", "sip:r", 1, "c");
         let uh = format!("{h}, userhash=true");
         assert_eq!(
-            a.verify(now, "REGISTER", &uh, &passwords),
+            a.verify(now, SRC, "REGISTER", &uh, &passwords),
             Err(AuthError::UnsupportedUserhash)
         );
     }
@@ -1201,31 +1370,31 @@ mod tests {
     #[test]
     fn missing_opaque_is_tolerated() {
         let a = auth();
-        let now = Instant::now();
+        let now = t0();
         let (mut ch, _) = answer(&a, now, DigestAlgorithm::Md5, "1001", "s3cret", 1);
         ch.opaque = None;
         let h = ch.authorization("1001", "s3cret", "REGISTER", "sip:r", 1, "c");
-        assert!(a.verify(now, "REGISTER", &h, &passwords).is_ok());
+        assert!(a.verify(now, SRC, "REGISTER", &h, &passwords).is_ok());
     }
 
     #[test]
     fn rfc2069_no_qop_is_single_use_md5_only() {
         let a = auth();
-        let now = Instant::now();
+        let now = t0();
         let (mut ch, _) = answer(&a, now, DigestAlgorithm::Md5, "1001", "s3cret", 1);
         ch.qop_auth = false;
         let h = ch.authorization("1001", "s3cret", "REGISTER", "sip:r", 1, "c");
         assert!(!h.contains("qop"));
-        assert!(a.verify(now, "REGISTER", &h, &passwords).is_ok());
+        assert!(a.verify(now, SRC, "REGISTER", &h, &passwords).is_ok());
         assert_eq!(
-            a.verify(now, "REGISTER", &h, &passwords),
+            a.verify(now, SRC, "REGISTER", &h, &passwords),
             Err(AuthError::NonceCountReplay)
         );
         // A consumed nonce cannot be revived with qop either.
         ch.qop_auth = true;
         let h = ch.authorization("1001", "s3cret", "REGISTER", "sip:r", 1, "c");
         assert_eq!(
-            a.verify(now, "REGISTER", &h, &passwords),
+            a.verify(now, SRC, "REGISTER", &h, &passwords),
             Err(AuthError::NonceCountReplay)
         );
 
@@ -1234,7 +1403,7 @@ mod tests {
         ch.qop_auth = false;
         let h = ch.authorization("1001", "s3cret", "REGISTER", "sip:r", 1, "c");
         assert_eq!(
-            a.verify(now, "REGISTER", &h, &passwords),
+            a.verify(now, SRC, "REGISTER", &h, &passwords),
             Err(AuthError::UnsupportedQop)
         );
 
@@ -1246,36 +1415,49 @@ mod tests {
         ch.qop_auth = false;
         let h = ch.authorization("1001", "s3cret", "REGISTER", "sip:r", 1, "c");
         assert_eq!(
-            a.verify(now, "REGISTER", &h, &passwords),
+            a.verify(now, SRC, "REGISTER", &h, &passwords),
             Err(AuthError::UnsupportedQop)
         );
     }
 
     #[test]
-    fn nonce_cap_evicts_oldest() {
+    fn used_nonce_cap_makes_older_nonces_stale() {
         let mut cfg = DigestConfig::new("siphon.example");
         cfg.max_nonces = 10;
         cfg.algorithms = vec![DigestAlgorithm::Md5];
         let a = Authenticator::new(cfg);
-        let now = Instant::now();
+        let now = t0();
         let (_, first) = answer(&a, now, DigestAlgorithm::Md5, "1001", "s3cret", 1);
+        assert!(a.verify(now, SRC, "REGISTER", &first, &passwords).is_ok());
         for _ in 0..1000 {
-            a.challenge(now, false);
+            a.challenge(now, SRC, false);
+        }
+        assert_eq!(a.outstanding_nonces(), 1);
+        let mut later = now;
+        for _ in 0..20 {
+            later += Duration::from_millis(1);
+            let (_, h) = answer(&a, later, DigestAlgorithm::Md5, "1001", "s3cret", 1);
+            assert!(a.verify(later, SRC, "REGISTER", &h, &passwords).is_ok());
         }
         assert_eq!(a.outstanding_nonces(), 10);
-        assert_eq!(lock(&a.order).len(), 10);
+        assert_eq!(lock(&a.order).queue.len(), 10);
+        // The first nonce's use was forgotten: replaying it is refused as stale.
         assert_eq!(
-            a.verify(now, "REGISTER", &first, &passwords),
-            Err(AuthError::UnknownNonce)
+            a.verify(later, SRC, "REGISTER", &first, &passwords),
+            Err(AuthError::StaleNonce)
         );
-        let (_, last) = answer(&a, now, DigestAlgorithm::Md5, "1001", "s3cret", 1);
-        assert!(a.verify(now, "REGISTER", &last, &passwords).is_ok());
+        let fresh_t = later + Duration::from_secs(1);
+        let (_, fresh) = answer(&a, fresh_t, DigestAlgorithm::Md5, "1001", "s3cret", 1);
+        assert!(
+            a.verify(fresh_t, SRC, "REGISTER", &fresh, &passwords)
+                .is_ok()
+        );
     }
 
     #[test]
     fn tokenizer_handles_real_world_shapes() {
         let a = auth();
-        let now = Instant::now();
+        let now = t0();
         let (ch, _) = answer(&a, now, DigestAlgorithm::Md5, "1001", "s3cret", 1);
         let resp = compute_response(&ResponseParams {
             algorithm: DigestAlgorithm::Md5,
@@ -1295,13 +1477,13 @@ mod tests {
             ch.nonce,
             resp.to_ascii_uppercase()
         );
-        assert!(a.verify(now, "REGISTER", &h, &passwords).is_ok());
+        assert!(a.verify(now, SRC, "REGISTER", &h, &passwords).is_ok());
     }
 
     #[test]
     fn username_star_extended_notation() {
         let a = auth();
-        let now = Instant::now();
+        let now = t0();
         let (ch, _) = answer(&a, now, DigestAlgorithm::Sha256, "J\u{e4}s\u{f8}n", "pw", 1);
         let h = ch.authorization("J\u{e4}s\u{f8}n", "pw", "REGISTER", "sip:r", 1, "c");
         let h = h.replace(
@@ -1310,7 +1492,9 @@ mod tests {
         );
         assert!(h.contains("username*="));
         assert_eq!(
-            a.verify(now, "REGISTER", &h, &passwords).unwrap().username,
+            a.verify(now, SRC, "REGISTER", &h, &passwords)
+                .unwrap()
+                .username,
             "J\u{e4}s\u{f8}n"
         );
         assert_eq!(
@@ -1328,7 +1512,7 @@ mod tests {
     fn malformed_headers_are_typed_errors() {
         use ParseError::*;
         let a = auth();
-        let now = Instant::now();
+        let now = t0();
         let ok = "Digest username=\"u\", realm=\"r\", nonce=\"n\", uri=\"sip:x\", response=\"00\"";
         let cases: Vec<(String, ParseError)> = vec![
             ("".into(), NotDigest),
@@ -1391,7 +1575,7 @@ mod tests {
         ];
         for (h, want) in cases {
             assert_eq!(
-                a.verify(now, "REGISTER", &h, &passwords),
+                a.verify(now, SRC, "REGISTER", &h, &passwords),
                 Err(AuthError::Malformed(want.clone())),
                 "{h:?}"
             );
@@ -1401,7 +1585,7 @@ mod tests {
     #[test]
     fn bad_nc_and_cnonce() {
         let a = auth();
-        let now = Instant::now();
+        let now = t0();
         let (ch, _) = answer(&a, now, DigestAlgorithm::Md5, "1001", "s3cret", 1);
         let h = ch.authorization("1001", "s3cret", "REGISTER", "sip:r", 1, "c");
         for (from, to, want) in [
@@ -1422,14 +1606,14 @@ mod tests {
             let bad = h.replace(from, to);
             assert_ne!(bad, h);
             assert_eq!(
-                a.verify(now, "REGISTER", &bad, &passwords),
+                a.verify(now, SRC, "REGISTER", &bad, &passwords),
                 Err(AuthError::Malformed(want))
             );
         }
         // nc=0 can never be "greater than the last seen".
         let h0 = ch.authorization("1001", "s3cret", "REGISTER", "sip:r", 0, "c");
         assert_eq!(
-            a.verify(now, "REGISTER", &h0, &passwords),
+            a.verify(now, SRC, "REGISTER", &h0, &passwords),
             Err(AuthError::NonceCountReplay)
         );
     }
@@ -1437,7 +1621,7 @@ mod tests {
     #[test]
     fn garbage_never_panics() {
         let a = auth();
-        let now = Instant::now();
+        let now = t0();
         let (_, good) = answer(&a, now, DigestAlgorithm::Sha256, "1001", "s3cret", 1);
         // Deterministic pseudo-random mutations of a valid header: truncations, byte
         // replacements with tricky characters, and pure noise.
@@ -1463,7 +1647,7 @@ mod tests {
         let chars: Vec<char> = good.chars().collect();
         for i in 0..=chars.len() {
             let t: String = chars[..i].iter().collect();
-            let _ = a.verify(now, "REGISTER", &t, &passwords);
+            let _ = a.verify(now, SRC, "REGISTER", &t, &passwords);
         }
         for _ in 0..5000 {
             let mut m = chars.clone();
@@ -1472,7 +1656,7 @@ mod tests {
                 m[at] = tricky[(next() as usize) % tricky.len()];
             }
             let s: String = m.into_iter().collect();
-            let _ = a.verify(now, "REGISTER", &s, &passwords);
+            let _ = a.verify(now, SRC, "REGISTER", &s, &passwords);
             let _ = Challenge::parse(&s);
         }
         for _ in 0..2000 {
@@ -1480,7 +1664,7 @@ mod tests {
             let s: String = (0..len)
                 .map(|_| char::from_u32((next() % 0x300) as u32).unwrap_or('?'))
                 .collect();
-            let _ = a.verify(now, "REGISTER", &format!("Digest {s}"), &passwords);
+            let _ = a.verify(now, SRC, "REGISTER", &format!("Digest {s}"), &passwords);
             let _ = Challenge::parse(&s);
         }
     }
@@ -1549,14 +1733,14 @@ mod tests {
     #[test]
     fn concurrent_use() {
         let a = std::sync::Arc::new(auth());
-        let now = Instant::now();
+        let now = t0();
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 let a = a.clone();
                 std::thread::spawn(move || {
                     for _ in 0..50 {
                         let (_, h) = answer(&a, now, DigestAlgorithm::Md5, "1001", "s3cret", 1);
-                        assert!(a.verify(now, "REGISTER", &h, &passwords).is_ok());
+                        assert!(a.verify(now, SRC, "REGISTER", &h, &passwords).is_ok());
                         a.purge(now);
                     }
                 })
@@ -1565,6 +1749,7 @@ mod tests {
         for h in handles {
             h.join().unwrap();
         }
-        assert_eq!(a.outstanding_nonces(), 4 * 50 * 2);
+        // Each round used one of its two nonces; only used ones are remembered.
+        assert_eq!(a.outstanding_nonces(), 4 * 50);
     }
 }

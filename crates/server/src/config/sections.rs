@@ -118,6 +118,12 @@ pub struct AuthConfig {
     pub algorithms: Vec<Algorithm>,
     #[serde(default = "default_nonce_lifetime")]
     pub nonce_lifetime_s: u64,
+    /// A file holding the key that signs nonces (created with a random key when missing,
+    /// readable by Siphon only). With it, nonces issued before a restart stay valid, so
+    /// phones that re-send cached credentials are not challenged again. Without it the key
+    /// is random per process: after a restart such phones get one `stale=true` challenge
+    /// (never a failure count).
+    pub nonce_secret_file: Option<std::path::PathBuf>,
 }
 
 impl Default for AuthConfig {
@@ -125,6 +131,7 @@ impl Default for AuthConfig {
         AuthConfig {
             algorithms: default_algorithms(),
             nonce_lifetime_s: default_nonce_lifetime(),
+            nonce_secret_file: None,
         }
     }
 }

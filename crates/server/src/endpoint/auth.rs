@@ -1,23 +1,33 @@
 //! Digest authentication of requests: challenges (401/407), checking a call's credentials,
 //! and counting failures towards a source's block.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::time::SystemTime;
 
 use rsip::Header;
 use siphon_sip::Peer;
 use siphon_sip::message::header_value;
 use siphon_sip::transaction::TransactionKey;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{Endpoint, now};
 use crate::counters::inc;
 use crate::limits::Verdict;
 
 impl Endpoint {
-    /// Counts a failed authentication; blocks the source past the threshold.
+    /// Counts a failed authentication; blocks the source past the threshold, unless it is
+    /// a trunk's address: a carrier shares one address among many customers, and blocking
+    /// it would take every call from that carrier down with one customer's typos.
     pub(super) fn auth_failed(&mut self, source: SocketAddr, account: &str) {
         inc(&self.counters.auth_failures);
         match self.auth_failures.record(source.ip(), account, now()) {
+            Verdict::Block { .. } if self.config.trunk_for_ip(source.ip()).is_some() => {
+                warn!(
+                    source = %source.ip(),
+                    %account,
+                    "many failed authentications from a trunk's address; trunks are never blocked"
+                );
+            }
             Verdict::Block {
                 until,
                 source_failures,
@@ -42,18 +52,20 @@ impl Endpoint {
         }
     }
 
-    /// 401 (registrar) or 407 (calls) with one challenge per configured algorithm.
+    /// 401 (registrar) or 407 (calls) with one challenge per configured algorithm, its
+    /// nonces bound to `source` (the address the response goes to).
     pub(super) fn challenge(
         &mut self,
         key: &TransactionKey,
         request: &rsip::Request,
+        source: IpAddr,
         stale: bool,
         proxy: bool,
     ) {
         inc(&self.counters.auth_challenges);
         let headers: Vec<Header> = self
             .auth
-            .challenge(now(), stale)
+            .challenge(SystemTime::now(), source, stale)
             .into_iter()
             .map(|c| {
                 if proxy {
@@ -78,13 +90,14 @@ impl Endpoint {
             return true;
         }
         let Some(authorization) = header_value(&request.headers, "Proxy-Authorization") else {
-            self.challenge(key, request, false, true);
+            self.challenge(key, request, peer.addr.ip(), false, true);
             return false;
         };
         let config = self.config.clone();
         let password_of = |name: &str| config.account(name).and_then(|a| a.password.clone());
         match self.auth.verify(
-            now(),
+            SystemTime::now(),
+            peer.addr.ip(),
             request.method.to_string().as_str(),
             &authorization,
             &password_of,
@@ -94,7 +107,15 @@ impl Endpoint {
                 true
             }
             Err(e) if e.is_stale() => {
-                self.challenge(key, request, true, true);
+                self.challenge(key, request, peer.addr.ip(), true, true);
+                false
+            }
+            Err(e) if !e.counts_as_failure() => {
+                // Credentials that are not an answer to a challenge of ours for this
+                // address (foreign, forged or malformed): a fresh challenge, not a failure
+                // counted against an address anyone can forge.
+                debug!(source = %peer.addr, error = %e, "INVITE credentials not for us; 407");
+                self.challenge(key, request, peer.addr.ip(), false, true);
                 false
             }
             Err(e) => {

@@ -105,10 +105,12 @@ impl Endpoint {
         commands: mpsc::Sender<Command>,
         registry: Arc<DashMap<String, CallSummary>>,
         blocklist: Blocklist,
+        nonce_secret: [u8; 32],
     ) -> Endpoint {
         let auth = Authenticator::new(DigestConfig {
             algorithms: config.auth.algorithms.iter().map(|a| (*a).into()).collect(),
             nonce_lifetime: Duration::from_secs(config.auth.nonce_lifetime_s),
+            secret: nonce_secret,
             ..DigestConfig::new(config.sip.realm.clone())
         });
         let r = &config.registrar;
@@ -237,7 +239,7 @@ impl Endpoint {
                 () = timer => self.layer.handle_timeout(now()),
                 _ = housekeeping.tick() => {
                     let now = now();
-                    self.auth.purge(now);
+                    self.auth.purge(std::time::SystemTime::now());
                     self.auth_failures.purge(now);
                     self.blocklist.purge(now);
                     // No response matches an INVITE after 64·T1 (Timer B / RFC 6026 M).

@@ -1,5 +1,7 @@
 //! REGISTER: authenticated, then handed to the registrar (`siphon_sip::registrar`).
 
+use std::time::SystemTime;
+
 use rsip::Header;
 use rsip::prelude::*;
 use siphon_sip::Peer;
@@ -7,7 +9,7 @@ use siphon_sip::dialog::uri_of;
 use siphon_sip::message::header_value;
 use siphon_sip::registrar::RegisterOutcome;
 use siphon_sip::transaction::TransactionKey;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{Endpoint, now, user_of};
 use crate::counters::inc;
@@ -29,15 +31,18 @@ impl Endpoint {
             return;
         };
         let Some(authorization) = header_value(&request.headers, "Authorization") else {
-            self.challenge(key, request, false, false);
+            self.challenge(key, request, peer.addr.ip(), false, false);
             return;
         };
         let config = self.config.clone();
         let password_of = |name: &str| config.account(name).and_then(|a| a.password.clone());
-        match self
-            .auth
-            .verify(now(), "REGISTER", &authorization, &password_of)
-        {
+        match self.auth.verify(
+            SystemTime::now(),
+            peer.addr.ip(),
+            "REGISTER",
+            &authorization,
+            &password_of,
+        ) {
             Ok(v) if v.username == user => self.auth_failures.success(peer.addr.ip()),
             Ok(v) => {
                 self.auth_failed(peer.addr, &user);
@@ -46,7 +51,15 @@ impl Endpoint {
                 return;
             }
             Err(e) if e.is_stale() => {
-                self.challenge(key, request, true, false);
+                self.challenge(key, request, peer.addr.ip(), true, false);
+                return;
+            }
+            Err(e) if !e.counts_as_failure() => {
+                // Not an answer to a challenge of ours for this address (foreign, forged or
+                // malformed credentials): a fresh challenge; anyone can forge the address,
+                // so nothing is counted against it.
+                debug!(%user, source = %peer.addr, error = %e, "REGISTER credentials not for us; 401");
+                self.challenge(key, request, peer.addr.ip(), false, false);
                 return;
             }
             Err(e) => {

@@ -469,3 +469,59 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         data = &data[size + 2..];
     }
 }
+
+/// A REGISTER for `user` from `local` (UDP, expires 600), with an `Authorization` value.
+pub fn register_request(
+    local: SocketAddr,
+    user: &str,
+    call: &str,
+    cseq: u32,
+    auth: Option<&str>,
+) -> String {
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "REGISTER sip:127.0.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bK{call}r{cseq};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:{user}@127.0.0.1>;tag=reg{call}\r\n\
+         To: <sip:{user}@127.0.0.1>\r\n\
+         Call-ID: {call}\r\n\
+         CSeq: {cseq} REGISTER\r\n\
+         Contact: <sip:{user}@{local}>\r\n\
+         Expires: 600\r\n{auth}\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// The first challenge in a 401/407 (`WWW-Authenticate` or `Proxy-Authenticate`), parsed.
+pub fn challenge_of(response: &str) -> siphon_sip::auth::Challenge {
+    let value = response
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("WWW-Authenticate: ")
+                .or_else(|| l.strip_prefix("Proxy-Authenticate: "))
+        })
+        .unwrap_or_else(|| panic!("no challenge in {response}"));
+    siphon_sip::auth::Challenge::parse(value).unwrap()
+}
+
+/// Credentials answering `challenge` as a phone would (nonce-count `nc`).
+pub fn answer_challenge(
+    challenge: &siphon_sip::auth::Challenge,
+    user: &str,
+    password: &str,
+    method: &str,
+    uri: &str,
+    nc: u32,
+) -> String {
+    challenge.authorization(
+        user,
+        password,
+        method,
+        uri,
+        nc,
+        &siphon_sip::auth::new_cnonce(),
+    )
+}

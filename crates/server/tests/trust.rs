@@ -1,0 +1,207 @@
+//! The trust boundary (docs/security.md): authentication that survives restarts and forged
+//! source addresses, limits that cannot be bypassed, nothing learned by scanners, caller
+//! identities that cannot be spoofed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use siphon_server::counters::get;
+
+/// REGISTER, 401, REGISTER with credentials: the final status and the challenge answered.
+async fn register_fully(
+    phone: &Phone,
+    user: &str,
+    password: &str,
+    call: &str,
+) -> (u16, siphon_sip::auth::Challenge) {
+    let local = phone.local();
+    phone
+        .send(&register_request(local, user, call, 1, None))
+        .await;
+    let challenge = phone.recv().await;
+    assert_eq!(status(&challenge), 401, "{challenge}");
+    let challenge = challenge_of(&challenge);
+    let creds = answer_challenge(&challenge, user, password, "REGISTER", "sip:127.0.0.1", 1);
+    phone
+        .send(&register_request(local, user, call, 2, Some(&creds)))
+        .await;
+    (status(&phone.recv().await), challenge)
+}
+
+/// A phone that re-sends its cached credentials after Siphon restarted: with a nonce key
+/// file they are still good (200 at once); without one it gets a fresh 401 with
+/// `stale=true` and registers on the next try. Never a 403, never a failure counted.
+#[tokio::test]
+async fn cached_credentials_after_a_restart() {
+    let dir = std::env::temp_dir().join(format!("siphon-trust-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("nonce.key");
+    let _ = std::fs::remove_file(&key);
+    let with_key = [(
+        "nonce_lifetime_s = 300",
+        &*format!(
+            "nonce_lifetime_s = 300\nnonce_secret_file = \"{}\"",
+            key.display()
+        ),
+    )];
+
+    let s = start_edited("", 35100, &with_key).await;
+    let phone = Phone::new(s.addr).await;
+    let (code, challenge) = register_fully(&phone, "1001", "secret1001", "restart1").await;
+    assert_eq!(code, 200);
+    s.stop().await;
+    // A phone answers the challenge it cached, with the next nonce-count each time.
+    let cached = |nc| {
+        answer_challenge(
+            &challenge,
+            "1001",
+            "secret1001",
+            "REGISTER",
+            "sip:127.0.0.1",
+            nc,
+        )
+    };
+
+    // Restarted with the same key file: the cached credentials are accepted.
+    let s = start_edited("", 35200, &with_key).await;
+    let phone = Phone {
+        sock: phone.sock,
+        server: s.addr,
+    };
+    phone
+        .send(&register_request(
+            phone.local(),
+            "1001",
+            "restart1",
+            3,
+            Some(&cached(2)),
+        ))
+        .await;
+    let r = phone.recv().await;
+    assert_eq!(status(&r), 200, "{r}");
+    s.stop().await;
+
+    // Restarted without the key (a new random one): stale, then registered.
+    let s = start_with("", 35300).await;
+    let phone = Phone {
+        sock: phone.sock,
+        server: s.addr,
+    };
+    phone
+        .send(&register_request(
+            phone.local(),
+            "1001",
+            "restart1",
+            4,
+            Some(&cached(3)),
+        ))
+        .await;
+    let r = phone.recv().await;
+    assert_eq!(status(&r), 401, "{r}");
+    assert!(
+        challenge_of(&r).stale,
+        "a correct digest for an unknown nonce is stale: {r}"
+    );
+    let creds = answer_challenge(
+        &challenge_of(&r),
+        "1001",
+        "secret1001",
+        "REGISTER",
+        "sip:127.0.0.1",
+        1,
+    );
+    phone
+        .send(&register_request(
+            phone.local(),
+            "1001",
+            "restart1",
+            5,
+            Some(&creds),
+        ))
+        .await;
+    assert_eq!(status(&phone.recv().await), 200);
+    assert_eq!(get(&s.counters.auth_failures), 0);
+    s.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Someone forging an office's address sends wrong credentials by the hundred. They never
+/// see the challenges sent to that address, so their nonces are their own (from another
+/// address) or made up: each gets a fresh challenge, nothing is counted, the address is
+/// not blocked, and the office's phone registers.
+#[tokio::test]
+async fn forged_failures_do_not_block_the_real_source() {
+    let s = start_with("", 35400).await;
+    // The attacker's real address, where it can read challenges...
+    let attacker = Phone::from_ip(s.addr, "127.0.0.2").await;
+    attacker
+        .send(&register_request(
+            attacker.local(),
+            "1001",
+            "forge",
+            1,
+            None,
+        ))
+        .await;
+    let own = challenge_of(&attacker.recv().await);
+    // ...and the office's address it forges (on loopback: a socket on that address).
+    let forger = Phone::from_ip(s.addr, "127.0.0.1").await;
+    for n in 0..40u32 {
+        let mut challenge = own.clone();
+        if n % 2 == 1 {
+            challenge.nonce = format!("{:064x}", u128::from(n) * 0x9e37_79b9_7f4a_7c15);
+        }
+        let creds = answer_challenge(
+            &challenge,
+            "1001",
+            &format!("guess{n}"),
+            "REGISTER",
+            "sip:127.0.0.1",
+            1,
+        );
+        forger
+            .send(&register_request(
+                forger.local(),
+                "1001",
+                &format!("forge{n}"),
+                2,
+                Some(&creds),
+            ))
+            .await;
+        let r = forger.recv().await;
+        assert_eq!(status(&r), 401, "forged attempt {n}: {r}");
+    }
+    assert_eq!(get(&s.counters.auth_failures), 0);
+    assert_eq!(get(&s.counters.auth_blocks), 0);
+    let office = Phone::from_ip(s.addr, "127.0.0.1").await;
+    assert_eq!(
+        register_fully(&office, "1001", "secret1001", "office")
+            .await
+            .0,
+        200
+    );
+    s.stop().await;
+}
+
+/// A trunk's address is never blocked, however many failed logins come from it (a carrier
+/// shares one address among many customers): its calls keep working.
+#[tokio::test]
+async fn a_trunk_address_is_never_blocked() {
+    let trunk = "\n[[accounts]]\nusername = \"carrier\"\nkind = \"trunk\"\nallowed_ips = [\"127.0.0.3/32\"]\n";
+    let s = start_with(trunk, 35500).await;
+    let from_trunk = Phone::from_ip(s.addr, "127.0.0.3").await;
+    for n in 0..15 {
+        let (code, _) =
+            register_fully(&from_trunk, "1001", &format!("guess{n}"), &format!("t{n}")).await;
+        assert_eq!(code, 403);
+    }
+    assert_eq!(get(&s.counters.auth_failures), 15);
+    assert_eq!(get(&s.counters.auth_blocks), 0);
+    // The trunk still gets answers: an OPTIONS ping and a call to a digest route.
+    from_trunk
+        .send(&options(from_trunk.local(), "trunkping"))
+        .await;
+    assert_eq!(status(&from_trunk.recv().await), 200);
+    s.stop().await;
+}
