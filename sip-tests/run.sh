@@ -86,9 +86,14 @@ run unregister 0 -sf "$sc/unregister.xml" -s 1001 -au 1001 -ap secret1001 -m 1 -
 run call-600-x50 0 -sn uac -s 600 -m 50 -r 10 -d 500 -p 5107
 run call-600-tcp 0 -sn uac -s 600 -m 5 -r 5 -d 200 -p 5108 -t t1
 run cancel-ringing 0 -sf "$sc/cancel.xml" -s 610 -m 3 -p 5109
-# A number the dialplan does not know: the built-in uac scenario expects 200, so SIPp
-# must report the call failed (exit 1) — and the log must show a 404.
-run unknown-number-404 1 -sn uac -s 999 -m 1 -p 5110
+# A number the dialplan does not know: 404, but only to a caller Siphon knows (1001,
+# after its 407 and digest); the log must show it.
+run unknown-number-404 0 -sf "$sc/unknown_number_auth.xml" -s 999 -au 1001 -ap secret1001 -m 1 -p 5110
+# A scanner sweeping numbers learns nothing: accounts (1001, 1002), routes that need
+# digest, and numbers that do not exist all answer 407 to a stranger.
+for n in 1000 1001 1002 1003 999 5555 0044123456; do
+    run "scanner-sweep-$n" 0 -sf "$sc/scan_invite.xml" -s "$n" -m 1 -p 5122
+done
 
 if ! grep -q "no route; 404" "$work/siphon.log"; then
     echo "FAIL unknown-number-404 (Siphon did not log a 404)"; failures=$((failures + 1))

@@ -192,13 +192,24 @@ impl Callee {
 /// A caller's INVITE to `number` with digest auth: the first attempt gets 407, which is
 /// acknowledged, and the second carries credentials. Returns the phone and its RTP socket.
 async fn call(server: SocketAddr, number: &str, call_id: &str, pts: &str) -> (Phone, UdpSocket) {
+    call_from(server, number, call_id, pts, "1001").await
+}
+
+/// `call` with `from_user` in the From (1001's credentials all the same).
+async fn call_from(
+    server: SocketAddr,
+    number: &str,
+    call_id: &str,
+    pts: &str,
+    from_user: &str,
+) -> (Phone, UdpSocket) {
     let phone = Phone::new(server).await;
     let rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let local = phone.local();
     let extra = "a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n";
     let offer = sdp(rtp.local_addr().unwrap().port(), pts, extra);
     let first = invite(local, number, call_id, 1, None, &offer, "application/sdp")
-        .replace("sip:tester@", "sip:1001@");
+        .replace("sip:tester@", &format!("sip:{from_user}@"));
     phone.send(&first).await;
     let challenge = phone.final_response().await;
     assert_eq!(status(&challenge), 407, "{challenge}");
@@ -211,7 +222,7 @@ async fn call(server: SocketAddr, number: &str, call_id: &str, pts: &str) -> (Ph
         &format!("sip:{number}@127.0.0.1"),
     );
     let second = invite(local, number, call_id, 2, None, &offer, "application/sdp")
-        .replace("sip:tester@", "sip:1001@")
+        .replace("sip:tester@", &format!("sip:{from_user}@"))
         .replace(
             "Content-Type:",
             &format!("Proxy-Authorization: {auth}\r\nContent-Type:"),
@@ -1198,7 +1209,8 @@ async fn routes_can_depend_on_the_calling_account() {
     let r = other.final_response().await;
     assert_eq!(status(&r), 603, "{r}");
     other.send(&ack_for(&inv, &r)).await;
-    // Claiming to be 1001 with 1002's credentials is refused.
+    // Claiming to be 1001 with 1002's credentials does not reach 1001's route: the call is
+    // routed as the account that authenticated (1002), whose route here is the 603.
     let spoof = invite(
         other.local(),
         "5555",
@@ -1236,7 +1248,7 @@ async fn routes_can_depend_on_the_calling_account() {
     );
     other.send(&again).await;
     let r = other.final_response().await;
-    assert_eq!(status(&r), 403, "{r}");
+    assert_eq!(status(&r), 603, "{r}");
     s.stop().await;
 }
 
@@ -1389,4 +1401,68 @@ async fn a_trunk_calls_a_phone_without_digest_and_routes_by_trunk() {
     phone.send(&inv).await;
     assert_eq!(status(&phone.final_response().await), 603);
     s.stop().await;
+}
+
+/// An account presents only its own identity or the caller IDs it is allowed: 1001
+/// claiming to be +15550009999 reaches the callee (From and P-Asserted-Identity) and the
+/// CDR as 1001; its allowed caller ID +15551001 goes through as sent.
+#[tokio::test]
+async fn a_spoofed_caller_id_is_replaced_by_the_account() {
+    let dir = std::env::temp_dir().join(format!("siphon-cid-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("cdr.jsonl");
+    let _ = std::fs::remove_file(&path);
+    let extra = format!("\n[cdr]\npath = \"{}\"\n", path.display());
+    let edits = [(
+        "username = \"1001\"",
+        "username = \"1001\"\ncaller_ids = [\"+15551001\"]",
+    )];
+    let s = start_edited(&extra, 38100, &edits).await;
+    let callee = register(s.addr, "1002").await;
+
+    let (caller, _rtp) = call_from(s.addr, "1002", "cid-spoof", "0 101", "+15550009999").await;
+    let inv = callee.expect("INVITE").await;
+    let from = headers(&inv, "From")[0];
+    assert!(from.starts_with("<sip:1001@127.0.0.1>;tag="), "{inv}");
+    assert_eq!(
+        headers(&inv, "P-Asserted-Identity"),
+        vec!["<sip:1001@127.0.0.1>"]
+    );
+    assert!(!inv.contains("15550009999"), "{inv}");
+    callee.respond(&inv, 486, None).await;
+    assert_eq!(status(&caller.final_response().await), 486);
+
+    let (caller, _rtp) = call_from(s.addr, "1002", "cid-allowed", "0 101", "+15551001").await;
+    let inv = callee.expect("INVITE").await;
+    assert!(
+        headers(&inv, "From")[0].starts_with("<sip:+15551001@127.0.0.1>;tag="),
+        "{inv}"
+    );
+    callee.respond(&inv, 486, None).await;
+    assert_eq!(status(&caller.final_response().await), 486);
+
+    s.stop().await;
+    // CDR lines are appended by a writer thread: wait for both.
+    let mut cdr = String::new();
+    for _ in 0..100 {
+        cdr = std::fs::read_to_string(&path).unwrap_or_default();
+        if cdr.lines().count() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let records: Vec<serde_json::Value> = cdr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let caller_of = |id: &str| {
+        records
+            .iter()
+            .find(|r| r["call_id"] == id)
+            .map(|r| r["caller"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    assert_eq!(caller_of("cid-spoof"), "<sip:1001@127.0.0.1>");
+    assert_eq!(caller_of("cid-allowed"), "<sip:+15551001@127.0.0.1>");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -373,7 +373,8 @@ where
 
 #[tokio::test]
 async fn metrics_follow_a_call_and_parse_as_prometheus_text() {
-    let s = start_with("", 33000).await;
+    let trunk = "\n[[accounts]]\nusername = \"carrier\"\nkind = \"trunk\"\nallowed_ips = [\"127.0.0.7/32\"]\n";
+    let s = start_with(trunk, 33000).await;
     let m = scrape(s.http).await;
     assert_eq!(value(&m, "siphon_calls_active", &[]), 0.0);
     assert_eq!(value(&m, "siphon_build_info", &[]), 1.0);
@@ -451,8 +452,9 @@ async fn metrics_follow_a_call_and_parse_as_prometheus_text() {
     assert!(value(&m, "siphon_rtp_jitter_seconds_count", &[]) >= 1.0);
     assert!(value(&m, "siphon_sip_transactions_active", &[]) >= 1.0);
 
-    // A rejected call and a parse error show up by code and kind.
-    let other = Phone::new(s.addr).await;
+    // A rejected call and a parse error show up by code and kind. The caller is a trunk
+    // (by its address): unknown numbers are 404 to callers Siphon knows.
+    let other = Phone::from_ip(s.addr, "127.0.0.7").await;
     other
         .send(&invite(
             other.local(),

@@ -222,8 +222,11 @@ async fn call_answer_hold_and_hangup() {
 
 #[tokio::test]
 async fn unusable_invites_are_rejected_with_the_right_code() {
-    let s = start_with("", 31500).await;
-    let phone = Phone::new(s.addr).await;
+    // The caller is a trunk (known by its address): an unknown number is 404 only to a
+    // caller Siphon knows; strangers are challenged first (tests/trust.rs).
+    let trunk = "\n[[accounts]]\nusername = \"carrier\"\nkind = \"trunk\"\nallowed_ips = [\"127.0.0.6/32\"]\n";
+    let s = start_with(trunk, 31500).await;
+    let phone = Phone::from_ip(s.addr, "127.0.0.6").await;
     let local = phone.local();
     let good = sdp(40000, "0", "");
     let cases = [

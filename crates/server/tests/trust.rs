@@ -205,3 +205,104 @@ async fn a_trunk_address_is_never_blocked() {
     assert_eq!(status(&from_trunk.recv().await), 200);
     s.stop().await;
 }
+
+/// A To tag does not make a request "in dialog": REGISTERs carrying one are rate limited
+/// like any other (only requests in a dialog Siphon holds are exempt).
+#[tokio::test]
+async fn a_to_tag_does_not_bypass_the_rate_limits() {
+    let edits = [("registers_per_second = 500", "registers_per_second = 2")];
+    let s = start_edited("", 35600, &edits).await;
+    let phone = Phone::new(s.addr).await;
+    let mut refused = 0;
+    for n in 0..10 {
+        let r = register_request(phone.local(), "1001", &format!("tagged{n}"), 1, None).replace(
+            "To: <sip:1001@127.0.0.1>",
+            "To: <sip:1001@127.0.0.1>;tag=forged",
+        );
+        phone.send(&r).await;
+        if status(&phone.recv().await) == 503 {
+            refused += 1;
+        }
+    }
+    assert!(
+        refused >= 5,
+        "only {refused} of 10 tagged REGISTERs were limited"
+    );
+    s.stop().await;
+}
+
+/// A scanner sweeping numbers learns nothing: to a caller Siphon does not know, an
+/// account's number, a number that does not exist and a route that needs digest all
+/// answer the same 407; and REGISTER for an account and for a user that does not exist
+/// fail the same way (401, then 403).
+#[tokio::test]
+async fn a_scanner_sweep_learns_nothing() {
+    let s = start_with("", 35700).await;
+    let scanner = Phone::from_ip(s.addr, "127.0.0.4").await;
+    let local = scanner.local();
+    let body = sdp(40000, "0", "");
+    let mut shapes = Vec::new();
+    for number in ["1000", "1001", "1002", "1003", "999", "5555", "+4420123"] {
+        let inv = invite(
+            local,
+            number,
+            &format!("scan{number}"),
+            1,
+            None,
+            &body,
+            "application/sdp",
+        );
+        scanner.send(&inv).await;
+        let r = scanner.final_response().await;
+        let names: Vec<&str> = r
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .filter_map(|l| l.split(':').next())
+            .collect();
+        shapes.push((number, status(&r), names.join(",")));
+    }
+    for (number, code, names) in &shapes {
+        assert_eq!(*code, 407, "{number}: {shapes:?}");
+        assert_eq!(
+            names, &shapes[0].2,
+            "{number} answers differently: {shapes:?}"
+        );
+    }
+    // REGISTER: an account with a wrong password and users that do not exist.
+    for user in ["1001", "1003", "4242", "admin"] {
+        let attempt = Phone::from_ip(s.addr, "127.0.0.4").await;
+        let local = attempt.local();
+        attempt
+            .send(&register_request(
+                local,
+                user,
+                &format!("scanreg{user}"),
+                1,
+                None,
+            ))
+            .await;
+        let challenge = attempt.recv().await;
+        assert_eq!(status(&challenge), 401, "{user}");
+        let creds = answer_challenge(
+            &challenge_of(&challenge),
+            user,
+            "guess",
+            "REGISTER",
+            "sip:127.0.0.1",
+            1,
+        );
+        attempt
+            .send(&register_request(
+                local,
+                user,
+                &format!("scanreg{user}"),
+                2,
+                Some(&creds),
+            ))
+            .await;
+        let r = attempt.recv().await;
+        assert_eq!(status(&r), 403, "{user}: {r}");
+    }
+    s.stop().await;
+}

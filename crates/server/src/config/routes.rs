@@ -19,6 +19,11 @@ pub struct Account {
     /// Source addresses admitted without digest auth (trunks).
     #[serde(default)]
     pub allowed_ips: Vec<ipnet::IpNet>,
+    /// Caller IDs (the user part of the From) this account may present besides its own
+    /// name, e.g. a PBX's DID numbers. Any other From it sends is replaced by the account
+    /// (`<sip:account@host>`) at the callee, in P-Asserted-Identity, the forks and the CDR.
+    #[serde(default)]
+    pub caller_ids: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

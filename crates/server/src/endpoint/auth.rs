@@ -10,9 +10,10 @@ use siphon_sip::message::header_value;
 use siphon_sip::transaction::TransactionKey;
 use tracing::{debug, info, warn};
 
-use super::{Endpoint, now};
+use super::{Endpoint, now, without_tag};
 use crate::counters::inc;
 use crate::limits::Verdict;
+use siphon_sip::dialog::uri_of;
 
 impl Endpoint {
     /// Counts a failed authentication; blocks the source past the threshold, unless it is
@@ -79,19 +80,20 @@ impl Endpoint {
         self.reply_to(key, request, code, None, &headers);
     }
 
-    /// Checks a call's caller against the route's policy. `false` means a response was sent.
+    /// Authenticates a call's caller: a trunk by its source address, else an account by
+    /// digest. `Refused` means a response (407 or 403) was sent.
     pub(super) fn admit_call(
         &mut self,
         key: &TransactionKey,
         request: &rsip::Request,
         peer: Peer,
-    ) -> bool {
+    ) -> Admission {
         if self.config.trunk_for_ip(peer.addr.ip()).is_some() {
-            return true;
+            return Admission::Trunk;
         }
         let Some(authorization) = header_value(&request.headers, "Proxy-Authorization") else {
             self.challenge(key, request, peer.addr.ip(), false, true);
-            return false;
+            return Admission::Refused;
         };
         let config = self.config.clone();
         let password_of = |name: &str| config.account(name).and_then(|a| a.password.clone());
@@ -102,13 +104,13 @@ impl Endpoint {
             &authorization,
             &password_of,
         ) {
-            Ok(_) => {
+            Ok(v) => {
                 self.auth_failures.success(peer.addr.ip());
-                true
+                Admission::Account(v.username)
             }
             Err(e) if e.is_stale() => {
                 self.challenge(key, request, peer.addr.ip(), true, true);
-                false
+                Admission::Refused
             }
             Err(e) if !e.counts_as_failure() => {
                 // Credentials that are not an answer to a challenge of ours for this
@@ -116,17 +118,60 @@ impl Endpoint {
                 // counted against an address anyone can forge.
                 debug!(source = %peer.addr, error = %e, "INVITE credentials not for us; 407");
                 self.challenge(key, request, peer.addr.ip(), false, true);
-                false
+                Admission::Refused
             }
             Err(e) => {
                 let account = credentials_user(&authorization);
                 self.auth_failed(peer.addr, &account);
                 info!(source = %peer.addr, error = %e, "INVITE authentication failed");
                 self.reply_to(key, request, 403, None, &[]);
-                false
+                Admission::Refused
             }
         }
     }
+}
+
+impl Endpoint {
+    /// The From Siphon presents for a call `account` authenticated (without its tag): the
+    /// caller's own when its user part is the account or one of the account's
+    /// `caller_ids`, else the account itself in the From's URI (a spoofed caller ID does
+    /// not reach the callee, a trunk or the CDR).
+    pub(super) fn presented_identity(
+        &self,
+        request: &rsip::Request,
+        from_user: Option<&str>,
+        account: &str,
+    ) -> String {
+        let from = header_value(&request.headers, "From")
+            .map(|f| without_tag(&f))
+            .unwrap_or_default();
+        let allowed = from_user.is_some_and(|u| {
+            u == account
+                || self
+                    .config
+                    .account(account)
+                    .is_some_and(|a| a.caller_ids.iter().any(|id| id == u))
+        });
+        if allowed {
+            return from;
+        }
+        let host = uri_of(&from)
+            .and_then(|u| rsip::Uri::try_from(u.as_str()).ok())
+            .map(|u| u.host_with_port.to_string())
+            .unwrap_or_else(|| self.sip_addr.to_string());
+        warn!(%account, claimed = ?from_user, "caller ID not allowed for the account; presenting the account");
+        format!("<sip:{account}@{host}>")
+    }
+}
+
+/// Who a call comes from, once authenticated.
+pub(super) enum Admission {
+    /// A trunk, by its source address (routes were chosen for it already).
+    Trunk,
+    /// An account that answered the digest challenge.
+    Account(String),
+    /// Challenged or refused; the response was sent.
+    Refused,
 }
 
 /// The username a credentials header claims (for counting failures), or empty.

@@ -12,7 +12,6 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use rsip::prelude::{HeadersExt, UntypedHeader};
 use rsip::{Header, Headers, Method};
 use siphon_sip::dialog::{Dialog, DialogId, cseq_number};
 use siphon_sip::message::{self, header_value, response_to};
@@ -22,7 +21,7 @@ use siphon_sip::{Peer, Transport};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::{Endpoint, allow, new_tag, now, parse_offer};
+use super::{Endpoint, allow, new_tag, now, parse_offer, without_tag};
 use crate::cdr::{CdrFork, CdrLeg, CdrRecord, Party};
 use crate::config::{Action, Route};
 use crate::control::{CallSummary, Command};
@@ -64,6 +63,11 @@ impl Bridges {
 
     pub(super) fn contains(&self, id: &DialogId) -> bool {
         self.calls.contains_key(id)
+    }
+
+    /// Whether a request with this dialog id belongs to a bridged call (either leg).
+    pub(super) fn holds_dialog(&self, id: &DialogId) -> bool {
+        self.calls.contains_key(id) || self.by_callee_call_id.contains_key(&id.call_id)
     }
 
     /// The bridged call whose caller used `call_id` (admin API).
@@ -110,6 +114,9 @@ struct Bridged {
     media: BridgeHandle,
     route: String,
     callee_user: String,
+    /// The caller as Siphon presents it (From and P-Asserted-Identity to the callee, the
+    /// CDR): the authenticated account unless the From is a caller ID it may use.
+    identity: String,
     started: Instant,
     started_at: SystemTime,
     answered_at: Option<SystemTime>,
@@ -209,6 +216,7 @@ impl Endpoint {
         request: rsip::Request,
         peer: Peer,
         route: Route,
+        identity: String,
     ) {
         let offer = match parse_offer(&request) {
             Ok(offer) => offer,
@@ -313,7 +321,8 @@ impl Endpoint {
         let from_tag = new_tag();
         let mut branches = Vec::new();
         for target in targets {
-            let Some(invite) = self.branch_invite(&request, &target, &from_tag, &callee_offer)
+            let Some(invite) =
+                self.branch_invite(&request, &identity, &target, &from_tag, &callee_offer)
             else {
                 warn!(uri = %target.uri, "cannot address this target");
                 continue;
@@ -349,7 +358,7 @@ impl Endpoint {
             counters: self.counters.clone(),
             span: span.clone(),
             forks: route.forks.clone(),
-            meta: super::call_meta(&id, &request, caller_codec),
+            meta: super::call_meta(&id, &request, &identity, caller_codec),
         });
         info!(
             number = %route.number.get_ref(),
@@ -364,7 +373,7 @@ impl Endpoint {
             id.call_id.clone(),
             CallSummary {
                 call_id: id.call_id.clone(),
-                from: header("From"),
+                from: identity.clone(),
                 to: header("To"),
                 number: route.number.get_ref().clone(),
                 codec: Some(caller_codec),
@@ -405,6 +414,7 @@ impl Endpoint {
                 media,
                 route: route.number.get_ref().clone(),
                 callee_user: user,
+                identity,
                 started: Instant::now(),
                 started_at: SystemTime::now(),
                 answered_at: None,
@@ -418,25 +428,24 @@ impl Endpoint {
         self.schedule(Duration::from_secs(ring), Command::BridgeNoAnswer(id));
     }
 
-    /// The INVITE for one target: the caller's identity (From, To; for a trunk, written
-    /// in the trunk's domain) with our own tag, Call-ID, Via and Contact, and our offer.
+    /// The INVITE for one target: the caller's identity (`identity`, the From Siphon
+    /// vouches for, also as P-Asserted-Identity; for a trunk, written in the trunk's
+    /// domain) and To, with our own tag, Call-ID, Via and Contact, and our offer.
     fn branch_invite(
         &self,
         caller_invite: &rsip::Request,
+        identity: &str,
         target: &Target,
         from_tag: &str,
         sdp: &str,
     ) -> Option<rsip::Request> {
         let peer = target.peer;
         let uri = rsip::Uri::try_from(target.uri.as_str()).ok()?;
-        let mut from = header_value(&caller_invite.headers, "From")?;
+        let mut from = identity.to_string();
         let mut to = header_value(&caller_invite.headers, "To")?;
         if let Some((domain, _)) = &target.trunk {
             // Providers know the caller by number in their own domain, not by our host.
-            let caller = caller_invite
-                .from_header()
-                .ok()
-                .and_then(|f| siphon_sip::dialog::uri_of(f.value()))
+            let caller = siphon_sip::dialog::uri_of(identity)
                 .and_then(|u| rsip::Uri::try_from(u.as_str()).ok())
                 .and_then(|u| u.auth.map(|a| a.user))
                 .unwrap_or_else(|| "anonymous".into());
@@ -455,6 +464,10 @@ impl Endpoint {
             format!("{};tag={from_tag}", without_tag(&from)).into(),
         ));
         headers.push(Header::To(without_tag(&to).into()));
+        headers.push(Header::Other(
+            "P-Asserted-Identity".into(),
+            without_tag(&from),
+        ));
         headers.push(Header::CallId(format!("{}@siphon", new_tag()).into()));
         headers.push(Header::CSeq("1 INVITE".into()));
         headers.push(self.contact_header(peer.transport));
@@ -532,9 +545,7 @@ impl Endpoint {
                 start: call.started_at,
                 answer: call.answered_at,
                 end: SystemTime::now(),
-                caller: header_value(&call.caller.invite.headers, "From")
-                    .map(|f| without_tag(&f))
-                    .unwrap_or_default(),
+                caller: call.identity.clone(),
                 callee: call.callee_user.clone(),
                 route: call.route.clone(),
                 action: "user".into(),
@@ -632,24 +643,6 @@ fn callee_params(session: &LocalSession, local: &LocalMedia, body: &[u8]) -> Opt
         .answer(&answer, local)
         .ok()
         .map(|n| MediaParams::from(&n))
-}
-
-/// A From/To value without its tag parameter (`<sip:a@h>;tag=1;x=y` → `<sip:a@h>;x=y`).
-fn without_tag(value: &str) -> String {
-    // Header parameters start after the URI: after `>` in name-addr form, else after the
-    // first `;` (an addr-spec cannot carry URI parameters, RFC 3261 §20.10).
-    let split = match value.find('>') {
-        Some(i) => i + 1,
-        None => value.find(';').unwrap_or(value.len()),
-    };
-    let (head, params) = value.split_at(split);
-    let kept: String = params
-        .split(';')
-        .map(str::trim)
-        .filter(|p| !p.is_empty() && !p.to_ascii_lowercase().starts_with("tag="))
-        .map(|p| format!(";{p}"))
-        .collect();
-    format!("{}{kept}", head.trim())
 }
 
 #[cfg(test)]

@@ -363,7 +363,19 @@ impl Endpoint {
             .ok()
             .and_then(|to| message::header_param(to.value(), "tag").map(|_| ()))
             .is_some();
-        if let Some(reason) = self.over_limit(&request, in_dialog) {
+        // Only a dialog Siphon holds exempts a request from the limits: a To tag alone is
+        // something any flood can add.
+        let exempt = match request.method {
+            Method::Ack => true,
+            Method::Cancel => self.layer.find_invite_for_cancel(&request).is_some(),
+            _ => {
+                in_dialog
+                    && DialogId::for_incoming(&request).is_some_and(|id| {
+                        self.calls.contains_key(&id) || self.bridges.holds_dialog(&id)
+                    })
+            }
+        };
+        if let Some(reason) = self.over_limit(&request, exempt) {
             inc(&self.counters.overload_rejections);
             debug!(method = %request.method, reason, "over a limit; 503");
             let retry = Header::Other(
@@ -396,10 +408,11 @@ impl Endpoint {
         }
     }
 
-    /// The limit a new request would break, if any. In-dialog requests (BYE, re-INVITE)
-    /// are never refused: they keep established calls working under load.
-    fn over_limit(&mut self, request: &rsip::Request, in_dialog: bool) -> Option<&'static str> {
-        if in_dialog || matches!(request.method, Method::Ack | Method::Cancel | Method::Bye) {
+    /// The limit a new request would break, if any. Requests in a dialog Siphon holds
+    /// (BYE, re-INVITE), ACKs and CANCELs of pending INVITEs are never refused (`exempt`):
+    /// they keep established calls working under load.
+    fn over_limit(&mut self, request: &rsip::Request, exempt: bool) -> Option<&'static str> {
+        if exempt {
             return None;
         }
         let limits = &self.config.limits;
@@ -471,12 +484,30 @@ fn parse_offer(request: &rsip::Request) -> Result<Option<SessionDescription>, (u
 }
 
 /// Who is calling whom, for the forks' start messages.
-fn call_meta(id: &DialogId, request: &rsip::Request, codec: Codec) -> CallMeta {
+fn call_meta(id: &DialogId, request: &rsip::Request, identity: &str, codec: Codec) -> CallMeta {
     CallMeta {
         call_id: id.call_id.clone(),
-        from: header_value(&request.headers, "From").unwrap_or_default(),
+        from: identity.to_string(),
         to: header_value(&request.headers, "To").unwrap_or_default(),
         codec: codec.name().to_string(),
         account_sid: None,
     }
+}
+
+/// A From/To value without its tag parameter (`<sip:a@h>;tag=1;x=y` → `<sip:a@h>;x=y`).
+fn without_tag(value: &str) -> String {
+    // Header parameters start after the URI: after `>` in name-addr form, else after the
+    // first `;` (an addr-spec cannot carry URI parameters, RFC 3261 §20.10).
+    let split = match value.find('>') {
+        Some(i) => i + 1,
+        None => value.find(';').unwrap_or(value.len()),
+    };
+    let (head, params) = value.split_at(split);
+    let kept: String = params
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && !p.to_ascii_lowercase().starts_with("tag="))
+        .map(|p| format!(";{p}"))
+        .collect();
+    format!("{}{kept}", head.trim())
 }

@@ -20,8 +20,8 @@ use crate::dialplan;
 use crate::media::MediaParams;
 use crate::media::leg::{self as media, LegSetup};
 
-use super::auth::credentials_user;
-use super::{Call, Endpoint, allow, call_meta, new_tag, now, parse_offer, user_of};
+use super::auth::Admission;
+use super::{Call, Endpoint, allow, call_meta, new_tag, now, parse_offer, user_of, without_tag};
 
 impl Endpoint {
     pub(super) async fn on_invite(
@@ -33,21 +33,52 @@ impl Endpoint {
         inc(&self.counters.calls_started);
         self.reply_to(&key, &request, 100, None, &[]);
         // Who calls, for routes limited to some callers: a trunk by its source address, else
-        // the account the From names (checked against the credentials below).
+        // the account the From names until authentication says which it is.
         let trunk = self
             .config
             .trunk_for_ip(peer.addr.ip())
             .map(|a| a.username.get_ref().clone());
-        let caller = trunk.clone().or_else(|| {
-            request
-                .from_header()
-                .ok()
-                .and_then(|f| uri_of(f.value()))
-                .and_then(|u| user_of(&u))
-        });
-        let Some(route) =
-            dialplan::lookup_for(&self.config, &request.uri, caller.as_deref()).cloned()
-        else {
+        let from_user = request
+            .from_header()
+            .ok()
+            .and_then(|f| uri_of(f.value()))
+            .and_then(|u| user_of(&u));
+        let claimed = trunk.clone().or_else(|| from_user.clone());
+        let mut route =
+            dialplan::lookup_for(&self.config, &request.uri, claimed.as_deref()).cloned();
+        if let Some(r) = route.as_ref().filter(|r| r.action == Action::Reject) {
+            let code = r.code.unwrap_or(403);
+            info!(number = %r.number.get_ref(), code, "rejected by the dialplan");
+            inc(&self.counters.calls_rejected);
+            self.reply_to(&key, &request, code, None, &[]);
+            return;
+        }
+        // Only numbers made public (`auth = "none"`) are routed before authentication: to
+        // anyone else an account's number and a number that does not exist look the same
+        // (407), so a scanner sweeping numbers learns nothing.
+        let public = route.as_ref().is_some_and(|r| r.auth == RouteAuth::None);
+        let mut identity = header_value(&request.headers, "From")
+            .map(|f| without_tag(&f))
+            .unwrap_or_default();
+        if !public {
+            match self.admit_call(&key, &request, peer) {
+                Admission::Refused => {
+                    inc(&self.counters.calls_rejected);
+                    return;
+                }
+                Admission::Trunk => {}
+                Admission::Account(account) => {
+                    // Routes and the caller's identity follow the account that
+                    // authenticated, not what the From claims.
+                    if claimed.as_deref() != Some(account.as_str()) {
+                        route = dialplan::lookup_for(&self.config, &request.uri, Some(&account))
+                            .cloned();
+                    }
+                    identity = self.presented_identity(&request, from_user.as_deref(), &account);
+                }
+            }
+        }
+        let Some(route) = route else {
             info!(uri = %request.uri, "no route; 404");
             inc(&self.counters.calls_rejected);
             self.reply_to(&key, &request, 404, None, &[]);
@@ -60,24 +91,8 @@ impl Endpoint {
             self.reply_to(&key, &request, code, None, &[]);
             return;
         }
-        if route.auth == RouteAuth::Digest && !self.admit_call(&key, &request, peer) {
-            inc(&self.counters.calls_rejected);
-            return;
-        }
-        if !route.callers.is_empty() && trunk.is_none() {
-            // The route was chosen for the account the From names: the credentials must
-            // be that account's.
-            let user =
-                header_value(&request.headers, "Proxy-Authorization").map(|h| credentials_user(&h));
-            if user != caller {
-                info!(?user, ?caller, "credentials of another account; 403");
-                inc(&self.counters.calls_rejected);
-                self.reply_to(&key, &request, 403, None, &[]);
-                return;
-            }
-        }
         if matches!(route.action, Action::User | Action::Trunk) {
-            self.start_bridge(key, request, peer, route).await;
+            self.start_bridge(key, request, peer, route, identity).await;
             return;
         }
         let offer = match parse_offer(&request) {
@@ -152,17 +167,14 @@ impl Endpoint {
             counters: self.counters.clone(),
             span: span.clone(),
             forks: route.forks.clone(),
-            meta: call_meta(&id, &request, codec),
+            meta: call_meta(&id, &request, &identity, codec),
         });
         info!(number = %route.number.get_ref(), action = ?route.action, rtp_port, ?codec, "call accepted");
         self.registry.insert(
             id.call_id.clone(),
             CallSummary {
                 call_id: id.call_id.clone(),
-                from: request
-                    .from_header()
-                    .map(|h| h.value().to_string())
-                    .unwrap_or_default(),
+                from: identity.clone(),
                 to: request
                     .to_header()
                     .map(|h| h.value().to_string())
