@@ -349,10 +349,10 @@ impl ForkConfig {
             .url
             .strip_prefix("ws://")
             .or_else(|| self.url.strip_prefix("wss://"))
-            .ok_or_else(|| ConfigError::Url(self.url.clone()))?;
+            .ok_or_else(|| ConfigError::Url(crate::redact_url(&self.url)))?;
         let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
         if host.is_empty() || host.chars().any(char::is_whitespace) {
-            return Err(ConfigError::Url(self.url.clone()));
+            return Err(ConfigError::Url(crate::redact_url(&self.url)));
         }
         if self.mode != Mode::Twilio && !matches!(self.sample_rate, 8000 | 16000) {
             return Err(ConfigError::SampleRate(self.sample_rate));

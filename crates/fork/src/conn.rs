@@ -423,7 +423,7 @@ impl Task {
             if left < Duration::from_millis(1) {
                 return Some(Ending::Failed(format!(
                     "could not connect to {} within {} ms",
-                    self.config.url,
+                    crate::redact_url(&self.config.url),
                     self.config.connect_timeout.as_millis()
                 )));
             }
@@ -463,7 +463,7 @@ impl Task {
                 self.stats.set_state(ForkState::Connected);
                 info!(
                     stream = %self.stream_id,
-                    url = %self.config.url,
+                    url = %crate::redact_url(&self.config.url),
                     resumed,
                     buffered_frames = self.io.out.backlog.len(),
                     "fork connected"
@@ -474,7 +474,7 @@ impl Task {
                 ForkStats::add(&self.stats.connect_failures, 1);
                 let failures = ForkStats::get(&self.stats.connect_failures);
                 if failures == 1 || failures.is_power_of_two() {
-                    warn!(stream = %self.stream_id, url = %self.config.url, error = %e, failures, "fork connection attempt failed");
+                    warn!(stream = %self.stream_id, url = %crate::redact_url(&self.config.url), error = %e, failures, "fork connection attempt failed");
                 } else {
                     debug!(stream = %self.stream_id, error = %e, failures, "fork connection attempt failed");
                 }
@@ -482,7 +482,7 @@ impl Task {
                 if first && now >= self.first_deadline {
                     return Some(Ending::Failed(format!(
                         "could not connect to {}: {e}",
-                        self.config.url
+                        crate::redact_url(&self.config.url)
                     )));
                 }
                 let mut at = now + self.backoff.next_delay();

@@ -38,6 +38,7 @@ mod conn;
 mod connect;
 pub mod playback;
 pub mod protocol;
+mod redact;
 pub mod stats;
 
 use std::collections::hash_map::RandomState;
@@ -56,6 +57,7 @@ pub use config::{
     AudioFormat, CallMeta, ConfigError, Encoding, ForkConfig, Mix, Mode, TlsRoots, Tracks,
 };
 pub use protocol::{ProtocolError, ServiceCommand};
+pub use redact::redact_url;
 pub use stats::{ForkState, ForkStats};
 pub use tokio::time::Instant;
 

@@ -69,7 +69,7 @@ impl CdrFork {
             .into_iter()
             .map(|f| CdrFork {
                 id: f.info.fork_id,
-                url: crate::redact::redact_url(&f.info.url),
+                url: siphon_fork::redact_url(&f.info.url),
                 frames_sent: f.frames_sent,
                 frames_dropped: f.frames_dropped,
             })

@@ -17,7 +17,6 @@ pub(crate) mod limits;
 pub mod media;
 pub(crate) mod patterns;
 pub mod prompt;
-pub(crate) mod redact;
 pub(crate) mod rtp_ports;
 pub(crate) mod rtp_socket;
 pub(crate) mod secret_file;

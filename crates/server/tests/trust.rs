@@ -306,3 +306,41 @@ async fn a_scanner_sweep_learns_nothing() {
     }
     s.stop().await;
 }
+
+/// A required fork that cannot connect ends the call, and nothing of its URL (credentials
+/// in user info or query) leaves in the BYE: its Reason is a fixed, well-formed text.
+#[tokio::test]
+async fn a_failed_fork_leaks_nothing_into_the_bye() {
+    // A port nothing listens on: bind one, note it, close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let route = format!(
+        "\n[[dialplan]]\nnumber = \"704\"\naction = \"fork\"\nauth = \"none\"\n\
+         [[dialplan.forks]]\nurl = \"ws://bob:hunter2@127.0.0.1:{port}/x?token=s3cr3t&q=\\\"\"\n\
+         mode = \"native\"\nrequired = true\nconnect_timeout_ms = 300\n"
+    );
+    let s = start_with(&route, 35800).await;
+    let call = place_call(s.addr, "704", "leaky", "0").await;
+    let bye = loop {
+        let msg = call
+            .phone
+            .recv_within(std::time::Duration::from_secs(10))
+            .await
+            .expect("a BYE");
+        if msg.starts_with("BYE ") {
+            break msg;
+        }
+    };
+    assert_eq!(
+        header(&bye, "Reason"),
+        Some("SIP;cause=200;text=\"Media ended\""),
+        "{bye}"
+    );
+    for secret in ["hunter2", "s3cr3t", "bob"] {
+        assert!(!bye.contains(secret), "{secret} leaked: {bye}");
+    }
+    s.stop().await;
+}

@@ -499,13 +499,13 @@ impl Endpoint {
 
     /// Siphon ends a bridged call (admin API, shutdown, media gone): BYE to both phones,
     /// or 480 to the caller and CANCEL to the phones if it still rings.
-    pub(super) fn hang_up_bridge(&mut self, id: &DialogId, reason: &str, result: EndResult) {
+    pub(super) fn hang_up_bridge(&mut self, id: &DialogId, result: EndResult) {
         let Some(call) = self.bridges.calls.get(id) else {
             return;
         };
         let code = if call.caller.answered {
-            self.bye_leg(id, Side::Caller, reason);
-            self.bye_leg(id, Side::Callee, reason);
+            self.bye_leg(id, Side::Caller, result);
+            self.bye_leg(id, Side::Callee, result);
             200
         } else {
             let invite_key = call.caller.invite_key.clone();

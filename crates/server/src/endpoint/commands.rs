@@ -38,13 +38,13 @@ impl Endpoint {
                 } else {
                     EndResult::MediaEnded
                 };
-                self.hang_up_as(&call, &reason, result);
+                self.hang_up_as(&call, result);
             }
             Command::HangUp { call_id, done } => {
                 let id = self.find_call(&call_id);
                 if let Some(id) = &id {
                     info!(%call_id, "hung up through the admin API");
-                    self.hang_up_as(id, "admin", EndResult::Admin);
+                    self.hang_up_as(id, EndResult::Admin);
                 }
                 let _ = done.send(id.is_some());
             }

@@ -11,6 +11,7 @@ use siphon_sip::sdp::SessionDescription;
 use siphon_sip::transaction::TransactionKey;
 use tracing::{debug, info, warn};
 
+use super::replies::reason_header;
 use super::{Endpoint, now, parse_offer};
 use crate::cdr::{CdrFork, CdrLeg, CdrRecord, Party};
 use crate::config::Action;
@@ -154,10 +155,10 @@ impl Endpoint {
     }
 
     /// Sends BYE for a call (a final response if it never answered) and forgets it,
-    /// counting it as ended for `result`.
-    pub(super) fn hang_up_as(&mut self, id: &DialogId, reason: &str, result: EndResult) {
+    /// counting it as ended for `result`, which also gives the BYE's Reason.
+    pub(super) fn hang_up_as(&mut self, id: &DialogId, result: EndResult) {
         if self.bridges.contains(id) {
-            self.hang_up_bridge(id, reason, result);
+            self.hang_up_bridge(id, result);
             return;
         }
         let Some(transport) = self.calls.get(id).map(|c| c.peer.transport) else {
@@ -174,10 +175,7 @@ impl Endpoint {
             self.reply(&key, 480, Some(&id.local_tag.clone()), &[]);
         } else {
             let mut bye = call.dialog.request(Method::Bye, &via, &contact);
-            bye.headers.push(Header::Other(
-                "Reason".into(),
-                format!("SIP;cause=200;text=\"{reason}\""),
-            ));
+            bye.headers.push(reason_header(result));
             let peer = call.peer;
             if let Err(e) = self.layer.send_request(now(), bye, peer) {
                 warn!(error = %e, "could not send BYE");
@@ -186,11 +184,11 @@ impl Endpoint {
         self.end_call_as(id, result);
     }
 
-    pub(super) fn hang_up_all(&mut self, reason: &str, result: EndResult) {
+    pub(super) fn hang_up_all(&mut self, result: EndResult) {
         let mut ids: Vec<DialogId> = self.calls.keys().cloned().collect();
         ids.extend(self.bridges.ids());
         for id in ids {
-            self.hang_up_as(&id, reason, result);
+            self.hang_up_as(&id, result);
         }
     }
 

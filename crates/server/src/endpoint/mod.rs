@@ -258,10 +258,10 @@ impl Endpoint {
                     if let Some(d) = self.drain.as_mut() {
                         d.hung_up = self.calls.len() + self.bridges.len();
                     }
-                    self.hang_up_all("shutdown", EndResult::DrainTimeout);
+                    self.hang_up_all(EndResult::DrainTimeout);
                 }
                 _ = shutdown.recv() => {
-                    self.hang_up_all("shutdown", EndResult::Shutdown);
+                    self.hang_up_all(EndResult::Shutdown);
                     self.flush().await;
                     return;
                 }
@@ -351,7 +351,7 @@ impl Endpoint {
                 }
                 if let Some(id) = self.by_invite.get(&key).cloned() {
                     warn!(call_id = %id.call_id, "no ACK for our final response; ending call");
-                    self.hang_up_as(&id, "no ACK", EndResult::NoAck);
+                    self.hang_up_as(&id, EndResult::NoAck);
                 }
             }
         }

@@ -1,7 +1,6 @@
 //! Responses Siphon sends as UAS, and the headers and SDP that name Siphon (Contact, Via,
 //! media).
 
-use super::{Endpoint, new_tag, now};
 use rsip::prelude::*;
 use rsip::{Header, Method};
 use siphon_sip::Transport;
@@ -9,6 +8,9 @@ use siphon_sip::message::{self, ALLOW, response_to};
 use siphon_sip::sdp::{Codec, LocalMedia};
 use siphon_sip::transaction::{TransactionKey, new_branch};
 use tracing::debug;
+
+use super::{Endpoint, new_tag, now};
+use crate::counters::EndResult;
 
 impl Endpoint {
     pub(super) fn reply_to(
@@ -102,4 +104,22 @@ impl Endpoint {
 
 pub(super) fn allow() -> Header {
     Header::Allow(ALLOW.into())
+}
+
+/// The Reason header (RFC 3326) of a BYE Siphon sends: a fixed text per way a call ends.
+/// Never free text: what went wrong inside (a fork's URL and error, say) may hold secrets
+/// and characters that would break the header; it goes to the log, redacted.
+pub(super) fn reason_header(result: EndResult) -> Header {
+    let text = match result {
+        EndResult::Completed => "Call completed",
+        EndResult::Cancelled => "Call cancelled",
+        EndResult::NoAnswer => "No answer",
+        EndResult::RtpTimeout => "Media timeout",
+        EndResult::MediaEnded => "Media ended",
+        EndResult::NoAck => "No ACK",
+        EndResult::Admin => "Ended by the operator",
+        EndResult::DrainTimeout | EndResult::Shutdown => "Server shutting down",
+        EndResult::Other => "Call ended",
+    };
+    Header::Other("Reason".into(), format!("SIP;cause=200;text=\"{text}\""))
 }

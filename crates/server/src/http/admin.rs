@@ -23,7 +23,7 @@ use crate::config::AccountKind;
 use crate::control::{CallSummary, Command};
 use crate::counters::get as load;
 use crate::fork_metrics::ForkView;
-use crate::redact::redact_url;
+use siphon_fork::redact_url;
 
 pub(super) fn routes() -> Router<Arc<HttpContext>> {
     Router::new()

@@ -402,7 +402,7 @@ impl Bridge {
     }
 
     fn start_fork(&mut self, id: String, config: ForkConfig) {
-        info!(fork = %id, url = %config.url, mode = ?config.mode, tracks = ?config.tracks, "starting fork");
+        info!(fork = %id, url = %siphon_fork::redact_url(&config.url), mode = ?config.mode, tracks = ?config.tracks, "starting fork");
         let fork = siphon_fork::start(config.clone(), self.meta.clone());
         let registration = self.counters.forks.register(
             ForkInfo {

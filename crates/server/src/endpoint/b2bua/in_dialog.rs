@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use super::{Bridged, callee_params, index, other};
 use crate::cdr::Party;
 use crate::counters::EndResult;
+use crate::endpoint::replies::reason_header;
 use crate::endpoint::{Endpoint, allow, now, parse_offer};
 use crate::media::MediaParams;
 use crate::media::bridge::Side;
@@ -106,7 +107,7 @@ impl Endpoint {
                 Side::Caller => Side::Callee,
                 Side::Callee => Side::Caller,
             };
-            self.bye_leg(id, other, "hung up");
+            self.bye_leg(id, other, EndResult::Completed);
         } else {
             // A BYE in the caller's early dialog withdraws the call like a CANCEL.
             self.reply(&invite_key, 487, Some(&id.local_tag), &[]);
@@ -114,8 +115,9 @@ impl Endpoint {
         self.end_bridge(id, EndResult::Completed, party, 200);
     }
 
-    /// Sends BYE on one leg of a bridged call (its dialog must be confirmed).
-    pub(super) fn bye_leg(&mut self, id: &DialogId, side: Side, reason: &str) {
+    /// Sends BYE on one leg of a bridged call (its dialog must be confirmed), its Reason
+    /// saying why the call ends (`result`).
+    pub(super) fn bye_leg(&mut self, id: &DialogId, side: Side, result: EndResult) {
         let Some(transport) = self.bridges.calls.get(id).and_then(|c| match side {
             Side::Caller => Some(c.caller.peer.transport),
             Side::Callee => c.winner().map(|b| b.peer.transport),
@@ -141,10 +143,7 @@ impl Endpoint {
             }
         };
         let mut bye = dialog.request(Method::Bye, &via, &contact);
-        bye.headers.push(Header::Other(
-            "Reason".into(),
-            format!("SIP;cause=200;text=\"{reason}\""),
-        ));
+        bye.headers.push(reason_header(result));
         if let Err(e) = self.layer.send_request(now(), bye, peer) {
             warn!(error = %e, "could not send BYE");
         }
@@ -378,7 +377,7 @@ impl Endpoint {
             return false;
         };
         warn!(call_id = %id.call_id, "no ACK from the caller; ending the bridged call");
-        self.hang_up_bridge(&id, "no ACK", EndResult::NoAck);
+        self.hang_up_bridge(&id, EndResult::NoAck);
         true
     }
 }

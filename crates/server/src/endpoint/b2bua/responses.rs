@@ -285,7 +285,7 @@ impl Endpoint {
             Err(e) => {
                 // The caller went away meanwhile (its CANCEL won the race).
                 warn!(error = %e, "could not send 200 to the caller");
-                self.hang_up_bridge(id, "caller gone", EndResult::Other);
+                self.hang_up_bridge(id, EndResult::Other);
             }
         }
     }

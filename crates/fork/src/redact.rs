@@ -1,6 +1,6 @@
-//! Keeping secrets out of logs, CDRs and API answers: fork URLs often carry credentials in
-//! their user info (`wss://user:pw@host`) or query (`?token=`). A leaf: imports nothing from
-//! the crate.
+//! Keeping secrets out of logs, CDRs, API answers and SIP: fork URLs often carry
+//! credentials in their user info (`wss://user:pw@host`) or query (`?token=`), so every
+//! place that shows a fork's URL shows [`redact_url`]'s.
 
 /// A URL without user info and query (they often carry credentials).
 pub fn redact_url(url: &str) -> String {
