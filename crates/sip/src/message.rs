@@ -861,7 +861,12 @@ pub fn frame(buf: &[u8], limits: ParseLimits) -> Result<Framed, ParseError> {
         name: "Content-Length",
         reason: "required on stream transports",
     })?;
-    let total = head_len + sep + body;
+    // A hostile Content-Length near usize::MAX must not wrap (release) or panic (overflow
+    // checks): checked, and saturated into the size error.
+    let total = head_len
+        .checked_add(sep)
+        .and_then(|n| n.checked_add(body))
+        .unwrap_or(usize::MAX);
     if total > limits.max_message_size {
         return Err(ParseError::TooLarge {
             size: total,
@@ -1108,6 +1113,17 @@ mod tests {
         assert_eq!(frame(b"\r\n\r\nOPT", limits).unwrap(), Framed::Keepalive(4));
         let no_cl = "OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\n";
         assert!(frame(no_cl.as_bytes(), limits).is_err());
+        // A Content-Length at the edge of usize: an error, never a wrapped or panicking sum.
+        for cl in [usize::MAX, usize::MAX - 3, usize::MAX / 2 + 1] {
+            let huge = format!("OPTIONS sip:a@b SIP/2.0\r\nContent-Length: {cl}\r\n\r\n");
+            assert!(
+                matches!(
+                    frame(huge.as_bytes(), limits),
+                    Err(ParseError::TooLarge { .. })
+                ),
+                "Content-Length {cl}"
+            );
+        }
     }
 
     #[test]
