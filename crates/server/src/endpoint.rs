@@ -31,7 +31,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::cdr::{CdrFork, CdrLeg, CdrRecord, CdrWriter, Party};
 use crate::config::{Action, Config, RouteAuth};
-use crate::counters::{Counters, EndResult, LegStats, SETUP_BUCKETS, inc};
+use crate::counters::{Counters, EndResult, LegStats, inc};
 use crate::dialplan;
 use crate::limits::{AuthFailures, Blocklist, TokenBucket, Verdict};
 use crate::media::{self, LegSetup, MediaHandle, MediaParams, Prompt};
@@ -971,7 +971,7 @@ impl Endpoint {
                     s.answered = true;
                     let setup = s.started.elapsed();
                     s.setup_time = Some(setup);
-                    self.counters.call_setup.observe(SETUP_BUCKETS, setup);
+                    self.counters.call_setup.observe(setup);
                 }
                 info!("answered");
             }
