@@ -500,8 +500,14 @@ impl Format {
 
     fn encode(&self, samples: &[i16]) -> Vec<u8> {
         match self.enc {
-            Enc::Pcmu => samples.iter().map(|&s| G711::Pcmu.encode_sample(s)).collect(),
-            Enc::Pcma => samples.iter().map(|&s| G711::Pcma.encode_sample(s)).collect(),
+            Enc::Pcmu => samples
+                .iter()
+                .map(|&s| G711::Pcmu.encode_sample(s))
+                .collect(),
+            Enc::Pcma => samples
+                .iter()
+                .map(|&s| G711::Pcma.encode_sample(s))
+                .collect(),
             Enc::L16 => samples.iter().flat_map(|s| s.to_le_bytes()).collect(),
         }
     }

@@ -39,10 +39,7 @@ impl WavSink {
             if spec.sample_format != SampleFormat::Int || spec.bits_per_sample != 16 {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!(
-                        "{} is not 16-bit PCM, cannot append to it",
-                        path.display()
-                    ),
+                    format!("{} is not 16-bit PCM, cannot append to it", path.display()),
                 ));
             }
             writer
