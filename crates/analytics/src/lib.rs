@@ -16,7 +16,6 @@
 //!
 //! As a library: [`serve`] (or [`bind`]) starts it on a listener and returns a [`Handle`].
 
-mod g711;
 mod wav;
 
 use std::collections::{BTreeMap, HashMap};
@@ -30,6 +29,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
+use siphon_media::g711::G711;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -40,8 +40,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, info, warn};
-
-pub use g711::{alaw_to_linear, linear_to_alaw, linear_to_ulaw, ulaw_to_linear};
 
 /// Subprotocols that mean audio_fork.
 pub const AUDIO_FORK_SUBPROTOCOLS: [&str; 2] = ["audio.jambonz.org", "audio.drachtio.org"];
@@ -491,8 +489,8 @@ struct Format {
 impl Format {
     fn decode(&self, data: &[u8]) -> Vec<i16> {
         match self.enc {
-            Enc::Pcmu => data.iter().map(|&b| ulaw_to_linear(b)).collect(),
-            Enc::Pcma => data.iter().map(|&b| alaw_to_linear(b)).collect(),
+            Enc::Pcmu => data.iter().map(|&b| G711::Pcmu.decode_sample(b)).collect(),
+            Enc::Pcma => data.iter().map(|&b| G711::Pcma.decode_sample(b)).collect(),
             Enc::L16 => data
                 .chunks_exact(2)
                 .map(|c| i16::from_le_bytes([c[0], c[1]]))
@@ -502,8 +500,14 @@ impl Format {
 
     fn encode(&self, samples: &[i16]) -> Vec<u8> {
         match self.enc {
-            Enc::Pcmu => samples.iter().map(|&s| linear_to_ulaw(s)).collect(),
-            Enc::Pcma => samples.iter().map(|&s| linear_to_alaw(s)).collect(),
+            Enc::Pcmu => samples
+                .iter()
+                .map(|&s| G711::Pcmu.encode_sample(s))
+                .collect(),
+            Enc::Pcma => samples
+                .iter()
+                .map(|&s| G711::Pcma.encode_sample(s))
+                .collect(),
             Enc::L16 => samples.iter().flat_map(|s| s.to_le_bytes()).collect(),
         }
     }
@@ -591,7 +595,7 @@ impl Conn {
             }
         }
         for (name, w) in &mut self.wavs {
-            if let Err(e) = w.finalize().await {
+            if let Err(e) = w.finalize() {
                 warn!(file = %name, error = %e, "analytics: could not finalise WAV");
             }
         }
@@ -888,8 +892,7 @@ impl Conn {
         let samples = format.decode(&data);
         let key = track.clone().unwrap_or_else(|| "audio".to_string());
         self.level(&id, &key, &samples, format);
-        self.write_wav(&id, track.as_deref(), &samples, format)
-            .await;
+        self.write_wav(&id, track.as_deref(), &samples, format);
 
         let mut out = Vec::new();
         let inbound = track.as_deref().is_none_or(|t| t == "inbound");
@@ -929,7 +932,7 @@ impl Conn {
         }
     }
 
-    async fn write_wav(&mut self, id: &str, track: Option<&str>, samples: &[i16], format: Format) {
+    fn write_wav(&mut self, id: &str, track: Option<&str>, samples: &[i16], format: Format) {
         let Some(dir) = self.inner.opts.out_dir.clone() else {
             return;
         };
@@ -938,7 +941,7 @@ impl Conn {
             None => format!("{}.wav", sanitize(id)),
         };
         if !self.wavs.contains_key(&name) {
-            match wav::WavSink::open(&dir.join(&name), format.channels, format.rate).await {
+            match wav::WavSink::open(&dir.join(&name), format.channels, format.rate) {
                 Ok(w) => {
                     self.wavs.insert(name.clone(), w);
                 }
@@ -949,7 +952,7 @@ impl Conn {
             }
         }
         if let Some(w) = self.wavs.get_mut(&name)
-            && let Err(e) = w.write(samples).await
+            && let Err(e) = w.write(samples)
         {
             warn!(file = %name, error = %e, "analytics: WAV write failed");
         }

@@ -1,86 +1,83 @@
-//! A streaming 16-bit PCM WAV writer that can be reopened to append (a stream that
-//! reconnects keeps one file).
+//! One 16-bit PCM WAV file per stream, written by `hound`; a stream that reconnects
+//! reopens its file and appends (it keeps one file).
+//!
+//! The writes are plain blocking ones into a 64 KiB buffer: a frame is a few hundred bytes,
+//! so the disk sees a write every few seconds of audio, which costs less than `tokio::fs`
+//! handing every call to its blocking pool.
 
-use std::io::SeekFrom;
+use std::fs::File;
+use std::io::{self, BufWriter};
 use std::path::Path;
 
-use tokio::fs::{File, OpenOptions};
-use tokio::io::{AsyncSeekExt, AsyncWriteExt, BufWriter};
+use hound::{SampleFormat, WavSpec, WavWriter};
 
+/// Size of a canonical 16-bit PCM header, what `hound` writes for one or two channels.
 const HEADER: u64 = 44;
 
 /// An open WAV file.
-#[derive(Debug)]
 pub struct WavSink {
-    file: BufWriter<File>,
-    data_len: u64,
+    writer: WavWriter<BufWriter<File>>,
+}
+
+impl std::fmt::Debug for WavSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WavSink")
+            .field("spec", &self.writer.spec())
+            .field("samples", &self.writer.len())
+            .finish()
+    }
 }
 
 impl WavSink {
     /// Opens `path` for appending, or creates it with a header for `channels` × `rate` Hz.
-    pub async fn open(path: &Path, channels: u16, rate: u32) -> std::io::Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .await?;
-        let len = file.metadata().await?.len();
-        let mut file = BufWriter::with_capacity(64 * 1024, file);
-        let data_len = if len >= HEADER {
-            file.seek(SeekFrom::End(0)).await?;
-            len - HEADER
+    pub fn open(path: &Path, channels: u16, rate: u32) -> io::Result<Self> {
+        let existing = std::fs::metadata(path).is_ok_and(|m| m.len() >= HEADER);
+        let writer = if existing {
+            let writer = WavWriter::append(path).map_err(io_error)?;
+            let spec = writer.spec();
+            // Samples are written as i16; hound would panic on a file of another kind.
+            if spec.sample_format != SampleFormat::Int || spec.bits_per_sample != 16 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} is not 16-bit PCM, cannot append to it", path.display()),
+                ));
+            }
+            writer
         } else {
-            file.get_mut().set_len(0).await?;
-            file.write_all(&header(channels, rate, 0)).await?;
-            0
+            let spec = WavSpec {
+                channels,
+                sample_rate: rate,
+                bits_per_sample: 16,
+                sample_format: SampleFormat::Int,
+            };
+            let file = BufWriter::with_capacity(64 * 1024, File::create(path)?);
+            WavWriter::new(file, spec).map_err(io_error)?
         };
-        Ok(WavSink { file, data_len })
+        Ok(WavSink { writer })
     }
 
     /// Appends samples.
-    pub async fn write(&mut self, samples: &[i16]) -> std::io::Result<()> {
-        let mut bytes = Vec::with_capacity(samples.len() * 2);
+    pub fn write(&mut self, samples: &[i16]) -> io::Result<()> {
+        let n = u32::try_from(samples.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many samples"))?;
+        let mut w = self.writer.get_i16_writer(n);
         for s in samples {
-            bytes.extend_from_slice(&s.to_le_bytes());
+            w.write_sample(*s);
         }
-        self.file.write_all(&bytes).await?;
-        self.data_len += bytes.len() as u64;
-        Ok(())
+        w.flush().map_err(io_error)
     }
 
     /// Writes the sizes into the header and flushes; writing may continue afterwards.
-    pub async fn finalize(&mut self) -> std::io::Result<()> {
-        let data = u32::try_from(self.data_len).unwrap_or(u32::MAX);
-        self.file.seek(SeekFrom::Start(4)).await?;
-        self.file
-            .write_all(&data.saturating_add(36).to_le_bytes())
-            .await?;
-        self.file.seek(SeekFrom::Start(40)).await?;
-        self.file.write_all(&data.to_le_bytes()).await?;
-        self.file.seek(SeekFrom::End(0)).await?;
-        self.file.flush().await
+    pub fn finalize(&mut self) -> io::Result<()> {
+        self.writer.flush().map_err(io_error)
     }
 }
 
-fn header(channels: u16, rate: u32, data_len: u32) -> [u8; 44] {
-    let block = channels * 2;
-    let mut h = [0u8; 44];
-    h[0..4].copy_from_slice(b"RIFF");
-    h[4..8].copy_from_slice(&(36 + data_len).to_le_bytes());
-    h[8..12].copy_from_slice(b"WAVE");
-    h[12..16].copy_from_slice(b"fmt ");
-    h[16..20].copy_from_slice(&16u32.to_le_bytes());
-    h[20..22].copy_from_slice(&1u16.to_le_bytes());
-    h[22..24].copy_from_slice(&channels.to_le_bytes());
-    h[24..28].copy_from_slice(&rate.to_le_bytes());
-    h[28..32].copy_from_slice(&(rate * u32::from(block)).to_le_bytes());
-    h[32..34].copy_from_slice(&block.to_le_bytes());
-    h[34..36].copy_from_slice(&16u16.to_le_bytes());
-    h[36..40].copy_from_slice(b"data");
-    h[40..44].copy_from_slice(&data_len.to_le_bytes());
-    h
+fn io_error(e: hound::Error) -> io::Error {
+    match e {
+        hound::Error::IoError(e) => e,
+        other => io::Error::new(io::ErrorKind::InvalidData, other),
+    }
 }
 
 #[cfg(test)]
@@ -88,19 +85,19 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
-    #[tokio::test]
-    async fn writes_reopens_and_appends() {
+    #[test]
+    fn writes_reopens_and_appends() {
         let dir = std::env::temp_dir().join(format!("siphon-wav-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.wav");
         let _ = std::fs::remove_file(&path);
-        let mut w = WavSink::open(&path, 1, 8000).await.unwrap();
-        w.write(&[1, 2, 3]).await.unwrap();
-        w.finalize().await.unwrap();
+        let mut w = WavSink::open(&path, 1, 8000).unwrap();
+        w.write(&[1, 2, 3]).unwrap();
+        w.finalize().unwrap();
         drop(w);
-        let mut w = WavSink::open(&path, 1, 8000).await.unwrap();
-        w.write(&[4]).await.unwrap();
-        w.finalize().await.unwrap();
+        let mut w = WavSink::open(&path, 1, 8000).unwrap();
+        w.write(&[4]).unwrap();
+        w.finalize().unwrap();
         drop(w);
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(bytes.len(), 44 + 8);

@@ -67,6 +67,13 @@ pub const LATENCY_BUCKETS_US: [u64; 12] = [
 ];
 
 /// Fork latency (RTP arrival → WebSocket write flushed): sum, count, max and a histogram.
+///
+/// Hand-written rather than a `prometheus::Histogram`, though not for speed (recording
+/// costs 12.5 ns here against 13-14 ns for `observe`, measured in release over 20 M
+/// samples): each fork needs its own max and quantiles (logged when it ends), which a
+/// `prometheus` histogram does not keep, and the per-mode family adds the buckets of live
+/// and ended forks, which needs the counts as integers (`buckets`) rather than read back
+/// from a `prometheus` histogram's exposition.
 #[derive(Debug, Default)]
 pub struct Latency {
     sum_us: AtomicU64,

@@ -1,5 +1,8 @@
-//! WAV (RIFF) reader for prompts: PCM 16-bit mono at 8 or 16 kHz, and G.711 A-law (format 6)
-//! or µ-law (format 7) 8-bit mono at 8 kHz, plain or as `WAVE_FORMAT_EXTENSIBLE`.
+//! WAV (RIFF) reading: the chunk walk every WAV reader in Siphon uses ([`chunks`]), and the
+//! prompt reader on top of it ([`Wav`]): PCM 16-bit mono at 8 or 16 kHz, and G.711 A-law
+//! (format 6) or µ-law (format 7) 8-bit mono at 8 kHz, plain or as
+//! `WAVE_FORMAT_EXTENSIBLE`. The fork crate reads the WAV audio a service sends with
+//! [`chunks`] and its own format rules.
 //!
 //! Pure: it parses bytes the caller read from disk, borrowing the sample data. Prompts are
 //! loaded once, not per packet, so the conversions ([`Wav::to_pcm`], [`Wav::to_g711`]) return
@@ -9,6 +12,12 @@
 //! [`WavError`], so a bad prompt is caught when the server loads its configuration, not in a
 //! call. One leniency: a `data` chunk whose declared size runs past the end of the file (what
 //! streaming writers leave behind) is read up to the end of the file.
+//!
+//! Why not `hound` (which writes the WAV files of `siphon-analytics`): its reader refuses
+//! format tags 6 and 7 (`Error::Unsupported`), so it cannot read G.711 prompts or the
+//! A-law/µ-law WAVs audio_fork services send; it does not skip the pad byte after an
+//! odd-sized chunk (a `LIST` chunk of odd size makes it misread the rest); and it copies
+//! samples out through `io::Read` where these readers hand out a slice of the file.
 
 use std::time::Duration;
 
@@ -16,9 +25,12 @@ use crate::SAMPLE_RATE;
 use crate::g711::G711;
 use crate::resample::Downsampler;
 
-const FORMAT_PCM: u16 = 1;
-const FORMAT_ALAW: u16 = 6;
-const FORMAT_MULAW: u16 = 7;
+/// `wFormatTag` of linear PCM.
+pub const FORMAT_PCM: u16 = 1;
+/// `wFormatTag` of G.711 A-law.
+pub const FORMAT_ALAW: u16 = 6;
+/// `wFormatTag` of G.711 µ-law.
+pub const FORMAT_MULAW: u16 = 7;
 const FORMAT_EXTENSIBLE: u16 = 0xFFFE;
 
 /// Why a WAV file was refused.
@@ -78,6 +90,40 @@ pub struct Wav<'a> {
     pub data: &'a [u8],
 }
 
+/// The `fmt ` chunk's fields; `tag` is the sub-format's for `WAVE_FORMAT_EXTENSIBLE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WavFormat {
+    /// `wFormatTag`: 1 PCM, 6 A-law, 7 µ-law, ...
+    pub tag: u16,
+    /// `nChannels`.
+    pub channels: u16,
+    /// `nSamplesPerSec`.
+    pub sample_rate: u32,
+    /// `wBitsPerSample`.
+    pub bits_per_sample: u16,
+}
+
+/// Where a WAV file's samples are, as [`chunks`] found them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WavChunks {
+    /// The last `fmt ` chunk before the data.
+    pub format: WavFormat,
+    /// Offset of the first byte of the `data` chunk's body.
+    pub data_start: usize,
+    /// The size the `data` chunk declares: 0 or more than the file holds when a streaming
+    /// writer never came back to fill it in.
+    pub data_declared: u32,
+}
+
+impl WavChunks {
+    /// The data chunk's bytes as declared, cut at the end of the file.
+    pub fn data_end(&self, file_len: usize) -> usize {
+        self.data_start
+            .saturating_add(self.data_declared as usize)
+            .min(file_len)
+    }
+}
+
 fn le16(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }
@@ -86,52 +132,85 @@ fn le32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
+/// Walks a RIFF/WAVE file's chunks up to the `data` chunk, skipping any others (padded to
+/// even sizes). Only the structure is checked here; which formats are acceptable is the
+/// caller's decision.
+pub fn chunks(bytes: &[u8]) -> Result<WavChunks, WavError> {
+    if bytes.len() < 12 || &bytes[0..4] != b"RIFF" {
+        return Err(WavError::NotRiff);
+    }
+    if &bytes[8..12] != b"WAVE" {
+        return Err(WavError::NotWave);
+    }
+    let mut format = None;
+    let mut at = 12;
+    while at < bytes.len() {
+        if bytes.len() - at < 8 {
+            return Err(WavError::Truncated);
+        }
+        let id = &bytes[at..at + 4];
+        let size = le32(bytes, at + 4);
+        let body_start = at + 8;
+        let available = bytes.len() - body_start;
+        match id {
+            b"fmt " => {
+                let size = size as usize;
+                if size < 16 || size > available {
+                    return Err(WavError::Truncated);
+                }
+                format = Some(parse_fmt(&bytes[body_start..body_start + size])?);
+            }
+            b"data" => {
+                let Some(format) = format else {
+                    return Err(WavError::MissingFormat);
+                };
+                return Ok(WavChunks {
+                    format,
+                    data_start: body_start,
+                    data_declared: size,
+                });
+            }
+            _ => {}
+        }
+        let size = size as usize;
+        at = body_start.saturating_add(size).saturating_add(size & 1);
+    }
+    Err(WavError::MissingData)
+}
+
+fn parse_fmt(f: &[u8]) -> Result<WavFormat, WavError> {
+    let mut tag = le16(f, 0);
+    if tag == FORMAT_EXTENSIBLE {
+        // cbSize(2) validBits(2) channelMask(4) then the SubFormat GUID, whose first two
+        // bytes are the classic format tag.
+        if f.len() < 40 {
+            return Err(WavError::Truncated);
+        }
+        tag = le16(f, 24);
+    }
+    Ok(WavFormat {
+        tag,
+        channels: le16(f, 2),
+        sample_rate: le32(f, 4),
+        bits_per_sample: le16(f, 14),
+    })
+}
+
 impl<'a> Wav<'a> {
     /// Parses a whole file's bytes.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, WavError> {
-        if bytes.len() < 12 || &bytes[0..4] != b"RIFF" {
-            return Err(WavError::NotRiff);
+        let found = chunks(bytes)?;
+        let (sample_rate, encoding) = prompt_format(found.format)?;
+        let start = found.data_start;
+        let mut len = found.data_end(bytes.len()) - start;
+        if encoding == WavEncoding::Pcm16 {
+            len &= !1;
         }
-        if &bytes[8..12] != b"WAVE" {
-            return Err(WavError::NotWave);
-        }
-        let mut format: Option<(u32, WavEncoding)> = None;
-        let mut at = 12;
-        while at < bytes.len() {
-            if bytes.len() - at < 8 {
-                return Err(WavError::Truncated);
-            }
-            let id = &bytes[at..at + 4];
-            let size = le32(bytes, at + 4) as usize;
-            let body_start = at + 8;
-            let available = bytes.len() - body_start;
-            match id {
-                b"fmt " => {
-                    if size < 16 || size > available {
-                        return Err(WavError::Truncated);
-                    }
-                    format = Some(parse_fmt(&bytes[body_start..body_start + size])?);
-                }
-                b"data" => {
-                    let Some((sample_rate, encoding)) = format else {
-                        return Err(WavError::MissingFormat);
-                    };
-                    let mut len = size.min(available);
-                    if encoding == WavEncoding::Pcm16 {
-                        len &= !1;
-                    }
-                    return Ok(Wav {
-                        sample_rate,
-                        encoding,
-                        data: &bytes[body_start..body_start + len],
-                    });
-                }
-                _ => {}
-            }
-            // Chunks are padded to even sizes.
-            at = body_start.saturating_add(size).saturating_add(size & 1);
-        }
-        Err(WavError::MissingData)
+        Ok(Wav {
+            sample_rate,
+            encoding,
+            data: &bytes[start..start + len],
+        })
     }
 
     /// Number of samples.
@@ -191,19 +270,14 @@ impl<'a> Wav<'a> {
     }
 }
 
-fn parse_fmt(f: &[u8]) -> Result<(u32, WavEncoding), WavError> {
-    let mut tag = le16(f, 0);
-    let channels = le16(f, 2);
-    let sample_rate = le32(f, 4);
-    let bits = le16(f, 14);
-    if tag == FORMAT_EXTENSIBLE {
-        // cbSize(2) validBits(2) channelMask(4) then the SubFormat GUID, whose first two
-        // bytes are the classic format tag.
-        if f.len() < 40 {
-            return Err(WavError::Truncated);
-        }
-        tag = le16(f, 24);
-    }
+/// What a prompt may be.
+fn prompt_format(f: WavFormat) -> Result<(u32, WavEncoding), WavError> {
+    let WavFormat {
+        tag,
+        channels,
+        sample_rate,
+        bits_per_sample: bits,
+    } = f;
     if channels != 1 {
         return Err(WavError::UnsupportedChannels(channels));
     }

@@ -6,11 +6,13 @@
 //! `CLASSES`, `REJECT_CODES`, `END_RESULTS`), so counting never allocates or locks and the
 //! label sets stay bounded whatever the network sends.
 
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use prometheus::core::Collector as _;
 use rsip::prelude::*;
 use siphon_media::session::MediaSession;
 use tokio::time::Instant;
@@ -96,7 +98,7 @@ pub struct Counters {
     /// Calls that left the call table, by why (`END_RESULTS` order).
     pub calls_ended_by: [AtomicU64; 16],
     /// INVITE received to 200 OK sent.
-    pub call_setup: Histogram,
+    pub call_setup: Histogram<CallSetup>,
     pub rtp_bytes_in: AtomicU64,
     pub rtp_bytes_out: AtomicU64,
     /// Packets the peer sent that never arrived (RFC 3550 cumulative loss, from sequence
@@ -109,7 +111,7 @@ pub struct Counters {
     pub rtp_send_failures: AtomicU64,
     /// RFC 3550 interarrival jitter of the peers' streams, sampled once a second per leg
     /// while RTP flows.
-    pub rtp_jitter: Histogram,
+    pub rtp_jitter: Histogram<RtpJitter>,
     /// Media tasks running (they end a little after their call: RTCP BYE, fork stop).
     pub media_legs_active: AtomicU64,
     /// Set on shutdown: new INVITEs get 503 and `/readyz` fails.
@@ -306,36 +308,64 @@ pub const SETUP_BUCKETS: &[f64] = &[
 /// Bucket upper bounds (seconds) of `siphon_rtp_jitter_seconds`.
 pub const JITTER_BUCKETS: &[f64] = &[0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5];
 
-/// A lock-free histogram: a count per bucket (the last one unbounded) and the sum in
-/// microseconds. The bucket bounds are not stored: the recording and the exporting side
-/// name the same constant.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    counts: [AtomicU64; 16],
-    sum_us: AtomicU64,
+/// Name, help and buckets of a [`Histogram`].
+pub trait HistogramSpec {
+    const NAME: &'static str;
+    const HELP: &'static str;
+    const BUCKETS: &'static [f64];
 }
 
-impl Histogram {
-    pub fn observe(&self, bounds: &[f64], value: Duration) {
-        let secs = value.as_secs_f64();
-        let i = bounds
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(bounds.len())
-            .min(self.counts.len() - 1);
-        self.counts[i].fetch_add(1, Ordering::Relaxed);
-        let us = u64::try_from(value.as_micros()).unwrap_or(u64::MAX);
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
+/// `siphon_call_setup_seconds`.
+#[derive(Debug)]
+pub enum CallSetup {}
+
+impl HistogramSpec for CallSetup {
+    const NAME: &'static str = "siphon_call_setup_seconds";
+    const HELP: &'static str = "Time from INVITE received to 200 OK sent.";
+    const BUCKETS: &'static [f64] = SETUP_BUCKETS;
+}
+
+/// `siphon_rtp_jitter_seconds`.
+#[derive(Debug)]
+pub enum RtpJitter {}
+
+impl HistogramSpec for RtpJitter {
+    const NAME: &'static str = "siphon_rtp_jitter_seconds";
+    const HELP: &'static str =
+        "Interarrival jitter of the peers' RTP (RFC 3550), sampled once a second per leg.";
+    const BUCKETS: &'static [f64] = JITTER_BUCKETS;
+}
+
+/// A `prometheus` histogram (lock-free counts and sum) that knows its family, so that
+/// [`Counters`] can still be built with `Default` and `GET /metrics` exports it as it is.
+#[derive(Debug)]
+pub struct Histogram<S> {
+    inner: prometheus::Histogram,
+    spec: PhantomData<S>,
+}
+
+impl<S: HistogramSpec> Default for Histogram<S> {
+    fn default() -> Self {
+        let opts = prometheus::HistogramOpts::new(S::NAME, S::HELP).buckets(S::BUCKETS.to_vec());
+        // Only an invalid name or unsorted buckets are refused, and both are constants
+        // that the tests build.
+        #[allow(clippy::expect_used)]
+        let inner = prometheus::Histogram::with_opts(opts).expect("constant histogram options");
+        Histogram {
+            inner,
+            spec: PhantomData,
+        }
+    }
+}
+
+impl<S> Histogram<S> {
+    pub fn observe(&self, value: Duration) {
+        self.inner.observe(value.as_secs_f64());
     }
 
-    /// Per-bucket (not cumulative) counts for `bounds`, the last being `+Inf`; and the sum.
-    pub fn snapshot(&self, bounds: &[f64]) -> (Vec<u64>, Duration) {
-        let n = (bounds.len() + 1).min(self.counts.len());
-        let counts = self.counts[..n].iter().map(get).collect();
-        (
-            counts,
-            Duration::from_micros(self.sum_us.load(Ordering::Relaxed)),
-        )
+    /// The family for the exposition.
+    pub fn families(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.inner.collect()
     }
 }
 
@@ -463,7 +493,7 @@ impl LegPublisher {
             // Sample only while RTP flows: a held leg's jitter is stale.
             let packets = get(&leg.packets_in);
             if packets > self.packets_in {
-                counters.rtp_jitter.observe(JITTER_BUCKETS, jitter);
+                counters.rtp_jitter.observe(jitter);
             }
             self.packets_in = packets;
         }
@@ -519,16 +549,29 @@ mod tests {
 
     #[test]
     fn histogram_buckets_and_sum() {
-        let h = Histogram::default();
-        h.observe(SETUP_BUCKETS, Duration::from_millis(3));
-        h.observe(SETUP_BUCKETS, Duration::from_millis(80));
-        h.observe(SETUP_BUCKETS, Duration::from_secs(100));
-        let (counts, sum) = h.snapshot(SETUP_BUCKETS);
+        let h = Histogram::<CallSetup>::default();
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_millis(80));
+        h.observe(Duration::from_secs(100));
+        // Per-bucket counts (the exposition's are cumulative; +Inf is the sample count).
+        let families = h.families();
+        let hist = families[0].get_metric()[0].get_histogram();
+        let mut counts: Vec<u64> = hist
+            .get_bucket()
+            .iter()
+            .map(|b| b.cumulative_count())
+            .collect();
+        counts.push(hist.get_sample_count());
+        for i in (1..counts.len()).rev() {
+            counts[i] -= counts[i - 1];
+        }
+        let sum = hist.get_sample_sum();
+        assert_eq!(families[0].name(), "siphon_call_setup_seconds");
         assert_eq!(counts.len(), SETUP_BUCKETS.len() + 1);
         assert_eq!(counts[0], 1);
         assert_eq!(counts[4], 1); // <= 0.1
         assert_eq!(counts[SETUP_BUCKETS.len()], 1); // +Inf
-        assert_eq!(sum, Duration::from_micros(100_083_000));
+        assert!((sum - 100.083).abs() < 1e-9, "{sum}");
     }
 
     #[tokio::test]

@@ -1,82 +1,43 @@
-//! A strict, allocation-free reader for the WAV files a service may send in audio_fork's
-//! `playAudio` (`audioContentType: "wav"`): RIFF/WAVE with 16-bit PCM, 8-bit A-law or 8-bit
-//! µ-law, one or two channels.
+//! The WAV files a service may send in audio_fork's `playAudio` (`audioContentType:
+//! "wav"`): RIFF/WAVE with 16-bit PCM, 8-bit A-law or 8-bit µ-law, one or two channels.
+//! The chunk walk is `siphon_media::wav::chunks` (shared with prompts); the format rules
+//! are this protocol's.
 
 use bytes::Bytes;
+use siphon_media::wav::{FORMAT_ALAW, FORMAT_MULAW, FORMAT_PCM, WavFormat};
 
 use super::ProtocolError;
 use crate::config::{AudioFormat, Encoding};
 
-const WAVE_FORMAT_PCM: u16 = 1;
-const WAVE_FORMAT_ALAW: u16 = 6;
-const WAVE_FORMAT_MULAW: u16 = 7;
-const WAVE_FORMAT_EXTENSIBLE: u16 = 0xfffe;
-
-fn bad(why: &str) -> ProtocolError {
-    ProtocolError::InvalidAudio(format!("WAV: {why}"))
-}
-
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
 /// Splits a WAV file into its format and its sample data (a slice of `file`, no copy).
 pub fn parse(file: &Bytes) -> Result<(AudioFormat, Bytes), ProtocolError> {
-    let b: &[u8] = file;
-    if b.get(0..4) != Some(b"RIFF") || b.get(8..12) != Some(b"WAVE") {
-        return Err(bad("not a RIFF/WAVE file"));
-    }
-    let mut pos = 12usize;
-    let mut format: Option<AudioFormat> = None;
-    while pos + 8 <= b.len() {
-        let id = &b[pos..pos + 4];
-        let size = u32_at(b, pos + 4).ok_or_else(|| bad("truncated chunk header"))? as usize;
-        let body = pos + 8;
-        let end = body.checked_add(size).ok_or_else(|| bad("chunk size"))?;
-        match id {
-            b"fmt " => {
-                let fmt = b.get(body..end).ok_or_else(|| bad("truncated fmt chunk"))?;
-                format = Some(parse_fmt(fmt)?);
-            }
-            b"data" => {
-                let format = format.ok_or_else(|| bad("data before fmt"))?;
-                // Some writers leave the data size at 0 or 0xffffffff when streaming: take
-                // what is there.
-                let end = if size == 0 || end > b.len() {
-                    b.len()
-                } else {
-                    end
-                };
-                let mut data = file.slice(body..end);
-                let unit = format.encoding.bytes_per_sample() * usize::from(format.channels);
-                data.truncate(data.len() - data.len() % unit);
-                return Ok((format, data));
-            }
-            _ => {}
-        }
-        // Chunks are padded to an even size.
-        pos = end.checked_add(size & 1).ok_or_else(|| bad("chunk size"))?;
-    }
-    Err(bad("no data chunk"))
+    let found = siphon_media::wav::chunks(file)
+        .map_err(|e| ProtocolError::InvalidAudio(format!("WAV: {e}")))?;
+    let format = audio_format(found.format)?;
+    // Some writers leave the data size at 0 or 0xffffffff when streaming: take what is
+    // there.
+    let end = if found.data_declared == 0 {
+        file.len()
+    } else {
+        found.data_end(file.len())
+    };
+    let mut data = file.slice(found.data_start..end);
+    let unit = format.encoding.bytes_per_sample() * usize::from(format.channels);
+    data.truncate(data.len() - data.len() % unit);
+    Ok((format, data))
 }
 
-fn parse_fmt(fmt: &[u8]) -> Result<AudioFormat, ProtocolError> {
-    let mut tag = u16_at(fmt, 0).ok_or_else(|| bad("short fmt chunk"))?;
-    let channels = u16_at(fmt, 2).ok_or_else(|| bad("short fmt chunk"))?;
-    let rate = u32_at(fmt, 4).ok_or_else(|| bad("short fmt chunk"))?;
-    let bits = u16_at(fmt, 14).ok_or_else(|| bad("short fmt chunk"))?;
-    if tag == WAVE_FORMAT_EXTENSIBLE {
-        // The sub-format GUID starts with the real format tag.
-        tag = u16_at(fmt, 24).ok_or_else(|| bad("short extensible fmt chunk"))?;
-    }
+fn audio_format(f: WavFormat) -> Result<AudioFormat, ProtocolError> {
+    let WavFormat {
+        tag,
+        channels,
+        sample_rate: rate,
+        bits_per_sample: bits,
+    } = f;
     let encoding = match (tag, bits) {
-        (WAVE_FORMAT_PCM, 16) => Encoding::L16,
-        (WAVE_FORMAT_ALAW, 8) => Encoding::Pcma,
-        (WAVE_FORMAT_MULAW, 8) => Encoding::Pcmu,
+        (FORMAT_PCM, 16) => Encoding::L16,
+        (FORMAT_ALAW, 8) => Encoding::Pcma,
+        (FORMAT_MULAW, 8) => Encoding::Pcmu,
         _ => {
             return Err(ProtocolError::UnsupportedAudio(format!(
                 "WAV format {tag} with {bits}-bit samples"

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Action, RouteAuth};
 use crate::control::{CallSummary, Command};
-use crate::counters::{SETUP_BUCKETS, inc};
+use crate::counters::inc;
 use crate::dialplan;
 use crate::media::MediaParams;
 use crate::media::leg::{self as media, LegSetup};
@@ -262,7 +262,7 @@ impl Endpoint {
                     s.answered = true;
                     let setup = s.started.elapsed();
                     s.setup_time = Some(setup);
-                    self.counters.call_setup.observe(SETUP_BUCKETS, setup);
+                    self.counters.call_setup.observe(setup);
                 }
                 info!("answered");
             }

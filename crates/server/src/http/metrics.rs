@@ -1,9 +1,19 @@
 //! `GET /metrics`: the Prometheus text exposition (`text/plain; version=0.0.4`).
 //!
 //! Nothing is counted here. The server counts with plain atomics ([`Counters`], per-leg
-//! [`crate::counters::LegStats`], per-fork `ForkStats`); a scrape reads them, builds the
-//! metric families and lets the `prometheus` crate's encoder write the text. Process
-//! metrics (`process_*`: CPU, memory, file descriptors) come from its `ProcessCollector`.
+//! [`crate::counters::LegStats`], per-fork `ForkStats`) and `prometheus` histograms
+//! (call setup, jitter); a scrape reads them, builds the metric families and lets the
+//! `prometheus` crate's encoder write the text. Process metrics (`process_*`: CPU, memory,
+//! file descriptors) come from its `ProcessCollector`.
+//!
+//! Why the other families are built here rather than kept in `prometheus` counter and
+//! gauge vectors: most values only exist at scrape time (registrar bindings by kind, calls
+//! in the table, free ports, forks by state), the fork totals add up live forks' own
+//! counters and those of ended ones (a fork's counters are its `ForkStats`, shared with
+//! the fork task, not a child of a vector), and some series are shown at 0 before anything
+//! happened while others only once non-zero. Building `MetricFamily`s in a collector is how
+//! the `prometheus` crate exports such values; the names, labels and buckets stay those
+//! that `docs/operations.md`, the dashboards and the alerts use.
 //!
 //! Names follow Prometheus conventions: `siphon_` prefix, `_total` counters, `_seconds`
 //! histograms, base units. Labels are small fixed sets (method, status class, code,
@@ -24,8 +34,7 @@ use tokio::time::Instant;
 
 use super::HttpContext;
 use crate::counters::{
-    CLASSES, Counters, END_RESULTS, Histogram, JITTER_BUCKETS, METHODS, PARSE_ERROR_KINDS,
-    REJECT_CODES, SETUP_BUCKETS, get,
+    CLASSES, Counters, END_RESULTS, METHODS, PARSE_ERROR_KINDS, REJECT_CODES, get,
 };
 use crate::fork_metrics::{MODES, ModeTotals, STATES};
 
@@ -276,12 +285,7 @@ fn calls(f: &mut Families, ctx: &HttpContext) {
             .filter(|(r, n)| get(n) > 0 || matches!(**r, "completed" | "rtp_timeout"))
             .map(|(r, n)| (vec![("result", (*r).into())], get(n) as f64)),
     );
-    f.histogram_from(
-        "siphon_call_setup_seconds",
-        "Time from INVITE received to 200 OK sent.",
-        &c.call_setup,
-        SETUP_BUCKETS,
-    );
+    f.0.extend(c.call_setup.families());
 }
 
 fn rtp(f: &mut Families, ctx: &HttpContext) {
@@ -332,12 +336,7 @@ fn rtp(f: &mut Families, ctx: &HttpContext) {
         "Key presses received (RFC 4733).",
         &c.dtmf_events,
     );
-    f.histogram_from(
-        "siphon_rtp_jitter_seconds",
-        "Interarrival jitter of the peers' RTP (RFC 3550), sampled once a second per leg.",
-        &c.rtp_jitter,
-        JITTER_BUCKETS,
-    );
+    f.0.extend(c.rtp_jitter.families());
     let total = ctx.ports.total();
     let free = ctx.ports.available();
     f.gauge1(
@@ -604,11 +603,6 @@ impl Families {
             .collect();
         self.family(name, help, MetricType::HISTOGRAM)
             .set_metric(metrics);
-    }
-
-    fn histogram_from(&mut self, name: &str, help: &str, h: &Histogram, bounds: &[f64]) {
-        let (counts, sum) = h.snapshot(bounds);
-        self.histogram(name, help, bounds, vec![(vec![], counts, sum)]);
     }
 }
 

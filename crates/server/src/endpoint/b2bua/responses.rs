@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::{Branch, BranchState, callee_params, caller_response, cancel_branch, cancel_of};
 use crate::cdr::Party;
-use crate::counters::{EndResult, SETUP_BUCKETS, inc};
+use crate::counters::{EndResult, inc};
 use crate::endpoint::{Endpoint, allow, now};
 use crate::media::bridge::Side;
 
@@ -275,7 +275,7 @@ impl Endpoint {
                 call.answered_at = Some(SystemTime::now());
                 inc(&self.counters.calls_answered);
                 let setup = call.started.elapsed();
-                self.counters.call_setup.observe(SETUP_BUCKETS, setup);
+                self.counters.call_setup.observe(setup);
                 if let Some(mut s) = self.registry.get_mut(&id.call_id) {
                     s.answered = true;
                     s.setup_time = Some(setup);
