@@ -1,5 +1,9 @@
 //! The RTP port pool: even ports from a configured range, one per call leg, returned when
 //! the leg ends. Taken once per call (signalling path), so a mutex is fine here.
+//!
+//! Ports are drawn at random from the free ones: in order, the next call's port is
+//! predictable, and someone spraying RTP at it could take the stream before the phone
+//! (see the leg tasks' latching).
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -48,7 +52,12 @@ impl PortPool {
     }
 
     fn take(&self) -> Option<u16> {
-        self.free.lock().ok()?.pop_front()
+        let mut free = self.free.lock().ok()?;
+        if free.is_empty() {
+            return None;
+        }
+        let i = rand::random_range(0..free.len());
+        free.swap_remove_back(i)
     }
 
     fn release(&self, port: u16) {
@@ -57,8 +66,8 @@ impl PortPool {
         }
     }
 
-    /// Binds RTP and RTCP sockets on the next free port pair. Ports another program holds are skipped (and
-    /// put back at the end, to be tried again later). `None` when every port is in use:
+    /// Binds RTP and RTCP sockets on a free port pair chosen at random. Ports another
+    /// program holds are skipped (and put back, to be tried again later). `None` when every port is in use:
     /// the caller answers 503.
     pub async fn allocate(self: &Arc<Self>, ip: IpAddr) -> Option<RtpPort> {
         for _ in 0..self.total.max(1) {
@@ -99,5 +108,23 @@ mod tests {
         drop(b);
         assert_eq!(pool.available(), 1);
         assert!(pool.allocate(ip).await.is_some());
+    }
+
+    /// Successive calls do not get successive ports: a port cannot be guessed from the
+    /// last one.
+    #[tokio::test]
+    async fn ports_are_not_handed_out_in_order() {
+        let pool = PortPool::new(41100, 41298);
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let mut ports = Vec::new();
+        for _ in 0..20 {
+            ports.push(pool.allocate(ip).await.unwrap());
+        }
+        let in_order = ports
+            .windows(2)
+            .filter(|w| w[1].port == w[0].port + 2)
+            .count();
+        // In order, all 19 steps are +2; at random (100 ports) a handful at most.
+        assert!(in_order < 10, "{in_order} of 19 steps were the next port");
     }
 }

@@ -344,3 +344,44 @@ async fn a_failed_fork_leaks_nothing_into_the_bye() {
     }
     s.stop().await;
 }
+
+/// Someone spraying RTP at a call's port before the phone's first packet takes the stream
+/// only until the phone sends from the address its SDP gave: then the phone gets the call's
+/// audio and the stranger nothing more.
+#[tokio::test]
+async fn sprayed_rtp_cannot_hijack_an_answered_call() {
+    let s = start_with("", 35900).await;
+    let call = place_call(s.addr, "600", "hijack", "0").await;
+    let attacker = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let frame = speech_like(siphon_media::g711::G711::Pcmu, 1);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(20));
+    for i in 0..10u16 {
+        tick.tick().await;
+        let p = rtp_bytes(0, i == 0, i, 160 * u32::from(i), 0xbad, &frame);
+        attacker.send_to(&p, call.remote).await.unwrap();
+    }
+    // The phone starts talking (from the address in its SDP).
+    let talk = async {
+        for i in 0..50u16 {
+            tick.tick().await;
+            let p = rtp_bytes(0, i == 0, i, 160 * u32::from(i), 0x600d, &frame);
+            call.rtp.send_to(&p, call.remote).await.unwrap();
+        }
+    };
+    let window = std::time::Duration::from_secs(2);
+    let (_, to_phone, _) =
+        tokio::join!(talk, collect(&call.rtp, window), collect(&attacker, window));
+    assert!(
+        to_phone.len() >= 20,
+        "the phone got {} packets of its own call",
+        to_phone.len()
+    );
+    // Whatever reached the attacker stopped once the phone took the stream back.
+    let late = collect(&attacker, std::time::Duration::from_millis(500)).await;
+    assert!(
+        late.is_empty(),
+        "the attacker still gets {} packets",
+        late.len()
+    );
+    s.stop().await;
+}

@@ -381,14 +381,17 @@ impl Leg {
         let negotiated = packet.payload_type == self.params.payload_type
             || Some(packet.payload_type) == self.params.telephone_event_pt;
         match self.latched {
-            // Latch only onto packets of the negotiated types, so a stray sender cannot
-            // take the stream over, before or after latching.
-            None if negotiated => {
-                debug!(%from, "RTP latched");
-                self.latched = Some(from);
-                self.stats.set_latched(Some(from));
-            }
             Some(addr) if addr == from => {}
+            // Latch only onto packets of the negotiated types, so a stray sender cannot
+            // take the stream over. The address the phone's SDP gave always wins: someone
+            // spraying RTP who got in before the phone's first packet loses the stream (and
+            // the forks) as soon as the phone sends.
+            None if negotiated => {
+                latch(&mut self.latched, &mut self.latched_rtcp, &self.stats, from)
+            }
+            Some(_) if negotiated && self.params.remote == Some(from) => {
+                latch(&mut self.latched, &mut self.latched_rtcp, &self.stats, from)
+            }
             _ => {
                 inc(&counters.rtp_stray);
                 return false;
@@ -627,6 +630,20 @@ impl Leg {
 }
 
 /// RTCP goes to the RTP port + 1 unless the peer's RTCP shows up elsewhere (RFC 3550 §11).
+/// Sends the leg's RTP to `from` from now on. RTCP follows the RTP source's host, so its
+/// latched address is learnt again.
+fn latch(
+    latched: &mut Option<SocketAddr>,
+    latched_rtcp: &mut Option<SocketAddr>,
+    stats: &LegStats,
+    from: SocketAddr,
+) {
+    debug!(%from, "RTP latched");
+    *latched = Some(from);
+    *latched_rtcp = None;
+    stats.set_latched(Some(from));
+}
+
 fn rtcp_of(rtp: SocketAddr) -> SocketAddr {
     SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1))
 }
