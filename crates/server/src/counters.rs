@@ -118,6 +118,9 @@ pub struct Counters {
     pub draining: AtomicBool,
     /// SIP message tracing on (`[sip] trace_messages`, `PUT /api/sip-trace`).
     pub sip_trace: AtomicBool,
+    /// CDR lines written to the file, and lines lost (queue full, write error).
+    pub cdr_written: AtomicU64,
+    pub cdr_lost: AtomicU64,
     /// TLS connections that failed or never finished their handshake.
     pub tls_handshake_failures: AtomicU64,
     /// Live forks' statistics and the totals of ended ones.

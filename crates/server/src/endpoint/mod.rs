@@ -135,16 +135,17 @@ impl Endpoint {
                 }
             })
             .collect();
-        let cdr = config
-            .cdr
-            .as_ref()
-            .and_then(|c| match CdrWriter::open(&c.path) {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    tracing::error!(error = %e, "CDRs disabled");
-                    None
-                }
-            });
+        let cdr =
+            config
+                .cdr
+                .as_ref()
+                .and_then(|c| match CdrWriter::open(&c.path, counters.clone()) {
+                    Ok(w) => Some(w),
+                    Err(e) => {
+                        tracing::error!(error = %e, "CDRs disabled");
+                        None
+                    }
+                });
         let l = &config.limits;
         let t0 = now();
         Endpoint {

@@ -286,6 +286,17 @@ fn calls(f: &mut Families, ctx: &HttpContext) {
             .map(|(r, n)| (vec![("result", (*r).into())], get(n) as f64)),
     );
     f.0.extend(c.call_setup.families());
+    f.counter(
+        "siphon_cdr_records_total",
+        "CDR lines written to the CDR file, and lost (queue full or write error).",
+        [
+            (
+                vec![("result", "written".into())],
+                get(&c.cdr_written) as f64,
+            ),
+            (vec![("result", "lost".into())], get(&c.cdr_lost) as f64),
+        ],
+    );
 }
 
 fn rtp(f: &mut Families, ctx: &HttpContext) {
