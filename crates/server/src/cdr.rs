@@ -239,6 +239,7 @@ pub fn format_time(t: SystemTime) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     fn record(n: usize) -> CdrRecord {
