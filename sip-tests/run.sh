@@ -453,6 +453,58 @@ modes_tests() {
 }
 modes_tests
 
+# --- A restart under a registered phone: SIPp registers 1001 with digest on a Siphon of
+# its own (the default configuration with SIP 5069, HTTP 8089, analytics 8099, RTP
+# 40400-40498), Siphon is restarted (SIGTERM, start again: a new nonce key, as without
+# [auth] nonce_secret_file), and the phone refreshes with its cached credentials: it must
+# get 401 with stale=true (not 403, not a failure count) and then register
+# (register_restart.xml). /metrics must show no authentication failure afterwards.
+restart_tests() {
+    local target=127.0.0.1:5069 http4=127.0.0.1:8089 dir="$work/restart"
+    mkdir -p "$dir"
+    sed -e 's|^listen = "127.0.0.1:5060"|listen = "127.0.0.1:5069"|' \
+        -e 's|^listen = "127.0.0.1:8080"|listen = "127.0.0.1:8089"|' \
+        -e 's|^listen = "127.0.0.1:8090"|listen = "127.0.0.1:8099"|' \
+        -e 's|^port_min = 20000|port_min = 40400|' -e 's|^port_max = 29998|port_max = 40498|' \
+        "$root/configs/siphon.toml" >"$dir/siphon.toml"
+    start_restart_siphon() {
+        "$siphon" --config "$dir/siphon.toml" --log info >>"$dir/siphon.log" 2>&1 &
+        siphon2_pid=$!
+        for _ in $(seq 200); do
+            curl -fsS "http://$http4/healthz" >/dev/null 2>&1 && return 0
+            sleep 0.1
+        done
+        return 1
+    }
+    start_restart_siphon
+    ( cd "$dir" && timeout 120 sipp -sf "$sc/register_restart.xml" -s 1001 -au 1001 -ap secret1001 \
+        -m 1 -p 5123 -timeout 90s -timeout_error -trace_err -nostdin "$target" >stdout 2>&1 ) &
+    local sipp_pid=$! registered=0
+    for _ in $(seq 200); do
+        if curl -fsS "http://$http4/api/registrations" 2>/dev/null | grep -q '"aor":"1001"'; then
+            registered=1; break
+        fi
+        sleep 0.1
+    done
+    kill -TERM "$siphon2_pid"; wait "$siphon2_pid"; siphon2_pid=""
+    local restarted=0
+    start_restart_siphon && restarted=1
+    wait "$sipp_pid"; local rc=$?
+    local failed
+    failed="$(curl -fsS "http://$http4/metrics" | awk '/^siphon_sip_auth_failures_total / {print $2}')"
+    kill -TERM "$siphon2_pid"; wait "$siphon2_pid"; siphon2_pid=""
+    if [ "$registered" = 1 ] && [ "$restarted" = 1 ] && [ "$rc" = 0 ] && [ "${failed:-x}" = 0 ]; then
+        echo "PASS restart-cached-credentials (401 stale=true, then 200; 0 auth failures)"
+    else
+        echo "FAIL restart-cached-credentials (registered=$registered restarted=$restarted" \
+            "sipp exit $rc, auth failures ${failed:-?})"
+        tail -n 20 "$dir"/*errors.log "$dir/stdout" 2>/dev/null
+        sed 's/\x1b\[[0-9;]*m//g' "$dir/siphon.log" | grep -i "register\|auth" | tail -n 10
+        failures=$((failures + 1))
+    fi
+}
+restart_tests
+
 # Calls between registered phones (B2BUA): its own file, SIP ports 5200-5202, media 162xx.
 source "$here/b2bua.sh"
 

@@ -207,6 +207,11 @@ fn sip(f: &mut Families, c: &Counters) {
         &c.auth_challenges,
     );
     f.counter1(
+        "siphon_sip_blocked_drops_total",
+        "SIP messages dropped because their source is blocked after failed logins.",
+        &c.blocked_drops,
+    );
+    f.counter1(
         "siphon_sip_auth_failures_total",
         "Digest authentications that failed (wrong password, unknown user, wrong AOR).",
         &c.auth_failures,
