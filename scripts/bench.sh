@@ -25,6 +25,8 @@
 #                 machine from adding its scheduling delays to the figures)      [1]
 #   SIP_PORT      Siphon's SIP port [5090];  SINK_PORT  [9190]
 #   OUT           results folder                       [target/bench/DATE]
+#   SIPHON_BIN    the siphon binary to measure (e.g. another worktree's build, to compare
+#                 two versions in one run)                [target/release/siphon]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -53,7 +55,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 echo "open files: $(ulimit -n)"
 
 cargo build --release -p siphon -p siphon-load
-siphon="$root/target/release/siphon"
+siphon="${SIPHON_BIN:-$root/target/release/siphon}"
 load="$root/target/release/siphon-load"
 
 prio=()
