@@ -79,6 +79,8 @@ pub struct Counters {
     pub auth_blocks: AtomicU64,
     /// TCP connections refused at the connection limit.
     pub tcp_rejected: AtomicU64,
+    /// TCP/TLS connections dropped because a write timed out (the peer stopped reading).
+    pub tcp_write_timeouts: AtomicU64,
 
     /// SIP requests by method (`METHODS` order): received from the network (parsed), and
     /// sent by Siphon (retransmissions included).

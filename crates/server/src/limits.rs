@@ -2,12 +2,16 @@
 //! name), the per-source flood limiter of the UDP transport, and the fail2ban-style block
 //! list fed by failed digest attempts.
 //! Pure logic with explicit time; the tasks that use them own their instances (no locks),
-//! except the block list, which transports read and the SIP core writes.
+//! except the block list, which transports read and the SIP core writes, and the stream
+//! connection slots, which connection tasks give back when they end. Every table of
+//! sources is bounded in size, and a full one makes room rather than refuse a new source.
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -147,32 +151,295 @@ impl SourceLimiter {
     }
 }
 
+/// How many sources the block list holds at most. An entry takes about a hundred bytes (map
+/// and order), so this caps it near ten megabytes whatever a flood of spoofed sources makes
+/// the SIP core block.
+const MAX_BLOCKED: usize = 100_000;
+
 /// Sources blocked until an instant. Written by the SIP core, read by transports (which
-/// drop a blocked source's datagrams before parsing them).
-#[derive(Debug, Default, Clone)]
+/// drop a blocked source's messages before parsing them).
+///
+/// Bounded: when full, blocking a new source forgets the block that ends soonest (the one
+/// that costs least to forget), so a new offender is never refused.
+#[derive(Debug, Clone)]
 pub struct Blocklist {
-    until: Arc<DashMap<IpAddr, Instant>>,
+    inner: Arc<BlockTable>,
+}
+
+#[derive(Debug)]
+struct BlockTable {
+    /// What transports read, on every message: sharded, so readers rarely wait.
+    until: DashMap<IpAddr, Instant>,
+    /// The same blocks by end, soonest first, to pick what to forget without a scan.
+    /// Writers (block, purge) hold this lock while they change both, so the two agree.
+    by_end: Mutex<BTreeSet<(Instant, IpAddr)>>,
+    capacity: usize,
+}
+
+impl Default for Blocklist {
+    fn default() -> Blocklist {
+        Blocklist::with_capacity(MAX_BLOCKED)
+    }
 }
 
 impl Blocklist {
-    pub fn is_blocked(&self, ip: IpAddr, now: Instant) -> bool {
-        self.until.get(&ip).is_some_and(|until| now < *until)
+    /// A block list of at most `capacity` sources (at least 1).
+    pub fn with_capacity(capacity: usize) -> Blocklist {
+        Blocklist {
+            inner: Arc::new(BlockTable {
+                until: DashMap::new(),
+                by_end: Mutex::new(BTreeSet::new()),
+                capacity: capacity.max(1),
+            }),
+        }
     }
 
+    pub fn is_blocked(&self, ip: IpAddr, now: Instant) -> bool {
+        self.inner.until.get(&ip).is_some_and(|until| now < *until)
+    }
+
+    /// Blocks `ip` until `until` (replacing any block it had).
     pub fn block(&self, ip: IpAddr, until: Instant) {
-        self.until.insert(ip, until);
+        let t = &*self.inner;
+        let mut by_end = lock(&t.by_end);
+        match t.until.insert(ip, until) {
+            Some(previous) => {
+                by_end.remove(&(previous, ip));
+            }
+            // Over capacity: the block that ends soonest goes (`ip` is not in `by_end`
+            // yet, so it is never the one).
+            None if t.until.len() > t.capacity => {
+                if let Some((_, soonest)) = by_end.pop_first() {
+                    t.until.remove(&soonest);
+                }
+            }
+            None => {}
+        }
+        by_end.insert((until, ip));
     }
 
     /// Forgets expired blocks.
     pub fn purge(&self, now: Instant) {
-        self.until.retain(|_, until| now < *until);
+        let t = &*self.inner;
+        let mut by_end = lock(&t.by_end);
+        while let Some(&(end, ip)) = by_end.first() {
+            if now < end {
+                break;
+            }
+            by_end.pop_first();
+            t.until.remove(&ip);
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.inner.until.len()
     }
 
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
-        self.until.is_empty()
+        self.inner.until.is_empty()
     }
 }
+
+/// Open stream connections (TCP or TLS) of one listener: at most `max_total` in all, and
+/// at most `max_per_source` from one address (0: no limit per address), so one address
+/// cannot take every slot. A slot is given back when its [`Slot`] is dropped, however the
+/// connection's task ends.
+#[derive(Debug, Clone)]
+pub struct ConnectionSlots {
+    table: Arc<Mutex<SlotTable>>,
+}
+
+#[derive(Debug)]
+struct SlotTable {
+    max_total: usize,
+    max_per_source: usize,
+    total: usize,
+    /// Only addresses with a connection open, so never more entries than `max_total`.
+    by_source: HashMap<IpAddr, usize>,
+}
+
+/// Why a connection got no slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotRefused {
+    /// Every slot is taken.
+    Full,
+    /// The connection's address has all the slots one address may have.
+    SourceFull,
+}
+
+/// One open connection's slot; dropping it gives the slot back.
+#[derive(Debug)]
+pub struct Slot {
+    table: Arc<Mutex<SlotTable>>,
+    ip: IpAddr,
+}
+
+impl ConnectionSlots {
+    pub fn new(max_total: usize, max_per_source: usize) -> ConnectionSlots {
+        ConnectionSlots {
+            table: Arc::new(Mutex::new(SlotTable {
+                max_total,
+                max_per_source,
+                total: 0,
+                by_source: HashMap::new(),
+            })),
+        }
+    }
+
+    /// A slot for a connection from `ip`, if the limits leave one.
+    pub fn acquire(&self, ip: IpAddr) -> Result<Slot, SlotRefused> {
+        let mut t = lock(&self.table);
+        if t.total >= t.max_total {
+            return Err(SlotRefused::Full);
+        }
+        let from_source = t.by_source.get(&ip).copied().unwrap_or(0);
+        if t.max_per_source > 0 && from_source >= t.max_per_source {
+            return Err(SlotRefused::SourceFull);
+        }
+        t.total += 1;
+        t.by_source.insert(ip, from_source + 1);
+        Ok(Slot {
+            table: self.table.clone(),
+            ip,
+        })
+    }
+
+    /// Connections open in all, and addresses they come from.
+    #[cfg(test)]
+    fn open(&self) -> (usize, usize) {
+        let t = lock(&self.table);
+        (t.total, t.by_source.len())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut t = lock(&self.table);
+        t.total = t.total.saturating_sub(1);
+        if let Some(n) = t.by_source.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                t.by_source.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The data behind a lock stays consistent even if a holder panicked (each writer changes
+/// it in a few infallible steps), so a poisoned lock is used as it is.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Failure counts within a window, by key, for at most `capacity` keys. When it is full a
+/// new key forgets the key whose window started first (the nearest to being forgotten
+/// anyway): a new source is always counted, and a flood of spoofed sources costs bounded
+/// memory.
+#[derive(Debug)]
+struct WindowCounts<K> {
+    capacity: usize,
+    entries: HashMap<K, WindowCount>,
+    /// Keys by window start, oldest first; the sequence number tells apart windows that
+    /// started at the same instant.
+    by_start: BTreeMap<(Instant, u64), K>,
+    next_seq: u64,
+}
+
+#[derive(Debug)]
+struct WindowCount {
+    failures: u32,
+    start: Instant,
+    seq: u64,
+}
+
+impl<K: Hash + Eq + Clone> WindowCounts<K> {
+    fn new(capacity: usize) -> WindowCounts<K> {
+        WindowCounts {
+            capacity: capacity.max(1),
+            entries: HashMap::new(),
+            by_start: BTreeMap::new(),
+            next_seq: 0,
+        }
+    }
+
+    /// Counts one failure for `key` at `now`, starting a new window when the last one
+    /// ended; the failures in the window so far.
+    fn bump<Q>(&mut self, key: &Q, now: Instant, window: Duration) -> u32
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let Some(entry) = self.entries.get_mut(key) else {
+            self.insert(key.to_owned(), now, seq);
+            return 1;
+        };
+        if now.saturating_duration_since(entry.start) > window {
+            // A new window: it moves to the young end of the order.
+            let owned = self.by_start.remove(&(entry.start, entry.seq));
+            *entry = WindowCount {
+                failures: 0,
+                start: now,
+                seq,
+            };
+            let owned = owned.unwrap_or_else(|| key.to_owned());
+            self.by_start.insert((now, seq), owned);
+        }
+        entry.failures = entry.failures.saturating_add(1);
+        entry.failures
+    }
+
+    /// A new key with one failure, making room first when the table is full.
+    fn insert(&mut self, key: K, now: Instant, seq: u64) {
+        if self.entries.len() >= self.capacity {
+            self.forget_oldest();
+        }
+        self.by_start.insert((now, seq), key.clone());
+        let first = WindowCount {
+            failures: 1,
+            start: now,
+            seq,
+        };
+        self.entries.insert(key, first);
+    }
+
+    fn forget_oldest(&mut self) {
+        if let Some((_, key)) = self.by_start.pop_first() {
+            self.entries.remove(&key);
+        }
+    }
+
+    fn remove<Q>(&mut self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        if let Some(entry) = self.entries.remove(key) {
+            self.by_start.remove(&(entry.start, entry.seq));
+        }
+    }
+
+    /// Forgets windows that ended: the oldest first, stopping at the first still open.
+    fn purge(&mut self, now: Instant, window: Duration) {
+        while let Some((&(start, _), _)) = self.by_start.first_key_value() {
+            if now.saturating_duration_since(start) <= window {
+                break;
+            }
+            self.forget_oldest();
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// Sources and accounts each table of `AuthFailures` counts at most.
+const MAX_COUNTED: usize = 100_000;
 
 /// Counts failed digest attempts per source and per account in a sliding window; a source
 /// past the threshold is blocked for a while. Accounts are counted (and logged) but never
@@ -182,8 +449,8 @@ pub struct AuthFailures {
     threshold: u32,
     window: Duration,
     block_for: Duration,
-    by_source: HashMap<IpAddr, (u32, Instant)>,
-    by_account: HashMap<String, (u32, Instant)>,
+    by_source: WindowCounts<IpAddr>,
+    by_account: WindowCounts<String>,
 }
 
 /// What a failure led to.
@@ -203,34 +470,31 @@ pub enum Verdict {
 
 impl AuthFailures {
     pub fn new(threshold: u32, window: Duration, block_for: Duration) -> AuthFailures {
+        AuthFailures::with_capacity(threshold, window, block_for, MAX_COUNTED)
+    }
+
+    /// Counting at most `capacity` sources and as many accounts.
+    pub fn with_capacity(
+        threshold: u32,
+        window: Duration,
+        block_for: Duration,
+        capacity: usize,
+    ) -> AuthFailures {
         AuthFailures {
             threshold,
             window,
             block_for,
-            by_source: HashMap::new(),
-            by_account: HashMap::new(),
+            by_source: WindowCounts::new(capacity),
+            by_account: WindowCounts::new(capacity),
         }
     }
 
     pub fn record(&mut self, ip: IpAddr, account: &str, now: Instant) -> Verdict {
-        let window = self.window;
-        let bump = |entry: &mut (u32, Instant)| {
-            if now.saturating_duration_since(entry.1) > window {
-                *entry = (0, now);
-            }
-            entry.0 += 1;
-            entry.0
-        };
-        let source_failures = bump(self.by_source.entry(ip).or_insert((0, now)));
-        // Bounded in name length and count: a scanner cycling names cannot grow this map
-        // without limit.
+        let source_failures = self.by_source.bump(&ip, now, self.window);
+        // Long names share one entry: a scanner cycling huge names cannot make each entry
+        // big, and the table's size bounds how many there are.
         let key = if account.len() <= 64 { account } else { "" };
-        let room = self.by_account.len() < 100_000;
-        let account_failures = if room || self.by_account.contains_key(key) {
-            bump(self.by_account.entry(key.to_string()).or_insert((0, now)))
-        } else {
-            0
-        };
+        let account_failures = self.by_account.bump(key, now, self.window);
         if self.threshold > 0 && source_failures >= self.threshold {
             self.by_source.remove(&ip);
             return Verdict::Block {
@@ -251,11 +515,14 @@ impl AuthFailures {
 
     /// Forgets windows that ended.
     pub fn purge(&mut self, now: Instant) {
-        let window = self.window;
-        self.by_source
-            .retain(|_, (_, start)| now.saturating_duration_since(*start) <= window);
-        self.by_account
-            .retain(|_, (_, start)| now.saturating_duration_since(*start) <= window);
+        self.by_source.purge(now, self.window);
+        self.by_account.purge(now, self.window);
+    }
+
+    /// Sources and accounts counted.
+    #[cfg(test)]
+    fn tracked(&self) -> (usize, usize) {
+        (self.by_source.len(), self.by_account.len())
     }
 }
 
@@ -370,5 +637,136 @@ mod tests {
         assert!(!b.is_blocked(ip, t0 + Duration::from_secs(10)));
         b.purge(t0 + Duration::from_secs(11));
         assert!(b.is_empty());
+    }
+
+    fn ip(i: u32) -> IpAddr {
+        IpAddr::from(std::net::Ipv4Addr::from(0xc633_6400 + i))
+    }
+
+    #[test]
+    fn a_full_source_table_forgets_the_oldest_and_still_counts_a_new_source() {
+        let t0 = Instant::now();
+        let window = Duration::from_secs(60);
+        let mut f = AuthFailures::with_capacity(5, window, Duration::from_secs(600), 3);
+        // Source 0 started failing first, then 1, 2, 3 (a second apart).
+        for i in 0..4 {
+            let at = t0 + Duration::from_secs(u64::from(i));
+            f.record(ip(i), "a", at);
+            f.record(ip(i), "a", at);
+        }
+        let later = t0 + Duration::from_secs(10);
+        assert!(f.tracked().0 <= 3, "{:?}", f.tracked());
+        // The newest sources kept their counts; the oldest one starts again.
+        for i in [2, 3] {
+            assert!(matches!(
+                f.record(ip(i), "a", later),
+                Verdict::Counted {
+                    source_failures: 3,
+                    ..
+                }
+            ));
+        }
+        assert!(matches!(
+            f.record(ip(0), "a", later),
+            Verdict::Counted {
+                source_failures: 1,
+                ..
+            }
+        ));
+        // A flood of new sources: each one counted from 1, the table at its size.
+        for i in 100..1000 {
+            assert!(matches!(
+                f.record(ip(i), "a", later),
+                Verdict::Counted {
+                    source_failures: 1,
+                    ..
+                }
+            ));
+            assert!(f.tracked().0 <= 3);
+        }
+    }
+
+    #[test]
+    fn a_full_account_table_forgets_the_oldest_and_still_counts_a_new_account() {
+        let t0 = Instant::now();
+        let window = Duration::from_secs(60);
+        let mut f = AuthFailures::with_capacity(0, window, Duration::from_secs(600), 3);
+        for (i, name) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            let at = t0 + Duration::from_secs(i as u64);
+            f.record(ip(0), name, at);
+        }
+        assert!(f.tracked().1 <= 3, "{:?}", f.tracked());
+        let later = t0 + Duration::from_secs(10);
+        // A name never seen is counted from 1, never refused; "d" kept its count.
+        assert_eq!(
+            f.record(ip(0), "e", later),
+            Verdict::Counted {
+                source_failures: 5,
+                account_failures: 1
+            }
+        );
+        assert_eq!(
+            f.record(ip(0), "d", later),
+            Verdict::Counted {
+                source_failures: 6,
+                account_failures: 2
+            }
+        );
+        assert!(f.tracked().1 <= 3, "{:?}", f.tracked());
+    }
+
+    #[test]
+    fn a_full_blocklist_drops_the_block_that_ends_soonest_and_blocks_the_new_offender() {
+        let t0 = Instant::now();
+        let b = Blocklist::with_capacity(3);
+        let secs = Duration::from_secs;
+        b.block(ip(1), t0 + secs(300));
+        b.block(ip(2), t0 + secs(100)); // ends soonest
+        b.block(ip(3), t0 + secs(600));
+        b.block(ip(4), t0 + secs(200));
+        assert_eq!(b.len(), 3);
+        assert!(!b.is_blocked(ip(2), t0), "the block ending soonest stays");
+        for i in [1, 3, 4] {
+            assert!(b.is_blocked(ip(i), t0), "{i} unblocked");
+        }
+        // Blocking again an address already blocked takes no more room.
+        b.block(ip(4), t0 + secs(900));
+        assert_eq!(b.len(), 3);
+        b.block(ip(5), t0 + secs(50));
+        assert!(b.is_blocked(ip(5), t0), "a new offender refused");
+        assert!(!b.is_blocked(ip(1), t0));
+        assert!(b.is_blocked(ip(4), t0 + secs(800)));
+        // A flood of offenders keeps the table at its size.
+        for i in 100..1000 {
+            b.block(ip(i), t0 + secs(600));
+            assert!(b.is_blocked(ip(i), t0));
+            assert!(b.len() <= 3);
+        }
+        b.purge(t0 + secs(601));
+        assert!(b.is_blocked(ip(4), t0 + secs(601)));
+        assert_eq!(b.len(), 1);
+    }
+
+    #[test]
+    fn one_address_cannot_take_every_connection_slot() {
+        let slots = ConnectionSlots::new(4, 2);
+        let a = ip(1);
+        let first = slots.acquire(a).unwrap();
+        let _second = slots.acquire(a).unwrap();
+        assert_eq!(slots.acquire(a).unwrap_err(), SlotRefused::SourceFull);
+        let _b = slots.acquire(ip(2)).unwrap();
+        let _c = slots.acquire(ip(3)).unwrap();
+        assert_eq!(slots.acquire(ip(4)).unwrap_err(), SlotRefused::Full);
+        // A slot given back can be taken again, by anyone.
+        drop(first);
+        assert_eq!(slots.open(), (3, 3));
+        let _again = slots.acquire(a).unwrap();
+        assert_eq!(slots.acquire(ip(5)).unwrap_err(), SlotRefused::Full);
+        // 0: no limit per address, only the total.
+        let open = ConnectionSlots::new(3, 0);
+        let held: Vec<Slot> = (0..3).map(|_| open.acquire(a).unwrap()).collect();
+        assert_eq!(open.acquire(a).unwrap_err(), SlotRefused::Full);
+        drop(held);
+        assert_eq!(open.open(), (0, 0));
     }
 }

@@ -194,7 +194,11 @@ impl Server {
             blocklist: blocklist.clone(),
             per_source_rate: l.messages_per_source_per_second,
             max_tcp_connections: l.max_tcp_connections,
-            tcp_idle_timeout: std::time::Duration::from_secs(l.tcp_idle_timeout_s.max(1)),
+            max_tcp_connections_per_source: l.max_tcp_connections_per_source,
+            tcp_idle_timeout: Duration::from_secs(l.tcp_idle_timeout_s.max(1)),
+            // 0 would drop every connection at its first write or handshake.
+            tcp_write_timeout: Duration::from_secs(l.tcp_write_timeout_s.max(1)),
+            tls_handshake_timeout: Duration::from_secs(l.tls_handshake_timeout_s.max(1)),
         };
         let tls_addr = self.tls_addr();
         let mut endpoint = Endpoint::new(

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -12,13 +11,14 @@ use rsip::prelude::*;
 use siphon_sip::message::{self, Framed, ParseLimits};
 use siphon_sip::{Peer, Transport};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 use crate::counters::{Counters, inc};
-use crate::limits::{Blocklist, SourceLimiter};
+use crate::limits::{Blocklist, ConnectionSlots, SourceLimiter};
 
 /// A message that passed parsing, on its way to the SIP core.
 #[derive(Debug)]
@@ -133,8 +133,13 @@ pub struct TransportContext {
     pub blocklist: Blocklist,
     /// Messages per second per source before drops (0 = unlimited).
     pub per_source_rate: f64,
+    /// Open connections per stream listener (TCP, TLS), and from one source address.
     pub max_tcp_connections: usize,
+    pub max_tcp_connections_per_source: usize,
     pub tcp_idle_timeout: Duration,
+    /// How long one message may take to go out before the peer counts as stalled.
+    pub tcp_write_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
 }
 
 /// Hands a parsed message to the core, or answers/drops one that failed to parse.
@@ -240,8 +245,8 @@ pub async fn run_tcp(
     run_streams(listener, None, ctx, shutdown).await;
 }
 
-/// SIP over TLS: as TCP, each connection first completing a TLS handshake (bounded by the
-/// idle timeout, so a client that never finishes it holds no slot for long).
+/// SIP over TLS: as TCP, each connection first completing a TLS handshake within its own
+/// timeout, so a client that never finishes it holds no slot for long.
 pub async fn run_tls(
     listener: TcpListener,
     acceptor: TlsAcceptor,
@@ -257,7 +262,7 @@ async fn run_streams(
     ctx: TransportContext,
     mut shutdown: broadcast::Receiver<()>,
 ) {
-    let open = Arc::new(AtomicUsize::new(0));
+    let slots = ConnectionSlots::new(ctx.max_tcp_connections, ctx.max_tcp_connections_per_source);
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -277,12 +282,14 @@ async fn run_streams(
             inc(&ctx.counters.blocked_drops);
             continue; // dropping the stream closes it
         }
-        if open.load(Ordering::Relaxed) >= ctx.max_tcp_connections {
-            inc(&ctx.counters.tcp_rejected);
-            debug!(%peer, "TCP connection limit reached; closing");
-            continue;
-        }
-        open.fetch_add(1, Ordering::Relaxed);
+        let slot = match slots.acquire(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                inc(&ctx.counters.tcp_rejected);
+                debug!(%peer, ?refused, "TCP connection limit reached; closing");
+                continue;
+            }
+        };
         let conn = Connection {
             ctx: ctx.clone(),
             peer,
@@ -293,29 +300,25 @@ async fn run_streams(
             },
         };
         let shutdown = shutdown.resubscribe();
-        let open = open.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            // Held for as long as the connection lives; given back however the task ends.
+            let _slot = slot;
             match tls {
                 None => conn.run(stream, shutdown).await,
-                Some(acceptor) => {
-                    let handshake = acceptor.accept(stream);
-                    match tokio::time::timeout(conn.ctx.tcp_idle_timeout, handshake).await {
-                        Ok(Ok(stream)) => conn.run(stream, shutdown).await,
-                        Ok(Err(e)) => {
-                            inc(&conn.ctx.counters.tls_handshake_failures);
-                            debug!(%peer, error = %e, "TLS handshake failed");
-                        }
-                        Err(_) => {
-                            inc(&conn.ctx.counters.tls_handshake_failures);
-                            debug!(%peer, "TLS handshake timed out");
-                        }
-                    }
-                }
+                Some(acceptor) => conn.run_tls(acceptor, stream, shutdown).await,
             }
-            open.fetch_sub(1, Ordering::Relaxed);
         });
     }
+}
+
+/// Why a connection's read loop ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// The peer closed, went silent, lost the framing or was blocked; or shutdown.
+    Reader,
+    /// The writer gave up (the peer stopped reading, or the connection broke).
+    Writer,
 }
 
 struct Connection {
@@ -325,77 +328,177 @@ struct Connection {
 }
 
 impl Connection {
+    async fn run_tls(
+        self,
+        acceptor: TlsAcceptor,
+        stream: TcpStream,
+        shutdown: broadcast::Receiver<()>,
+    ) {
+        let handshake = acceptor.accept(stream);
+        match tokio::time::timeout(self.ctx.tls_handshake_timeout, handshake).await {
+            Ok(Ok(stream)) => self.run(stream, shutdown).await,
+            Ok(Err(e)) => {
+                inc(&self.ctx.counters.tls_handshake_failures);
+                debug!(peer = %self.peer, error = %e, "TLS handshake failed");
+            }
+            Err(_) => {
+                inc(&self.ctx.counters.tls_handshake_failures);
+                debug!(peer = %self.peer, "TLS handshake timed out");
+            }
+        }
+    }
+
     async fn run<S>(self, stream: S, mut shutdown: broadcast::Receiver<()>)
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
-        let (mut reader, mut writer) = tokio::io::split(stream);
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
+        let (reader, writer) = tokio::io::split(stream);
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(64);
         self.ctx.out.tcp.insert(self.peer, tx.clone());
-        let writer_task = tokio::spawn(async move {
-            while let Some(bytes) = rx.recv().await {
-                if writer.write_all(&bytes).await.is_err() {
-                    break;
-                }
+        let mut writer_task = tokio::spawn(write_loop(
+            writer,
+            rx,
+            self.ctx.tcp_write_timeout,
+            self.ctx.counters.clone(),
+            self.peer,
+        ));
+        let end = self
+            .read_loop(reader, &tx, &mut writer_task, &mut shutdown)
+            .await;
+        self.ctx.out.tcp.remove(&self.peer);
+        drop(tx);
+        if end == End::Reader {
+            // What was queued may still go out, but for no longer than one write timeout:
+            // a peer that stopped reading must not hold this task (or shutdown) up.
+            let abort = writer_task.abort_handle();
+            if tokio::time::timeout(self.ctx.tcp_write_timeout, writer_task)
+                .await
+                .is_err()
+            {
+                abort.abort();
             }
-        });
+        }
+    }
+
+    /// Reads and frames messages until the connection should end, and says why.
+    async fn read_loop<R: AsyncRead + Unpin>(
+        &self,
+        mut reader: R,
+        tx: &mpsc::Sender<Vec<u8>>,
+        writer: &mut JoinHandle<()>,
+        shutdown: &mut broadcast::Receiver<()>,
+    ) -> End {
         let mut buf: Vec<u8> = Vec::with_capacity(4096);
         let mut chunk = vec![0u8; 8192];
-        'read: loop {
+        loop {
             let n = tokio::select! {
                 r = tokio::time::timeout(self.ctx.tcp_idle_timeout, reader.read(&mut chunk)) => match r {
-                    Ok(Ok(0)) | Ok(Err(_)) => break,
+                    Ok(Ok(0)) | Ok(Err(_)) => return End::Reader,
                     Ok(Ok(n)) => n,
                     Err(_) => {
                         debug!(peer = %self.peer, "closing idle TCP connection");
-                        break;
+                        return End::Reader;
                     }
                 },
-                _ = shutdown.recv() => break,
+                // The writer ends only when it gave up on the peer: so does the connection.
+                _ = &mut *writer => return End::Writer,
+                _ = shutdown.recv() => return End::Reader,
             };
             buf.extend_from_slice(&chunk[..n]);
-            loop {
-                match message::frame(&buf, self.ctx.limits) {
-                    Ok(Framed::Incomplete) => break,
-                    Ok(Framed::Keepalive(k)) => {
-                        // A double-CRLF ping gets a single CRLF pong (RFC 5626 §3.5.1).
-                        if buf[..k].windows(4).any(|w| w == b"\r\n\r\n") {
-                            let _ = tx.try_send(b"\r\n".to_vec());
-                        }
-                        buf.drain(..k);
+            if !self.take_messages(&mut buf, tx) {
+                return End::Reader;
+            }
+        }
+    }
+
+    /// Handles every whole message and keepalive at the front of `buf`, leaving a partial
+    /// one; false when the connection must end.
+    fn take_messages(&self, buf: &mut Vec<u8>, tx: &mpsc::Sender<Vec<u8>>) -> bool {
+        loop {
+            match message::frame(buf, self.ctx.limits) {
+                Ok(Framed::Incomplete) => return true,
+                Ok(Framed::Keepalive(k)) => {
+                    // A double-CRLF ping gets a single CRLF pong (RFC 5626 §3.5.1).
+                    if buf[..k].windows(4).any(|w| w == b"\r\n\r\n") {
+                        let _ = tx.try_send(b"\r\n".to_vec());
                     }
-                    Ok(Framed::Message(len)) => {
-                        trace_message(
-                            &self.ctx.counters,
-                            "in",
-                            self.peer,
-                            self.transport,
-                            &buf[..len],
-                        );
-                        let parsed = message::parse(&buf[..len], self.peer, self.ctx.limits);
-                        let c = &self.ctx;
-                        deliver(
-                            parsed,
-                            self.peer,
-                            self.transport,
-                            &c.core,
-                            &c.out,
-                            &c.counters,
-                        );
-                        buf.drain(..len);
+                    buf.drain(..k);
+                }
+                Ok(Framed::Message(len)) => {
+                    if self.source_blocked() {
+                        return false;
                     }
-                    Err(e) => {
-                        // The stream has lost its framing; nothing after this point can
-                        // be trusted to start a message, so the connection ends.
-                        self.ctx.counters.parse_error(e.kind());
-                        debug!(peer = %self.peer, error = %e, "closing TCP connection");
-                        break 'read;
-                    }
+                    self.deliver(&buf[..len]);
+                    buf.drain(..len);
+                }
+                Err(e) => {
+                    // The stream has lost its framing; nothing after this point can
+                    // be trusted to start a message, so the connection ends.
+                    self.ctx.counters.parse_error(e.kind());
+                    debug!(peer = %self.peer, error = %e, "closing TCP connection");
+                    return false;
                 }
             }
         }
-        self.ctx.out.tcp.remove(&self.peer);
-        drop(tx);
-        let _ = writer_task.await;
+    }
+
+    /// A source blocked while its connection was open (it was brute-forcing over it) gets
+    /// nothing more: the message is dropped and counted as on UDP, and the connection
+    /// closed so it stops costing a slot.
+    fn source_blocked(&self) -> bool {
+        let blocked = self
+            .ctx
+            .blocklist
+            .is_blocked(self.peer.ip(), std::time::Instant::now());
+        if blocked {
+            inc(&self.ctx.counters.blocked_drops);
+            debug!(peer = %self.peer, "source blocked; closing its connection");
+        }
+        blocked
+    }
+
+    fn deliver(&self, bytes: &[u8]) {
+        let c = &self.ctx;
+        trace_message(&c.counters, "in", self.peer, self.transport, bytes);
+        let parsed = message::parse(bytes, self.peer, c.limits);
+        deliver(
+            parsed,
+            self.peer,
+            self.transport,
+            &c.core,
+            &c.out,
+            &c.counters,
+        );
+    }
+}
+
+/// Sends what the SIP core queues for the connection. A message that cannot be written
+/// (and flushed: TLS buffers inside its session) within `timeout` means the peer stopped
+/// reading; the writer then gives up, which ends the connection and frees its slot,
+/// rather than stall with a full queue.
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: W,
+    mut queue: mpsc::Receiver<Vec<u8>>,
+    timeout: Duration,
+    counters: Arc<Counters>,
+    peer: SocketAddr,
+) {
+    while let Some(bytes) = queue.recv().await {
+        let write = async {
+            writer.write_all(&bytes).await?;
+            writer.flush().await
+        };
+        match tokio::time::timeout(timeout, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                debug!(%peer, error = %e, "TCP write failed; closing");
+                return;
+            }
+            Err(_) => {
+                inc(&counters.tcp_write_timeouts);
+                debug!(%peer, "TCP peer stopped reading (write timed out); closing");
+                return;
+            }
+        }
     }
 }

@@ -215,10 +215,19 @@ pub struct LimitsConfig {
     /// SIP messages per second from one source address; beyond it datagrams are dropped
     /// unanswered (0 = no limit).
     pub messages_per_source_per_second: f64,
-    /// Open TCP connections.
+    /// Open TCP connections (and as many TLS connections).
     pub max_tcp_connections: usize,
+    /// Open TCP (and TLS) connections from one source address, so one address cannot
+    /// take every slot (0 = no per-source limit).
+    pub max_tcp_connections_per_source: usize,
     /// A TCP connection silent this long is closed.
     pub tcp_idle_timeout_s: u64,
+    /// A TCP/TLS peer that takes no data for this long (it stopped reading) loses its
+    /// connection.
+    pub tcp_write_timeout_s: u64,
+    /// A TLS connection that has not finished its handshake this long after it opened is
+    /// closed.
+    pub tls_handshake_timeout_s: u64,
     /// Live SIP transactions; past it new requests get 503.
     pub max_transactions: usize,
     /// Failed digest attempts from one source within `auth_failure_window_s` that get the
@@ -239,7 +248,10 @@ impl Default for LimitsConfig {
             registers_per_second: 500.0,
             messages_per_source_per_second: 0.0,
             max_tcp_connections: 1024,
+            max_tcp_connections_per_source: 64,
             tcp_idle_timeout_s: 600,
+            tcp_write_timeout_s: 10,
+            tls_handshake_timeout_s: 5,
             max_transactions: 20_000,
             auth_failures_to_block: 10,
             auth_failure_window_s: 60,

@@ -202,6 +202,11 @@ fn sip(f: &mut Families, c: &Counters) {
         &c.tls_handshake_failures,
     );
     f.counter1(
+        "siphon_sip_tcp_write_timeouts_total",
+        "SIP over TCP/TLS connections dropped because the peer stopped reading.",
+        &c.tcp_write_timeouts,
+    );
+    f.counter1(
         "siphon_sip_auth_challenges_total",
         "Digest challenges sent (401 to REGISTER, 407 to INVITE).",
         &c.auth_challenges,
