@@ -202,6 +202,11 @@ fn sip(f: &mut Families, c: &Counters) {
         &c.tls_handshake_failures,
     );
     f.counter1(
+        "siphon_sip_tcp_rejected_total",
+        "SIP over TCP/TLS connections refused: too many in all or from one address.",
+        &c.tcp_rejected,
+    );
+    f.counter1(
         "siphon_sip_tcp_write_timeouts_total",
         "SIP over TCP/TLS connections dropped because the peer stopped reading.",
         &c.tcp_write_timeouts,
