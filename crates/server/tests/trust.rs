@@ -311,12 +311,10 @@ async fn a_scanner_sweep_learns_nothing() {
 /// in user info or query) leaves in the BYE: its Reason is a fixed, well-formed text.
 #[tokio::test]
 async fn a_failed_fork_leaks_nothing_into_the_bye() {
-    // A port nothing listens on: bind one, note it, close it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port that refuses connections: bound (so nothing else takes it) but not listening.
+    let held = tokio::net::TcpSocket::new_v4().unwrap();
+    held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = held.local_addr().unwrap().port();
     let route = format!(
         "\n[[dialplan]]\nnumber = \"704\"\naction = \"fork\"\nauth = \"none\"\n\
          [[dialplan.forks]]\nurl = \"ws://bob:hunter2@127.0.0.1:{port}/x?token=s3cr3t&q=\\\"\"\n\
