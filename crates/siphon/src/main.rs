@@ -75,7 +75,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Cmd::CheckConfig { file }) => match Config::load(&file) {
-            Ok(_) => {
+            Ok(mut config) => {
+                // The overrides the server would apply ($SIPHON_HTTP_TOKEN above all), so
+                // that a file the server would refuse is not reported OK.
+                if let Some(http) = cli.http {
+                    config.http.listen = http;
+                }
+                if cli.http_token.is_some() {
+                    config.http.token = cli.http_token;
+                }
+                if let Err(e) = check_http_exposure(&config) {
+                    eprintln!("{}: {e}", file.display());
+                    return ExitCode::FAILURE;
+                }
                 println!("{}: OK", file.display());
                 ExitCode::SUCCESS
             }
@@ -90,6 +102,21 @@ fn main() -> ExitCode {
         }
         None => run(cli),
     }
+}
+
+/// The HTTP listener reaches beyond this host, and nothing guards the admin API on it:
+/// refused, rather than an API that answers whatever a proxy or a port forward relays.
+/// (The HTTP layer refuses such requests too; this says so before anything starts.)
+fn check_http_exposure(config: &Config) -> Result<(), String> {
+    let listen = config.http.listen;
+    if config.http.token.is_none() && !listen.ip().to_canonical().is_loopback() {
+        return Err(format!(
+            "[http] listen = \"{listen}\" is not a loopback address and no admin token is \
+             configured: set [http] token (or --http-token / $SIPHON_HTTP_TOKEN), or listen on \
+             127.0.0.1"
+        ));
+    }
+    Ok(())
 }
 
 /// The log writer: lossy, bounded, on a thread of its own (see [`LOG_BUFFER_LINES`]).
@@ -194,6 +221,10 @@ fn serve(cli: Cli) -> ExitCode {
         }
         config.http.token = Some(token);
     }
+    if let Err(e) = check_http_exposure(&config) {
+        eprintln!("siphon: refusing to start: {e}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -260,6 +291,38 @@ mod tests {
     use super::*;
     use std::io::Write as _;
     use std::sync::{Arc, Condvar, Mutex};
+
+    fn config(listen: &str, token: Option<&str>) -> Config {
+        let mut c = Config::embedded().unwrap();
+        c.http.listen = listen.parse().unwrap();
+        c.http.token = token.map(String::from);
+        c
+    }
+
+    #[test]
+    fn an_http_listener_off_loopback_needs_a_token() {
+        for listen in [
+            "127.0.0.1:8080",
+            "127.0.0.53:80",
+            "[::1]:8080",
+            "[::ffff:127.0.0.1]:80",
+        ] {
+            assert!(
+                check_http_exposure(&config(listen, None)).is_ok(),
+                "{listen}"
+            );
+        }
+        for listen in [
+            "0.0.0.0:8080",
+            "[::]:8080",
+            "192.0.2.1:8080",
+            "[::ffff:192.0.2.1]:80",
+        ] {
+            let e = check_http_exposure(&config(listen, None)).unwrap_err();
+            assert!(e.contains("token") && e.contains(listen), "{e}");
+            assert!(check_http_exposure(&config(listen, Some("t0ken"))).is_ok());
+        }
+    }
 
     /// An output that takes nothing until it is opened: a pipe nobody reads.
     #[derive(Clone, Default)]
