@@ -58,7 +58,7 @@ pub fn trace_message(
             transport = transport.via_token(),
             len = bytes.len(),
             "\n{}",
-            String::from_utf8_lossy(bytes)
+            crate::sip_trace::redact(bytes)
         );
     }
 }

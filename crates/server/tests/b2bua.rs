@@ -1124,7 +1124,13 @@ async fn the_admin_api_forks_a_bridged_call() {
         ..Options::default()
     };
     let svc = siphon_analytics::bind("127.0.0.1:0", opts).await.unwrap();
-    let s = start_with("", 37500).await;
+    // The analytics service's port is picked at random: any fork URL may be attached.
+    let s = start_edited(
+        "",
+        37500,
+        &[("# token = \"change-me\"", "allow_any_fork_url = true")],
+    )
+    .await;
     let c = connect(&s, "b2b-admin-fork", "0 101", ("0", "0 PCMU/8000")).await;
     let fork = format!(
         "{{\"url\": \"{}\", \"mode\": \"native\", \"encoding\": \"l16\", \"tracks\": \"outbound\"}}",

@@ -511,7 +511,16 @@ async fn metrics_follow_a_call_and_parse_as_prometheus_text() {
 
 #[tokio::test]
 async fn admin_api_lists_shows_and_hangs_up_calls() {
-    let s = start_with("", 33100).await;
+    // The fork attached below goes to ws://127.0.0.1:9, which is no dialplan fork's service.
+    let s = start_edited(
+        "",
+        33100,
+        &[(
+            "# token = \"change-me\"",
+            "fork_url_prefixes = [\"ws://127.0.0.1:9/\"]",
+        )],
+    )
+    .await;
     let h = s.http;
     assert_eq!(http(h, "GET", "/healthz", None, None).await.status, 200);
     let ready = http(h, "GET", "/readyz", None, None).await;

@@ -93,11 +93,23 @@ pub struct SipConfig {
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
-    /// Bearer token for `/api/*`. Without one, only loopback clients may use the API.
+    /// Bearer token for `/api/*`. Without one, only loopback clients of a loopback listener
+    /// may use the API, and not through a proxy (see `http/mod.rs`); the binary refuses to
+    /// start with a listener off loopback and no token.
     pub token: Option<String>,
     /// HTTPS: a PEM certificate chain and key. Both or neither.
     pub tls_cert: Option<std::path::PathBuf>,
     pub tls_key: Option<std::path::PathBuf>,
+    /// Where `POST /api/calls/{id}/forks` may send a call's audio, besides the services of
+    /// the dialplan's own forks (their `scheme://host:port`, always allowed): URLs that
+    /// start with one of these. Without it, and without `allow_any_fork_url`, the API can
+    /// only fork to the dialplan's services, so whoever holds the API cannot make Siphon
+    /// connect to an address of their choosing (SSRF).
+    #[serde(default)]
+    pub fork_url_prefixes: Vec<ForkUrlPrefix>,
+    /// Lets the API fork to any `ws://`/`wss://` URL (trusted API clients only).
+    #[serde(default)]
+    pub allow_any_fork_url: bool,
 }
 
 impl Default for HttpConfig {
@@ -107,8 +119,133 @@ impl Default for HttpConfig {
             token: None,
             tls_cert: None,
             tls_key: None,
+            fork_url_prefixes: Vec::new(),
+            allow_any_fork_url: false,
         }
     }
+}
+
+impl HttpConfig {
+    /// Whether the admin API may attach a fork that connects to `url`:
+    /// `allow_any_fork_url`, a match of `fork_url_prefixes`, or the service
+    /// (`scheme://host:port`, any path) of one of `dialplan_fork_urls`.
+    pub fn admits_fork_url<'a>(
+        &self,
+        url: &str,
+        dialplan_fork_urls: impl IntoIterator<Item = &'a str>,
+    ) -> bool {
+        self.allow_any_fork_url
+            || self.fork_url_prefixes.iter().any(|p| p.admits(url))
+            || dialplan_fork_urls
+                .into_iter()
+                .filter_map(ForkUrlPrefix::origin_of)
+                .any(|p| p.admits(url))
+    }
+}
+
+/// An allowed start of fork URLs (`[http] fork_url_prefixes`): a `ws://` or `wss://` URL
+/// naming a host, with or without a path. A URL is admitted when its scheme and
+/// `host[:port]` are the prefix's (compared whole, host names in any case, so
+/// `wss://a.example` never admits `wss://a.example.evil.net` or `wss://a.example:444`) and
+/// what follows starts with the prefix's path, at a `/` (`/stream` admits `/stream/x` and
+/// `/stream?k=v`, not `/streamx`). User info is ignored in the URL and refused in a prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ForkUrlPrefix {
+    /// `wss` rather than `ws`.
+    secure: bool,
+    /// `host[:port]`, lower case.
+    host: String,
+    /// Path (and anything after it) as written; empty: any.
+    path: String,
+}
+
+impl ForkUrlPrefix {
+    /// The service a fork URL goes to (`scheme://host:port`, any path), or None if it is
+    /// not a usable WebSocket URL.
+    fn origin_of(url: &str) -> Option<ForkUrlPrefix> {
+        let (secure, host, _) = split_ws_url(url)?;
+        Some(ForkUrlPrefix {
+            secure,
+            host,
+            path: String::new(),
+        })
+    }
+
+    /// Whether `url` is one this prefix allows (see the type's documentation). A URL that
+    /// cannot be read the way the WebSocket client will read it is never admitted.
+    fn admits(&self, url: &str) -> bool {
+        let Some((secure, host, rest)) = split_ws_url(url) else {
+            return false;
+        };
+        if secure != self.secure || host != self.host {
+            return false;
+        }
+        let Some(after) = rest.strip_prefix(self.path.as_str()) else {
+            return false;
+        };
+        self.path.is_empty()
+            || self.path.ends_with('/')
+            || after.is_empty()
+            || after.starts_with(['/', '?', '#'])
+    }
+}
+
+impl TryFrom<String> for ForkUrlPrefix {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        let bad = |why: &str| format!("fork_url_prefixes: {text:?} {why}");
+        let (secure, host, path) =
+            split_ws_url(&text).ok_or_else(|| bad("is not a ws:// or wss:// URL with a host"))?;
+        if authority(&text).is_some_and(|a| a.contains('@')) {
+            return Err(bad(
+                "has user info (credentials do not belong in an allow list)",
+            ));
+        }
+        Ok(ForkUrlPrefix {
+            secure,
+            host,
+            path: path.to_string(),
+        })
+    }
+}
+
+/// What follows `ws://` or `wss://`, up to the path: where the WebSocket client (an
+/// `http::Uri`) ends the authority too.
+fn authority(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("wss://"))?;
+    rest.split(['/', '?', '#']).next()
+}
+
+/// A WebSocket URL's scheme (`wss` or not), `host[:port]` (lower case, user info dropped) and the rest
+/// (path, query, fragment). None for anything the WebSocket client might read otherwise:
+/// another scheme, no host, blanks or controls, a backslash, more than one `@`.
+fn split_ws_url(url: &str) -> Option<(bool, String, &str)> {
+    let (secure, rest) = if let Some(r) = url.strip_prefix("ws://") {
+        (false, r)
+    } else {
+        (true, url.strip_prefix("wss://")?)
+    };
+    if url
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '\\')
+    {
+        return None;
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    let host = match authority.split_once('@') {
+        Some((_, h)) if !h.contains('@') => h,
+        Some(_) => return None,
+        None => authority,
+    };
+    if host.is_empty() || host.starts_with(':') {
+        return None;
+    }
+    Some((secure, host.to_ascii_lowercase(), path))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -310,4 +447,74 @@ fn default_port_max() -> u16 {
 }
 fn default_inactivity() -> u64 {
     60
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn prefix(text: &str) -> ForkUrlPrefix {
+        ForkUrlPrefix::try_from(text.to_string()).unwrap()
+    }
+
+    #[test]
+    fn fork_url_prefixes_match_whole_hosts_and_paths_at_a_slash() {
+        let p = prefix("wss://A.example:8443/stream");
+        for ok in [
+            "wss://a.example:8443/stream",
+            "wss://a.example:8443/stream/x",
+            "wss://a.example:8443/stream?k=v",
+            "wss://a.example:8443/stream#f",
+            "wss://user:pw@a.example:8443/stream/x",
+        ] {
+            assert!(p.admits(ok), "{ok}");
+        }
+        for bad in [
+            "ws://a.example:8443/stream",
+            "wss://a.example/stream",
+            "wss://a.example:84430/stream",
+            "wss://a.example:8443.evil.net/stream",
+            "wss://a.example:8443/streamx",
+            "wss://a.example:8443/",
+            "wss://a.example:8443@evil.net/stream",
+            "wss://x@a.example:8443@evil.net/stream",
+            "wss://evil.net\\@a.example:8443/stream",
+            "wss://a.example:8443/stream\r\nHost: evil.net",
+            "wss://a.example:8443 /stream",
+            "https://a.example:8443/stream",
+            "",
+        ] {
+            assert!(!p.admits(bad), "{bad}");
+        }
+        let v6 = prefix("ws://[::1]:9000/");
+        assert!(v6.admits("ws://[::1]:9000/x"));
+        assert!(!v6.admits("ws://[::1]:9001/x"));
+    }
+
+    #[test]
+    fn the_dialplans_services_are_allowed_and_nothing_else_by_default() {
+        let http = HttpConfig::default();
+        let dialplan = [
+            "ws://127.0.0.1:8090/native",
+            "not a url",
+            "wss://u:p@svc.example/a?k=v",
+        ];
+        for ok in [
+            "ws://127.0.0.1:8090/twilio",
+            "wss://svc.example/other",
+            "wss://svc.example",
+        ] {
+            assert!(http.admits_fork_url(ok, dialplan), "{ok}");
+        }
+        for bad in ["ws://127.0.0.1:9/x", "ws://svc.example/a", "not a url"] {
+            assert!(!http.admits_fork_url(bad, dialplan), "{bad}");
+        }
+        assert!(!http.admits_fork_url("ws://127.0.0.1:8090/native", []));
+        let any = HttpConfig {
+            allow_any_fork_url: true,
+            ..HttpConfig::default()
+        };
+        assert!(any.admits_fork_url("ws://127.0.0.1:9/x", []));
+    }
 }

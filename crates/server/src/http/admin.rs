@@ -128,9 +128,20 @@ async fn attach_fork(
             format!("body is not a fork configuration: {e}"),
         )
     })?;
+    // The fork task would read this file: a path from the network is a file read on the
+    // server's behalf (and its error text an oracle for what exists). A private CA belongs
+    // in a dialplan fork, set by whoever runs the server.
+    if config.tls_ca_file.is_some() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "tls_ca_file is not accepted from the API (Siphon reads no file path it is \
+             sent); configure a private CA on a [[dialplan.forks]] entry",
+        ));
+    }
     config
         .validate()
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    fork_url_allowed(&ctx, &config.url)?;
     if !ctx.calls.contains_key(&call_id) {
         return Err(no_call(&call_id));
     }
@@ -157,6 +168,29 @@ async fn attach_fork(
         resp.headers_mut().insert(header::LOCATION, v);
     }
     Ok(resp)
+}
+
+/// Where the API may fork to (`[http] fork_url_prefixes`, `allow_any_fork_url`, and the
+/// services of the dialplan's forks): without it the API would make Siphon connect to any
+/// address it is given, internal ones included (SSRF).
+fn fork_url_allowed(ctx: &HttpContext, url: &str) -> Result<(), ApiError> {
+    let dialplan = ctx
+        .config
+        .dialplan
+        .iter()
+        .flat_map(|r| r.forks.iter().map(|f| f.url.as_str()));
+    if ctx.config.http.admits_fork_url(url, dialplan) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!(
+            "fork URL {} is not allowed: the API forks only to the services of the \
+             dialplan's forks and to [http] fork_url_prefixes (or any URL with [http] \
+             allow_any_fork_url = true)",
+            redact_url(url)
+        ),
+    ))
 }
 
 async fn detach_fork(

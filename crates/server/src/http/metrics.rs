@@ -115,6 +115,12 @@ fn build_info(f: &mut Families, ctx: &HttpContext) {
         "1 while shutting down: new calls are refused and /readyz fails.",
         [(vec![], if ctx.counters.is_draining() { 1.0 } else { 0.0 })],
     );
+    f.counter(
+        "siphon_log_lines_dropped_total",
+        "Log lines dropped because the log output (stdout) did not keep up with the \
+         writer's bounded buffer.",
+        [(vec![], crate::log_output::dropped_lines() as f64)],
+    );
 }
 
 fn sip(f: &mut Families, c: &Counters) {

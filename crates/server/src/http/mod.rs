@@ -5,7 +5,16 @@
 //! |---|---|
 //! | `GET /metrics` | open (no Call-IDs or numbers in it) |
 //! | `GET /healthz`, `GET /readyz` | open |
-//! | `/api/*` | `Authorization: Bearer <[http] token>` when a token is set; loopback clients only when none is |
+//! | `/api/*` | `Authorization: Bearer <[http] token>` when a token is set; when none is, see below |
+//!
+//! Without a token the API answers only when nothing but this host can be talking to it:
+//! the listener is on a loopback address, the client is on loopback, and the request
+//! carries no header a reverse proxy adds (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`,
+//! `Via`). A proxy on the same host connects from loopback on behalf of anyone, so
+//! "loopback client" alone would open the API to the world behind it. (The binary refuses
+//! to start with a non-loopback listener and no token; the listener rule here keeps a
+//! server built another way, tests included, just as closed.) A proxy that adds none of
+//! those headers cannot be told from a local client: put a token on any API a proxy serves.
 //!
 //! Handlers only read shared state (the call table, the registrar's store, the counters)
 //! or send a [`Command`] to the SIP core and wait for its answer; they never touch a call's
@@ -16,7 +25,7 @@ pub mod metrics;
 pub mod tls;
 
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -181,6 +190,7 @@ async fn guard(
 ) -> Response {
     match authorize(
         ctx.config.http.token.as_deref(),
+        ctx.config.http.listen,
         peer.ip(),
         request.headers(),
     ) {
@@ -192,15 +202,49 @@ async fn guard(
     }
 }
 
-fn authorize(token: Option<&str>, client: IpAddr, headers: &HeaderMap) -> Result<(), ApiError> {
+/// Headers that reverse proxies add to what they relay (RFC 7239 and the de facto ones).
+const PROXY_HEADERS: [&str; 7] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-real-ip",
+    "via",
+];
+
+fn authorize(
+    token: Option<&str>,
+    listen: SocketAddr,
+    client: IpAddr,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
     let Some(token) = token else {
-        if client.to_canonical().is_loopback() {
-            return Ok(());
+        if !listen.ip().to_canonical().is_loopback() {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "the HTTP listener {listen} is not loopback-only and no [http] token is \
+                     configured: the admin API needs a token"
+                ),
+            ));
         }
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "no [http] token is configured: the admin API answers loopback clients only",
-        ));
+        if !client.to_canonical().is_loopback() {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "no [http] token is configured: the admin API answers loopback clients only",
+            ));
+        }
+        if let Some(name) = PROXY_HEADERS.iter().find(|h| headers.contains_key(**h)) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "the request came through a proxy ({name} header) and no [http] token is \
+                     configured: the admin API needs a token when a proxy serves it"
+                ),
+            ));
+        }
+        return Ok(());
     };
     let given = headers
         .get(header::AUTHORIZATION)
@@ -237,17 +281,55 @@ mod tests {
         h
     }
 
+    const LOOPBACK: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+
     #[test]
     fn without_a_token_only_loopback_gets_in() {
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
         let lo6: IpAddr = "::1".parse().unwrap();
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
         let far: IpAddr = "192.0.2.7".parse().unwrap();
-        for ip in [lo, lo6, mapped] {
-            assert!(authorize(None, ip, &headers(None)).is_ok(), "{ip}");
+        for listen in ["127.0.0.1:8080", "[::1]:8080", "[::ffff:127.0.0.2]:80"] {
+            let listen: SocketAddr = listen.parse().unwrap();
+            for ip in [lo, lo6, mapped] {
+                assert!(authorize(None, listen, ip, &headers(None)).is_ok(), "{ip}");
+            }
         }
-        let e = authorize(None, far, &headers(Some("Bearer x"))).unwrap_err();
+        let e = authorize(None, LOOPBACK, far, &headers(Some("Bearer x"))).unwrap_err();
         assert_eq!(e.status, StatusCode::FORBIDDEN);
+    }
+
+    #[test]
+    fn without_a_token_a_listener_off_loopback_serves_nobody() {
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        for listen in [
+            "0.0.0.0:8080",
+            "[::]:8080",
+            "192.0.2.1:8080",
+            "[::ffff:10.0.0.1]:1",
+        ] {
+            let e = authorize(None, listen.parse().unwrap(), lo, &headers(None)).unwrap_err();
+            assert_eq!(e.status, StatusCode::FORBIDDEN, "{listen}");
+            assert!(e.message.contains("token"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn without_a_token_a_proxied_request_is_refused() {
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        for name in PROXY_HEADERS {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_static("203.0.113.9"));
+            let e = authorize(None, LOOPBACK, lo, &h).unwrap_err();
+            assert_eq!(e.status, StatusCode::FORBIDDEN, "{name}");
+            // With the token, the proxy is fine.
+            let mut h = headers(Some("Bearer s3cret"));
+            h.insert(name, HeaderValue::from_static("203.0.113.9"));
+            assert!(
+                authorize(Some("s3cret"), LOOPBACK, lo, &h).is_ok(),
+                "{name}"
+            );
+        }
     }
 
     #[test]
@@ -255,15 +337,16 @@ mod tests {
         let far: IpAddr = "192.0.2.7".parse().unwrap();
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
         let t = Some("s3cret");
-        assert!(authorize(t, far, &headers(Some("Bearer s3cret"))).is_ok());
-        assert!(authorize(t, far, &headers(Some("bearer  s3cret"))).is_ok());
+        let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        assert!(authorize(t, any, far, &headers(Some("Bearer s3cret"))).is_ok());
+        assert!(authorize(t, any, far, &headers(Some("bearer  s3cret"))).is_ok());
         for bad in [
             None,
             Some("Bearer nope"),
             Some("Basic s3cret"),
             Some("s3cret"),
         ] {
-            let e = authorize(t, lo, &headers(bad)).unwrap_err();
+            let e = authorize(t, LOOPBACK, lo, &headers(bad)).unwrap_err();
             assert_eq!(e.status, StatusCode::UNAUTHORIZED, "{bad:?}");
         }
     }
