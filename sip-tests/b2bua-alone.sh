@@ -18,10 +18,26 @@ sed -e 's/listen = "127.0.0.1:5060"/listen = "127.0.0.1:5070"/' \
 printf '\n[cdr]\npath = "%s/cdr.jsonl"\n' "$work" >>"$work/siphon.toml"
 
 # What run.sh defines for the sections it sources, for this Siphon's RTP range.
+rt=()
+if [ "$(id -u)" = 0 ] && command -v chrt >/dev/null 2>&1; then rt=(chrt -r 20); fi
+wait_until() {
+    local deadline=$((SECONDS + $1))
+    shift
+    until "$@"; do
+        [ "$SECONDS" -ge "$deadline" ] && return 1
+        sleep 0.2
+    done
+}
+answers_options() {
+    if [ -n "${3:-}" ] && ! kill -0 "$3" 2>/dev/null; then return 0; fi
+    sipp -sf "$here/scenarios/options.xml" -m 1 -p "$1" -timeout 1s -timeout_error "$2" \
+        >/dev/null 2>&1
+}
 capture_start() {
     tshark -i lo -f "udp portrange 40000-40999 or udp port $2" -w "$1" >"$1.log" 2>&1 &
     tshark_pid=$!
-    for _ in $(seq 100); do
+    local deadline=$((SECONDS + 60))
+    while [ "$SECONDS" -lt "$deadline" ]; do
         kill -0 "$tshark_pid" 2>/dev/null || break
         if [ -s "$1" ]; then return 0; fi
         sleep 0.1
@@ -35,7 +51,7 @@ capture_stop() {
 run() {
     local name="$1" expected="$2"; shift 2
     local dir="$work/$name"; mkdir -p "$dir"
-    ( cd "$dir" && timeout 120 sipp "$@" -timeout 60s -timeout_error -trace_err -trace_stat \
+    ( cd "$dir" && timeout 120 "${rt[@]}" sipp "$@" -timeout 60s -timeout_error -trace_err -trace_stat \
         -nostdin "$target" >"$dir/stdout" 2>&1 )
     local rc=$?
     if [ "$rc" = "$expected" ]; then
@@ -48,14 +64,10 @@ run() {
     fi
 }
 
-"$siphon" --config "$work/siphon.toml" --log info >"$work/siphon.log" 2>&1 &
+"${rt[@]}" "$siphon" --config "$work/siphon.toml" --log info >"$work/siphon.log" 2>&1 &
 siphon_pid=$!
 trap 'capture_stop; kill "$siphon_pid" 2>/dev/null; wait "$siphon_pid" 2>/dev/null; [ -n "${KEEP_WORK:-}" ] && echo "work dir kept: $work" || rm -rf "$work"' EXIT
-for _ in $(seq 50); do
-    if sipp -sf "$here/scenarios/options.xml" -m 1 -p 5208 -timeout 1s -timeout_error \
-        "$target" >/dev/null 2>&1; then break; fi
-    sleep 0.2
-done
+wait_until 60 answers_options 5208 "$target" "$siphon_pid"
 
 # shellcheck source=sip-tests/b2bua.sh
 source "$here/b2bua.sh"

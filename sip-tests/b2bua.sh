@@ -1,8 +1,9 @@
 # shellcheck shell=bash
 # Calls between phones through Siphon (the `user` dialplan action, B2BUA). Sourced by run.sh
 # near its end; uses what run.sh defines: $work, $here, $target, run(), failures,
-# capture_start/capture_stop, and a Siphon on $target running the default configuration
-# (routes 1001/1002 ring the phones registered as those accounts).
+# capture_start/capture_stop, wait_until, answers_options, rt (the real-time prefix for the
+# processes whose audio is checked), and a Siphon on $target running
+# the default configuration (routes 1001/1002 ring the phones registered as those accounts).
 #
 # Two SIPp instances per call: the phone registered as 1002 (a UAS scenario, on the port
 # that registered, since Siphon sends to where the REGISTER came from) and the caller 1001
@@ -12,6 +13,13 @@
 b2b_sc="$here/scenarios"
 b2b_callee_port=5201
 
+# udp_bound PORT: a socket is bound to UDP PORT (the SIPp we started is listening: what
+# reaches it from then on waits in its socket until SIPp reads it).
+udp_bound() {
+    awk -v port="$(printf ':%04X' "$1")" 'FNR > 1 && substr($2, length($2) - 4) == port { found = 1 }
+        END { exit !found }' /proc/net/udp /proc/net/udp6
+}
+
 # b2b_pair NAME CALLEE_SCENARIO CALLER_SCENARIO: the callee's SIPp in the background, then
 # the caller's through run(); both must exit 0.
 b2b_pair() {
@@ -20,11 +28,11 @@ b2b_pair() {
     mkdir -p "$dir" "$work/$name"
     cp "$work/b2b-pcma_20ms.pcap" "$dir/pcma_20ms.pcap"
     cp "$work/b2b-pcma_20ms.pcap" "$work/$name/pcma_20ms.pcap"
-    ( cd "$dir" && timeout 120 sipp -sf "$b2b_sc/$callee_sf" -m 1 -p "$b2b_callee_port" \
+    ( cd "$dir" && timeout 120 "${rt[@]}" sipp -sf "$b2b_sc/$callee_sf" -m 1 -p "$b2b_callee_port" \
         -i 127.0.0.1 -mp 16200 -timeout 60s -timeout_error -trace_err -nostdin "$target" \
         >"$dir/stdout" 2>&1 ) &
     local callee_pid=$!
-    sleep 0.5 # SIPp's UAS is listening
+    wait_until 30 udp_bound "$b2b_callee_port" # SIPp's UAS is listening
     run "$name" 0 -sf "$b2b_sc/$caller_sf" -s 1002 -au 1001 -ap secret1001 -m 1 -p 5202 \
         -i 127.0.0.1 -mp 16210
     wait "$callee_pid"
@@ -100,7 +108,7 @@ b2b_pair b2b-cancel b2b_callee_ring.xml b2b_caller_cancel.xml
 
 # --- Trunks, with a second Siphon (b2bua-trunk.toml: SIP 127.0.0.1:5066, RTP 31000-31998).
 # SIPp plays the provider: a registrar (5206) that Siphon registers to at start with digest
-# auth and must refresh within the 4 s lifetime it grants, and a trunk (5205) that
+# auth and must refresh within the 10 s lifetime it grants, and a trunk (5205) that
 # challenges Siphon's INVITE with 407 and expects the number rewritten (0201234 ->
 # +44201234). The caller is 1001, as above.
 b2b_trunk_tests() {
@@ -109,22 +117,18 @@ b2b_trunk_tests() {
     mkdir -p "$reg_dir" "$trunk_dir" "$work/b2b-trunk-407"
     cp "$work/b2b-pcma_20ms.pcap" "$work/b2b-trunk-407/pcma_20ms.pcap"
     # The registrar listens before Siphon starts (Siphon registers at once).
-    ( cd "$reg_dir" && timeout 120 sipp -sf "$b2b_sc/b2b_registrar.xml" -m 1 -p 5206 \
+    ( cd "$reg_dir" && timeout 120 "${rt[@]}" sipp -sf "$b2b_sc/b2b_registrar.xml" -m 1 -p 5206 \
         -timeout 60s -timeout_error -trace_err -trace_msg -nostdin "$target" >"$reg_dir/stdout" 2>&1 ) &
     local reg_pid=$!
-    sleep 1
-    "$siphon" --config "$here/b2bua-trunk.toml" --log info >"$work/b2b-siphon2.log" 2>&1 &
+    wait_until 30 udp_bound 5206
+    "${rt[@]}" "$siphon" --config "$here/b2bua-trunk.toml" --log info >"$work/b2b-siphon2.log" 2>&1 &
     local siphon2=$!
-    for _ in $(seq 50); do
-        if sipp -sf "$here/scenarios/options.xml" -m 1 -p 5209 -timeout 1s -timeout_error \
-            "$target" >/dev/null 2>&1; then break; fi
-        sleep 0.2
-    done
-    ( cd "$trunk_dir" && timeout 120 sipp -sf "$b2b_sc/b2b_trunk_407.xml" -m 1 -p 5205 \
+    wait_until 60 answers_options 5209 "$target" "$siphon2"
+    ( cd "$trunk_dir" && timeout 120 "${rt[@]}" sipp -sf "$b2b_sc/b2b_trunk_407.xml" -m 1 -p 5205 \
         -i 127.0.0.1 -mp 16220 -timeout 60s -timeout_error -trace_err -nostdin "$target" \
         >"$trunk_dir/stdout" 2>&1 ) &
     local trunk_pid=$!
-    sleep 0.5
+    wait_until 30 udp_bound 5205
     run b2b-trunk-407 0 -sf "$b2b_sc/b2b_caller_bye.xml" -s 0201234 -au 1001 -ap secret1001 \
         -m 1 -p 5207 -i 127.0.0.1 -mp 16230
     local name pid rc

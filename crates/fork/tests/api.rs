@@ -125,6 +125,11 @@ async fn many_forks_on_a_multi_threaded_runtime() {
         }
     }
     let ids: Vec<String> = forks.iter().map(|f| f.stream_id().to_string()).collect();
+    // Stop flushes what a connected fork buffered; a fork still connecting when stopped
+    // would drop it. However slow the 20 connections are, each is up before its stop.
+    for f in &forks {
+        wait_state(f, ForkState::Connected).await;
+    }
     for f in forks {
         let stats = f.stop("hangup").wait().await;
         assert_eq!(ForkStats::get(&stats.frames_sent), 25);

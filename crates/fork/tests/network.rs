@@ -15,9 +15,14 @@ use siphon_fork::{
 };
 use tokio::net::TcpListener;
 
-fn dead_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+/// A port that refuses connections for as long as the returned socket lives: bound (so
+/// nothing else can take it meanwhile, as could happen to a port merely closed again) but
+/// not listening.
+fn dead_port() -> (tokio::net::TcpSocket, u16) {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = s.local_addr().unwrap().port();
+    (s, port)
 }
 
 #[tokio::test]
@@ -80,12 +85,11 @@ async fn reconnects_to_a_restarted_service_delivering_the_buffer_and_counting_th
 
 #[tokio::test]
 async fn required_fork_to_a_dead_port_fails_within_the_connect_timeout() {
-    let mut cfg = config(
-        format!("ws://127.0.0.1:{}/native", dead_port()),
-        Mode::Native,
-    );
+    let (_held, port) = dead_port();
+    let mut cfg = config(format!("ws://127.0.0.1:{port}/native"), Mode::Native);
     cfg.required = true;
-    cfg.connect_timeout = Duration::from_millis(600);
+    // Not the default (3 s): giving up after about 1 s shows this setting is the one used.
+    cfg.connect_timeout = Duration::from_millis(1000);
     let t0 = Instant::now();
     let mut fork = start(cfg, meta());
     match next_cmd(&mut fork).await {
@@ -94,10 +98,12 @@ async fn required_fork_to_a_dead_port_fails_within_the_connect_timeout() {
     }
     let elapsed = t0.elapsed();
     assert!(
-        elapsed >= Duration::from_millis(500),
+        elapsed >= Duration::from_millis(900),
         "kept trying: {elapsed:?}"
     );
-    assert!(elapsed <= Duration::from_millis(1000), "{elapsed:?}");
+    // Gave up at the timeout, not later (1.5 s to spare for a loaded machine, and still
+    // short of the 3 s default).
+    assert!(elapsed <= Duration::from_millis(2500), "{elapsed:?}");
     assert_eq!(fork.state(), ForkState::Failed);
     assert!(ForkStats::get(&fork.stats().connect_failures) >= 2);
     assert_eq!(fork.recv().await, None);
@@ -123,10 +129,8 @@ async fn wss_to_a_plain_server_is_a_connection_failure_not_a_panic() {
 
 #[tokio::test]
 async fn best_effort_fork_to_a_dead_port_keeps_the_call_going() {
-    let mut cfg = config(
-        format!("ws://127.0.0.1:{}/native", dead_port()),
-        Mode::Native,
-    );
+    let (_held, port) = dead_port();
+    let mut cfg = config(format!("ws://127.0.0.1:{port}/native"), Mode::Native);
     cfg.connect_timeout = Duration::from_millis(200);
     let mut fork = start(cfg, meta());
     push(&fork, 0..5, 320).await;
@@ -263,8 +267,11 @@ async fn a_slow_reader_loses_its_own_frames_and_never_blocks_the_caller() {
         slowest = slowest.max(t.elapsed());
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    // A call takes microseconds; waiting for this deaf peer would take until the stop
+    // timeout or forever. The bound only has to be far from both, and above what a loaded
+    // machine adds by preempting the thread during the call (several milliseconds).
     assert!(
-        slowest < Duration::from_millis(5),
+        slowest < Duration::from_millis(100),
         "send_audio took {slowest:?}"
     );
     let stats = fork.stop("hangup").wait().await;
@@ -282,13 +289,15 @@ async fn a_slow_reader_loses_its_own_frames_and_never_blocks_the_caller() {
 async fn a_peer_that_stops_answering_pings_is_dropped_and_retried() {
     let (port, task) = deaf_service().await;
     let mut cfg = config(format!("ws://127.0.0.1:{port}/"), Mode::Native);
-    cfg.ping_interval = Duration::from_millis(100);
+    // Each connection lasts two ping periods (1 s), long enough to be seen connected.
+    cfg.ping_interval = Duration::from_millis(500);
+    let t0 = Instant::now();
     let fork = start(cfg, meta());
     wait_state(&fork, ForkState::Connected).await;
-    let t0 = Instant::now();
     wait_state(&fork, ForkState::Reconnecting).await;
+    // Not dropped before two periods without an answer (counted from before the connection).
     assert!(
-        t0.elapsed() >= Duration::from_millis(150),
+        t0.elapsed() >= Duration::from_millis(1000),
         "{:?}",
         t0.elapsed()
     );
@@ -302,11 +311,12 @@ async fn a_peer_that_stops_answering_pings_is_dropped_and_retried() {
 async fn a_replying_peer_keeps_the_connection_alive() {
     let svc = service().await;
     let mut cfg = config(svc.url(siphon_analytics::Mode::Native), Mode::Native);
-    cfg.ping_interval = Duration::from_millis(50);
+    // Four periods; a pong late by up to a period (a loaded machine) is still in time.
+    cfg.ping_interval = Duration::from_millis(500);
     let fork = start(cfg, meta());
     let id = fork.stream_id().to_string();
     wait_state(&fork, ForkState::Connected).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     assert_eq!(fork.state(), ForkState::Connected);
     assert_eq!(ForkStats::get(&fork.stats().reconnects), 0);
     fork.stop("hangup").wait().await;
@@ -364,7 +374,10 @@ async fn audio_keeps_flowing_after_reconnecting_to_a_restarted_service() {
     // frame pushed once the fork is back must reach the new service, in order, without
     // waiting for the stop's final flush.
     const LEN: usize = 320;
-    const TOTAL: usize = 95;
+    // The restart is at frame 45; the fork must be back 20 frames before the end, i.e. within
+    // 80 frames (at least 1.6 s: the clock waits out a stall instead of catching up) while
+    // it retries every 100-300 ms.
+    const TOTAL: usize = 145;
     let svc1 = service().await;
     let port = svc1.local_addr().port();
     let mut cfg = config(svc1.url(siphon_analytics::Mode::Native), Mode::Native);
@@ -375,6 +388,7 @@ async fn audio_keeps_flowing_after_reconnecting_to_a_restarted_service() {
     wait_state(&fork, ForkState::Connected).await;
 
     let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut svc1 = Some(svc1);
     let mut svc2 = None;
     let mut resumed_at = None;
@@ -406,7 +420,7 @@ async fn audio_keeps_flowing_after_reconnecting_to_a_restarted_service() {
     // fork is stopped: stop flushes, so checking after it would hide a stalled writer.
     let last = frame(TOTAL - 1, LEN);
     let rec = svc2
-        .wait_stream(&id, Duration::from_secs(2), |r| {
+        .wait_stream(&id, WAIT, |r| {
             r.audio.last().is_some_and(|f| f.data == last)
         })
         .await;

@@ -86,13 +86,18 @@ fn run(
         calls,
         rate: 20.0,
         hold: Duration::from_secs(2),
-        tail: Duration::from_millis(300),
+        // Time after the last packet for what is still on its way back (the echo, the fork's
+        // playback) before the BYE: tens of milliseconds, generously more on a loaded
+        // machine, since every frame played back must reach the caller.
+        tail: Duration::from_millis(1500),
         auth,
         sink_control: sink.map(|s| format!("ws://{s}/control?reset")),
         watch: Vec::new(),
         label: number.into(),
         socket_buffer: 1 << 20,
-        settle: Duration::from_millis(if sink.is_some() { 1500 } else { 0 }),
+        // Before asking the sink for its report: the forks' last frames and stops reach it
+        // at the BYE (flushed within a moment; a loaded machine takes longer).
+        settle: Duration::from_millis(if sink.is_some() { 3000 } else { 0 }),
         siphon_ports: None,
     })
     .unwrap()
@@ -133,7 +138,12 @@ fn echo_fork_and_digest_against_siphon() {
     assert_eq!(f.played_missing, 0);
     assert_eq!(r.rtp.playback_fresh, f.played);
     assert!(r.playback_us.count > 0);
-    assert!(r.passes() || r.pacing_us.p99.unwrap() >= 20_000, "{r:?}");
+    // Nothing is lost, so the benchmark's verdict can only fail on timing: its pacing or
+    // fork-latency bound (20 ms), which a loaded machine running a debug build may miss.
+    assert!(
+        r.passes() || r.pacing_us.p99.unwrap() >= 20_000 || f.latency_us.p99.unwrap() >= 20_000,
+        "{r:?}"
+    );
 
     // Digest: with the account the calls go through (after a 407), without they fail.
     let auth = Auth {

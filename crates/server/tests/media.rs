@@ -14,6 +14,8 @@ use tokio::time::Instant;
 
 #[tokio::test]
 async fn echo_returns_every_frame_in_order_on_its_own_paced_stream() {
+    // Every frame back, paced at 20 ms: real time end to end (see `realtime`).
+    realtime();
     let s = start_with("", 32000).await;
     let call = place_call(s.addr, "600", "echo1", "0 101").await;
     let sent: Vec<Vec<u8>> = (0..100).map(|n| speech_like(G711::Pcmu, n)).collect();
@@ -35,7 +37,11 @@ async fn echo_returns_every_frame_in_order_on_its_own_paced_stream() {
             tx.send_to(&pkt, dest).await.unwrap();
         }
     });
-    let got = collect(&rtp, Duration::from_millis(2600)).await;
+    // Until every frame has come back (then a little more: a surplus packet would follow).
+    let got = collect_until(&rtp, Duration::from_millis(300), |got| {
+        in_order(got, &sent) == sent.len()
+    })
+    .await;
     send_task.await.unwrap();
     assert!(!got.is_empty(), "no echo");
     // Every packet sent comes back: the count matches within 1 %.
@@ -80,7 +86,7 @@ async fn tone_is_1000_hz_at_minus_10_dbm0() {
     let s = start_with("", 32100).await;
     let call = place_call(s.addr, "601", "tone1", "0").await;
     // Before the caller sends anything, Siphon sends to the SDP address.
-    let got = collect(&call.rtp, Duration::from_millis(1500)).await;
+    let got = collect_n(&call.rtp, 50).await;
     assert!(got.len() >= 50, "only {} packets", got.len());
     let mut pcm = Vec::new();
     for p in &got {
@@ -110,7 +116,7 @@ async fn tone_is_1000_hz_at_minus_10_dbm0() {
 async fn prompt_number_plays_the_builtin_prompt_samples() {
     let s = start_with("", 32200).await;
     let call = place_call(s.addr, "602", "play1", "8").await;
-    let got = collect(&call.rtp, Duration::from_millis(1200)).await;
+    let got = collect_n(&call.rtp, 40).await;
     assert!(got.len() >= 40, "only {} packets", got.len());
     let wav = siphon_media::wav::Wav::parse(siphon_server::prompt::BUILTIN_PROMPT).unwrap();
     let expected = wav.to_g711(G711::Pcma);
@@ -166,7 +172,13 @@ async fn dtmf_is_reported_once_per_key_press() {
         // A retransmitted start packet of the same event is not a new press.
         call.rtp.send_to(&packets[0], call.remote).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // One more audio packet: once Siphon has taken it (the 18th from this phone), it has
+    // handled every event packet before it.
+    let audio = rtp_bytes(0, false, seq, 5000, 0x1234, &[0xff; 160]);
+    call.rtp.send_to(&audio, call.remote).await.unwrap();
+    let counters = s.counters.clone();
+    assert!(eventually(|| std::future::ready(get(&counters.rtp_packets_in) >= 18)).await);
+    assert_eq!(get(&s.counters.rtp_packets_in), 18);
     assert_eq!(get(&s.counters.dtmf_events), 2);
     s.stop().await;
 }
@@ -190,7 +202,12 @@ async fn latched_stream_cannot_be_hijacked_by_a_stray_sender() {
         stray.send_to(&q, call.remote).await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mine = collect(&call.rtp, Duration::from_millis(400)).await;
+    // Until the echo of all 30 of ours; whatever the stray socket got meanwhile is queued.
+    let ours: Vec<Vec<u8>> = (0..30).map(|n| speech_like(G711::Pcmu, n)).collect();
+    let mine = collect_until(&call.rtp, Duration::ZERO, |got| {
+        in_order(got, &ours) == ours.len()
+    })
+    .await;
     let theirs = collect(&stray, Duration::from_millis(50)).await;
     assert!(!mine.is_empty(), "the latched caller gets its echo");
     assert!(
@@ -202,7 +219,8 @@ async fn latched_stream_cannot_be_hijacked_by_a_stray_sender() {
         mine.iter().all(|p| p.payload != vec![0x55; 160]),
         "stray audio was echoed"
     );
-    assert!(get(&s.counters.rtp_stray) >= 30);
+    let counters = s.counters.clone();
+    assert!(eventually(|| std::future::ready(get(&counters.rtp_stray) >= 30)).await);
     s.stop().await;
 }
 
@@ -228,7 +246,7 @@ async fn rtp_inactivity_ends_the_call_with_bye_but_hold_does_not() {
         let p = rtp_bytes(0, n == 0, n, 160 * n as u32, 7, &[0xff; 160]);
         call.rtp.send_to(&p, call.remote).await.unwrap();
     }
-    let bye = expect_request(&call.phone, "BYE", Duration::from_secs(4)).await;
+    let bye = expect_request(&call.phone, "BYE", WAIT).await;
     let bye = bye.expect("no BYE after RTP stopped");
     assert!(bye.contains(&format!("Call-ID: {}", call.call_id)), "{bye}");
     assert!(bye.contains("Reason:"), "{bye}");
@@ -289,7 +307,12 @@ async fn rtp_port_exhaustion_is_503_and_ports_come_back() {
         .send(&in_dialog("BYE", la, "600", "ex1", 2, &a.tag, "byeex1"))
         .await;
     assert_eq!(status(&a.phone.recv().await), 200);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The port comes back when the call's media task has ended (at once, on a loaded
+    // machine a little later): wait for the pool to say so.
+    let h = s.http;
+    assert!(
+        eventually(|| async move { metric(h, "siphon_rtp_ports_in_use").await == Some(1.0) }).await
+    );
     let c = place_call(s.addr, "600", "ex4", "0").await;
     // Ports are drawn at random: the only free one is the hung-up call's.
     assert_eq!(c.remote.port(), a.remote.port());

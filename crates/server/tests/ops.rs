@@ -312,7 +312,7 @@ impl Call {
         self.next_sip().await
     }
 
-    /// The next SIP message (skipping nothing but waiting up to 5 s).
+    /// The next SIP message (skipping nothing but waiting up to WAIT).
     async fn next_sip(&self) -> String {
         self.phone.recv().await
     }
@@ -351,24 +351,6 @@ impl Call {
     }
 }
 
-/// Polls until `f` holds or `within` passes.
-async fn eventually<F, Fut>(within: Duration, mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let end = Instant::now() + within;
-    loop {
-        if f().await {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test]
@@ -401,7 +383,7 @@ async fn metrics_follow_a_call_and_parse_as_prometheus_text() {
     call.send_rtp(1, 30).await;
     call.send_rtp(36, 30).await;
     let http = s.http;
-    let moved = eventually(Duration::from_secs(4), || async move {
+    let moved = eventually(|| async move {
         let m = scrape(http).await;
         value(&m, "siphon_rtp_bytes_total", &[("direction", "in")]) >= 60.0 * 172.0
             && value(&m, "siphon_rtp_packets_lost_total", &[]) >= 5.0
@@ -473,7 +455,7 @@ async fn metrics_follow_a_call_and_parse_as_prometheus_text() {
     assert_eq!(status(&ok), 200, "{ok}");
     let http = s.http;
     assert!(
-        eventually(Duration::from_secs(2), || async move {
+        eventually(|| async move {
             value(&scrape(http).await, "siphon_media_tasks_active", &[]) == 0.0
         })
         .await
@@ -694,7 +676,7 @@ async fn admin_api_lists_shows_and_hangs_up_calls() {
     // DELETE hangs up: the phone gets a BYE, the call is gone.
     let r = http(h, "DELETE", "/api/calls/admin-call-1@host", None, None).await;
     assert_eq!(r.status, 204, "{}", r.body);
-    let bye = call.expect_request("BYE", Duration::from_secs(3)).await;
+    let bye = call.expect_request("BYE", WAIT).await;
     assert!(bye.contains("Call-ID: admin-call-1@host"), "{bye}");
     let list = http(h, "GET", "/api/calls", None, None).await.json();
     assert_eq!(list["count"], 0);
@@ -872,16 +854,15 @@ async fn draining_refuses_new_calls_and_lets_current_ones_finish() {
     let mut s = start_edited(
         "",
         33400,
-        &[("drain_timeout_s = 0", "drain_timeout_s = 20")],
+        &[("drain_timeout_s = 0", "drain_timeout_s = 120")],
     )
     .await;
     let h = s.http;
     let call = place_call(s.addr, "600", "drain-call-1").await;
     s.begin_stop();
-    let flipped = eventually(Duration::from_secs(2), || async move {
-        http(h, "GET", "/readyz", None, None).await.status == 503
-    })
-    .await;
+    let flipped =
+        eventually(|| async move { http(h, "GET", "/readyz", None, None).await.status == 503 })
+            .await;
     assert!(flipped, "/readyz fails while draining");
     let r = http(h, "GET", "/readyz", None, None).await;
     assert_eq!(r.json()["status"], "draining");
@@ -909,13 +890,14 @@ async fn draining_refuses_new_calls_and_lets_current_ones_finish() {
     assert_eq!(list["count"], 1);
     assert!(!s.is_finished());
 
-    // The caller hangs up; with no call left the server finishes well before the timeout.
+    // The caller hangs up; with no call left the server finishes well before the timeout
+    // (at once; 60 s leaves room for a loaded machine and is still half the timeout).
     let started = Instant::now();
     assert_eq!(status(&call.bye(2).await), 200);
-    tokio::time::timeout(Duration::from_secs(8), s.join())
+    tokio::time::timeout(Duration::from_secs(60), s.join())
         .await
         .expect("server stops once drained");
-    assert!(started.elapsed() < Duration::from_secs(8));
+    assert!(started.elapsed() < Duration::from_secs(60));
 }
 
 #[tokio::test]
@@ -925,13 +907,13 @@ async fn calls_still_up_at_the_drain_timeout_get_bye() {
     let counters = s.counters.clone();
     let began = Instant::now();
     s.begin_stop();
-    let bye = call.expect_request("BYE", Duration::from_secs(4)).await;
+    let bye = call.expect_request("BYE", WAIT).await;
     assert!(
         began.elapsed() >= Duration::from_millis(900),
         "BYE only at the timeout"
     );
     assert!(bye.contains("Call-ID: drain-call-2"), "{bye}");
-    tokio::time::timeout(Duration::from_secs(8), s.join())
+    tokio::time::timeout(WAIT, s.join())
         .await
         .expect("server stops after the drain");
     let ended = siphon_server::counters::END_RESULTS

@@ -132,7 +132,7 @@ async fn tcp_with_partial_reads_and_two_messages_in_one_write() {
     let mut got = String::new();
     let mut buf = vec![0u8; 8192];
     while got.matches("SIP/2.0 200").count() < 3 {
-        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut buf))
             .await
             .expect("TCP responses")
             .unwrap();
@@ -177,10 +177,7 @@ async fn call_answer_hold_and_hangup() {
     assert!(header(&ok, "Contact").is_some());
     let tag = to_tag(&ok);
     // Without our ACK the 200 is retransmitted (T1 = 500 ms).
-    let again = phone
-        .recv_within(Duration::from_millis(1500))
-        .await
-        .unwrap();
+    let again = phone.recv().await;
     assert_eq!(status(&again), 200);
     let ack = in_dialog("ACK", local, "600", "c1", 1, &tag, "ack1");
     phone.send(&ack).await;
@@ -626,7 +623,7 @@ async fn a_wildcard_listen_address_is_never_advertised() {
         rtp.send_to(&pkt, remote).await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let got = collect(&rtp, Duration::from_millis(500)).await;
+    let got = collect_n(&rtp, 1).await;
     assert!(!got.is_empty(), "no echo from {remote}");
     s.stop().await;
 }

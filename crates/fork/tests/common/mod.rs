@@ -8,7 +8,9 @@ use bytes::Bytes;
 use siphon_analytics::{Handle, Options, StreamRecord};
 use siphon_fork::{CallMeta, Fork, ForkConfig, ForkState, Instant, Mode, ServiceCommand};
 
-pub const WAIT: Duration = Duration::from_secs(10);
+/// How long a test waits for something that should happen at once: only a guard against
+/// hanging, generous for a loaded machine; waits end as soon as the condition holds.
+pub const WAIT: Duration = Duration::from_secs(20);
 
 pub async fn service() -> Handle {
     siphon_analytics::bind("127.0.0.1:0", quiet())
