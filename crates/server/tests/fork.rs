@@ -421,7 +421,7 @@ async fn a_killed_service_leaves_the_call_up_and_the_fork_reconnects() {
 #[tokio::test]
 async fn late_service_audio_is_absorbed_by_the_playback_cushion() {
     use siphon_server::fork_metrics::{ForkInfo, ForkMetrics};
-    use siphon_server::forking::ForkTap;
+    use siphon_server::media::forking::ForkTap;
     use std::sync::atomic::Ordering;
 
     let svc = service(false).await;
