@@ -5,46 +5,10 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
 use siphon_server::counters::get;
-
-fn register(local: SocketAddr, user: &str, call: &str, cseq: u32, auth: Option<String>) -> String {
-    let auth = auth
-        .map(|a| format!("Authorization: {a}\r\n"))
-        .unwrap_or_default();
-    format!(
-        "REGISTER sip:127.0.0.1 SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {local};branch=z9hG4bK{call}r{cseq};rport\r\n\
-         Max-Forwards: 70\r\n\
-         From: <sip:{user}@127.0.0.1>;tag=reg{call}\r\n\
-         To: <sip:{user}@127.0.0.1>\r\n\
-         Call-ID: {call}\r\n\
-         CSeq: {cseq} REGISTER\r\n\
-         Contact: <sip:{user}@{local}>\r\n\
-         Expires: 600\r\n{auth}\
-         Content-Length: 0\r\n\r\n"
-    )
-}
-
-fn credentials(challenge: &str, user: &str, password: &str) -> String {
-    let value = challenge
-        .lines()
-        .find_map(|l| l.strip_prefix("WWW-Authenticate: "))
-        .expect("challenge");
-    siphon_sip::auth::Challenge::parse(value)
-        .unwrap()
-        .authorization(
-            user,
-            password,
-            "REGISTER",
-            "sip:127.0.0.1",
-            1,
-            &siphon_sip::auth::new_cnonce(),
-        )
-}
 
 /// One full attempt: REGISTER, 401, REGISTER with credentials; the final status (0 = none
 /// within `wait` for a message: [`WAIT`] where an answer must come, a short while where
@@ -52,16 +16,25 @@ fn credentials(challenge: &str, user: &str, password: &str) -> String {
 async fn attempt(phone: &Phone, user: &str, password: &str, n: u32, wait: Duration) -> u16 {
     let local = phone.local();
     let call = format!("bf{n}-{}", local.port());
-    phone.send(&register(local, user, &call, 1, None)).await;
+    phone
+        .send(&register_request(local, user, &call, 1, None))
+        .await;
     let Some(challenge) = phone.recv_within(wait).await else {
         return 0;
     };
     if status(&challenge) != 401 {
         return status(&challenge);
     }
-    let auth = credentials(&challenge, user, password);
+    let auth = answer_challenge(
+        &challenge_of(&challenge),
+        user,
+        password,
+        "REGISTER",
+        "sip:127.0.0.1",
+        1,
+    );
     phone
-        .send(&register(local, user, &call, 2, Some(auth)))
+        .send(&register_request(local, user, &call, 2, Some(&auth)))
         .await;
     phone.recv_within(wait).await.map_or(0, |r| status(&r))
 }

@@ -13,19 +13,6 @@ use common::*;
 use siphon_media::g711::G711;
 use tokio::net::UdpSocket;
 
-/// A SIP request or response's header values by name.
-fn headers<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
-    msg.split("\r\n\r\n")
-        .next()
-        .unwrap()
-        .lines()
-        .filter_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-        .collect()
-}
-
 fn body(msg: &str) -> &str {
     msg.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("")
 }
@@ -229,29 +216,6 @@ async fn call_from(
         );
     phone.send(&second).await;
     (phone, rtp)
-}
-
-/// The ACK for a non-2xx final response (same branch as the INVITE).
-fn ack_for(invite: &str, response: &str) -> String {
-    let cseq = headers(invite, "CSeq")[0]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
-    format!(
-        "ACK {} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n",
-        invite
-            .lines()
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .nth(1)
-            .unwrap(),
-        headers(invite, "Via")[0],
-        headers(invite, "From")[0],
-        headers(response, "To")[0],
-        headers(invite, "Call-ID")[0],
-    )
 }
 
 /// The caller's in-dialog request (ACK or BYE) after a 200 with To tag `tag`.

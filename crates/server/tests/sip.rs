@@ -307,27 +307,7 @@ fn register(
     expires: &str,
     auth: Option<String>,
 ) -> String {
-    let auth = auth
-        .map(|a| format!("Authorization: {a}\r\n"))
-        .unwrap_or_default();
-    format!(
-        "REGISTER sip:127.0.0.1 SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {local};branch=z9hG4bK{call}r{cseq};rport\r\n\
-         Max-Forwards: 70\r\n\
-         From: <sip:{user}@127.0.0.1>;tag=reg{call}\r\n\
-         To: <sip:{user}@127.0.0.1>\r\n\
-         Call-ID: {call}\r\n\
-         CSeq: {cseq} REGISTER\r\n\
-         Contact: {contact}\r\n\
-         Expires: {expires}\r\n{auth}\
-         Content-Length: 0\r\n\r\n",
-        contact = if expires == "*" {
-            "*".to_string()
-        } else {
-            format!("<sip:{user}@{local}>")
-        },
-        expires = if expires == "*" { "0" } else { expires },
-    )
+    register_expiring(local, user, call, cseq, expires, auth.as_deref())
 }
 
 /// Answers a 401/407 the way a phone does; returns the credentials header value.

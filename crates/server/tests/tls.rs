@@ -283,39 +283,13 @@ async fn a_client_that_does_not_trust_the_certificate_gets_no_sip() {
     s.stop().await;
 }
 
-/// A private CA and a certificate for localhost it signed: the CA's PEM, and an acceptor
-/// serving the certificate.
-fn private_ca() -> (String, tokio_rustls::TlsAcceptor) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-        .unwrap();
-    (ca.pem(), tokio_rustls::TlsAcceptor::from(Arc::new(server)))
-}
-
 /// A dialplan fork to a `wss://` service whose certificate a private CA signed, trusted
 /// through the fork's `tls_ca_file`: the service (the reference analytics service behind
 /// a TLS terminator on loopback) receives every frame of the call, bit-exact.
 #[tokio::test]
 async fn a_fork_streams_over_wss_to_a_service_with_a_private_ca() {
     use siphon_media::g711::G711;
-    let (ca_pem, acceptor) = private_ca();
+    let siphon_testkit::PrivateCa { ca_pem, acceptor } = siphon_testkit::private_ca();
     let dir = std::env::temp_dir().join(format!("siphon-wss-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let ca_file = dir.join("ca.pem");

@@ -577,9 +577,26 @@ pub fn register_request(
     cseq: u32,
     auth: Option<&str>,
 ) -> String {
+    register_expiring(local, user, call, cseq, "600", auth)
+}
+
+/// A REGISTER with this `Expires`; `"*"` removes every binding (`Contact: *`, expires 0).
+pub fn register_expiring(
+    local: SocketAddr,
+    user: &str,
+    call: &str,
+    cseq: u32,
+    expires: &str,
+    auth: Option<&str>,
+) -> String {
     let auth = auth
         .map(|a| format!("Authorization: {a}\r\n"))
         .unwrap_or_default();
+    let (contact, expires) = if expires == "*" {
+        ("*".to_string(), "0")
+    } else {
+        (format!("<sip:{user}@{local}>"), expires)
+    };
     format!(
         "REGISTER sip:127.0.0.1 SIP/2.0\r\n\
          Via: SIP/2.0/UDP {local};branch=z9hG4bK{call}r{cseq};rport\r\n\
@@ -588,8 +605,8 @@ pub fn register_request(
          To: <sip:{user}@127.0.0.1>\r\n\
          Call-ID: {call}\r\n\
          CSeq: {cseq} REGISTER\r\n\
-         Contact: <sip:{user}@{local}>\r\n\
-         Expires: 600\r\n{auth}\
+         Contact: {contact}\r\n\
+         Expires: {expires}\r\n{auth}\
          Content-Length: 0\r\n\r\n"
     )
 }
@@ -622,5 +639,41 @@ pub fn answer_challenge(
         uri,
         nc,
         &siphon_sip::auth::new_cnonce(),
+    )
+}
+
+/// A SIP request or response's header values by name.
+pub fn headers<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
+    msg.split("\r\n\r\n")
+        .next()
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+        .collect()
+}
+
+/// The ACK for a non-2xx final response (same branch as the INVITE).
+pub fn ack_for(invite: &str, response: &str) -> String {
+    let cseq = headers(invite, "CSeq")[0]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    format!(
+        "ACK {} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n",
+        invite
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap(),
+        headers(invite, "Via")[0],
+        headers(invite, "From")[0],
+        headers(response, "To")[0],
+        headers(invite, "Call-ID")[0],
     )
 }
