@@ -8,11 +8,11 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
 use siphon_server::counters::get;
+use siphon_testkit::SelfSignedCert;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
@@ -26,17 +26,9 @@ fn tcp_options(local: SocketAddr, branch: &str, vias: usize) -> String {
     let extra: String = (0..vias)
         .map(|i| format!("Via: SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bK{branch}x{i:06}\r\n"))
         .collect();
-    format!(
-        "OPTIONS sip:siphon@127.0.0.1 SIP/2.0\r\n\
-         Via: SIP/2.0/TCP {local};branch=z9hG4bK{branch};rport\r\n\
-         {extra}\
-         Max-Forwards: 70\r\n\
-         From: <sip:tester@127.0.0.1>;tag=t{branch}\r\n\
-         To: <sip:siphon@127.0.0.1>\r\n\
-         Call-ID: opt-{branch}\r\n\
-         CSeq: 1 OPTIONS\r\n\
-         Content-Length: 0\r\n\r\n"
-    )
+    options(local, branch)
+        .replace("SIP/2.0/UDP", "SIP/2.0/TCP")
+        .replacen("Max-Forwards:", &format!("{extra}Max-Forwards:"), 1)
 }
 
 /// What a read from a connection came to.
@@ -197,40 +189,9 @@ async fn a_source_blocked_for_brute_force_gets_nothing_more_on_its_open_connecti
     s.stop().await;
 }
 
-/// A self-signed certificate for localhost, written as PEM files for `[sip] tls_*`.
-struct TestCert {
-    dir: PathBuf,
-}
-
-impl TestCert {
-    fn new(name: &str) -> TestCert {
-        let dir = std::env::temp_dir().join(format!("siphon-edge-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let signed = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-        std::fs::write(dir.join("cert.pem"), signed.cert.pem()).unwrap();
-        std::fs::write(dir.join("key.pem"), signed.signing_key.serialize_pem()).unwrap();
-        TestCert { dir }
-    }
-
-    /// The `[sip]` lines that turn TLS on.
-    fn config(&self) -> String {
-        format!(
-            "drain_timeout_s = 0\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"",
-            self.dir.join("cert.pem").display(),
-            self.dir.join("key.pem").display()
-        )
-    }
-}
-
-impl Drop for TestCert {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test]
 async fn a_tls_client_that_never_finishes_its_handshake_is_closed_soon() {
-    let cert = TestCert::new("handshake");
+    let cert = SelfSignedCert::new("handshake");
     let tls_lines = cert.config();
     let edits = [
         ("drain_timeout_s = 0", tls_lines.as_str()),

@@ -10,53 +10,16 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use rustls::pki_types::{CertificateDer, ServerName};
+use siphon_testkit::SelfSignedCert;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-
-/// A self-signed certificate for localhost and 127.0.0.1, written as PEM files.
-struct TestCert {
-    dir: PathBuf,
-    der: CertificateDer<'static>,
-}
-
-impl TestCert {
-    fn new(name: &str) -> TestCert {
-        let dir = std::env::temp_dir().join(format!("siphon-tls-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let signed =
-            rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-                .unwrap();
-        std::fs::write(dir.join("cert.pem"), signed.cert.pem()).unwrap();
-        std::fs::write(dir.join("key.pem"), signed.signing_key.serialize_pem()).unwrap();
-        TestCert {
-            dir,
-            der: signed.cert.der().clone(),
-        }
-    }
-
-    /// The `[sip]` lines that turn TLS on.
-    fn config(&self) -> String {
-        format!(
-            "drain_timeout_s = 0\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"",
-            self.dir.join("cert.pem").display(),
-            self.dir.join("key.pem").display()
-        )
-    }
-}
-
-impl Drop for TestCert {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn connector(trusted: Option<&CertificateDer<'static>>) -> TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
@@ -158,7 +121,7 @@ fn register(local: SocketAddr, cseq: u32, auth: Option<&str>) -> String {
 
 #[tokio::test]
 async fn a_phone_registers_and_calls_over_tls() {
-    let cert = TestCert::new("call");
+    let cert = SelfSignedCert::new("call");
     let s = start_edited("", 34500, &[("drain_timeout_s = 0", &cert.config())]).await;
     let tls = s.tls.expect("TLS listener");
     let mut phone = TlsPhone::connect(tls, &cert.der).await;
@@ -242,7 +205,7 @@ async fn a_phone_registers_and_calls_over_tls() {
 
 #[tokio::test]
 async fn a_client_that_does_not_trust_the_certificate_gets_no_sip() {
-    let cert = TestCert::new("untrusted");
+    let cert = SelfSignedCert::new("untrusted");
     let s = start_edited("", 34600, &[("drain_timeout_s = 0", &cert.config())]).await;
     let tls = s.tls.unwrap();
     let tcp = TcpStream::connect(tls).await.unwrap();
@@ -397,7 +360,7 @@ async fn https_get(addr: SocketAddr, cert: &CertificateDer<'static>, path: &str)
 /// `[http] tls_cert`/`tls_key`: metrics, health and the admin API over HTTPS only.
 #[tokio::test]
 async fn the_http_listener_serves_https_when_configured() {
-    let cert = TestCert::new("https");
+    let cert = SelfSignedCert::new("https");
     let lines = format!(
         "tls_cert = \"{}\"\ntls_key = \"{}\"",
         cert.dir.join("cert.pem").display(),
