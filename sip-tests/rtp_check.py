@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Check the echo (600) RTP in a loopback capture:
-    rtp_check.py CAPTURE SIPP_MEDIA_PORT [PT] [--gaps-at-markers]
+    rtp_check.py CAPTURE SIPP_MEDIA_PORT [PT] [--gaps-at-markers] [--silence-fill]
 
 SIPp plays audio from its media port (-mp); whatever arrives at that port is Siphon's
 reply. Siphon must send back a 20 ms stream of the offered payload type PT (default 8,
@@ -12,6 +12,12 @@ sends back over a WebSocket: a slot with no service audio is silence, which RTP 
 nothing, and the next packet starts a new talk spurt (marker bit, timestamp jumped by the
 silent slots, sequence number continuous; RFC 3551 §4.1). Such jumps are counted and
 allowed; a jump without the marker, or any sequence gap, still fails.
+
+--silence-fill is for forked numbers too: since issue 20 a slot with no service audio
+carries the codec's silence (a packet in every slot, for carriers' RTP timeouts and NAT
+bindings), before the service's audio comes back and after it ends. The amount of audio
+is then judged on the packets that are not pure silence, against SIPp's packets that are
+not (G.711 silence survives the round trip through the service unchanged).
 """
 import statistics
 import subprocess
@@ -19,7 +25,9 @@ import sys
 
 FRAME = 160  # samples in 20 ms at 8 kHz
 FIELDS = ["frame.time_epoch", "udp.srcport", "udp.dstport", "rtp.ssrc", "rtp.seq",
-          "rtp.timestamp", "rtp.p_type", "rtp.marker"]
+          "rtp.timestamp", "rtp.p_type", "rtp.marker", "rtp.payload"]
+# A 20 ms frame of digital silence: mu-law 0xFF, A-law 0xD5 (each decodes to 0).
+SILENCE = {0: bytes([0xFF]) * FRAME, 8: bytes([0xD5]) * FRAME}
 
 
 def load(capture, mport):
@@ -35,10 +43,11 @@ def load(capture, mport):
     out = run.stdout
     rows = []
     for line in out.splitlines():
-        t, sport, dport, ssrc, seq, ts, pt, marker = line.split(",")
+        t, sport, dport, ssrc, seq, ts, pt, marker, payload = (line.split(",") + [""])[:9]
         rows.append(dict(t=float(t), sport=int(sport), dport=int(dport), ssrc=ssrc,
                          seq=int(seq), ts=int(ts), pt=int(pt),
-                         marker=marker in ("1", "True")))
+                         marker=marker in ("1", "True"),
+                         payload=bytes.fromhex(payload.replace(":", ""))))
     return rows
 
 
@@ -47,7 +56,7 @@ def pct(values, p):
     return s[min(len(s) - 1, int(p / 100 * len(s)))]
 
 
-def main(capture, mport, want_pt, gaps_at_markers=False):
+def main(capture, mport, want_pt, gaps_at_markers=False, silence_fill=False):
     rows = load(capture, mport)
     sent = [r for r in rows if r["sport"] == mport]
     back = [r for r in rows if r["dport"] == mport]
@@ -96,7 +105,16 @@ def main(capture, mport, want_pt, gaps_at_markers=False):
     print(f"  spacing: median {median:.2f} ms, p99 {p99:.2f} ms, "
           f"min {min(spacing, default=0):.2f} ms, max {max(spacing, default=0):.2f} ms")
 
-    if abs(len(back) - sent_frames) > 0.01 * sent_frames:
+    if silence_fill:
+        silent = SILENCE.get(want_pt)
+        audible_back = sum(1 for r in back if r["payload"] != silent)
+        audible_sent = sent_frames - sum(1 for r in sent if r["payload"] == silent)
+        print(f"  audible (not pure silence): {audible_back} packets back for "
+              f"{audible_sent:g} frames sent; {len(back) - audible_back} silence fill")
+        if abs(audible_back - audible_sent) > 0.01 * audible_sent:
+            failures.append(f"{audible_back} audible packets back for {audible_sent:g} "
+                            "audible frames sent (>1% off)")
+    elif abs(len(back) - sent_frames) > 0.01 * sent_frames:
         failures.append(f"{len(back)} packets back for {sent_frames:g} frames sent (>1% off)")
     if len(ssrcs) != 1:
         failures.append(f"{len(ssrcs)} SSRCs, expected one")
@@ -118,7 +136,7 @@ def main(capture, mport, want_pt, gaps_at_markers=False):
 if __name__ == "__main__":
     flags = [a for a in sys.argv[1:] if a.startswith("--")]
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    if len(args) not in (2, 3) or set(flags) - {"--gaps-at-markers"}:
+    if len(args) not in (2, 3) or set(flags) - {"--gaps-at-markers", "--silence-fill"}:
         sys.exit(__doc__)
     sys.exit(main(args[0], int(args[1]), int(args[2]) if len(args) == 3 else 8,
-                  "--gaps-at-markers" in flags))
+                  "--gaps-at-markers" in flags, "--silence-fill" in flags))

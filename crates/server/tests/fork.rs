@@ -217,10 +217,15 @@ async fn marks_come_back_after_playback_and_clear_stops_it() {
     let sent_at = Instant::now();
     // The ten packets of playback, and (meanwhile) the mark, noted when it comes back: it
     // cannot before its audio has played (ten 20 ms slots, however late they run).
-    let (played, mark) = tokio::join!(collect_n(&call.rtp, 10), async {
-        let record = svc.wait_stream(&id, WAIT, |r| !r.marks.is_empty()).await;
-        (record, sent_at.elapsed())
-    });
+    // (Slots without service audio carry µ-law silence: those are not playback.)
+    let audible = |got: &[Rtp]| got.iter().filter(|p| !is_silence(p)).count();
+    let (played, mark) = tokio::join!(
+        collect_until(&call.rtp, Duration::ZERO, |got| audible(got) >= 10),
+        async {
+            let record = svc.wait_stream(&id, WAIT, |r| !r.marks.is_empty()).await;
+            (record, sent_at.elapsed())
+        }
+    );
     let (record, mark_after) = mark;
     let record = record.expect("mark never came back");
     assert!(
@@ -229,9 +234,9 @@ async fn marks_come_back_after_playback_and_clear_stops_it() {
         record.marks
     );
     assert!(
-        played.len() >= 9,
+        audible(&played) >= 9,
         "only {} packets of playback",
-        played.len()
+        audible(&played)
     );
     assert!(
         mark_after >= Duration::from_millis(180),
@@ -248,11 +253,77 @@ async fn marks_come_back_after_playback_and_clear_stops_it() {
     assert!(svc.send(&id, Outgoing::Text(r#"{"event":"clear"}"#.into())));
     let cleared_at = Instant::now();
     let after = collect(&call.rtp, Duration::from_millis(2500)).await;
-    let last = after.iter().map(|p| p.at).max().unwrap_or(cleared_at);
+    let last = after
+        .iter()
+        .filter(|p| !is_silence(p))
+        .map(|p| p.at)
+        .max()
+        .unwrap_or(cleared_at);
     assert!(
         last.saturating_duration_since(cleared_at) <= Duration::from_secs(1),
         "playback went on {:?} after clear",
         last.saturating_duration_since(cleared_at)
+    );
+    s.stop().await;
+    svc.shutdown().await;
+}
+
+/// A µ-law packet of digital silence: what a forked call sends in a slot its services
+/// left empty.
+fn is_silence(p: &Rtp) -> bool {
+    p.pt == 0 && p.payload.iter().all(|b| *b == 0xFF)
+}
+
+/// A forked call whose service says nothing still sends a packet in every 20 ms slot
+/// (µ-law silence, one stream: sequence +1, timestamp +160), so a carrier's RTP timeout
+/// or a NAT's RTP binding does not end it; the service's audio, when it comes, takes its
+/// slots in the same stream. (Before, nothing at all was sent while the service was
+/// silent.) The interop version, over 10-60 s with a Twilio-mode service, is in
+/// sip-tests/carrier.sh.
+#[tokio::test]
+async fn a_silent_service_still_gets_the_caller_a_packet_every_slot() {
+    let svc = service(false).await;
+    let route = fork_route("701", &svc.url(Mode::Native), "native", "l16", "");
+    let s = start_with(&route, 38700).await;
+    let call = place_call(s.addr, "701", "fork-silent", "0").await;
+    let id = start_stream(&call, &svc).await;
+    // One second of a silent service: about 50 packets, all silence, none missing.
+    let quiet = collect_until(&call.rtp, Duration::ZERO, |got| got.len() >= 50).await;
+    assert!(
+        quiet.len() >= 50,
+        "only {} packets in the silence",
+        quiet.len()
+    );
+    assert!(quiet.iter().all(is_silence), "not silence: {quiet:?}");
+    // Then 100 ms of audio from the service: it plays, in the same stream.
+    let tone: Vec<u8> = (0..800)
+        .flat_map(|i| ((((i as f64) * 0.3).sin() * 8000.0) as i16).to_le_bytes())
+        .collect();
+    assert!(svc.send(&id, Outgoing::Binary(tone.into())));
+    let more = collect_until(&call.rtp, Duration::ZERO, |got| {
+        got.iter().filter(|p| !is_silence(p)).count() >= 5 && got.last().is_some_and(is_silence)
+    })
+    .await;
+    let all: Vec<&Rtp> = quiet.iter().chain(&more).collect();
+    assert_eq!(
+        all.iter()
+            .map(|p| p.ssrc)
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        1,
+        "one stream"
+    );
+    for w in all.windows(2) {
+        assert_eq!(
+            w[1].seq,
+            w[0].seq.wrapping_add(1),
+            "a slot without a packet"
+        );
+        assert_eq!(w[1].ts, w[0].ts.wrapping_add(160), "timestamps not +160");
+    }
+    assert!(
+        more.iter().filter(|p| !is_silence(p)).count() >= 5,
+        "the service's audio did not play"
     );
     s.stop().await;
     svc.shutdown().await;

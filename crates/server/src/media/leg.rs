@@ -105,9 +105,13 @@ enum Source {
         prompt: Arc<Prompt>,
         position: usize,
     },
-    /// Nothing of its own to send (ringing numbers; forked calls, which play only what
-    /// their services send back).
+    /// Nothing of its own to send (ringing numbers, which are never answered).
     Nothing,
+    /// Forked calls play only what their services send back; a slot with none is filled
+    /// with the codec's silence, so the peer gets a packet every 20 ms: carriers and SBCs
+    /// end calls that send no RTP (media timeouts of 30-60 s), and a NAT's RTP binding
+    /// closes. (Comfort noise, RFC 3389, is not offered, so it is never negotiated.)
+    Silence,
 }
 
 pub struct LegSetup {
@@ -138,7 +142,7 @@ pub fn spawn(setup: LegSetup) -> MediaHandle {
         (Action::Echo, _) => Source::Echo,
         // A forked call hears only what its services send back: a speech-to-text service
         // that never answers leaves the caller in silence, not listening to themselves.
-        (Action::Fork, _) => Source::Nothing,
+        (Action::Fork, _) => Source::Silence,
         (Action::Tone, _) => Source::Tone(ToneGenerator::test_tone()),
         (Action::Play, Some(prompt)) => Source::Prompt {
             prompt,
@@ -520,6 +524,10 @@ impl Leg {
                         codec.decode(payload, pcm_out);
                         played = true;
                         session.send_payload(payload, tx).map(Some)
+                    }
+                    Source::Silence => {
+                        *pcm_out = [0; FRAME_SAMPLES];
+                        session.send_audio(pcm_out, tx).map(Some)
                     }
                     Source::Echo | Source::Nothing => session.send_silence(tx),
                 }
