@@ -181,6 +181,17 @@ impl Dialog {
         })
     }
 
+    /// Whether a response to our INVITE belongs to this dialog: its To tag is the one the
+    /// dialog was made with. A 2xx with another tag comes from another branch of a forking
+    /// proxy (RFC 3261 §13.2.2.4), not a retransmission.
+    pub fn answers(&self, response: &rsip::Response) -> bool {
+        response
+            .to_header()
+            .ok()
+            .and_then(|to| header_param(to.value(), "tag").map(|t| t == self.id.remote_tag))
+            .unwrap_or(false)
+    }
+
     /// Checks and records the CSeq of an in-dialog request (RFC 3261 §12.2.2). ACK and
     /// CANCEL reuse the CSeq of what they refer to and are not checked.
     pub fn on_remote_request(&mut self, request: &rsip::Request) -> Result<(), DialogError> {
@@ -384,6 +395,33 @@ mod tests {
         assert_eq!(
             Dialog::new_uas(&req, "t").unwrap_err(),
             DialogError::Missing("Contact")
+        );
+    }
+
+    fn ok_from(to_tag: &str) -> rsip::Response {
+        let text = format!(
+            "SIP/2.0 200 OK\r\n\
+             Via: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bKabc\r\n\
+             From: \"Alice\" <sip:alice@example.com>;tag=ff1\r\n\
+             To: <sip:600@127.0.0.1>;tag={to_tag}\r\n\
+             Call-ID: call-1\r\n\
+             CSeq: 1 INVITE\r\n\
+             Contact: <sip:600@192.0.2.20>\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        rsip::Response::try_from(text.as_str()).unwrap()
+    }
+
+    #[test]
+    fn a_2xx_with_another_to_tag_is_another_dialog() {
+        let d = Dialog::new_uac(&invite(1, ""), &ok_from("b1")).unwrap();
+        assert!(
+            d.answers(&ok_from("b1")),
+            "a retransmission of the 2xx that won"
+        );
+        assert!(
+            !d.answers(&ok_from("b2")),
+            "a forked answer (RFC 3261 §13.2.2.4)"
         );
     }
 

@@ -202,14 +202,22 @@ impl Endpoint {
         let Some(call) = self.bridges.calls.get_mut(id) else {
             return;
         };
+        let invite_seq = cseq_number(&call.branches[i].invite).unwrap_or(1);
         if call.winner == Some(i) {
-            // A retransmitted 2xx: our ACK was lost.
-            if let Some(ack) = call.branches[i].ack.clone() {
-                self.layer.send_ack_for_2xx(ack, peer);
+            let won = call.branches[i].dialog.as_ref();
+            if won.is_none_or(|d| d.answers(response)) {
+                // A retransmitted 2xx: our ACK was lost.
+                if let Some(ack) = call.branches[i].ack.clone() {
+                    self.layer.send_ack_for_2xx(ack, peer);
+                }
+            } else if let Ok(forked) = Dialog::new_uac(&call.branches[i].invite, response) {
+                // A proxy forked our INVITE and a second phone answered too (RFC 3261
+                // §13.2.2.4): that is another dialog; ACK it and end it, the call stays.
+                info!(to_tag = %forked.id.remote_tag, "a forked branch answered too; hanging it up");
+                self.ack_and_bye(forked, invite_seq, peer);
             }
             return;
         }
-        let invite_seq = cseq_number(&call.branches[i].invite).unwrap_or(1);
         let dialog = match Dialog::new_uac(&call.branches[i].invite, response) {
             Ok(d) => d,
             Err(e) => {
