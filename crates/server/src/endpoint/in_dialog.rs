@@ -51,7 +51,14 @@ impl Endpoint {
             .calls
             .get(&id)
             .map(|c| self.local_media(c.media.port()));
-        let contact = self.contact_header(Transport::Udp);
+        // The Contact names the transport the dialog runs on: a UDP one would move a
+        // TCP/TLS phone's later requests to UDP (RFC 3261 §12.2.1.2: the 2xx's Contact
+        // becomes the remote target).
+        let transport = self
+            .calls
+            .get(&id)
+            .map_or(Transport::Udp, |c| c.peer.transport);
+        let contact = self.contact_header(transport);
         let (Some(call), Some(local)) = (self.calls.get_mut(&id), local) else {
             self.reply_to(key, request, 481, None, &[]);
             return;
