@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
-use rsip::prelude::*;
 use siphon_sip::message::{self, Framed, ParseLimits};
 use siphon_sip::{Peer, Transport};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -170,20 +169,9 @@ fn deliver(
             debug!(%source, error = %rejection.error, "rejected message");
             if let Some(mut response) = rejection.response {
                 message::finish(&mut response.headers, b"");
-                let peer = match transport {
-                    Transport::Udp => {
-                        let via = response
-                            .headers
-                            .iter()
-                            .find_map(|h| match h {
-                                rsip::Header::Via(v) => Some(v.value().to_string()),
-                                _ => None,
-                            })
-                            .unwrap_or_default();
-                        Peer::new(message::response_address(&via, source), transport)
-                    }
-                    _ => Peer::new(source, transport),
-                };
+                // Back to the packet's source, as the endpoint answers (see its
+                // `handle_inbound`): the Via's sent-by may be a NATed phone's private address.
+                let peer = Peer::new(source, transport);
                 out.send(peer, response.to_string().into_bytes());
             }
         }

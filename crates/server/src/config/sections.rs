@@ -26,6 +26,14 @@ pub struct TrunkConfig {
     /// The registration lifetime Siphon asks for.
     #[serde(default = "default_trunk_expires")]
     pub register_expires_s: u32,
+    /// The address the trunk sees Siphon at, when Siphon is behind a NAT and knows it (the
+    /// Contact of its REGISTER). Without it Siphon learns it from `received`/`rport` in
+    /// the trunk's 200 to REGISTER and registers again with it.
+    pub public_address: Option<SocketAddr>,
+    /// Seconds between keepalives (a CRLF pair, RFC 5626 §4.4.1) to a registered trunk,
+    /// which keep a NAT's mapping open between refreshes (0: none).
+    #[serde(default)]
+    pub keepalive_s: u64,
 }
 
 impl TrunkConfig {
@@ -302,6 +310,12 @@ pub struct RegistrarConfig {
     pub default_expires: u32,
     #[serde(default = "default_max_bindings")]
     pub max_bindings_per_account: usize,
+    /// Seconds between OPTIONS keepalives to each phone registered over UDP (0: none).
+    /// They keep the phone's NAT mapping open, and a binding whose phone stops answering
+    /// one (the transaction times out, 64·T1) is dropped, so its calls stop ringing
+    /// nowhere.
+    #[serde(default)]
+    pub keepalive_interval_s: u64,
 }
 
 impl Default for RegistrarConfig {
@@ -311,6 +325,7 @@ impl Default for RegistrarConfig {
             max_expires: default_max_expires(),
             default_expires: default_max_expires(),
             max_bindings_per_account: default_max_bindings(),
+            keepalive_interval_s: 0,
         }
     }
 }

@@ -10,6 +10,7 @@ mod auth;
 mod b2bua;
 mod commands;
 mod in_dialog;
+mod keepalive;
 mod outbound_register;
 mod registrar;
 mod replies;
@@ -92,6 +93,8 @@ pub struct Endpoint {
     cdr: Option<CdrWriter>,
     /// Siphon's own registrations to trunks (`register = true`).
     registrations: outbound_register::Registrations,
+    /// OPTIONS keepalives in flight to phones registered over UDP.
+    keepalives: keepalive::Keepalives,
 }
 
 impl Endpoint {
@@ -151,6 +154,7 @@ impl Endpoint {
         Endpoint {
             bridges: b2bua::Bridges::default(),
             registrations: outbound_register::Registrations::new(&config),
+            keepalives: keepalive::Keepalives::default(),
             cdr,
             blocklist,
             auth_failures: AuthFailures::new(
@@ -213,6 +217,8 @@ impl Endpoint {
         mut shutdown: broadcast::Receiver<()>,
     ) {
         let mut housekeeping = tokio::time::interval(Duration::from_secs(10));
+        let mut keepalives =
+            keepalive::Keepalives::timer(self.config.registrar.keepalive_interval_s);
         self.start_registrations();
         self.flush().await;
         loop {
@@ -238,6 +244,7 @@ impl Endpoint {
                 Some(msg) = inbound.recv() => self.handle_inbound(msg).await,
                 Some(cmd) = commands.recv() => self.handle_command(cmd),
                 () = timer => self.layer.handle_timeout(now()),
+                () = keepalive::next_round(&mut keepalives) => self.send_keepalives(),
                 _ = housekeeping.tick() => {
                     let now = now();
                     self.auth.purge(std::time::SystemTime::now());
@@ -292,19 +299,12 @@ impl Endpoint {
         match inbound.message {
             rsip::SipMessage::Request(request) => {
                 inc(&self.counters.requests_received);
-                let peer = match inbound.transport {
-                    Transport::Udp => {
-                        let via = request
-                            .via_header()
-                            .map(|v| v.value().to_string())
-                            .unwrap_or_default();
-                        Peer::new(
-                            message::response_address(&via, inbound.source),
-                            Transport::Udp,
-                        )
-                    }
-                    t => Peer::new(inbound.source, t),
-                };
+                // The packet's real source, with or without rport in the Via: responses,
+                // registrations and call peers all follow the flow the request came on
+                // (RFC 5626 spirit; Kamailio's force_rport). A phone behind a NAT that does
+                // not ask for rport puts its private address in the Via, which nothing
+                // outside its LAN can reach; the NAT's mapping is the source.
+                let peer = Peer::new(inbound.source, inbound.transport);
                 if let Err(e) = self.layer.handle_request(now, request, peer) {
                     debug!(error = %e, "transaction layer refused request");
                 }
@@ -334,6 +334,7 @@ impl Endpoint {
             Event::Response { key, response } => match key.method() {
                 Method::Invite => self.on_branch_response(key, response),
                 Method::Register => self.on_register_response(&key, &response),
+                Method::Options => self.on_keepalive_response(&key, response.status_code.code()),
                 // Responses to our BYE and CANCEL need nothing.
                 _ => {}
             },
@@ -343,6 +344,7 @@ impl Endpoint {
                 match key.method() {
                     Method::Invite => self.on_branch_timeout(&key),
                     Method::Register => self.on_register_timeout(&key),
+                    Method::Options => self.on_keepalive_timeout(&key),
                     _ => {}
                 }
             }
