@@ -29,6 +29,8 @@ pub enum Command {
     BridgeNoAnswer(DialogId),
     /// Time to (re-)register to the trunk with this index in the configuration.
     RegisterTrunk(usize),
+    /// Time for a keepalive to the (registered) trunk with this index.
+    TrunkKeepalive(usize),
     /// The call's media ended on its own (RTP inactivity): hang up with BYE.
     MediaEnded { call: DialogId, reason: String },
     /// Admin API: hang up the call with this Call-ID (BYE, or 480 while it rings). `done`

@@ -31,6 +31,7 @@ impl Endpoint {
             }
             Command::BridgeNoAnswer(id) => self.bridge_no_answer(&id),
             Command::RegisterTrunk(index) => self.register_trunk(index, None),
+            Command::TrunkKeepalive(index) => self.trunk_keepalive(index),
             Command::MediaEnded { call, reason } => {
                 info!(call_id = %call.call_id, %reason, "media ended; sending BYE");
                 let result = if reason.starts_with("no RTP") {

@@ -4,8 +4,15 @@
 //! provider refuses or does not answer, retries with exponential backoff (1 s doubling to
 //! 5 minutes). One Call-ID per trunk for the life of the process, CSeq increasing, as
 //! RFC 3261 §10.2.4 asks of refreshes.
+//!
+//! Behind a NAT the address Siphon listens on is not the one the trunk sees: the Contact
+//! is the trunk's `public_address` when configured, else what the trunk's 200 revealed in
+//! `received`/`rport` (RFC 3581) on our Via; when that differs from the Contact just
+//! registered, Siphon registers again at once with the public address (and removes the
+//! unreachable one). `keepalive_s` sends CRLF keepalives between refreshes.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use rsip::{Header, Headers, Method};
@@ -39,6 +46,13 @@ struct Registration {
     /// The REGISTER in flight carries credentials: another challenge means they were
     /// refused (or the nonce went stale, which the next attempt answers).
     authenticated: bool,
+    /// Where the trunk sees us, as its last 200 said (behind a NAT: not our address).
+    learned: Option<SocketAddr>,
+    /// The Contact address of the REGISTER in flight, and one to remove with it.
+    contact: Option<SocketAddr>,
+    stale_contact: Option<SocketAddr>,
+    /// The keepalive timer runs (started by the first successful registration).
+    keepalive_running: bool,
 }
 
 impl Registrations {
@@ -54,6 +68,10 @@ impl Registrations {
                     cseq: 0,
                     failures: 0,
                     authenticated: false,
+                    learned: None,
+                    contact: None,
+                    stale_contact: None,
+                    keepalive_running: false,
                 })
                 .collect(),
             by_key: HashMap::new(),
@@ -85,6 +103,8 @@ impl Endpoint {
         let domain = t.domain();
         reg.cseq += 1;
         reg.authenticated = credentials.is_some();
+        let contact_addr = t.public_address.or(reg.learned).unwrap_or(sip_addr);
+        reg.contact = Some(contact_addr);
         let mut headers = Headers::default();
         headers.push(Header::Via(via.into()));
         headers.push(Header::MaxForwards("70".to_string().into()));
@@ -94,7 +114,14 @@ impl Endpoint {
         headers.push(Header::To(format!("<sip:{user}@{domain}>").into()));
         headers.push(Header::CallId(reg.call_id.clone().into()));
         headers.push(Header::CSeq(format!("{} REGISTER", reg.cseq).into()));
-        headers.push(Header::Contact(format!("<sip:{user}@{sip_addr}>").into()));
+        headers.push(Header::Contact(
+            format!("<sip:{user}@{contact_addr}>").into(),
+        ));
+        if let Some(stale) = reg.stale_contact.take() {
+            headers.push(Header::Contact(
+                format!("<sip:{user}@{stale}>;expires=0").into(),
+            ));
+        }
         headers.push(Header::Expires(t.register_expires_s.to_string().into()));
         if let Some((name, value)) = credentials {
             headers.push(Header::Other(name.into(), value));
@@ -137,8 +164,23 @@ impl Endpoint {
         };
         match code {
             200..=299 => {
+                let registered = reg.contact.unwrap_or(sip_addr);
+                if reg.trunk.public_address.is_none()
+                    && let Some(public) = public_address(response, registered)
+                {
+                    // Behind a NAT: the binding just made points at an address the trunk
+                    // cannot reach. Register the public one now, dropping this one.
+                    info!(trunk = %reg.trunk.name, %public, local = %registered,
+                        "the trunk sees Siphon at another address; registering that");
+                    reg.learned = Some(public);
+                    reg.stale_contact = Some(registered);
+                    reg.failures = 0;
+                    reg.authenticated = false;
+                    self.register_trunk(index, None);
+                    return;
+                }
                 let ours = format!(
-                    "sip:{}@{sip_addr}",
+                    "sip:{}@{registered}",
                     reg.trunk.username.as_deref().unwrap_or_default()
                 );
                 let granted =
@@ -149,7 +191,15 @@ impl Endpoint {
                 let refresh =
                     Duration::from_millis(u64::from(granted) * 800).max(Duration::from_secs(1));
                 info!(trunk = %reg.trunk.name, expires = granted, refresh_s = refresh.as_secs_f64(), "registered to trunk");
+                let keepalive = (reg.trunk.keepalive_s > 0 && !reg.keepalive_running)
+                    .then(|| Duration::from_secs(reg.trunk.keepalive_s));
+                if keepalive.is_some() {
+                    reg.keepalive_running = true;
+                }
                 self.schedule(refresh, Command::RegisterTrunk(index));
+                if let Some(every) = keepalive {
+                    self.schedule(every, Command::TrunkKeepalive(index));
+                }
             }
             401 | 407 if !reg.authenticated => {
                 let (challenge, answer) = if code == 407 {
@@ -196,6 +246,36 @@ impl Endpoint {
     }
 }
 
+impl Endpoint {
+    /// A CRLF pair to the trunk (RFC 5626 §4.4.1's keepalive; a SIP stack ignores it
+    /// between messages), then the next one in `keepalive_s`.
+    pub(super) fn trunk_keepalive(&mut self, index: usize) {
+        let Some(reg) = self.registrations.trunks.get(index) else {
+            return;
+        };
+        let peer = siphon_sip::Peer::new(reg.trunk.address, Transport::Udp);
+        self.out.send(peer, b"\r\n\r\n".to_vec());
+        let every = Duration::from_secs(reg.trunk.keepalive_s.max(1));
+        self.schedule(every, Command::TrunkKeepalive(index));
+    }
+}
+
+/// The address the trunk saw our REGISTER come from, when its 200's top Via (our Via,
+/// stamped by the trunk, RFC 3581) says it differs from `registered`: `received` for the
+/// host, `rport` for the port, each defaulting to ours.
+fn public_address(response: &rsip::Response, registered: SocketAddr) -> Option<SocketAddr> {
+    let via = header_values(&response.headers, "Via").into_iter().next()?;
+    let top = split_list(&via).next()?.to_string();
+    let ip = header_param(&top, "received")
+        .and_then(|r| r.trim().parse::<IpAddr>().ok())
+        .unwrap_or(registered.ip());
+    let port = header_param(&top, "rport")
+        .and_then(|r| r.trim().parse::<u16>().ok())
+        .unwrap_or(registered.port());
+    let seen = SocketAddr::new(ip, port);
+    (seen != registered).then_some(seen)
+}
+
 /// 1 s after the first failure, doubling, at most [`MAX_BACKOFF`].
 fn backoff(failures: u32) -> Duration {
     let exp = failures.saturating_sub(1).min(16);
@@ -231,6 +311,37 @@ mod tests {
             .map(|f| backoff(*f).as_secs())
             .collect();
         assert_eq!(secs, vec![1, 2, 4, 256, 300, 300]);
+    }
+
+    fn ok_with_via(via: &str) -> rsip::Response {
+        let text = format!(
+            "SIP/2.0 200 OK\r\nVia: {via}\r\nFrom: <sip:a@h>;tag=1\r\n\
+             To: <sip:a@h>;tag=2\r\nCall-ID: c\r\nCSeq: 2 REGISTER\r\nContent-Length: 0\r\n\r\n"
+        );
+        rsip::Response::try_from(text.as_str()).unwrap()
+    }
+
+    #[test]
+    fn the_public_address_comes_from_received_and_rport() {
+        let local: SocketAddr = "10.0.0.5:5060".parse().unwrap();
+        let nat = ok_with_via(
+            "SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK1;rport=40123;received=203.0.113.9",
+        );
+        assert_eq!(
+            public_address(&nat, local),
+            Some("203.0.113.9:40123".parse().unwrap())
+        );
+        // Only the port mapped (or only the host): the other part is ours.
+        let port_only = ok_with_via("SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK1;rport=40123");
+        assert_eq!(
+            public_address(&port_only, local),
+            Some("10.0.0.5:40123".parse().unwrap())
+        );
+        // No NAT: the trunk saw what we registered, or said nothing.
+        let same = ok_with_via("SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK1;rport=5060");
+        assert_eq!(public_address(&same, local), None);
+        let plain = ok_with_via("SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK1");
+        assert_eq!(public_address(&plain, local), None);
     }
 
     #[test]
