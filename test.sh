@@ -19,6 +19,8 @@ python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v baresip >/dev/null 2>&1 || missing+=(baresip-core)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# The carrier checks (sip-tests/carrier.sh) run Kamailio as a forking proxy.
+command -v kamailio >/dev/null 2>&1 || missing+=(kamailio)
 # Validates docker-compose.yml without a Docker engine.
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 if [ "${#missing[@]}" -gt 0 ]; then
