@@ -274,7 +274,9 @@ print(" ".join(b["source"] for r in regs if r["aor"] == "5001" for b in r["bindi
 nat_registered_at() { [ "$(nat_source)" = "$1" ]; }
 c_sipp carrier-nat-register 0 -sf "$c_sc/carrier_nat_register.xml" -s 5001 -au 5001 \
     -ap secret5001 -m 1 -p 5502 -i 127.0.0.1 "$c_target"
+nat_bound=""
 if nat_registered_at 127.0.0.1:5502; then
+    nat_bound=yes
     c_pass "carrier-nat-binding-is-the-real-source"
 else
     c_fail "carrier-nat-binding-is-the-real-source (bindings' source: '$(nat_source)')"
@@ -300,8 +302,11 @@ else
     c_fail "carrier-nat-phone-rang-at-the-real-source (phone sipp exit $rc)"
     tail -n 20 "$dir"/*errors.log 2>/dev/null; tail -n 5 "$dir/stdout"
 fi
-# The phone is gone (its SIPp stopped): the next keepalive goes unanswered.
-if c_wait_until 60 nat_registered_at ""; then
+# The phone is gone (its SIPp stopped): the next keepalive goes unanswered. (Only a
+# binding that was there can be seen to go.)
+if [ -z "$nat_bound" ]; then
+    c_fail "carrier-nat-silent-phone-binding-dropped (the phone never had a binding)"
+elif c_wait_until 60 nat_registered_at ""; then
     c_pass "carrier-nat-silent-phone-binding-dropped"
 else
     c_fail "carrier-nat-silent-phone-binding-dropped (still bound: '$(nat_source)')"
