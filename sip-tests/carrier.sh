@@ -87,7 +87,7 @@ trap c_cleanup EXIT
 sed -e 's/127.0.0.1:5060/127.0.0.1:5550/' -e 's/127.0.0.1:8080/127.0.0.1:8500/' \
     -e 's/127.0.0.1:8090/127.0.0.1:8501/g' \
     -e 's/port_min = 20000/port_min = 31000/' -e 's/port_max = 29998/port_max = 31998/' \
-    -e 's/^t1_ms = 500/t1_ms = 100/' \
+    -e 's/^t1_ms = 500/t1_ms = 100/' -e 's/^inactivity_timeout_s = 60/inactivity_timeout_s = 600/' \
     -e 's/^max_bindings_per_account = 10/&\nkeepalive_interval_s = 2/' \
     "$root/configs/siphon.toml" >"$c_work/siphon.toml"
 cat >>"$c_work/siphon.toml" <<'TOML'
@@ -135,7 +135,10 @@ register = true
 register_expires_s = 60
 keepalive_s = 1
 TOML
+# (T1 = 100 ms: an unanswered keepalive times out in 6.4 s. The silent-fork caller sends no
+# RTP of its own, so Siphon's own RTP timeout must outlast CARRIER_SILENT_S.)
 grep -q "^keepalive_interval_s = 2" "$c_work/siphon.toml" && grep -q "^t1_ms = 100" "$c_work/siphon.toml" \
+    && grep -q "^inactivity_timeout_s = 600" "$c_work/siphon.toml" \
     || { echo "FAIL carrier-config (configs/siphon.toml changed: the edits above no longer apply)"; exit 1; }
 
 # Section 5's registrar listens (and is captured) before Siphon starts and registers to it.
@@ -164,7 +167,7 @@ c_wait_until 30 grep -q listening "$c_work/quiet.log"
 # silent again: the caller must get a packet in every 20 ms slot of the call (silence
 # frames in the call's codec, PCMU here), not only the service's 50. A carrier's
 # RTP-timeout (30-60 s) would end a call that gets nothing; the check measures the gaps
-# directly (none over 100 ms), so 10 s shows the behaviour; CARRIER_SILENT_S=60 runs the
+# directly (none over 500 ms), so 10 s shows the behaviour; CARRIER_SILENT_S=60 runs the
 # issue's full minute.
 silent_s="${CARRIER_SILENT_S:-10}"
 if c_capture_start "$c_work/silent.pcapng" "udp portrange 31000-31999 or udp port 16500"; then
