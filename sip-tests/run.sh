@@ -45,11 +45,12 @@ answers_options() {
 }
 
 # Media checks capture on loopback (tshark; the trap stops it). capture_start FILE
-# SIPP_MEDIA_PORT returns once tshark captures Siphon's RTP range (the default config's
-# 20000-29998, RTCP +1) and SIPp's media port. tshark prints "Capturing on" even when it
-# then lacks the rights; the file only appears once dumpcap really captures.
+# SIPP_MEDIA_PORT [FILTER] returns once tshark captures Siphon's RTP range (the default
+# config's 20000-29998, RTCP +1) and SIPp's media port, or what FILTER (a capture filter)
+# names. tshark prints "Capturing on" even when it then lacks the rights; the file only
+# appears once dumpcap really captures.
 capture_start() {
-    tshark -i lo -f "udp portrange 20000-29999 or udp port $2" -w "$1" >"$1.log" 2>&1 &
+    tshark -i lo -f "${3:-udp portrange 20000-29999 or udp port $2}" -w "$1" >"$1.log" 2>&1 &
     tshark_pid=$!
     local deadline=$((SECONDS + 60))
     while [ "$SECONDS" -lt "$deadline" ]; do
@@ -685,6 +686,9 @@ else
     echo "FAIL json-log-sip-trace (PUT answered '$trace_reply')"; head -n 5 "$work/json.log"
     failures=$((failures + 1))
 fi
+
+# IPv6 and dual stack, with a Siphon of their own on [::]:5750.
+source "$here/ipv6.sh"
 
 if [ "$failures" -ne 0 ]; then
     echo "--- siphon log (tail) ---"; tail -n 40 "$work/siphon.log"

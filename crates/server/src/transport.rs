@@ -211,6 +211,7 @@ pub async fn run_udp(
             },
             _ = shutdown.recv() => return,
         };
+        let source = canonical(source);
         let now = std::time::Instant::now();
         if ctx.blocklist.is_blocked(source.ip(), now) {
             inc(&ctx.counters.blocked_drops);
@@ -275,6 +276,7 @@ async fn run_streams(
             },
             _ = shutdown.recv() => return,
         };
+        let peer = canonical(peer);
         if ctx
             .blocklist
             .is_blocked(peer.ip(), std::time::Instant::now())
@@ -501,4 +503,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// A dual-stack listener (`[::]`) sees IPv4 peers as `::ffff:a.b.c.d`. Everything past
+/// the socket (trunk IPs, blocklists, Via `received`, where replies go) knows them by
+/// their IPv4 address; the kernel sends to a plain IPv4 address from the same socket.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }

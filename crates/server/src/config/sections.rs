@@ -323,6 +323,9 @@ pub struct RtpConfig {
     #[serde(default = "default_port_max")]
     pub port_max: u16,
     pub advertised_address: Option<IpAddr>,
+    /// The IPv6 address to advertise to IPv6 peers when Siphon listens on both families
+    /// (`[::]`) and `advertised_address` is an IPv4 one.
+    pub advertised_address_v6: Option<std::net::Ipv6Addr>,
     #[serde(default = "default_inactivity")]
     pub inactivity_timeout_s: u64,
 }
@@ -333,6 +336,7 @@ impl Default for RtpConfig {
             port_min: default_port_min(),
             port_max: default_port_max(),
             advertised_address: None,
+            advertised_address_v6: None,
             inactivity_timeout_s: default_inactivity(),
         }
     }

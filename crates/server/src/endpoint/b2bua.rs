@@ -269,19 +269,30 @@ impl Endpoint {
                 (user, targets)
             }
         };
-        let ip = self.config.sip.listen.ip();
-        let (Some(caller_rtp), Some(callee_rtp)) =
-            (self.ports.allocate(ip).await, self.ports.allocate(ip).await)
-        else {
+        // Each leg's media is in its own peer's address family (an IPv4 caller can ring an
+        // IPv6 phone). Phones ringing in parallel share the callee leg's one offer, so the
+        // first target's family is the callee leg's.
+        let caller_ip = peer.addr.ip();
+        let callee_ip = targets.first().map_or(caller_ip, |t| t.peer.addr.ip());
+        let (Some(caller_rtp), Some(callee_rtp)) = (
+            self.ports
+                .allocate(self.config.rtp_bind_address(caller_ip))
+                .await,
+            self.ports
+                .allocate(self.config.rtp_bind_address(callee_ip))
+                .await,
+        ) else {
             warn!("RTP port pool exhausted; 503");
             inc(&self.counters.calls_rejected);
             let retry = Header::Other("Retry-After".into(), "5".into());
             self.reply_to(&key, &request, 503, Some("No RTP Ports"), &[retry]);
             return;
         };
-        let address = self.config.advertised_address();
-        let mut caller_session = LocalSession::new(u64::from(rand::random::<u32>()), address);
-        let caller_local = self.local_media(caller_rtp.port);
+        let mut caller_session = LocalSession::new(
+            u64::from(rand::random::<u32>()),
+            self.advertised.for_peer(caller_ip),
+        );
+        let caller_local = self.local_media(caller_rtp.port, caller_ip);
         // The caller's codec, its media (None until its answer when it made no offer) and
         // the SDP our 200 carries: the answer to its offer, or our offer (late offer: the
         // caller answers in its ACK, RFC 3264 §4).
@@ -312,9 +323,12 @@ impl Endpoint {
             }
         };
         // The callee is offered the caller's codec first, so most calls need no transcoding.
-        let mut callee_local = self.local_media(callee_rtp.port);
+        let mut callee_local = self.local_media(callee_rtp.port, callee_ip);
         callee_local.codecs.sort_by_key(|c| *c != caller_codec);
-        let mut callee_session = LocalSession::new(u64::from(rand::random::<u32>()), address);
+        let mut callee_session = LocalSession::new(
+            u64::from(rand::random::<u32>()),
+            self.advertised.for_peer(callee_ip),
+        );
         let callee_offer = callee_session
             .offer(&callee_local, Direction::SendRecv)
             .to_string();
@@ -458,7 +472,7 @@ impl Endpoint {
             .unwrap_or(70)
             .saturating_sub(1);
         let mut headers = Headers::default();
-        headers.push(Header::Via(self.via_value(peer.transport).into()));
+        headers.push(Header::Via(self.via_value(peer).into()));
         headers.push(Header::MaxForwards(max_forwards.to_string().into()));
         headers.push(Header::From(
             format!("{};tag={from_tag}", without_tag(&from)).into(),
@@ -470,7 +484,7 @@ impl Endpoint {
         ));
         headers.push(Header::CallId(format!("{}@siphon", new_tag()).into()));
         headers.push(Header::CSeq("1 INVITE".into()));
-        headers.push(self.contact_header(peer.transport));
+        headers.push(self.contact_header(peer));
         headers.push(allow());
         headers.push(Header::ContentType("application/sdp".into()));
         message::finish(&mut headers, sdp.as_bytes());

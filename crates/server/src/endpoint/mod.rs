@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::cdr::CdrWriter;
-use crate::config::{Action, Config};
+use crate::config::{Action, Advertised, Config};
 use crate::control::{CallSummary, Command};
 use crate::counters::{Counters, EndResult, inc};
 use crate::limits::{AuthFailures, Blocklist, TokenBucket};
@@ -63,6 +63,9 @@ struct Call {
 
 pub struct Endpoint {
     config: Arc<Config>,
+    /// Siphon's own address per address family (Contact, Via, SDP), found once at start.
+    advertised: Advertised,
+    /// Where SIP listens (UDP and TCP); its port is the one Contact and Via name.
     sip_addr: SocketAddr,
     /// Where SIP over TLS listens (Contact and Via of TLS dialogs name it).
     tls_addr: Option<SocketAddr>,
@@ -163,11 +166,8 @@ impl Endpoint {
             prompts,
             layer: TransactionLayer::new(config.timers()),
             // Contact and Via must name an address peers can send to: never a wildcard.
-            sip_addr: if sip_addr.ip().is_unspecified() || config.rtp.advertised_address.is_some() {
-                SocketAddr::new(config.advertised_address(), sip_addr.port())
-            } else {
-                sip_addr
-            },
+            advertised: config.advertised_addresses(),
+            sip_addr,
             tls_addr: None,
             config,
             out,
@@ -184,22 +184,26 @@ impl Endpoint {
     }
 
     /// The registrar's bindings, for the admin API and metrics (read-only use).
-    /// SIP over TLS listens at `addr`; a wildcard is advertised as `sip_addr`'s host.
+    /// SIP over TLS listens at `addr`.
     pub fn set_tls_addr(&mut self, addr: SocketAddr) {
-        let ip = if addr.ip().is_unspecified() {
-            self.sip_addr.ip()
-        } else {
-            addr.ip()
-        };
-        self.tls_addr = Some(SocketAddr::new(ip, addr.port()));
+        self.tls_addr = Some(addr);
     }
 
-    /// The address peers reach Siphon at over `transport`.
-    fn addr_for(&self, transport: Transport) -> SocketAddr {
-        match (transport, self.tls_addr) {
+    /// The address `peer` reaches Siphon at over its transport, in the peer's address
+    /// family (a dual-stack Siphon names its IPv6 address to IPv6 peers): the listener's
+    /// own address when it is a specific one and no address is configured to advertise,
+    /// else the advertised one.
+    fn addr_for(&self, peer: Peer) -> SocketAddr {
+        let listen = match (peer.transport, self.tls_addr) {
             (Transport::Tls, Some(tls)) => tls,
             _ => self.sip_addr,
-        }
+        };
+        let ip = if listen.ip().is_unspecified() || self.config.rtp.advertised_address.is_some() {
+            self.advertised.for_peer(peer.addr.ip())
+        } else {
+            listen.ip()
+        };
+        SocketAddr::new(ip, listen.port())
     }
 
     pub fn location_store(&self) -> Arc<dyn LocationStore> {

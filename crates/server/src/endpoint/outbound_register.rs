@@ -73,8 +73,16 @@ impl Endpoint {
     /// Sends a REGISTER to trunk `index`; `credentials` is the (header name, value) answering
     /// the trunk's last challenge.
     pub(super) fn register_trunk(&mut self, index: usize, credentials: Option<(&str, String)>) {
-        let via = self.via_value(Transport::Udp);
-        let sip_addr = self.sip_addr;
+        let Some(peer) = self
+            .registrations
+            .trunks
+            .get(index)
+            .map(|r| siphon_sip::Peer::new(r.trunk.address, Transport::Udp))
+        else {
+            return;
+        };
+        let via = self.via_value(peer);
+        let sip_addr = self.addr_for(peer);
         let Some(reg) = self.registrations.trunks.get_mut(index) else {
             return;
         };
@@ -111,7 +119,6 @@ impl Endpoint {
             headers,
             body: Vec::new(),
         };
-        let peer = siphon_sip::Peer::new(t.address, Transport::Udp);
         match self.layer.send_request(now(), request, peer) {
             Ok(key) => {
                 self.registrations.by_key.insert(key, index);
@@ -131,7 +138,14 @@ impl Endpoint {
         let Some(index) = self.registrations.by_key.remove(key) else {
             return;
         };
-        let sip_addr = self.sip_addr;
+        let Some(sip_addr) = self
+            .registrations
+            .trunks
+            .get(index)
+            .map(|r| self.addr_for(siphon_sip::Peer::new(r.trunk.address, Transport::Udp)))
+        else {
+            return;
+        };
         let Some(reg) = self.registrations.trunks.get_mut(index) else {
             return;
         };
