@@ -689,6 +689,9 @@ fi
 
 # IPv6 and dual stack, with a Siphon of their own on [::]:5750.
 source "$here/ipv6.sh"
+# Trunks by DNS name (dnsmasq), failing over along SRV order, over UDP and over TLS that
+# Siphon opens to a carrier edge (Kamailio), with a Siphon of their own on 5780.
+source "$here/trunk-dns.sh"
 
 if [ "$failures" -ne 0 ]; then
     echo "--- siphon log (tail) ---"; tail -n 40 "$work/siphon.log"

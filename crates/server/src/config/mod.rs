@@ -17,8 +17,8 @@ mod validate;
 
 pub use routes::{Account, AccountKind, Action, Route, RouteAuth};
 pub use sections::{
-    Algorithm, AnalyticsConfig, AuthConfig, CdrConfig, HttpConfig, LimitsConfig, RegistrarConfig,
-    RtpConfig, SipConfig, TrunkConfig,
+    Algorithm, AnalyticsConfig, AuthConfig, CdrConfig, DnsConfig, HttpConfig, LimitsConfig,
+    RegistrarConfig, RtpConfig, SipConfig, TrunkAddress, TrunkConfig, TrunkTransport,
 };
 
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../../../configs/siphon.toml");
@@ -44,6 +44,8 @@ pub struct Config {
     /// Upstream SIP providers that `trunk` routes send calls to.
     #[serde(default)]
     pub trunks: Vec<TrunkConfig>,
+    #[serde(default)]
+    pub dns: DnsConfig,
     /// The reference analytics service, run inside Siphon for demos and tests (number 700
     /// of the default configuration forks to it). Absent: not started.
     pub analytics: Option<AnalyticsConfig>,

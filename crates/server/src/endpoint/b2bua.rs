@@ -13,11 +13,11 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use rsip::{Header, Headers, Method};
+use siphon_sip::Peer;
 use siphon_sip::dialog::{Dialog, DialogId, cseq_number};
 use siphon_sip::message::{self, header_value, response_to};
 use siphon_sip::sdp::{Codec, Direction, LocalMedia, LocalSession, SessionDescription};
 use siphon_sip::transaction::{TransactionKey, TransactionLayer};
-use siphon_sip::{Peer, Transport};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -30,6 +30,7 @@ use crate::dialplan;
 use crate::media::MediaParams;
 use crate::media::bridge::{self, BridgeHandle, BridgeSetup, Side};
 
+mod failover;
 mod in_dialog;
 mod responses;
 
@@ -124,6 +125,9 @@ struct Bridged {
     /// The direction last offered to each leg (caller, callee): hold is relayed only
     /// when it changes.
     offered: [Direction; 2],
+    /// A trunk's further addresses, tried in order when an attempt fails (RFC 3263 §4.3),
+    /// with what each attempt's INVITE is made of.
+    failover: failover::Failover,
 }
 
 fn index(side: Side) -> usize {
@@ -227,6 +231,8 @@ impl Endpoint {
             }
         };
         let dialled = dialplan::dialled_number(&request.uri).unwrap_or_default();
+        let mut failover_targets = Vec::new();
+        let mut failover_timeout = Duration::ZERO;
         let (user, targets) = match route.action {
             Action::Trunk => {
                 let Some(trunk) = route.trunk.as_deref().and_then(|t| self.config.trunk(t)) else {
@@ -236,12 +242,21 @@ impl Endpoint {
                 };
                 let number = route.rewrite(&dialled);
                 let domain = trunk.domain();
-                let target = Target {
+                // One attempt at a time, in RFC 3263 order; the rest wait in `failover`.
+                let mut peers = self.trunk_peers(trunk).into_iter().map(|peer| Target {
                     uri: format!("sip:{number}@{domain}"),
-                    peer: Peer::new(trunk.address, Transport::Udp),
-                    trunk: Some((domain, trunk.credentials())),
+                    peer,
+                    trunk: Some((domain.clone(), trunk.credentials())),
+                });
+                let Some(first) = peers.next() else {
+                    warn!(trunk = %trunk.name, "the trunk has no address (its name did not resolve); 503");
+                    inc(&self.counters.calls_rejected);
+                    self.reply_to(&key, &request, 503, None, &[]);
+                    return;
                 };
-                (number, vec![target])
+                failover_targets = peers.collect();
+                failover_timeout = Duration::from_secs(trunk.failover_timeout_s.max(1));
+                (number, vec![first])
             }
             _ => {
                 // A pattern route without `user` rings the account that was dialled.
@@ -434,8 +449,15 @@ impl Endpoint {
                 answered_at: None,
                 span,
                 offered: [Direction::SendRecv; 2],
+                failover: failover::Failover {
+                    targets: failover_targets,
+                    timeout: failover_timeout,
+                    from_tag,
+                    offer: callee_offer,
+                },
             },
         );
+        self.arm_failover_timeout(&id);
         let ring = route
             .ring_timeout_s
             .unwrap_or(self.config.sip.ring_timeout_s);

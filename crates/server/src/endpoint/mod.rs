@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::cdr::CdrWriter;
-use crate::config::{Action, Advertised, Config};
+use crate::config::{Action, Advertised, Config, TrunkAddress, TrunkConfig};
 use crate::control::{CallSummary, Command};
 use crate::counters::{Counters, EndResult, inc};
 use crate::limits::{AuthFailures, Blocklist, TokenBucket};
@@ -43,6 +43,7 @@ use crate::media::leg::MediaHandle;
 use crate::prompt::Prompt;
 use crate::rtp_ports::PortPool;
 use crate::transport::{Inbound, Outbound};
+use crate::trunk_dns::TrunkTargets;
 use commands::Drain;
 use replies::allow;
 use siphon_fork::CallMeta;
@@ -95,6 +96,10 @@ pub struct Endpoint {
     cdr: Option<CdrWriter>,
     /// Siphon's own registrations to trunks (`register = true`).
     registrations: outbound_register::Registrations,
+    /// The addresses of trunks given by host name, kept resolved (RFC 3263).
+    trunk_targets: TrunkTargets,
+    /// The TLS client setup of each trunk reached over TLS, by trunk name.
+    trunk_tls: HashMap<String, Arc<rustls::ClientConfig>>,
 }
 
 impl Endpoint {
@@ -154,6 +159,8 @@ impl Endpoint {
         Endpoint {
             bridges: b2bua::Bridges::default(),
             registrations: outbound_register::Registrations::new(&config),
+            trunk_targets: TrunkTargets::spawn(&config),
+            trunk_tls: HashMap::new(),
             cdr,
             blocklist,
             auth_failures: AuthFailures::new(
@@ -187,6 +194,31 @@ impl Endpoint {
     /// SIP over TLS listens at `addr`.
     pub fn set_tls_addr(&mut self, addr: SocketAddr) {
         self.tls_addr = Some(addr);
+    }
+
+    /// The TLS client setups of the trunks reached over TLS (`Server::bind` loads them).
+    pub fn set_trunk_tls(&mut self, trunk_tls: HashMap<String, Arc<rustls::ClientConfig>>) {
+        self.trunk_tls = trunk_tls;
+    }
+
+    /// Where a new request to `trunk` goes, in the order to try (RFC 3263: by SRV
+    /// priority and weight; empty while its name has not resolved). Over TCP/TLS each
+    /// address may be connected to, with the trunk's host as the TLS name.
+    fn trunk_peers(&self, trunk: &TrunkConfig) -> Vec<Peer> {
+        let transport: Transport = trunk.transport.into();
+        let host = match &trunk.address {
+            TrunkAddress::Host { name, .. } => name.clone(),
+            TrunkAddress::Socket(a) => a.ip().to_string(),
+        };
+        let addrs = self.trunk_targets.for_call(trunk);
+        for addr in &addrs {
+            if let Some(dial) =
+                crate::dialer::dial_for(transport, &host, self.trunk_tls.get(&trunk.name))
+            {
+                self.out.allow_dial(*addr, dial);
+            }
+        }
+        addrs.into_iter().map(|a| Peer::new(a, transport)).collect()
     }
 
     /// The address `peer` reaches Siphon at over its transport, in the peer's address

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use rsip::{Header, Headers, Method};
-use siphon_sip::Transport;
+use siphon_sip::Peer;
 use siphon_sip::auth::{Challenge, new_cnonce};
 use siphon_sip::dialog::uri_of;
 use siphon_sip::message::{self, header_param, header_value, header_values, split_list};
@@ -31,6 +31,8 @@ pub(super) struct Registrations {
 
 struct Registration {
     trunk: TrunkConfig,
+    /// Where the last REGISTER went (a trunk by name may have several addresses).
+    peer: Option<Peer>,
     call_id: String,
     from_tag: String,
     cseq: u32,
@@ -49,6 +51,7 @@ impl Registrations {
                 .iter()
                 .map(|t| Registration {
                     trunk: t.clone(),
+                    peer: None,
                     call_id: format!("{}@siphon", new_tag()),
                     from_tag: new_tag(),
                     cseq: 0,
@@ -73,12 +76,17 @@ impl Endpoint {
     /// Sends a REGISTER to trunk `index`; `credentials` is the (header name, value) answering
     /// the trunk's last challenge.
     pub(super) fn register_trunk(&mut self, index: usize, credentials: Option<(&str, String)>) {
-        let Some(peer) = self
+        let Some(peers) = self
             .registrations
             .trunks
             .get(index)
-            .map(|r| siphon_sip::Peer::new(r.trunk.address, Transport::Udp))
+            .map(|r| self.trunk_peers(&r.trunk))
         else {
+            return;
+        };
+        let Some(peer) = peers.first().copied() else {
+            // Its name has not resolved (yet): try again later.
+            self.registration_failed(index, "no address");
             return;
         };
         let via = self.via_value(peer);
@@ -92,6 +100,7 @@ impl Endpoint {
         };
         let domain = t.domain();
         reg.cseq += 1;
+        reg.peer = Some(peer);
         reg.authenticated = credentials.is_some();
         let mut headers = Headers::default();
         headers.push(Header::Via(via.into()));
@@ -142,7 +151,8 @@ impl Endpoint {
             .registrations
             .trunks
             .get(index)
-            .map(|r| self.addr_for(siphon_sip::Peer::new(r.trunk.address, Transport::Udp)))
+            .and_then(|r| r.peer)
+            .map(|peer| self.addr_for(peer))
         else {
             return;
         };

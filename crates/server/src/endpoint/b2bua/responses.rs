@@ -309,6 +309,21 @@ impl Endpoint {
         if call.winner.is_some() || !call.branches.iter().all(Branch::settled) {
             return;
         }
+        if self.fail_over(id, code) {
+            return;
+        }
+        self.branch_failed_settled(id);
+    }
+
+    /// Every attempt of call `id` failed and none is left to try: the caller gets the
+    /// most telling of their codes, and the call ends.
+    pub(super) fn branch_failed_settled(&mut self, id: &DialogId) {
+        let Some(call) = self.bridges.calls.get_mut(id) else {
+            return;
+        };
+        if call.winner.is_some() || !call.branches.iter().all(Branch::settled) {
+            return;
+        }
         let codes: Vec<u16> = call
             .branches
             .iter()
