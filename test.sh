@@ -19,8 +19,12 @@ python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v baresip >/dev/null 2>&1 || missing+=(baresip-core)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
-# The carrier checks (sip-tests/carrier.sh) run Kamailio as a forking proxy.
+# The trunk DNS checks serve SRV records with dnsmasq and play a carrier's TLS edge with
+# Kamailio (its TLS module is a package of its own); the carrier checks (carrier.sh) run
+# Kamailio as a forking proxy.
+command -v dnsmasq >/dev/null 2>&1 || missing+=(dnsmasq-base)
 command -v kamailio >/dev/null 2>&1 || missing+=(kamailio)
+dpkg -s kamailio-tls-modules >/dev/null 2>&1 || missing+=(kamailio-tls-modules)
 # Validates docker-compose.yml without a Docker engine.
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 if [ "${#missing[@]}" -gt 0 ]; then

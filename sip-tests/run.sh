@@ -45,11 +45,12 @@ answers_options() {
 }
 
 # Media checks capture on loopback (tshark; the trap stops it). capture_start FILE
-# SIPP_MEDIA_PORT returns once tshark captures Siphon's RTP range (the default config's
-# 20000-29998, RTCP +1) and SIPp's media port. tshark prints "Capturing on" even when it
-# then lacks the rights; the file only appears once dumpcap really captures.
+# SIPP_MEDIA_PORT [FILTER] returns once tshark captures Siphon's RTP range (the default
+# config's 20000-29998, RTCP +1) and SIPp's media port, or what FILTER (a capture filter)
+# names. tshark prints "Capturing on" even when it then lacks the rights; the file only
+# appears once dumpcap really captures.
 capture_start() {
-    tshark -i lo -f "udp portrange 20000-29999 or udp port $2" -w "$1" >"$1.log" 2>&1 &
+    tshark -i lo -f "${3:-udp portrange 20000-29999 or udp port $2}" -w "$1" >"$1.log" 2>&1 &
     tshark_pid=$!
     local deadline=$((SECONDS + 60))
     while [ "$SECONDS" -lt "$deadline" ]; do
@@ -547,8 +548,6 @@ restart_tests
 
 # Calls between registered phones (B2BUA): its own file, SIP ports 5200-5202, media 162xx.
 source "$here/b2bua.sh"
-# Carriers and phones (issue 20): its own Siphon, Kamailio and SIPps on ports 5500-5569.
-bash "$here/carrier.sh" "$siphon" | sed 's/^/  /' || failures=$((failures + 1))
 
 # --- SIP over TLS with a real client: baresip (Debian's baresip-core 1.0) registers 1001
 # over TLS with digest auth and calls 600 on a third Siphon (the default configuration with
@@ -687,6 +686,15 @@ else
     echo "FAIL json-log-sip-trace (PUT answered '$trace_reply')"; head -n 5 "$work/json.log"
     failures=$((failures + 1))
 fi
+
+# IPv6 and dual stack, with a Siphon of their own on [::]:5750.
+source "$here/ipv6.sh"
+# Trunks by DNS name (dnsmasq), failing over along SRV order, over UDP and over TLS that
+# Siphon opens to a carrier edge (Kamailio), with a Siphon of their own on 5780.
+source "$here/trunk-dns.sh"
+# Carriers and phones (issue 20): RTP in every slot, forked answers through Kamailio,
+# phones and a trunk behind NAT; a Siphon of its own on 5550, SIPp/Kamailio on 5500-5569.
+bash "$here/carrier.sh" "$siphon" | sed 's/^/  /' || failures=$((failures + 1))
 
 if [ "$failures" -ne 0 ]; then
     echo "--- siphon log (tail) ---"; tail -n 40 "$work/siphon.log"

@@ -27,6 +27,9 @@ pub enum Command {
     RingTimeout(TransactionKey),
     /// A bridged call's phones rang for the route's ring timeout (the caller's dialog).
     BridgeNoAnswer(DialogId),
+    /// A trunk attempt's failover timeout (`failover_timeout_s`): if that INVITE has had
+    /// no response, the call moves on to the trunk's next address.
+    TrunkAttemptTimeout(DialogId, siphon_sip::transaction::TransactionKey),
     /// Time to (re-)register to the trunk with this index in the configuration.
     RegisterTrunk(usize),
     /// Time for a keepalive to the (registered) trunk with this index.

@@ -125,6 +125,10 @@ pub struct Counters {
     pub cdr_lost: AtomicU64,
     /// TLS connections that failed or never finished their handshake.
     pub tls_handshake_failures: AtomicU64,
+    /// Connections Siphon tried to open (trunks over TCP/TLS) that failed.
+    pub tcp_connect_failures: AtomicU64,
+    /// Trunk calls moved on to the trunk's next address (RFC 3263 failover).
+    pub trunk_failovers: AtomicU64,
     /// Live forks' statistics and the totals of ended ones.
     pub forks: Arc<ForkMetrics>,
 }

@@ -9,6 +9,7 @@ pub(crate) mod cdr;
 pub mod config;
 pub(crate) mod control;
 pub mod counters;
+pub(crate) mod dialer;
 pub(crate) mod dialplan;
 pub(crate) mod endpoint;
 pub mod fork_metrics;
@@ -26,6 +27,7 @@ pub(crate) mod sip_trace;
 pub(crate) mod stereo;
 pub(crate) mod tls;
 pub(crate) mod transport;
+pub(crate) mod trunk_dns;
 
 pub use config::{Config, ConfigError};
 pub use server::Server;

@@ -53,6 +53,8 @@ pub struct Server {
     /// Signs digest nonces: from `[auth] nonce_secret_file` (so nonces survive a restart),
     /// else random.
     nonce_secret: [u8; crate::secret_file::KEY_LEN],
+    /// The TLS client setup of each trunk reached over TLS, by trunk name.
+    trunk_tls: std::collections::HashMap<String, Arc<rustls::ClientConfig>>,
 }
 
 impl Server {
@@ -115,9 +117,23 @@ impl Server {
             }
             None => None,
         };
+        // A trunk's CA file that cannot be read stops Siphon now, not at its first call.
+        let mut trunk_tls = std::collections::HashMap::new();
+        for t in &config.trunks {
+            if t.transport == crate::config::TrunkTransport::Tls {
+                let client = crate::dialer::tls_client(t.tls_ca_file.as_deref()).map_err(|e| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("trunk {}: {e}", t.name),
+                    )
+                })?;
+                trunk_tls.insert(t.name.clone(), client);
+            }
+        }
         Ok(Server {
             analytics,
             nonce_secret,
+            trunk_tls,
             counters: {
                 let c = Counters::default();
                 c.sip_trace.store(
@@ -183,7 +199,7 @@ impl Server {
         let limits = ParseLimits {
             max_message_size: self.config.sip.max_message_size,
         };
-        let out = transport::outbound(self.udp.clone(), self.counters.clone());
+        let (out, dial_requests) = transport::outbound(self.udp.clone(), self.counters.clone());
         let blocklist = Blocklist::default();
         let l = &self.config.limits;
         let ctx = transport::TransportContext {
@@ -215,6 +231,7 @@ impl Server {
         if let Some(addr) = tls_addr {
             endpoint.set_tls_addr(addr);
         }
+        endpoint.set_trunk_tls(self.trunk_tls);
         let http_context = Arc::new(HttpContext::new(
             self.config.clone(),
             self.counters.clone(),
@@ -235,6 +252,11 @@ impl Server {
             )),
             tokio::spawn(transport::run_tcp(
                 self.tcp,
+                ctx.clone(),
+                stop_tx.subscribe(),
+            )),
+            tokio::spawn(crate::dialer::run(
+                dial_requests,
                 ctx.clone(),
                 stop_tx.subscribe(),
             )),

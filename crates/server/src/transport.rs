@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
+use rustls::pki_types::ServerName;
 use siphon_sip::message::{self, Framed, ParseLimits};
 use siphon_sip::{Peer, Transport};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -27,6 +28,22 @@ pub struct Inbound {
     pub transport: Transport,
 }
 
+/// How to open a connection to one peer.
+#[derive(Clone)]
+pub struct Dial {
+    /// For TLS: the name the certificate must carry (and SNI), and the client setup.
+    pub tls: Option<(ServerName<'static>, Arc<rustls::ClientConfig>)>,
+}
+
+/// A connection for `peer` to open; `tx`/`rx` is its writer queue, already in the
+/// transport's table with the first message in it.
+pub struct DialRequest {
+    pub peer: Peer,
+    pub dial: Dial,
+    pub tx: mpsc::Sender<Vec<u8>>,
+    pub rx: mpsc::Receiver<Vec<u8>>,
+}
+
 /// Sends bytes to a peer over the transport it uses. Cloned into every task that sends.
 #[derive(Clone)]
 pub struct Outbound {
@@ -34,6 +51,10 @@ pub struct Outbound {
     /// Writers of open TCP connections, by remote address: a response goes back over the
     /// connection its request came in on.
     tcp: Arc<DashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
+    /// Peers Siphon may open a connection to itself (trunks over TCP/TLS), and how.
+    dialable: Arc<DashMap<SocketAddr, Dial>>,
+    /// Connections to open, for the dialer task.
+    dial_requests: mpsc::Sender<DialRequest>,
     counters: Arc<Counters>,
 }
 
@@ -79,11 +100,10 @@ impl Outbound {
             }
             Transport::Tcp | Transport::Tls => {
                 self.counters.message_out(&bytes);
-                let sent = self
-                    .tcp
-                    .get(&peer.addr)
-                    .map(|tx| tx.try_send(bytes).is_ok())
-                    .unwrap_or(false);
+                let sent = match self.tcp.get(&peer.addr) {
+                    Some(tx) => tx.try_send(bytes).is_ok(),
+                    None => self.dial(peer, bytes),
+                };
                 if !sent {
                     debug!(%peer.addr, "no open connection for TCP send");
                     inc(&self.counters.send_failures);
@@ -113,11 +133,62 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)>
     Err(last.unwrap_or_else(|| std::io::Error::other("no free port for UDP and TCP")))
 }
 
-pub fn outbound(udp: Arc<UdpSocket>, counters: Arc<Counters>) -> Outbound {
-    Outbound {
+/// The sending side of the transports, and the requests for connections Siphon opens
+/// itself (for the dialer task, `crate::dialer::run`).
+pub fn outbound(
+    udp: Arc<UdpSocket>,
+    counters: Arc<Counters>,
+) -> (Outbound, mpsc::Receiver<DialRequest>) {
+    let (dial_requests, requests) = mpsc::channel(256);
+    let out = Outbound {
         udp,
         tcp: Arc::new(DashMap::new()),
+        dialable: Arc::new(DashMap::new()),
+        dial_requests,
         counters,
+    };
+    (out, requests)
+}
+
+impl Outbound {
+    /// `peer` may be connected to by Siphon (a trunk over TCP or TLS), as `dial` says.
+    pub fn allow_dial(&self, peer: SocketAddr, dial: Dial) {
+        self.dialable.insert(peer, dial);
+    }
+
+    /// No connection to `peer`: when Siphon may open one, queue `bytes` on a new
+    /// connection's writer (what is sent while it opens waits there too) and ask the
+    /// dialer for it. Never waits.
+    fn dial(&self, peer: Peer, bytes: Vec<u8>) -> bool {
+        // An ACK never opens a connection: the response it acknowledges came over one,
+        // and an ACK for the 503 of a connection that failed has nowhere to go.
+        if bytes.starts_with(b"ACK ") {
+            return false;
+        }
+        let Some(dial) = self.dialable.get(&peer.addr).map(|d| d.clone()) else {
+            return false;
+        };
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(64);
+        match self.tcp.entry(peer.addr) {
+            // Another sender opened it in the meantime.
+            dashmap::Entry::Occupied(e) => return e.get().try_send(bytes).is_ok(),
+            dashmap::Entry::Vacant(e) => {
+                e.insert(tx.clone());
+            }
+        }
+        let _ = tx.try_send(bytes);
+        let request = DialRequest { peer, dial, tx, rx };
+        if self.dial_requests.try_send(request).is_err() {
+            self.tcp.remove(&peer.addr);
+            return false;
+        }
+        true
+    }
+
+    /// Forgets `peer`'s writer if it is still `tx` (a newer connection keeps its own).
+    pub(crate) fn forget_connection(&self, peer: SocketAddr, tx: &mpsc::Sender<Vec<u8>>) {
+        self.tcp
+            .remove_if(&peer, |_, current| current.same_channel(tx));
     }
 }
 
@@ -142,7 +213,7 @@ pub struct TransportContext {
 }
 
 /// Hands a parsed message to the core, or answers/drops one that failed to parse.
-fn deliver(
+pub(crate) fn deliver(
     result: Result<rsip::SipMessage, message::Rejection>,
     source: SocketAddr,
     transport: Transport,
@@ -199,6 +270,7 @@ pub async fn run_udp(
             },
             _ = shutdown.recv() => return,
         };
+        let source = canonical(source);
         let now = std::time::Instant::now();
         if ctx.blocklist.is_blocked(source.ip(), now) {
             inc(&ctx.counters.blocked_drops);
@@ -263,6 +335,7 @@ async fn run_streams(
             },
             _ = shutdown.recv() => return,
         };
+        let peer = canonical(peer);
         if ctx
             .blocklist
             .is_blocked(peer.ip(), std::time::Instant::now())
@@ -286,6 +359,7 @@ async fn run_streams(
             } else {
                 Transport::Tcp
             },
+            outbound: false,
         };
         let shutdown = shutdown.resubscribe();
         let tls = tls.clone();
@@ -300,6 +374,10 @@ async fn run_streams(
     }
 }
 
+/// How often a connection Siphon opened sends a CRLF keepalive (RFC 5626 §4.4.1): well
+/// inside the shortest NAT TCP timeouts seen in practice.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+
 /// Why a connection's read loop ended.
 #[derive(Debug, PartialEq, Eq)]
 enum End {
@@ -309,10 +387,13 @@ enum End {
     Writer,
 }
 
-struct Connection {
-    ctx: TransportContext,
-    peer: SocketAddr,
-    transport: Transport,
+pub(crate) struct Connection {
+    pub(crate) ctx: TransportContext,
+    pub(crate) peer: SocketAddr,
+    pub(crate) transport: Transport,
+    /// Siphon opened it (to a trunk): kept open while idle, for the trunk's own requests
+    /// and because opening it again costs a handshake; CRLF keepalives hold NATs open.
+    pub(crate) outbound: bool,
 }
 
 impl Connection {
@@ -336,13 +417,26 @@ impl Connection {
         }
     }
 
-    async fn run<S>(self, stream: S, mut shutdown: broadcast::Receiver<()>)
+    async fn run<S>(self, stream: S, shutdown: broadcast::Receiver<()>)
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
-        let (reader, writer) = tokio::io::split(stream);
         let (tx, rx) = mpsc::channel::<Vec<u8>>(64);
         self.ctx.out.tcp.insert(self.peer, tx.clone());
+        self.serve(stream, tx, rx, shutdown).await;
+    }
+
+    /// Reads and writes a connection whose writer queue (`tx`, `rx`) is in the table.
+    pub(crate) async fn serve<S>(
+        self,
+        stream: S,
+        tx: mpsc::Sender<Vec<u8>>,
+        rx: mpsc::Receiver<Vec<u8>>,
+        mut shutdown: broadcast::Receiver<()>,
+    ) where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (reader, writer) = tokio::io::split(stream);
         let mut writer_task = tokio::spawn(write_loop(
             writer,
             rx,
@@ -353,7 +447,7 @@ impl Connection {
         let end = self
             .read_loop(reader, &tx, &mut writer_task, &mut shutdown)
             .await;
-        self.ctx.out.tcp.remove(&self.peer);
+        self.ctx.out.forget_connection(self.peer, &tx);
         drop(tx);
         if end == End::Reader {
             // What was queued may still go out, but for no longer than one write timeout:
@@ -378,9 +472,24 @@ impl Connection {
     ) -> End {
         let mut buf: Vec<u8> = Vec::with_capacity(4096);
         let mut chunk = vec![0u8; 8192];
+        // Connections Siphon opened stay open (a keepalive goes out every interval); the
+        // ones peers opened close when idle.
+        let (idle, mut keepalive) = if self.outbound {
+            (
+                Duration::MAX,
+                Some(tokio::time::interval(KEEPALIVE_INTERVAL)),
+            )
+        } else {
+            (self.ctx.tcp_idle_timeout, None)
+        };
         loop {
             let n = tokio::select! {
-                r = tokio::time::timeout(self.ctx.tcp_idle_timeout, reader.read(&mut chunk)) => match r {
+                _ = async { keepalive.as_mut()?.tick().await; Some(()) }, if keepalive.is_some() => {
+                    // RFC 5626 §4.4.1 ping; a full queue means traffic is flowing anyway.
+                    let _ = tx.try_send(b"\r\n\r\n".to_vec());
+                    continue;
+                }
+                r = tokio::time::timeout(idle, reader.read(&mut chunk)) => match r {
                     Ok(Ok(0)) | Ok(Err(_)) => return End::Reader,
                     Ok(Ok(n)) => n,
                     Err(_) => {
@@ -489,4 +598,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// A dual-stack listener (`[::]`) sees IPv4 peers as `::ffff:a.b.c.d`. Everything past
+/// the socket (trunk IPs, blocklists, Via `received`, where replies go) knows them by
+/// their IPv4 address; the kernel sends to a plain IPv4 address from the same socket.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }

@@ -282,6 +282,7 @@ fn is_silence(p: &Rtp) -> bool {
 /// sip-tests/carrier.sh.
 #[tokio::test]
 async fn a_silent_service_still_gets_the_caller_a_packet_every_slot() {
+    realtime();
     let svc = service(false).await;
     let route = fork_route("701", &svc.url(Mode::Native), "native", "l16", "");
     let s = start_with(&route, 38700).await;
@@ -319,7 +320,14 @@ async fn a_silent_service_still_gets_the_caller_a_packet_every_slot() {
             w[0].seq.wrapping_add(1),
             "a slot without a packet"
         );
-        assert_eq!(w[1].ts, w[0].ts.wrapping_add(160), "timestamps not +160");
+        // +160 a slot; after a stall of the process (a loaded machine) the pacer skips
+        // whole slots and marks the next packet (see siphon_media::pacer): no slot is
+        // left without a packet, the receiver sees a new talk spurt.
+        let step = w[1].ts.wrapping_sub(w[0].ts);
+        assert!(
+            step == 160 || (w[1].marker && step % 160 == 0 && step < 1 << 31),
+            "timestamp step {step} without the marker of a skip"
+        );
     }
     assert!(
         more.iter().filter(|p| !is_silence(p)).count() >= 5,

@@ -920,6 +920,38 @@ mod tests {
         assert!(!via.contains("received="), "{via}");
     }
 
+    /// IPv6 references (RFC 3261 §25.1, RFC 5954) in the Request-URI, Via, From/To and
+    /// Contact: unpatched rsip 0.4.0 answered this 400 ("invalid digit found in string").
+    #[test]
+    fn parses_ipv6_references_and_stamps_received() {
+        let text = "OPTIONS sip:siphon@[::1]:15062 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP [2001:db8::5]:5070;branch=z9hG4bK776asdhds\r\n\
+             Max-Forwards: 70\r\n\
+             To: <sip:siphon@[::1]:15062>\r\n\
+             From: <sip:alice@[2001:db8::5]:5070>;tag=1928301774\r\n\
+             Contact: <sip:alice@[2001:db8::5]:5070;transport=udp>\r\n\
+             Call-ID: a84b4c76e66710\r\n\
+             CSeq: 63104 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+        let source: SocketAddr = "[2001:db8::9]:5071".parse().unwrap();
+        let msg = parse(text.as_bytes(), source, ParseLimits::default()).unwrap();
+        let rsip::SipMessage::Request(req) = msg else {
+            panic!("not a request")
+        };
+        assert_eq!(req.uri.to_string(), "sip:siphon@[::1]:15062");
+        let via = req.via_header().unwrap().typed().unwrap();
+        assert_eq!(via.uri.host_with_port.to_string(), "[2001:db8::5]:5070");
+        // The packet came from another address: received (unbracketed, as RFC 3261 writes
+        // it) names it, and replies go there, to the Via's port (no rport).
+        assert_eq!(via.received(), Ok(Some(source.ip())));
+        let top = req.via_header().unwrap().value().to_string();
+        assert_eq!(
+            response_address(&top, source),
+            "[2001:db8::9]:5070".parse::<SocketAddr>().unwrap()
+        );
+        let contact = req.contact_header().unwrap().typed().unwrap();
+        assert_eq!(contact.uri.host_with_port.to_string(), "[2001:db8::5]:5070");
+    }
+
     #[test]
     fn received_added_when_host_differs() {
         let v = stamp_via(

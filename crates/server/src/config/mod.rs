@@ -17,8 +17,8 @@ mod validate;
 
 pub use routes::{Account, AccountKind, Action, Route, RouteAuth};
 pub use sections::{
-    Algorithm, AnalyticsConfig, AuthConfig, CdrConfig, HttpConfig, LimitsConfig, RegistrarConfig,
-    RtpConfig, SipConfig, TrunkConfig,
+    Algorithm, AnalyticsConfig, AuthConfig, CdrConfig, DnsConfig, HttpConfig, LimitsConfig,
+    RegistrarConfig, RtpConfig, SipConfig, TrunkAddress, TrunkConfig, TrunkTransport,
 };
 
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../../../configs/siphon.toml");
@@ -44,6 +44,8 @@ pub struct Config {
     /// Upstream SIP providers that `trunk` routes send calls to.
     #[serde(default)]
     pub trunks: Vec<TrunkConfig>,
+    #[serde(default)]
+    pub dns: DnsConfig,
     /// The reference analytics service, run inside Siphon for demos and tests (number 700
     /// of the default configuration forks to it). Absent: not started.
     pub analytics: Option<AnalyticsConfig>,
@@ -105,18 +107,59 @@ impl Config {
         }
     }
 
-    /// The address written into SDP, Contact and Via: configured, or the SIP listen
-    /// address, or — when that is a wildcard (0.0.0.0 / ::), which a peer cannot send to
-    /// and which in SDP means "on hold" — the address the host routes from.
-    pub fn advertised_address(&self) -> IpAddr {
-        if let Some(ip) = self.rtp.advertised_address {
-            return ip;
-        }
+    /// The addresses written into SDP, Contact and Via, one per address family: configured,
+    /// or the SIP listen address, or — when that is a wildcard (0.0.0.0 / ::), which a peer
+    /// cannot send to and which in SDP means "on hold" — the address the host routes from.
+    /// Listening on `[::]` is dual-stack (Linux accepts IPv4 on it), so both families get
+    /// an address; otherwise only the listen address's family does. Probes the routing
+    /// table: computed once, at start.
+    pub fn advertised_addresses(&self) -> Advertised {
         let listen = self.sip.listen.ip();
-        if listen.is_unspecified() {
-            primary_address(listen)
-        } else {
-            listen
+        let configured = self.rtp.advertised_address;
+        let v6_configured = self
+            .rtp
+            .advertised_address_v6
+            .map(IpAddr::V6)
+            .or(configured.filter(IpAddr::is_ipv6));
+        let v4_configured = configured.filter(IpAddr::is_ipv4);
+        let v4 = v4_configured.unwrap_or_else(|| match listen {
+            IpAddr::V4(ip) if !ip.is_unspecified() => listen,
+            _ => primary_address(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+        });
+        let v6 = v6_configured.unwrap_or_else(|| {
+            if listen.is_unspecified() {
+                primary_address(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
+            } else {
+                listen
+            }
+        });
+        match listen {
+            IpAddr::V6(ip) if ip.is_unspecified() => Advertised {
+                v4: Some(v4),
+                v6: Some(v6),
+            },
+            IpAddr::V6(_) => Advertised {
+                v4: v4_configured,
+                v6: Some(v6),
+            },
+            IpAddr::V4(_) => Advertised {
+                v4: Some(v4),
+                v6: v6_configured,
+            },
+        }
+    }
+
+    /// Where a call's RTP sockets bind for a peer at `peer`: the SIP listen address, except
+    /// that a dual-stack listener (`[::]`) binds IPv4 peers' media to `0.0.0.0`, so their
+    /// packets arrive with plain IPv4 sources (not `::ffff:` mapped ones) that compare
+    /// equal to the addresses their SDP names.
+    pub fn rtp_bind_address(&self, peer: IpAddr) -> IpAddr {
+        let listen = self.sip.listen.ip();
+        match (listen, peer.to_canonical()) {
+            (IpAddr::V6(l), IpAddr::V4(_)) if l.is_unspecified() => {
+                IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+            }
+            _ => listen,
         }
     }
 
@@ -170,6 +213,27 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
     (line, column)
+}
+
+/// Siphon's own address for each address family it serves (see
+/// `Config::advertised_addresses`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Advertised {
+    pub v4: Option<IpAddr>,
+    pub v6: Option<IpAddr>,
+}
+
+impl Advertised {
+    /// The address a peer at `peer` can reach Siphon at: one of its own family, or (for a
+    /// family Siphon does not listen on, which cannot reach it anyway) the other one.
+    pub fn for_peer(&self, peer: IpAddr) -> IpAddr {
+        let (same, other) = match peer.to_canonical() {
+            IpAddr::V4(_) => (self.v4, self.v6),
+            IpAddr::V6(_) => (self.v6, self.v4),
+        };
+        same.or(other)
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+    }
 }
 
 /// The host's source address towards the public internet, found the way the kernel would

@@ -11,8 +11,21 @@ use siphon_sip::auth::DigestAlgorithm;
 #[serde(deny_unknown_fields)]
 pub struct TrunkConfig {
     pub name: String,
-    /// Where Siphon sends requests for this trunk (UDP).
-    pub address: SocketAddr,
+    /// Where Siphon sends requests for this trunk: `IP:port`, or a host name (RFC 3263:
+    /// SRV records for the transport, else A/AAAA on the transport's default port), or
+    /// `host:port` (A/AAAA only).
+    pub address: TrunkAddress,
+    /// The transport to the trunk. TCP and TLS connections are opened by Siphon, kept and
+    /// reused, and opened again when they close.
+    #[serde(default)]
+    pub transport: TrunkTransport,
+    /// PEM CA certificates that sign the trunk's TLS certificate; default: the system's.
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// When an attempt to one of the trunk's addresses has had no response at all for
+    /// this long, the next address (by SRV priority and weight) is tried (RFC 3263 §4.3
+    /// also fails over on 503, other 5xx and transport errors).
+    #[serde(default = "default_failover_timeout")]
+    pub failover_timeout_s: u64,
     /// Host part of the Request-URI, To and From of calls to the trunk (default: the
     /// address).
     pub domain: Option<String>,
@@ -38,15 +51,88 @@ pub struct TrunkConfig {
 
 impl TrunkConfig {
     pub fn domain(&self) -> String {
-        self.domain
-            .clone()
-            .unwrap_or_else(|| self.address.to_string())
+        self.domain.clone().unwrap_or_else(|| match &self.address {
+            TrunkAddress::Socket(a) => a.to_string(),
+            TrunkAddress::Host { name, .. } => name.clone(),
+        })
     }
 
     /// Username and password, when both are configured.
     pub fn credentials(&self) -> Option<(String, String)> {
         Some((self.username.clone()?, self.password.clone()?))
     }
+}
+
+fn default_failover_timeout() -> u64 {
+    4
+}
+
+/// A trunk's `address`: a socket address, or a host name to resolve (RFC 3263).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum TrunkAddress {
+    Socket(SocketAddr),
+    Host { name: String, port: Option<u16> },
+}
+
+impl TryFrom<String> for TrunkAddress {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Ok(TrunkAddress::Socket(addr));
+        }
+        let (name, port) = match text.rsplit_once(':') {
+            Some((name, port)) => (
+                name,
+                Some(
+                    port.parse::<u16>()
+                        .map_err(|_| format!("{text}: not IP:port, host or host:port"))?,
+                ),
+            ),
+            None => (text.as_str(), None),
+        };
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if !valid || name.parse::<IpAddr>().is_ok() {
+            return Err(format!("{text}: not IP:port, host or host:port"));
+        }
+        Ok(TrunkAddress::Host {
+            name: name.trim_end_matches('.').to_string(),
+            port,
+        })
+    }
+}
+
+/// The transport Siphon uses to a trunk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrunkTransport {
+    #[default]
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl From<TrunkTransport> for siphon_sip::Transport {
+    fn from(t: TrunkTransport) -> Self {
+        match t {
+            TrunkTransport::Udp => siphon_sip::Transport::Udp,
+            TrunkTransport::Tcp => siphon_sip::Transport::Tcp,
+            TrunkTransport::Tls => siphon_sip::Transport::Tls,
+        }
+    }
+}
+
+/// Name resolution for trunks given by host name.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// DNS servers to ask (`IP:port`); empty: the system's (/etc/resolv.conf).
+    #[serde(default)]
+    pub servers: Vec<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -338,6 +424,9 @@ pub struct RtpConfig {
     #[serde(default = "default_port_max")]
     pub port_max: u16,
     pub advertised_address: Option<IpAddr>,
+    /// The IPv6 address to advertise to IPv6 peers when Siphon listens on both families
+    /// (`[::]`) and `advertised_address` is an IPv4 one.
+    pub advertised_address_v6: Option<std::net::Ipv6Addr>,
     #[serde(default = "default_inactivity")]
     pub inactivity_timeout_s: u64,
 }
@@ -348,6 +437,7 @@ impl Default for RtpConfig {
             port_min: default_port_min(),
             port_max: default_port_max(),
             advertised_address: None,
+            advertised_address_v6: None,
             inactivity_timeout_s: default_inactivity(),
         }
     }

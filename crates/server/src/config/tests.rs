@@ -142,3 +142,29 @@ fn trunk_by_ip() {
     assert!(c.trunk_for_ip("192.0.2.9".parse().unwrap()).is_some());
     assert!(c.trunk_for_ip("198.51.100.1".parse().unwrap()).is_none());
 }
+
+#[test]
+fn each_family_gets_its_own_advertised_address() {
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let parse = |extra: &str| Config::parse(&format!("[sip]\n{extra}")).unwrap();
+    // Dual stack: [::] serves both families; configured addresses per family win.
+    let dual = parse(
+        "listen = \"[::]:5060\"\n[rtp]\nadvertised_address = \"203.0.113.5\"\n\
+         advertised_address_v6 = \"2001:db8::5\"\n",
+    );
+    let a = dual.advertised_addresses();
+    assert_eq!(a.for_peer(ip("198.51.100.1")), ip("203.0.113.5"));
+    assert_eq!(a.for_peer(ip("::ffff:198.51.100.1")), ip("203.0.113.5"));
+    assert_eq!(a.for_peer(ip("2001:db8::77")), ip("2001:db8::5"));
+    // IPv4 peers' media binds to 0.0.0.0 on a dual-stack listener, IPv6 peers' to [::].
+    assert_eq!(dual.rtp_bind_address(ip("198.51.100.1")), ip("0.0.0.0"));
+    assert_eq!(dual.rtp_bind_address(ip("2001:db8::77")), ip("::"));
+    // A specific IPv6 listener advertises itself; it has no IPv4 address to offer.
+    let v6 = parse("listen = \"[2001:db8::1]:5060\"\n").advertised_addresses();
+    assert_eq!(v6.v4, None);
+    assert_eq!(v6.for_peer(ip("2001:db8::77")), ip("2001:db8::1"));
+    // An IPv4-only listener keeps answering with its IPv4 address.
+    let v4 = parse("listen = \"192.0.2.7:5060\"\n").advertised_addresses();
+    assert_eq!(v4.for_peer(ip("2001:db8::77")), ip("192.0.2.7"));
+    assert_eq!(v4.for_peer(ip("198.51.100.1")), ip("192.0.2.7"));
+}

@@ -158,7 +158,7 @@ impl Endpoint {
         let host = uri_of(&from)
             .and_then(|u| rsip::Uri::try_from(u.as_str()).ok())
             .map(|u| u.host_with_port.to_string())
-            .unwrap_or_else(|| self.sip_addr.to_string());
+            .unwrap_or_else(|| self.advertised.for_peer(self.sip_addr.ip()).to_string());
         warn!(%account, claimed = ?from_user, "caller ID not allowed for the account; presenting the account");
         format!("<sip:{account}@{host}>")
     }

@@ -13,11 +13,11 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use rsip::{Header, Headers, Method};
+use siphon_sip::Peer;
 use siphon_sip::dialog::{Dialog, DialogId, cseq_number};
 use siphon_sip::message::{self, header_value, response_to};
 use siphon_sip::sdp::{Codec, Direction, LocalMedia, LocalSession, SessionDescription};
 use siphon_sip::transaction::{TransactionKey, TransactionLayer};
-use siphon_sip::{Peer, Transport};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -30,6 +30,7 @@ use crate::dialplan;
 use crate::media::MediaParams;
 use crate::media::bridge::{self, BridgeHandle, BridgeSetup, Side};
 
+mod failover;
 mod in_dialog;
 mod responses;
 
@@ -124,6 +125,9 @@ struct Bridged {
     /// The direction last offered to each leg (caller, callee): hold is relayed only
     /// when it changes.
     offered: [Direction; 2],
+    /// A trunk's further addresses, tried in order when an attempt fails (RFC 3263 §4.3),
+    /// with what each attempt's INVITE is made of.
+    failover: failover::Failover,
 }
 
 fn index(side: Side) -> usize {
@@ -227,6 +231,8 @@ impl Endpoint {
             }
         };
         let dialled = dialplan::dialled_number(&request.uri).unwrap_or_default();
+        let mut failover_targets = Vec::new();
+        let mut failover_timeout = Duration::ZERO;
         let (user, targets) = match route.action {
             Action::Trunk => {
                 let Some(trunk) = route.trunk.as_deref().and_then(|t| self.config.trunk(t)) else {
@@ -236,12 +242,21 @@ impl Endpoint {
                 };
                 let number = route.rewrite(&dialled);
                 let domain = trunk.domain();
-                let target = Target {
+                // One attempt at a time, in RFC 3263 order; the rest wait in `failover`.
+                let mut peers = self.trunk_peers(trunk).into_iter().map(|peer| Target {
                     uri: format!("sip:{number}@{domain}"),
-                    peer: Peer::new(trunk.address, Transport::Udp),
-                    trunk: Some((domain, trunk.credentials())),
+                    peer,
+                    trunk: Some((domain.clone(), trunk.credentials())),
+                });
+                let Some(first) = peers.next() else {
+                    warn!(trunk = %trunk.name, "the trunk has no address (its name did not resolve); 503");
+                    inc(&self.counters.calls_rejected);
+                    self.reply_to(&key, &request, 503, None, &[]);
+                    return;
                 };
-                (number, vec![target])
+                failover_targets = peers.collect();
+                failover_timeout = Duration::from_secs(trunk.failover_timeout_s.max(1));
+                (number, vec![first])
             }
             _ => {
                 // A pattern route without `user` rings the account that was dialled.
@@ -269,19 +284,30 @@ impl Endpoint {
                 (user, targets)
             }
         };
-        let ip = self.config.sip.listen.ip();
-        let (Some(caller_rtp), Some(callee_rtp)) =
-            (self.ports.allocate(ip).await, self.ports.allocate(ip).await)
-        else {
+        // Each leg's media is in its own peer's address family (an IPv4 caller can ring an
+        // IPv6 phone). Phones ringing in parallel share the callee leg's one offer, so the
+        // first target's family is the callee leg's.
+        let caller_ip = peer.addr.ip();
+        let callee_ip = targets.first().map_or(caller_ip, |t| t.peer.addr.ip());
+        let (Some(caller_rtp), Some(callee_rtp)) = (
+            self.ports
+                .allocate(self.config.rtp_bind_address(caller_ip))
+                .await,
+            self.ports
+                .allocate(self.config.rtp_bind_address(callee_ip))
+                .await,
+        ) else {
             warn!("RTP port pool exhausted; 503");
             inc(&self.counters.calls_rejected);
             let retry = Header::Other("Retry-After".into(), "5".into());
             self.reply_to(&key, &request, 503, Some("No RTP Ports"), &[retry]);
             return;
         };
-        let address = self.config.advertised_address();
-        let mut caller_session = LocalSession::new(u64::from(rand::random::<u32>()), address);
-        let caller_local = self.local_media(caller_rtp.port);
+        let mut caller_session = LocalSession::new(
+            u64::from(rand::random::<u32>()),
+            self.advertised.for_peer(caller_ip),
+        );
+        let caller_local = self.local_media(caller_rtp.port, caller_ip);
         // The caller's codec, its media (None until its answer when it made no offer) and
         // the SDP our 200 carries: the answer to its offer, or our offer (late offer: the
         // caller answers in its ACK, RFC 3264 §4).
@@ -312,9 +338,12 @@ impl Endpoint {
             }
         };
         // The callee is offered the caller's codec first, so most calls need no transcoding.
-        let mut callee_local = self.local_media(callee_rtp.port);
+        let mut callee_local = self.local_media(callee_rtp.port, callee_ip);
         callee_local.codecs.sort_by_key(|c| *c != caller_codec);
-        let mut callee_session = LocalSession::new(u64::from(rand::random::<u32>()), address);
+        let mut callee_session = LocalSession::new(
+            u64::from(rand::random::<u32>()),
+            self.advertised.for_peer(callee_ip),
+        );
         let callee_offer = callee_session
             .offer(&callee_local, Direction::SendRecv)
             .to_string();
@@ -420,8 +449,15 @@ impl Endpoint {
                 answered_at: None,
                 span,
                 offered: [Direction::SendRecv; 2],
+                failover: failover::Failover {
+                    targets: failover_targets,
+                    timeout: failover_timeout,
+                    from_tag,
+                    offer: callee_offer,
+                },
             },
         );
+        self.arm_failover_timeout(&id);
         let ring = route
             .ring_timeout_s
             .unwrap_or(self.config.sip.ring_timeout_s);
@@ -458,7 +494,7 @@ impl Endpoint {
             .unwrap_or(70)
             .saturating_sub(1);
         let mut headers = Headers::default();
-        headers.push(Header::Via(self.via_value(peer.transport).into()));
+        headers.push(Header::Via(self.via_value(peer).into()));
         headers.push(Header::MaxForwards(max_forwards.to_string().into()));
         headers.push(Header::From(
             format!("{};tag={from_tag}", without_tag(&from)).into(),
@@ -470,7 +506,7 @@ impl Endpoint {
         ));
         headers.push(Header::CallId(format!("{}@siphon", new_tag()).into()));
         headers.push(Header::CSeq("1 INVITE".into()));
-        headers.push(self.contact_header(peer.transport));
+        headers.push(self.contact_header(peer));
         headers.push(allow());
         headers.push(Header::ContentType("application/sdp".into()));
         message::finish(&mut headers, sdp.as_bytes());

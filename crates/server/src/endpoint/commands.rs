@@ -30,6 +30,7 @@ impl Endpoint {
                 }
             }
             Command::BridgeNoAnswer(id) => self.bridge_no_answer(&id),
+            Command::TrunkAttemptTimeout(id, key) => self.trunk_attempt_timeout(&id, &key),
             Command::RegisterTrunk(index) => self.register_trunk(index, None),
             Command::TrunkKeepalive(index) => self.trunk_keepalive(index),
             Command::MediaEnded { call, reason } => {

@@ -4,7 +4,6 @@
 use std::time::SystemTime;
 
 use rsip::{Header, Method};
-use siphon_sip::Transport;
 use siphon_sip::dialog::{DialogId, DialogState};
 use siphon_sip::message::{self, response_to};
 use siphon_sip::sdp::SessionDescription;
@@ -27,7 +26,7 @@ impl Endpoint {
         let local = self
             .calls
             .get(&id)
-            .map(|c| self.local_media(c.media.port()));
+            .map(|c| self.local_media(c.media.port(), c.peer.addr.ip()));
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
@@ -47,19 +46,18 @@ impl Endpoint {
             self.reply_to(key, request, 481, None, &[]);
             return;
         };
-        let local = self
-            .calls
-            .get(&id)
-            .map(|c| self.local_media(c.media.port()));
-        // The Contact names the transport the dialog runs on: a UDP one would move a
-        // TCP/TLS phone's later requests to UDP (RFC 3261 §12.2.1.2: the 2xx's Contact
-        // becomes the remote target).
-        let transport = self
-            .calls
-            .get(&id)
-            .map_or(Transport::Udp, |c| c.peer.transport);
-        let contact = self.contact_header(transport);
-        let (Some(call), Some(local)) = (self.calls.get_mut(&id), local) else {
+        let Some((local, contact)) = self.calls.get(&id).map(|c| {
+            (
+                self.local_media(c.media.port(), c.peer.addr.ip()),
+                // The dialog's own transport and address family (RFC 3261 §12.2.2: the
+                // Contact is where the peer sends its next requests).
+                self.contact_header(c.peer),
+            )
+        }) else {
+            self.reply_to(key, request, 481, None, &[]);
+            return;
+        };
+        let Some(call) = self.calls.get_mut(&id) else {
             self.reply_to(key, request, 481, None, &[]);
             return;
         };
@@ -168,11 +166,11 @@ impl Endpoint {
             self.hang_up_bridge(id, result);
             return;
         }
-        let Some(transport) = self.calls.get(id).map(|c| c.peer.transport) else {
+        let Some(peer) = self.calls.get(id).map(|c| c.peer) else {
             return;
         };
-        let via = self.via_value(transport);
-        let contact = self.contact_uri(transport);
+        let via = self.via_value(peer);
+        let contact = self.contact_uri(peer);
         let Some(call) = self.calls.get_mut(id) else {
             return;
         };

@@ -89,10 +89,15 @@ impl Endpoint {
     fn keepalive_request(&self, binding: &Binding) -> Option<rsip::Request> {
         let uri = rsip::Uri::try_from(binding.contact.as_str()).ok()?;
         let mut headers = Headers::default();
-        headers.push(Header::Via(self.via_value(Transport::Udp).into()));
+        headers.push(Header::Via(self.via_value(binding.source).into()));
         headers.push(Header::MaxForwards("70".to_string().into()));
         headers.push(Header::From(
-            format!("<sip:siphon@{}>;tag={}", self.sip_addr, new_tag()).into(),
+            format!(
+                "<sip:siphon@{}>;tag={}",
+                self.addr_for(binding.source),
+                new_tag()
+            )
+            .into(),
         ));
         headers.push(Header::To(format!("<{}>", binding.contact).into()));
         headers.push(Header::CallId(format!("{}@siphon", new_tag()).into()));

@@ -36,7 +36,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::cdr::CdrWriter;
-use crate::config::{Action, Config};
+use crate::config::{Action, Advertised, Config, TrunkAddress, TrunkConfig};
 use crate::control::{CallSummary, Command};
 use crate::counters::{Counters, EndResult, inc};
 use crate::limits::{AuthFailures, Blocklist, TokenBucket};
@@ -44,6 +44,7 @@ use crate::media::leg::MediaHandle;
 use crate::prompt::Prompt;
 use crate::rtp_ports::PortPool;
 use crate::transport::{Inbound, Outbound};
+use crate::trunk_dns::TrunkTargets;
 use commands::Drain;
 use replies::allow;
 use siphon_fork::CallMeta;
@@ -64,6 +65,9 @@ struct Call {
 
 pub struct Endpoint {
     config: Arc<Config>,
+    /// Siphon's own address per address family (Contact, Via, SDP), found once at start.
+    advertised: Advertised,
+    /// Where SIP listens (UDP and TCP); its port is the one Contact and Via name.
     sip_addr: SocketAddr,
     /// Where SIP over TLS listens (Contact and Via of TLS dialogs name it).
     tls_addr: Option<SocketAddr>,
@@ -95,6 +99,10 @@ pub struct Endpoint {
     registrations: outbound_register::Registrations,
     /// OPTIONS keepalives in flight to phones registered over UDP.
     keepalives: keepalive::Keepalives,
+    /// The addresses of trunks given by host name, kept resolved (RFC 3263).
+    trunk_targets: TrunkTargets,
+    /// The TLS client setup of each trunk reached over TLS, by trunk name.
+    trunk_tls: HashMap<String, Arc<rustls::ClientConfig>>,
 }
 
 impl Endpoint {
@@ -155,6 +163,8 @@ impl Endpoint {
             bridges: b2bua::Bridges::default(),
             registrations: outbound_register::Registrations::new(&config),
             keepalives: keepalive::Keepalives::default(),
+            trunk_targets: TrunkTargets::spawn(&config),
+            trunk_tls: HashMap::new(),
             cdr,
             blocklist,
             auth_failures: AuthFailures::new(
@@ -167,11 +177,8 @@ impl Endpoint {
             prompts,
             layer: TransactionLayer::new(config.timers()),
             // Contact and Via must name an address peers can send to: never a wildcard.
-            sip_addr: if sip_addr.ip().is_unspecified() || config.rtp.advertised_address.is_some() {
-                SocketAddr::new(config.advertised_address(), sip_addr.port())
-            } else {
-                sip_addr
-            },
+            advertised: config.advertised_addresses(),
+            sip_addr,
             tls_addr: None,
             config,
             out,
@@ -188,22 +195,51 @@ impl Endpoint {
     }
 
     /// The registrar's bindings, for the admin API and metrics (read-only use).
-    /// SIP over TLS listens at `addr`; a wildcard is advertised as `sip_addr`'s host.
+    /// SIP over TLS listens at `addr`.
     pub fn set_tls_addr(&mut self, addr: SocketAddr) {
-        let ip = if addr.ip().is_unspecified() {
-            self.sip_addr.ip()
-        } else {
-            addr.ip()
-        };
-        self.tls_addr = Some(SocketAddr::new(ip, addr.port()));
+        self.tls_addr = Some(addr);
     }
 
-    /// The address peers reach Siphon at over `transport`.
-    fn addr_for(&self, transport: Transport) -> SocketAddr {
-        match (transport, self.tls_addr) {
+    /// The TLS client setups of the trunks reached over TLS (`Server::bind` loads them).
+    pub fn set_trunk_tls(&mut self, trunk_tls: HashMap<String, Arc<rustls::ClientConfig>>) {
+        self.trunk_tls = trunk_tls;
+    }
+
+    /// Where a new request to `trunk` goes, in the order to try (RFC 3263: by SRV
+    /// priority and weight; empty while its name has not resolved). Over TCP/TLS each
+    /// address may be connected to, with the trunk's host as the TLS name.
+    fn trunk_peers(&self, trunk: &TrunkConfig) -> Vec<Peer> {
+        let transport: Transport = trunk.transport.into();
+        let host = match &trunk.address {
+            TrunkAddress::Host { name, .. } => name.clone(),
+            TrunkAddress::Socket(a) => a.ip().to_string(),
+        };
+        let addrs = self.trunk_targets.for_call(trunk);
+        for addr in &addrs {
+            if let Some(dial) =
+                crate::dialer::dial_for(transport, &host, self.trunk_tls.get(&trunk.name))
+            {
+                self.out.allow_dial(*addr, dial);
+            }
+        }
+        addrs.into_iter().map(|a| Peer::new(a, transport)).collect()
+    }
+
+    /// The address `peer` reaches Siphon at over its transport, in the peer's address
+    /// family (a dual-stack Siphon names its IPv6 address to IPv6 peers): the listener's
+    /// own address when it is a specific one and no address is configured to advertise,
+    /// else the advertised one.
+    fn addr_for(&self, peer: Peer) -> SocketAddr {
+        let listen = match (peer.transport, self.tls_addr) {
             (Transport::Tls, Some(tls)) => tls,
             _ => self.sip_addr,
-        }
+        };
+        let ip = if listen.ip().is_unspecified() || self.config.rtp.advertised_address.is_some() {
+            self.advertised.for_peer(peer.addr.ip())
+        } else {
+            listen.ip()
+        };
+        SocketAddr::new(ip, listen.port())
     }
 
     pub fn location_store(&self) -> Arc<dyn LocationStore> {

@@ -16,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use rsip::{Header, Headers, Method};
-use siphon_sip::Transport;
+use siphon_sip::Peer;
 use siphon_sip::auth::{Challenge, new_cnonce};
 use siphon_sip::dialog::uri_of;
 use siphon_sip::message::{self, header_param, header_value, header_values, split_list};
@@ -38,6 +38,8 @@ pub(super) struct Registrations {
 
 struct Registration {
     trunk: TrunkConfig,
+    /// Where the last REGISTER went (a trunk by name may have several addresses).
+    peer: Option<Peer>,
     call_id: String,
     from_tag: String,
     cseq: u32,
@@ -63,6 +65,7 @@ impl Registrations {
                 .iter()
                 .map(|t| Registration {
                     trunk: t.clone(),
+                    peer: None,
                     call_id: format!("{}@siphon", new_tag()),
                     from_tag: new_tag(),
                     cseq: 0,
@@ -91,8 +94,21 @@ impl Endpoint {
     /// Sends a REGISTER to trunk `index`; `credentials` is the (header name, value) answering
     /// the trunk's last challenge.
     pub(super) fn register_trunk(&mut self, index: usize, credentials: Option<(&str, String)>) {
-        let via = self.via_value(Transport::Udp);
-        let sip_addr = self.sip_addr;
+        let Some(peers) = self
+            .registrations
+            .trunks
+            .get(index)
+            .map(|r| self.trunk_peers(&r.trunk))
+        else {
+            return;
+        };
+        let Some(peer) = peers.first().copied() else {
+            // Its name has not resolved (yet): try again later.
+            self.registration_failed(index, "no address");
+            return;
+        };
+        let via = self.via_value(peer);
+        let sip_addr = self.addr_for(peer);
         let Some(reg) = self.registrations.trunks.get_mut(index) else {
             return;
         };
@@ -102,6 +118,7 @@ impl Endpoint {
         };
         let domain = t.domain();
         reg.cseq += 1;
+        reg.peer = Some(peer);
         reg.authenticated = credentials.is_some();
         let contact_addr = t.public_address.or(reg.learned).unwrap_or(sip_addr);
         reg.contact = Some(contact_addr);
@@ -138,7 +155,6 @@ impl Endpoint {
             headers,
             body: Vec::new(),
         };
-        let peer = siphon_sip::Peer::new(t.address, Transport::Udp);
         match self.layer.send_request(now(), request, peer) {
             Ok(key) => {
                 self.registrations.by_key.insert(key, index);
@@ -158,7 +174,15 @@ impl Endpoint {
         let Some(index) = self.registrations.by_key.remove(key) else {
             return;
         };
-        let sip_addr = self.sip_addr;
+        let Some(sip_addr) = self
+            .registrations
+            .trunks
+            .get(index)
+            .and_then(|r| r.peer)
+            .map(|peer| self.addr_for(peer))
+        else {
+            return;
+        };
         let Some(reg) = self.registrations.trunks.get_mut(index) else {
             return;
         };
@@ -247,14 +271,16 @@ impl Endpoint {
 }
 
 impl Endpoint {
-    /// A CRLF pair to the trunk (RFC 5626 §4.4.1's keepalive; a SIP stack ignores it
-    /// between messages), then the next one in `keepalive_s`.
+    /// A CRLF pair to the address the trunk was last registered at (RFC 5626 §4.4.1's
+    /// keepalive; a SIP stack ignores it between messages), then the next one in
+    /// `keepalive_s`.
     pub(super) fn trunk_keepalive(&mut self, index: usize) {
         let Some(reg) = self.registrations.trunks.get(index) else {
             return;
         };
-        let peer = siphon_sip::Peer::new(reg.trunk.address, Transport::Udp);
-        self.out.send(peer, b"\r\n\r\n".to_vec());
+        if let Some(peer) = reg.peer {
+            self.out.send(peer, b"\r\n\r\n".to_vec());
+        }
         let every = Duration::from_secs(reg.trunk.keepalive_s.max(1));
         self.schedule(every, Command::TrunkKeepalive(index));
     }

@@ -3,10 +3,12 @@
 
 use rsip::prelude::*;
 use rsip::{Header, Method};
-use siphon_sip::Transport;
+use std::net::IpAddr;
+
 use siphon_sip::message::{self, ALLOW, response_to};
 use siphon_sip::sdp::{Codec, LocalMedia};
 use siphon_sip::transaction::{TransactionKey, new_branch};
+use siphon_sip::{Peer, Transport};
 use tracing::debug;
 
 use super::{Endpoint, new_tag, now};
@@ -67,9 +69,11 @@ impl Endpoint {
         }
     }
 
-    pub(super) fn local_media(&self, port: u16) -> LocalMedia {
+    /// Siphon's media for a leg whose peer is at `peer` (its address family decides the
+    /// address the SDP names).
+    pub(super) fn local_media(&self, port: u16, peer: IpAddr) -> LocalMedia {
         LocalMedia {
-            address: self.config.advertised_address(),
+            address: self.advertised.for_peer(peer),
             port,
             codecs: vec![Codec::Pcmu, Codec::Pcma],
             telephone_event: true,
@@ -77,26 +81,26 @@ impl Endpoint {
         }
     }
 
-    pub(super) fn contact_uri(&self, transport: Transport) -> String {
-        match transport {
-            Transport::Udp => format!("sip:siphon@{}", self.sip_addr),
+    pub(super) fn contact_uri(&self, peer: Peer) -> String {
+        match peer.transport {
+            Transport::Udp => format!("sip:siphon@{}", self.addr_for(peer)),
             t => format!(
                 "sip:siphon@{};transport={}",
-                self.addr_for(t),
+                self.addr_for(peer),
                 t.via_token().to_lowercase()
             ),
         }
     }
 
-    pub(super) fn contact_header(&self, transport: Transport) -> Header {
-        Header::Contact(format!("<{}>", self.contact_uri(transport)).into())
+    pub(super) fn contact_header(&self, peer: Peer) -> Header {
+        Header::Contact(format!("<{}>", self.contact_uri(peer)).into())
     }
 
-    pub(super) fn via_value(&self, transport: Transport) -> String {
+    pub(super) fn via_value(&self, peer: Peer) -> String {
         format!(
             "SIP/2.0/{} {};branch={};rport",
-            transport.via_token(),
-            self.addr_for(transport),
+            peer.transport.via_token(),
+            self.addr_for(peer),
             new_branch()
         )
     }

@@ -104,7 +104,11 @@ impl Endpoint {
                 return;
             }
         };
-        let Some(rtp) = self.ports.allocate(self.config.sip.listen.ip()).await else {
+        let Some(rtp) = self
+            .ports
+            .allocate(self.config.rtp_bind_address(peer.addr.ip()))
+            .await
+        else {
             warn!("RTP port pool exhausted; 503");
             inc(&self.counters.calls_rejected);
             let retry = Header::Other("Retry-After".into(), "5".into());
@@ -114,9 +118,9 @@ impl Endpoint {
         let local_tag = new_tag();
         let mut session = LocalSession::new(
             rand::random::<u32>() as u64,
-            self.config.advertised_address(),
+            self.advertised.for_peer(peer.addr.ip()),
         );
-        let local = self.local_media(rtp.port);
+        let local = self.local_media(rtp.port, peer.addr.ip());
         let (answer_sdp, params) = match offer {
             Some(offer) => match session.answer(&offer, &local) {
                 Ok(n) => (n.answer.to_string(), MediaParams::from(&n)),
@@ -226,7 +230,7 @@ impl Endpoint {
             return;
         };
         let mut resp = response_to(&call.invite, 180, None, Some(&id.local_tag));
-        resp.headers.push(self.contact_header(call.peer.transport));
+        resp.headers.push(self.contact_header(call.peer));
         message::finish(&mut resp.headers, b"");
         let key = call.invite_key.clone();
         if let Err(e) = self.layer.send_response(now(), &key, resp) {
@@ -236,7 +240,7 @@ impl Endpoint {
 
     pub(super) fn answer(&mut self, id: &DialogId) {
         let contact = match self.calls.get(id) {
-            Some(call) => self.contact_header(call.peer.transport),
+            Some(call) => self.contact_header(call.peer),
             None => return,
         };
         let Some(call) = self.calls.get_mut(id) else {

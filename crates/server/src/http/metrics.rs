@@ -208,6 +208,18 @@ fn sip(f: &mut Families, c: &Counters) {
         &c.tls_handshake_failures,
     );
     f.counter1(
+        "siphon_sip_connect_failures_total",
+        "TCP/TLS connections Siphon opened to trunks that failed (refused, timed out, \
+         certificate refused); the requests waiting on them fail over as on a 503.",
+        &c.tcp_connect_failures,
+    );
+    f.counter1(
+        "siphon_trunk_failovers_total",
+        "Trunk calls moved on to the trunk's next address (SRV order) after a 5xx, a \
+         timeout or a transport error.",
+        &c.trunk_failovers,
+    );
+    f.counter1(
         "siphon_sip_tcp_rejected_total",
         "SIP over TCP/TLS connections refused: too many in all or from one address.",
         &c.tcp_rejected,

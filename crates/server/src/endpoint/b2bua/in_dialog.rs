@@ -118,14 +118,14 @@ impl Endpoint {
     /// Sends BYE on one leg of a bridged call (its dialog must be confirmed), its Reason
     /// saying why the call ends (`result`).
     pub(super) fn bye_leg(&mut self, id: &DialogId, side: Side, result: EndResult) {
-        let Some(transport) = self.bridges.calls.get(id).and_then(|c| match side {
-            Side::Caller => Some(c.caller.peer.transport),
-            Side::Callee => c.winner().map(|b| b.peer.transport),
+        let Some(peer) = self.bridges.calls.get(id).and_then(|c| match side {
+            Side::Caller => Some(c.caller.peer),
+            Side::Callee => c.winner().map(|b| b.peer),
         }) else {
             return;
         };
-        let via = self.via_value(transport);
-        let contact = self.contact_uri(transport);
+        let via = self.via_value(peer);
+        let contact = self.contact_uri(peer);
         let Some(call) = self.bridges.calls.get_mut(id) else {
             return;
         };
@@ -158,19 +158,17 @@ impl Endpoint {
         id: &DialogId,
         side: Side,
     ) {
-        let Some((port, transport)) = self.bridges.calls.get(id).map(|c| {
-            let transport = match side {
-                Side::Caller => c.caller.peer.transport,
-                Side::Callee => c
-                    .winner()
-                    .map_or(c.caller.peer.transport, |b| b.peer.transport),
+        let Some((port, peer)) = self.bridges.calls.get(id).map(|c| {
+            let peer = match side {
+                Side::Caller => c.caller.peer,
+                Side::Callee => c.winner().map_or(c.caller.peer, |b| b.peer),
             };
-            (c.media.port(side), transport)
+            (c.media.port(side), peer)
         }) else {
             return;
         };
-        let local = self.local_media(port);
-        let contact = self.contact_header(transport);
+        let local = self.local_media(port, peer.addr.ip());
+        let contact = self.contact_header(peer);
         let Some(call) = self.bridges.calls.get_mut(id) else {
             return;
         };
@@ -242,22 +240,18 @@ impl Endpoint {
     /// A re-INVITE to one leg offering `direction` (hold: sendonly or inactive; unhold:
     /// sendrecv), in that leg's dialog and offer/answer session.
     fn send_reinvite(&mut self, id: &DialogId, side: Side, direction: Direction) {
-        let Some((port, transport, codec)) = self.bridges.calls.get(id).map(|c| {
-            let (transport, codec) = match side {
-                Side::Caller => (c.caller.peer.transport, Some(c.caller.codec)),
-                Side::Callee => (
-                    c.winner()
-                        .map_or(c.caller.peer.transport, |b| b.peer.transport),
-                    c.callee_codec,
-                ),
+        let Some((port, peer, codec)) = self.bridges.calls.get(id).map(|c| {
+            let (peer, codec) = match side {
+                Side::Caller => (c.caller.peer, Some(c.caller.codec)),
+                Side::Callee => (c.winner().map_or(c.caller.peer, |b| b.peer), c.callee_codec),
             };
-            (c.media.port(side), transport, codec)
+            (c.media.port(side), peer, codec)
         }) else {
             return;
         };
-        let via = self.via_value(transport);
-        let contact = self.contact_uri(transport);
-        let mut local = self.local_media(port);
+        let via = self.via_value(peer);
+        let contact = self.contact_uri(peer);
+        let mut local = self.local_media(port, peer.addr.ip());
         // Keep the codec the leg uses: a hold should not change codecs.
         local.codecs.sort_by_key(|c| Some(*c) != codec);
         let Some(call) = self.bridges.calls.get_mut(id) else {
@@ -297,21 +291,19 @@ impl Endpoint {
             self.bridges.reinvites.remove(key);
             return;
         }
-        let Some((port, transport)) = self.bridges.calls.get(&id).map(|c| {
-            let transport = match side {
-                Side::Caller => c.caller.peer.transport,
-                Side::Callee => c
-                    .winner()
-                    .map_or(c.caller.peer.transport, |b| b.peer.transport),
+        let Some((port, peer)) = self.bridges.calls.get(&id).map(|c| {
+            let peer = match side {
+                Side::Caller => c.caller.peer,
+                Side::Callee => c.winner().map_or(c.caller.peer, |b| b.peer),
             };
-            (c.media.port(side), transport)
+            (c.media.port(side), peer)
         }) else {
             self.bridges.reinvites.remove(key);
             return;
         };
-        let via = self.via_value(transport);
-        let contact = self.contact_uri(transport);
-        let local = self.local_media(port);
+        let via = self.via_value(peer);
+        let contact = self.contact_uri(peer);
+        let local = self.local_media(port, peer.addr.ip());
         let seq = self.layer.request(key).and_then(cseq_number);
         let Some(call) = self.bridges.calls.get_mut(&id) else {
             return;
@@ -345,15 +337,15 @@ impl Endpoint {
         let Some(id) = DialogId::for_incoming(ack) else {
             return false;
         };
-        let Some(port) = self
+        let Some((port, peer)) = self
             .bridges
             .calls
             .get(&id)
-            .map(|c| c.media.port(Side::Caller))
+            .map(|c| (c.media.port(Side::Caller), c.caller.peer))
         else {
             return false;
         };
-        let local = self.local_media(port);
+        let local = self.local_media(port, peer.addr.ip());
         let Some(call) = self.bridges.calls.get_mut(&id) else {
             return false;
         };

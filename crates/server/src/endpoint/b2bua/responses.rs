@@ -67,13 +67,13 @@ impl Endpoint {
         key: &TransactionKey,
         response: &rsip::Response,
     ) -> bool {
-        let Some((i, transport)) = self.bridges.calls.get(id).and_then(|c| {
+        let Some((i, peer)) = self.bridges.calls.get(id).and_then(|c| {
             let i = c.branch(key)?;
-            Some((i, c.branches[i].peer.transport))
+            Some((i, c.branches[i].peer))
         }) else {
             return false;
         };
-        let via = self.via_value(transport);
+        let via = self.via_value(peer);
         let Some(call) = self.bridges.calls.get_mut(id) else {
             return false;
         };
@@ -138,14 +138,19 @@ impl Endpoint {
     }
 
     fn branch_ringing(&mut self, id: &DialogId, key: &TransactionKey, response: &rsip::Response) {
-        let Some((i, port, transport)) = self.bridges.calls.get(id).and_then(|c| {
+        let Some((i, port, callee, caller)) = self.bridges.calls.get(id).and_then(|c| {
             let i = c.branch(key)?;
-            Some((i, c.media.port(Side::Callee), c.caller.peer.transport))
+            Some((
+                i,
+                c.media.port(Side::Callee),
+                c.branches[i].peer,
+                c.caller.peer,
+            ))
         }) else {
             return;
         };
-        let local = self.local_media(port);
-        let contact = self.contact_header(transport);
+        let local = self.local_media(port, callee.addr.ip());
+        let contact = self.contact_header(caller);
         let Some(call) = self.bridges.calls.get_mut(id) else {
             return;
         };
@@ -184,21 +189,21 @@ impl Endpoint {
     }
 
     fn branch_answered(&mut self, id: &DialogId, key: &TransactionKey, response: &rsip::Response) {
-        let Some((i, peer, port, caller_transport)) = self.bridges.calls.get(id).and_then(|c| {
+        let Some((i, peer, port, caller)) = self.bridges.calls.get(id).and_then(|c| {
             let i = c.branch(key)?;
             Some((
                 i,
                 c.branches[i].peer,
                 c.media.port(Side::Callee),
-                c.caller.peer.transport,
+                c.caller.peer,
             ))
         }) else {
             return;
         };
-        let via = self.via_value(peer.transport);
-        let contact_uri = self.contact_uri(peer.transport);
-        let caller_contact = self.contact_header(caller_transport);
-        let local = self.local_media(port);
+        let via = self.via_value(peer);
+        let contact_uri = self.contact_uri(peer);
+        let caller_contact = self.contact_header(caller);
+        let local = self.local_media(port, peer.addr.ip());
         let Some(call) = self.bridges.calls.get_mut(id) else {
             return;
         };
@@ -312,6 +317,21 @@ impl Endpoint {
         if call.winner.is_some() || !call.branches.iter().all(Branch::settled) {
             return;
         }
+        if self.fail_over(id, code) {
+            return;
+        }
+        self.branch_failed_settled(id);
+    }
+
+    /// Every attempt of call `id` failed and none is left to try: the caller gets the
+    /// most telling of their codes, and the call ends.
+    pub(super) fn branch_failed_settled(&mut self, id: &DialogId) {
+        let Some(call) = self.bridges.calls.get_mut(id) else {
+            return;
+        };
+        if call.winner.is_some() || !call.branches.iter().all(Branch::settled) {
+            return;
+        }
         let codes: Vec<u16> = call
             .branches
             .iter()
@@ -362,10 +382,10 @@ impl Endpoint {
     }
 
     fn ack_and_bye(&mut self, mut dialog: Dialog, invite_seq: u32, peer: Peer) {
-        let contact = self.contact_uri(peer.transport);
-        let ack = dialog.ack(invite_seq, &self.via_value(peer.transport), &contact);
+        let contact = self.contact_uri(peer);
+        let ack = dialog.ack(invite_seq, &self.via_value(peer), &contact);
         self.layer.send_ack_for_2xx(ack, peer);
-        let bye = dialog.request(Method::Bye, &self.via_value(peer.transport), &contact);
+        let bye = dialog.request(Method::Bye, &self.via_value(peer), &contact);
         if let Err(e) = self.layer.send_request(now(), bye, peer) {
             debug!(error = %e, "could not send BYE");
         }

@@ -1,0 +1,3 @@
+use rsip::headers::*;
+
+validate_untyped_header_trait!(MaxForwards);
