@@ -222,7 +222,10 @@ c_exited() { local p; for p in "$@"; do kill -0 "$p" 2>/dev/null || return 0; do
 fork_callees=()
 for n in 0 1; do
     dir="$c_work/forked-callee-$n"; mkdir -p "$dir"
-    ( cd "$dir" && timeout 120 sipp -sf "$c_sc/carrier_fork_callee.xml" -m 1 -p $((5510 + n)) \
+    # At SCHED_RR (as root) so each phone sends its 200 as soon as the INVITE arrives,
+    # before Kamailio, on the first 200, CANCELs the other branch (the phones do not ring
+    # first for the same reason).
+    ( cd "$dir" && timeout 120 "${c_rt[@]}" sipp -sf "$c_sc/carrier_fork_callee.xml" -m 1 -p $((5510 + n)) \
         -i 127.0.0.1 -mp $((16510 + 10 * n)) -timeout 40s -timeout_error -trace_err -trace_msg \
         -nostdin >"$dir/stdout" 2>&1 ) &
     fork_callees+=($!); c_pids+=($!)
