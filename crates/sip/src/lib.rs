@@ -8,6 +8,7 @@
 pub mod acl;
 pub mod auth;
 pub mod dialog;
+pub mod extensions;
 pub mod message;
 pub mod peer;
 pub mod registrar;

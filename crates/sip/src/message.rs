@@ -715,6 +715,7 @@ pub fn reason(code: u16) -> &'static str {
         408 => "Request Timeout",
         415 => "Unsupported Media Type",
         416 => "Unsupported URI Scheme",
+        420 => "Bad Extension",
         423 => "Interval Too Brief",
         480 => "Temporarily Unavailable",
         481 => "Call/Transaction Does Not Exist",

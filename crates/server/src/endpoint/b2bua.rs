@@ -21,7 +21,7 @@ use siphon_sip::{Peer, Transport};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::{Endpoint, allow, new_tag, now, parse_offer, without_tag};
+use super::{Endpoint, new_tag, now, parse_offer, without_tag};
 use crate::cdr::{CdrFork, CdrLeg, CdrRecord, Party};
 use crate::config::{Action, Route};
 use crate::control::{CallSummary, Command};
@@ -471,7 +471,7 @@ impl Endpoint {
         headers.push(Header::CallId(format!("{}@siphon", new_tag()).into()));
         headers.push(Header::CSeq("1 INVITE".into()));
         headers.push(self.contact_header(peer.transport));
-        headers.push(allow());
+        headers.extend(super::extensions::capabilities());
         headers.push(Header::ContentType("application/sdp".into()));
         message::finish(&mut headers, sdp.as_bytes());
         Some(rsip::Request {
@@ -618,6 +618,7 @@ fn caller_response(
         Some(&caller.dialog.id.local_tag),
     );
     resp.headers.push(contact);
+    resp.headers.extend(super::extensions::capabilities());
     match sdp {
         Some(sdp) => {
             resp.headers

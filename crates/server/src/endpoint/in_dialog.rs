@@ -103,6 +103,7 @@ impl Endpoint {
     ) {
         let mut resp = response_to(request, 200, None, Some(tag));
         resp.headers.push(contact);
+        resp.headers.extend(super::extensions::capabilities());
         resp.headers
             .push(Header::ContentType("application/sdp".into()));
         message::finish(&mut resp.headers, sdp.as_bytes());

@@ -9,6 +9,7 @@
 mod auth;
 mod b2bua;
 mod commands;
+mod extensions;
 mod in_dialog;
 mod outbound_register;
 mod registrar;
@@ -386,6 +387,9 @@ impl Endpoint {
             self.reply_to(&key, &request, 503, Some(reason), &[retry]);
             return;
         }
+        if self.refuse_unsupported(&key, &request) {
+            return;
+        }
         if self.bridge_request(&key, &request) {
             return;
         }
@@ -437,7 +441,7 @@ impl Endpoint {
         let headers = [
             allow(),
             Header::Accept(ACCEPT.into()),
-            Header::Other("Supported".into(), "".into()),
+            extensions::supported(),
         ];
         self.reply_to(key, request, 200, None, &headers);
     }

@@ -21,7 +21,7 @@ use crate::media::MediaParams;
 use crate::media::leg::{self as media, LegSetup};
 
 use super::auth::Admission;
-use super::{Call, Endpoint, allow, call_meta, new_tag, now, parse_offer, user_of, without_tag};
+use super::{Call, Endpoint, call_meta, new_tag, now, parse_offer, user_of, without_tag};
 
 impl Endpoint {
     pub(super) async fn on_invite(
@@ -247,7 +247,7 @@ impl Endpoint {
         };
         let mut resp = response_to(&call.invite, 200, None, Some(&id.local_tag));
         resp.headers.push(contact);
-        resp.headers.push(allow());
+        resp.headers.extend(super::extensions::capabilities());
         resp.headers
             .push(Header::ContentType("application/sdp".into()));
         message::finish(&mut resp.headers, sdp.as_bytes());

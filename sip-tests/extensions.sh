@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# shellcheck shell=bash
+# SIP extensions carriers and PBXs require (issue 15), against real SIPp peers. Runs alone
+# (`bash sip-tests/extensions.sh [path/to/siphon]`, exits non-zero on failure) or sourced by
+# run.sh near its end (it then adds to run.sh's `failures`). Either way it starts a Siphon
+# of its own (sip-tests/extensions.toml: SIP 5650, HTTP 8600, analytics 8601, RTP
+# 32000-32998) and SIPp only on SIP ports 5600-5649 and media ports 16600-16699, so it never
+# meets another check's ports. Every name here starts with ext_ so that sourcing it changes
+# nothing of run.sh's.
+
+ext_here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ext_alone=0
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    ext_alone=1
+    set -uo pipefail
+    siphon="${1:-$(cd "$ext_here/.." && pwd)/target/release/siphon}"
+    work="$(mktemp -d)"
+    failures=0
+    rt=()
+    if [ "$(id -u)" = 0 ] && command -v chrt >/dev/null 2>&1; then rt=(chrt -r 20); fi
+    wait_until() {
+        local deadline=$((SECONDS + $1))
+        shift
+        until "$@"; do
+            [ "$SECONDS" -ge "$deadline" ] && return 1
+            sleep 0.2
+        done
+    }
+fi
+ext_sc="$ext_here/scenarios"
+ext_target=127.0.0.1:5650
+ext_work="$work/extensions"
+mkdir -p "$ext_work"
+
+ext_fail() { echo "FAIL $1"; failures=$((failures + 1)); }
+
+# ext_answers_options: the extensions Siphon answers OPTIONS (or has exited: no use waiting).
+ext_answers_options() {
+    kill -0 "$ext_siphon_pid" 2>/dev/null || return 0
+    sipp -sf "$ext_sc/options.xml" -m 1 -p 5649 -timeout 1s -timeout_error "$ext_target" \
+        >/dev/null 2>&1
+}
+# ext_udp_bound PORT: something (the SIPp we started) listens on UDP PORT.
+ext_udp_bound() {
+    awk -v port="$(printf ':%04X' "$1")" 'FNR > 1 && substr($2, length($2) - 4) == port { found = 1 }
+        END { exit !found }' /proc/net/udp /proc/net/udp6
+}
+# ext_log: the extensions Siphon's log so far, without tracing's colours.
+ext_log() { sed 's/\x1b\[[0-9;]*m//g' "$ext_work/siphon.log"; }
+
+# ext_run NAME SIPP_ARGS...: SIPp against the extensions Siphon; it must exit 0.
+ext_run() {
+    local name="$1"; shift
+    local dir="$ext_work/$name"; mkdir -p "$dir"
+    ( cd "$dir" && timeout 120 "${rt[@]}" sipp "$@" -timeout 60s -timeout_error -trace_err \
+        -nostdin "$ext_target" >"$dir/stdout" 2>&1 )
+    local rc=$?
+    if [ "$rc" = 0 ]; then
+        echo "PASS $name"
+    else
+        ext_fail "$name (sipp exit $rc, expected 0)"
+        tail -n 20 "$dir"/*errors.log 2>/dev/null
+        tail -n 5 "$dir/stdout"
+    fi
+}
+
+# ext_pair NAME CALLEE_SCENARIO CALLER_SCENARIO NUMBER: the carrier's SIPp (UAS on 5601,
+# media 16601) in the background, then the caller's (5602, media 16602) to NUMBER (a 9...
+# number: through trunk ext-carrier); both must exit 0.
+ext_pair() {
+    local name="$1" callee_sf="$2" caller_sf="$3" number="$4"
+    local dir="$ext_work/$name-callee"
+    mkdir -p "$dir"
+    ( cd "$dir" && timeout 120 "${rt[@]}" sipp -sf "$ext_sc/$callee_sf" -m 1 -p 5601 \
+        -i 127.0.0.1 -mp 16601 -timeout 60s -timeout_error -trace_err -nostdin "$ext_target" \
+        >"$dir/stdout" 2>&1 ) &
+    local callee_pid=$!
+    wait_until 30 ext_udp_bound 5601
+    ext_run "$name" -sf "$ext_sc/$caller_sf" -s "$number" -m 1 -p 5602 -i 127.0.0.1 -mp 16602
+    wait "$callee_pid"
+    local rc=$?
+    if [ "$rc" = 0 ]; then
+        echo "PASS $name-callee"
+    else
+        ext_fail "$name-callee (sipp exit $rc, expected 0)"
+        tail -n 20 "$dir"/*errors.log 2>/dev/null
+        tail -n 5 "$dir/stdout"
+    fi
+}
+
+ext_failures_before=$failures
+"${rt[@]}" "$siphon" --config "$ext_here/extensions.toml" --log info >"$ext_work/siphon.log" 2>&1 &
+ext_siphon_pid=$!
+if ! wait_until 60 ext_answers_options || ! kill -0 "$ext_siphon_pid" 2>/dev/null; then
+    ext_fail "ext-siphon-start (no answer to OPTIONS on $ext_target)"
+    tail -n 20 "$ext_work/siphon.log"
+fi
+
+# --- RFC 3261 §8.2.2.3: Require / Unsupported / Supported / Allow.
+ext_run ext-require-420 -sf "$ext_sc/ext_require_420.xml" -s 600 -m 1 -p 5603 -i 127.0.0.1 -mp 16603
+
+kill -TERM "$ext_siphon_pid" 2>/dev/null; wait "$ext_siphon_pid" 2>/dev/null
+if [ "$failures" != "$ext_failures_before" ]; then
+    echo "--- extensions Siphon log (tail) ---"; ext_log | tail -n 30 | sed 's/^/    /'
+fi
+if [ "$ext_alone" = 1 ]; then
+    [ -n "${KEEP_WORK:-}" ] && echo "work dir kept: $work" || rm -rf "$work"
+    if [ "$failures" -ne 0 ]; then echo "$failures extension check(s) failed"; exit 1; fi
+    echo "all extension checks passed"
+fi
