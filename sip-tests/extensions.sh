@@ -99,6 +99,30 @@ fi
 # --- RFC 3261 §8.2.2.3: Require / Unsupported / Supported / Allow.
 ext_run ext-require-420 -sf "$ext_sc/ext_require_420.xml" -s 600 -m 1 -p 5603 -i 127.0.0.1 -mp 16603
 
+# --- DTMF by SIP INFO (application/dtmf-relay, application/dtmf). To a forked number: each
+# key reaches the analytics service through the fork as a dtmf event, once (the service
+# logs "analytics: DTMF ... digit=K" for each event it receives, in Siphon's log since it
+# runs in process); the hostile INFO is refused 400 (in the scenario) and reaches no one.
+ext_dtmf_events() { ext_log | tail -n +"$((ext_mark + 1))" | grep "analytics: DTMF" | grep -oE 'digit="?[0-9*#A-D]' | tr -d '"' | sed 's/digit=//'; }
+# ext_keys_are KEYS: the fork's service received exactly KEYS (sorted) since ext_mark.
+ext_keys_are() { [ "$(ext_dtmf_events | sort | tr -d '\n')" = "$1" ]; }
+ext_mark=$(ext_log | wc -l)
+ext_run ext-info-dtmf-700 -sf "$ext_sc/ext_info_dtmf.xml" -s 700 -m 1 -p 5604 -i 127.0.0.1 -mp 16604
+if wait_until 30 ext_keys_are '#5'; then
+    echo "PASS ext-info-dtmf-fork (keys 5 and # reached the fork's service, once each)"
+else
+    ext_fail "ext-info-dtmf-fork (the fork's service received: $(ext_dtmf_events | tr '\n' ' '))"
+fi
+# Across a bridged call (trunk ext-carrier): each phone's INFO key reaches the other phone
+# as an INFO with the same body (checked by both scenarios), and the call's fork gets both.
+ext_mark=$(ext_log | wc -l)
+ext_pair ext-info-dtmf-bridged ext_info_callee.xml ext_info_caller.xml 9123
+if wait_until 30 ext_keys_are 79; then
+    echo "PASS ext-info-dtmf-bridged-fork (keys 7 and 9 reached the bridged call's fork, once each)"
+else
+    ext_fail "ext-info-dtmf-bridged-fork (the fork's service received: $(ext_dtmf_events | tr '\n' ' '))"
+fi
+
 kill -TERM "$ext_siphon_pid" 2>/dev/null; wait "$ext_siphon_pid" 2>/dev/null
 if [ "$failures" != "$ext_failures_before" ]; then
     echo "--- extensions Siphon log (tail) ---"; ext_log | tail -n 30 | sed 's/^/    /'

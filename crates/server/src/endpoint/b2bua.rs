@@ -31,6 +31,7 @@ use crate::media::MediaParams;
 use crate::media::bridge::{self, BridgeHandle, BridgeSetup, Side};
 
 mod in_dialog;
+mod info;
 mod responses;
 
 /// Every bridged call, and the indexes that find one from a message.

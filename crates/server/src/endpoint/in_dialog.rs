@@ -149,12 +149,6 @@ impl Endpoint {
         }
     }
 
-    pub(super) fn on_info(&mut self, key: &TransactionKey, request: &rsip::Request) {
-        let known = DialogId::for_incoming(request).is_some_and(|id| self.calls.contains_key(&id));
-        let code = if known { 200 } else { 481 };
-        self.reply_to(key, request, code, None, &[]);
-    }
-
     /// Sends BYE for a call (a final response if it never answered) and forgets it,
     /// counting it as ended for `result`, which also gives the BYE's Reason.
     pub(super) fn hang_up_as(&mut self, id: &DialogId, result: EndResult) {

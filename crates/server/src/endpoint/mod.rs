@@ -11,6 +11,7 @@ mod b2bua;
 mod commands;
 mod extensions;
 mod in_dialog;
+mod info;
 mod outbound_register;
 mod registrar;
 mod replies;

@@ -62,6 +62,11 @@ enum Control {
     },
     /// Admin API: stop the fork named `id`.
     DetachFork(String),
+    /// A key press signalled in SIP (INFO), not in RTP: to the forks like an RFC 4733 one.
+    Dtmf {
+        digit: char,
+        duration_ms: u32,
+    },
 }
 
 /// The SIP core's handle on a bridge's media task; `stop` (or dropping it) ends the task
@@ -116,6 +121,11 @@ impl BridgeHandle {
 
     pub fn stop(self, reason: &str) {
         let _ = self.control.send(Control::Stop(reason.to_string()));
+    }
+
+    /// A key press one phone signalled by SIP INFO.
+    pub fn dtmf(&self, digit: char, duration_ms: u32) {
+        let _ = self.control.send(Control::Dtmf { digit, duration_ms });
     }
 }
 
@@ -304,6 +314,13 @@ impl Bridge {
                         if let Some(i) = self.taps.iter().position(|t| t.id == id) {
                             info!(fork = %id, "detaching fork");
                             let _stopping = self.taps.remove(i).fork.stop("detached");
+                        }
+                    }
+                    Some(Control::Dtmf { digit, duration_ms }) => {
+                        inc(&self.counters.dtmf_events);
+                        info!(%digit, duration_ms, "DTMF received by SIP INFO");
+                        for tap in &self.taps {
+                            tap.fork.send_dtmf(digit, duration_ms);
                         }
                     }
                     Some(Control::Stop(reason)) => {

@@ -48,6 +48,11 @@ enum Control {
     },
     /// Stop the fork named `id` (admin API: `DELETE /api/calls/{id}/forks/{fork}`).
     DetachFork(String),
+    /// A key press signalled in SIP (INFO), not in RTP: to the forks like an RFC 4733 one.
+    Dtmf {
+        digit: char,
+        duration_ms: u32,
+    },
 }
 
 /// The SIP core's handle on a call's media task. Dropping it (or `stop`) ends the task
@@ -93,6 +98,11 @@ impl MediaHandle {
     /// Stops the fork named `id`; `false` if the media task has ended.
     pub fn detach_fork(&self, id: String) -> bool {
         self.control.send(Control::DetachFork(id)).is_ok()
+    }
+
+    /// A key press the caller signalled by SIP INFO.
+    pub fn dtmf(&self, digit: char, duration_ms: u32) {
+        let _ = self.control.send(Control::Dtmf { digit, duration_ms });
     }
 }
 
@@ -291,6 +301,13 @@ impl Leg {
                             let tap = self.taps.remove(i);
                             info!(fork = %id, "detaching fork");
                             let _stopping = tap.fork.stop("detached");
+                        }
+                    }
+                    Some(Control::Dtmf { digit, duration_ms }) => {
+                        inc(&self.counters.dtmf_events);
+                        info!(%digit, duration_ms, "DTMF received by SIP INFO");
+                        for tap in &self.taps {
+                            tap.fork.send_dtmf(digit, duration_ms);
                         }
                     }
                     Some(Control::Stop(reason)) => {

@@ -64,9 +64,8 @@ impl Endpoint {
         match request.method {
             Method::Bye => self.bridge_bye(key, request, &id, side),
             Method::Invite => self.bridge_reinvite(key, request, &id, side),
-            Method::Info | Method::Options | Method::Notify => {
-                self.reply_to(key, request, 200, None, &[])
-            }
+            Method::Info => self.bridge_info(key, request, &id, side),
+            Method::Options | Method::Notify => self.reply_to(key, request, 200, None, &[]),
             _ => self.reply_to(key, request, 405, None, &[allow()]),
         }
         true
@@ -383,7 +382,10 @@ impl Endpoint {
 }
 
 /// A leg's dialog, offer/answer session and peer (the callee's once it answered).
-fn leg_state(call: &mut Bridged, side: Side) -> Option<(&mut Dialog, &mut LocalSession, Peer)> {
+pub(super) fn leg_state(
+    call: &mut Bridged,
+    side: Side,
+) -> Option<(&mut Dialog, &mut LocalSession, Peer)> {
     match side {
         Side::Caller => Some((
             &mut call.caller.dialog,
