@@ -71,6 +71,7 @@ ext_pair() {
     local name="$1" callee_sf="$2" caller_sf="$3" number="$4"
     local dir="$ext_work/$name-callee"
     mkdir -p "$dir"
+    cp "$ext_work/pcma_20ms.pcap" "$dir/" # the speech a callee scenario may play
     ( cd "$dir" && timeout 120 "${rt[@]}" sipp -sf "$ext_sc/$callee_sf" -m 1 -p 5601 \
         -i 127.0.0.1 -mp 16601 -timeout 60s -timeout_error -trace_err -nostdin "$ext_target" \
         >"$dir/stdout" 2>&1 ) &
@@ -89,6 +90,7 @@ ext_pair() {
 }
 
 ext_failures_before=$failures
+python3 "$ext_here/pcap_20ms.py" /usr/share/sip-tester/g711a.pcap "$ext_work/pcma_20ms.pcap"
 "${rt[@]}" "$siphon" --config "$ext_here/extensions.toml" --log info >"$ext_work/siphon.log" 2>&1 &
 ext_siphon_pid=$!
 if ! wait_until 60 ext_answers_options || ! kill -0 "$ext_siphon_pid" 2>/dev/null; then
@@ -121,6 +123,20 @@ if wait_until 30 ext_keys_are 79; then
     echo "PASS ext-info-dtmf-bridged-fork (keys 7 and 9 reached the bridged call's fork, once each)"
 else
     ext_fail "ext-info-dtmf-bridged-fork (the fork's service received: $(ext_dtmf_events | tr '\n' ' '))"
+fi
+
+# --- A bridged re-INVITE without SDP: Siphon offers in the 200, the caller answers in the
+# ACK with PCMU at port 16640, and the callee's PCMA speech must from then on reach 16640
+# as PCMU (100 packets: 2 of the ~6 s left after the re-INVITE; needs root for SIPp's
+# pcap play, as run.sh's media checks).
+python3 "$ext_here/ext_rtp_sink.py" 16640 0 100 60 >"$ext_work/reinvite-sink.out" 2>&1 &
+ext_sink_pid=$!
+wait_until 10 ext_udp_bound 16640
+ext_pair ext-reinvite-nosdp b2b_callee_answer.xml ext_reinvite_nosdp.xml 9125
+if wait "$ext_sink_pid"; then
+    echo "PASS ext-reinvite-answer-in-ack ($(cat "$ext_work/reinvite-sink.out"))"
+else
+    ext_fail "ext-reinvite-answer-in-ack (the answer's address and codec were not used: $(cat "$ext_work/reinvite-sink.out"))"
 fi
 
 kill -TERM "$ext_siphon_pid" 2>/dev/null; wait "$ext_siphon_pid" 2>/dev/null

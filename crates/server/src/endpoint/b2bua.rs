@@ -32,6 +32,7 @@ use crate::media::bridge::{self, BridgeHandle, BridgeSetup, Side};
 
 mod in_dialog;
 mod info;
+mod late_answer;
 mod responses;
 
 /// Every bridged call, and the indexes that find one from a message.
@@ -125,6 +126,9 @@ struct Bridged {
     /// The direction last offered to each leg (caller, callee): hold is relayed only
     /// when it changes.
     offered: [Direction; 2],
+    /// Per leg (caller, callee): Siphon offered in its 2xx to that leg's re-INVITE without
+    /// SDP, so the leg's ACK carries the answer (see `late_answer`).
+    answer_in_ack: [bool; 2],
 }
 
 fn index(side: Side) -> usize {
@@ -421,6 +425,7 @@ impl Endpoint {
                 answered_at: None,
                 span,
                 offered: [Direction::SendRecv; 2],
+                answer_in_ack: [false; 2],
             },
         );
         let ring = route

@@ -195,8 +195,11 @@ impl Endpoint {
         let tag = dialog.id.local_tag.clone();
         let mut relay = None;
         let sdp = match parse_offer(request) {
-            // No offer: the phone asks for ours.
-            Ok(None) => session.offer(&local, Direction::SendRecv).to_string(),
+            // No offer: the phone asks for ours, and answers it in the ACK.
+            Ok(None) => {
+                call.answer_in_ack[index(side)] = true;
+                session.offer(&local, Direction::SendRecv).to_string()
+            }
             Ok(Some(offer)) => match session.answer(&offer, &local) {
                 Ok(n) => {
                     info!(?side, direction = ?n.direction, "re-INVITE");
@@ -344,6 +347,14 @@ impl Endpoint {
         let Some(id) = DialogId::for_incoming(ack) else {
             return false;
         };
+        if let Some(call_id) = self.bridges.by_callee_call_id.get(&id.call_id).cloned() {
+            // The callee's ACK (for a 2xx to its re-INVITE).
+            self.ack_answer(&call_id, Side::Callee, &id, ack);
+            return true;
+        }
+        if self.bridges.calls.contains_key(&id) {
+            self.ack_answer(&id.clone(), Side::Caller, &id, ack);
+        }
         let Some(port) = self
             .bridges
             .calls
