@@ -2,10 +2,12 @@
 """Counts the RTP that reaches a UDP port: ext_rtp_sink.py PORT PT COUNT SECONDS
 
 Binds 127.0.0.1:PORT (so that whoever is told to send there finds a socket), then reads
-datagrams until COUNT RTP packets of payload type PT have arrived (exit 0) or SECONDS have
-passed (exit 1). Prints what it got either way: packets per payload type, and for PT the
-sizes seen (160 bytes = 20 ms of G.711, 240 = 30 ms). Used by extensions.sh as a real
-media peer at an address that only an SDP answer names.
+datagrams until COUNT RTP packets of payload type PT have arrived or SECONDS have passed.
+Exits 0 when COUNT came, all of them with sequence numbers running on one by one (nothing
+lost, repeated or reordered: the stream is continuous), 1 otherwise. Prints what it got
+either way: packets per payload type, and for PT the payload sizes seen (160 bytes = 20 ms
+of G.711, 240 = 30 ms) and the sequence breaks. Used by extensions.sh as a real media peer
+at an address that only an SDP answer names.
 """
 import collections
 import socket
@@ -20,6 +22,8 @@ def main():
     deadline = time.monotonic() + seconds
     by_pt = collections.Counter()
     sizes = collections.Counter()
+    last_seq = None
+    breaks = 0
     while by_pt[pt] < want:
         left = deadline - time.monotonic()
         if left <= 0:
@@ -36,8 +40,13 @@ def main():
         by_pt[got] += 1
         if got == pt:
             sizes[len(data) - 12] += 1
-    print(f"port {port}: packets by payload type {dict(by_pt)}; PT {pt} payload sizes {dict(sizes)}")
-    sys.exit(0 if by_pt[pt] >= want else 1)
+            seq = int.from_bytes(data[2:4], "big")
+            if last_seq is not None and seq != (last_seq + 1) & 0xFFFF:
+                breaks += 1
+            last_seq = seq
+    print(f"port {port}: packets by payload type {dict(by_pt)}; PT {pt} payload sizes "
+          f"{dict(sizes)}, {breaks} sequence breaks")
+    sys.exit(0 if by_pt[pt] >= want and breaks == 0 else 1)
 
 
 if __name__ == "__main__":

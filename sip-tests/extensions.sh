@@ -66,18 +66,24 @@ ext_run() {
 
 # ext_pair NAME CALLEE_SCENARIO CALLER_SCENARIO NUMBER: the carrier's SIPp (UAS on 5601,
 # media 16601) in the background, then the caller's (5602, media 16602) to NUMBER (a 9...
-# number: through trunk ext-carrier); both must exit 0.
+# number: through trunk ext-carrier); both must exit 0. Extra SIPp arguments come from the
+# arrays ext_callee_args and ext_caller_args (reset after each pair); the callee's working
+# directory holds pcma_20ms.pcap and, as play.pcap, $ext_play (default: the same speech).
+ext_callee_args=(); ext_caller_args=(); ext_play=""
 ext_pair() {
     local name="$1" callee_sf="$2" caller_sf="$3" number="$4"
     local dir="$ext_work/$name-callee"
     mkdir -p "$dir"
     cp "$ext_work/pcma_20ms.pcap" "$dir/" # the speech a callee scenario may play
+    cp "${ext_play:-$ext_work/pcma_20ms.pcap}" "$dir/play.pcap"
     ( cd "$dir" && timeout 120 "${rt[@]}" sipp -sf "$ext_sc/$callee_sf" -m 1 -p 5601 \
-        -i 127.0.0.1 -mp 16601 -timeout 60s -timeout_error -trace_err -nostdin "$ext_target" \
-        >"$dir/stdout" 2>&1 ) &
+        -i 127.0.0.1 -mp 16601 "${ext_callee_args[@]}" -timeout 60s -timeout_error -trace_err \
+        -nostdin "$ext_target" >"$dir/stdout" 2>&1 ) &
     local callee_pid=$!
     wait_until 30 ext_udp_bound 5601
-    ext_run "$name" -sf "$ext_sc/$caller_sf" -s "$number" -m 1 -p 5602 -i 127.0.0.1 -mp 16602
+    ext_run "$name" -sf "$ext_sc/$caller_sf" -s "$number" -m 1 -p 5602 -i 127.0.0.1 -mp 16602 \
+        "${ext_caller_args[@]}"
+    ext_callee_args=(); ext_caller_args=(); ext_play=""
     wait "$callee_pid"
     local rc=$?
     if [ "$rc" = 0 ]; then
@@ -137,6 +143,24 @@ if wait "$ext_sink_pid"; then
     echo "PASS ext-reinvite-answer-in-ack ($(cat "$ext_work/reinvite-sink.out"))"
 else
     ext_fail "ext-reinvite-answer-in-ack (the answer's address and codec were not used: $(cat "$ext_work/reinvite-sink.out"))"
+fi
+
+# --- RFC 3264 multi-codec answer: the carrier answers "8 0" (PCMA and PCMU) and switches
+# from PCMA to PCMU halfway through its 7 s of speech (same SSRC, sequence running on). The
+# caller offered PCMA only: it must get every packet, PCMA throughout (the PCMU half
+# transcoded), with no break in the sequence.
+ext_switch_packets=$(python3 "$ext_here/ext_pcap_switch.py" "$ext_work/pcma_20ms.pcap" "$ext_work/switch.pcap")
+python3 "$ext_here/ext_rtp_sink.py" 16641 8 "$ext_switch_packets" 60 >"$ext_work/switch-sink.out" 2>&1 &
+ext_sink_pid=$!
+wait_until 10 ext_udp_bound 16641
+ext_play="$ext_work/switch.pcap"
+ext_callee_args=(-key fmts "8 0" -key sdp_extra "a=sendrecv")
+ext_caller_args=(-key sink_port 16641 -key ptime_line "a=sendrecv")
+ext_pair ext-codec-switch ext_callee_play.xml ext_caller_sink.xml 9126
+if wait "$ext_sink_pid"; then
+    echo "PASS ext-codec-switch-continuous ($(cat "$ext_work/switch-sink.out"))"
+else
+    ext_fail "ext-codec-switch-continuous (expected $ext_switch_packets PCMA packets in sequence: $(cat "$ext_work/switch-sink.out"))"
 fi
 
 kill -TERM "$ext_siphon_pid" 2>/dev/null; wait "$ext_siphon_pid" 2>/dev/null

@@ -139,6 +139,7 @@ impl Endpoint {
                         telephone_event_pt: Some(101),
                         remote: None,
                         direction: siphon_sip::sdp::Direction::SendRecv,
+                        also_receive: Vec::new(),
                     },
                 )
             }

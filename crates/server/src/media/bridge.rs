@@ -490,9 +490,12 @@ fn relay(
             return false;
         }
     };
-    let audio = packet.payload_type == params.payload_type;
+    // Any codec the leg's SDP allows, switching per packet (RFC 3264): each packet is
+    // decoded or transcoded by its own payload type.
+    let packet_codec = params.audio_codec(packet.payload_type);
+    let audio = packet_codec.is_some();
     let event = Some(packet.payload_type) == params.telephone_event_pt;
-    let (from_codec, sdp_remote) = (params.codec, params.remote);
+    let (from_codec, sdp_remote) = (packet_codec.unwrap_or(params.codec), params.remote);
     match from.latched {
         Some(addr) if addr == source => {}
         // Latch only onto the negotiated types, so a stray sender cannot take the leg over.

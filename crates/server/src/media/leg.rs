@@ -272,7 +272,7 @@ impl Leg {
                     Some(Control::Update(p)) => {
                         // Coming off hold restarts the inactivity clock.
                         last_rx = Instant::now();
-                        if p.codec != self.params.codec || p.telephone_event_pt != self.params.telephone_event_pt {
+                        if p.codec != self.params.codec || p.telephone_event_pt != self.params.telephone_event_pt || p.also_receive != self.params.also_receive {
                             self.session = self.session.take().map(|_| self.new_session(&p));
                         }
                         if p.remote != self.params.remote {
@@ -361,6 +361,11 @@ impl Leg {
         let mut config =
             SessionConfig::new(g711(params.codec), format!("siphon-{}", self.rtp.port));
         config.telephone_event = params.telephone_event_pt;
+        config.also_receive = params
+            .also_receive
+            .iter()
+            .map(|(c, _)| g711(*c))
+            .find(|law| *law != config.codec);
         MediaSession::new(config, Instant::now().into_std(), SystemTime::now())
     }
 
@@ -395,8 +400,9 @@ impl Leg {
                 return false;
             }
         };
-        let negotiated = packet.payload_type == self.params.payload_type
-            || Some(packet.payload_type) == self.params.telephone_event_pt;
+        let packet_codec = self.params.audio_codec(packet.payload_type);
+        let negotiated =
+            packet_codec.is_some() || Some(packet.payload_type) == self.params.telephone_event_pt;
         match self.latched {
             Some(addr) if addr == from => {}
             // Latch only onto packets of the negotiated types, so a stray sender cannot
@@ -415,9 +421,12 @@ impl Leg {
             }
         }
         inc(&counters.rtp_packets_in);
-        if !self.taps.is_empty() && packet.payload_type == self.params.payload_type {
-            // Forks take the caller's audio at arrival, in order (see InOrder).
-            let law = g711(self.params.codec);
+        if !self.taps.is_empty()
+            && let Some(codec) = packet_codec
+        {
+            // Forks take the caller's audio at arrival, in order (see InOrder), decoded by
+            // the packet's own codec (the peer may switch per packet).
+            let law = g711(codec);
             let n = law.decode(packet.payload, &mut self.scratch);
             let taps = &mut self.taps;
             let arrival = Instant::now();
