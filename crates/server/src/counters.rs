@@ -265,6 +265,8 @@ pub enum EndResult {
     DrainTimeout,
     /// Still up when the server stopped without draining.
     Shutdown,
+    /// The session timer (RFC 4028) ran out without a refresh (BYE).
+    SessionExpired,
     Other,
 }
 
@@ -279,6 +281,7 @@ pub const END_RESULTS: &[&str] = &[
     "admin",
     "drain_timeout",
     "shutdown",
+    "session_expired",
     "other",
 ];
 

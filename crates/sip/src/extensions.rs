@@ -7,14 +7,24 @@
 //! never comes). It advertises what it does implement in `Supported`, and only that: a
 //! peer that reads `timer` in `Supported` expects session refreshes.
 
-/// Option tags Siphon implements. Empty until one is: `100rel` (RFC 3262), `timer`
-/// (RFC 4028) and `replaces` (RFC 3891) are not, so any `Require` naming them gets 420.
-pub const SUPPORTED_OPTION_TAGS: &[&str] = &[];
+/// Option tags Siphon implements in the dialogs it answers (as UAS): `timer` (RFC 4028
+/// session timers, the caller refreshing; see `session_timer`). Not `100rel` (RFC 3262)
+/// nor `replaces` (RFC 3891): a `Require` naming them gets 420.
+pub const SUPPORTED_OPTION_TAGS: &[&str] = &["timer"];
 
-/// The value of Siphon's `Supported` header (empty when it implements no option tag: an
-/// empty `Supported` is valid and says so, RFC 3261 §20.37).
+/// Option tags Siphon implements in the dialogs it starts (as UAC, a bridged call's
+/// callee leg): none. Not `timer`, which would let the callee make Siphon the refresher.
+pub const SUPPORTED_AS_UAC: &[&str] = &[];
+
+/// The value of Siphon's `Supported` header in its responses (an empty `Supported` is
+/// valid and means none, RFC 3261 §20.37).
 pub fn supported_value() -> String {
     SUPPORTED_OPTION_TAGS.join(", ")
+}
+
+/// The value of Siphon's `Supported` header in the INVITEs it sends.
+pub fn supported_as_uac_value() -> String {
+    SUPPORTED_AS_UAC.join(", ")
 }
 
 /// The option tags of `require` (the values of every `Require` header, each a
@@ -47,8 +57,9 @@ mod tests {
 
     #[test]
     fn every_tag_siphon_lacks_is_listed_once_in_order() {
-        let got = unsupported(["100rel, timer", "precondition,100REL", " ,"]);
-        assert_eq!(got, ["100rel", "timer", "precondition"]);
+        let got = unsupported(["100rel, replaces", "precondition,100REL", " ,"]);
+        assert_eq!(got, ["100rel", "replaces", "precondition"]);
+        assert!(unsupported(["Timer"]).is_empty());
     }
 
     #[test]

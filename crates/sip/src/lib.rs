@@ -14,6 +14,7 @@ pub mod message;
 pub mod peer;
 pub mod registrar;
 pub mod sdp;
+pub mod session_timer;
 pub mod timers;
 pub mod transaction;
 

@@ -477,7 +477,7 @@ impl Endpoint {
         headers.push(Header::CallId(format!("{}@siphon", new_tag()).into()));
         headers.push(Header::CSeq("1 INVITE".into()));
         headers.push(self.contact_header(peer.transport));
-        headers.extend(super::extensions::capabilities());
+        headers.extend(super::extensions::request_capabilities());
         headers.push(Header::ContentType("application/sdp".into()));
         message::finish(&mut headers, sdp.as_bytes());
         Some(rsip::Request {

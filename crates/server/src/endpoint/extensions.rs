@@ -45,9 +45,17 @@ pub(super) fn supported() -> Header {
     Header::Other("Supported".into(), extensions::supported_value())
 }
 
-/// `Allow` and `Supported`, for the messages that set up or refresh a dialog (INVITE, its
-/// 18x and 2xx), so that the peer knows what it may send in the dialog (RFC 3261 §20.5,
+/// `Allow` and `Supported`, for the responses that set up or refresh a dialog (18x and 2xx
+/// to INVITE), so that the peer knows what it may send in the dialog (RFC 3261 §20.5,
 /// §20.37).
 pub(super) fn capabilities() -> Vec<Header> {
     vec![allow(), supported()]
+}
+
+/// `Allow` and `Supported` of the INVITEs Siphon sends (what it implements as UAC).
+pub(super) fn request_capabilities() -> Vec<Header> {
+    vec![
+        allow(),
+        Header::Other("Supported".into(), extensions::supported_as_uac_value()),
+    ]
 }

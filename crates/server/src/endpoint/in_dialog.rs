@@ -101,9 +101,16 @@ impl Endpoint {
         contact: Header,
         sdp: String,
     ) {
+        let timer_headers = match DialogId::for_incoming(request) {
+            Some(id) if request.method == Method::Invite => {
+                self.session_timer_headers(&id, request)
+            }
+            _ => Vec::new(),
+        };
         let mut resp = response_to(request, 200, None, Some(tag));
         resp.headers.push(contact);
         resp.headers.extend(super::extensions::capabilities());
+        resp.headers.extend(timer_headers);
         resp.headers
             .push(Header::ContentType("application/sdp".into()));
         message::finish(&mut resp.headers, sdp.as_bytes());

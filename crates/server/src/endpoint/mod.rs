@@ -15,6 +15,7 @@ mod info;
 mod outbound_register;
 mod registrar;
 mod replies;
+mod session_timers;
 mod uas;
 
 use std::collections::HashMap;
@@ -94,6 +95,8 @@ pub struct Endpoint {
     cdr: Option<CdrWriter>,
     /// Siphon's own registrations to trunks (`register = true`).
     registrations: outbound_register::Registrations,
+    /// Session timers (RFC 4028) of the dialogs Siphon answered.
+    session_timers: session_timers::SessionTimers,
 }
 
 impl Endpoint {
@@ -153,6 +156,7 @@ impl Endpoint {
         Endpoint {
             bridges: b2bua::Bridges::default(),
             registrations: outbound_register::Registrations::new(&config),
+            session_timers: session_timers::SessionTimers::new(config.sip.session_min_se_s),
             cdr,
             blocklist,
             auth_failures: AuthFailures::new(
@@ -215,6 +219,8 @@ impl Endpoint {
         mut shutdown: broadcast::Receiver<()>,
     ) {
         let mut housekeeping = tokio::time::interval(Duration::from_secs(10));
+        // Session timers run in seconds (RFC 4028 intervals are 90 s and more).
+        let mut session_clock = tokio::time::interval(Duration::from_secs(1));
         self.start_registrations();
         self.flush().await;
         loop {
@@ -240,6 +246,7 @@ impl Endpoint {
                 Some(msg) = inbound.recv() => self.handle_inbound(msg).await,
                 Some(cmd) = commands.recv() => self.handle_command(cmd),
                 () = timer => self.layer.handle_timeout(now()),
+                _ = session_clock.tick() => self.check_session_timers(),
                 _ = housekeeping.tick() => {
                     let now = now();
                     self.auth.purge(std::time::SystemTime::now());
@@ -388,7 +395,7 @@ impl Endpoint {
             self.reply_to(&key, &request, 503, Some(reason), &[retry]);
             return;
         }
-        if self.refuse_unsupported(&key, &request) {
+        if self.refuse_unsupported(&key, &request) || self.refuse_session_interval(&key, &request) {
             return;
         }
         if self.bridge_request(&key, &request) {

@@ -236,10 +236,14 @@ impl Endpoint {
     }
 
     pub(super) fn answer(&mut self, id: &DialogId) {
-        let contact = match self.calls.get(id) {
-            Some(call) => self.contact_header(call.peer.transport),
+        let (contact, invite) = match self.calls.get(id) {
+            Some(call) => (
+                self.contact_header(call.peer.transport),
+                call.invite.clone(),
+            ),
             None => return,
         };
+        let timer_headers = self.session_timer_headers(id, &invite);
         let Some(call) = self.calls.get_mut(id) else {
             return;
         };
@@ -249,6 +253,7 @@ impl Endpoint {
         let mut resp = response_to(&call.invite, 200, None, Some(&id.local_tag));
         resp.headers.push(contact);
         resp.headers.extend(super::extensions::capabilities());
+        resp.headers.extend(timer_headers);
         resp.headers
             .push(Header::ContentType("application/sdp".into()));
         message::finish(&mut resp.headers, sdp.as_bytes());
