@@ -53,6 +53,7 @@ pub fn unsupported<'a>(require: impl IntoIterator<Item = &'a str>) -> Vec<String
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     #[test]

@@ -87,6 +87,7 @@ fn key(value: &str) -> Result<char, InfoDtmfError> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     #[test]
