@@ -97,6 +97,17 @@ ext_pair() {
     fi
 }
 
+# ext_capture FILE PORT: captures (tshark, loopback) the UDP going to PORT, one of this
+# script's SIPp media ports, until ext_capture_stop; returns once tshark really captures.
+ext_capture() {
+    tshark -i lo -f "udp dst port $2" -w "$1" >"$1.log" 2>&1 &
+    ext_tshark_pid=$!
+    wait_until 60 test -s "$1" && kill -0 "$ext_tshark_pid" 2>/dev/null
+}
+ext_capture_stop() {
+    kill -INT "$ext_tshark_pid" 2>/dev/null; wait "$ext_tshark_pid" 2>/dev/null
+}
+
 ext_failures_before=$failures
 python3 "$ext_here/pcap_20ms.py" /usr/share/sip-tester/g711a.pcap "$ext_work/pcma_20ms.pcap"
 "${rt[@]}" "$siphon" --config "$ext_here/extensions.toml" --log info >"$ext_work/siphon.log" 2>&1 &
@@ -179,6 +190,22 @@ if ext_log | tail -n +"$((ext_mark + 1))" | grep -q "session expired without a r
     echo "PASS ext-timer-expired-logged"
 else
     ext_fail "ext-timer-expired-logged (no \"session expired\" in Siphon's log)"
+fi
+
+# --- a=ptime: a peer that asks for 30 ms packets and sends 30 ms packets (SIPp's own
+# g711a.pcap) calls the echo number: Siphon takes its stream and echoes it in 30 ms packets
+# (240 bytes, timestamps +240, sequence unbroken; ext_ptime_check.py).
+if ext_capture "$ext_work/ptime30.pcapng" 16607; then
+    ext_run ext-ptime30-call -sf "$ext_sc/ext_ptime30.xml" -s 600 -m 1 -p 5607 -i 127.0.0.1 -mp 16607
+    ext_capture_stop
+    if python3 "$ext_here/ext_ptime_check.py" "$ext_work/ptime30.pcapng" 16607 30 >"$ext_work/ptime30.check" 2>&1; then
+        echo "PASS ext-ptime30-sent ($(cat "$ext_work/ptime30.check"))"
+    else
+        ext_fail "ext-ptime30-sent ($(cat "$ext_work/ptime30.check"))"
+    fi
+else
+    ext_capture_stop
+    ext_fail "ext-ptime30 (tshark cannot capture on lo: run as root)"
 fi
 
 kill -TERM "$ext_siphon_pid" 2>/dev/null; wait "$ext_siphon_pid" 2>/dev/null

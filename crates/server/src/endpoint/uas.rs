@@ -140,6 +140,7 @@ impl Endpoint {
                         remote: None,
                         direction: siphon_sip::sdp::Direction::SendRecv,
                         also_receive: Vec::new(),
+                        ptime: None,
                     },
                 )
             }

@@ -15,6 +15,7 @@ use siphon_media::FRAME_SAMPLES;
 use siphon_media::g711::G711;
 use siphon_media::jitter::FrameKind;
 use siphon_media::packet::RtpPacket;
+use siphon_media::repacketize::Repacketizer;
 use siphon_media::session::{MediaEvent, MediaSession, SessionConfig};
 use siphon_media::tone::ToneGenerator;
 use siphon_sip::dialog::DialogId;
@@ -183,6 +184,7 @@ pub fn spawn(setup: LegSetup) -> MediaHandle {
         requests: Vec::new(),
         in_order: InOrder::default(),
         scratch: [0; 480],
+        repacketizer: None,
     };
     tokio::spawn(leg.run(rx).instrument(setup.span));
     MediaHandle {
@@ -216,6 +218,9 @@ struct Leg {
     in_order: InOrder,
     /// Decode scratch for the fork path.
     scratch: [i16; 480],
+    /// Re-cuts the 20 ms packets the session builds into the peer's `a=ptime` (10, 30 or
+    /// 40 ms); `None` at 20 ms.
+    repacketizer: Option<Repacketizer>,
     /// This leg's RTP counters, also read by the admin API.
     stats: Arc<LegStats>,
     /// Moves `stats` into the server-wide counters once a second.
@@ -275,6 +280,9 @@ impl Leg {
                         if p.codec != self.params.codec || p.telephone_event_pt != self.params.telephone_event_pt || p.also_receive != self.params.also_receive {
                             self.session = self.session.take().map(|_| self.new_session(&p));
                         }
+                        if p.ptime != self.params.ptime || p.codec != self.params.codec {
+                            self.repacketizer = repacketizer_for(&p);
+                        }
                         if p.remote != self.params.remote {
                             // The peer moved: learn its address again.
                             self.latched = None;
@@ -285,6 +293,7 @@ impl Leg {
                     Some(Control::Answered) => {
                         last_rx = Instant::now();
                         self.session = Some(self.new_session(&self.params.clone()));
+                        self.repacketizer = repacketizer_for(&self.params);
                         for (id, config) in std::mem::take(&mut self.pending_forks) {
                             self.start_fork(id, config);
                         }
@@ -552,11 +561,23 @@ impl Leg {
             };
             match (built, dest) {
                 (Ok(Some(n)), Some(dest)) => {
-                    if self.rtp.socket.try_send_to(&tx[..n], dest).is_ok() {
-                        inc(&self.counters.rtp_packets_out);
-                        self.stats.sent(n);
-                    } else {
-                        inc(&self.counters.rtp_send_failures);
+                    let (socket, counters, stats) = (&self.rtp.socket, &self.counters, &self.stats);
+                    let mut send = |packet: &[u8]| {
+                        if socket.try_send_to(packet, dest).is_ok() {
+                            inc(&counters.rtp_packets_out);
+                            stats.sent(packet.len());
+                        } else {
+                            inc(&counters.rtp_send_failures);
+                        }
+                    };
+                    match self.repacketizer.as_mut() {
+                        None => send(&tx[..n]),
+                        Some(r) => {
+                            let mut wire = [0u8; 1500];
+                            if let Err(e) = r.push(&tx[..n], &mut wire, &mut send) {
+                                debug!(error = %e, "RTP re-cut failed");
+                            }
+                        }
                     }
                 }
                 (Ok(_), _) => {}
@@ -672,4 +693,10 @@ fn latch(
 
 fn rtcp_of(rtp: SocketAddr) -> SocketAddr {
     SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1))
+}
+
+/// The re-cutting the peer's `a=ptime` asks for (none at 20 ms or without one).
+fn repacketizer_for(params: &MediaParams) -> Option<Repacketizer> {
+    let ptime = params.ptime?;
+    Repacketizer::new(ptime, g711(params.codec).payload_type())
 }

@@ -31,6 +31,9 @@ pub struct MediaParams {
     /// several and its answerer switch between them per packet (RFC 3264). Received
     /// packets are decoded (or transcoded) by their own PT; what Siphon sends stays `codec`.
     pub also_receive: Vec<(Codec, u8)>,
+    /// The peer's `a=ptime`: the packet duration it wants to receive (10-40 ms). Served
+    /// legs re-cut their 20 ms packets to it; what the peer sends may be any duration.
+    pub ptime: Option<u32>,
 }
 
 impl MediaParams {
@@ -56,6 +59,7 @@ impl From<&siphon_sip::sdp::Negotiated> for MediaParams {
             remote: n.remote_rtp,
             direction: n.direction,
             also_receive: n.also_receive.clone(),
+            ptime: n.remote_ptime,
         }
     }
 }
