@@ -3,7 +3,7 @@
 # SIP extensions carriers and PBXs require (issue 15), against real SIPp peers. Runs alone
 # (`bash sip-tests/extensions.sh [path/to/siphon]`, exits non-zero on failure) or sourced by
 # run.sh near its end (it then adds to run.sh's `failures`). Either way it starts a Siphon
-# of its own (sip-tests/extensions.toml: SIP 5650, HTTP 8600, analytics 8601, RTP
+# of its own (sip-tests/extensions.toml, or $EXT_CONFIG: SIP 5650, HTTP 8600, analytics 8601, RTP
 # 32000-32998) and SIPp only on SIP ports 5600-5649 and media ports 16600-16699, so it never
 # meets another check's ports. Every name here starts with ext_ so that sourcing it changes
 # nothing of run.sh's.
@@ -110,7 +110,7 @@ ext_capture_stop() {
 
 ext_failures_before=$failures
 python3 "$ext_here/pcap_20ms.py" /usr/share/sip-tester/g711a.pcap "$ext_work/pcma_20ms.pcap"
-"${rt[@]}" "$siphon" --config "$ext_here/extensions.toml" --log info >"$ext_work/siphon.log" 2>&1 &
+"${rt[@]}" "$siphon" --config "${EXT_CONFIG:-$ext_here/extensions.toml}" --log info >"$ext_work/siphon.log" 2>&1 &
 ext_siphon_pid=$!
 if ! wait_until 60 ext_answers_options || ! kill -0 "$ext_siphon_pid" 2>/dev/null; then
     ext_fail "ext-siphon-start (no answer to OPTIONS on $ext_target)"
