@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 /// The smallest interval RFC 4028 allows (§4, §5): 90 s.
 pub const RFC_MIN_SE: u32 = 90;
 
+/// The longest interval Siphon grants (a day): a UAS may lower the one asked for (§9),
+/// and a hostile or careless one of decades would keep a dead call for as long.
+pub const MAX_INTERVAL: u32 = 86_400;
+
 /// Who sends the refreshes (the `refresher` parameter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refresher {
@@ -117,7 +121,7 @@ pub fn decide(
     }
     // The UAC refreshes (its choice, or the UAS's when it named none).
     Ok(Decision::Use {
-        interval: se.delta,
+        interval: se.delta.min(MAX_INTERVAL.max(our_min_se)),
         refresher: Refresher::Uac,
     })
 }
@@ -215,6 +219,14 @@ mod tests {
         assert_eq!(
             decide(Some("1800"), None, false, 90).unwrap(),
             Decision::None
+        );
+        let d = decide(Some("4294967295"), None, true, 90).unwrap();
+        assert_eq!(
+            d,
+            Decision::Use {
+                interval: MAX_INTERVAL,
+                refresher: Refresher::Uac
+            }
         );
         // Asked to refresh itself, which it does not do: no timer either.
         let d = decide(Some("1800;refresher=uas"), None, true, 90).unwrap();
