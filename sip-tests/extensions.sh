@@ -5,7 +5,9 @@
 # run.sh near its end (it then adds to run.sh's `failures`). Either way it starts a Siphon
 # of its own (sip-tests/extensions.toml, or $EXT_CONFIG: SIP 5650, HTTP 8600, analytics 8601, RTP
 # 32000-32998) and SIPp only on SIP ports 5600-5649 and media ports 16600-16699, so it never
-# meets another check's ports. Every name here starts with ext_ so that sourcing it changes
+# meets another check's ports. SIPp takes four ports from its -mp (audio and video, RTP and
+# RTCP), so each SIPp here has its own ten: 16600, 16610, ... 16670; the listeners of
+# ext_rtp_sink.py take 16690-16699. Every name here starts with ext_ so that sourcing it changes
 # nothing of run.sh's.
 
 ext_here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -67,7 +69,7 @@ ext_run() {
 }
 
 # ext_pair NAME CALLEE_SCENARIO CALLER_SCENARIO NUMBER: the carrier's SIPp (UAS on 5601,
-# media 16601) in the background, then the caller's (5602, media 16602) to NUMBER (a 9...
+# media 16600) in the background, then the caller's (5602, media 16610) to NUMBER (a 9...
 # number: through trunk ext-carrier); both must exit 0. Extra SIPp arguments come from the
 # arrays ext_callee_args and ext_caller_args (reset after each pair); the callee's working
 # directory holds pcma_20ms.pcap and, as play.pcap, $ext_play (default: the same speech).
@@ -79,11 +81,11 @@ ext_pair() {
     cp "$ext_work/pcma_20ms.pcap" "$dir/" # the speech a callee scenario may play
     cp "${ext_play:-$ext_work/pcma_20ms.pcap}" "$dir/play.pcap"
     ( cd "$dir" && timeout 120 "${rt[@]}" sipp -sf "$ext_sc/$callee_sf" -m 1 -p 5601 \
-        -i 127.0.0.1 -mp 16601 "${ext_callee_args[@]}" -timeout 60s -timeout_error -trace_err \
+        -i 127.0.0.1 -mp 16600 "${ext_callee_args[@]}" -timeout 60s -timeout_error -trace_err \
         -nostdin "$ext_target" >"$dir/stdout" 2>&1 ) &
     local callee_pid=$!
     wait_until 30 ext_udp_bound 5601
-    ext_run "$name" -sf "$ext_sc/$caller_sf" -s "$number" -m 1 -p 5602 -i 127.0.0.1 -mp 16602 \
+    ext_run "$name" -sf "$ext_sc/$caller_sf" -s "$number" -m 1 -p 5602 -i 127.0.0.1 -mp 16610 \
         "${ext_caller_args[@]}"
     ext_callee_args=(); ext_caller_args=(); ext_play=""
     wait "$callee_pid"
@@ -118,7 +120,7 @@ if ! wait_until 60 ext_answers_options || ! kill -0 "$ext_siphon_pid" 2>/dev/nul
 fi
 
 # --- RFC 3261 §8.2.2.3: Require / Unsupported / Supported / Allow.
-ext_run ext-require-420 -sf "$ext_sc/ext_require_420.xml" -s 600 -m 1 -p 5603 -i 127.0.0.1 -mp 16603
+ext_run ext-require-420 -sf "$ext_sc/ext_require_420.xml" -s 600 -m 1 -p 5603 -i 127.0.0.1 -mp 16620
 
 # --- DTMF by SIP INFO (application/dtmf-relay, application/dtmf). To a forked number: each
 # key reaches the analytics service through the fork as a dtmf event, once (the service
@@ -128,7 +130,7 @@ ext_dtmf_events() { ext_log | tail -n +"$((ext_mark + 1))" | grep "analytics: DT
 # ext_keys_are KEYS: the fork's service received exactly KEYS (sorted) since ext_mark.
 ext_keys_are() { [ "$(ext_dtmf_events | sort | tr -d '\n')" = "$1" ]; }
 ext_mark=$(ext_log | wc -l)
-ext_run ext-info-dtmf-700 -sf "$ext_sc/ext_info_dtmf.xml" -s 700 -m 1 -p 5604 -i 127.0.0.1 -mp 16604
+ext_run ext-info-dtmf-700 -sf "$ext_sc/ext_info_dtmf.xml" -s 700 -m 1 -p 5604 -i 127.0.0.1 -mp 16630
 if wait_until 30 ext_keys_are '#5'; then
     echo "PASS ext-info-dtmf-fork (keys 5 and # reached the fork's service, once each)"
 else
@@ -145,12 +147,12 @@ else
 fi
 
 # --- A bridged re-INVITE without SDP: Siphon offers in the 200, the caller answers in the
-# ACK with PCMU at port 16640, and the callee's PCMA speech must from then on reach 16640
+# ACK with PCMU at port 16690, and the callee's PCMA speech must from then on reach 16690
 # as PCMU (100 packets: 2 of the ~6 s left after the re-INVITE; needs root for SIPp's
 # pcap play, as run.sh's media checks).
-python3 "$ext_here/ext_rtp_sink.py" 16640 0 100 60 >"$ext_work/reinvite-sink.out" 2>&1 &
+python3 "$ext_here/ext_rtp_sink.py" 16690 0 100 60 >"$ext_work/reinvite-sink.out" 2>&1 &
 ext_sink_pid=$!
-wait_until 10 ext_udp_bound 16640
+wait_until 10 ext_udp_bound 16690
 ext_pair ext-reinvite-nosdp b2b_callee_answer.xml ext_reinvite_nosdp.xml 9125
 if wait "$ext_sink_pid"; then
     echo "PASS ext-reinvite-answer-in-ack ($(cat "$ext_work/reinvite-sink.out"))"
@@ -163,12 +165,12 @@ fi
 # caller offered PCMA only: it must get every packet, PCMA throughout (the PCMU half
 # transcoded), with no break in the sequence.
 ext_switch_packets=$(python3 "$ext_here/ext_pcap_switch.py" "$ext_work/pcma_20ms.pcap" "$ext_work/switch.pcap")
-python3 "$ext_here/ext_rtp_sink.py" 16641 8 "$ext_switch_packets" 60 >"$ext_work/switch-sink.out" 2>&1 &
+python3 "$ext_here/ext_rtp_sink.py" 16692 8 "$ext_switch_packets" 60 >"$ext_work/switch-sink.out" 2>&1 &
 ext_sink_pid=$!
-wait_until 10 ext_udp_bound 16641
+wait_until 10 ext_udp_bound 16692
 ext_play="$ext_work/switch.pcap"
 ext_callee_args=(-key fmts "8 0" -key sdp_extra "a=sendrecv")
-ext_caller_args=(-key sink_port 16641 -key ptime_line "a=sendrecv")
+ext_caller_args=(-key sink_port 16692 -key ptime_line "a=sendrecv")
 ext_pair ext-codec-switch ext_callee_play.xml ext_caller_sink.xml 9126
 if wait "$ext_sink_pid"; then
     echo "PASS ext-codec-switch-continuous ($(cat "$ext_work/switch-sink.out"))"
@@ -177,15 +179,21 @@ else
 fi
 
 # --- Session timers (RFC 4028; this Siphon accepts 10 s intervals): 422 below the minimum,
-# a call kept up 25 s (past two intervals) by four refreshes, and a call whose caller never
-# refreshes ended by Siphon's BYE. Both run at once, on their own ports.
+# a call kept up 25 s (past two intervals) by four re-INVITE refreshes, one kept up as long
+# by UPDATEs, and a call whose caller never refreshes ended by Siphon's BYE. All three run
+# at once, on their own ports.
 ext_run ext-timer-refreshed -sf "$ext_sc/ext_timer_refresh.xml" -s 600 -m 1 -p 5605 \
-    -i 127.0.0.1 -mp 16605 &
+    -i 127.0.0.1 -mp 16640 &
 ext_refresh_pid=$!
+# UPDATE (RFC 3311) as the refresh: three without SDP, one with an offer (hold).
+ext_run ext-timer-update-refreshed -sf "$ext_sc/ext_timer_update.xml" -s 600 -m 1 -p 5608 \
+    -i 127.0.0.1 -mp 16660 &
+ext_update_pid=$!
 ext_mark=$(ext_log | wc -l)
 ext_run ext-timer-expired-bye -sf "$ext_sc/ext_timer_expire.xml" -s 600 -m 1 -p 5606 \
-    -i 127.0.0.1 -mp 16606
+    -i 127.0.0.1 -mp 16650
 wait "$ext_refresh_pid" || failures=$((failures + 1))
+wait "$ext_update_pid" || failures=$((failures + 1))
 if ext_log | tail -n +"$((ext_mark + 1))" | grep -q "session expired without a refresh"; then
     echo "PASS ext-timer-expired-logged"
 else
@@ -195,10 +203,10 @@ fi
 # --- a=ptime: a peer that asks for 30 ms packets and sends 30 ms packets (SIPp's own
 # g711a.pcap) calls the echo number: Siphon takes its stream and echoes it in 30 ms packets
 # (240 bytes, timestamps +240, sequence unbroken; ext_ptime_check.py).
-if ext_capture "$ext_work/ptime30.pcapng" 16607; then
-    ext_run ext-ptime30-call -sf "$ext_sc/ext_ptime30.xml" -s 600 -m 1 -p 5607 -i 127.0.0.1 -mp 16607
+if ext_capture "$ext_work/ptime30.pcapng" 16670; then
+    ext_run ext-ptime30-call -sf "$ext_sc/ext_ptime30.xml" -s 600 -m 1 -p 5607 -i 127.0.0.1 -mp 16670
     ext_capture_stop
-    if python3 "$ext_here/ext_ptime_check.py" "$ext_work/ptime30.pcapng" 16607 30 >"$ext_work/ptime30.check" 2>&1; then
+    if python3 "$ext_here/ext_ptime_check.py" "$ext_work/ptime30.pcapng" 16670 30 >"$ext_work/ptime30.check" 2>&1; then
         echo "PASS ext-ptime30-sent ($(cat "$ext_work/ptime30.check"))"
     else
         ext_fail "ext-ptime30-sent ($(cat "$ext_work/ptime30.check"))"

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use rsip::{Header, Headers, StatusCode};
 
 /// Methods Siphon handles; sent in `Allow` (OPTIONS, 405).
-pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO";
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO, UPDATE";
 /// Bodies Siphon understands; sent in `Accept` (OPTIONS, 415).
 pub const ACCEPT: &str = "application/sdp";
 /// Default largest message accepted (bytes). Larger gets 513.
@@ -29,10 +29,9 @@ const KNOWN_UNSUPPORTED: &[&str] = &[
     "PUBLISH",
     "REFER",
     "SUBSCRIBE",
-    "UPDATE",
 ];
 const SUPPORTED: &[&str] = &[
-    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO",
+    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO", "UPDATE",
 ];
 
 /// Why a datagram could not be used. Each variant maps to the response RFC 3261 asks for

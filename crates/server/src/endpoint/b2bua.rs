@@ -34,6 +34,7 @@ mod in_dialog;
 mod info;
 mod late_answer;
 mod responses;
+mod update;
 
 /// Every bridged call, and the indexes that find one from a message.
 #[derive(Default)]

@@ -102,7 +102,7 @@ impl Endpoint {
         sdp: String,
     ) {
         let timer_headers = match DialogId::for_incoming(request) {
-            Some(id) if request.method == Method::Invite => {
+            Some(id) if matches!(request.method, Method::Invite | Method::Update) => {
                 self.session_timer_headers(&id, request)
             }
             _ => Vec::new(),

@@ -17,6 +17,7 @@ mod registrar;
 mod replies;
 mod session_timers;
 mod uas;
+mod update;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -417,6 +418,7 @@ impl Endpoint {
             Method::Bye => self.on_bye(&key, &request),
             Method::Cancel => self.on_cancel(&key, &request),
             Method::Info => self.on_info(&key, &request),
+            Method::Update => self.on_update(&key, &request),
             _ => self.reply_to(&key, &request, 405, None, &[allow()]),
         }
     }

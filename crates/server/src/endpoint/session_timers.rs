@@ -94,14 +94,14 @@ impl SessionTimers {
 }
 
 impl Endpoint {
-    /// Answers an INVITE whose Session-Expires is below Siphon's minimum (422, with
+    /// Answers an INVITE or UPDATE whose Session-Expires is below Siphon's minimum (422, with
     /// `Min-SE`) or malformed (400); `true` if it did.
     pub(super) fn refuse_session_interval(
         &mut self,
         key: &TransactionKey,
         request: &rsip::Request,
     ) -> bool {
-        if request.method != Method::Invite {
+        if !matches!(request.method, Method::Invite | Method::Update) {
             return false;
         }
         match self.session_timers.decide(request) {

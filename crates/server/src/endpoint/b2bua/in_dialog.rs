@@ -64,6 +64,10 @@ impl Endpoint {
         match request.method {
             Method::Bye => self.bridge_bye(key, request, &id, side),
             Method::Invite => self.bridge_reinvite(key, request, &id, side),
+            // UPDATE (RFC 3311) with an offer is answered like a re-INVITE's; without one
+            // it only refreshes the session (RFC 4028).
+            Method::Update if request.body.is_empty() => self.bridge_refresh(key, request, side),
+            Method::Update => self.bridge_reinvite(key, request, &id, side),
             Method::Info => self.bridge_info(key, request, &id, side),
             Method::Options | Method::Notify => self.reply_to(key, request, 200, None, &[]),
             _ => self.reply_to(key, request, 405, None, &[allow()]),
