@@ -548,6 +548,8 @@ restart_tests
 
 # Calls between registered phones (B2BUA): its own file, SIP ports 5200-5202, media 162xx.
 source "$here/b2bua.sh"
+# shellcheck source=sip-tests/extensions.sh
+source "$here/extensions.sh"
 
 # --- SIP over TLS with a real client: baresip (Debian's baresip-core 1.0) registers 1001
 # over TLS with digest auth and calls 600 on a third Siphon (the default configuration with

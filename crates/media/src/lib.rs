@@ -99,7 +99,9 @@ pub mod dtmf;
 pub mod g711;
 pub mod jitter;
 pub mod pacer;
+
 pub mod packet;
+pub mod repacketize;
 pub mod resample;
 pub mod rtcp;
 pub mod session;

@@ -30,6 +30,10 @@ pub struct SessionConfig {
     pub codec: G711,
     /// The negotiated RFC 4733 `telephone-event/8000` payload type, if any (often 101).
     pub telephone_event: Option<u8>,
+    /// The other G.711 law the peer may send (its static payload type), when its SDP
+    /// listed both: RFC 3264 lets an answerer switch codecs per packet. Received packets
+    /// are decoded by their own payload type; what we send stays `codec`.
+    pub also_receive: Option<G711>,
     /// Jitter buffer bounds.
     pub jitter: JitterConfig,
     /// Our RTCP CNAME (RFC 7022 suggests a random per-session identifier).
@@ -44,6 +48,7 @@ impl SessionConfig {
         SessionConfig {
             codec,
             telephone_event: None,
+            also_receive: None,
             jitter: JitterConfig::default(),
             cname: cname.into(),
             rtcp_interval: RtcpScheduler::DEFAULT_INTERVAL,
@@ -198,7 +203,12 @@ impl MediaSession {
             }
         };
         let pt = packet.payload_type;
-        let is_audio = pt == self.config.codec.payload_type();
+        let law = if pt == self.config.codec.payload_type() {
+            Some(self.config.codec)
+        } else {
+            self.config.also_receive.filter(|l| l.payload_type() == pt)
+        };
+        let is_audio = law.is_some();
         let is_event = Some(pt) == self.config.telephone_event;
         if !is_audio && !is_event && pt != PT_COMFORT_NOISE {
             self.stats.rtp_unexpected_payload += 1;
@@ -220,8 +230,8 @@ impl MediaSession {
             remote.update(now, packet.sequence_number, packet.timestamp);
         }
 
-        if is_audio {
-            let n = self.config.codec.decode(packet.payload, &mut self.pcm);
+        if let Some(law) = law {
+            let n = law.decode(packet.payload, &mut self.pcm);
             let info = PacketInfo {
                 sequence_number: packet.sequence_number,
                 timestamp: packet.timestamp,

@@ -375,3 +375,91 @@ fn prompt_payloads_and_silence_slots() {
     let mut pcm = [0i16; 160];
     assert_eq!(s.pop_audio(&mut pcm), None);
 }
+
+/// A peer whose SDP listed both laws switches from PCMU to PCMA halfway (same SSRC,
+/// continuous sequence numbers and timestamps): with `also_receive` every packet is taken
+/// and decoded by its own payload type, so the played audio carries on without a gap and
+/// matches the tone; without it the PCMA half is refused as an unexpected payload type.
+#[test]
+fn peer_switching_law_mid_stream_is_decoded_per_packet() {
+    fn run(also_receive: Option<G711>) -> (MediaSession, Vec<Option<FrameKind>>, i64) {
+        let t0 = Instant::now();
+        let mut config = SessionConfig::new(G711::Pcmu, "test@siphon");
+        config.also_receive = also_receive;
+        let mut s = MediaSession::with_pacer(
+            config,
+            Pacer::new(t0, 0xAB, 1000, 0),
+            t0,
+            SystemTime::now(),
+            1,
+        );
+        let mut tone = ToneGenerator::test_tone();
+        let mut reference = ToneGenerator::test_tone();
+        let (mut rx, mut tx) = ([0u8; 1500], [0u8; 1500]);
+        let (mut pcm, mut expected) = ([0i16; 160], [0i16; 160]);
+        let mut frames = Vec::new();
+        let mut worst = 0i64;
+        let mut played = 0;
+        for i in 0..100u32 {
+            let now = t0 + 20 * MS * i;
+            tone.fill(&mut pcm);
+            let (law, pt) = if i < 50 {
+                (G711::Pcmu, 0)
+            } else {
+                (G711::Pcma, 8)
+            };
+            let mut payload = [0u8; 160];
+            law.encode(&pcm, &mut payload);
+            let n = RtpPacket {
+                marker: i == 0,
+                payload_type: pt,
+                sequence_number: 100u16.wrapping_add(i as u16),
+                timestamp: 5000 + 160 * i,
+                ssrc: PEER_SSRC,
+                payload: &payload,
+            }
+            .write_to(&mut rx)
+            .unwrap();
+            let _ = s.handle_rtp(now, &rx[..n]);
+            for _ in 0..s.handle_timeout(now) {
+                let frame = s.pop_audio(&mut pcm);
+                if frame.is_some_and(|f| f.kind == FrameKind::Audio) {
+                    // The played frames are the tone's, in order, whatever law carried them.
+                    reference.fill(&mut expected);
+                    played += 1;
+                    let diff = pcm
+                        .iter()
+                        .zip(&expected)
+                        .map(|(a, b)| (i64::from(*a) - i64::from(*b)).abs())
+                        .max()
+                        .unwrap_or(0);
+                    worst = worst.max(diff);
+                }
+                frames.push(frame.map(|f| f.kind));
+                s.send_audio(&[0; 160], &mut tx).unwrap();
+            }
+        }
+        assert!(played > 0);
+        (s, frames, worst)
+    }
+
+    let (s, frames, worst) = run(Some(G711::Pcma));
+    let stats = s.stats();
+    assert_eq!(stats.rtp_packets, 100);
+    assert_eq!(stats.rtp_unexpected_payload, 0);
+    // From the first played frame on, every slot is received audio: no gap at the switch.
+    let first = frames.iter().position(|k| k.is_some()).unwrap();
+    assert!(
+        frames[first..].iter().all(|k| *k == Some(FrameKind::Audio)),
+        "{frames:?}"
+    );
+    // G.711 quantisation of a -10 dBm0 tone: well under 5 % of full scale either law.
+    assert!(
+        worst < 1600,
+        "played audio differs from the tone by {worst}"
+    );
+
+    let (s, _, _) = run(None);
+    assert_eq!(s.stats().rtp_packets, 50);
+    assert_eq!(s.stats().rtp_unexpected_payload, 50);
+}

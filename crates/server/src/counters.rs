@@ -269,6 +269,8 @@ pub enum EndResult {
     DrainTimeout,
     /// Still up when the server stopped without draining.
     Shutdown,
+    /// The session timer (RFC 4028) ran out without a refresh (BYE).
+    SessionExpired,
     Other,
 }
 
@@ -283,6 +285,7 @@ pub const END_RESULTS: &[&str] = &[
     "admin",
     "drain_timeout",
     "shutdown",
+    "session_expired",
     "other",
 ];
 

@@ -8,10 +8,13 @@
 pub mod acl;
 pub mod auth;
 pub mod dialog;
+pub mod extensions;
+pub mod info_dtmf;
 pub mod message;
 pub mod peer;
 pub mod registrar;
 pub mod sdp;
+pub mod session_timer;
 pub mod timers;
 pub mod transaction;
 

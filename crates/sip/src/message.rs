@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use rsip::{Header, Headers, StatusCode};
 
 /// Methods Siphon handles; sent in `Allow` (OPTIONS, 405).
-pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO";
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO, UPDATE";
 /// Bodies Siphon understands; sent in `Accept` (OPTIONS, 415).
 pub const ACCEPT: &str = "application/sdp";
 /// Default largest message accepted (bytes). Larger gets 513.
@@ -29,10 +29,9 @@ const KNOWN_UNSUPPORTED: &[&str] = &[
     "PUBLISH",
     "REFER",
     "SUBSCRIBE",
-    "UPDATE",
 ];
 const SUPPORTED: &[&str] = &[
-    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO",
+    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO", "UPDATE",
 ];
 
 /// Why a datagram could not be used. Each variant maps to the response RFC 3261 asks for
@@ -715,6 +714,7 @@ pub fn reason(code: u16) -> &'static str {
         408 => "Request Timeout",
         415 => "Unsupported Media Type",
         416 => "Unsupported URI Scheme",
+        420 => "Bad Extension",
         423 => "Interval Too Brief",
         480 => "Temporarily Unavailable",
         481 => "Call/Transaction Does Not Exist",

@@ -176,6 +176,10 @@ pub struct SipConfig {
     /// Switchable at runtime: `PUT /api/sip-trace`.
     #[serde(default)]
     pub trace_messages: bool,
+    /// The smallest session interval (RFC 4028 `Session-Expires`) accepted; shorter ones
+    /// get 422 with this as `Min-SE`. RFC 4028 says 90 s at least; less is for tests.
+    #[serde(default = "default_session_min_se")]
+    pub session_min_se_s: u32,
     /// SIP over TLS (RFC 3261 §26.2) listens here when set; `tls_cert` and `tls_key` (PEM
     /// files) are then required.
     pub tls_listen: Option<SocketAddr>,
@@ -526,6 +530,9 @@ fn default_ring_timeout() -> u64 {
 }
 fn default_drain_timeout() -> u64 {
     30
+}
+fn default_session_min_se() -> u32 {
+    siphon_sip::session_timer::RFC_MIN_SE
 }
 /// MD5 only: offering SHA-256 as well breaks clients that refuse a 401 holding any
 /// algorithm they lack (baresip 1.0); see `[auth] algorithms` in configs/siphon.toml.

@@ -21,7 +21,7 @@ use siphon_sip::transaction::{TransactionKey, TransactionLayer};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::{Endpoint, allow, new_tag, now, parse_offer, without_tag};
+use super::{Endpoint, new_tag, now, parse_offer, without_tag};
 use crate::cdr::{CdrFork, CdrLeg, CdrRecord, Party};
 use crate::config::{Action, Route};
 use crate::control::{CallSummary, Command};
@@ -32,7 +32,10 @@ use crate::media::bridge::{self, BridgeHandle, BridgeSetup, Side};
 
 mod failover;
 mod in_dialog;
+mod info;
+mod late_answer;
 mod responses;
+mod update;
 
 /// Every bridged call, and the indexes that find one from a message.
 #[derive(Default)]
@@ -128,6 +131,9 @@ struct Bridged {
     /// A trunk's further addresses, tried in order when an attempt fails (RFC 3263 §4.3),
     /// with what each attempt's INVITE is made of.
     failover: failover::Failover,
+    /// Per leg (caller, callee): Siphon offered in its 2xx to that leg's re-INVITE without
+    /// SDP, so the leg's ACK carries the answer (see `late_answer`).
+    answer_in_ack: [bool; 2],
 }
 
 fn index(side: Side) -> usize {
@@ -455,6 +461,7 @@ impl Endpoint {
                     from_tag,
                     offer: callee_offer,
                 },
+                answer_in_ack: [false; 2],
             },
         );
         self.arm_failover_timeout(&id);
@@ -507,7 +514,7 @@ impl Endpoint {
         headers.push(Header::CallId(format!("{}@siphon", new_tag()).into()));
         headers.push(Header::CSeq("1 INVITE".into()));
         headers.push(self.contact_header(peer));
-        headers.push(allow());
+        headers.extend(super::extensions::request_capabilities());
         headers.push(Header::ContentType("application/sdp".into()));
         message::finish(&mut headers, sdp.as_bytes());
         Some(rsip::Request {
@@ -654,6 +661,7 @@ fn caller_response(
         Some(&caller.dialog.id.local_tag),
     );
     resp.headers.push(contact);
+    resp.headers.extend(super::extensions::capabilities());
     match sdp {
         Some(sdp) => {
             resp.headers

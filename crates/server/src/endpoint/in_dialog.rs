@@ -106,8 +106,16 @@ impl Endpoint {
         contact: Header,
         sdp: String,
     ) {
+        let timer_headers = match DialogId::for_incoming(request) {
+            Some(id) if matches!(request.method, Method::Invite | Method::Update) => {
+                self.session_timer_headers(&id, request)
+            }
+            _ => Vec::new(),
+        };
         let mut resp = response_to(request, 200, None, Some(tag));
         resp.headers.push(contact);
+        resp.headers.extend(super::extensions::capabilities());
+        resp.headers.extend(timer_headers);
         resp.headers
             .push(Header::ContentType("application/sdp".into()));
         message::finish(&mut resp.headers, sdp.as_bytes());
@@ -151,12 +159,6 @@ impl Endpoint {
             }
             None => self.reply(&invite_key, 487, None, &[]),
         }
-    }
-
-    pub(super) fn on_info(&mut self, key: &TransactionKey, request: &rsip::Request) {
-        let known = DialogId::for_incoming(request).is_some_and(|id| self.calls.contains_key(&id));
-        let code = if known { 200 } else { 481 };
-        self.reply_to(key, request, code, None, &[]);
     }
 
     /// Sends BYE for a call (a final response if it never answered) and forgets it,

@@ -9,12 +9,16 @@
 mod auth;
 mod b2bua;
 mod commands;
+mod extensions;
 mod in_dialog;
 mod keepalive;
+mod info;
 mod outbound_register;
 mod registrar;
 mod replies;
+mod session_timers;
 mod uas;
+mod update;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -103,6 +107,8 @@ pub struct Endpoint {
     trunk_targets: TrunkTargets,
     /// The TLS client setup of each trunk reached over TLS, by trunk name.
     trunk_tls: HashMap<String, Arc<rustls::ClientConfig>>,
+    /// Session timers (RFC 4028) of the dialogs Siphon answered.
+    session_timers: session_timers::SessionTimers,
 }
 
 impl Endpoint {
@@ -165,6 +171,7 @@ impl Endpoint {
             keepalives: keepalive::Keepalives::default(),
             trunk_targets: TrunkTargets::spawn(&config),
             trunk_tls: HashMap::new(),
+            session_timers: session_timers::SessionTimers::new(config.sip.session_min_se_s),
             cdr,
             blocklist,
             auth_failures: AuthFailures::new(
@@ -255,6 +262,8 @@ impl Endpoint {
         let mut housekeeping = tokio::time::interval(Duration::from_secs(10));
         let mut keepalives =
             keepalive::Keepalives::timer(self.config.registrar.keepalive_interval_s);
+        // Session timers run in seconds (RFC 4028 intervals are 90 s and more).
+        let mut session_clock = tokio::time::interval(Duration::from_secs(1));
         self.start_registrations();
         self.flush().await;
         loop {
@@ -281,6 +290,7 @@ impl Endpoint {
                 Some(cmd) = commands.recv() => self.handle_command(cmd),
                 () = timer => self.layer.handle_timeout(now()),
                 () = keepalive::next_round(&mut keepalives) => self.send_keepalives(),
+                _ = session_clock.tick() => self.check_session_timers(),
                 _ = housekeeping.tick() => {
                     let now = now();
                     self.auth.purge(std::time::SystemTime::now());
@@ -424,6 +434,9 @@ impl Endpoint {
             self.reply_to(&key, &request, 503, Some(reason), &[retry]);
             return;
         }
+        if self.refuse_unsupported(&key, &request) || self.refuse_session_interval(&key, &request) {
+            return;
+        }
         if self.bridge_request(&key, &request) {
             return;
         }
@@ -443,6 +456,7 @@ impl Endpoint {
             Method::Bye => self.on_bye(&key, &request),
             Method::Cancel => self.on_cancel(&key, &request),
             Method::Info => self.on_info(&key, &request),
+            Method::Update => self.on_update(&key, &request),
             _ => self.reply_to(&key, &request, 405, None, &[allow()]),
         }
     }
@@ -475,7 +489,7 @@ impl Endpoint {
         let headers = [
             allow(),
             Header::Accept(ACCEPT.into()),
-            Header::Other("Supported".into(), "".into()),
+            extensions::supported(),
         ];
         self.reply_to(key, request, 200, None, &headers);
     }

@@ -123,6 +123,7 @@ pub(super) fn reason_header(result: EndResult) -> Header {
         EndResult::NoAck => "No ACK",
         EndResult::Admin => "Ended by the operator",
         EndResult::DrainTimeout | EndResult::Shutdown => "Server shutting down",
+        EndResult::SessionExpired => "Session expired",
         EndResult::Other => "Call ended",
     };
     Header::Other("Reason".into(), format!("SIP;cause=200;text=\"{text}\""))

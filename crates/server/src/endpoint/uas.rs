@@ -21,7 +21,7 @@ use crate::media::MediaParams;
 use crate::media::leg::{self as media, LegSetup};
 
 use super::auth::Admission;
-use super::{Call, Endpoint, allow, call_meta, new_tag, now, parse_offer, user_of, without_tag};
+use super::{Call, Endpoint, call_meta, new_tag, now, parse_offer, user_of, without_tag};
 
 impl Endpoint {
     pub(super) async fn on_invite(
@@ -143,6 +143,8 @@ impl Endpoint {
                         telephone_event_pt: Some(101),
                         remote: None,
                         direction: siphon_sip::sdp::Direction::SendRecv,
+                        also_receive: Vec::new(),
+                        ptime: None,
                     },
                 )
             }
@@ -239,10 +241,14 @@ impl Endpoint {
     }
 
     pub(super) fn answer(&mut self, id: &DialogId) {
-        let contact = match self.calls.get(id) {
-            Some(call) => self.contact_header(call.peer),
+        let (contact, invite) = match self.calls.get(id) {
+            Some(call) => (
+                self.contact_header(call.peer),
+                call.invite.clone(),
+            ),
             None => return,
         };
+        let timer_headers = self.session_timer_headers(id, &invite);
         let Some(call) = self.calls.get_mut(id) else {
             return;
         };
@@ -251,7 +257,8 @@ impl Endpoint {
         };
         let mut resp = response_to(&call.invite, 200, None, Some(&id.local_tag));
         resp.headers.push(contact);
-        resp.headers.push(allow());
+        resp.headers.extend(super::extensions::capabilities());
+        resp.headers.extend(timer_headers);
         resp.headers
             .push(Header::ContentType("application/sdp".into()));
         message::finish(&mut resp.headers, sdp.as_bytes());

@@ -62,6 +62,11 @@ enum Control {
     },
     /// Admin API: stop the fork named `id`.
     DetachFork(String),
+    /// A key press signalled in SIP (INFO), not in RTP: to the forks like an RFC 4733 one.
+    Dtmf {
+        digit: char,
+        duration_ms: u32,
+    },
 }
 
 /// The SIP core's handle on a bridge's media task; `stop` (or dropping it) ends the task
@@ -116,6 +121,11 @@ impl BridgeHandle {
 
     pub fn stop(self, reason: &str) {
         let _ = self.control.send(Control::Stop(reason.to_string()));
+    }
+
+    /// A key press one phone signalled by SIP INFO.
+    pub fn dtmf(&self, digit: char, duration_ms: u32) {
+        let _ = self.control.send(Control::Dtmf { digit, duration_ms });
     }
 }
 
@@ -306,6 +316,13 @@ impl Bridge {
                             let _stopping = self.taps.remove(i).fork.stop("detached");
                         }
                     }
+                    Some(Control::Dtmf { digit, duration_ms }) => {
+                        inc(&self.counters.dtmf_events);
+                        info!(%digit, duration_ms, "DTMF received by SIP INFO");
+                        for tap in &self.taps {
+                            tap.fork.send_dtmf(digit, duration_ms);
+                        }
+                    }
                     Some(Control::Stop(reason)) => {
                         self.stop_forks(&reason);
                         return;
@@ -473,9 +490,12 @@ fn relay(
             return false;
         }
     };
-    let audio = packet.payload_type == params.payload_type;
+    // Any codec the leg's SDP allows, switching per packet (RFC 3264): each packet is
+    // decoded or transcoded by its own payload type.
+    let packet_codec = params.audio_codec(packet.payload_type);
+    let audio = packet_codec.is_some();
     let event = Some(packet.payload_type) == params.telephone_event_pt;
-    let (from_codec, sdp_remote) = (params.codec, params.remote);
+    let (from_codec, sdp_remote) = (packet_codec.unwrap_or(params.codec), params.remote);
     match from.latched {
         Some(addr) if addr == source => {}
         // Latch only onto the negotiated types, so a stray sender cannot take the leg over.

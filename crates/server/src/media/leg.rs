@@ -15,6 +15,7 @@ use siphon_media::FRAME_SAMPLES;
 use siphon_media::g711::G711;
 use siphon_media::jitter::FrameKind;
 use siphon_media::packet::RtpPacket;
+use siphon_media::repacketize::Repacketizer;
 use siphon_media::session::{MediaEvent, MediaSession, SessionConfig};
 use siphon_media::tone::ToneGenerator;
 use siphon_sip::dialog::DialogId;
@@ -48,6 +49,11 @@ enum Control {
     },
     /// Stop the fork named `id` (admin API: `DELETE /api/calls/{id}/forks/{fork}`).
     DetachFork(String),
+    /// A key press signalled in SIP (INFO), not in RTP: to the forks like an RFC 4733 one.
+    Dtmf {
+        digit: char,
+        duration_ms: u32,
+    },
 }
 
 /// The SIP core's handle on a call's media task. Dropping it (or `stop`) ends the task
@@ -93,6 +99,11 @@ impl MediaHandle {
     /// Stops the fork named `id`; `false` if the media task has ended.
     pub fn detach_fork(&self, id: String) -> bool {
         self.control.send(Control::DetachFork(id)).is_ok()
+    }
+
+    /// A key press the caller signalled by SIP INFO.
+    pub fn dtmf(&self, digit: char, duration_ms: u32) {
+        let _ = self.control.send(Control::Dtmf { digit, duration_ms });
     }
 }
 
@@ -177,6 +188,7 @@ pub fn spawn(setup: LegSetup) -> MediaHandle {
         requests: Vec::new(),
         in_order: InOrder::default(),
         scratch: [0; 480],
+        repacketizer: None,
     };
     tokio::spawn(leg.run(rx).instrument(setup.span));
     MediaHandle {
@@ -210,6 +222,9 @@ struct Leg {
     in_order: InOrder,
     /// Decode scratch for the fork path.
     scratch: [i16; 480],
+    /// Re-cuts the 20 ms packets the session builds into the peer's `a=ptime` (10, 30 or
+    /// 40 ms); `None` at 20 ms.
+    repacketizer: Option<Repacketizer>,
     /// This leg's RTP counters, also read by the admin API.
     stats: Arc<LegStats>,
     /// Moves `stats` into the server-wide counters once a second.
@@ -266,8 +281,11 @@ impl Leg {
                     Some(Control::Update(p)) => {
                         // Coming off hold restarts the inactivity clock.
                         last_rx = Instant::now();
-                        if p.codec != self.params.codec || p.telephone_event_pt != self.params.telephone_event_pt {
+                        if p.codec != self.params.codec || p.telephone_event_pt != self.params.telephone_event_pt || p.also_receive != self.params.also_receive {
                             self.session = self.session.take().map(|_| self.new_session(&p));
+                        }
+                        if p.ptime != self.params.ptime || p.codec != self.params.codec {
+                            self.repacketizer = repacketizer_for(&p);
                         }
                         if p.remote != self.params.remote {
                             // The peer moved: learn its address again.
@@ -279,6 +297,7 @@ impl Leg {
                     Some(Control::Answered) => {
                         last_rx = Instant::now();
                         self.session = Some(self.new_session(&self.params.clone()));
+                        self.repacketizer = repacketizer_for(&self.params);
                         for (id, config) in std::mem::take(&mut self.pending_forks) {
                             self.start_fork(id, config);
                         }
@@ -295,6 +314,13 @@ impl Leg {
                             let tap = self.taps.remove(i);
                             info!(fork = %id, "detaching fork");
                             let _stopping = tap.fork.stop("detached");
+                        }
+                    }
+                    Some(Control::Dtmf { digit, duration_ms }) => {
+                        inc(&self.counters.dtmf_events);
+                        info!(%digit, duration_ms, "DTMF received by SIP INFO");
+                        for tap in &self.taps {
+                            tap.fork.send_dtmf(digit, duration_ms);
                         }
                     }
                     Some(Control::Stop(reason)) => {
@@ -348,6 +374,11 @@ impl Leg {
         let mut config =
             SessionConfig::new(g711(params.codec), format!("siphon-{}", self.rtp.port));
         config.telephone_event = params.telephone_event_pt;
+        config.also_receive = params
+            .also_receive
+            .iter()
+            .map(|(c, _)| g711(*c))
+            .find(|law| *law != config.codec);
         MediaSession::new(config, Instant::now().into_std(), SystemTime::now())
     }
 
@@ -382,8 +413,9 @@ impl Leg {
                 return false;
             }
         };
-        let negotiated = packet.payload_type == self.params.payload_type
-            || Some(packet.payload_type) == self.params.telephone_event_pt;
+        let packet_codec = self.params.audio_codec(packet.payload_type);
+        let negotiated =
+            packet_codec.is_some() || Some(packet.payload_type) == self.params.telephone_event_pt;
         match self.latched {
             Some(addr) if addr == from => {}
             // Latch only onto packets of the negotiated types, so a stray sender cannot
@@ -402,9 +434,12 @@ impl Leg {
             }
         }
         inc(&counters.rtp_packets_in);
-        if !self.taps.is_empty() && packet.payload_type == self.params.payload_type {
-            // Forks take the caller's audio at arrival, in order (see InOrder).
-            let law = g711(self.params.codec);
+        if !self.taps.is_empty()
+            && let Some(codec) = packet_codec
+        {
+            // Forks take the caller's audio at arrival, in order (see InOrder), decoded by
+            // the packet's own codec (the peer may switch per packet).
+            let law = g711(codec);
             let n = law.decode(packet.payload, &mut self.scratch);
             let taps = &mut self.taps;
             let arrival = Instant::now();
@@ -534,11 +569,23 @@ impl Leg {
             };
             match (built, dest) {
                 (Ok(Some(n)), Some(dest)) => {
-                    if self.rtp.socket.try_send_to(&tx[..n], dest).is_ok() {
-                        inc(&self.counters.rtp_packets_out);
-                        self.stats.sent(n);
-                    } else {
-                        inc(&self.counters.rtp_send_failures);
+                    let (socket, counters, stats) = (&self.rtp.socket, &self.counters, &self.stats);
+                    let mut send = |packet: &[u8]| {
+                        if socket.try_send_to(packet, dest).is_ok() {
+                            inc(&counters.rtp_packets_out);
+                            stats.sent(packet.len());
+                        } else {
+                            inc(&counters.rtp_send_failures);
+                        }
+                    };
+                    match self.repacketizer.as_mut() {
+                        None => send(&tx[..n]),
+                        Some(r) => {
+                            let mut wire = [0u8; 1500];
+                            if let Err(e) = r.push(&tx[..n], &mut wire, &mut send) {
+                                debug!(error = %e, "RTP re-cut failed");
+                            }
+                        }
                     }
                 }
                 (Ok(_), _) => {}
@@ -654,4 +701,10 @@ fn latch(
 
 fn rtcp_of(rtp: SocketAddr) -> SocketAddr {
     SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1))
+}
+
+/// The re-cutting the peer's `a=ptime` asks for (none at 20 ms or without one).
+fn repacketizer_for(params: &MediaParams) -> Option<Repacketizer> {
+    let ptime = params.ptime?;
+    Repacketizer::new(ptime, g711(params.codec).payload_type())
 }

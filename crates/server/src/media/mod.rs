@@ -27,6 +27,26 @@ pub struct MediaParams {
     pub remote: Option<SocketAddr>,
     /// Our direction: `RecvOnly`/`Inactive` mean the peer holds the call.
     pub direction: Direction,
+    /// Other codecs (and their PTs) the peer may send besides `codec`: an answer may list
+    /// several and its answerer switch between them per packet (RFC 3264). Received
+    /// packets are decoded (or transcoded) by their own PT; what Siphon sends stays `codec`.
+    pub also_receive: Vec<(Codec, u8)>,
+    /// The peer's `a=ptime`: the packet duration it wants to receive (10-40 ms). Served
+    /// legs re-cut their 20 ms packets to it; what the peer sends may be any duration.
+    pub ptime: Option<u32>,
+}
+
+impl MediaParams {
+    /// The codec of an audio packet of payload type `pt`, if the peer may send it.
+    pub fn audio_codec(&self, pt: u8) -> Option<Codec> {
+        if pt == self.payload_type {
+            return Some(self.codec);
+        }
+        self.also_receive
+            .iter()
+            .find(|(_, p)| *p == pt)
+            .map(|(c, _)| *c)
+    }
 }
 
 impl From<&siphon_sip::sdp::Negotiated> for MediaParams {
@@ -38,6 +58,8 @@ impl From<&siphon_sip::sdp::Negotiated> for MediaParams {
             telephone_event_pt: n.telephone_event_pt,
             remote: n.remote_rtp,
             direction: n.direction,
+            also_receive: n.also_receive.clone(),
+            ptime: n.remote_ptime,
         }
     }
 }

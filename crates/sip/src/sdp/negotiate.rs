@@ -63,6 +63,11 @@ pub struct Negotiated {
     pub direction: Direction,
     /// The offerer's `a=ptime` for the accepted stream: how it would like to receive.
     pub remote_ptime: Option<u32>,
+    /// The other codecs of ours the accepted stream lists, with their PTs, in its order.
+    /// When the description read is an answer (Siphon offered), its answerer may send any
+    /// of them, switching per packet (RFC 3264 §5.1, §6.1); from an offerer Siphon answered
+    /// with one codec, they are tolerated rather than dropped.
+    pub also_receive: Vec<(Codec, u8)>,
     /// Index of the accepted stream among the offer's (and answer's) m= lines.
     pub media_index: usize,
 }
@@ -222,6 +227,16 @@ impl LocalSession {
             remote_rtp,
             direction,
             remote_ptime: offered.ptime,
+            also_receive: offered
+                .payload_types()
+                .filter(|pt| *pt != payload_type)
+                .filter_map(|pt| {
+                    offered
+                        .codec_for(pt)
+                        .filter(|c| local.codecs.contains(c))
+                        .map(|c| (c, pt))
+                })
+                .collect(),
             media_index: index,
         })
     }

@@ -814,3 +814,18 @@ fn builds_initial_offer() {
     assert!(hold.to_string().contains("m=audio 40000 RTP/AVP 8\r\n"));
     assert!(hold.to_string().contains("a=sendonly\r\n"));
 }
+
+/// An answer listing several codecs (RFC 3264 §6.1: its answerer may send any of them):
+/// the first is the one to send, every other one of ours is also to be received, each under
+/// its own PT (a dynamic PT mapped to PCMU included); codecs we lack are left out.
+#[test]
+fn every_codec_of_ours_the_stream_lists_is_also_received() {
+    let n = answer(
+        "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+         m=audio 4000 RTP/AVP 8 9 0 96 101\r\na=rtpmap:96 PCMU/8000\r\n\
+         a=rtpmap:101 telephone-event/8000\r\n",
+    );
+    assert_eq!((n.codec, n.payload_type), (Codec::Pcma, 8));
+    assert_eq!(n.also_receive, [(Codec::Pcmu, 0), (Codec::Pcmu, 96)]);
+    assert!(answer(SIPP_UAC).also_receive.is_empty());
+}

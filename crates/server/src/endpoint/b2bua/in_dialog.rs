@@ -64,9 +64,12 @@ impl Endpoint {
         match request.method {
             Method::Bye => self.bridge_bye(key, request, &id, side),
             Method::Invite => self.bridge_reinvite(key, request, &id, side),
-            Method::Info | Method::Options | Method::Notify => {
-                self.reply_to(key, request, 200, None, &[])
-            }
+            // UPDATE (RFC 3311) with an offer is answered like a re-INVITE's; without one
+            // it only refreshes the session (RFC 4028).
+            Method::Update if request.body.is_empty() => self.bridge_refresh(key, request, side),
+            Method::Update => self.bridge_reinvite(key, request, &id, side),
+            Method::Info => self.bridge_info(key, request, &id, side),
+            Method::Options | Method::Notify => self.reply_to(key, request, 200, None, &[]),
             _ => self.reply_to(key, request, 405, None, &[allow()]),
         }
         true
@@ -194,8 +197,11 @@ impl Endpoint {
         let tag = dialog.id.local_tag.clone();
         let mut relay = None;
         let sdp = match parse_offer(request) {
-            // No offer: the phone asks for ours.
-            Ok(None) => session.offer(&local, Direction::SendRecv).to_string(),
+            // No offer: the phone asks for ours, and answers it in the ACK.
+            Ok(None) => {
+                call.answer_in_ack[index(side)] = true;
+                session.offer(&local, Direction::SendRecv).to_string()
+            }
             Ok(Some(offer)) => match session.answer(&offer, &local) {
                 Ok(n) => {
                     info!(?side, direction = ?n.direction, "re-INVITE");
@@ -337,6 +343,14 @@ impl Endpoint {
         let Some(id) = DialogId::for_incoming(ack) else {
             return false;
         };
+        if let Some(call_id) = self.bridges.by_callee_call_id.get(&id.call_id).cloned() {
+            // The callee's ACK (for a 2xx to its re-INVITE).
+            self.ack_answer(&call_id, Side::Callee, &id, ack);
+            return true;
+        }
+        if self.bridges.calls.contains_key(&id) {
+            self.ack_answer(&id.clone(), Side::Caller, &id, ack);
+        }
         let Some((port, peer)) = self
             .bridges
             .calls
@@ -375,7 +389,10 @@ impl Endpoint {
 }
 
 /// A leg's dialog, offer/answer session and peer (the callee's once it answered).
-fn leg_state(call: &mut Bridged, side: Side) -> Option<(&mut Dialog, &mut LocalSession, Peer)> {
+pub(super) fn leg_state(
+    call: &mut Bridged,
+    side: Side,
+) -> Option<(&mut Dialog, &mut LocalSession, Peer)> {
     match side {
         Side::Caller => Some((
             &mut call.caller.dialog,

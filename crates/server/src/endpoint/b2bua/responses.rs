@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 use super::{Branch, BranchState, callee_params, caller_response, cancel_branch, cancel_of};
 use crate::cdr::Party;
 use crate::counters::{EndResult, inc};
-use crate::endpoint::{Endpoint, allow, now};
+use crate::endpoint::{Endpoint, now};
 use crate::media::bridge::Side;
 
 impl Endpoint {
@@ -204,6 +204,11 @@ impl Endpoint {
         let contact_uri = self.contact_uri(peer);
         let caller_contact = self.contact_header(caller);
         let local = self.local_media(port, peer.addr.ip());
+        let timer_decision = self
+            .bridges
+            .calls
+            .get(id)
+            .map(|c| self.session_timers.decide(&c.caller.invite));
         let Some(call) = self.bridges.calls.get_mut(id) else {
             return;
         };
@@ -268,6 +273,11 @@ impl Endpoint {
             None => warn!("the answering phone sent no usable SDP answer"),
         }
         call.media.answered();
+        // The caller's session timer starts with the 200 (RFC 4028 §9).
+        let timer_headers = match timer_decision {
+            Some(decision) => self.session_timers.answer(id, decision, now()),
+            None => Vec::new(),
+        };
         let resp = caller_response(
             &call.caller,
             200,
@@ -276,7 +286,7 @@ impl Endpoint {
         );
         let resp = {
             let mut resp = resp;
-            resp.headers.push(allow());
+            resp.headers.extend(timer_headers);
             resp
         };
         match self

@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# shellcheck shell=bash
+# SIP extensions carriers and PBXs require (issue 15), against real SIPp peers. Runs alone
+# (`bash sip-tests/extensions.sh [path/to/siphon]`, exits non-zero on failure) or sourced by
+# run.sh near its end (it then adds to run.sh's `failures`). Either way it starts a Siphon
+# of its own (sip-tests/extensions.toml, or $EXT_CONFIG: SIP 5650, HTTP 8600, analytics 8601, RTP
+# 32000-32998) and SIPp only on SIP ports 5600-5649 and media ports 16600-16699, so it never
+# meets another check's ports. SIPp takes four ports from its -mp (audio and video, RTP and
+# RTCP), so each SIPp here has its own ten: 16600, 16610, ... 16670; the listeners of
+# ext_rtp_sink.py take 16690-16699. Every name here starts with ext_ so that sourcing it changes
+# nothing of run.sh's.
+
+ext_here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ext_alone=0
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    ext_alone=1
+    set -uo pipefail
+    siphon="${1:-$(cd "$ext_here/.." && pwd)/target/release/siphon}"
+    work="$(mktemp -d)"
+    failures=0
+    rt=()
+    if [ "$(id -u)" = 0 ] && command -v chrt >/dev/null 2>&1; then rt=(chrt -r 20); fi
+    wait_until() {
+        local deadline=$((SECONDS + $1))
+        shift
+        until "$@"; do
+            [ "$SECONDS" -ge "$deadline" ] && return 1
+            sleep 0.2
+        done
+    }
+fi
+ext_sc="$ext_here/scenarios"
+ext_target=127.0.0.1:5650
+ext_work="$work/extensions"
+mkdir -p "$ext_work"
+
+ext_fail() { echo "FAIL $1"; failures=$((failures + 1)); }
+
+# ext_answers_options: the extensions Siphon answers OPTIONS (or has exited: no use waiting).
+ext_answers_options() {
+    kill -0 "$ext_siphon_pid" 2>/dev/null || return 0
+    sipp -sf "$ext_sc/options.xml" -m 1 -p 5649 -timeout 1s -timeout_error "$ext_target" \
+        >/dev/null 2>&1
+}
+# ext_udp_bound PORT: something (the SIPp we started) listens on UDP PORT.
+ext_udp_bound() {
+    awk -v port="$(printf ':%04X' "$1")" 'FNR > 1 && substr($2, length($2) - 4) == port { found = 1 }
+        END { exit !found }' /proc/net/udp /proc/net/udp6
+}
+# ext_log: the extensions Siphon's log so far, without tracing's colours.
+ext_log() { sed 's/\x1b\[[0-9;]*m//g' "$ext_work/siphon.log"; }
+
+# ext_run NAME SIPP_ARGS...: SIPp against the extensions Siphon; it must exit 0 (returns 1
+# otherwise, for a caller that ran it in the background and so cannot see `failures` move).
+ext_run() {
+    local name="$1"; shift
+    local dir="$ext_work/$name"; mkdir -p "$dir"
+    ( cd "$dir" && timeout 120 "${rt[@]}" sipp "$@" -timeout 60s -timeout_error -trace_err \
+        -nostdin "$ext_target" >"$dir/stdout" 2>&1 )
+    local rc=$?
+    if [ "$rc" = 0 ]; then
+        echo "PASS $name"
+    else
+        ext_fail "$name (sipp exit $rc, expected 0)"
+        tail -n 20 "$dir"/*errors.log 2>/dev/null
+        tail -n 5 "$dir/stdout"
+        return 1
+    fi
+}
+
+# ext_pair NAME CALLEE_SCENARIO CALLER_SCENARIO NUMBER: the carrier's SIPp (UAS on 5601,
+# media 16600) in the background, then the caller's (5602, media 16610) to NUMBER (a 9...
+# number: through trunk ext-carrier); both must exit 0. Extra SIPp arguments come from the
+# arrays ext_callee_args and ext_caller_args (reset after each pair); the callee's working
+# directory holds pcma_20ms.pcap and, as play.pcap, $ext_play (default: the same speech).
+ext_callee_args=(); ext_caller_args=(); ext_play=""
+ext_pair() {
+    local name="$1" callee_sf="$2" caller_sf="$3" number="$4"
+    local dir="$ext_work/$name-callee"
+    mkdir -p "$dir"
+    cp "$ext_work/pcma_20ms.pcap" "$dir/" # the speech a callee scenario may play
+    cp "${ext_play:-$ext_work/pcma_20ms.pcap}" "$dir/play.pcap"
+    ( cd "$dir" && timeout 120 "${rt[@]}" sipp -sf "$ext_sc/$callee_sf" -m 1 -p 5601 \
+        -i 127.0.0.1 -mp 16600 "${ext_callee_args[@]}" -timeout 60s -timeout_error -trace_err \
+        -nostdin "$ext_target" >"$dir/stdout" 2>&1 ) &
+    local callee_pid=$!
+    wait_until 30 ext_udp_bound 5601
+    ext_run "$name" -sf "$ext_sc/$caller_sf" -s "$number" -m 1 -p 5602 -i 127.0.0.1 -mp 16610 \
+        "${ext_caller_args[@]}"
+    ext_callee_args=(); ext_caller_args=(); ext_play=""
+    wait "$callee_pid"
+    local rc=$?
+    if [ "$rc" = 0 ]; then
+        echo "PASS $name-callee"
+    else
+        ext_fail "$name-callee (sipp exit $rc, expected 0)"
+        tail -n 20 "$dir"/*errors.log 2>/dev/null
+        tail -n 5 "$dir/stdout"
+    fi
+}
+
+# ext_capture FILE PORT: captures (tshark, loopback) the UDP going to PORT, one of this
+# script's SIPp media ports, until ext_capture_stop; returns once tshark really captures.
+ext_capture() {
+    tshark -i lo -f "udp dst port $2" -w "$1" >"$1.log" 2>&1 &
+    ext_tshark_pid=$!
+    wait_until 60 test -s "$1" && kill -0 "$ext_tshark_pid" 2>/dev/null
+}
+ext_capture_stop() {
+    kill -INT "$ext_tshark_pid" 2>/dev/null; wait "$ext_tshark_pid" 2>/dev/null
+}
+
+ext_failures_before=$failures
+python3 "$ext_here/pcap_20ms.py" /usr/share/sip-tester/g711a.pcap "$ext_work/pcma_20ms.pcap"
+"${rt[@]}" "$siphon" --config "${EXT_CONFIG:-$ext_here/extensions.toml}" --log info >"$ext_work/siphon.log" 2>&1 &
+ext_siphon_pid=$!
+if ! wait_until 60 ext_answers_options || ! kill -0 "$ext_siphon_pid" 2>/dev/null; then
+    ext_fail "ext-siphon-start (no answer to OPTIONS on $ext_target)"
+    tail -n 20 "$ext_work/siphon.log"
+fi
+
+# --- RFC 3261 §8.2.2.3: Require / Unsupported / Supported / Allow.
+ext_run ext-require-420 -sf "$ext_sc/ext_require_420.xml" -s 600 -m 1 -p 5603 -i 127.0.0.1 -mp 16620
+
+# --- DTMF by SIP INFO (application/dtmf-relay, application/dtmf). To a forked number: each
+# key reaches the analytics service through the fork as a dtmf event, once (the service
+# logs "analytics: DTMF ... digit=K" for each event it receives, in Siphon's log since it
+# runs in process); the hostile INFO is refused 400 (in the scenario) and reaches no one.
+ext_dtmf_events() { ext_log | tail -n +"$((ext_mark + 1))" | grep "analytics: DTMF" | grep -oE 'digit="?[0-9*#A-D]' | tr -d '"' | sed 's/digit=//'; }
+# ext_keys_are KEYS: the fork's service received exactly KEYS (sorted) since ext_mark.
+ext_keys_are() { [ "$(ext_dtmf_events | sort | tr -d '\n')" = "$1" ]; }
+ext_mark=$(ext_log | wc -l)
+ext_run ext-info-dtmf-700 -sf "$ext_sc/ext_info_dtmf.xml" -s 700 -m 1 -p 5604 -i 127.0.0.1 -mp 16630
+if wait_until 30 ext_keys_are '#5'; then
+    echo "PASS ext-info-dtmf-fork (keys 5 and # reached the fork's service, once each)"
+else
+    ext_fail "ext-info-dtmf-fork (the fork's service received: $(ext_dtmf_events | tr '\n' ' '))"
+fi
+# Across a bridged call (trunk ext-carrier): each phone's INFO key reaches the other phone
+# as an INFO with the same body (checked by both scenarios), and the call's fork gets both.
+ext_mark=$(ext_log | wc -l)
+ext_pair ext-info-dtmf-bridged ext_info_callee.xml ext_info_caller.xml 9123
+if wait_until 30 ext_keys_are 79; then
+    echo "PASS ext-info-dtmf-bridged-fork (keys 7 and 9 reached the bridged call's fork, once each)"
+else
+    ext_fail "ext-info-dtmf-bridged-fork (the fork's service received: $(ext_dtmf_events | tr '\n' ' '))"
+fi
+
+# --- A bridged re-INVITE without SDP: Siphon offers in the 200, the caller answers in the
+# ACK with PCMU at port 16690, and the callee's PCMA speech must from then on reach 16690
+# as PCMU (100 packets: 2 of the ~6 s left after the re-INVITE; needs root for SIPp's
+# pcap play, as run.sh's media checks).
+python3 "$ext_here/ext_rtp_sink.py" 16690 0 100 60 >"$ext_work/reinvite-sink.out" 2>&1 &
+ext_sink_pid=$!
+wait_until 10 ext_udp_bound 16690
+ext_pair ext-reinvite-nosdp b2b_callee_answer.xml ext_reinvite_nosdp.xml 9125
+if wait "$ext_sink_pid"; then
+    echo "PASS ext-reinvite-answer-in-ack ($(cat "$ext_work/reinvite-sink.out"))"
+else
+    ext_fail "ext-reinvite-answer-in-ack (the answer's address and codec were not used: $(cat "$ext_work/reinvite-sink.out"))"
+fi
+
+# --- RFC 3264 multi-codec answer: the carrier answers "8 0" (PCMA and PCMU) and switches
+# from PCMA to PCMU halfway through its 7 s of speech (same SSRC, sequence running on). The
+# caller offered PCMA only: it must get every packet, PCMA throughout (the PCMU half
+# transcoded), with no break in the sequence.
+ext_switch_packets=$(python3 "$ext_here/ext_pcap_switch.py" "$ext_work/pcma_20ms.pcap" "$ext_work/switch.pcap")
+python3 "$ext_here/ext_rtp_sink.py" 16692 8 "$ext_switch_packets" 60 >"$ext_work/switch-sink.out" 2>&1 &
+ext_sink_pid=$!
+wait_until 10 ext_udp_bound 16692
+ext_play="$ext_work/switch.pcap"
+ext_callee_args=(-key fmts "8 0" -key sdp_extra "a=sendrecv")
+ext_caller_args=(-key sink_port 16692 -key ptime_line "a=sendrecv")
+ext_pair ext-codec-switch ext_callee_play.xml ext_caller_sink.xml 9126
+if wait "$ext_sink_pid"; then
+    echo "PASS ext-codec-switch-continuous ($(cat "$ext_work/switch-sink.out"))"
+else
+    ext_fail "ext-codec-switch-continuous (expected $ext_switch_packets PCMA packets in sequence: $(cat "$ext_work/switch-sink.out"))"
+fi
+
+# --- Session timers (RFC 4028; this Siphon accepts 10 s intervals): 422 below the minimum,
+# a call kept up 25 s (past two intervals) by four re-INVITE refreshes, one kept up as long
+# by UPDATEs, and a call whose caller never refreshes ended by Siphon's BYE. All three run
+# at once, on their own ports.
+ext_run ext-timer-refreshed -sf "$ext_sc/ext_timer_refresh.xml" -s 600 -m 1 -p 5605 \
+    -i 127.0.0.1 -mp 16640 &
+ext_refresh_pid=$!
+# UPDATE (RFC 3311) as the refresh: three without SDP, one with an offer (hold).
+ext_run ext-timer-update-refreshed -sf "$ext_sc/ext_timer_update.xml" -s 600 -m 1 -p 5608 \
+    -i 127.0.0.1 -mp 16660 &
+ext_update_pid=$!
+ext_mark=$(ext_log | wc -l)
+ext_run ext-timer-expired-bye -sf "$ext_sc/ext_timer_expire.xml" -s 600 -m 1 -p 5606 \
+    -i 127.0.0.1 -mp 16650
+wait "$ext_refresh_pid" || failures=$((failures + 1))
+wait "$ext_update_pid" || failures=$((failures + 1))
+if ext_log | tail -n +"$((ext_mark + 1))" | grep -q "session expired without a refresh"; then
+    echo "PASS ext-timer-expired-logged"
+else
+    ext_fail "ext-timer-expired-logged (no \"session expired\" in Siphon's log)"
+fi
+
+# --- a=ptime: a peer that asks for 30 ms packets and sends 30 ms packets (SIPp's own
+# g711a.pcap) calls the echo number: Siphon takes its stream and echoes it in 30 ms packets
+# (240 bytes, timestamps +240, sequence unbroken; ext_ptime_check.py).
+if ext_capture "$ext_work/ptime30.pcapng" 16670; then
+    ext_run ext-ptime30-call -sf "$ext_sc/ext_ptime30.xml" -s 600 -m 1 -p 5607 -i 127.0.0.1 -mp 16670
+    ext_capture_stop
+    if python3 "$ext_here/ext_ptime_check.py" "$ext_work/ptime30.pcapng" 16670 30 >"$ext_work/ptime30.check" 2>&1; then
+        echo "PASS ext-ptime30-sent ($(cat "$ext_work/ptime30.check"))"
+    else
+        ext_fail "ext-ptime30-sent ($(cat "$ext_work/ptime30.check"))"
+    fi
+else
+    ext_capture_stop
+    ext_fail "ext-ptime30 (tshark cannot capture on lo: run as root)"
+fi
+
+kill -TERM "$ext_siphon_pid" 2>/dev/null; wait "$ext_siphon_pid" 2>/dev/null
+if [ "$failures" != "$ext_failures_before" ]; then
+    echo "--- extensions Siphon log (tail) ---"; ext_log | tail -n 30 | sed 's/^/    /'
+fi
+if [ "$ext_alone" = 1 ]; then
+    [ -n "${KEEP_WORK:-}" ] && echo "work dir kept: $work" || rm -rf "$work"
+    if [ "$failures" -ne 0 ]; then echo "$failures extension check(s) failed"; exit 1; fi
+    echo "all extension checks passed"
+fi
