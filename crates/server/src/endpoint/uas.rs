@@ -242,10 +242,7 @@ impl Endpoint {
 
     pub(super) fn answer(&mut self, id: &DialogId) {
         let (contact, invite) = match self.calls.get(id) {
-            Some(call) => (
-                self.contact_header(call.peer),
-                call.invite.clone(),
-            ),
+            Some(call) => (self.contact_header(call.peer), call.invite.clone()),
             None => return,
         };
         let timer_headers = self.session_timer_headers(id, &invite);
