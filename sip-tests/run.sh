@@ -506,7 +506,7 @@ restart_tests() {
         -e 's|^listen = "127.0.0.1:8080"|listen = "127.0.0.1:8089"|' \
         -e 's|^listen = "127.0.0.1:8090"|listen = "127.0.0.1:8099"|' \
         -e 's|^port_min = 20000|port_min = 40400|' -e 's|^port_max = 29998|port_max = 40498|' \
-        "$root/configs/siphon.toml" >"$dir/siphon.toml"
+        -e '/^nonce_secret_file = /d' "$root/configs/siphon.toml" >"$dir/siphon.toml"
     start_restart_siphon() {
         "$siphon" --config "$dir/siphon.toml" --log info >>"$dir/siphon.log" 2>&1 &
         siphon2_pid=$!

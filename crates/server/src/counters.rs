@@ -123,6 +123,9 @@ pub struct Counters {
     /// CDR lines written to the file, and lines lost (queue full, write error).
     pub cdr_written: AtomicU64,
     pub cdr_lost: AtomicU64,
+    /// Calls the previous run left up when it stopped without ending them (a crash): the
+    /// rows its call journal still held when this process opened the registrar store.
+    pub calls_cut_off_at_start: AtomicU64,
     /// TLS connections that failed or never finished their handshake.
     pub tls_handshake_failures: AtomicU64,
     /// Live forks' statistics and the totals of ended ones.

@@ -369,6 +369,7 @@ impl Endpoint {
             "ringing the account's phones"
         );
         let header = |name: &str| header_value(&request.headers, name).unwrap_or_default();
+        self.call_listed(&id.call_id);
         self.registry.insert(
             id.call_id.clone(),
             CallSummary {
@@ -533,6 +534,7 @@ impl Endpoint {
             .reinvites
             .retain(|_, (call_id, _, _)| call_id != id);
         self.registry.remove(&id.call_id);
+        self.call_unlisted(&id.call_id);
         inc(&self.counters.calls_ended);
         self.counters.call_ended(result);
         let _guard = call.span.clone().entered();

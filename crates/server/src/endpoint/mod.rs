@@ -26,7 +26,7 @@ use rsip::{Header, Method};
 use siphon_sip::auth::{Authenticator, DigestConfig};
 use siphon_sip::dialog::{Dialog, DialogId};
 use siphon_sip::message::{self, ACCEPT, header_value};
-use siphon_sip::registrar::{LocationStore, MemoryLocationStore, Registrar};
+use siphon_sip::registrar::{Binding, LocationStore, MemoryLocationStore, Registrar};
 use siphon_sip::sdp::{Codec, LocalSession, SessionDescription};
 use siphon_sip::transaction::{Event, TransactionKey, TransactionLayer};
 use siphon_sip::{Peer, Transport};
@@ -42,6 +42,7 @@ use crate::limits::{AuthFailures, Blocklist, TokenBucket};
 use crate::media::leg::MediaHandle;
 use crate::prompt::Prompt;
 use crate::rtp_ports::PortPool;
+use crate::state_db::{PersistentLocationStore, StateDb};
 use crate::transport::{Inbound, Outbound};
 use commands::Drain;
 use replies::allow;
@@ -92,6 +93,8 @@ pub struct Endpoint {
     cdr: Option<CdrWriter>,
     /// Siphon's own registrations to trunks (`register = true`).
     registrations: outbound_register::Registrations,
+    /// `[registrar] store`: the bindings' file, also journalling the calls that are up.
+    state: Option<Arc<StateDb>>,
 }
 
 impl Endpoint {
@@ -106,6 +109,7 @@ impl Endpoint {
         registry: Arc<DashMap<String, CallSummary>>,
         blocklist: Blocklist,
         nonce_secret: [u8; 32],
+        state: Option<(Arc<StateDb>, Vec<(String, Vec<Binding>)>)>,
     ) -> Endpoint {
         let auth = Authenticator::new(DigestConfig {
             algorithms: config.auth.algorithms.iter().map(|a| (*a).into()).collect(),
@@ -114,6 +118,7 @@ impl Endpoint {
             ..DigestConfig::new(config.sip.realm.clone())
         });
         let r = &config.registrar;
+        let mut state_db = None;
         let registrar = Registrar::new(
             siphon_sip::registrar::RegistrarConfig {
                 min_expires: r.min_expires,
@@ -121,7 +126,13 @@ impl Endpoint {
                 default_expires: r.default_expires,
                 max_bindings_per_aor: r.max_bindings_per_account,
             },
-            Arc::new(MemoryLocationStore::default()),
+            match state {
+                Some((db, loaded)) => {
+                    state_db = Some(db.clone());
+                    Arc::new(PersistentLocationStore::new(db, loaded)) as Arc<dyn LocationStore>
+                }
+                None => Arc::new(MemoryLocationStore::default()),
+            },
         );
         let prompts = config
             .dialplan
@@ -180,6 +191,7 @@ impl Endpoint {
             commands,
             registry,
             drain: None,
+            state: state_db,
         }
     }
 
@@ -204,6 +216,20 @@ impl Endpoint {
 
     pub fn location_store(&self) -> Arc<dyn LocationStore> {
         self.registrar.store().clone()
+    }
+
+    /// A call entered the call table (`registry`): journalled, so that a crash before
+    /// [`Self::call_unlisted`] counts it as cut off at the next start.
+    fn call_listed(&self, call_id: &str) {
+        if let Some(db) = &self.state {
+            db.call_started(call_id);
+        }
+    }
+
+    fn call_unlisted(&self, call_id: &str) {
+        if let Some(db) = &self.state {
+            db.call_ended(call_id);
+        }
     }
 
     pub async fn run(

@@ -307,6 +307,14 @@ fn calls(f: &mut Families, ctx: &HttpContext) {
             .map(|(r, n)| (vec![("result", (*r).into())], get(n) as f64)),
     );
     f.0.extend(c.call_setup.families());
+    f.gauge1(
+        "siphon_calls_lost_on_restart",
+        "Calls that were up (ringing or answered) when the previous run of Siphon stopped \
+         without ending them (a crash, kill -9, power cut), counted at this start from the \
+         call journal in the registrar store; they have no CDR. 0 after a clean stop or \
+         without [registrar] store.",
+        get(&c.calls_cut_off_at_start) as f64,
+    );
     f.counter(
         "siphon_cdr_records_total",
         "CDR lines written to the CDR file, and lost (queue full or write error).",
