@@ -686,6 +686,9 @@ else
     failures=$((failures + 1))
 fi
 
+# Restarts, crashes and memory over many calls (issue 16): its own ports (SIP 5450, HTTP 8400).
+source "$here/durability.sh"
+
 if [ "$failures" -ne 0 ]; then
     echo "--- siphon log (tail) ---"; tail -n 40 "$work/siphon.log"
     echo "$failures SIPp check(s) failed"; exit 1

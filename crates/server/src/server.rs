@@ -26,9 +26,8 @@ use crate::endpoint::Endpoint;
 use crate::http::{self, HttpContext};
 use crate::limits::Blocklist;
 use crate::rtp_ports::PortPool;
-use crate::state_db::StateDb;
+use crate::state_db::{AorBindings, StateDb};
 use crate::transport;
-use siphon_sip::registrar::Binding;
 
 /// After the last call ended, how long media tasks (and forks' `stop`) may take.
 const MEDIA_GRACE: Duration = Duration::from_secs(5);
@@ -59,7 +58,7 @@ pub struct Server {
     /// else random.
     nonce_secret: [u8; crate::secret_file::KEY_LEN],
     /// `[registrar] store`, with the bindings it held at start.
-    state: Option<(Arc<StateDb>, Vec<(String, Vec<Binding>)>)>,
+    state: Option<(Arc<StateDb>, AorBindings)>,
 }
 
 impl Server {

@@ -64,11 +64,14 @@ pub enum StateError {
     NewerSchema { path: String, found: i64 },
 }
 
+/// Bindings by AOR, as the registrar's store holds them.
+pub type AorBindings = Vec<(String, Vec<Binding>)>;
+
 /// What the previous process left behind.
 #[derive(Debug, Default)]
 pub struct Loaded {
     /// Unexpired bindings by AOR, with the time they had left.
-    pub bindings: Vec<(String, Vec<Binding>)>,
+    pub bindings: AorBindings,
     /// Bindings in the file that had expired while Siphon was down (dropped).
     pub expired: u64,
     /// Calls that were up when the previous process stopped without ending them (a crash,
@@ -286,7 +289,7 @@ fn load(conn: &mut Connection) -> rusqlite::Result<Loaded> {
         "DELETE FROM bindings WHERE expires_unix_ms <= ?1",
         params![now_unix],
     )? as u64;
-    let mut by_aor: Vec<(String, Vec<Binding>)> = Vec::new();
+    let mut by_aor: AorBindings = Vec::new();
     {
         let mut stmt = tx.prepare(
             "SELECT aor, contact, expires_unix_ms, call_id, cseq, source, transport, q, user_agent
@@ -450,7 +453,7 @@ pub struct PersistentLocationStore {
 
 impl PersistentLocationStore {
     /// Starts from what [`StateDb::open`] loaded.
-    pub fn new(db: Arc<StateDb>, loaded: Vec<(String, Vec<Binding>)>) -> Self {
+    pub fn new(db: Arc<StateDb>, loaded: AorBindings) -> Self {
         let memory = MemoryLocationStore::new();
         for (aor, bindings) in loaded {
             memory.set_bindings(&aor, bindings);

@@ -26,9 +26,9 @@ use rsip::{Header, Method};
 use siphon_sip::auth::{Authenticator, DigestConfig};
 use siphon_sip::dialog::{Dialog, DialogId};
 use siphon_sip::message::{self, ACCEPT, header_value};
-use siphon_sip::registrar::{Binding, LocationStore, MemoryLocationStore, Registrar};
+use siphon_sip::registrar::{LocationStore, MemoryLocationStore, Registrar};
 use siphon_sip::sdp::{Codec, LocalSession, SessionDescription};
-use siphon_sip::transaction::{Event, TransactionKey, TransactionLayer};
+use siphon_sip::transaction::{Event, TransactionKey, TransactionLayer, shrink_if_sparse};
 use siphon_sip::{Peer, Transport};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
@@ -42,7 +42,7 @@ use crate::limits::{AuthFailures, Blocklist, TokenBucket};
 use crate::media::leg::MediaHandle;
 use crate::prompt::Prompt;
 use crate::rtp_ports::PortPool;
-use crate::state_db::{PersistentLocationStore, StateDb};
+use crate::state_db::{AorBindings, PersistentLocationStore, StateDb};
 use crate::transport::{Inbound, Outbound};
 use commands::Drain;
 use replies::allow;
@@ -109,7 +109,7 @@ impl Endpoint {
         registry: Arc<DashMap<String, CallSummary>>,
         blocklist: Blocklist,
         nonce_secret: [u8; 32],
-        state: Option<(Arc<StateDb>, Vec<(String, Vec<Binding>)>)>,
+        state: Option<(Arc<StateDb>, AorBindings)>,
     ) -> Endpoint {
         let auth = Authenticator::new(DigestConfig {
             algorithms: config.auth.algorithms.iter().map(|a| (*a).into()).collect(),
@@ -218,6 +218,23 @@ impl Endpoint {
         self.registrar.store().clone()
     }
 
+    /// What the metrics show of the tables (`siphon_table_entries`).
+    fn publish_table_sizes(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let t = &self.counters.tables;
+        let (sources, accounts) = self.auth_failures.tracked();
+        t.transactions.store(self.layer.len() as u64, Relaxed);
+        t.dialogs.store(self.calls.len() as u64, Relaxed);
+        t.invites.store(self.by_invite.len() as u64, Relaxed);
+        t.bridges.store(self.bridges.entries() as u64, Relaxed);
+        t.nonces
+            .store(self.auth.outstanding_nonces() as u64, Relaxed);
+        t.auth_failure_sources.store(sources as u64, Relaxed);
+        t.auth_failure_accounts.store(accounts as u64, Relaxed);
+        t.blocked_sources
+            .store(self.blocklist.len() as u64, Relaxed);
+    }
+
     /// A call entered the call table (`registry`): journalled, so that a crash before
     /// [`Self::call_unlisted`] counts it as cut off at the next start.
     fn call_listed(&self, call_id: &str) {
@@ -279,6 +296,11 @@ impl Endpoint {
                             .fetch_add(expired as u64, std::sync::atomic::Ordering::Relaxed);
                         info!(expired, "registrations expired");
                     }
+                    self.layer.shrink_tables();
+                    shrink_if_sparse(&mut self.calls);
+                    shrink_if_sparse(&mut self.by_invite);
+                    self.bridges.shrink_tables();
+                    self.publish_table_sizes();
                 }
                 () = drain_timer => {
                     warn!(calls = self.calls.len(), "drain timeout; hanging up the calls left");

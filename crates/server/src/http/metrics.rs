@@ -95,6 +95,21 @@ pub fn gather(ctx: &HttpContext) -> Vec<MetricFamily> {
     calls(&mut f, ctx);
     rtp(&mut f, ctx);
     forks(&mut f, c);
+    f.gauge(
+        "siphon_table_entries",
+        "Entries in the SIP core's tables as of its last housekeeping (every 10 s): each is \
+         bounded by size and age, so after the calls end they return to a baseline.",
+        c.tables
+            .all()
+            .into_iter()
+            .map(|(t, n)| (vec![("table", t.into())], n as f64)),
+    );
+    f.gauge1(
+        "siphon_tokio_tasks_alive",
+        "Tasks alive in Siphon's async runtime (one per call leg, fork and connection, plus \
+         a fixed few).",
+        tokio::runtime::Handle::try_current().map_or(0, |h| h.metrics().num_alive_tasks()) as f64,
+    );
     let mut out = f.0;
     out.extend(ctx.process.collect());
     out.retain(|mf| !mf.get_metric().is_empty());
