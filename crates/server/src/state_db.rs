@@ -34,6 +34,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use nix::fcntl::{Flock, FlockArg};
 use rusqlite::{Connection, params};
 use siphon_sip::peer::{Peer, Transport};
 use siphon_sip::registrar::{Binding, LocationStore, MemoryLocationStore};
@@ -123,7 +124,7 @@ pub struct StateDb {
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Held (locked) while this process uses the store.
-    _lock: File,
+    _lock: Flock<File>,
 }
 
 impl StateDb {
@@ -144,18 +145,24 @@ impl StateDb {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
         let lock_path = lock_path(path);
-        let lock = File::options()
+        let lock_file = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
             .map_err(io)?;
-        if lock.try_lock().is_err() {
-            return Err(StateError::Locked {
-                path: shown,
-                lock: lock_path.display().to_string(),
-            });
-        }
+        // flock(2) through nix rather than `File::try_lock`, which needs Rust 1.89 (the
+        // container builds with 1.88). Released when the process ends, however it ends.
+        let lock = match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                return Err(StateError::Locked {
+                    path: shown,
+                    lock: lock_path.display().to_string(),
+                });
+            }
+            Err((_, errno)) => return Err(io(std::io::Error::from(errno))),
+        };
         let mut conn = Connection::open(path).map_err(sql)?;
         prepare(&conn, &shown)?;
         let loaded = load(&mut conn).map_err(sql)?;
