@@ -234,12 +234,12 @@ PY
     fi
 }
 
-# --- Memory that stays flat: scripts/soak.sh on a fresh Siphon (same ports), 9 rounds of
+# --- Memory that stays flat: scripts/soak.sh on a fresh Siphon (same ports), 10 rounds of
 # 550 calls of seven kinds; fails when RSS grows by more than 3 MB over the 4 rounds after
-# the warm-up (see the script for why those numbers).
+# the 6-round warm-up (see the script for why those numbers).
 dur_soak_tests() {
     local out="$dur_work/soak"
-    if ROUNDS="${DUR_SOAK_ROUNDS:-9}" SIP_PORT=5450 HTTP_PORT=8400 ANALYTICS_PORT=8401 \
+    if ROUNDS="${DUR_SOAK_ROUNDS:-10}" SIP_PORT=5450 HTTP_PORT=8400 ANALYTICS_PORT=8401 \
         RTP=30000-30998 SIPP_PORT_BASE=5420 SIPP_MEDIA_BASE=16420 OUT="$out" \
         bash "$dur_root/scripts/soak.sh" "$dur_siphon" >"$dur_work/soak.log" 2>&1; then
         dur_pass "durability-soak-memory ($(grep -o 'RSS grew[^)]*' "$dur_work/soak.log"))"
