@@ -13,7 +13,8 @@
 #   LEVELS        concurrent calls per level                  [100 250 500 1000 2000 4000]
 #   HOLD          seconds with every call of a level up       [30]
 #   RATE          calls per second while ramping up           [200]
-#   MODES         any of: echo (600), fork (700 + sink), sipp (SIPp uac_pcap against 700)
+#   MODES         any of: echo (600), fork (700 + sink), sipp (SIPp uac_pcap against 700),
+#                 soak (scripts/soak.sh: RSS, fds, tasks, tables over rounds of calls)
 #                                                             [echo fork sipp]
 #   AUTH          1: the called routes require digest auth (407, account 1001)   [0]
 #   FORK_ENCODING l16 or pcmu (8 kHz; the latency marker survives both)          [l16]
@@ -231,6 +232,9 @@ for mode in $MODES; do
             label=fork; [ "$fork_wired" = 1 ] || label=700-unforked
             for l in $LEVELS; do run_level "$label" "$l" 700; done ;;
         sipp) run_sipp ;;
+        # Memory over many calls of seven kinds (scripts/soak.sh: its own Siphon and ports;
+        # ROUNDS, SCALE, WARMUP, BOUND_KB pass through).
+        soak) OUT="$OUT/soak" "$root/scripts/soak.sh" "$siphon" | tee "$OUT/soak.txt" ;;
         *) echo "unknown mode $mode"; exit 2 ;;
     esac
 done

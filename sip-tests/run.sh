@@ -507,7 +507,7 @@ restart_tests() {
         -e 's|^listen = "127.0.0.1:8080"|listen = "127.0.0.1:8089"|' \
         -e 's|^listen = "127.0.0.1:8090"|listen = "127.0.0.1:8099"|' \
         -e 's|^port_min = 20000|port_min = 40400|' -e 's|^port_max = 29998|port_max = 40498|' \
-        "$root/configs/siphon.toml" >"$dir/siphon.toml"
+        -e '/^nonce_secret_file = /d' "$root/configs/siphon.toml" >"$dir/siphon.toml"
     start_restart_siphon() {
         "$siphon" --config "$dir/siphon.toml" --log info >>"$dir/siphon.log" 2>&1 &
         siphon2_pid=$!
@@ -697,6 +697,8 @@ source "$here/trunk-dns.sh"
 # Carriers and phones (issue 20): RTP in every slot, forked answers through Kamailio,
 # phones and a trunk behind NAT; a Siphon of its own on 5550, SIPp/Kamailio on 5500-5569.
 bash "$here/carrier.sh" "$siphon" | sed 's/^/  /' || failures=$((failures + 1))
+# Restarts, crashes and memory over many calls (issue 16): its own ports (SIP 5450, HTTP 8400).
+source "$here/durability.sh"
 
 if [ "$failures" -ne 0 ]; then
     echo "--- siphon log (tail) ---"; tail -n 40 "$work/siphon.log"

@@ -102,6 +102,12 @@ pub struct Options {
     /// Keep every received audio frame in the stream records (tests read them). A
     /// long-running demo service turns this off so memory does not grow with every call.
     pub record_audio: bool,
+    /// How many ended streams' records to keep (the oldest go first). `None` keeps every
+    /// record (tests inspect them); a service running for months inside Siphon keeps a few
+    /// recent ones, or it would grow with every call it ever served.
+    pub keep_ended_streams: Option<usize>,
+    /// Ended streams' records older than this go too (with `keep_ended_streams`).
+    pub keep_ended_for: Option<std::time::Duration>,
 }
 
 impl Default for Options {
@@ -115,6 +121,8 @@ impl Default for Options {
             max_message_bytes: 16 << 20,
             log_levels: true,
             record_audio: true,
+            keep_ended_streams: None,
+            keep_ended_for: None,
         }
     }
 }
@@ -225,6 +233,9 @@ struct State {
     streams: BTreeMap<String, StreamRecord>,
     order: Vec<String>,
     senders: HashMap<String, mpsc::UnboundedSender<Outgoing>>,
+    /// Streams whose connections have all ended, oldest first, with when: what
+    /// `keep_ended_streams`/`keep_ended_for` prune.
+    ended: std::collections::VecDeque<(std::time::Instant, String)>,
 }
 
 #[derive(Debug)]
@@ -254,6 +265,38 @@ impl Inner {
             f(rec);
         }
         self.bump();
+    }
+
+    /// A connection of stream `id` ended: if that was its last, its record becomes
+    /// prunable, and records beyond the retention go (oldest first).
+    fn connection_ended(&self, id: &str) {
+        let (Some(max), now) = (self.opts.keep_ended_streams, std::time::Instant::now()) else {
+            return;
+        };
+        let mut guard = self.state();
+        let st = &mut *guard;
+        if !st.streams.get(id).is_some_and(StreamRecord::closed) {
+            return;
+        }
+        st.ended.retain(|(_, e)| e != id);
+        st.ended.push_back((now, id.to_string()));
+        let age = self.opts.keep_ended_for;
+        let mut pruned = Vec::new();
+        while let Some((at, front)) = st.ended.front() {
+            let too_old = age.is_some_and(|a| now.duration_since(*at) > a);
+            if st.ended.len() <= max && !too_old {
+                break;
+            }
+            // A stream that reconnected since is live again: keep its record.
+            if st.streams.get(front).is_some_and(StreamRecord::closed) {
+                st.streams.remove(front);
+                pruned.push(front.clone());
+            }
+            st.ended.pop_front();
+        }
+        if !pruned.is_empty() {
+            st.order.retain(|o| !pruned.contains(o));
+        }
     }
 }
 
@@ -616,6 +659,7 @@ impl Conn {
             info!(stream = %id, "analytics: stream connection ended without a close frame");
         }
         self.inner.update(&id, |r| r.closes.push(close));
+        self.inner.connection_ended(&id);
     }
 
     fn error(&self, e: String) {
@@ -1083,6 +1127,52 @@ mod tests {
             Some(Mode::AudioFork)
         );
         assert_eq!(detect(&json!({"hello":1})), None);
+    }
+
+    /// Issue 16: inside Siphon the service ran for months keeping every stream's record.
+    /// With a retention only the newest ended streams stay, and a live one is never pruned.
+    #[tokio::test]
+    async fn ended_streams_beyond_the_retention_are_forgotten() {
+        let opts = Options {
+            log_levels: false,
+            record_audio: false,
+            keep_ended_streams: Some(2),
+            keep_ended_for: Some(Duration::from_secs(600)),
+            ..Options::default()
+        };
+        let svc = bind("127.0.0.1:0", opts).await.unwrap();
+        let url = svc.url(Mode::Native);
+        let start = |id: &str| {
+            json!({"event": "start", "streamId": id,
+                   "mediaFormat": {"encoding": "L16", "sampleRate": 8000, "channels": 1}})
+            .to_string()
+        };
+        // One stream stays connected throughout.
+        let (mut live, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .unwrap();
+        live.send(Message::Text(start("live").into()))
+            .await
+            .unwrap();
+        for i in 0..5 {
+            let id = format!("s{i}");
+            let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+                .await
+                .unwrap();
+            ws.send(Message::Text(start(&id).into())).await.unwrap();
+            ws.close(None).await.unwrap();
+            assert!(
+                svc.wait_stream(&id, Duration::from_secs(30), StreamRecord::closed)
+                    .await
+                    .is_some(),
+                "{id} never ended"
+            );
+        }
+        let ids: Vec<String> = svc.streams().into_iter().map(|s| s.stream_id).collect();
+        assert_eq!(ids, ["live", "s3", "s4"]);
+        assert!(svc.stream("s0").is_none());
+        live.close(None).await.unwrap();
+        svc.shutdown().await;
     }
 
     #[test]

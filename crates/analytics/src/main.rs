@@ -62,6 +62,9 @@ async fn main() -> ExitCode {
         max_message_bytes: cli.max_message_bytes,
         log_levels: true,
         record_audio: false,
+        // A long-running service: recent streams only, not every one it ever served.
+        keep_ended_streams: Some(256),
+        keep_ended_for: Some(std::time::Duration::from_secs(600)),
     };
     let handle = match siphon_analytics::bind(&cli.listen, opts).await {
         Ok(h) => h,

@@ -4,6 +4,13 @@
 //! queue, so a slow disk never holds up signalling; the thread writes whole lines (a
 //! reader tailing the file never sees half a record), and a clean stop writes, flushes and
 //! syncs everything queued before Siphon exits (see [`CdrWriter`]).
+//!
+//! Crashes: each line goes to the file in one `write()` of its own, unbuffered, as soon as
+//! the thread takes it, so a line is in the kernel's page cache (it survives the process)
+//! moments after the call ended; `kill -9` loses only lines still queued. A write cut off
+//! in the middle (the process killed inside the system call, a full disk) would leave a
+//! torn last line, so opening the file cuts any partial last line off (logged and counted
+//! as lost): the file holds whole lines only, every one a JSON object.
 
 use std::io::Write;
 use std::path::Path;
@@ -133,13 +140,18 @@ impl CdrWriter {
         counters: Arc<Counters>,
         queue: usize,
     ) -> std::io::Result<CdrWriter> {
+        let context = |e: std::io::Error| {
+            std::io::Error::new(e.kind(), format!("CDR file {}: {e}", path.display()))
+        };
+        if cut_torn_tail(path).map_err(context)? {
+            warn!(path = %path.display(), "the CDR file ended in a partial line (a crash while writing): cut off");
+            counters.cdr_lost.fetch_add(1, Ordering::Relaxed);
+        }
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
-            .map_err(|e| {
-                std::io::Error::new(e.kind(), format!("CDR file {}: {e}", path.display()))
-            })?;
+            .map_err(context)?;
         let (tx, rx) = mpsc::sync_channel::<String>(queue);
         let shown = path.display().to_string();
         let thread_counters = counters.clone();
@@ -187,35 +199,66 @@ impl Drop for CdrWriter {
     }
 }
 
-/// The writer thread: whole lines, batched while more are queued, flushed whenever the
-/// queue runs dry (so a reader tailing the file is never far behind) and synced at the end.
-fn write_lines(rx: mpsc::Receiver<String>, file: std::fs::File, path: &str, counters: &Counters) {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, file);
+/// The writer thread: each line in one unbuffered append of its own (a buffer would hold
+/// finished records back from the file, and split them across writes), synced at the end.
+fn write_lines(
+    rx: mpsc::Receiver<String>,
+    mut file: std::fs::File,
+    path: &str,
+    counters: &Counters,
+) {
     // Ends when the CdrWriter is dropped and the queue is empty.
-    while let Ok(first) = rx.recv() {
-        let mut batch = 0u64;
-        let mut failed = false;
-        for line in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
-            batch += 1;
-            if let Err(e) = out.write_all(line.as_bytes()) {
+    while let Ok(line) = rx.recv() {
+        match file.write_all(line.as_bytes()) {
+            Ok(()) => counters.cdr_written.fetch_add(1, Ordering::Relaxed),
+            Err(e) => {
                 warn!(%path, error = %e, "cannot write CDR");
-                failed = true;
+                counters.cdr_lost.fetch_add(1, Ordering::Relaxed)
             }
-        }
-        if let Err(e) = out.flush() {
-            warn!(%path, error = %e, "cannot write CDR");
-            failed = true;
-        }
-        let counter = if failed {
-            &counters.cdr_lost
-        } else {
-            &counters.cdr_written
         };
-        counter.fetch_add(batch, Ordering::Relaxed);
     }
-    if let Err(e) = out.get_ref().sync_data() {
+    if let Err(e) = file.sync_data() {
         warn!(%path, error = %e, "cannot sync the CDR file");
     }
+}
+
+/// Cuts a partial last line (no newline at the end) off the file; true if there was one.
+/// A missing or empty file is fine. Reads backwards from the end, a block at a time, so
+/// a large file costs little.
+fn cut_torn_tail(path: &Path) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut block = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(block.len() as u64);
+        let chunk = &mut block[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(chunk)?;
+        if let Some(i) = chunk.iter().rposition(|b| *b == b'\n') {
+            let keep = start + i as u64 + 1;
+            if keep == len {
+                return Ok(false);
+            }
+            file.set_len(keep)?;
+            return Ok(true);
+        }
+        end = start;
+    }
+    // No newline at all: one torn line, or nothing.
+    if len > 0 {
+        file.set_len(0)?;
+    }
+    Ok(len > 0)
 }
 
 fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -305,6 +348,34 @@ mod tests {
         let written = std::fs::read_to_string(&path).unwrap().lines().count() as u64;
         assert_eq!(counters.cdr_written.load(Ordering::Relaxed), written);
         assert_eq!(written + counters.cdr_lost.load(Ordering::Relaxed), 20_000);
+    }
+
+    /// A crash inside a write leaves a partial last line: the next start cuts it off and
+    /// counts it, and appends after the last whole line.
+    #[test]
+    fn a_torn_last_line_is_cut_off_at_open() {
+        let path = temp("torn.jsonl");
+        std::fs::write(
+            &path,
+            "{\"call_id\":\"a\"}\n{\"call_id\":\"b\"}\n{\"call_id\":\"c\",\"st",
+        )
+        .unwrap();
+        let counters = Arc::new(Counters::default());
+        let writer = CdrWriter::open(&path, counters.clone()).unwrap();
+        writer.write(&record(7));
+        drop(writer);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let ids: Vec<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["call_id"].to_string())
+            .collect();
+        assert_eq!(ids, ["\"a\"", "\"b\"", "\"call-7\""]);
+        assert_eq!(counters.cdr_lost.load(Ordering::Relaxed), 1);
+        // Whole lines: nothing to cut.
+        assert!(!cut_torn_tail(&path).unwrap());
+        std::fs::write(&path, "no newline at all").unwrap();
+        assert!(cut_torn_tail(&path).unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
     }
 
     #[test]

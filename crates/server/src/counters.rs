@@ -123,6 +123,11 @@ pub struct Counters {
     /// CDR lines written to the file, and lines lost (queue full, write error).
     pub cdr_written: AtomicU64,
     pub cdr_lost: AtomicU64,
+    /// Calls the previous run left up when it stopped without ending them (a crash): the
+    /// rows its call journal still held when this process opened the registrar store.
+    pub calls_cut_off_at_start: AtomicU64,
+    /// The SIP core's tables, as of its last housekeeping (every 10 s).
+    pub tables: TableSizes,
     /// TLS connections that failed or never finished their handshake.
     pub tls_handshake_failures: AtomicU64,
     /// Connections Siphon tried to open (trunks over TCP/TLS) that failed.
@@ -131,6 +136,43 @@ pub struct Counters {
     pub trunk_failovers: AtomicU64,
     /// Live forks' statistics and the totals of ended ones.
     pub forks: Arc<ForkMetrics>,
+}
+
+/// Entries in the SIP core's tables, published at its housekeeping: what a soak run watches
+/// to tell a table that grows with every call from one that follows the calls up.
+#[derive(Debug, Default)]
+pub struct TableSizes {
+    /// SIP transactions (server and client), including those waiting out Timer J/K.
+    pub transactions: AtomicU64,
+    /// Calls Siphon answers itself (dialogs), with their INVITE index.
+    pub dialogs: AtomicU64,
+    pub invites: AtomicU64,
+    /// Bridged calls and their indexes (INVITEs sent, callee Call-IDs, re-INVITEs).
+    pub bridges: AtomicU64,
+    /// Used digest nonces remembered (replay protection), until their lifetime ends.
+    pub nonces: AtomicU64,
+    /// Sources and accounts with failed authentications in the window.
+    pub auth_failure_sources: AtomicU64,
+    pub auth_failure_accounts: AtomicU64,
+    /// Sources ignored after failed authentications.
+    pub blocked_sources: AtomicU64,
+}
+
+impl TableSizes {
+    /// (label, entries) for the metrics.
+    pub fn all(&self) -> [(&'static str, u64); 8] {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        [
+            ("transactions", g(&self.transactions)),
+            ("dialogs", g(&self.dialogs)),
+            ("invites", g(&self.invites)),
+            ("bridges", g(&self.bridges)),
+            ("nonces", g(&self.nonces)),
+            ("auth_failure_sources", g(&self.auth_failure_sources)),
+            ("auth_failure_accounts", g(&self.auth_failure_accounts)),
+            ("blocked_sources", g(&self.blocked_sources)),
+        ]
+    }
 }
 
 impl Counters {

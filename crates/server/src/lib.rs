@@ -24,6 +24,7 @@ pub(crate) mod rtp_socket;
 pub(crate) mod secret_file;
 pub mod server;
 pub(crate) mod sip_trace;
+pub(crate) mod state_db;
 pub(crate) mod stereo;
 pub(crate) mod tls;
 pub(crate) mod transport;

@@ -24,6 +24,11 @@ pub fn load_or_create(path: &Path) -> io::Result<[u8; KEY_LEN]> {
             )
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // The default configuration keeps the key in a state directory of its own,
+            // which the first start creates.
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(context)?;
+            }
             let mut key = [0u8; KEY_LEN];
             rand::fill(&mut key);
             let mut options = std::fs::OpenOptions::new();

@@ -26,12 +26,16 @@ use crate::endpoint::Endpoint;
 use crate::http::{self, HttpContext};
 use crate::limits::Blocklist;
 use crate::rtp_ports::PortPool;
+use crate::state_db::{AorBindings, StateDb};
 use crate::transport;
 
 /// After the last call ended, how long media tasks (and forks' `stop`) may take.
 const MEDIA_GRACE: Duration = Duration::from_secs(5);
 /// How long open HTTP connections may take to finish at the very end.
 const HTTP_GRACE: Duration = Duration::from_secs(2);
+
+/// Ended streams whose records the in-process analytics service keeps.
+const ANALYTICS_KEEP_ENDED: usize = 64;
 
 /// How many parsed messages may wait for the SIP core before new ones are dropped.
 const CORE_QUEUE: usize = 8192;
@@ -55,6 +59,8 @@ pub struct Server {
     nonce_secret: [u8; crate::secret_file::KEY_LEN],
     /// The TLS client setup of each trunk reached over TLS, by trunk name.
     trunk_tls: std::collections::HashMap<String, Arc<rustls::ClientConfig>>,
+    /// `[registrar] store`, with the bindings it held at start.
+    state: Option<(Arc<StateDb>, AorBindings)>,
 }
 
 impl Server {
@@ -102,6 +108,32 @@ impl Server {
                 key
             }
         };
+        let counters = Counters::default();
+        let state = match &config.registrar.store {
+            Some(path) => {
+                let (db, loaded) =
+                    StateDb::open(path).map_err(|e| std::io::Error::other(e.to_string()))?;
+                let bindings: usize = loaded.bindings.iter().map(|(_, b)| b.len()).sum();
+                info!(
+                    store = %path.display(),
+                    bindings,
+                    expired_while_down = loaded.expired,
+                    calls_cut_off = loaded.calls_cut_off,
+                    "registrar store loaded"
+                );
+                if loaded.calls_cut_off > 0 {
+                    warn!(
+                        calls = loaded.calls_cut_off,
+                        "the previous run stopped without ending these calls (a crash?)"
+                    );
+                }
+                counters
+                    .calls_cut_off_at_start
+                    .store(loaded.calls_cut_off, Ordering::Relaxed);
+                Some((Arc::new(db), loaded.bindings))
+            }
+            None => None,
+        };
         let ports = PortPool::new(config.rtp.port_min, config.rtp.port_max);
         let analytics = match &config.analytics {
             Some(a) => {
@@ -109,6 +141,10 @@ impl Server {
                     echo: a.echo,
                     out_dir: a.out_dir.clone(),
                     record_audio: false,
+                    // Running for months: a few recent streams for the logs' sake, not
+                    // every call ever forked (issue 16: ~15 KB per forked call).
+                    keep_ended_streams: Some(ANALYTICS_KEEP_ENDED),
+                    keep_ended_for: Some(Duration::from_secs(600)),
                     ..siphon_analytics::Options::default()
                 };
                 let handle = siphon_analytics::bind(&a.listen.to_string(), opts).await?;
@@ -134,8 +170,9 @@ impl Server {
             analytics,
             nonce_secret,
             trunk_tls,
+            state,
             counters: {
-                let c = Counters::default();
+                let c = counters;
                 c.sip_trace.store(
                     config.sip.trace_messages,
                     std::sync::atomic::Ordering::Relaxed,
@@ -217,6 +254,8 @@ impl Server {
             tls_handshake_timeout: Duration::from_secs(l.tls_handshake_timeout_s.max(1)),
         };
         let tls_addr = self.tls_addr();
+        let state = self.state;
+        let state_db = state.as_ref().map(|(db, _)| db.clone());
         let mut endpoint = Endpoint::new(
             self.config.clone(),
             self.sip_addr,
@@ -227,6 +266,7 @@ impl Server {
             self.calls.clone(),
             blocklist,
             self.nonce_secret,
+            state,
         );
         if let Some(addr) = tls_addr {
             endpoint.set_tls_addr(addr);
@@ -300,6 +340,10 @@ impl Server {
         }
         if let Some(analytics) = self.analytics {
             analytics.shutdown().await;
+        }
+        if let Some(db) = state_db {
+            // Every call has ended: the journal ends empty and the bindings are written.
+            let _ = tokio::task::spawn_blocking(move || db.close()).await;
         }
         info!("stopped");
     }

@@ -82,7 +82,24 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        Config::parse(&text)
+        let mut config = Config::parse(&text)?;
+        config.resolve_state_paths(path.parent().unwrap_or(Path::new("")));
+        Ok(config)
+    }
+
+    /// State files (the registrar store, the nonce key) given as relative paths belong to
+    /// the configuration, not to wherever Siphon was started from: two copies of a
+    /// configuration in two directories never share, and so never overwrite, each other's
+    /// registrations.
+    fn resolve_state_paths(&mut self, dir: &Path) {
+        for path in [&mut self.registrar.store, &mut self.auth.nonce_secret_file]
+            .into_iter()
+            .flatten()
+        {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        }
     }
 
     /// Parses and validates; every error names its line.

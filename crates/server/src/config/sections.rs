@@ -357,7 +357,8 @@ pub struct AuthConfig {
     /// readable by Siphon only). With it, nonces issued before a restart stay valid, so
     /// phones that re-send cached credentials are not challenged again. Without it the key
     /// is random per process: after a restart such phones get one `stale=true` challenge
-    /// (never a failure count).
+    /// (never a failure count). A relative path is relative to the configuration file's
+    /// directory (the working directory for the embedded configuration).
     pub nonce_secret_file: Option<std::path::PathBuf>,
 }
 
@@ -406,6 +407,11 @@ pub struct RegistrarConfig {
     /// nowhere.
     #[serde(default)]
     pub keepalive_interval_s: u64,
+    /// An SQLite file keeping the bindings (and a journal of the calls that are up) across
+    /// restarts and crashes; created with its directory when missing. A relative path is
+    /// relative to the configuration file's directory (the working directory for the
+    /// embedded configuration). Absent: bindings live in memory only.
+    pub store: Option<std::path::PathBuf>,
 }
 
 impl Default for RegistrarConfig {
@@ -416,6 +422,7 @@ impl Default for RegistrarConfig {
             default_expires: default_max_expires(),
             max_bindings_per_account: default_max_bindings(),
             keepalive_interval_s: 0,
+            store: None,
         }
     }
 }

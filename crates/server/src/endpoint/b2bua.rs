@@ -61,6 +61,27 @@ impl Bridges {
         self.calls.len()
     }
 
+    /// See `TransactionLayer::shrink_tables`.
+    pub(super) fn shrink_tables(&mut self) {
+        use siphon_sip::transaction::shrink_if_sparse;
+        shrink_if_sparse(&mut self.calls);
+        shrink_if_sparse(&mut self.by_invite);
+        shrink_if_sparse(&mut self.by_branch);
+        shrink_if_sparse(&mut self.by_callee_call_id);
+        shrink_if_sparse(&mut self.sent);
+        shrink_if_sparse(&mut self.reinvites);
+    }
+
+    /// Entries of every index (calls, INVITEs sent in the last minutes, re-INVITEs...).
+    pub(super) fn entries(&self) -> usize {
+        self.calls.len()
+            + self.by_invite.len()
+            + self.by_branch.len()
+            + self.by_callee_call_id.len()
+            + self.sent.len()
+            + self.reinvites.len()
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.calls.is_empty()
     }
@@ -404,6 +425,7 @@ impl Endpoint {
             "ringing the account's phones"
         );
         let header = |name: &str| header_value(&request.headers, name).unwrap_or_default();
+        self.call_listed(&id.call_id);
         self.registry.insert(
             id.call_id.clone(),
             CallSummary {
@@ -576,6 +598,7 @@ impl Endpoint {
             .reinvites
             .retain(|_, (call_id, _, _)| call_id != id);
         self.registry.remove(&id.call_id);
+        self.call_unlisted(&id.call_id);
         inc(&self.counters.calls_ended);
         self.counters.call_ended(result);
         let _guard = call.span.clone().entered();

@@ -203,6 +203,7 @@ impl Endpoint {
         if let Some(call) = self.calls.remove(id) {
             self.by_invite.remove(&call.invite_key);
             let summary = self.registry.remove(&id.call_id).map(|(_, s)| s);
+            self.call_unlisted(&id.call_id);
             if let (Some(cdr), Some(s)) = (&self.cdr, summary) {
                 let forks = CdrFork::of_call(&self.counters.forks, &id.call_id);
                 cdr.write(&served_call_cdr(&s, call.action, result, forks));

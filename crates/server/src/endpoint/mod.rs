@@ -33,7 +33,7 @@ use siphon_sip::dialog::{Dialog, DialogId};
 use siphon_sip::message::{self, ACCEPT, header_value};
 use siphon_sip::registrar::{LocationStore, MemoryLocationStore, Registrar};
 use siphon_sip::sdp::{Codec, LocalSession, SessionDescription};
-use siphon_sip::transaction::{Event, TransactionKey, TransactionLayer};
+use siphon_sip::transaction::{Event, TransactionKey, TransactionLayer, shrink_if_sparse};
 use siphon_sip::{Peer, Transport};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
@@ -47,6 +47,7 @@ use crate::limits::{AuthFailures, Blocklist, TokenBucket};
 use crate::media::leg::MediaHandle;
 use crate::prompt::Prompt;
 use crate::rtp_ports::PortPool;
+use crate::state_db::{AorBindings, PersistentLocationStore, StateDb};
 use crate::transport::{Inbound, Outbound};
 use crate::trunk_dns::TrunkTargets;
 use commands::Drain;
@@ -109,6 +110,8 @@ pub struct Endpoint {
     trunk_tls: HashMap<String, Arc<rustls::ClientConfig>>,
     /// Session timers (RFC 4028) of the dialogs Siphon answered.
     session_timers: session_timers::SessionTimers,
+    /// `[registrar] store`: the bindings' file, also journalling the calls that are up.
+    state: Option<Arc<StateDb>>,
 }
 
 impl Endpoint {
@@ -123,6 +126,7 @@ impl Endpoint {
         registry: Arc<DashMap<String, CallSummary>>,
         blocklist: Blocklist,
         nonce_secret: [u8; 32],
+        state: Option<(Arc<StateDb>, AorBindings)>,
     ) -> Endpoint {
         let auth = Authenticator::new(DigestConfig {
             algorithms: config.auth.algorithms.iter().map(|a| (*a).into()).collect(),
@@ -131,6 +135,7 @@ impl Endpoint {
             ..DigestConfig::new(config.sip.realm.clone())
         });
         let r = &config.registrar;
+        let mut state_db = None;
         let registrar = Registrar::new(
             siphon_sip::registrar::RegistrarConfig {
                 min_expires: r.min_expires,
@@ -138,7 +143,13 @@ impl Endpoint {
                 default_expires: r.default_expires,
                 max_bindings_per_aor: r.max_bindings_per_account,
             },
-            Arc::new(MemoryLocationStore::default()),
+            match state {
+                Some((db, loaded)) => {
+                    state_db = Some(db.clone());
+                    Arc::new(PersistentLocationStore::new(db, loaded)) as Arc<dyn LocationStore>
+                }
+                None => Arc::new(MemoryLocationStore::default()),
+            },
         );
         let prompts = config
             .dialplan
@@ -198,6 +209,7 @@ impl Endpoint {
             commands,
             registry,
             drain: None,
+            state: state_db,
         }
     }
 
@@ -253,6 +265,37 @@ impl Endpoint {
         self.registrar.store().clone()
     }
 
+    /// What the metrics show of the tables (`siphon_table_entries`).
+    fn publish_table_sizes(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let t = &self.counters.tables;
+        let (sources, accounts) = self.auth_failures.tracked();
+        t.transactions.store(self.layer.len() as u64, Relaxed);
+        t.dialogs.store(self.calls.len() as u64, Relaxed);
+        t.invites.store(self.by_invite.len() as u64, Relaxed);
+        t.bridges.store(self.bridges.entries() as u64, Relaxed);
+        t.nonces
+            .store(self.auth.outstanding_nonces() as u64, Relaxed);
+        t.auth_failure_sources.store(sources as u64, Relaxed);
+        t.auth_failure_accounts.store(accounts as u64, Relaxed);
+        t.blocked_sources
+            .store(self.blocklist.len() as u64, Relaxed);
+    }
+
+    /// A call entered the call table (`registry`): journalled, so that a crash before
+    /// [`Self::call_unlisted`] counts it as cut off at the next start.
+    fn call_listed(&self, call_id: &str) {
+        if let Some(db) = &self.state {
+            db.call_started(call_id);
+        }
+    }
+
+    fn call_unlisted(&self, call_id: &str) {
+        if let Some(db) = &self.state {
+            db.call_ended(call_id);
+        }
+    }
+
     pub async fn run(
         mut self,
         mut inbound: mpsc::Receiver<Inbound>,
@@ -306,6 +349,11 @@ impl Endpoint {
                             .fetch_add(expired as u64, std::sync::atomic::Ordering::Relaxed);
                         info!(expired, "registrations expired");
                     }
+                    self.layer.shrink_tables();
+                    shrink_if_sparse(&mut self.calls);
+                    shrink_if_sparse(&mut self.by_invite);
+                    self.bridges.shrink_tables();
+                    self.publish_table_sizes();
                 }
                 () = drain_timer => {
                     warn!(calls = self.calls.len(), "drain timeout; hanging up the calls left");

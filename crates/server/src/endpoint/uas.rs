@@ -176,6 +176,7 @@ impl Endpoint {
             meta: call_meta(&id, &request, &identity, codec),
         });
         info!(number = %route.number.get_ref(), action = ?route.action, rtp_port, ?codec, "call accepted");
+        self.call_listed(&id.call_id);
         self.registry.insert(
             id.call_id.clone(),
             CallSummary {

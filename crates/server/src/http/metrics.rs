@@ -95,6 +95,21 @@ pub fn gather(ctx: &HttpContext) -> Vec<MetricFamily> {
     calls(&mut f, ctx);
     rtp(&mut f, ctx);
     forks(&mut f, c);
+    f.gauge(
+        "siphon_table_entries",
+        "Entries in the SIP core's tables as of its last housekeeping (every 10 s): each is \
+         bounded by size and age, so after the calls end they return to a baseline.",
+        c.tables
+            .all()
+            .into_iter()
+            .map(|(t, n)| (vec![("table", t.into())], n as f64)),
+    );
+    f.gauge1(
+        "siphon_tokio_tasks_alive",
+        "Tasks alive in Siphon's async runtime (one per call leg, fork and connection, plus \
+         a fixed few).",
+        tokio::runtime::Handle::try_current().map_or(0, |h| h.metrics().num_alive_tasks()) as f64,
+    );
     let mut out = f.0;
     out.extend(ctx.process.collect());
     out.retain(|mf| !mf.get_metric().is_empty());
@@ -319,6 +334,14 @@ fn calls(f: &mut Families, ctx: &HttpContext) {
             .map(|(r, n)| (vec![("result", (*r).into())], get(n) as f64)),
     );
     f.0.extend(c.call_setup.families());
+    f.gauge1(
+        "siphon_calls_lost_on_restart",
+        "Calls that were up (ringing or answered) when the previous run of Siphon stopped \
+         without ending them (a crash, kill -9, power cut), counted at this start from the \
+         call journal in the registrar store; they have no CDR. 0 after a clean stop or \
+         without [registrar] store.",
+        get(&c.calls_cut_off_at_start) as f64,
+    );
     f.counter(
         "siphon_cdr_records_total",
         "CDR lines written to the CDR file, and lost (queue full or write error).",

@@ -106,7 +106,6 @@ impl<K: Hash + Eq + Clone> WindowCounts<K> {
         }
     }
 
-    #[cfg(test)]
     fn len(&self) -> usize {
         self.entries.len()
     }
@@ -194,8 +193,7 @@ impl AuthFailures {
     }
 
     /// Sources and accounts counted.
-    #[cfg(test)]
-    fn tracked(&self) -> (usize, usize) {
+    pub fn tracked(&self) -> (usize, usize) {
         (self.by_source.len(), self.by_account.len())
     }
 }

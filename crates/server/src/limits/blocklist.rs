@@ -89,8 +89,7 @@ impl Blocklist {
         }
     }
 
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.inner.until.len()
     }
 

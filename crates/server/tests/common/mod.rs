@@ -97,7 +97,11 @@ pub async fn start_edited(extra: &str, rtp_min: u16, edits: &[(&str, &str)]) -> 
         .replace("listen = \"127.0.0.1:8090\"", "listen = \"127.0.0.1:0\"")
         .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"")
         // Stopping a test server ends its calls at once, as before draining existed.
-        .replace("drain_timeout_s = 30", "drain_timeout_s = 0");
+        .replace("drain_timeout_s = 30", "drain_timeout_s = 0")
+        // Parallel test servers cannot share one registrar store (the second is refused),
+        // and each starts empty: bindings in memory, a random nonce key per server.
+        .replace("store = \"siphon-state/registrations.db\"\n", "")
+        .replace("nonce_secret_file = \"siphon-state/nonce.key\"\n", "");
     for (from, to) in edits {
         assert!(text.contains(from), "default config lacks {from}");
         text = text.replace(from, to);

@@ -28,6 +28,16 @@ mod msg;
 mod non_invite_client;
 mod non_invite_server;
 
+/// Shrinks `map` to twice its entries when it holds under a quarter of its capacity, so a
+/// table that follows the load does not keep the memory of its largest burst forever.
+pub fn shrink_if_sparse<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
+    map: &mut std::collections::HashMap<K, V, S>,
+) {
+    if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -463,6 +473,14 @@ impl TransactionLayer {
 
     pub fn poll_event(&mut self) -> Option<Event> {
         self.io.events.pop_front()
+    }
+
+    /// Gives back the memory a burst made the tables grow to: a `HashMap` keeps its peak
+    /// capacity after its entries go (heaptrack, issue 16: 5 MB of empty table held after
+    /// 2000 calls at 100/s had ended). Cheap enough for a housekeeping tick.
+    pub fn shrink_tables(&mut self) {
+        shrink_if_sparse(&mut self.server);
+        shrink_if_sparse(&mut self.client);
     }
 
     /// Number of live transactions (server + client).
