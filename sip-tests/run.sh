@@ -692,6 +692,9 @@ source "$here/ipv6.sh"
 # Trunks by DNS name (dnsmasq), failing over along SRV order, over UDP and over TLS that
 # Siphon opens to a carrier edge (Kamailio), with a Siphon of their own on 5780.
 source "$here/trunk-dns.sh"
+# Siphon nodes behind two Kamailio edges sharing registrations in Redis: calls between
+# phones at different edges, load spread, a node killed, a rolling restart, an edge killed.
+source "$here/cluster.sh"
 
 if [ "$failures" -ne 0 ]; then
     echo "--- siphon log (tail) ---"; tail -n 40 "$work/siphon.log"
