@@ -282,8 +282,9 @@ cl_node_killed() {
     cl_load cluster-kill-load 2 5832 -r 5 -m 100000 -l 30
     local load=$cl_load_pid
     # Calls are flowing through node 13 when it dies.
-    cl_answered_more 13 3
-    wait_until 120 cl_node13_busy
+    if ! cl_answered_more 13 3 || ! wait_until 120 cl_node13_busy; then
+        cl_fail "cluster-kill-load (no call reached node 13 before the kill)"
+    fi
     local t0; t0=$(date +%s.%N)
     kill -9 "${cl_node_pid[13]}"; wait "${cl_node_pid[13]}" 2>/dev/null
     unset 'cl_node_pid[13]'
@@ -321,13 +322,8 @@ cl_answered_more() {
 }
 cl_answered_at_least() { [ "$(cl_metric "$1" siphon_calls_answered_total)" -ge "$2" ]; }
 
-# Node 13 holds a call being set up or talking (calls in progress >= 1).
-cl_node13_busy() {
-    local started ended
-    started=$(cl_metric 13 siphon_calls_started_total)
-    ended=$(cl_metric 13 siphon_calls_ended_total)
-    [ "$((started - ended))" -ge 1 ]
-}
+# Node 13 holds at least one call (ringing or answered) right now.
+cl_node13_busy() { [ "$(cl_metric 13 siphon_calls_active)" -ge 1 ]; }
 
 # Every node restarted in turn (SIGTERM: drain, exit; start; back in service) while calls
 # go on through both edges: not one fails.
