@@ -247,9 +247,9 @@ udp_port_bound() {
 cl_spread() {
     local before=() n
     for n in "${cl_nodes[@]}"; do before+=("$(cl_metric "$n" siphon_calls_answered_total)"); done
-    cl_load cluster-spread-a 2 5830 -r 5 -m 150 -l 20
+    cl_load cluster-spread-a 2 5830 -d 1000 -r 5 -m 150 -l 20
     local a=$cl_load_pid
-    cl_load cluster-spread-b 3 5831 -r 5 -m 150 -l 20
+    cl_load cluster-spread-b 3 5831 -d 1000 -r 5 -m 150 -l 20
     local b=$cl_load_pid
     wait "$a"; local rca=$?
     wait "$b"; local rcb=$?
@@ -279,7 +279,7 @@ cl_spread() {
 # Node 13 killed while calls are set up. The calls it holds are lost (counted); the edges
 # notice (OPTIONS unanswered) and every call from then on is answered by 11 and 12.
 cl_node_killed() {
-    cl_load cluster-kill-load 2 5832 -r 5 -m 100000 -l 30
+    cl_load cluster-kill-load 2 5832 -d 1000 -r 5 -m 100000 -l 30
     local load=$cl_load_pid
     # Calls are flowing through node 13 when it dies.
     if ! cl_answered_more 13 3 || ! wait_until 120 cl_node13_busy; then
@@ -296,7 +296,7 @@ cl_node_killed() {
     fi
     # From here on: every new call is answered by 11 and 12.
     local s11 s12; s11=$(cl_metric 11 siphon_calls_answered_total); s12=$(cl_metric 12 siphon_calls_answered_total)
-    cl_load cluster-after-kill 3 5833 -r 5 -m 100 -l 20
+    cl_load cluster-after-kill 3 5833 -d 1000 -r 5 -m 100 -l 20
     local after=$cl_load_pid
     wait "$after"; local rc=$?
     local ok bad; ok=$(cl_stat cluster-after-kill 'SuccessfulCall(C)'); bad=$(cl_stat cluster-after-kill 'FailedCall(C)')
@@ -326,16 +326,24 @@ cl_answered_at_least() { [ "$(cl_metric "$1" siphon_calls_answered_total)" -ge "
 cl_node13_busy() { [ "$(cl_metric 13 siphon_calls_active)" -ge 1 ]; }
 
 # Every node restarted in turn (SIGTERM: drain, exit; start; back in service) while calls
-# go on through both edges: not one fails.
+# of 5 s go on through both edges: the edges take each draining node out (503 to OPTIONS),
+# and not one call fails.
 cl_rolling_restart() {
-    cl_load cluster-rolling-a 2 5834 -r 4 -m 100000 -l 20
+    cl_load cluster-rolling-a 2 5834 -d 5000 -r 4 -m 100000 -l 60
     local a=$cl_load_pid
-    cl_load cluster-rolling-b 3 5835 -r 4 -m 100000 -l 20
+    cl_load cluster-rolling-b 3 5835 -d 5000 -r 4 -m 100000 -l 60
     local b=$cl_load_pid
     local n ok=1
     for n in "${cl_nodes[@]}"; do
         cl_answered_more "$n" 2
         kill -TERM "${cl_node_pid[$n]}"
+        # Its calls last 5 s, so it drains for seconds: the edges must take it out of
+        # service while it still runs (its OPTIONS answer 503), not when it is gone.
+        if wait_until 60 cl_ds_all I "$n" && kill -0 "${cl_node_pid[$n]}" 2>/dev/null; then
+            cl_pass "cluster-rolling-node-$n-out-while-draining"
+        else
+            cl_fail "cluster-rolling-node-$n-out-while-draining"; ok=0
+        fi
         if ! wait_until 120 cl_gone "${cl_node_pid[$n]}"; then
             cl_fail "cluster-rolling-node-$n-drains"; ok=0
             kill -9 "${cl_node_pid[$n]}" 2>/dev/null
