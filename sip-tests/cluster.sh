@@ -198,6 +198,10 @@ cl_two_phones() {
         -au 1002 -ap secret1002 -m 1 -p 5821 -i 127.0.0.1 -mp 16808 127.0.0.2:5060
     cl_sipp cluster-register-1001-at-b 0 -sf "$here/scenarios/register.xml" -s 1001 \
         -au 1001 -ap secret1001 -m 1 -p 5822 -i 127.0.0.1 -mp 16812 127.0.0.3:5060
+    cl_sipp cluster-wrong-password-refused 0 -sf "$here/scenarios/cluster_register_refused.xml" \
+        -s 1001 -au 1001 -ap wrong -m 1 -p 5824 -i 127.0.0.1 -mp 16820 127.0.0.2:5060
+    cl_sipp cluster-unknown-user-refused 0 -sf "$here/scenarios/cluster_register_refused.xml" \
+        -s 1009 -au 1009 -ap "" -m 1 -p 5824 -i 127.0.0.1 -mp 16820 127.0.0.3:5060
     tshark -i lo -f "udp portrange 16800-16899 or udp port 5060 or udp portrange 5820-5829" -w "$cl_dir/talk.pcapng" >"$cl_dir/tshark.log" 2>&1 &
     local tshark_pid=$!
     wait_until 60 test -s "$cl_dir/talk.pcapng"
