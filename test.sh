@@ -25,6 +25,11 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v dnsmasq >/dev/null 2>&1 || missing+=(dnsmasq-base)
 command -v kamailio >/dev/null 2>&1 || missing+=(kamailio)
 dpkg -s kamailio-tls-modules >/dev/null 2>&1 || missing+=(kamailio-tls-modules)
+# The cluster checks (sip-tests/cluster.sh): Kamailio edges sharing registrations in Redis
+# (db_redis, htable from Redis), dispatching to Siphon nodes.
+dpkg -s kamailio-redis-modules >/dev/null 2>&1 || missing+=(kamailio-redis-modules)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 # Validates docker-compose.yml without a Docker engine.
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -42,6 +47,10 @@ python3 scripts/check-module-cycles.py
 # The compose stack must parse (services, volumes, the files it mounts); its dashboard's
 # metric names are checked against a live Siphon in sip-tests/run.sh.
 docker-compose -f docker-compose.yml config -q
+docker-compose -f docker-compose.cluster.yml config -q
+# The cluster's edge configuration parses (kamailio -c also loads its modules).
+kamailio -c -f deploy/cluster/kamailio-edge.cfg -A 'DISPATCHER_LIST="deploy/cluster/dispatcher.list"' \
+    -A 'CTL_SOCKET="unix:/tmp/siphon-kamailio-edge-check.ctl"' >/dev/null
 for f in deploy/prometheus.yml deploy/alerts.yml deploy/grafana/dashboards/siphon.json \
     deploy/grafana/provisioning/datasources/prometheus.yml \
     deploy/grafana/provisioning/dashboards/siphon.yml deploy/Dockerfile deploy/siphon.toml; do

@@ -699,6 +699,9 @@ source "$here/trunk-dns.sh"
 bash "$here/carrier.sh" "$siphon" | sed 's/^/  /' || failures=$((failures + 1))
 # Restarts, crashes and memory over many calls (issue 16): its own ports (SIP 5450, HTTP 8400).
 source "$here/durability.sh"
+# Siphon nodes behind two Kamailio edges sharing registrations in Redis: calls between
+# phones at different edges, load spread, a node killed, a rolling restart, an edge killed.
+source "$here/cluster.sh"
 
 if [ "$failures" -ne 0 ]; then
     echo "--- siphon log (tail) ---"; tail -n 40 "$work/siphon.log"

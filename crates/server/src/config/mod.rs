@@ -9,12 +9,14 @@ use serde::Deserialize;
 use siphon_sip::acl::IpAcl;
 
 /// The default configuration, embedded in the binary; the same text as `configs/siphon.toml`.
+mod outbound_proxy;
 mod routes;
 mod sections;
 #[cfg(test)]
 mod tests;
 mod validate;
 
+pub use outbound_proxy::OutboundProxy;
 pub use routes::{Account, AccountKind, Action, Route, RouteAuth};
 pub use sections::{
     Algorithm, AnalyticsConfig, AuthConfig, CdrConfig, DnsConfig, HttpConfig, LimitsConfig,

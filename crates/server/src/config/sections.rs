@@ -185,6 +185,14 @@ pub struct SipConfig {
     pub tls_listen: Option<SocketAddr>,
     pub tls_cert: Option<std::path::PathBuf>,
     pub tls_key: Option<std::path::PathBuf>,
+    /// A node behind SIP edges: calls to `user` routes go to the AOR through this proxy
+    /// (which owns the location service), not to the local registrar's bindings. One URI
+    /// or a list (the next edge when one does not answer in time or answers 5xx).
+    #[serde(
+        default,
+        deserialize_with = "super::outbound_proxy::deserialize_proxies"
+    )]
+    pub outbound_proxy: Vec<super::outbound_proxy::OutboundProxy>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

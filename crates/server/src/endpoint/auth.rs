@@ -174,6 +174,29 @@ pub(super) enum Admission {
     Refused,
 }
 
+/// The identity a trusted source asserts (RFC 3325 P-Asserted-Identity, the first value:
+/// a SIP URI and a tel URI may both be given), without header parameters; `None` when
+/// absent or not a SIP/tel URI.
+pub(super) fn asserted_identity(request: &rsip::Request) -> Option<String> {
+    let value = header_value(&request.headers, "P-Asserted-Identity")?;
+    let value = value.trim();
+    // name-addr ends at its '>'; an addr-spec at the first ',' (the next value).
+    let first = match value.find('>') {
+        Some(end) if value.contains('<') => &value[..=end],
+        _ => value.split(',').next().unwrap_or_default(),
+    };
+    let uri = uri_of(first)?;
+    let scheme = uri
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if !matches!(scheme.as_str(), "sip" | "sips" | "tel") || uri.len() <= scheme.len() + 1 {
+        return None;
+    }
+    Some(without_tag(first.trim()))
+}
+
 /// The username a credentials header claims (for counting failures), or empty.
 pub(super) fn credentials_user(header: &str) -> String {
     header
@@ -187,4 +210,43 @@ pub(super) fn credentials_user(header: &str) -> String {
                 .then(|| v.trim().trim_matches('"').to_string())
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn invite(pai: &[&str]) -> rsip::Request {
+        let extra: String = pai
+            .iter()
+            .map(|v| format!("P-Asserted-Identity: {v}\r\n"))
+            .collect();
+        let text = format!(
+            "INVITE sip:700@h SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2;branch=z9hG4bK1\r\n\
+             From: <sip:1001@h>;tag=a\r\nTo: <sip:700@h>\r\nCall-ID: c\r\n\
+             CSeq: 1 INVITE\r\n{extra}Content-Length: 0\r\n\r\n"
+        );
+        rsip::Request::try_from(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn asserted_identity_forms() {
+        assert_eq!(asserted_identity(&invite(&[])), None);
+        assert_eq!(
+            asserted_identity(&invite(&["\"Alice\" <sip:1001@edge>"])).as_deref(),
+            Some("\"Alice\" <sip:1001@edge>")
+        );
+        assert_eq!(
+            asserted_identity(&invite(&["<sip:1001@edge>, <tel:+15550001>"])).as_deref(),
+            Some("<sip:1001@edge>")
+        );
+        assert_eq!(
+            asserted_identity(&invite(&["tel:+15550001"])).as_deref(),
+            Some("tel:+15550001")
+        );
+        assert_eq!(asserted_identity(&invite(&["<http://x>"])), None);
+        assert_eq!(asserted_identity(&invite(&["<"])), None);
+        assert_eq!(asserted_identity(&invite(&["sip:"])), None);
+    }
 }

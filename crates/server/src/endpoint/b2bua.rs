@@ -36,6 +36,7 @@ mod info;
 mod late_answer;
 mod responses;
 mod update;
+mod via_edge;
 
 /// Every bridged call, and the indexes that find one from a message.
 #[derive(Default)]
@@ -218,6 +219,8 @@ struct Target {
     peer: Peer,
     /// For a trunk: its URI host (From and To are written for the trunk) and credentials.
     trunk: Option<(String, Option<(String, String)>)>,
+    /// The Route header of the INVITE: the outbound proxy it goes through, if any.
+    route: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,6 +277,7 @@ impl Endpoint {
                     uri: format!("sip:{number}@{domain}"),
                     peer,
                     trunk: Some((domain.clone(), trunk.credentials())),
+                    route: None,
                 });
                 let Some(first) = peers.next() else {
                     warn!(trunk = %trunk.name, "the trunk has no address (its name did not resolve); 503");
@@ -292,16 +296,25 @@ impl Endpoint {
                     (None, true) => dialled.clone(),
                     (None, false) => route.number.get_ref().clone(),
                 };
-                let targets = self
-                    .registrar
-                    .lookup(now(), &user)
-                    .into_iter()
-                    .map(|b| Target {
-                        uri: b.contact,
-                        peer: b.source,
-                        trunk: None,
-                    })
-                    .collect::<Vec<_>>();
+                let mut edges = self.edge_targets(&user, peer).into_iter();
+                let targets = match edges.next() {
+                    Some(first) => {
+                        failover_targets = edges.collect();
+                        failover_timeout = via_edge::EDGE_FAILOVER_TIMEOUT;
+                        vec![first]
+                    }
+                    None => self
+                        .registrar
+                        .lookup(now(), &user)
+                        .into_iter()
+                        .map(|b| Target {
+                            uri: b.contact,
+                            peer: b.source,
+                            trunk: None,
+                            route: None,
+                        })
+                        .collect::<Vec<_>>(),
+                };
                 if targets.is_empty() {
                     info!(%user, "no registered phone; 480");
                     inc(&self.counters.calls_rejected);
@@ -524,6 +537,9 @@ impl Endpoint {
             .saturating_sub(1);
         let mut headers = Headers::default();
         headers.push(Header::Via(self.via_value(peer).into()));
+        if let Some(route) = &target.route {
+            headers.push(Header::Route(route.clone().into()));
+        }
         headers.push(Header::MaxForwards(max_forwards.to_string().into()));
         headers.push(Header::From(
             format!("{};tag={from_tag}", without_tag(&from)).into(),

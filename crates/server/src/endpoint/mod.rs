@@ -13,6 +13,7 @@ mod extensions;
 mod in_dialog;
 mod info;
 mod keepalive;
+mod node_load;
 mod outbound_register;
 mod registrar;
 mod replies;
@@ -539,7 +540,14 @@ impl Endpoint {
             Header::Accept(ACCEPT.into()),
             extensions::supported(),
         ];
-        self.reply_to(key, request, 200, None, &headers);
+        // A load balancer's probe learns whether this node takes calls (node_load.rs).
+        let draining = self.drain.is_some() || self.counters.is_draining();
+        let calls = self.calls.len() + self.bridges.len();
+        let state = node_load::NodeState::of(draining, calls, self.config.limits.max_calls);
+        let (code, reason) = state.status();
+        let mut headers = headers.to_vec();
+        headers.extend(state.headers(self.config.limits.retry_after_s));
+        self.reply_to(key, request, code, reason, &headers);
     }
 }
 

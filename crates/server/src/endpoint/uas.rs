@@ -20,7 +20,7 @@ use crate::dialplan;
 use crate::media::MediaParams;
 use crate::media::leg::{self as media, LegSetup};
 
-use super::auth::Admission;
+use super::auth::{Admission, asserted_identity};
 use super::{Call, Endpoint, call_meta, new_tag, now, parse_offer, user_of, without_tag};
 
 impl Endpoint {
@@ -66,7 +66,14 @@ impl Endpoint {
                     inc(&self.counters.calls_rejected);
                     return;
                 }
-                Admission::Trunk => {}
+                Admission::Trunk => {
+                    // A trunk (a carrier, or the edge of a cluster that authenticated the
+                    // phone) vouches for its caller (RFC 3325); from anyone else
+                    // P-Asserted-Identity is ignored.
+                    if let Some(asserted) = asserted_identity(&request) {
+                        identity = asserted;
+                    }
+                }
                 Admission::Account(account) => {
                     // Routes and the caller's identity follow the account that
                     // authenticated, not what the From claims.
