@@ -30,6 +30,8 @@ dpkg -s kamailio-tls-modules >/dev/null 2>&1 || missing+=(kamailio-tls-modules)
 dpkg -s kamailio-redis-modules >/dev/null 2>&1 || missing+=(kamailio-redis-modules)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+# The durability checks read the registrations store's call journal with the sqlite3 shell.
+command -v sqlite3 >/dev/null 2>&1 || missing+=(sqlite3)
 # Validates docker-compose.yml without a Docker engine.
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 if [ "${#missing[@]}" -gt 0 ]; then

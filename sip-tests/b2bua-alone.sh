@@ -17,37 +17,10 @@ sed -e 's/listen = "127.0.0.1:5060"/listen = "127.0.0.1:5070"/' \
     "$root/configs/siphon.toml" >"$work/siphon.toml"
 printf '\n[cdr]\npath = "%s/cdr.jsonl"\n' "$work" >>"$work/siphon.toml"
 
-# What run.sh defines for the sections it sources, for this Siphon's RTP range.
-rt=()
-if [ "$(id -u)" = 0 ] && command -v chrt >/dev/null 2>&1; then rt=(chrt -r 20); fi
-wait_until() {
-    local deadline=$((SECONDS + $1))
-    shift
-    until "$@"; do
-        [ "$SECONDS" -ge "$deadline" ] && return 1
-        sleep 0.2
-    done
-}
-answers_options() {
-    if [ -n "${3:-}" ] && ! kill -0 "$3" 2>/dev/null; then return 0; fi
-    sipp -sf "$here/scenarios/options.xml" -m 1 -p "$1" -timeout 1s -timeout_error "$2" \
-        >/dev/null 2>&1
-}
-capture_start() {
-    tshark -i lo -f "udp portrange 40000-40999 or udp port $2" -w "$1" >"$1.log" 2>&1 &
-    tshark_pid=$!
-    local deadline=$((SECONDS + 60))
-    while [ "$SECONDS" -lt "$deadline" ]; do
-        kill -0 "$tshark_pid" 2>/dev/null || break
-        if [ -s "$1" ]; then return 0; fi
-        sleep 0.1
-    done
-    capture_stop; return 1
-}
-capture_stop() {
-    if [ -n "${tshark_pid:-}" ]; then kill -INT "$tshark_pid" 2>/dev/null; wait "$tshark_pid" 2>/dev/null; fi
-    tshark_pid=""
-}
+# What run.sh defines for the sections it sources (lib.sh), for this Siphon's RTP range.
+rtp_capture_range=40000-40999
+# shellcheck source=sip-tests/lib.sh
+source "$here/lib.sh"
 run() {
     local name="$1" expected="$2"; shift 2
     local dir="$work/$name"; mkdir -p "$dir"

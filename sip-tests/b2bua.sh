@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Calls between phones through Siphon (the `user` dialplan action, B2BUA). Sourced by run.sh
 # near its end; uses what run.sh defines: $work, $here, $target, run(), failures,
-# capture_start/capture_stop, wait_until, answers_options, rt (the real-time prefix for the
+# capture_start/capture_stop, wait_until, answers_options, udp_bound (sip-tests/lib.sh), rt (the real-time prefix for the
 # processes whose audio is checked), and a Siphon on $target running
 # the default configuration (routes 1001/1002 ring the phones registered as those accounts).
 #
@@ -12,13 +12,6 @@
 
 b2b_sc="$here/scenarios"
 b2b_callee_port=5201
-
-# udp_bound PORT: a socket is bound to UDP PORT (the SIPp we started is listening: what
-# reaches it from then on waits in its socket until SIPp reads it).
-udp_bound() {
-    awk -v port="$(printf ':%04X' "$1")" 'FNR > 1 && substr($2, length($2) - 4) == port { found = 1 }
-        END { exit !found }' /proc/net/udp /proc/net/udp6
-}
 
 # b2b_pair NAME CALLEE_SCENARIO CALLER_SCENARIO: the callee's SIPp in the background, then
 # the caller's through run(); both must exit 0.

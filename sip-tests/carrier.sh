@@ -20,47 +20,18 @@ c_failures=0
 c_sc="$here/scenarios"
 c_pids=()
 
-c_rt=()
-if [ "$(id -u)" = 0 ] && command -v chrt >/dev/null 2>&1; then c_rt=(chrt -r 20); fi
+# rt, wait_until, udp_bound, answers_options, capture_start/capture_stop.
+# shellcheck source=sip-tests/lib.sh
+source "$here/lib.sh"
 
-# c_wait_until SECONDS COMMAND...: runs COMMAND every 0.2 s until it succeeds or SECONDS
-# have passed (then returns 1). The deadline only stops a hang.
-c_wait_until() {
-    local deadline=$((SECONDS + $1))
-    shift
-    until "$@"; do
-        [ "$SECONDS" -ge "$deadline" ] && return 1
-        sleep 0.2
-    done
-}
 c_pass() { echo "PASS $1"; }
 c_fail() { echo "FAIL $*"; c_failures=$((c_failures + 1)); }
-c_answers_options() {
-    sipp -sf "$c_sc/options.xml" -m 1 -p 5549 -timeout 1s -timeout_error "$1" >/dev/null 2>&1
-}
-# c_capture_start FILE PORTS_FILTER: tshark on lo, filtered on this script's ports only.
-c_capture_start() {
-    tshark -i lo -f "$2" -w "$1" >"$1.log" 2>&1 &
-    c_tshark_pid=$!
-    local deadline=$((SECONDS + 60))
-    while [ "$SECONDS" -lt "$deadline" ]; do
-        kill -0 "$c_tshark_pid" 2>/dev/null || break
-        if [ -s "$1" ]; then return 0; fi
-        sleep 0.1
-    done
-    echo "tshark cannot capture on lo as uid $(id -u):"; head -n 4 "$1.log" | sed 's/^/    /'
-    c_capture_stop; return 1
-}
-c_capture_stop() {
-    if [ -n "${c_tshark_pid:-}" ]; then kill -INT "$c_tshark_pid" 2>/dev/null; wait "$c_tshark_pid" 2>/dev/null; fi
-    c_tshark_pid=""
-}
 # c_sipp NAME EXPECTED_EXIT SIPP_ARGS...: SIPp (to $c_target unless the args end with
 # another target) in its own folder; checks its exit code.
 c_sipp() {
     local name="$1" expected="$2"; shift 2
     local dir="$c_work/$name"; mkdir -p "$dir"
-    ( cd "$dir" && timeout 200 "${c_rt[@]}" sipp "$@" -timeout 150s -timeout_error -trace_err \
+    ( cd "$dir" && timeout 200 "${rt[@]}" sipp "$@" -timeout 150s -timeout_error -trace_err \
         -trace_msg -nostdin >"$dir/stdout" 2>&1 )
     local rc=$?
     if [ "$rc" = "$expected" ]; then
@@ -71,13 +42,8 @@ c_sipp() {
         tail -n 5 "$dir/stdout"
     fi
 }
-# udp_bound PORT: something listens on UDP PORT.
-c_udp_bound() {
-    awk -v port="$(printf ':%04X' "$1")" 'FNR > 1 && substr($2, length($2) - 4) == port { found = 1 }
-        END { exit !found }' /proc/net/udp /proc/net/udp6
-}
 c_cleanup() {
-    c_capture_stop
+    capture_stop
     for pid in "${c_pids[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
     [ -n "${KEEP_WORK:-}" ] && echo "carrier work dir kept: $c_work" || rm -rf "$c_work"
 }
@@ -145,22 +111,22 @@ grep -q "^keepalive_interval_s = 2" "$c_work/siphon.toml" && grep -q "^t1_ms = 1
 nat_reg_dir="$c_work/carrier-nat-registrar"; mkdir -p "$nat_reg_dir"
 tshark -i lo -f "udp port 5504" -w "$c_work/registrar.pcapng" >"$c_work/registrar.log" 2>&1 &
 reg_tshark_pid=$!; c_pids+=("$reg_tshark_pid")
-c_wait_until 60 test -s "$c_work/registrar.pcapng"
+wait_until 60 test -s "$c_work/registrar.pcapng"
 ( cd "$nat_reg_dir" && timeout 120 sipp -sf "$c_sc/carrier_nat_registrar.xml" -m 1 -p 5504 \
     -i 127.0.0.1 -timeout 60s -timeout_error -trace_err -trace_msg -nostdin \
     >"$nat_reg_dir/stdout" 2>&1 ) &
 nat_reg_pid=$!; c_pids+=("$nat_reg_pid")
-c_wait_until 30 c_udp_bound 5504
+wait_until 30 udp_bound 5504
 
 python3 "$here/quiet_twilio_service.py" 8502 --talk-after 2 --talk-for 1 >"$c_work/quiet.log" 2>&1 &
 c_pids+=($!)
-"${c_rt[@]}" "$siphon" --config "$c_work/siphon.toml" --log info >"$c_work/siphon.log" 2>&1 &
+"${rt[@]}" "$siphon" --config "$c_work/siphon.toml" --log info >"$c_work/siphon.log" 2>&1 &
 c_siphon_pid=$!
 c_pids+=("$c_siphon_pid")
-if ! c_wait_until 60 c_answers_options "$c_target"; then
+if ! wait_until 60 answers_options 5549 "$c_target"; then
     c_fail "carrier-siphon-start (no answer to OPTIONS within 60 s)"
 fi
-c_wait_until 30 grep -q listening "$c_work/quiet.log"
+wait_until 30 grep -q listening "$c_work/quiet.log"
 
 # --- 1. RTP in every slot -------------------------------------------------------------
 # A caller on a forked number whose service is silent for 2 s, talks for 1 s, then is
@@ -170,10 +136,10 @@ c_wait_until 30 grep -q listening "$c_work/quiet.log"
 # directly (none over 500 ms), so 10 s shows the behaviour; CARRIER_SILENT_S=60 runs the
 # issue's full minute.
 silent_s="${CARRIER_SILENT_S:-10}"
-if c_capture_start "$c_work/silent.pcapng" "udp portrange 31000-31999 or udp port 16500"; then
+if capture_start "$c_work/silent.pcapng" "" "udp portrange 31000-31999 or udp port 16500"; then
     c_sipp carrier-silent-fork 0 -sf "$c_sc/carrier_uac.xml" -s 790 -m 1 -p 5500 \
         -i 127.0.0.1 -mp 16500 -d $((silent_s * 1000)) "$c_target"
-    c_capture_stop
+    capture_stop
     if python3 "$here/rtp_slots.py" "$c_work/silent.pcapng" 16500 "$silent_s" 0 \
         >"$c_work/silent.check" 2>&1; then
         c_pass "carrier-silent-fork-rtp-every-slot"
@@ -197,10 +163,10 @@ fi
 # (rtp_check.py --silence-fill counts only audible packets against what SIPp sent).
 mkdir -p "$c_work/carrier-fork-echo"
 python3 "$here/pcap_20ms.py" /usr/share/sip-tester/g711a.pcap "$c_work/carrier-fork-echo/pcma_20ms.pcap"
-if c_capture_start "$c_work/fork-echo.pcapng" "udp portrange 31000-31999 or udp port 16540"; then
+if capture_start "$c_work/fork-echo.pcapng" "" "udp portrange 31000-31999 or udp port 16540"; then
     c_sipp carrier-fork-echo 0 -sf "$c_sc/echo_rtp.xml" -s 700 -m 1 -p 5505 -i 127.0.0.1 -mp 16540 \
         "$c_target"
-    c_capture_stop
+    capture_stop
     if python3 "$here/rtp_check.py" "$c_work/fork-echo.pcapng" 16540 8 --gaps-at-markers \
         --silence-fill >"$c_work/fork-echo.check" 2>&1; then
         c_pass "carrier-fork-echo-stream-with-silence-fill"
@@ -225,21 +191,21 @@ for n in 0 1; do
     # At SCHED_RR (as root) so each phone sends its 200 as soon as the INVITE arrives,
     # before Kamailio, on the first 200, CANCELs the other branch (the phones do not ring
     # first for the same reason).
-    ( cd "$dir" && timeout 120 "${c_rt[@]}" sipp -sf "$c_sc/carrier_fork_callee.xml" -m 1 -p $((5510 + n)) \
+    ( cd "$dir" && timeout 120 "${rt[@]}" sipp -sf "$c_sc/carrier_fork_callee.xml" -m 1 -p $((5510 + n)) \
         -i 127.0.0.1 -mp $((16510 + 10 * n)) -timeout 40s -timeout_error -trace_err -trace_msg \
         -nostdin >"$dir/stdout" 2>&1 ) &
     fork_callees+=($!); c_pids+=($!)
 done
 kamailio -f "$here/kamailio/forking-proxy.cfg" -DD -E -w "$c_work" >"$c_work/kamailio.log" 2>&1 &
 c_pids+=($!)
-if c_wait_until 30 c_udp_bound 5510 && c_wait_until 30 c_udp_bound 5511 \
-    && c_wait_until 30 c_udp_bound 5560; then
+if wait_until 30 udp_bound 5510 && wait_until 30 udp_bound 5511 \
+    && wait_until 30 udp_bound 5560; then
     dir="$c_work/carrier-forked-answers"; mkdir -p "$dir"
     ( cd "$dir" && timeout 120 sipp -sf "$c_sc/carrier_uac.xml" -s 8123 -m 1 -p 5501 \
         -i 127.0.0.1 -mp 16501 -d 8000 -timeout 60s -timeout_error -trace_err -trace_msg \
         -nostdin "$c_target" >"$dir/stdout" 2>&1 ) &
     caller_pid=$!
-    if c_wait_until 60 c_exited "${fork_callees[@]}" && kill -0 "$caller_pid" 2>/dev/null; then
+    if wait_until 60 c_exited "${fork_callees[@]}" && kill -0 "$caller_pid" 2>/dev/null; then
         c_pass "carrier-forked-answer-second-dialog-byed-during-the-call"
     else
         c_fail "carrier-forked-answer-second-dialog-byed-during-the-call (no phone was hung up while the caller was on the line)"
@@ -294,7 +260,7 @@ dir="$c_work/carrier-nat-phone"; mkdir -p "$dir"
 nat_phone_pid=$!; c_pids+=("$nat_phone_pid")
 # in_log PATTERN: the phone's SIPp message log (its name has SIPp's pid) has PATTERN.
 in_log() { cat "$dir"/*_messages.log 2>/dev/null | grep -q "$1"; }
-if c_wait_until 30 in_log "^OPTIONS sip:5001@127.0.0.1:5547"; then
+if wait_until 30 in_log "^OPTIONS sip:5001@127.0.0.1:5547"; then
     c_pass "carrier-nat-keepalive-options-reach-the-real-source"
 else
     c_fail "carrier-nat-keepalive-options-reach-the-real-source (no OPTIONS within 30 s)"
@@ -312,7 +278,7 @@ fi
 # binding that was there can be seen to go.)
 if [ -z "$nat_bound" ]; then
     c_fail "carrier-nat-silent-phone-binding-dropped (the phone never had a binding)"
-elif c_wait_until 60 nat_registered_at ""; then
+elif wait_until 60 nat_registered_at ""; then
     c_pass "carrier-nat-silent-phone-binding-dropped"
 else
     c_fail "carrier-nat-silent-phone-binding-dropped (still bound: '$(nat_source)')"

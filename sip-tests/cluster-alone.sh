@@ -8,17 +8,9 @@ root="$(cd "$here/.." && pwd)"
 siphon="${1:-$root/target/release/siphon}"
 work="$(mktemp -d)"
 failures=0
-rt=()
-if [ "$(id -u)" = 0 ] && command -v chrt >/dev/null 2>&1; then rt=(chrt -r 20); fi
 # What run.sh defines for the sections it sources.
-wait_until() {
-    local deadline=$((SECONDS + $1))
-    shift
-    until "$@"; do
-        [ "$SECONDS" -ge "$deadline" ] && return 1
-        sleep 0.2
-    done
-}
+# shellcheck source=sip-tests/lib.sh
+source "$here/lib.sh"
 trap '[ -n "${KEEP_WORK:-}" ] && echo "work dir kept: $work" || rm -rf "$work"' EXIT
 
 # shellcheck source=sip-tests/cluster.sh

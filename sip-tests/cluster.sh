@@ -228,7 +228,7 @@ cl_phone_call() {
         -p 5821 -i 127.0.0.1 -mp 16800 -timeout 60s -timeout_error -trace_err -nostdin \
         127.0.0.2:5060 >"$dir/stdout" 2>&1 ) &
     local callee=$!
-    wait_until 30 udp_port_bound 5821
+    wait_until 30 udp_bound 5821
     mkdir -p "$work/$name"; cp "$cl_dir/pcma_20ms.pcap" "$work/$name/"
     ( cd "$work/$name" && timeout 120 "${rt[@]}" sipp -sf "$here/scenarios/b2b_caller_bye.xml" \
         -s 1002 -au 1001 -ap secret1001 -m 1 -p 5822 -i 127.0.0.1 -mp 16804 -timeout 60s \
@@ -242,10 +242,6 @@ cl_phone_call() {
     fi
 }
 
-udp_port_bound() {
-    awk -v port="$(printf ':%04X' "$1")" 'FNR > 1 && substr($2, length($2) - 4) == port { found = 1 }
-        END { exit !found }' /proc/net/udp /proc/net/udp6
-}
 
 # 300 calls to 700 through both edges (150 each): none fails, every node answers a share.
 cl_spread() {

@@ -29,6 +29,10 @@ if [ "$dur_sourced" = 0 ]; then
     set -uo pipefail
     siphon="${1:-$dur_root/target/release/siphon}"
     failures=0
+    here="$dur_here"
+    # wait_until, udp_bound, rt: what run.sh has when it sources this.
+    # shellcheck source=sip-tests/lib.sh
+    source "$dur_here/lib.sh"
 fi
 dur_siphon="$(realpath "$siphon")"
 dur_work="$(mktemp -d)"
@@ -40,16 +44,6 @@ dur_load_pid=""
 
 dur_pass() { echo "PASS $1"; }
 dur_fail() { echo "FAIL $1"; failures=$((failures + 1)); }
-
-# dur_wait SECONDS COMMAND...: polls COMMAND every 0.2 s until it succeeds; 1 on timeout.
-dur_wait() {
-    local deadline=$((SECONDS + $1))
-    shift
-    until "$@"; do
-        [ "$SECONDS" -ge "$deadline" ] && return 1
-        sleep 0.2
-    done
-}
 
 dur_cleanup() {
     [ -n "$dur_load_pid" ] && kill "$dur_load_pid" 2>/dev/null
@@ -76,7 +70,7 @@ dur_healthy() { curl -fsS -o /dev/null "http://$dur_http/healthz" 2>/dev/null; }
 dur_start() {
     "$dur_siphon" --config "$dur_conf" --log info >>"$dur_work/siphon.log" 2>&1 &
     dur_pid=$!
-    dur_wait 60 dur_healthy
+    wait_until 60 dur_healthy
 }
 # dur_stop SIGNAL: TERM (a clean stop: drain, write, exit) or KILL (a crash).
 dur_stop() {
@@ -91,10 +85,8 @@ dur_registered() {
     curl -fsS "http://$dur_http/api/registrations" 2>/dev/null | grep -q "\"aor\":\"$1\""
 }
 dur_rows() { sqlite3 "$dur_store" "$1" 2>/dev/null; }
-dur_udp_bound() {
-    awk -v port="$(printf ':%04X' "$1")" 'FNR > 1 && substr($2, length($2) - 4) == port { found = 1 }
-        END { exit !found }' /proc/net/udp /proc/net/udp6
-}
+# dur_stored AOR: the store file holds AOR's binding (asked anew each time it is called).
+dur_stored() { [ "$(dur_rows "SELECT count(*) FROM bindings WHERE aor = '$1'")" = 1 ]; }
 # dur_sipp NAME SIPP_ARGS...: SIPp in its own folder against the durability Siphon.
 dur_sipp() {
     local name="$1"; shift
@@ -113,7 +105,7 @@ dur_call_1002() {
         -p 5401 -i 127.0.0.1 -timeout 60s -timeout_error -trace_err -nostdin "$dur_sip" \
         >stdout 2>&1 ) &
     local callee=$!
-    dur_wait 30 dur_udp_bound 5401
+    wait_until 30 udp_bound 5401
     dur_sipp "$name-caller" -sf "$dur_sc/b2b_caller_busy.xml" -s 1002 -au 1001 -ap secret1001 \
         -m 1 -p 5402 -i 127.0.0.1
     local caller_rc=$?
@@ -142,7 +134,7 @@ dur_restart_tests() {
     for how in TERM KILL; do
         # Written through: the binding is in the file while Siphon runs (WAL lets another
         # reader in), before the stop. kill -9 loses only what was not yet written.
-        if ! dur_wait 30 test "$(dur_rows "SELECT count(*) FROM bindings WHERE aor = '1002'")" = 1; then
+        if ! wait_until 30 dur_stored 1002; then
             dur_fail "durability-store-written (no row for 1002 in $dur_store)"
         fi
         dur_stop "$how"
@@ -180,7 +172,7 @@ dur_crash_tests() {
         -m "$((want * 3))" -p 5403 -mp 16400 -i 127.0.0.1 -nostdin "$dur_sip" >stdout 2>&1 ) &
     dur_load_pid=$!
     calls_up() { [ "$(dur_metric siphon_calls_active)" -ge "$want" ] 2>/dev/null; }
-    if ! dur_wait 120 calls_up; then
+    if ! wait_until 120 calls_up; then
         dur_fail "durability-crash-load (never $want calls up; $(dur_metric siphon_calls_active) at most)"
         kill "$dur_load_pid" 2>/dev/null; wait "$dur_load_pid" 2>/dev/null; dur_load_pid=""
         return 1

@@ -18,16 +18,9 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     siphon="${1:-$(cd "$ext_here/.." && pwd)/target/release/siphon}"
     work="$(mktemp -d)"
     failures=0
-    rt=()
-    if [ "$(id -u)" = 0 ] && command -v chrt >/dev/null 2>&1; then rt=(chrt -r 20); fi
-    wait_until() {
-        local deadline=$((SECONDS + $1))
-        shift
-        until "$@"; do
-            [ "$SECONDS" -ge "$deadline" ] && return 1
-            sleep 0.2
-        done
-    }
+    here="$ext_here"
+    # shellcheck source=sip-tests/lib.sh
+    source "$ext_here/lib.sh"
 fi
 ext_sc="$ext_here/scenarios"
 ext_target=127.0.0.1:5650
@@ -36,17 +29,6 @@ mkdir -p "$ext_work"
 
 ext_fail() { echo "FAIL $1"; failures=$((failures + 1)); }
 
-# ext_answers_options: the extensions Siphon answers OPTIONS (or has exited: no use waiting).
-ext_answers_options() {
-    kill -0 "$ext_siphon_pid" 2>/dev/null || return 0
-    sipp -sf "$ext_sc/options.xml" -m 1 -p 5649 -timeout 1s -timeout_error "$ext_target" \
-        >/dev/null 2>&1
-}
-# ext_udp_bound PORT: something (the SIPp we started) listens on UDP PORT.
-ext_udp_bound() {
-    awk -v port="$(printf ':%04X' "$1")" 'FNR > 1 && substr($2, length($2) - 4) == port { found = 1 }
-        END { exit !found }' /proc/net/udp /proc/net/udp6
-}
 # ext_log: the extensions Siphon's log so far, without tracing's colours.
 ext_log() { sed 's/\x1b\[[0-9;]*m//g' "$ext_work/siphon.log"; }
 
@@ -84,7 +66,7 @@ ext_pair() {
         -i 127.0.0.1 -mp 16600 "${ext_callee_args[@]}" -timeout 60s -timeout_error -trace_err \
         -nostdin "$ext_target" >"$dir/stdout" 2>&1 ) &
     local callee_pid=$!
-    wait_until 30 ext_udp_bound 5601
+    wait_until 30 udp_bound 5601
     ext_run "$name" -sf "$ext_sc/$caller_sf" -s "$number" -m 1 -p 5602 -i 127.0.0.1 -mp 16610 \
         "${ext_caller_args[@]}"
     ext_callee_args=(); ext_caller_args=(); ext_play=""
@@ -99,22 +81,12 @@ ext_pair() {
     fi
 }
 
-# ext_capture FILE PORT: captures (tshark, loopback) the UDP going to PORT, one of this
-# script's SIPp media ports, until ext_capture_stop; returns once tshark really captures.
-ext_capture() {
-    tshark -i lo -f "udp dst port $2" -w "$1" >"$1.log" 2>&1 &
-    ext_tshark_pid=$!
-    wait_until 60 test -s "$1" && kill -0 "$ext_tshark_pid" 2>/dev/null
-}
-ext_capture_stop() {
-    kill -INT "$ext_tshark_pid" 2>/dev/null; wait "$ext_tshark_pid" 2>/dev/null
-}
 
 ext_failures_before=$failures
 python3 "$ext_here/pcap_20ms.py" /usr/share/sip-tester/g711a.pcap "$ext_work/pcma_20ms.pcap"
 "${rt[@]}" "$siphon" --config "${EXT_CONFIG:-$ext_here/extensions.toml}" --log info >"$ext_work/siphon.log" 2>&1 &
 ext_siphon_pid=$!
-if ! wait_until 60 ext_answers_options || ! kill -0 "$ext_siphon_pid" 2>/dev/null; then
+if ! wait_until 60 answers_options 5649 "$ext_target" "$ext_siphon_pid" || ! kill -0 "$ext_siphon_pid" 2>/dev/null; then
     ext_fail "ext-siphon-start (no answer to OPTIONS on $ext_target)"
     tail -n 20 "$ext_work/siphon.log"
 fi
@@ -152,7 +124,7 @@ fi
 # pcap play, as run.sh's media checks).
 python3 "$ext_here/ext_rtp_sink.py" 16690 0 100 60 >"$ext_work/reinvite-sink.out" 2>&1 &
 ext_sink_pid=$!
-wait_until 10 ext_udp_bound 16690
+wait_until 10 udp_bound 16690
 ext_pair ext-reinvite-nosdp b2b_callee_answer.xml ext_reinvite_nosdp.xml 9125
 if wait "$ext_sink_pid"; then
     echo "PASS ext-reinvite-answer-in-ack ($(cat "$ext_work/reinvite-sink.out"))"
@@ -167,7 +139,7 @@ fi
 ext_switch_packets=$(python3 "$ext_here/ext_pcap_switch.py" "$ext_work/pcma_20ms.pcap" "$ext_work/switch.pcap")
 python3 "$ext_here/ext_rtp_sink.py" 16692 8 "$ext_switch_packets" 60 >"$ext_work/switch-sink.out" 2>&1 &
 ext_sink_pid=$!
-wait_until 10 ext_udp_bound 16692
+wait_until 10 udp_bound 16692
 ext_play="$ext_work/switch.pcap"
 ext_callee_args=(-key fmts "8 0" -key sdp_extra "a=sendrecv")
 ext_caller_args=(-key sink_port 16692 -key ptime_line "a=sendrecv")
@@ -203,16 +175,16 @@ fi
 # --- a=ptime: a peer that asks for 30 ms packets and sends 30 ms packets (SIPp's own
 # g711a.pcap) calls the echo number: Siphon takes its stream and echoes it in 30 ms packets
 # (240 bytes, timestamps +240, sequence unbroken; ext_ptime_check.py).
-if ext_capture "$ext_work/ptime30.pcapng" 16670; then
+if capture_start "$ext_work/ptime30.pcapng" "" "udp dst port 16670"; then
     ext_run ext-ptime30-call -sf "$ext_sc/ext_ptime30.xml" -s 600 -m 1 -p 5607 -i 127.0.0.1 -mp 16670
-    ext_capture_stop
+    capture_stop
     if python3 "$ext_here/ext_ptime_check.py" "$ext_work/ptime30.pcapng" 16670 30 >"$ext_work/ptime30.check" 2>&1; then
         echo "PASS ext-ptime30-sent ($(cat "$ext_work/ptime30.check"))"
     else
         ext_fail "ext-ptime30-sent ($(cat "$ext_work/ptime30.check"))"
     fi
 else
-    ext_capture_stop
+    capture_stop
     ext_fail "ext-ptime30 (tshark cannot capture on lo: run as root)"
 fi
 
