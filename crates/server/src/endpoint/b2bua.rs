@@ -237,6 +237,20 @@ enum BranchState {
 }
 
 impl Branch {
+    /// The INVITE to `target` just sent as client transaction `key`.
+    fn sent(key: TransactionKey, invite: rsip::Request, target: Target) -> Branch {
+        Branch {
+            key,
+            invite,
+            peer: target.peer,
+            state: BranchState::Trying,
+            dialog: None,
+            ack: None,
+            credentials: target.trunk.and_then(|(_, c)| c),
+            authenticated: false,
+        }
+    }
+
     fn settled(&self) -> bool {
         matches!(self.state, BranchState::Failed(_))
     }
@@ -397,16 +411,7 @@ impl Endpoint {
                 continue;
             };
             match self.layer.send_request(now(), invite.clone(), target.peer) {
-                Ok(key) => branches.push(Branch {
-                    key,
-                    invite,
-                    peer: target.peer,
-                    state: BranchState::Trying,
-                    dialog: None,
-                    ack: None,
-                    credentials: target.trunk.and_then(|(_, c)| c),
-                    authenticated: false,
-                }),
+                Ok(key) => branches.push(Branch::sent(key, invite, target)),
                 Err(e) => warn!(error = %e, "could not send INVITE to a contact"),
             }
         }

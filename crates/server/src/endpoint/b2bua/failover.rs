@@ -66,22 +66,15 @@ impl Endpoint {
                 }
             };
             info!(code, next = %target.peer.addr, transport = %target.peer.transport, "trunk attempt failed; trying the next address");
-            inc_failovers(self);
+            crate::counters::inc(&self.counters.trunk_failovers);
             let Some(call) = self.bridges.calls.get_mut(id) else {
                 return false;
             };
-            call.branches.push(Branch {
-                key: key.clone(),
-                invite,
-                peer: target.peer,
-                state: BranchState::Trying,
-                dialog: None,
-                ack: None,
-                credentials: target.trunk.and_then(|(_, c)| c),
-                authenticated: false,
-            });
+            let peer = target.peer;
+            call.branches
+                .push(Branch::sent(key.clone(), invite, target));
             self.bridges.by_branch.insert(key.clone(), id.clone());
-            self.bridges.sent.insert(key, (target.peer, Instant::now()));
+            self.bridges.sent.insert(key, (peer, Instant::now()));
             self.arm_failover_timeout(id);
             return true;
         }
@@ -128,10 +121,6 @@ impl Endpoint {
             self.branch_failed_settled(id);
         }
     }
-}
-
-fn inc_failovers(endpoint: &Endpoint) {
-    crate::counters::inc(&endpoint.counters.trunk_failovers);
 }
 
 #[cfg(test)]
