@@ -56,6 +56,12 @@ pub enum Command {
         fork_id: String,
         done: oneshot::Sender<bool>,
     },
+    /// A webhook route's application answered (or failed to: the reason) for the call
+    /// whose INVITE is `invite`.
+    WebhookAnswer {
+        invite: TransactionKey,
+        action: Result<Box<crate::config::CallAction>, String>,
+    },
     /// Shutdown: refuse new calls (503), let the current ones go on for `timeout`, then BYE
     /// them. `done` fires once no call is left.
     Drain {

@@ -136,6 +136,26 @@ pub struct Counters {
     pub trunk_failovers: AtomicU64,
     /// Live forks' statistics and the totals of ended ones.
     pub forks: Arc<ForkMetrics>,
+    /// Status events (`[events]`) and webhook requests.
+    pub events: EventCounters,
+}
+
+/// What became of status events and webhook requests (`siphon_events_total`,
+/// `siphon_webhooks_total`).
+#[derive(Debug, Default)]
+pub struct EventCounters {
+    /// Events a destination accepted (2xx).
+    pub sent: AtomicU64,
+    /// Events not queued: the destination's queue was full.
+    pub dropped: AtomicU64,
+    /// Events given up after retrying for `give_up_s`.
+    pub failed: AtomicU64,
+    /// Attempts that failed and were retried.
+    pub retries: AtomicU64,
+    /// Webhook answers used, and fallbacks taken (app down, slow, nonsense, too many in
+    /// flight).
+    pub webhooks_answered: AtomicU64,
+    pub webhooks_fallback: AtomicU64,
 }
 
 /// Entries in the SIP core's tables, published at its housekeeping: what a soak run watches

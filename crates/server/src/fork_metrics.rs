@@ -95,6 +95,19 @@ pub struct ForkMetrics {
     inner: Mutex<Inner>,
     next_key: AtomicU64,
     next_id: AtomicU64,
+    /// Told when a fork starts and stops (the status events); set once at start.
+    observer: std::sync::OnceLock<ForkObserver>,
+}
+
+/// A fork's start (`None`) or stop (`Some(frames sent, frames dropped, failed)`).
+pub type ForkObserverFn = dyn Fn(&ForkInfo, Option<(u64, u64, bool)>) + Send + Sync;
+
+pub struct ForkObserver(Box<ForkObserverFn>);
+
+impl std::fmt::Debug for ForkObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ForkObserver")
+    }
 }
 
 /// Totals of one mode's forks, live and ended (counters), or live only (`active`, `states`).
@@ -219,6 +232,11 @@ impl ForkMetrics {
         format!("f{}", self.next_id.fetch_add(1, Ordering::Relaxed) + 1)
     }
 
+    /// Who hears of forks starting and stopping (once; later calls are ignored).
+    pub fn set_observer(&self, observer: Box<ForkObserverFn>) {
+        let _ = self.observer.set(ForkObserver(observer));
+    }
+
     /// Makes a running fork visible. Keep the returned registration as long as the fork
     /// lives; dropping it retires the fork into the totals.
     pub fn register(self: &Arc<Self>, info: ForkInfo, stats: Arc<ForkStats>) -> ForkRegistration {
@@ -234,6 +252,9 @@ impl ForkMetrics {
         inner.retired[mode_index(entry.info.mode)].started += 1;
         inner.live.insert(key, entry.clone());
         drop(inner);
+        if let Some(o) = self.observer.get() {
+            (o.0)(&entry.info, None);
+        }
         ForkRegistration {
             metrics: self.clone(),
             key,
@@ -250,6 +271,11 @@ impl ForkMetrics {
                 t.failed = 1;
             }
             inner.retired[mode_index(entry.info.mode)].add(&t);
+            drop(inner);
+            if let Some(o) = self.observer.get() {
+                let dropped = t.dropped_queue_full + t.dropped_disconnected + t.dropped_slow;
+                (o.0)(&entry.info, Some((t.frames_sent, dropped, t.failed == 1)));
+            }
         }
     }
 

@@ -272,6 +272,10 @@ impl Server {
             endpoint.set_tls_addr(addr);
         }
         endpoint.set_trunk_tls(self.trunk_tls);
+        let events =
+            crate::events::Events::start(self.config.events.as_ref(), self.counters.clone());
+        crate::events::observe_forks(&events, &self.counters.forks);
+        endpoint.set_events(events);
         let http_context = Arc::new(HttpContext::new(
             self.config.clone(),
             self.counters.clone(),

@@ -9,6 +9,8 @@ use serde::Deserialize;
 use siphon_sip::acl::IpAcl;
 
 /// The default configuration, embedded in the binary; the same text as `configs/siphon.toml`.
+mod call_action;
+mod events;
 mod outbound_proxy;
 mod routes;
 mod sections;
@@ -16,6 +18,8 @@ mod sections;
 mod tests;
 mod validate;
 
+pub use call_action::CallAction;
+pub use events::EventsConfig;
 pub use outbound_proxy::OutboundProxy;
 pub use routes::{Account, AccountKind, Action, Route, RouteAuth};
 pub use sections::{
@@ -53,6 +57,9 @@ pub struct Config {
     pub analytics: Option<AnalyticsConfig>,
     /// Call detail records. Absent: none are written.
     pub cdr: Option<CdrConfig>,
+    /// Call status events posted to applications (`call.ringing`, `call.ended`, ...).
+    /// Absent: only per-call `callback_url`s get events, with the defaults.
+    pub events: Option<EventsConfig>,
 }
 
 /// A configuration problem, with where it is when known.

@@ -1,6 +1,6 @@
 //! Accounts and dialplan routes: who may register or call, and what a dialled number does.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -26,7 +26,7 @@ pub struct Account {
     pub caller_ids: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     /// What the caller sends comes back.
@@ -47,6 +47,9 @@ pub enum Action {
     Trunk,
     /// Refuses the call with the route's `code` (default 403), before any authentication.
     Reject,
+    /// Asks an application: POSTs the call to the route's `url` and does what the JSON
+    /// answer says (a [`super::CallAction`]); the `fallback` route when it cannot.
+    Webhook,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -94,6 +97,32 @@ pub struct Route {
     /// fields of `siphon_fork::ForkConfig`: url, mode, encoding, sample_rate, tracks, ...).
     #[serde(default)]
     pub forks: Vec<siphon_fork::ForkConfig>,
+    /// For `webhook`: the application's URL (http:// or https://).
+    pub url: Option<String>,
+    /// For `webhook`: the number of the route used when the application is down, too slow
+    /// or answers something that is not an action (absent: the caller gets 503).
+    pub fallback: Option<String>,
+    /// For `webhook`: how long connecting may take, and the whole request.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "default_webhook_timeout_ms")]
+    pub timeout_ms: u64,
+    /// For `webhook`: send 180 Ringing while the application is asked.
+    #[serde(default)]
+    pub ringing: bool,
+    /// For `webhook`: SIP headers of the INVITE passed to the application (by name).
+    #[serde(default)]
+    pub pass_headers: Vec<String>,
+    /// Where this call's status events also go (besides `[events] urls`).
+    pub callback_url: Option<String>,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    1000
+}
+
+fn default_webhook_timeout_ms() -> u64 {
+    3000
 }
 
 impl Route {

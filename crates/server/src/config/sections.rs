@@ -499,6 +499,9 @@ pub struct LimitsConfig {
     pub auth_block_s: u64,
     /// Retry-After (seconds) on 503s.
     pub retry_after_s: u32,
+    /// Webhook requests (`action = "webhook"`) in flight at once; a call past it takes
+    /// its route's fallback at once.
+    pub webhooks_in_flight: usize,
 }
 
 impl Default for LimitsConfig {
@@ -518,6 +521,7 @@ impl Default for LimitsConfig {
             auth_failure_window_s: 60,
             auth_block_s: 600,
             retry_after_s: 5,
+            webhooks_in_flight: 64,
         }
     }
 }

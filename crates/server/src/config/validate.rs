@@ -183,6 +183,28 @@ impl Config {
                     format!("route {n}: `user` only applies to action \"user\""),
                 ));
             }
+            if route.action == Action::Webhook {
+                let http = |u: &str| u.starts_with("http://") || u.starts_with("https://");
+                if !route.url.as_deref().is_some_and(http) {
+                    return Err(at(
+                        route.number.span(),
+                        format!("route {n}: action \"webhook\" needs an http(s) `url`"),
+                    ));
+                }
+                let fallback = route.fallback.as_deref();
+                if let Some(f) = fallback
+                    && (f == n.as_str()
+                        || !self
+                            .dialplan
+                            .iter()
+                            .any(|r| r.number.get_ref() == f && r.action != Action::Webhook))
+                {
+                    return Err(at(
+                        route.number.span(),
+                        format!("route {n}: fallback {f} is not a route (other than a webhook)"),
+                    ));
+                }
+            }
             for fork in &route.forks {
                 if let Err(e) = fork.validate() {
                     return Err(at(route.number.span(), format!("fork of {n}: {e}")));

@@ -504,6 +504,7 @@ impl Endpoint {
                 answer_in_ack: [false; 2],
             },
         );
+        self.call_events_start(&id.call_id, route.callback_url.as_deref());
         self.arm_failover_timeout(&id);
         let ring = route
             .ring_timeout_s
@@ -624,10 +625,10 @@ impl Endpoint {
         self.counters.call_ended(result);
         let _guard = call.span.clone().entered();
         debug!(?result, "bridged call ended");
-        if let Some(cdr) = &self.cdr {
+        if self.cdr.is_some() || self.events.is_some() {
             let leg =
                 |side: Side, codec: Option<Codec>| CdrLeg::new(codec, &call.media.stats(side));
-            cdr.write(&CdrRecord {
+            let record = CdrRecord {
                 call_id: id.call_id.clone(),
                 start: call.started_at,
                 answer: call.answered_at,
@@ -642,7 +643,11 @@ impl Endpoint {
                 caller_leg: leg(Side::Caller, Some(call.caller.codec)),
                 callee_leg: Some(leg(Side::Callee, call.callee_codec)),
                 forks: CdrFork::of_call(&self.counters.forks, &id.call_id),
-            });
+            };
+            if let Some(cdr) = &self.cdr {
+                cdr.write(&record);
+            }
+            self.emit_call_ended(&id.call_id, Some(&record));
         }
         call.media.stop(&format!("{result:?}"));
     }

@@ -79,6 +79,10 @@ impl Endpoint {
                 };
                 let _ = done.send(ok);
             }
+            // Acting on it may wait (RTP ports, trunk addresses): `run` awaits it.
+            Command::WebhookAnswer { invite, action } => {
+                tracing::error!(%invite, ?action, "webhook answer reached handle_command");
+            }
             Command::Drain { timeout, done } => {
                 info!(
                     calls = self.calls.len(),

@@ -157,7 +157,11 @@ impl Endpoint {
                 self.reply(&invite_key, 487, Some(&id.local_tag.clone()), &[]);
                 self.end_call_as(&id, EndResult::Cancelled);
             }
-            None => self.reply(&invite_key, 487, None, &[]),
+            None => {
+                // A call waiting for its webhook's answer is forgotten with it.
+                self.webhooks.cancel(&invite_key);
+                self.reply(&invite_key, 487, None, &[]);
+            }
         }
     }
 
@@ -204,10 +208,16 @@ impl Endpoint {
             self.by_invite.remove(&call.invite_key);
             let summary = self.registry.remove(&id.call_id).map(|(_, s)| s);
             self.call_unlisted(&id.call_id);
-            if let (Some(cdr), Some(s)) = (&self.cdr, summary) {
-                let forks = CdrFork::of_call(&self.counters.forks, &id.call_id);
-                cdr.write(&served_call_cdr(&s, call.action, result, forks));
+            let record = summary
+                .filter(|_| self.cdr.is_some() || self.events.is_some())
+                .map(|s| {
+                    let forks = CdrFork::of_call(&self.counters.forks, &id.call_id);
+                    served_call_cdr(&s, call.action, result, forks)
+                });
+            if let (Some(cdr), Some(record)) = (&self.cdr, &record) {
+                cdr.write(record);
             }
+            self.emit_call_ended(&id.call_id, record.as_ref());
             inc(&self.counters.calls_ended);
             self.counters.call_ended(result);
             let _guard = call.span.enter();

@@ -8,6 +8,7 @@
 
 mod auth;
 mod b2bua;
+mod call_events;
 mod commands;
 mod extensions;
 mod in_dialog;
@@ -20,6 +21,7 @@ mod replies;
 mod session_timers;
 mod uas;
 mod update;
+mod webhook;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -113,6 +115,10 @@ pub struct Endpoint {
     session_timers: session_timers::SessionTimers,
     /// `[registrar] store`: the bindings' file, also journalling the calls that are up.
     state: Option<Arc<StateDb>>,
+    /// Status events (`[events]`, per-call callback URLs); set by `Server` at start.
+    events: Option<crate::events::Events>,
+    /// Calls waiting for their webhook's answer (`action = "webhook"`).
+    webhooks: webhook::Pending,
 }
 
 impl Endpoint {
@@ -211,6 +217,8 @@ impl Endpoint {
             registry,
             drain: None,
             state: state_db,
+            events: None,
+            webhooks: webhook::Pending::default(),
         }
     }
 
@@ -218,6 +226,11 @@ impl Endpoint {
     /// SIP over TLS listens at `addr`.
     pub fn set_tls_addr(&mut self, addr: SocketAddr) {
         self.tls_addr = Some(addr);
+    }
+
+    /// Where status events go (`Server::run` starts them).
+    pub fn set_events(&mut self, events: crate::events::Events) {
+        self.events = Some(events);
     }
 
     /// The TLS client setups of the trunks reached over TLS (`Server::bind` loads them).
@@ -331,7 +344,12 @@ impl Endpoint {
             };
             tokio::select! {
                 Some(msg) = inbound.recv() => self.handle_inbound(msg).await,
-                Some(cmd) = commands.recv() => self.handle_command(cmd),
+                Some(cmd) = commands.recv() => match cmd {
+                    Command::WebhookAnswer { invite, action } => {
+                        self.on_webhook_answer(invite, action).await
+                    }
+                    cmd => self.handle_command(cmd),
+                },
                 () = timer => self.layer.handle_timeout(now()),
                 () = keepalive::next_round(&mut keepalives) => self.send_keepalives(),
                 _ = session_clock.tick() => self.check_session_timers(),

@@ -60,6 +60,8 @@ impl Endpoint {
         let mut identity = header_value(&request.headers, "From")
             .map(|f| without_tag(&f))
             .unwrap_or_default();
+        // Who authenticated (an account, or the trunk by its address), for webhooks.
+        let mut account = None;
         if !public {
             match self.admit_call(&key, &request, peer) {
                 Admission::Refused => {
@@ -67,6 +69,7 @@ impl Endpoint {
                     return;
                 }
                 Admission::Trunk => {
+                    account = trunk.clone();
                     // A trunk (a carrier, or the edge of a cluster that authenticated the
                     // phone) vouches for its caller (RFC 3325); from anyone else
                     // P-Asserted-Identity is ignored.
@@ -74,14 +77,15 @@ impl Endpoint {
                         identity = asserted;
                     }
                 }
-                Admission::Account(account) => {
+                Admission::Account(name) => {
                     // Routes and the caller's identity follow the account that
                     // authenticated, not what the From claims.
-                    if claimed.as_deref() != Some(account.as_str()) {
-                        route = dialplan::lookup_for(&self.config, &request.uri, Some(&account))
-                            .cloned();
+                    if claimed.as_deref() != Some(name.as_str()) {
+                        route =
+                            dialplan::lookup_for(&self.config, &request.uri, Some(&name)).cloned();
                     }
-                    identity = self.presented_identity(&request, from_user.as_deref(), &account);
+                    identity = self.presented_identity(&request, from_user.as_deref(), &name);
+                    account = Some(name);
                 }
             }
         }
@@ -91,6 +95,27 @@ impl Endpoint {
             self.reply_to(&key, &request, 404, None, &[]);
             return;
         };
+        if route.action == Action::Webhook {
+            let caller = super::webhook::Caller {
+                identity,
+                account,
+                peer,
+            };
+            self.ask_webhook(key, request, route, caller);
+            return;
+        }
+        self.serve_route(key, request, peer, route, identity).await;
+    }
+
+    /// Acts on the route a call takes (the dialplan's, or what a webhook answered).
+    pub(super) async fn serve_route(
+        &mut self,
+        key: TransactionKey,
+        request: rsip::Request,
+        peer: Peer,
+        route: crate::config::Route,
+        identity: String,
+    ) {
         if route.action == Action::Reject {
             let code = route.code.unwrap_or(403);
             info!(number = %route.number.get_ref(), code, "rejected by the dialplan");
@@ -172,7 +197,12 @@ impl Endpoint {
         let media = media::spawn(LegSetup {
             rtp,
             action: route.action,
-            prompt: self.prompts.get(route.number.get_ref()).cloned(),
+            // A webhook's `play` has no prompt of its own: the built-in one.
+            prompt: self
+                .prompts
+                .get(route.number.get_ref())
+                .cloned()
+                .or_else(|| route.prompt().ok().flatten()),
             params,
             call: id.clone(),
             inactivity: Duration::from_secs(self.config.rtp.inactivity_timeout_s),
@@ -183,6 +213,7 @@ impl Endpoint {
             meta: call_meta(&id, &request, &identity, codec),
         });
         info!(number = %route.number.get_ref(), action = ?route.action, rtp_port, ?codec, "call accepted");
+        self.call_events_start(&id.call_id, route.callback_url.as_deref());
         self.call_listed(&id.call_id);
         self.registry.insert(
             id.call_id.clone(),
@@ -246,6 +277,7 @@ impl Endpoint {
         if let Err(e) = self.layer.send_response(now(), &key, resp) {
             debug!(error = %e, "could not send 180");
         }
+        self.emit_call_event(&id.call_id, crate::events::EventKind::CallRinging, None);
     }
 
     pub(super) fn answer(&mut self, id: &DialogId) {
@@ -281,6 +313,11 @@ impl Endpoint {
                     self.counters.call_setup.observe(setup);
                 }
                 info!("answered");
+                // Field by field: `call` still borrows `self.calls`.
+                if let Some(events) = &self.events {
+                    let data = super::call_events::summary_data(&self.registry, &id.call_id);
+                    events.emit(&id.call_id, crate::events::EventKind::CallAnswered, data);
+                }
             }
             Err(e) => warn!(error = %e, "could not send 200"),
         }

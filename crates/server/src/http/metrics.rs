@@ -353,6 +353,33 @@ fn calls(f: &mut Families, ctx: &HttpContext) {
             (vec![("result", "lost".into())], get(&c.cdr_lost) as f64),
         ],
     );
+    let e = &c.events;
+    f.counter(
+        "siphon_events_total",
+        "Status events ([events], callback URLs): delivered, dropped because the \
+         destination's queue was full, failed after retrying for give_up_s, and failed \
+         attempts that were retried.",
+        [
+            (vec![("result", "sent".into())], get(&e.sent) as f64),
+            (vec![("result", "dropped".into())], get(&e.dropped) as f64),
+            (vec![("result", "failed".into())], get(&e.failed) as f64),
+            (vec![("result", "retried".into())], get(&e.retries) as f64),
+        ],
+    );
+    f.counter(
+        "siphon_webhooks_total",
+        "Webhook routes: the application's action used, or the fallback route taken.",
+        [
+            (
+                vec![("result", "answered".into())],
+                get(&e.webhooks_answered) as f64,
+            ),
+            (
+                vec![("result", "fallback".into())],
+                get(&e.webhooks_fallback) as f64,
+            ),
+        ],
+    );
 }
 
 fn rtp(f: &mut Families, ctx: &HttpContext) {

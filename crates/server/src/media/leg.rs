@@ -162,7 +162,7 @@ pub fn spawn(setup: LegSetup) -> MediaHandle {
         // `user` and `trunk` calls are bridged (see `bridge`) and never get a media task of this kind.
         (Action::Play, None)
         | (Action::Ring, _)
-        | (Action::User | Action::Trunk | Action::Reject, _) => Source::Nothing,
+        | (Action::User | Action::Trunk | Action::Reject | Action::Webhook, _) => Source::Nothing,
     };
     let stats = Arc::new(LegStats::default());
     setup

@@ -186,6 +186,10 @@ impl Endpoint {
         if let Err(e) = self.layer.send_response(now(), &key, resp) {
             debug!(error = %e, "could not relay a provisional response");
         }
+        if let Some(events) = &self.events {
+            let data = crate::endpoint::call_events::summary_data(&self.registry, &id.call_id);
+            events.emit(&id.call_id, crate::events::EventKind::CallRinging, data);
+        }
     }
 
     fn branch_answered(&mut self, id: &DialogId, key: &TransactionKey, response: &rsip::Response) {
@@ -304,6 +308,11 @@ impl Endpoint {
                     s.setup_time = Some(setup);
                 }
                 info!(codec = ?call.callee_codec, "answered; bridged");
+                if let Some(events) = &self.events {
+                    let data =
+                        crate::endpoint::call_events::summary_data(&self.registry, &id.call_id);
+                    events.emit(&id.call_id, crate::events::EventKind::CallAnswered, data);
+                }
             }
             Err(e) => {
                 // The caller went away meanwhile (its CANCEL won the race).

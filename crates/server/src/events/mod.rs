@@ -1,0 +1,210 @@
+//! Call status events: `call.ringing`, `call.answered`, `call.transferred`, `call.ended`
+//! (with the CDR), `fork.started`, `fork.stopped`, posted as JSON to `[events] urls` and to
+//! the call's own `callback_url`.
+//!
+//! Emitting never waits: the event is formatted once and put on each destination's bounded
+//! queue (full: dropped and counted). One task per destination delivers its queue in
+//! order, retrying the event at the head with exponential backoff until it is accepted or
+//! `give_up_s` passes, so a call's events reach a receiver in the order they happened,
+//! and a receiver that is down for a while gets everything that fit the queue once back.
+
+mod delivery;
+pub mod sign;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use crate::config::EventsConfig;
+use crate::counters::{Counters, inc};
+
+/// The kinds of event, by their wire name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    CallRinging,
+    CallAnswered,
+    /// The caller was moved to another target (`POST /api/calls/{id}/transfer`, REFER).
+    CallTransferred,
+    CallEnded,
+    ForkStarted,
+    ForkStopped,
+}
+
+impl EventKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::CallRinging => "call.ringing",
+            EventKind::CallAnswered => "call.answered",
+            EventKind::CallTransferred => "call.transferred",
+            EventKind::CallEnded => "call.ended",
+            EventKind::ForkStarted => "fork.started",
+            EventKind::ForkStopped => "fork.stopped",
+        }
+    }
+}
+
+/// One queued event: its body, formatted once for every destination.
+#[derive(Debug)]
+struct Envelope {
+    body: Bytes,
+    queued: tokio::time::Instant,
+}
+
+/// The handle every part of Siphon emits through (cheap to clone).
+#[derive(Clone)]
+pub struct Events {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: EventsConfig,
+    counters: Arc<Counters>,
+    /// `[events] urls`.
+    fixed: Vec<mpsc::Sender<Arc<Envelope>>>,
+    /// Each call's callback URL, while the call is up.
+    callbacks: DashMap<String, String>,
+    /// Destinations of callback URLs, started on first use (at most `max_callback_urls`).
+    by_url: Mutex<HashMap<String, mpsc::Sender<Arc<Envelope>>>>,
+    sequence: AtomicU64,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events")
+            .field("urls", &self.inner.config.urls)
+            .finish()
+    }
+}
+
+impl Events {
+    /// Starts a delivery task per configured URL (must run inside the tokio runtime).
+    pub fn start(config: Option<&EventsConfig>, counters: Arc<Counters>) -> Events {
+        let config = config.cloned().unwrap_or_default();
+        let fixed = config
+            .urls
+            .iter()
+            .map(|url| delivery::spawn(url.clone(), &config, counters.clone()))
+            .collect();
+        Events {
+            inner: Arc::new(Inner {
+                config,
+                counters,
+                fixed,
+                callbacks: DashMap::new(),
+                by_url: Mutex::new(HashMap::new()),
+                sequence: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The call's own callback URL, besides `[events] urls` (until [`Self::forget_call`]).
+    pub fn set_callback(&self, call_id: &str, url: Option<&str>) {
+        if let Some(url) = url {
+            self.inner
+                .callbacks
+                .insert(call_id.to_string(), url.to_string());
+        }
+    }
+
+    pub fn forget_call(&self, call_id: &str) {
+        self.inner.callbacks.remove(call_id);
+    }
+
+    /// Queues `kind` for `call_id` with `data` on every destination; never waits.
+    pub fn emit(&self, call_id: &str, kind: EventKind, data: Value) {
+        let inner = &self.inner;
+        let callback = inner.callbacks.get(call_id).map(|u| u.value().clone());
+        if inner.fixed.is_empty() && callback.is_none() {
+            return;
+        }
+        let sequence = inner.sequence.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = SystemTime::now();
+        let body = json!({
+            "id": format!("evt_{:016x}", rand::random::<u64>()),
+            "type": kind.name(),
+            "sequence": sequence,
+            "timestamp": crate::cdr::format_time(now),
+            "call_id": call_id,
+            "data": data,
+        });
+        let envelope = Arc::new(Envelope {
+            body: Bytes::from(body.to_string()),
+            queued: tokio::time::Instant::now(),
+        });
+        for tx in &inner.fixed {
+            self.enqueue(tx, &envelope);
+        }
+        if let Some(url) = callback
+            && let Some(tx) = self.callback_destination(&url)
+        {
+            self.enqueue(&tx, &envelope);
+        }
+    }
+
+    fn enqueue(&self, tx: &mpsc::Sender<Arc<Envelope>>, envelope: &Arc<Envelope>) {
+        if tx.try_send(envelope.clone()).is_err() {
+            inc(&self.inner.counters.events.dropped);
+        }
+    }
+
+    fn callback_destination(&self, url: &str) -> Option<mpsc::Sender<Arc<Envelope>>> {
+        let inner = &self.inner;
+        let mut by_url = inner.by_url.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(tx) = by_url.get(url) {
+            return Some(tx.clone());
+        }
+        if by_url.len() >= inner.config.max_callback_urls {
+            warn!(
+                max = inner.config.max_callback_urls,
+                "too many distinct callback URLs; event dropped"
+            );
+            inc(&inner.counters.events.dropped);
+            return None;
+        }
+        let tx = delivery::spawn(url.to_string(), &inner.config, inner.counters.clone());
+        by_url.insert(url.to_string(), tx.clone());
+        Some(tx)
+    }
+}
+
+/// Unix seconds now (the signature's `t`).
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `fork.started` and `fork.stopped` for every fork, from the forks' registry.
+pub fn observe_forks(events: &Events, forks: &crate::fork_metrics::ForkMetrics) {
+    let events = events.clone();
+    forks.set_observer(Box::new(move |info, stopped| {
+        let url = siphon_fork::redact_url(&info.url);
+        match stopped {
+            None => events.emit(
+                &info.call_id,
+                EventKind::ForkStarted,
+                json!({ "fork_id": info.fork_id, "url": url, "mode": info.mode.as_str() }),
+            ),
+            Some((frames_sent, frames_dropped, failed)) => events.emit(
+                &info.call_id,
+                EventKind::ForkStopped,
+                json!({
+                    "fork_id": info.fork_id,
+                    "url": url,
+                    "mode": info.mode.as_str(),
+                    "frames_sent": frames_sent,
+                    "frames_dropped": frames_dropped,
+                    "failed": failed,
+                }),
+            ),
+        }
+    }));
+}
