@@ -62,6 +62,14 @@ pub enum Command {
         invite: TransactionKey,
         action: Result<Box<crate::config::CallAction>, String>,
     },
+    /// Admin API: place a call (`POST /api/calls`). `done` gets the new call's Call-ID, or
+    /// the HTTP status and reason it was refused with.
+    Originate {
+        request: Box<OriginateRequest>,
+        done: oneshot::Sender<Result<String, (u16, String)>>,
+    },
+    /// An originated call rang for its ring timeout (its INVITE's client transaction).
+    OriginateTimeout(TransactionKey),
     /// Shutdown: refuse new calls (503), let the current ones go on for `timeout`, then BYE
     /// them. `done` fires once no call is left.
     Drain {
@@ -89,4 +97,40 @@ pub struct CallSummary {
     pub source: SocketAddr,
     /// The leg's RTP counters, kept by its media task.
     pub rtp: Arc<LegStats>,
+}
+
+/// `POST /api/calls`: whom to call, as whom, and what to do once answered.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginateRequest {
+    /// `user:<account>`, `trunk:<trunk>/<number>` or a SIP URI (`sip:user@192.0.2.1:5060`).
+    pub to: String,
+    /// The caller ID presented (a user part or number); it must be an account's name or
+    /// one of the `caller_ids` an account may present. Default: `siphon`.
+    pub from: Option<String>,
+    /// How long the callee may ring (default: `[sip] ring_timeout_s`).
+    pub ring_timeout_s: Option<u64>,
+    /// What the answered call does: the dialplan's action shape (echo, tone, play, fork).
+    #[serde(default = "default_on_answer")]
+    pub on_answer: crate::config::CallAction,
+    /// Added to every fork's `custom_parameters` (the fork's own win).
+    #[serde(default)]
+    pub custom_parameters: std::collections::BTreeMap<String, String>,
+    /// This call's status events also go here.
+    pub callback_url: Option<String>,
+}
+
+fn default_on_answer() -> crate::config::CallAction {
+    crate::config::CallAction {
+        action: crate::config::Action::Echo,
+        user: None,
+        trunk: None,
+        strip: 0,
+        prepend: None,
+        code: None,
+        ring_ms: 0,
+        ring_timeout_s: None,
+        forks: Vec::new(),
+        callback_url: None,
+    }
 }

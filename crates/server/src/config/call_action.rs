@@ -77,6 +77,10 @@ impl CallAction {
         }
         for fork in &self.forks {
             fork.validate().map_err(|e| format!("fork: {e}"))?;
+            // A path from the network would be a file read on its sender's behalf.
+            if fork.tls_ca_file.is_some() {
+                return Err("fork: tls_ca_file is only accepted in the configuration".into());
+            }
         }
         Ok(())
     }

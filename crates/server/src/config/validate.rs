@@ -112,6 +112,12 @@ impl Config {
                 )));
             }
         }
+        if let Some(events) = &self.events {
+            for url in &events.urls {
+                crate::http_post::Target::parse(url)
+                    .map_err(|e| ConfigError::Invalid(format!("[events] urls: {e}")))?;
+            }
+        }
         let mut numbers = HashSet::new();
         for route in &self.dialplan {
             let n = route.number.get_ref();

@@ -669,7 +669,7 @@ fn cancel_branch(layer: &mut TransactionLayer, branch: &mut Branch) {
 
 /// The CANCEL for an INVITE we sent (RFC 3261 §9.1): same Request-URI, top Via, From, To,
 /// Call-ID and CSeq number.
-fn cancel_of(invite: &rsip::Request) -> rsip::Request {
+pub(super) fn cancel_of(invite: &rsip::Request) -> rsip::Request {
     let mut headers = Headers::default();
     let mut via = false;
     for h in invite.headers.iter() {
@@ -726,7 +726,11 @@ fn caller_response(
 /// The callee's media from its SDP answer to our offer. Reading an answer uses the same
 /// rules as answering an offer (first usable audio stream, its codec and address), on a
 /// copy of the session so our o= version does not move.
-fn callee_params(session: &LocalSession, local: &LocalMedia, body: &[u8]) -> Option<MediaParams> {
+pub(super) fn callee_params(
+    session: &LocalSession,
+    local: &LocalMedia,
+    body: &[u8],
+) -> Option<MediaParams> {
     if body.is_empty() {
         return None;
     }

@@ -43,6 +43,12 @@ impl Endpoint {
                 self.hang_up_as(&call, result);
             }
             Command::HangUp { call_id, done } => {
+                // An originated call still ringing is cancelled.
+                if let Some(key) = self.originating.find(&call_id) {
+                    self.cancel_originated(&key);
+                    let _ = done.send(true);
+                    return;
+                }
                 let id = self.find_call(&call_id);
                 if let Some(id) = &id {
                     info!(%call_id, "hung up through the admin API");
@@ -79,10 +85,9 @@ impl Endpoint {
                 };
                 let _ = done.send(ok);
             }
-            // Acting on it may wait (RTP ports, trunk addresses): `run` awaits it.
-            Command::WebhookAnswer { invite, action } => {
-                tracing::error!(%invite, ?action, "webhook answer reached handle_command");
-            }
+            Command::OriginateTimeout(key) => self.cancel_originated(&key),
+            // Acting on these may wait (RTP ports): `run` awaits them, they never get here.
+            Command::WebhookAnswer { .. } | Command::Originate { .. } => {}
             Command::Drain { timeout, done } => {
                 info!(
                     calls = self.calls.len(),

@@ -15,6 +15,7 @@ mod in_dialog;
 mod info;
 mod keepalive;
 mod node_load;
+mod originate;
 mod outbound_register;
 mod registrar;
 mod replies;
@@ -119,6 +120,8 @@ pub struct Endpoint {
     events: Option<crate::events::Events>,
     /// Calls waiting for their webhook's answer (`action = "webhook"`).
     webhooks: webhook::Pending,
+    /// Calls Siphon places itself (`POST /api/calls`) until answered.
+    originating: originate::Outgoing,
 }
 
 impl Endpoint {
@@ -219,6 +222,7 @@ impl Endpoint {
             state: state_db,
             events: None,
             webhooks: webhook::Pending::default(),
+            originating: originate::Outgoing::default(),
         }
     }
 
@@ -348,6 +352,9 @@ impl Endpoint {
                     Command::WebhookAnswer { invite, action } => {
                         self.on_webhook_answer(invite, action).await
                     }
+                    Command::Originate { request, done } => {
+                        self.on_originate_command(*request, done).await
+                    }
                     cmd => self.handle_command(cmd),
                 },
                 () = timer => self.layer.handle_timeout(now()),
@@ -445,6 +452,7 @@ impl Endpoint {
                 }
             }
             Event::Response { key, response } => match key.method() {
+                Method::Invite if self.on_originate_response(&key, &response) => {}
                 Method::Invite => self.on_branch_response(key, response),
                 Method::Register => self.on_register_response(&key, &response),
                 Method::Options => self.on_keepalive_response(&key, response.status_code.code()),
@@ -455,6 +463,7 @@ impl Endpoint {
             Event::Timeout { key } => {
                 debug!(%key, "client transaction timed out");
                 match key.method() {
+                    Method::Invite if self.on_originate_timeout(&key) => {}
                     Method::Invite => self.on_branch_timeout(&key),
                     Method::Register => self.on_register_timeout(&key),
                     Method::Options => self.on_keepalive_timeout(&key),
@@ -541,7 +550,10 @@ impl Endpoint {
         }
         let now = now();
         match request.method {
-            Method::Invite if self.calls.len() + self.bridges.len() >= limits.max_calls => {
+            Method::Invite
+                if self.calls.len() + self.bridges.len() + self.originating.len()
+                    >= limits.max_calls =>
+            {
                 Some("Too Many Calls")
             }
             Method::Invite if !self.invite_rate.allow(now) => Some("Call Rate Exceeded"),

@@ -27,7 +27,10 @@ use siphon_fork::redact_url;
 
 pub(super) fn routes() -> Router<Arc<HttpContext>> {
     Router::new()
-        .route("/api/calls", get(list_calls))
+        .route(
+            "/api/calls",
+            get(list_calls).post(super::originate::originate),
+        )
         .route("/api/calls/{id}", get(show_call).delete(hang_up))
         .route("/api/calls/{id}/forks", get(list_forks).post(attach_fork))
         .route("/api/calls/{id}/forks/{fork}", delete(detach_fork))
@@ -173,7 +176,7 @@ async fn attach_fork(
 /// Where the API may fork to (`[http] fork_url_prefixes`, `allow_any_fork_url`, and the
 /// services of the dialplan's forks): without it the API would make Siphon connect to any
 /// address it is given, internal ones included (SSRF).
-fn fork_url_allowed(ctx: &HttpContext, url: &str) -> Result<(), ApiError> {
+pub(super) fn fork_url_allowed(ctx: &HttpContext, url: &str) -> Result<(), ApiError> {
     let dialplan = ctx
         .config
         .dialplan
@@ -261,7 +264,7 @@ pub(super) fn account_kind(ctx: &HttpContext, aor: &str) -> &'static str {
 }
 
 /// Sends `cmd` to the SIP core and waits (bounded) for its answer.
-async fn command<T>(
+pub(super) async fn command<T>(
     ctx: &HttpContext,
     cmd: Command,
     answer: oneshot::Receiver<T>,

@@ -22,6 +22,7 @@
 
 pub mod admin;
 pub mod metrics;
+mod originate;
 pub mod tls;
 
 use std::future::Future;

@@ -1,0 +1,568 @@
+//! Calls Siphon places itself (`POST /api/calls`): Siphon is the UAC. It sends one INVITE
+//! with its own offer to a registered account's phone, a number through a trunk or a SIP
+//! URI; once answered, the call becomes like any call Siphon answered (echo, tone, play,
+//! fork: the `on_answer` action, served by the same media task), so BYE, the admin API's
+//! hang-up and forks work on it unchanged. Unanswered after its ring timeout: CANCEL.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rsip::{Header, Headers, Method};
+use siphon_sip::dialog::{Dialog, DialogState, cseq_number};
+use siphon_sip::message;
+use siphon_sip::sdp::{Direction, LocalMedia, LocalSession};
+use siphon_sip::transaction::TransactionKey;
+use siphon_sip::{Peer, Transport};
+use tokio::time::Instant;
+use tracing::{Instrument, info, warn};
+
+use super::{Call, Endpoint, new_tag, now};
+use crate::cdr::{CdrLeg, CdrRecord, Party};
+use crate::config::{Action, Config, Route};
+use crate::control::{CallSummary, Command, OriginateRequest};
+use crate::counters::{EndResult, LegStats, inc};
+use crate::events::EventKind;
+use crate::media::leg::{self as media, LegSetup};
+use crate::rtp_ports::RtpPort;
+
+/// Whom an originate request calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Callee {
+    /// `user:1002`: a registered account's phone.
+    User(String),
+    /// `trunk:provider/+15551234567`.
+    Trunk { trunk: String, number: String },
+    /// `sip:bot@192.0.2.1:5070` (an IP address: no DNS for these).
+    Uri { uri: String, addr: SocketAddr },
+}
+
+/// Reads the `to` of an originate request.
+pub(super) fn parse_callee(to: &str) -> Result<Callee, String> {
+    if let Some(user) = to.strip_prefix("user:") {
+        let ok = !user.is_empty()
+            && user
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-_.".contains(c));
+        return ok
+            .then(|| Callee::User(user.to_string()))
+            .ok_or_else(|| format!("bad account in {to:?}"));
+    }
+    if let Some(rest) = to.strip_prefix("trunk:") {
+        let (trunk, number) = rest
+            .split_once('/')
+            .ok_or("a trunk target is trunk:<name>/<number>")?;
+        let ok = !trunk.is_empty()
+            && !number.is_empty()
+            && number
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+*#".contains(c));
+        return ok
+            .then(|| Callee::Trunk {
+                trunk: trunk.to_string(),
+                number: number.to_string(),
+            })
+            .ok_or_else(|| format!("bad trunk target {to:?}"));
+    }
+    if let Some(rest) = to.strip_prefix("sip:") {
+        if rsip::Uri::try_from(to).is_err() || to.contains(['<', '>', ' ', '\r', '\n']) {
+            return Err(format!("bad SIP URI {to:?}"));
+        }
+        let host_port = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        let host_port = host_port.split([';', '?']).next().unwrap_or_default();
+        let addr = host_port
+            .parse::<SocketAddr>()
+            .ok()
+            .or_else(|| {
+                host_port
+                    .parse::<IpAddr>()
+                    .ok()
+                    .map(|ip| SocketAddr::new(ip, 5060))
+            })
+            .or_else(|| {
+                let v6 = host_port.strip_prefix('[')?.strip_suffix(']')?;
+                v6.parse::<IpAddr>()
+                    .ok()
+                    .map(|ip| SocketAddr::new(ip, 5060))
+            })
+            .ok_or_else(|| format!("{to:?}: the host must be an IP address"))?;
+        return Ok(Callee::Uri {
+            uri: to.to_string(),
+            addr,
+        });
+    }
+    Err(format!(
+        "to must be user:<account>, trunk:<trunk>/<number> or sip:<uri>, not {to:?}"
+    ))
+}
+
+/// Whether Siphon may present `from` as the caller: an account's name, or a caller ID an
+/// account may present (`caller_ids`). Anything else would let the API spoof anyone.
+pub(super) fn caller_id_allowed(config: &Config, from: &str) -> bool {
+    from == "siphon"
+        || config
+            .accounts
+            .iter()
+            .any(|a| a.username.get_ref() == from || a.caller_ids.iter().any(|c| c == from))
+}
+
+/// An originated call until its final response.
+struct Dialing {
+    call_id: String,
+    invite: rsip::Request,
+    peer: Peer,
+    session: LocalSession,
+    local: LocalMedia,
+    rtp: RtpPort,
+    route: Route,
+    identity: String,
+    callee: String,
+    rang: bool,
+    cancelled: bool,
+    span: tracing::Span,
+    started: Instant,
+    started_at: SystemTime,
+}
+
+/// Originated calls still ringing, and the ACKs of answered ones (a retransmitted 2xx
+/// gets the ACK again).
+#[derive(Default)]
+pub(super) struct Outgoing {
+    dialing: HashMap<TransactionKey, Dialing>,
+    acks: HashMap<TransactionKey, (rsip::Request, Peer, Instant)>,
+}
+
+impl Outgoing {
+    pub(super) fn len(&self) -> usize {
+        self.dialing.len()
+    }
+
+    /// The ringing originated call with this Call-ID (admin API hang-up).
+    pub(super) fn find(&self, call_id: &str) -> Option<TransactionKey> {
+        self.dialing
+            .iter()
+            .find(|(_, d)| d.call_id == call_id)
+            .map(|(k, _)| k.clone())
+    }
+}
+
+impl Endpoint {
+    /// `POST /api/calls`: sends the INVITE; answers the new Call-ID at once.
+    pub(super) async fn originate(
+        &mut self,
+        req: OriginateRequest,
+    ) -> Result<String, (u16, String)> {
+        let bad = |m: String| (400, m);
+        if self.drain.is_some() || self.counters.is_draining() {
+            return Err((503, "draining".into()));
+        }
+        let up = self.calls.len() + self.bridges.len() + self.originating.len();
+        if up >= self.config.limits.max_calls {
+            inc(&self.counters.overload_rejections);
+            return Err((503, "too many calls ([limits] max_calls)".into()));
+        }
+        let mut on_answer = req.on_answer.clone();
+        if on_answer.callback_url.is_none() {
+            on_answer.callback_url = req.callback_url.clone();
+        }
+        on_answer.check(&self.config).map_err(bad)?;
+        if !matches!(
+            on_answer.action,
+            Action::Echo | Action::Tone | Action::Play | Action::Fork
+        ) {
+            return Err(bad(
+                "on_answer: echo, tone, play or fork (bridging is not supported yet)".into(),
+            ));
+        }
+        let from = req.from.clone().unwrap_or_else(|| "siphon".into());
+        if !caller_id_allowed(&self.config, &from) {
+            return Err((
+                403,
+                format!("caller ID {from:?} is not one Siphon may present"),
+            ));
+        }
+        let callee = parse_callee(&req.to).map_err(bad)?;
+        let (uri, peer, from_host) = match &callee {
+            Callee::User(user) => {
+                if self.config.account(user).is_none() {
+                    return Err((404, format!("no account {user}")));
+                }
+                let binding = self.registrar.lookup(now(), user).into_iter().next();
+                let Some(b) = binding else {
+                    return Err((404, format!("account {user} has no registered phone")));
+                };
+                (b.contact, b.source, None)
+            }
+            Callee::Trunk { trunk, number } => {
+                let Some(t) = self.config.trunk(trunk) else {
+                    return Err((404, format!("no trunk {trunk}")));
+                };
+                let domain = t.domain();
+                let Some(peer) = self.trunk_peers(t).into_iter().next() else {
+                    return Err((503, format!("trunk {trunk} has no address")));
+                };
+                (format!("sip:{number}@{domain}"), peer, Some(domain))
+            }
+            Callee::Uri { uri, addr } => (uri.clone(), Peer::new(*addr, Transport::Udp), None),
+        };
+        let Some(rtp) = self
+            .ports
+            .allocate(self.config.rtp_bind_address(peer.addr.ip()))
+            .await
+        else {
+            return Err((503, "no RTP ports".into()));
+        };
+        let mut session = LocalSession::new(
+            u64::from(rand::random::<u32>()),
+            self.advertised.for_peer(peer.addr.ip()),
+        );
+        let local = self.local_media(rtp.port, peer.addr.ip());
+        let offer = session.offer(&local, Direction::SendRecv).to_string();
+        let host = from_host.unwrap_or_else(|| self.addr_for(peer).ip().to_string());
+        let identity = format!("<sip:{from}@{host}>");
+        let call_id = format!("{}@siphon", new_tag());
+        let request_uri = rsip::Uri::try_from(uri.as_str()).map_err(|e| bad(e.to_string()))?;
+        let mut headers = Headers::default();
+        headers.push(Header::Via(self.via_value(peer).into()));
+        headers.push(Header::MaxForwards("70".into()));
+        headers.push(Header::From(format!("{identity};tag={}", new_tag()).into()));
+        headers.push(Header::To(format!("<{uri}>").into()));
+        headers.push(Header::CallId(call_id.clone().into()));
+        headers.push(Header::CSeq("1 INVITE".into()));
+        headers.push(self.contact_header(peer));
+        headers.extend(super::extensions::request_capabilities());
+        headers.push(Header::ContentType("application/sdp".into()));
+        message::finish(&mut headers, offer.as_bytes());
+        let invite = rsip::Request {
+            method: Method::Invite,
+            uri: request_uri,
+            version: rsip::Version::V2,
+            headers,
+            body: offer.into_bytes(),
+        };
+        let key = self
+            .layer
+            .send_request(now(), invite.clone(), peer)
+            .map_err(|e| (500, format!("could not send the INVITE: {e}")))?;
+        inc(&self.counters.calls_started);
+        let span = tracing::info_span!("call", call_id = %call_id);
+        span.in_scope(|| info!(to = %req.to, %uri, %from, "originating"));
+        let mut route = on_answer.to_route("originate");
+        for fork in &mut route.forks {
+            for (k, v) in &req.custom_parameters {
+                fork.custom_parameters
+                    .entry(k.clone())
+                    .or_insert_with(|| v.clone());
+            }
+        }
+        self.call_listed(&call_id);
+        self.registry.insert(
+            call_id.clone(),
+            CallSummary {
+                call_id: call_id.clone(),
+                from: identity.clone(),
+                to: format!("<{uri}>"),
+                number: req.to.clone(),
+                codec: None,
+                rtp_port: rtp.port,
+                answered: false,
+                started: Instant::now(),
+                started_at: SystemTime::now(),
+                setup_time: None,
+                source: peer.addr,
+                rtp: Arc::new(LegStats::default()),
+            },
+        );
+        self.call_events_start(&call_id, route.callback_url.as_deref());
+        let ring = req
+            .ring_timeout_s
+            .unwrap_or(self.config.sip.ring_timeout_s)
+            .max(1);
+        self.schedule(
+            Duration::from_secs(ring),
+            Command::OriginateTimeout(key.clone()),
+        );
+        self.originating.dialing.insert(
+            key,
+            Dialing {
+                call_id: call_id.clone(),
+                invite,
+                peer,
+                session,
+                local,
+                rtp,
+                route,
+                identity,
+                callee: req.to,
+                rang: false,
+                cancelled: false,
+                span,
+                started: Instant::now(),
+                started_at: SystemTime::now(),
+            },
+        );
+        Ok(call_id)
+    }
+
+    /// The ring timeout (or the admin API's hang-up) of a call still ringing: CANCEL.
+    pub(super) fn cancel_originated(&mut self, key: &TransactionKey) {
+        let Some(d) = self.originating.dialing.get_mut(key) else {
+            return;
+        };
+        if d.cancelled {
+            return;
+        }
+        d.cancelled = true;
+        let _g = d.span.enter();
+        info!("not answered in time; CANCEL");
+        let cancel = super::b2bua::cancel_of(&d.invite);
+        if let Err(e) = self.layer.send_request(now(), cancel, d.peer) {
+            warn!(error = %e, "could not send CANCEL");
+        }
+    }
+
+    /// A response to an originated INVITE; `false` if `key` is not one.
+    pub(super) fn on_originate_response(
+        &mut self,
+        key: &TransactionKey,
+        response: &rsip::Response,
+    ) -> bool {
+        let code = response.status_code.code();
+        if let Some((ack, peer, _)) = self.originating.acks.get(key) {
+            if (200..300).contains(&code) {
+                self.layer.send_ack_for_2xx(ack.clone(), *peer);
+            }
+            return true;
+        }
+        if !self.originating.dialing.contains_key(key) {
+            return false;
+        }
+        match code {
+            100 => {}
+            101..=199 => {
+                let first = self
+                    .originating
+                    .dialing
+                    .get_mut(key)
+                    .is_some_and(|d| !std::mem::replace(&mut d.rang, true));
+                if let Some(d) = self.originating.dialing.get(key)
+                    && first
+                {
+                    let call_id = d.call_id.clone();
+                    self.emit_call_event(&call_id, EventKind::CallRinging, None);
+                }
+            }
+            200..=299 => self.originate_answered(key, response),
+            _ => {
+                let result = match self.originating.dialing.get(key) {
+                    Some(d) if d.cancelled => EndResult::NoAnswer,
+                    _ => EndResult::Other,
+                };
+                self.originate_failed(key, code, result);
+            }
+        }
+        true
+    }
+
+    /// An originated INVITE got no final response (Timer B); `false` if not one.
+    pub(super) fn on_originate_timeout(&mut self, key: &TransactionKey) -> bool {
+        if !self.originating.dialing.contains_key(key) {
+            return false;
+        }
+        self.originate_failed(key, 408, EndResult::NoAnswer);
+        true
+    }
+
+    fn originate_failed(&mut self, key: &TransactionKey, code: u16, result: EndResult) {
+        let Some(d) = self.originating.dialing.remove(key) else {
+            return;
+        };
+        let _g = d.span.enter();
+        info!(code, "originated call not answered");
+        self.registry.remove(&d.call_id);
+        self.call_unlisted(&d.call_id);
+        inc(&self.counters.calls_ended);
+        self.counters.call_ended(result);
+        let record = CdrRecord {
+            call_id: d.call_id.clone(),
+            start: d.started_at,
+            answer: None,
+            end: SystemTime::now(),
+            caller: d.identity.clone(),
+            callee: d.callee.clone(),
+            route: "originate".into(),
+            action: format!("{:?}", d.route.action).to_lowercase(),
+            result: code,
+            end_reason: format!("{result:?}"),
+            hung_up_by: if d.cancelled {
+                Party::Siphon
+            } else {
+                Party::Callee
+            },
+            caller_leg: CdrLeg::new(None, &LegStats::default()),
+            callee_leg: None,
+            forks: Vec::new(),
+        };
+        if let Some(cdr) = &self.cdr {
+            cdr.write(&record);
+        }
+        self.emit_call_ended(&d.call_id, Some(&record));
+    }
+
+    fn originate_answered(&mut self, key: &TransactionKey, response: &rsip::Response) {
+        let Some(d) = self.originating.dialing.remove(key) else {
+            return;
+        };
+        let span = d.span.clone();
+        let _g = span.enter();
+        let invite_seq = cseq_number(&d.invite).unwrap_or(1);
+        let mut dialog = match Dialog::new_uac(&d.invite, response) {
+            Ok(dialog) => dialog,
+            Err(e) => {
+                warn!(error = %e, "unusable 2xx to an originated call");
+                self.originating.dialing.insert(key.clone(), d);
+                self.originate_failed(key, 502, EndResult::Other);
+                return;
+            }
+        };
+        dialog.state = DialogState::Confirmed;
+        let via = self.via_value(d.peer);
+        let contact = self.contact_uri(d.peer);
+        let ack = dialog.ack(invite_seq, &via, &contact);
+        self.layer.send_ack_for_2xx(ack.clone(), d.peer);
+        // Entries older than a 2xx can be retransmitted (64·T1) are dropped on the way.
+        let keep = self.config.timers().t1 * 64;
+        self.originating
+            .acks
+            .retain(|_, (_, _, at)| at.elapsed() < keep);
+        self.originating
+            .acks
+            .insert(key.clone(), (ack, d.peer, Instant::now()));
+        let Some(params) = super::b2bua::callee_params(&d.session, &d.local, &response.body) else {
+            warn!("the callee answered without a usable SDP answer; hanging up");
+            let mut bye = dialog.request(Method::Bye, &via, &contact);
+            bye.headers
+                .push(super::replies::reason_header(EndResult::Other));
+            let _ = self.layer.send_request(now(), bye, d.peer);
+            self.originating.dialing.insert(key.clone(), d);
+            self.originate_failed(key, 488, EndResult::Other);
+            return;
+        };
+        let id = dialog.id.clone();
+        let codec = params.codec;
+        let meta = siphon_fork::CallMeta {
+            call_id: id.call_id.clone(),
+            from: d.identity.clone(),
+            to: d.callee.clone(),
+            codec: codec.name().to_string(),
+            account_sid: None,
+        };
+        let prompt = if d.route.action == Action::Play {
+            d.route.prompt().ok().flatten()
+        } else {
+            None
+        };
+        let media = media::spawn(LegSetup {
+            rtp: d.rtp,
+            action: d.route.action,
+            prompt,
+            params,
+            call: id.clone(),
+            inactivity: Duration::from_secs(self.config.rtp.inactivity_timeout_s),
+            commands: self.commands.clone(),
+            counters: self.counters.clone(),
+            span: span.clone(),
+            forks: d.route.forks.clone(),
+            meta,
+        });
+        media.answered();
+        inc(&self.counters.calls_answered);
+        if let Some(mut s) = self.registry.get_mut(&id.call_id) {
+            s.answered = true;
+            s.codec = Some(codec);
+            s.rtp = media.stats();
+            let setup = d.started.elapsed();
+            s.setup_time = Some(setup);
+            self.counters.call_setup.observe(setup);
+        }
+        info!(?codec, action = ?d.route.action, "originated call answered");
+        self.calls.insert(
+            id.clone(),
+            Call {
+                dialog,
+                peer: d.peer,
+                invite_key: key.clone(),
+                invite: d.invite,
+                session: d.session,
+                media,
+                action: d.route.action,
+                answer_sdp: None,
+                span: span.clone(),
+            },
+        );
+        self.emit_call_event(&id.call_id, EventKind::CallAnswered, None);
+    }
+
+    /// Runs an originate request for the admin API (the RTP port may take a moment).
+    pub(super) async fn on_originate_command(
+        &mut self,
+        request: OriginateRequest,
+        done: tokio::sync::oneshot::Sender<Result<String, (u16, String)>>,
+    ) {
+        let span = tracing::info_span!("originate");
+        let result = self.originate(request).instrument(span).await;
+        let _ = done.send(result);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn targets_are_read_or_refused() {
+        assert_eq!(parse_callee("user:1002"), Ok(Callee::User("1002".into())));
+        assert_eq!(
+            parse_callee("trunk:provider/+15551234567"),
+            Ok(Callee::Trunk {
+                trunk: "provider".into(),
+                number: "+15551234567".into()
+            })
+        );
+        assert_eq!(
+            parse_callee("sip:bot@127.0.0.1:5870"),
+            Ok(Callee::Uri {
+                uri: "sip:bot@127.0.0.1:5870".into(),
+                addr: "127.0.0.1:5870".parse().unwrap()
+            })
+        );
+        assert!(matches!(
+            parse_callee("sip:bot@[::1]"),
+            Ok(Callee::Uri { addr, .. }) if addr.port() == 5060
+        ));
+        for bad in [
+            "",
+            "user:",
+            "user:a b",
+            "trunk:provider",
+            "trunk:/123",
+            "trunk:p/12;x",
+            "sip:bot@example.com",
+            "tel:+1555",
+            "sip:a@1.2.3.4>\r\nX: y",
+        ] {
+            assert!(parse_callee(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_caller_ids_an_account_may_present_are_allowed() {
+        let config = Config::embedded().unwrap();
+        let account = config.accounts[0].username.get_ref().clone();
+        assert!(caller_id_allowed(&config, &account));
+        assert!(caller_id_allowed(&config, "siphon"));
+        assert!(!caller_id_allowed(&config, "+19998887777"));
+    }
+}
