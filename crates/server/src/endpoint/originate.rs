@@ -476,7 +476,6 @@ impl Endpoint {
             forks: d.route.forks.clone(),
             meta,
         });
-        media.answered();
         inc(&self.counters.calls_answered);
         if let Some(mut s) = self.registry.get_mut(&id.call_id) {
             s.answered = true;
@@ -501,7 +500,12 @@ impl Endpoint {
                 span: span.clone(),
             },
         );
+        // Before the forks start (they start with `answered`): receivers see
+        // call.answered, then fork.started.
         self.emit_call_event(&id.call_id, EventKind::CallAnswered, None);
+        if let Some(call) = self.calls.get(&id) {
+            call.media.answered();
+        }
     }
 
     /// Runs an originate request for the admin API (the RTP port may take a moment).

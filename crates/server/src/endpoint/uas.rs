@@ -305,6 +305,11 @@ impl Endpoint {
         match self.layer.send_response(now(), &key, resp) {
             Ok(()) => {
                 inc(&self.counters.calls_answered);
+                // call.answered goes out before the forks start (and emit fork.started).
+                if let Some(events) = &self.events {
+                    let data = super::call_events::summary_data(&self.registry, &id.call_id);
+                    events.emit(&id.call_id, crate::events::EventKind::CallAnswered, data);
+                }
                 call.media.answered();
                 if let Some(mut s) = self.registry.get_mut(&id.call_id) {
                     s.answered = true;
@@ -313,11 +318,6 @@ impl Endpoint {
                     self.counters.call_setup.observe(setup);
                 }
                 info!("answered");
-                // Field by field: `call` still borrows `self.calls`.
-                if let Some(events) = &self.events {
-                    let data = super::call_events::summary_data(&self.registry, &id.call_id);
-                    events.emit(&id.call_id, crate::events::EventKind::CallAnswered, data);
-                }
             }
             Err(e) => warn!(error = %e, "could not send 200"),
         }
