@@ -27,10 +27,7 @@ use siphon_fork::redact_url;
 
 pub(super) fn routes() -> Router<Arc<HttpContext>> {
     Router::new()
-        .route(
-            "/api/calls",
-            get(list_calls).post(super::originate::originate),
-        )
+        .route("/api/calls", get(list_calls))
         .route("/api/calls/{id}", get(show_call).delete(hang_up))
         .route("/api/calls/{id}/forks", get(list_forks).post(attach_fork))
         .route("/api/calls/{id}/forks/{fork}", delete(detach_fork))

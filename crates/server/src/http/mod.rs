@@ -91,7 +91,9 @@ type Ctx = State<Arc<HttpContext>>;
 
 /// Every route, with the admin API behind [`guard`].
 pub fn router(ctx: Arc<HttpContext>) -> Router {
-    let api = admin::routes().route_layer(middleware::from_fn_with_state(ctx.clone(), guard));
+    let api = admin::routes()
+        .merge(originate::routes())
+        .route_layer(middleware::from_fn_with_state(ctx.clone(), guard));
     Router::new()
         .route("/metrics", get(metrics::handler))
         .route("/healthz", get(healthz))

@@ -17,7 +17,11 @@ use super::admin::{command, fork_url_allowed};
 use super::{ApiError, HttpContext};
 use crate::control::{Command, OriginateRequest};
 
-pub(super) async fn originate(
+pub(super) fn routes() -> axum::Router<Arc<HttpContext>> {
+    axum::Router::new().route("/api/calls", axum::routing::post(originate))
+}
+
+async fn originate(
     State(ctx): State<Arc<HttpContext>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
