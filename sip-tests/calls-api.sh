@@ -10,7 +10,9 @@
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
-siphon="${1:-$root/target/release/siphon}"
+# Sourced by run.sh, its Siphon binary and capture range are kept (restored at the end).
+siphon="${1:-${siphon:-$root/target/release/siphon}}"
+ca_saved_range="${rtp_capture_range:-}"
 ca_target=127.0.0.1:5850
 ca_http=127.0.0.1:8850
 ca_work="$(mktemp -d)"
@@ -329,6 +331,7 @@ if [ "${BASH_SOURCE[0]}" != "$0" ]; then
     # Sourced by run.sh: its failure count, and this section's processes stopped here.
     failures=$((${failures:-0} + ca_failures))
     ca_cleanup
+    rtp_capture_range="$ca_saved_range"
 else
     [ "$ca_failures" -eq 0 ] || exit 1
 fi

@@ -652,6 +652,10 @@ source "$here/durability.sh"
 # Siphon nodes behind two Kamailio edges sharing registrations in Redis: calls between
 # phones at different edges, load spread, a node killed, a rolling restart, an edge killed.
 source "$here/cluster.sh"
+# Programmable calls (issue 17): originate, webhook routes, signed status events, with a
+# Siphon of its own on 5850 (HTTP 8850), SIPp on 5851-5879 and a Python app on 8852-8853.
+# shellcheck source=sip-tests/calls-api.sh
+source "$here/calls-api.sh"
 
 if [ "$failures" -ne 0 ]; then
     echo "--- siphon log (tail) ---"; tail -n 40 "$work/siphon.log"
