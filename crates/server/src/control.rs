@@ -68,8 +68,8 @@ pub enum Command {
         request: Box<OriginateRequest>,
         done: oneshot::Sender<Result<String, (u16, String)>>,
     },
-    /// An originated call rang for its ring timeout (its INVITE's client transaction).
-    OriginateTimeout(TransactionKey),
+    /// An originated call (by Call-ID) rang for its ring timeout.
+    OriginateTimeout(String),
     /// Shutdown: refuse new calls (503), let the current ones go on for `timeout`, then BYE
     /// them. `done` fires once no call is left.
     Drain {

@@ -242,3 +242,82 @@ async fn originate_refuses_bad_requests_and_places_a_call() {
     assert!(bye.starts_with("BYE "), "{bye}");
     s.stop().await;
 }
+
+/// A response to `inv` (status line given) with its Via, From, Call-ID and CSeq, the To
+/// tagged, and `extra` header lines.
+fn response_to(inv: &str, status_line: &str, extra: &str) -> String {
+    let head = |name: &str| header(inv, name).unwrap().to_string();
+    format!(
+        "SIP/2.0 {status_line}\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=trunk1\r\nCall-ID: {}\r\n\
+         CSeq: {}\r\n{extra}Content-Length: 0\r\n\r\n",
+        head("Via"),
+        head("From"),
+        head("To"),
+        head("Call-ID"),
+        head("CSeq"),
+    )
+}
+
+#[tokio::test]
+async fn originate_through_a_trunk_answers_its_digest_challenge() {
+    let trunk = Phone::new("127.0.0.1:9".parse().unwrap()).await;
+    let extra = format!(
+        "\n[[trunks]]\nname = \"carrier\"\naddress = \"{}\"\ndomain = \"carrier.example\"\n\
+         username = \"siphon\"\npassword = \"trunkpass\"\n",
+        trunk.local()
+    );
+    let s = start_with(&extra, 47500).await;
+    let body = "{\"to\": \"trunk:carrier/+15551234567\", \"from\": \"1001\"}";
+    let r = http(s.http, "POST", "/api/calls", None, Some(body)).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let call_id = r.json()["call_id"].as_str().unwrap().to_string();
+
+    let (first, from) = {
+        let mut buf = vec![0u8; 65536];
+        let (n, from) = tokio::time::timeout(WAIT, trunk.sock.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        (String::from_utf8_lossy(&buf[..n]).into_owned(), from)
+    };
+    assert!(
+        first.starts_with("INVITE sip:+15551234567@carrier.example"),
+        "{first}"
+    );
+    assert!(
+        header(&first, "From")
+            .unwrap()
+            .contains("sip:1001@carrier.example")
+    );
+    let challenge = response_to(
+        &first,
+        "407 Proxy Authentication Required",
+        "Proxy-Authenticate: Digest realm=\"carrier.example\", nonce=\"n0nce\", algorithm=MD5\r\n",
+    );
+    trunk
+        .sock
+        .send_to(challenge.as_bytes(), from)
+        .await
+        .unwrap();
+    // The ACK for the 407 (the transaction layer's), then the INVITE with credentials.
+    let second = loop {
+        let m = trunk.recv().await;
+        if m.starts_with("INVITE ") {
+            break m;
+        }
+        assert!(m.starts_with("ACK "), "{m}");
+    };
+    assert_eq!(header(&second, "Call-ID"), Some(call_id.as_str()));
+    assert!(header(&second, "CSeq").unwrap().starts_with("2 INVITE"));
+    let auth = header(&second, "Proxy-Authorization").expect("credentials");
+    assert!(auth.contains("username=\"siphon\"") && auth.contains("nonce=\"n0nce\""));
+
+    // The carrier refuses anyway: the call ends, and the API forgets it.
+    let busy = response_to(&second, "486 Busy Here", "");
+    trunk.sock.send_to(busy.as_bytes(), from).await.unwrap();
+    let path = format!("/api/calls/{call_id}");
+    assert!(
+        eventually(|| async { http(s.http, "GET", &path, None, None).await.status == 404 }).await
+    );
+    s.stop().await;
+}

@@ -45,7 +45,8 @@ impl Endpoint {
             Command::HangUp { call_id, done } => {
                 // An originated call still ringing is cancelled.
                 if let Some(key) = self.originating.find(&call_id) {
-                    self.cancel_originated(&key);
+                    info!(%call_id, "hung up through the admin API while ringing");
+                    self.cancel_originated(&key, EndResult::Admin);
                     let _ = done.send(true);
                     return;
                 }
@@ -85,7 +86,11 @@ impl Endpoint {
                 };
                 let _ = done.send(ok);
             }
-            Command::OriginateTimeout(key) => self.cancel_originated(&key),
+            Command::OriginateTimeout(call_id) => {
+                if let Some(key) = self.originating.find(&call_id) {
+                    self.cancel_originated(&key, EndResult::NoAnswer);
+                }
+            }
             // Acting on these may wait (RTP ports): `run` awaits them, they never get here.
             Command::WebhookAnswer { .. } | Command::Originate { .. } => {}
             Command::Drain { timeout, done } => {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rsip::{Header, Headers, Method};
+use siphon_sip::auth::{Challenge, new_cnonce};
 use siphon_sip::dialog::{Dialog, DialogState, cseq_number};
 use siphon_sip::message;
 use siphon_sip::sdp::{Direction, LocalMedia, LocalSession};
@@ -119,7 +120,12 @@ struct Dialing {
     identity: String,
     callee: String,
     rang: bool,
-    cancelled: bool,
+    /// Why Siphon cancelled it (ring timeout, admin API), once it did.
+    cancelled: Option<EndResult>,
+    /// A trunk's username and password, for its digest challenge (401/407)...
+    credentials: Option<(String, String)>,
+    /// ...answered once: a second challenge is a failure.
+    authenticated: bool,
     span: tracing::Span,
     started: Instant,
     started_at: SystemTime,
@@ -183,6 +189,7 @@ impl Endpoint {
             ));
         }
         let callee = parse_callee(&req.to).map_err(bad)?;
+        let mut credentials = None;
         let (uri, peer, from_host) = match &callee {
             Callee::User(user) => {
                 if self.config.account(user).is_none() {
@@ -199,6 +206,7 @@ impl Endpoint {
                     return Err((404, format!("no trunk {trunk}")));
                 };
                 let domain = t.domain();
+                credentials = t.credentials();
                 let Some(peer) = self.trunk_peers(t).into_iter().next() else {
                     return Err((503, format!("trunk {trunk} has no address")));
                 };
@@ -281,7 +289,7 @@ impl Endpoint {
             .max(1);
         self.schedule(
             Duration::from_secs(ring),
-            Command::OriginateTimeout(key.clone()),
+            Command::OriginateTimeout(call_id.clone()),
         );
         self.originating.dialing.insert(
             key,
@@ -296,7 +304,9 @@ impl Endpoint {
                 identity,
                 callee: req.to,
                 rang: false,
-                cancelled: false,
+                cancelled: None,
+                credentials,
+                authenticated: false,
                 span,
                 started: Instant::now(),
                 started_at: SystemTime::now(),
@@ -306,16 +316,16 @@ impl Endpoint {
     }
 
     /// The ring timeout (or the admin API's hang-up) of a call still ringing: CANCEL.
-    pub(super) fn cancel_originated(&mut self, key: &TransactionKey) {
+    pub(super) fn cancel_originated(&mut self, key: &TransactionKey, why: EndResult) {
         let Some(d) = self.originating.dialing.get_mut(key) else {
             return;
         };
-        if d.cancelled {
+        if d.cancelled.is_some() {
             return;
         }
-        d.cancelled = true;
+        d.cancelled = Some(why);
         let _g = d.span.enter();
-        info!("not answered in time; CANCEL");
+        info!(reason = ?why, "CANCEL");
         let cancel = super::b2bua::cancel_of(&d.invite);
         if let Err(e) = self.layer.send_request(now(), cancel, d.peer) {
             warn!(error = %e, "could not send CANCEL");
@@ -354,15 +364,81 @@ impl Endpoint {
                 }
             }
             200..=299 => self.originate_answered(key, response),
+            401 | 407 if self.answer_originate_challenge(key, response) => {}
             _ => {
                 let result = match self.originating.dialing.get(key) {
-                    Some(d) if d.cancelled => EndResult::NoAnswer,
-                    _ => EndResult::Other,
+                    Some(d) => d.cancelled.unwrap_or(EndResult::Other),
+                    None => EndResult::Other,
                 };
                 self.originate_failed(key, code, result);
             }
         }
         true
+    }
+
+    /// A trunk challenged the INVITE: send it again with credentials (next CSeq, new
+    /// transaction; the layer ACKed the 401/407). `false` when there is nothing to answer
+    /// with, or the credentials were refused already.
+    fn answer_originate_challenge(
+        &mut self,
+        key: &TransactionKey,
+        response: &rsip::Response,
+    ) -> bool {
+        let Some(d) = self.originating.dialing.get(key) else {
+            return false;
+        };
+        let (Some((user, password)), false) = (d.credentials.clone(), d.authenticated) else {
+            return false;
+        };
+        let (challenge_header, answer_header) = if response.status_code.code() == 407 {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        } else {
+            ("WWW-Authenticate", "Authorization")
+        };
+        let Some(challenge) = message::header_values(&response.headers, challenge_header)
+            .iter()
+            .find_map(|v| Challenge::parse(v).ok())
+        else {
+            return false;
+        };
+        let via = self.via_value(d.peer);
+        let uri = d.invite.uri.to_string();
+        let credentials =
+            challenge.authorization(&user, &password, "INVITE", &uri, 1, &new_cnonce());
+        let seq = cseq_number(&d.invite).unwrap_or(1).wrapping_add(1);
+        let mut headers = Headers::default();
+        for h in d.invite.headers.iter() {
+            match h {
+                Header::Via(_) => headers.push(Header::Via(via.clone().into())),
+                Header::CSeq(_) => headers.push(Header::CSeq(format!("{seq} INVITE").into())),
+                Header::ContentLength(_) => {}
+                h => headers.push(h.clone()),
+            }
+        }
+        headers.push(Header::Other(answer_header.into(), credentials));
+        message::finish(&mut headers, &d.invite.body);
+        let invite = rsip::Request {
+            headers,
+            ..d.invite.clone()
+        };
+        let peer = d.peer;
+        match self.layer.send_request(now(), invite.clone(), peer) {
+            Ok(new_key) => {
+                let Some(mut d) = self.originating.dialing.remove(key) else {
+                    return false;
+                };
+                d.span
+                    .in_scope(|| info!(%user, "answering the trunk's challenge"));
+                d.invite = invite;
+                d.authenticated = true;
+                self.originating.dialing.insert(new_key, d);
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "could not resend the INVITE with credentials");
+                false
+            }
+        }
     }
 
     /// An originated INVITE got no final response (Timer B); `false` if not one.
@@ -395,7 +471,7 @@ impl Endpoint {
             action: format!("{:?}", d.route.action).to_lowercase(),
             result: code,
             end_reason: format!("{result:?}"),
-            hung_up_by: if d.cancelled {
+            hung_up_by: if d.cancelled.is_some() {
                 Party::Siphon
             } else {
                 Party::Callee
