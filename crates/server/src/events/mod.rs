@@ -208,3 +208,106 @@ pub fn observe_forks(events: &Events, forks: &crate::fork_metrics::ForkMetrics) 
         }
     }));
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::sync::atomic::Ordering::Relaxed;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Receives events on `listener` (one per connection), answering 204.
+    async fn receive(listener: tokio::net::TcpListener, out: mpsc::UnboundedSender<Value>) {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut raw = Vec::new();
+            let mut buf = [0u8; 4096];
+            let body = loop {
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    break None;
+                }
+                raw.extend_from_slice(&buf[..n]);
+                let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&raw[..i]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if raw.len() >= i + 4 + len {
+                    break Some(raw[i + 4..i + 4 + len].to_vec());
+                }
+            };
+            let _ = s
+                .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+                .await;
+            if let Some(body) = body {
+                let _ = out.send(serde_json::from_slice(&body).unwrap());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_receiver_down_gets_what_fit_the_queue_in_order_and_the_rest_is_counted() {
+        // A port with nobody listening (yet).
+        let port = {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let counters = Arc::new(Counters::default());
+        let config = EventsConfig {
+            urls: vec![format!("http://127.0.0.1:{port}/events")],
+            secret: Some("k".into()),
+            queue: 3,
+            retry_min_ms: 10,
+            retry_max_ms: 50,
+            ..EventsConfig::default()
+        };
+        let events = Events::start(Some(&config), counters.clone());
+        for n in 0..10 {
+            events.emit("call-1", EventKind::CallRinging, json!({ "n": n }));
+        }
+        // 3 wait in the queue, at most 1 is being retried: the rest are dropped at once.
+        let dropped = counters.events.dropped.load(Relaxed);
+        assert!((6..=7).contains(&dropped), "dropped {dropped}");
+        // The delivery task tries, fails and backs off while the receiver is down...
+        tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            while counters.events.retries.load(Relaxed) < 2 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("attempts while the receiver is down");
+        // ...then the receiver comes up: what was kept arrives, in order, nothing fails.
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        tokio::spawn(receive(listener, tx));
+        let kept = 10 - dropped;
+        let mut got = Vec::new();
+        while (got.len() as u64) < kept {
+            let e = tokio::time::timeout(std::time::Duration::from_secs(20), rx.recv())
+                .await
+                .expect("kept events arrive")
+                .unwrap();
+            got.push(e["data"]["n"].as_u64().unwrap());
+        }
+        // In emission order: the first events were kept, the tail dropped.
+        assert_eq!(got, (0..kept).collect::<Vec<_>>());
+        // The last `sent` is counted once its answer is read, a moment after it arrived.
+        tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            while counters.events.sent.load(Relaxed) < kept {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("every kept event counted as sent");
+        assert_eq!(counters.events.failed.load(Relaxed), 0);
+    }
+}
