@@ -70,6 +70,8 @@ struct Inner {
     fixed: Vec<mpsc::Sender<Arc<Envelope>>>,
     /// Each call's callback URL, while the call is up.
     callbacks: DashMap<String, String>,
+    /// Calls that had their `call.ringing` (one per call, however many 180s and 183s).
+    rung: DashMap<String, ()>,
     /// Destinations of callback URLs, started on first use (at most `max_callback_urls`).
     by_url: Mutex<HashMap<String, mpsc::Sender<Arc<Envelope>>>>,
     sequence: AtomicU64,
@@ -98,6 +100,7 @@ impl Events {
                 counters,
                 fixed,
                 callbacks: DashMap::new(),
+                rung: DashMap::new(),
                 by_url: Mutex::new(HashMap::new()),
                 sequence: AtomicU64::new(0),
             }),
@@ -115,13 +118,18 @@ impl Events {
 
     pub fn forget_call(&self, call_id: &str) {
         self.inner.callbacks.remove(call_id);
+        self.inner.rung.remove(call_id);
     }
 
     /// Queues `kind` for `call_id` with `data` on every destination; never waits.
+    /// `call.ringing` goes out once per call.
     pub fn emit(&self, call_id: &str, kind: EventKind, data: Value) {
         let inner = &self.inner;
         let callback = inner.callbacks.get(call_id).map(|u| u.value().clone());
         if inner.fixed.is_empty() && callback.is_none() {
+            return;
+        }
+        if kind == EventKind::CallRinging && inner.rung.insert(call_id.to_string(), ()).is_some() {
             return;
         }
         let sequence = inner.sequence.fetch_add(1, Ordering::Relaxed) + 1;
@@ -270,7 +278,7 @@ mod tests {
         };
         let events = Events::start(Some(&config), counters.clone());
         for n in 0..10 {
-            events.emit("call-1", EventKind::CallRinging, json!({ "n": n }));
+            events.emit("call-1", EventKind::ForkStarted, json!({ "n": n }));
         }
         // 3 wait in the queue, at most 1 is being retried: the rest are dropped at once.
         let dropped = counters.events.dropped.load(Relaxed);
@@ -309,5 +317,20 @@ mod tests {
         .await
         .expect("every kept event counted as sent");
         assert_eq!(counters.events.failed.load(Relaxed), 0);
+        let dropped = counters.events.dropped.load(Relaxed);
+        events.emit("call-2", EventKind::CallRinging, json!({}));
+        events.emit("call-2", EventKind::CallRinging, json!({}));
+        let e = tokio::time::timeout(std::time::Duration::from_secs(20), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(e["type"], "call.ringing");
+        assert_eq!(counters.events.dropped.load(Relaxed), dropped);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(300), rx.recv())
+                .await
+                .is_err(),
+            "one call.ringing per call"
+        );
     }
 }
