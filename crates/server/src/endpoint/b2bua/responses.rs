@@ -276,6 +276,11 @@ impl Endpoint {
             None if call.callee_codec.is_some() => {}
             None => warn!("the answering phone sent no usable SDP answer"),
         }
+        // call.answered goes out before the forks start (and emit fork.started).
+        if let Some(events) = &self.events {
+            let data = crate::endpoint::call_events::summary_data(&self.registry, &id.call_id);
+            events.emit(&id.call_id, crate::events::EventKind::CallAnswered, data);
+        }
         call.media.answered();
         // The caller's session timer starts with the 200 (RFC 4028 §9).
         let timer_headers = match timer_decision {
@@ -308,11 +313,6 @@ impl Endpoint {
                     s.setup_time = Some(setup);
                 }
                 info!(codec = ?call.callee_codec, "answered; bridged");
-                if let Some(events) = &self.events {
-                    let data =
-                        crate::endpoint::call_events::summary_data(&self.registry, &id.call_id);
-                    events.emit(&id.call_id, crate::events::EventKind::CallAnswered, data);
-                }
             }
             Err(e) => {
                 // The caller went away meanwhile (its CANCEL won the race).
