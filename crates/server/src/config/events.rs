@@ -27,7 +27,8 @@ pub struct EventsConfig {
     /// One attempt (connect, send, answer) may take this long.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
-    /// Distinct per-call callback URLs delivered to at once; events to more are dropped.
+    /// Distinct callback URLs of live calls delivered to at once (a URL no live call
+    /// names any more frees its slot); events to more are dropped and counted.
     #[serde(default = "default_max_callback_urls")]
     pub max_callback_urls: usize,
 }

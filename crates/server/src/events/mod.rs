@@ -169,6 +169,12 @@ impl Events {
             return Some(tx.clone());
         }
         if by_url.len() >= inner.config.max_callback_urls {
+            // Destinations no live call names any more are let go: their task delivers
+            // what it holds, then ends (its queue's sender is gone). Per-call URLs (a query
+            // string per call) would otherwise use up the slots for good.
+            by_url.retain(|u, _| inner.callbacks.iter().any(|c| c.value() == u));
+        }
+        if by_url.len() >= inner.config.max_callback_urls {
             warn!(
                 max = inner.config.max_callback_urls,
                 "too many distinct callback URLs; event dropped"
@@ -332,5 +338,26 @@ mod tests {
                 .is_err(),
             "one call.ringing per call"
         );
+    }
+
+    #[tokio::test]
+    async fn callback_urls_of_ended_calls_free_their_slots() {
+        let counters = Arc::new(Counters::default());
+        let config = EventsConfig {
+            max_callback_urls: 2,
+            ..EventsConfig::default()
+        };
+        let events = Events::start(Some(&config), counters.clone());
+        let dropped = || counters.events.dropped.load(Relaxed);
+        for call in ["a", "b"] {
+            events.set_callback(call, Some(&format!("http://127.0.0.1:9/{call}")));
+            events.emit(call, EventKind::CallAnswered, json!({}));
+        }
+        events.set_callback("c", Some("http://127.0.0.1:9/c"));
+        events.emit("c", EventKind::CallAnswered, json!({}));
+        assert_eq!(dropped(), 1, "a and b still up: no slot for c");
+        events.forget_call("a");
+        events.emit("c", EventKind::CallAnswered, json!({}));
+        assert_eq!(dropped(), 1, "a ended: its slot went to c");
     }
 }
