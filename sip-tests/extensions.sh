@@ -150,6 +150,23 @@ else
     ext_fail "ext-codec-switch-continuous (expected $ext_switch_packets PCMA packets in sequence: $(cat "$ext_work/switch-sink.out"))"
 fi
 
+# --- 100rel / PRACK (RFC 3262) on both legs, through trunk ext-carrier: a carrier that
+# requires 100rel and session timers (ext_100rel_callee.xml) sends a reliable 183 with SDP;
+# Siphon's INVITE must have listed 100rel in Supported and Siphon must PRACK it (RAck 1 1
+# INVITE). The caller requires 100rel: its 183 from Siphon must be reliable (RSeq), its
+# PRACK answered 200. The carrier plays its 7 s of PCMA speech as early media before it
+# answers; the caller's media port (ext_rtp_sink.py on 16694) must get it, in sequence.
+python3 "$ext_here/ext_rtp_sink.py" 16694 8 300 60 >"$ext_work/100rel-sink.out" 2>&1 &
+ext_sink_pid=$!
+wait_until 10 udp_bound 16694
+ext_caller_args=(-key sink_port 16694)
+ext_pair ext-100rel ext_100rel_callee.xml ext_100rel_caller.xml 9127
+if wait "$ext_sink_pid"; then
+    echo "PASS ext-100rel-early-media ($(cat "$ext_work/100rel-sink.out"))"
+else
+    ext_fail "ext-100rel-early-media (expected 300 PCMA packets of early media in sequence: $(cat "$ext_work/100rel-sink.out"))"
+fi
+
 # --- Session timers (RFC 4028; this Siphon accepts 10 s intervals): 422 below the minimum,
 # a call kept up 25 s (past two intervals) by four re-INVITE refreshes, one kept up as long
 # by UPDATEs, and a call whose caller never refreshes ended by Siphon's BYE. All three run

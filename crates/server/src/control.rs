@@ -30,6 +30,8 @@ pub enum Command {
     /// A trunk attempt's failover timeout (`failover_timeout_s`): if that INVITE has had
     /// no response, the call moves on to the trunk's next address.
     TrunkAttemptTimeout(DialogId, siphon_sip::transaction::TransactionKey),
+    /// A reliable 18x to this caller (its dialog) may be due again (RFC 3262).
+    ReliableRetransmit(DialogId),
     /// Time to (re-)register to the trunk with this index in the configuration.
     RegisterTrunk(usize),
     /// Time for a keepalive to the (registered) trunk with this index.

@@ -13,6 +13,7 @@ pub mod info_dtmf;
 pub mod message;
 pub mod peer;
 pub mod registrar;
+pub mod reliable;
 pub mod sdp;
 pub mod session_timer;
 pub mod timers;

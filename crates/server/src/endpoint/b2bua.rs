@@ -34,6 +34,7 @@ mod failover;
 mod in_dialog;
 mod info;
 mod late_answer;
+mod prack;
 mod responses;
 mod update;
 mod via_edge;
@@ -209,6 +210,8 @@ struct Branch {
     ack: Option<rsip::Request>,
     /// For a trunk that may challenge Siphon (401/407): username and password.
     credentials: Option<(String, String)>,
+    /// The reliable 18x taken so far (RFC 3262) and the CSeq of the last PRACK.
+    prack: prack::PrackState,
     /// The INVITE already carries credentials: a second challenge is a failure.
     authenticated: bool,
 }
@@ -248,6 +251,7 @@ impl Branch {
             ack: None,
             credentials: target.trunk.and_then(|(_, c)| c),
             authenticated: false,
+            prack: prack::PrackState::default(),
         }
     }
 
@@ -607,6 +611,7 @@ impl Endpoint {
         let Some(mut call) = self.bridges.calls.remove(id) else {
             return;
         };
+        self.reliable.forget(id);
         for branch in &mut call.branches {
             cancel_branch(&mut self.layer, branch);
             self.bridges.by_branch.remove(&branch.key);

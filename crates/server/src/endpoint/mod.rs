@@ -16,6 +16,7 @@ mod keepalive;
 mod node_load;
 mod outbound_register;
 mod registrar;
+mod reliable;
 mod replies;
 mod session_timers;
 mod uas;
@@ -111,6 +112,8 @@ pub struct Endpoint {
     trunk_tls: HashMap<String, Arc<rustls::ClientConfig>>,
     /// Session timers (RFC 4028) of the dialogs Siphon answered.
     session_timers: session_timers::SessionTimers,
+    /// Siphon's reliable 18x to callers that asked for them (RFC 3262).
+    reliable: reliable::Reliable,
     /// `[registrar] store`: the bindings' file, also journalling the calls that are up.
     state: Option<Arc<StateDb>>,
 }
@@ -184,6 +187,7 @@ impl Endpoint {
             trunk_targets: TrunkTargets::spawn(&config),
             trunk_tls: HashMap::new(),
             session_timers: session_timers::SessionTimers::new(config.sip.session_min_se_s),
+            reliable: reliable::Reliable::default(),
             cdr,
             blocklist,
             auth_failures: AuthFailures::new(
@@ -484,6 +488,10 @@ impl Endpoint {
             return;
         }
         if self.refuse_unsupported(&key, &request) || self.refuse_session_interval(&key, &request) {
+            return;
+        }
+        if request.method == Method::PRack {
+            self.on_prack(&key, &request);
             return;
         }
         if self.bridge_request(&key, &request) {

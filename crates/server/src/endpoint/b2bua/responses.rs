@@ -13,9 +13,11 @@ use std::time::SystemTime;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::prack::Provisional;
 use super::{Branch, BranchState, callee_params, caller_response, cancel_branch, cancel_of};
 use crate::cdr::Party;
 use crate::counters::{EndResult, inc};
+use crate::endpoint::reliable::wants_reliable;
 use crate::endpoint::{Endpoint, now};
 use crate::media::bridge::Side;
 
@@ -138,6 +140,9 @@ impl Endpoint {
     }
 
     fn branch_ringing(&mut self, id: &DialogId, key: &TransactionKey, response: &rsip::Response) {
+        if let Provisional::Drop = self.prack_if_reliable(id, key, response) {
+            return;
+        }
         let Some((i, port, callee, caller)) = self.bridges.calls.get(id).and_then(|c| {
             let i = c.branch(key)?;
             Some((
@@ -183,9 +188,8 @@ impl Endpoint {
         let code = if sdp.is_some() { 183 } else { 180 };
         let resp = caller_response(&call.caller, code, contact, sdp);
         let key = call.caller.invite_key.clone();
-        if let Err(e) = self.layer.send_response(now(), &key, resp) {
-            debug!(error = %e, "could not relay a provisional response");
-        }
+        let reliable = wants_reliable(&call.caller.invite);
+        self.send_provisional(id, &key, reliable, resp);
     }
 
     fn branch_answered(&mut self, id: &DialogId, key: &TransactionKey, response: &rsip::Response) {
@@ -248,6 +252,8 @@ impl Endpoint {
         }
         let mut dialog = dialog;
         dialog.state = DialogState::Confirmed;
+        // Requests after the 2xx number after the PRACKs sent in the early dialog.
+        dialog.local_seq = dialog.local_seq.max(call.branches[i].prack.last_cseq);
         let ack = dialog.ack(invite_seq, &via, &contact_uri);
         self.layer.send_ack_for_2xx(ack.clone(), peer);
         self.bridges
@@ -289,10 +295,15 @@ impl Endpoint {
             resp.headers.extend(timer_headers);
             resp
         };
-        match self
-            .layer
-            .send_response(now(), &call.caller.invite_key, resp)
-        {
+        // A 2xx may wait for the caller's PRACK of our reliable 183 (RFC 3262 §3): then
+        // it goes with that PRACK's 200, and the call counts as answered now.
+        let sent = match self.reliable.before_final(id, resp) {
+            Some(resp) => self
+                .layer
+                .send_response(now(), &call.caller.invite_key, resp),
+            None => Ok(()),
+        };
+        match sent {
             Ok(()) => {
                 call.caller.answered = true;
                 call.answered_at = Some(SystemTime::now());
