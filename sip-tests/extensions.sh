@@ -167,6 +167,12 @@ else
     ext_fail "ext-100rel-early-media (expected 300 PCMA packets of early media in sequence: $(cat "$ext_work/100rel-sink.out"))"
 fi
 
+# --- Session timers on the callee leg (RFC 4028): the carrier makes Siphon the refresher
+# of its leg (refresher=uac, 10 s); Siphon's UPDATE refreshes keep the call up 20 s (two
+# intervals) until the carrier answers one 481: Siphon then sends BYE on both legs
+# (Reason "Session expired"; the caller, which has no timer, waits for it).
+ext_pair ext-timer-callee-leg ext_timer_callee_refreshed.xml ext_caller_waits_bye.xml 9128
+
 # --- Session timers (RFC 4028; this Siphon accepts 10 s intervals): 422 below the minimum,
 # a call kept up 25 s (past two intervals) by four re-INVITE refreshes, one kept up as long
 # by UPDATEs, and a call whose caller never refreshes ended by Siphon's BYE. All three run
@@ -174,6 +180,11 @@ fi
 ext_run ext-timer-refreshed -sf "$ext_sc/ext_timer_refresh.xml" -s 600 -m 1 -p 5605 \
     -i 127.0.0.1 -mp 16640 &
 ext_refresh_pid=$!
+# Siphon as the refresher (the caller asks refresher=uas): four UPDATE refreshes from
+# Siphon answered, the fifth refused 408: Siphon's BYE.
+ext_run ext-timer-siphon-refreshes -sf "$ext_sc/ext_timer_siphon_refreshes.xml" -s 600 -m 1 \
+    -p 5609 -i 127.0.0.1 -mp 16680 &
+ext_siphon_refresh_pid=$!
 # UPDATE (RFC 3311) as the refresh: three without SDP, one with an offer (hold).
 ext_run ext-timer-update-refreshed -sf "$ext_sc/ext_timer_update.xml" -s 600 -m 1 -p 5608 \
     -i 127.0.0.1 -mp 16660 &
@@ -183,6 +194,7 @@ ext_run ext-timer-expired-bye -sf "$ext_sc/ext_timer_expire.xml" -s 600 -m 1 -p 
     -i 127.0.0.1 -mp 16650
 wait "$ext_refresh_pid" || failures=$((failures + 1))
 wait "$ext_update_pid" || failures=$((failures + 1))
+wait "$ext_siphon_refresh_pid" || failures=$((failures + 1))
 if ext_log | tail -n +"$((ext_mark + 1))" | grep -q "session expired without a refresh"; then
     echo "PASS ext-timer-expired-logged"
 else

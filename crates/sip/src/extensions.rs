@@ -9,14 +9,14 @@
 
 /// Option tags Siphon implements in the dialogs it answers (as UAS): `100rel` (RFC 3262
 /// reliable provisional responses, see `reliable`) and `timer` (RFC 4028 session timers,
-/// the caller refreshing; see `session_timer`). Not `replaces` (RFC 3891): a `Require`
+/// either side refreshing; see `session_timer`). Not `replaces` (RFC 3891): a `Require`
 /// naming it gets 420.
 pub const SUPPORTED_OPTION_TAGS: &[&str] = &["100rel", "timer"];
 
 /// Option tags Siphon implements in the dialogs it starts (as UAC, a bridged call's
-/// callee leg): `100rel` (it PRACKs reliable 18x). Not `timer`, which would let the callee
-/// make Siphon the refresher.
-pub const SUPPORTED_AS_UAC: &[&str] = &["100rel"];
+/// callee leg): `100rel` (it PRACKs reliable 18x) and `timer` (it refreshes by UPDATE when
+/// the callee makes it the refresher, and answers the callee's refreshes).
+pub const SUPPORTED_AS_UAC: &[&str] = &["100rel", "timer"];
 
 /// The value of Siphon's `Supported` header in its responses (an empty `Supported` is
 /// valid and means none, RFC 3261 §20.37).

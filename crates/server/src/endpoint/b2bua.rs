@@ -36,8 +36,13 @@ mod info;
 mod late_answer;
 mod prack;
 mod responses;
+mod timer_legs;
 mod update;
 mod via_edge;
+
+/// The session interval Siphon's INVITEs to callees ask for (RFC 4028 §4 recommends 1800 s);
+/// never below `sip.session_min_se_s`.
+const OFFERED_SESSION_INTERVAL: u32 = 1800;
 
 /// Every bridged call, and the indexes that find one from a message.
 #[derive(Default)]
@@ -562,6 +567,13 @@ impl Endpoint {
         headers.push(Header::CSeq("1 INVITE".into()));
         headers.push(self.contact_header(peer));
         headers.extend(super::extensions::request_capabilities());
+        // Session timers on this leg (RFC 4028 §7.1): the callee's 2xx says who refreshes.
+        let min_se = self.session_timers.min_se();
+        headers.push(Header::Other(
+            "Session-Expires".into(),
+            OFFERED_SESSION_INTERVAL.max(min_se).to_string(),
+        ));
+        headers.push(Header::Other("Min-SE".into(), min_se.to_string()));
         headers.push(Header::ContentType("application/sdp".into()));
         message::finish(&mut headers, sdp.as_bytes());
         Some(rsip::Request {
@@ -612,11 +624,13 @@ impl Endpoint {
             return;
         };
         self.reliable.forget(id);
+        self.session_timers.forget(id);
         for branch in &mut call.branches {
             cancel_branch(&mut self.layer, branch);
             self.bridges.by_branch.remove(&branch.key);
             if let Some(d) = &branch.dialog {
                 self.bridges.by_callee_call_id.remove(&d.id.call_id);
+                self.session_timers.forget(&d.id);
             }
         }
         self.bridges.by_invite.remove(&call.caller.invite_key);

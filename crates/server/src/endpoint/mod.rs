@@ -434,6 +434,10 @@ impl Endpoint {
                 Method::Invite => self.on_branch_response(key, response),
                 Method::Register => self.on_register_response(&key, &response),
                 Method::Options => self.on_keepalive_response(&key, response.status_code.code()),
+                Method::Update => {
+                    let code = response.status_code.code();
+                    self.on_refresh_response(&key, code, Some(&response.headers))
+                }
                 // Responses to our BYE and CANCEL need nothing.
                 _ => {}
             },
@@ -444,6 +448,7 @@ impl Endpoint {
                     Method::Invite => self.on_branch_timeout(&key),
                     Method::Register => self.on_register_timeout(&key),
                     Method::Options => self.on_keepalive_timeout(&key),
+                    Method::Update => self.on_refresh_response(&key, 408, None),
                     _ => {}
                 }
             }

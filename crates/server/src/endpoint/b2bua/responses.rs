@@ -18,8 +18,10 @@ use super::{Branch, BranchState, callee_params, caller_response, cancel_branch, 
 use crate::cdr::Party;
 use crate::counters::{EndResult, inc};
 use crate::endpoint::reliable::wants_reliable;
+use crate::endpoint::session_timers::{allows_update, session_expires};
 use crate::endpoint::{Endpoint, now};
 use crate::media::bridge::Side;
+use siphon_sip::session_timer::{self, Refresher};
 
 impl Endpoint {
     /// A response to one of our outgoing INVITEs.
@@ -252,6 +254,24 @@ impl Endpoint {
         }
         let mut dialog = dialog;
         dialog.state = DialogState::Confirmed;
+        // The callee's 2xx may set a session timer on this leg (RFC 4028 §7.2); Siphon
+        // refreshes by UPDATE, which the callee must allow.
+        let se = session_expires(&response.headers);
+        if let Some((interval, refresher)) = session_timer::from_answer(se.as_deref()) {
+            if refresher == Refresher::Uac && !allows_update(&response.headers) {
+                warn!(
+                    "the callee makes Siphon refresh but does not allow UPDATE; no session timer on its leg"
+                );
+            } else {
+                info!(
+                    interval,
+                    refresher = refresher.as_str(),
+                    "session timer on the callee leg"
+                );
+                self.session_timers
+                    .start_uac(dialog.id.clone(), interval, refresher, now());
+            }
+        }
         // Requests after the 2xx number after the PRACKs sent in the early dialog.
         dialog.local_seq = dialog.local_seq.max(call.branches[i].prack.last_cseq);
         let ack = dialog.ack(invite_seq, &via, &contact_uri);
