@@ -173,6 +173,12 @@ fi
 # (Reason "Session expired"; the caller, which has no timer, waits for it).
 ext_pair ext-timer-callee-leg ext_timer_callee_refreshed.xml ext_caller_waits_bye.xml 9128
 
+# --- UPDATE relayed across the B2BUA (RFC 3311): the caller holds and resumes the call
+# with UPDATEs; each reaches the carrier (which allows UPDATE) as an UPDATE offering the
+# same intent (sendonly, then sendrecv), the carrier's answers come back to its leg, and
+# the caller gets Siphon's answers (recvonly, then not held).
+ext_pair ext-update-relayed ext_update_hold_callee.xml ext_update_hold_caller.xml 9129
+
 # --- Session timers (RFC 4028; this Siphon accepts 10 s intervals): 422 below the minimum,
 # a call kept up 25 s (past two intervals) by four re-INVITE refreshes, one kept up as long
 # by UPDATEs, and a call whose caller never refreshes ended by Siphon's BYE. All three run

@@ -38,6 +38,7 @@ mod prack;
 mod responses;
 mod timer_legs;
 mod update;
+mod update_relay;
 mod via_edge;
 
 /// The session interval Siphon's INVITEs to callees ask for (RFC 4028 §4 recommends 1800 s);
@@ -61,6 +62,8 @@ pub(super) struct Bridges {
     /// re-INVITEs Siphon sent to relay hold/unhold: the call, the leg, and the ACK once
     /// the 2xx came (sent again for a retransmitted 2xx).
     reinvites: HashMap<TransactionKey, (DialogId, Side, Option<rsip::Request>)>,
+    /// UPDATEs Siphon sent to relay hold/unhold: the call and the leg.
+    updates: HashMap<TransactionKey, (DialogId, Side)>,
 }
 
 impl Bridges {
@@ -77,6 +80,7 @@ impl Bridges {
         shrink_if_sparse(&mut self.by_callee_call_id);
         shrink_if_sparse(&mut self.sent);
         shrink_if_sparse(&mut self.reinvites);
+        shrink_if_sparse(&mut self.updates);
     }
 
     /// Entries of every index (calls, INVITEs sent in the last minutes, re-INVITEs...).
@@ -87,6 +91,7 @@ impl Bridges {
             + self.by_callee_call_id.len()
             + self.sent.len()
             + self.reinvites.len()
+            + self.updates.len()
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -162,6 +167,9 @@ struct Bridged {
     /// Per leg (caller, callee): Siphon offered in its 2xx to that leg's re-INVITE without
     /// SDP, so the leg's ACK carries the answer (see `late_answer`).
     answer_in_ack: [bool; 2],
+    /// The answering callee's 2xx allows UPDATE: hold is relayed to it by UPDATE when the
+    /// caller's came by UPDATE.
+    callee_allows_update: bool,
 }
 
 fn index(side: Side) -> usize {
@@ -185,6 +193,14 @@ impl Bridged {
 
     fn winner(&self) -> Option<&Branch> {
         self.winner.and_then(|i| self.branches.get(i))
+    }
+
+    /// Whether the phone of `side` allows UPDATE (its INVITE's or 2xx's `Allow`).
+    fn leg_allows_update(&self, side: Side) -> bool {
+        match side {
+            Side::Caller => super::session_timers::allows_update(&self.caller.invite.headers),
+            Side::Callee => self.callee_allows_update,
+        }
     }
 }
 
@@ -511,6 +527,7 @@ impl Endpoint {
                     offer: callee_offer,
                 },
                 answer_in_ack: [false; 2],
+                callee_allows_update: false,
             },
         );
         self.arm_failover_timeout(&id);
@@ -637,6 +654,7 @@ impl Endpoint {
         self.bridges
             .reinvites
             .retain(|_, (call_id, _, _)| call_id != id);
+        self.bridges.updates.retain(|_, (call_id, _)| call_id != id);
         self.registry.remove(&id.call_id);
         self.call_unlisted(&id.call_id);
         inc(&self.counters.calls_ended);

@@ -434,6 +434,7 @@ impl Endpoint {
                 Method::Invite => self.on_branch_response(key, response),
                 Method::Register => self.on_register_response(&key, &response),
                 Method::Options => self.on_keepalive_response(&key, response.status_code.code()),
+                Method::Update if self.on_update_relay_response(&key, &response) => {}
                 Method::Update => {
                     let code = response.status_code.code();
                     self.on_refresh_response(&key, code, Some(&response.headers))

@@ -239,7 +239,18 @@ impl Endpoint {
         };
         self.reply_sdp(key, request, &tag, contact, sdp);
         if let Some((side, direction)) = relay {
-            self.send_reinvite(id, side, direction);
+            // An UPDATE is relayed as an UPDATE to a phone that allows it (RFC 3311).
+            let by_update = request.method == Method::Update
+                && self
+                    .bridges
+                    .calls
+                    .get(id)
+                    .is_some_and(|c| c.leg_allows_update(side));
+            if by_update {
+                self.send_update_offer(id, side, direction);
+            } else {
+                self.send_reinvite(id, side, direction);
+            }
         }
     }
 

@@ -284,6 +284,7 @@ impl Endpoint {
         branch.ack = Some(ack);
         branch.dialog = Some(dialog);
         call.winner = Some(i);
+        call.callee_allows_update = allows_update(&response.headers);
         for (j, other) in call.branches.iter_mut().enumerate() {
             if j != i {
                 cancel_branch(&mut self.layer, other);
