@@ -179,6 +179,19 @@ ext_pair ext-timer-callee-leg ext_timer_callee_refreshed.xml ext_caller_waits_by
 # the caller gets Siphon's answers (recvonly, then not held).
 ext_pair ext-update-relayed ext_update_hold_callee.xml ext_update_hold_caller.xml 9129
 
+# --- Glare (RFC 3261 §14.1): the caller's hold re-INVITE is re-offered to the carrier,
+# which sends its own re-INVITE before answering Siphon's: Siphon must answer it 491; the
+# carrier answers Siphon's 491 and Siphon must re-INVITE again 2.1-4 s later (it owns the
+# callee leg's Call-ID), still offering sendonly: both legs end on hold, in step.
+ext_mark=$(ext_log | wc -l)
+ext_pair ext-glare ext_glare_callee.xml ext_glare_caller.xml 9130
+ext_glare_ms=$(ext_log | tail -n +"$((ext_mark + 1))" | grep "glare (491)" | grep -oE 'retry_ms=[0-9]+' | head -n 1 | cut -d= -f2)
+if [ -n "$ext_glare_ms" ] && [ "$ext_glare_ms" -ge 2100 ] && [ "$ext_glare_ms" -le 4000 ]; then
+    echo "PASS ext-glare-retry-interval (${ext_glare_ms} ms, within 2.1-4 s)"
+else
+    ext_fail "ext-glare-retry-interval (Siphon's retry after 491: '${ext_glare_ms}' ms, expected 2100-4000)"
+fi
+
 # --- Session timers (RFC 4028; this Siphon accepts 10 s intervals): 422 below the minimum,
 # a call kept up 25 s (past two intervals) by four re-INVITE refreshes, one kept up as long
 # by UPDATEs, and a call whose caller never refreshes ended by Siphon's BYE. All three run

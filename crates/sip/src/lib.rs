@@ -9,6 +9,7 @@ pub mod acl;
 pub mod auth;
 pub mod dialog;
 pub mod extensions;
+pub mod glare;
 pub mod info_dtmf;
 pub mod message;
 pub mod peer;

@@ -31,6 +31,7 @@ use crate::media::MediaParams;
 use crate::media::bridge::{self, BridgeHandle, BridgeSetup, Side};
 
 mod failover;
+mod glare;
 mod in_dialog;
 mod info;
 mod late_answer;

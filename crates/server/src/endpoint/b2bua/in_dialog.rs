@@ -170,6 +170,12 @@ impl Endpoint {
         }) else {
             return;
         };
+        if self.bridges.own_offer_pending(id, side) {
+            // Glare: Siphon's own offer on this leg is pending (RFC 3261 §14.1).
+            info!(?side, "re-INVITE or UPDATE crossing Siphon's own; 491");
+            self.reply_to(key, request, 491, None, &[]);
+            return;
+        }
         let local = self.local_media(port, peer.addr.ip());
         let contact = self.contact_header(peer);
         let Some(call) = self.bridges.calls.get_mut(id) else {
@@ -256,7 +262,7 @@ impl Endpoint {
 
     /// A re-INVITE to one leg offering `direction` (hold: sendonly or inactive; unhold:
     /// sendrecv), in that leg's dialog and offer/answer session.
-    fn send_reinvite(&mut self, id: &DialogId, side: Side, direction: Direction) {
+    pub(super) fn send_reinvite(&mut self, id: &DialogId, side: Side, direction: Direction) {
         let Some((port, peer, codec)) = self.bridges.calls.get(id).map(|c| {
             let (peer, codec) = match side {
                 Side::Caller => (c.caller.peer, Some(c.caller.codec)),
@@ -303,9 +309,13 @@ impl Endpoint {
             return;
         };
         if code >= 300 {
-            // The leg keeps its previous session (RFC 3261 §14.1); nothing else to do.
+            // The leg keeps its previous session (RFC 3261 §14.1). On 491 (glare) the
+            // offer goes again later, so that the legs' hold states end in step.
             info!(?side, code, "re-INVITE refused by the phone");
             self.bridges.reinvites.remove(key);
+            if code == 491 {
+                self.schedule_glare_retry(&id, side);
+            }
             return;
         }
         let Some((port, peer)) = self.bridges.calls.get(&id).map(|c| {

@@ -60,6 +60,7 @@ impl Endpoint {
         if let Some(id) = self.bridges.by_branch.get(key).cloned() {
             self.branch_failed(&id, key, 408);
         }
+        self.bridges.forget_offer(key);
     }
 
     /// A trunk challenged our INVITE: send it again with credentials (new branch, next
