@@ -192,6 +192,21 @@ else
     ext_fail "ext-glare-retry-interval (Siphon's retry after 491: '${ext_glare_ms}' ms, expected 2100-4000)"
 fi
 
+# --- a=ptime on a bridged call: the caller asks for 30 ms packets (a=ptime:30), the
+# carrier sends 20 ms PCMA: the caller's media port (ext_rtp_sink.py on 16696) must get
+# only 240-byte (30 ms) packets, in sequence.
+python3 "$ext_here/ext_rtp_sink.py" 16696 8 200 60 >"$ext_work/ptime-bridged-sink.out" 2>&1 &
+ext_sink_pid=$!
+wait_until 10 udp_bound 16696
+ext_callee_args=(-key fmts "8" -key sdp_extra "a=sendrecv")
+ext_caller_args=(-key sink_port 16696 -key ptime_line "a=ptime:30")
+ext_pair ext-ptime30-bridged ext_callee_play.xml ext_caller_sink.xml 9131
+if wait "$ext_sink_pid" && grep -qE "PT 8 payload sizes \{240: [0-9]+\}," "$ext_work/ptime-bridged-sink.out"; then
+    echo "PASS ext-ptime30-bridged-recut ($(cat "$ext_work/ptime-bridged-sink.out"))"
+else
+    ext_fail "ext-ptime30-bridged-recut (expected 200 PCMA packets of 240 bytes in sequence: $(cat "$ext_work/ptime-bridged-sink.out"))"
+fi
+
 # --- Session timers (RFC 4028; this Siphon accepts 10 s intervals): 422 below the minimum,
 # a call kept up 25 s (past two intervals) by four re-INVITE refreshes, one kept up as long
 # by UPDATEs, and a call whose caller never refreshes ended by Siphon's BYE. All three run

@@ -37,6 +37,7 @@ use crate::fork_metrics::ForkInfo;
 use crate::rtp_ports::RtpPort;
 use crate::stereo::{self, Aligner};
 
+mod recut;
 mod restamp;
 use restamp::Restamp;
 
@@ -200,6 +201,8 @@ struct Leg {
     dtmf: DtmfReceiver,
     /// A key press seen by `relay`, for the forks.
     pressed: Option<char>,
+    /// Relayed audio re-cut into this leg's `a=ptime`.
+    recut: recut::Recut,
 }
 
 impl Leg {
@@ -213,7 +216,17 @@ impl Leg {
             publisher: LegPublisher::default(),
             dtmf: DtmfReceiver::new(),
             pressed: None,
+            recut: recut::Recut::default(),
         }
+        .following_params()
+    }
+
+    /// Sets the re-cutting for the parameters the leg starts with.
+    fn following_params(mut self) -> Leg {
+        if let Some(params) = &self.params {
+            self.recut.follow(params);
+        }
+        self
     }
 
     fn update(&mut self, params: MediaParams) {
@@ -226,6 +239,7 @@ impl Leg {
             self.latched = None;
             self.stats.set_latched(None);
         }
+        self.recut.follow(&params);
         self.params = Some(params);
     }
 
@@ -578,12 +592,15 @@ fn relay(
     };
     match relayed.write_to(tx) {
         Ok(n) => {
-            if to.rtp.socket.try_send_to(&tx[..n], dest).is_ok() {
-                inc(&counters.rtp_packets_out);
-                to.stats.sent(n);
-            } else {
-                inc(&counters.rtp_send_failures);
-            }
+            let (socket, stats) = (&to.rtp.socket, &to.stats);
+            to.recut.send(&tx[..n], &mut |bytes| {
+                if socket.try_send_to(bytes, dest).is_ok() {
+                    inc(&counters.rtp_packets_out);
+                    stats.sent(bytes.len());
+                } else {
+                    inc(&counters.rtp_send_failures);
+                }
+            });
         }
         Err(e) => debug!(error = %e, "RTP build failed"),
     }
