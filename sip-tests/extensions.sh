@@ -143,11 +143,24 @@ wait_until 10 udp_bound 16692
 ext_play="$ext_work/switch.pcap"
 ext_callee_args=(-key fmts "8 0" -key sdp_extra "a=sendrecv")
 ext_caller_args=(-key sink_port 16692 -key ptime_line "a=sendrecv")
+# The same call checks RTCP on bridged legs (RFC 3550): Siphon relays the carrier's speech
+# to the caller, so the caller's RTCP port (16693) must get sender reports; the carrier sent
+# RTP and got none, so its RTCP port (16601) must get receiver reports with a report block
+# on its stream; both get BYE when the call ends (ext_rtcp_check.py).
+ext_rtcp_capture=0
+capture_start "$ext_work/rtcp.pcapng" "" "udp dst port 16601 or udp dst port 16693" && ext_rtcp_capture=1
 ext_pair ext-codec-switch ext_callee_play.xml ext_caller_sink.xml 9126
 if wait "$ext_sink_pid"; then
     echo "PASS ext-codec-switch-continuous ($(cat "$ext_work/switch-sink.out"))"
 else
     ext_fail "ext-codec-switch-continuous (expected $ext_switch_packets PCMA packets in sequence: $(cat "$ext_work/switch-sink.out"))"
+fi
+sleep 1 # the BYE leaves as the bridge ends, just after the caller's BYE
+capture_stop
+if [ "$ext_rtcp_capture" = 1 ] && python3 "$ext_here/ext_rtcp_check.py" "$ext_work/rtcp.pcapng" 16693 16601 >"$ext_work/rtcp.check" 2>&1; then
+    echo "PASS ext-rtcp-bridged ($(cat "$ext_work/rtcp.check"))"
+else
+    ext_fail "ext-rtcp-bridged ($(cat "$ext_work/rtcp.check" 2>/dev/null || echo "tshark cannot capture on lo: run as root"))"
 fi
 
 # --- 100rel / PRACK (RFC 3262) on both legs, through trunk ext-carrier: a carrier that
