@@ -180,6 +180,22 @@ else
     ext_fail "ext-100rel-early-media (expected 300 PCMA packets of early media in sequence: $(cat "$ext_work/100rel-sink.out"))"
 fi
 
+# The caller's side of 100rel when the PRACK is late: the carrier sends 183 with SDP and
+# 200 at once; the caller (requiring 100rel) holds its PRACK 3 s. Siphon must hold the 200
+# until the PRACK (the scenario fails on a 200 before it) and send the reliable 183 again
+# meanwhile at T1 doubling: 0, 0.5, 1.5 s (3.5 s may fall after the PRACK), counted on a
+# capture of what reaches the caller.
+ext_prack_capture=0
+capture_start "$ext_work/prack.pcapng" "" "udp dst port 5602" && ext_prack_capture=1
+ext_pair ext-100rel-late-prack ext_183_200_callee.xml ext_100rel_late_prack.xml 9132
+capture_stop
+ext_183s=$(tshark -r "$ext_work/prack.pcapng" -d udp.port==5602,sip -Y "sip.Status-Code == 183" 2>/dev/null | wc -l)
+if [ "$ext_prack_capture" = 1 ] && [ "$ext_183s" -ge 3 ] && [ "$ext_183s" -le 5 ]; then
+    echo "PASS ext-100rel-retransmitted (the reliable 183 reached the caller $ext_183s times before its PRACK)"
+else
+    ext_fail "ext-100rel-retransmitted (the reliable 183 reached the caller $ext_183s times, expected 3-5)"
+fi
+
 # --- Session timers on the callee leg (RFC 4028): the carrier makes Siphon the refresher
 # of its leg (refresher=uac, 10 s); Siphon's UPDATE refreshes keep the call up 20 s (two
 # intervals) until the carrier answers one 481: Siphon then sends BYE on both legs
