@@ -202,6 +202,10 @@ fi
 # (Reason "Session expired"; the caller, which has no timer, waits for it).
 ext_pair ext-timer-callee-leg ext_timer_callee_refreshed.xml ext_caller_waits_bye.xml 9128
 
+# Siphon as the refresher of a bridged caller that does not allow UPDATE: re-INVITE
+# refreshes at half the 10 s interval, three answered by the caller, which then hangs up.
+ext_pair ext-timer-reinvite-refresh b2b_callee_answer.xml ext_timer_reinvite_refresh.xml 9133
+
 # --- UPDATE relayed across the B2BUA (RFC 3311): the caller holds and resumes the call
 # with UPDATEs; each reaches the carrier (which allows UPDATE) as an UPDATE offering the
 # same intent (sendonly, then sendrecv), the carrier's answers come back to its leg, and

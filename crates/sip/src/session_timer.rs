@@ -217,6 +217,12 @@ impl SessionTimer {
         self.pending = true;
     }
 
+    /// Siphon's refresh met a glare (491): it may go again at once (the interval is
+    /// unchanged, so it is still due).
+    pub fn refresh_again(&mut self) {
+        self.pending = false;
+    }
+
     /// The `Session-Expires` of Siphon's own refresh request: it sends it, so it is the
     /// transaction's UAC and keeps refreshing.
     pub fn refresh_request_value(&self) -> String {
@@ -359,6 +365,9 @@ mod tests {
             !t.refresh_due(t0 + Duration::from_secs(6)),
             "one on its way"
         );
+        t.refresh_again();
+        assert!(t.refresh_due(t0 + Duration::from_secs(6)), "after a 491");
+        t.refresh_sent();
         assert_eq!(t.refresh_request_value(), "10;refresher=uac");
         t.refreshed(10, t0 + Duration::from_secs(6));
         assert!(!t.refresh_due(t0 + Duration::from_millis(10_999)));

@@ -92,14 +92,24 @@ impl SessionTimers {
     /// What `request` (an INVITE) asks for, by its Session-Expires (compact `x`), Min-SE
     /// and Supported.
     pub(super) fn decide(&self, request: &rsip::Request) -> Result<Decision, SessionTimerError> {
+        self.decide_with(request, false)
+    }
+
+    /// `decide`, for a dialog that Siphon can also refresh by re-INVITE (`reinvite_ok`: a
+    /// bridged call's caller leg), whatever its `Allow`.
+    pub(super) fn decide_with(
+        &self,
+        request: &rsip::Request,
+        reinvite_ok: bool,
+    ) -> Result<Decision, SessionTimerError> {
         let se = session_expires(&request.headers);
         let min_se = header_value(&request.headers, "Min-SE");
         let supports = header_values(&request.headers, "Supported")
             .iter()
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("timer"));
-        // Siphon refreshes by UPDATE, which the peer must allow.
-        let can_refresh = allows_update(&request.headers);
+        // Siphon refreshes by UPDATE, which the peer must allow, or by re-INVITE.
+        let can_refresh = reinvite_ok || allows_update(&request.headers);
         session_timer::decide(
             se.as_deref(),
             min_se.as_deref(),
@@ -231,8 +241,15 @@ impl Endpoint {
     }
 
     /// Siphon's refresh of dialog `id`: an UPDATE without SDP with `Session-Expires`
-    /// (Siphon refreshing) in that dialog. A dialog that is gone loses its timer.
+    /// (Siphon refreshing) in that dialog, or, on a bridged leg whose phone does not allow
+    /// UPDATE, a re-INVITE offering the leg's current session. A dialog that is gone loses
+    /// its timer.
     fn send_refresh(&mut self, id: &DialogId) {
+        if let Some(key) = self.refresh_bridged_by_reinvite(id) {
+            debug!(call_id = %id.call_id, "session refresh (re-INVITE) sent");
+            self.session_timers.refreshes.insert(key, id.clone());
+            return;
+        }
         let peer = match self.calls.get(id) {
             Some(call) => Some(call.peer),
             None => self.bridges.leg_peer(id),
@@ -304,6 +321,13 @@ impl Endpoint {
                 if let Some(call) = self.call_of_dialog(&id) {
                     warn!(call_id = %call.call_id, code, "session refresh failed; ending the call");
                     self.hang_up_as(&call, EndResult::SessionExpired);
+                }
+            }
+            491 => {
+                // Glare: the next tick refreshes again (within a second, RFC 3261 §14.1's
+                // 0-2 s for the side that may not own the Call-ID).
+                if let Some((t, _)) = self.session_timers.timers.get_mut(&id) {
+                    t.refresh_again();
                 }
             }
             _ => info!(call_id = %id.call_id, code, "session refresh refused"),

@@ -59,6 +59,6 @@ impl Endpoint {
         if self.bridges.own_offer_pending(id, side) {
             return;
         }
-        self.send_reinvite(id, side, direction);
+        let _ = self.send_reinvite(id, side, direction);
     }
 }

@@ -255,14 +255,19 @@ impl Endpoint {
             if by_update {
                 self.send_update_offer(id, side, direction);
             } else {
-                self.send_reinvite(id, side, direction);
+                let _ = self.send_reinvite(id, side, direction);
             }
         }
     }
 
     /// A re-INVITE to one leg offering `direction` (hold: sendonly or inactive; unhold:
     /// sendrecv), in that leg's dialog and offer/answer session.
-    pub(super) fn send_reinvite(&mut self, id: &DialogId, side: Side, direction: Direction) {
+    pub(super) fn send_reinvite(
+        &mut self,
+        id: &DialogId,
+        side: Side,
+        direction: Direction,
+    ) -> Option<TransactionKey> {
         let Some((port, peer, codec)) = self.bridges.calls.get(id).map(|c| {
             let (peer, codec) = match side {
                 Side::Caller => (c.caller.peer, Some(c.caller.codec)),
@@ -270,7 +275,7 @@ impl Endpoint {
             };
             (c.media.port(side), peer, codec)
         }) else {
-            return;
+            return None;
         };
         let via = self.via_value(peer);
         let contact = self.contact_uri(peer);
@@ -278,10 +283,10 @@ impl Endpoint {
         // Keep the codec the leg uses: a hold should not change codecs.
         local.codecs.sort_by_key(|c| Some(*c) != codec);
         let Some(call) = self.bridges.calls.get_mut(id) else {
-            return;
+            return None;
         };
         let Some((dialog, session, peer)) = leg_state(call, side) else {
-            return;
+            return None;
         };
         let sdp = session.offer(&local, direction).to_string();
         let mut request = dialog.request(Method::Invite, &via, &contact);
@@ -290,12 +295,22 @@ impl Endpoint {
             .push(Header::ContentType("application/sdp".into()));
         message::finish(&mut request.headers, sdp.as_bytes());
         request.body = sdp.into_bytes();
-        info!(?side, ?direction, "relaying hold state with a re-INVITE");
+        info!(
+            ?side,
+            ?direction,
+            "re-INVITE offering the leg's session (hold state or refresh)"
+        );
         match self.layer.send_request(now(), request, peer) {
             Ok(key) => {
-                self.bridges.reinvites.insert(key, (id.clone(), side, None));
+                self.bridges
+                    .reinvites
+                    .insert(key.clone(), (id.clone(), side, None));
+                Some(key)
             }
-            Err(e) => warn!(error = %e, "could not send re-INVITE"),
+            Err(e) => {
+                warn!(error = %e, "could not send re-INVITE");
+                None
+            }
         }
     }
 
@@ -305,6 +320,8 @@ impl Endpoint {
         if code < 200 {
             return;
         }
+        // A re-INVITE that was Siphon's session refresh: the timer hears of its outcome.
+        self.on_refresh_response(key, code, Some(&response.headers));
         let Some((id, side, ack)) = self.bridges.reinvites.get(key).cloned() else {
             return;
         };

@@ -21,7 +21,7 @@ use crate::endpoint::reliable::wants_reliable;
 use crate::endpoint::session_timers::{allows_update, session_expires};
 use crate::endpoint::{Endpoint, now};
 use crate::media::bridge::Side;
-use siphon_sip::session_timer::{self, Refresher};
+use siphon_sip::session_timer;
 
 impl Endpoint {
     /// A response to one of our outgoing INVITEs.
@@ -60,6 +60,8 @@ impl Endpoint {
         if let Some(id) = self.bridges.by_branch.get(key).cloned() {
             self.branch_failed(&id, key, 408);
         }
+        // A re-INVITE of Siphon's (a relayed hold, a session refresh) that got nothing.
+        self.on_refresh_response(key, 408, None);
         self.bridges.forget_offer(key);
     }
 
@@ -215,7 +217,7 @@ impl Endpoint {
             .bridges
             .calls
             .get(id)
-            .map(|c| self.session_timers.decide(&c.caller.invite));
+            .map(|c| self.session_timers.decide_with(&c.caller.invite, true));
         let Some(call) = self.bridges.calls.get_mut(id) else {
             return;
         };
@@ -256,22 +258,16 @@ impl Endpoint {
         let mut dialog = dialog;
         dialog.state = DialogState::Confirmed;
         // The callee's 2xx may set a session timer on this leg (RFC 4028 §7.2); Siphon
-        // refreshes by UPDATE, which the callee must allow.
+        // refreshes by UPDATE when the callee allows it, else by re-INVITE.
         let se = session_expires(&response.headers);
         if let Some((interval, refresher)) = session_timer::from_answer(se.as_deref()) {
-            if refresher == Refresher::Uac && !allows_update(&response.headers) {
-                warn!(
-                    "the callee makes Siphon refresh but does not allow UPDATE; no session timer on its leg"
-                );
-            } else {
-                info!(
-                    interval,
-                    refresher = refresher.as_str(),
-                    "session timer on the callee leg"
-                );
-                self.session_timers
-                    .start_uac(dialog.id.clone(), interval, refresher, now());
-            }
+            info!(
+                interval,
+                refresher = refresher.as_str(),
+                "session timer on the callee leg"
+            );
+            self.session_timers
+                .start_uac(dialog.id.clone(), interval, refresher, now());
         }
         // Requests after the 2xx number after the PRACKs sent in the early dialog.
         dialog.local_seq = dialog.local_seq.max(call.branches[i].prack.last_cseq);

@@ -3,8 +3,11 @@
 
 use siphon_sip::Peer;
 use siphon_sip::dialog::{Dialog, DialogId};
+use siphon_sip::transaction::TransactionKey;
 
-use super::Bridges;
+use super::{Bridges, index};
+use crate::endpoint::Endpoint;
+use crate::media::bridge::Side;
 
 impl Bridges {
     /// The bridged call whose answering callee has dialog `id`.
@@ -35,5 +38,27 @@ impl Bridges {
         let c = self.calls.get_mut(&call)?;
         let i = c.winner?;
         c.branches.get_mut(i)?.dialog.as_mut()
+    }
+}
+
+impl Endpoint {
+    /// Siphon's session refresh of dialog `id` when it is a bridged leg whose phone does
+    /// not allow UPDATE: a re-INVITE offering the leg's current hold state (RFC 4028 §7.4).
+    /// `None` when the leg takes UPDATE (or is not a bridged leg).
+    pub(in crate::endpoint) fn refresh_bridged_by_reinvite(
+        &mut self,
+        id: &DialogId,
+    ) -> Option<TransactionKey> {
+        let (call, side) = if self.bridges.calls.contains_key(id) {
+            (id.clone(), Side::Caller)
+        } else {
+            (self.bridges.call_of_callee_dialog(id)?, Side::Callee)
+        };
+        let c = self.bridges.calls.get(&call)?;
+        if c.leg_allows_update(side) {
+            return None;
+        }
+        let direction = c.offered[index(side)];
+        self.send_reinvite(&call, side, direction)
     }
 }
