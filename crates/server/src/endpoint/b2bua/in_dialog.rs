@@ -268,26 +268,20 @@ impl Endpoint {
         side: Side,
         direction: Direction,
     ) -> Option<TransactionKey> {
-        let Some((port, peer, codec)) = self.bridges.calls.get(id).map(|c| {
+        let (port, peer, codec) = self.bridges.calls.get(id).map(|c| {
             let (peer, codec) = match side {
                 Side::Caller => (c.caller.peer, Some(c.caller.codec)),
                 Side::Callee => (c.winner().map_or(c.caller.peer, |b| b.peer), c.callee_codec),
             };
             (c.media.port(side), peer, codec)
-        }) else {
-            return None;
-        };
+        })?;
         let via = self.via_value(peer);
         let contact = self.contact_uri(peer);
         let mut local = self.local_media(port, peer.addr.ip());
         // Keep the codec the leg uses: a hold should not change codecs.
         local.codecs.sort_by_key(|c| Some(*c) != codec);
-        let Some(call) = self.bridges.calls.get_mut(id) else {
-            return None;
-        };
-        let Some((dialog, session, peer)) = leg_state(call, side) else {
-            return None;
-        };
+        let call = self.bridges.calls.get_mut(id)?;
+        let (dialog, session, peer) = leg_state(call, side)?;
         let sdp = session.offer(&local, direction).to_string();
         let mut request = dialog.request(Method::Invite, &via, &contact);
         request
