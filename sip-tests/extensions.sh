@@ -143,11 +143,101 @@ wait_until 10 udp_bound 16692
 ext_play="$ext_work/switch.pcap"
 ext_callee_args=(-key fmts "8 0" -key sdp_extra "a=sendrecv")
 ext_caller_args=(-key sink_port 16692 -key ptime_line "a=sendrecv")
+# The same call checks RTCP on bridged legs (RFC 3550): Siphon relays the carrier's speech
+# to the caller, so the caller's RTCP port (16693) must get sender reports; the carrier sent
+# RTP and got none, so its RTCP port (16601) must get receiver reports with a report block
+# on its stream; both get BYE when the call ends (ext_rtcp_check.py).
+ext_rtcp_capture=0
+capture_start "$ext_work/rtcp.pcapng" "" "udp dst port 16601 or udp dst port 16693" && ext_rtcp_capture=1
 ext_pair ext-codec-switch ext_callee_play.xml ext_caller_sink.xml 9126
 if wait "$ext_sink_pid"; then
     echo "PASS ext-codec-switch-continuous ($(cat "$ext_work/switch-sink.out"))"
 else
     ext_fail "ext-codec-switch-continuous (expected $ext_switch_packets PCMA packets in sequence: $(cat "$ext_work/switch-sink.out"))"
+fi
+sleep 1 # the BYE leaves as the bridge ends, just after the caller's BYE
+capture_stop
+if [ "$ext_rtcp_capture" = 1 ] && python3 "$ext_here/ext_rtcp_check.py" "$ext_work/rtcp.pcapng" 16693 16601 >"$ext_work/rtcp.check" 2>&1; then
+    echo "PASS ext-rtcp-bridged ($(cat "$ext_work/rtcp.check"))"
+else
+    ext_fail "ext-rtcp-bridged ($(cat "$ext_work/rtcp.check" 2>/dev/null || echo "tshark cannot capture on lo: run as root"))"
+fi
+
+# --- 100rel / PRACK (RFC 3262) on both legs, through trunk ext-carrier: a carrier that
+# requires 100rel and session timers (ext_100rel_callee.xml) sends a reliable 183 with SDP;
+# Siphon's INVITE must have listed 100rel in Supported and Siphon must PRACK it (RAck 1 1
+# INVITE). The caller requires 100rel: its 183 from Siphon must be reliable (RSeq), its
+# PRACK answered 200. The carrier plays its 7 s of PCMA speech as early media before it
+# answers; the caller's media port (ext_rtp_sink.py on 16694) must get it, in sequence.
+python3 "$ext_here/ext_rtp_sink.py" 16694 8 300 60 >"$ext_work/100rel-sink.out" 2>&1 &
+ext_sink_pid=$!
+wait_until 10 udp_bound 16694
+ext_caller_args=(-key sink_port 16694)
+ext_pair ext-100rel ext_100rel_callee.xml ext_100rel_caller.xml 9127
+if wait "$ext_sink_pid"; then
+    echo "PASS ext-100rel-early-media ($(cat "$ext_work/100rel-sink.out"))"
+else
+    ext_fail "ext-100rel-early-media (expected 300 PCMA packets of early media in sequence: $(cat "$ext_work/100rel-sink.out"))"
+fi
+
+# The caller's side of 100rel when the PRACK is late: the carrier sends 183 with SDP and
+# 200 at once; the caller (requiring 100rel) holds its PRACK 3 s. Siphon must hold the 200
+# until the PRACK (the scenario fails on a 200 before it) and send the reliable 183 again
+# meanwhile at T1 doubling: 0, 0.5, 1.5 s (3.5 s may fall after the PRACK), counted on a
+# capture of what reaches the caller.
+ext_prack_capture=0
+capture_start "$ext_work/prack.pcapng" "" "udp dst port 5602" && ext_prack_capture=1
+ext_pair ext-100rel-late-prack ext_183_200_callee.xml ext_100rel_late_prack.xml 9132
+capture_stop
+ext_183s=$(tshark -r "$ext_work/prack.pcapng" -d udp.port==5602,sip -Y "sip.Status-Code == 183" 2>/dev/null | wc -l)
+if [ "$ext_prack_capture" = 1 ] && [ "$ext_183s" -ge 3 ] && [ "$ext_183s" -le 5 ]; then
+    echo "PASS ext-100rel-retransmitted (the reliable 183 reached the caller $ext_183s times before its PRACK)"
+else
+    ext_fail "ext-100rel-retransmitted (the reliable 183 reached the caller $ext_183s times, expected 3-5)"
+fi
+
+# --- Session timers on the callee leg (RFC 4028): the carrier makes Siphon the refresher
+# of its leg (refresher=uac, 10 s); Siphon's UPDATE refreshes keep the call up 20 s (two
+# intervals) until the carrier answers one 481: Siphon then sends BYE on both legs
+# (Reason "Session expired"; the caller, which has no timer, waits for it).
+ext_pair ext-timer-callee-leg ext_timer_callee_refreshed.xml ext_caller_waits_bye.xml 9128
+
+# Siphon as the refresher of a bridged caller that does not allow UPDATE: re-INVITE
+# refreshes at half the 10 s interval, three answered by the caller, which then hangs up.
+ext_pair ext-timer-reinvite-refresh b2b_callee_answer.xml ext_timer_reinvite_refresh.xml 9133
+
+# --- UPDATE relayed across the B2BUA (RFC 3311): the caller holds and resumes the call
+# with UPDATEs; each reaches the carrier (which allows UPDATE) as an UPDATE offering the
+# same intent (sendonly, then sendrecv), the carrier's answers come back to its leg, and
+# the caller gets Siphon's answers (recvonly, then not held).
+ext_pair ext-update-relayed ext_update_hold_callee.xml ext_update_hold_caller.xml 9129
+
+# --- Glare (RFC 3261 §14.1): the caller's hold re-INVITE is re-offered to the carrier,
+# which sends its own re-INVITE before answering Siphon's: Siphon must answer it 491; the
+# carrier answers Siphon's 491 and Siphon must re-INVITE again 2.1-4 s later (it owns the
+# callee leg's Call-ID), still offering sendonly: both legs end on hold, in step.
+ext_mark=$(ext_log | wc -l)
+ext_pair ext-glare ext_glare_callee.xml ext_glare_caller.xml 9130
+ext_glare_ms=$(ext_log | tail -n +"$((ext_mark + 1))" | grep "glare (491)" | grep -oE 'retry_ms=[0-9]+' | head -n 1 | cut -d= -f2)
+if [ -n "$ext_glare_ms" ] && [ "$ext_glare_ms" -ge 2100 ] && [ "$ext_glare_ms" -le 4000 ]; then
+    echo "PASS ext-glare-retry-interval (${ext_glare_ms} ms, within 2.1-4 s)"
+else
+    ext_fail "ext-glare-retry-interval (Siphon's retry after 491: '${ext_glare_ms}' ms, expected 2100-4000)"
+fi
+
+# --- a=ptime on a bridged call: the caller asks for 30 ms packets (a=ptime:30), the
+# carrier sends 20 ms PCMA: the caller's media port (ext_rtp_sink.py on 16696) must get
+# only 240-byte (30 ms) packets, in sequence.
+python3 "$ext_here/ext_rtp_sink.py" 16696 8 200 60 >"$ext_work/ptime-bridged-sink.out" 2>&1 &
+ext_sink_pid=$!
+wait_until 10 udp_bound 16696
+ext_callee_args=(-key fmts "8" -key sdp_extra "a=sendrecv")
+ext_caller_args=(-key sink_port 16696 -key ptime_line "a=ptime:30")
+ext_pair ext-ptime30-bridged ext_callee_play.xml ext_caller_sink.xml 9131
+if wait "$ext_sink_pid" && grep -qE "PT 8 payload sizes \{240: [0-9]+\}," "$ext_work/ptime-bridged-sink.out"; then
+    echo "PASS ext-ptime30-bridged-recut ($(cat "$ext_work/ptime-bridged-sink.out"))"
+else
+    ext_fail "ext-ptime30-bridged-recut (expected 200 PCMA packets of 240 bytes in sequence: $(cat "$ext_work/ptime-bridged-sink.out"))"
 fi
 
 # --- Session timers (RFC 4028; this Siphon accepts 10 s intervals): 422 below the minimum,
@@ -157,6 +247,11 @@ fi
 ext_run ext-timer-refreshed -sf "$ext_sc/ext_timer_refresh.xml" -s 600 -m 1 -p 5605 \
     -i 127.0.0.1 -mp 16640 &
 ext_refresh_pid=$!
+# Siphon as the refresher (the caller asks refresher=uas): four UPDATE refreshes from
+# Siphon answered, the fifth refused 408: Siphon's BYE.
+ext_run ext-timer-siphon-refreshes -sf "$ext_sc/ext_timer_siphon_refreshes.xml" -s 600 -m 1 \
+    -p 5609 -i 127.0.0.1 -mp 16680 &
+ext_siphon_refresh_pid=$!
 # UPDATE (RFC 3311) as the refresh: three without SDP, one with an offer (hold).
 ext_run ext-timer-update-refreshed -sf "$ext_sc/ext_timer_update.xml" -s 600 -m 1 -p 5608 \
     -i 127.0.0.1 -mp 16660 &
@@ -166,6 +261,7 @@ ext_run ext-timer-expired-bye -sf "$ext_sc/ext_timer_expire.xml" -s 600 -m 1 -p 
     -i 127.0.0.1 -mp 16650
 wait "$ext_refresh_pid" || failures=$((failures + 1))
 wait "$ext_update_pid" || failures=$((failures + 1))
+wait "$ext_siphon_refresh_pid" || failures=$((failures + 1))
 if ext_log | tail -n +"$((ext_mark + 1))" | grep -q "session expired without a refresh"; then
     echo "PASS ext-timer-expired-logged"
 else

@@ -99,6 +99,7 @@ pub mod dtmf;
 pub mod g711;
 pub mod jitter;
 pub mod pacer;
+pub mod relay_rtcp;
 
 pub mod packet;
 pub mod repacketize;

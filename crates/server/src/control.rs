@@ -30,6 +30,11 @@ pub enum Command {
     /// A trunk attempt's failover timeout (`failover_timeout_s`): if that INVITE has had
     /// no response, the call moves on to the trunk's next address.
     TrunkAttemptTimeout(DialogId, siphon_sip::transaction::TransactionKey),
+    /// A bridged call's re-INVITE got 491 (glare): time to send it again on the caller's
+    /// leg or the callee's (`callee`).
+    GlareRetry { call: DialogId, callee: bool },
+    /// A reliable 18x to this caller (its dialog) may be due again (RFC 3262).
+    ReliableRetransmit(DialogId),
     /// Time to (re-)register to the trunk with this index in the configuration.
     RegisterTrunk(usize),
     /// Time for a keepalive to the (registered) trunk with this index.

@@ -7,14 +7,16 @@
 //! never comes). It advertises what it does implement in `Supported`, and only that: a
 //! peer that reads `timer` in `Supported` expects session refreshes.
 
-/// Option tags Siphon implements in the dialogs it answers (as UAS): `timer` (RFC 4028
-/// session timers, the caller refreshing; see `session_timer`). Not `100rel` (RFC 3262)
-/// nor `replaces` (RFC 3891): a `Require` naming them gets 420.
-pub const SUPPORTED_OPTION_TAGS: &[&str] = &["timer"];
+/// Option tags Siphon implements in the dialogs it answers (as UAS): `100rel` (RFC 3262
+/// reliable provisional responses, see `reliable`) and `timer` (RFC 4028 session timers,
+/// either side refreshing; see `session_timer`). Not `replaces` (RFC 3891): a `Require`
+/// naming it gets 420.
+pub const SUPPORTED_OPTION_TAGS: &[&str] = &["100rel", "timer"];
 
 /// Option tags Siphon implements in the dialogs it starts (as UAC, a bridged call's
-/// callee leg): none. Not `timer`, which would let the callee make Siphon the refresher.
-pub const SUPPORTED_AS_UAC: &[&str] = &[];
+/// callee leg): `100rel` (it PRACKs reliable 18x) and `timer` (it refreshes by UPDATE when
+/// the callee makes it the refresher, and answers the callee's refreshes).
+pub const SUPPORTED_AS_UAC: &[&str] = &["100rel", "timer"];
 
 /// The value of Siphon's `Supported` header in its responses (an empty `Supported` is
 /// valid and means none, RFC 3261 §20.37).
@@ -58,9 +60,9 @@ mod tests {
 
     #[test]
     fn every_tag_siphon_lacks_is_listed_once_in_order() {
-        let got = unsupported(["100rel, replaces", "precondition,100REL", " ,"]);
-        assert_eq!(got, ["100rel", "replaces", "precondition"]);
-        assert!(unsupported(["Timer"]).is_empty());
+        let got = unsupported(["replaces, 100rel", "precondition,REPLACES", " ,"]);
+        assert_eq!(got, ["replaces", "precondition"]);
+        assert!(unsupported(["Timer", "100REL"]).is_empty());
     }
 
     #[test]

@@ -31,12 +31,20 @@ use crate::media::MediaParams;
 use crate::media::bridge::{self, BridgeHandle, BridgeSetup, Side};
 
 mod failover;
+mod glare;
 mod in_dialog;
 mod info;
 mod late_answer;
+mod prack;
 mod responses;
+mod timer_legs;
 mod update;
+mod update_relay;
 mod via_edge;
+
+/// The session interval Siphon's INVITEs to callees ask for (RFC 4028 §4 recommends 1800 s);
+/// never below `sip.session_min_se_s`.
+const OFFERED_SESSION_INTERVAL: u32 = 1800;
 
 /// Every bridged call, and the indexes that find one from a message.
 #[derive(Default)]
@@ -55,6 +63,8 @@ pub(super) struct Bridges {
     /// re-INVITEs Siphon sent to relay hold/unhold: the call, the leg, and the ACK once
     /// the 2xx came (sent again for a retransmitted 2xx).
     reinvites: HashMap<TransactionKey, (DialogId, Side, Option<rsip::Request>)>,
+    /// UPDATEs Siphon sent to relay hold/unhold: the call and the leg.
+    updates: HashMap<TransactionKey, (DialogId, Side)>,
 }
 
 impl Bridges {
@@ -71,6 +81,7 @@ impl Bridges {
         shrink_if_sparse(&mut self.by_callee_call_id);
         shrink_if_sparse(&mut self.sent);
         shrink_if_sparse(&mut self.reinvites);
+        shrink_if_sparse(&mut self.updates);
     }
 
     /// Entries of every index (calls, INVITEs sent in the last minutes, re-INVITEs...).
@@ -81,6 +92,7 @@ impl Bridges {
             + self.by_callee_call_id.len()
             + self.sent.len()
             + self.reinvites.len()
+            + self.updates.len()
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -156,6 +168,9 @@ struct Bridged {
     /// Per leg (caller, callee): Siphon offered in its 2xx to that leg's re-INVITE without
     /// SDP, so the leg's ACK carries the answer (see `late_answer`).
     answer_in_ack: [bool; 2],
+    /// The answering callee's 2xx allows UPDATE: hold is relayed to it by UPDATE when the
+    /// caller's came by UPDATE.
+    callee_allows_update: bool,
 }
 
 fn index(side: Side) -> usize {
@@ -179,6 +194,14 @@ impl Bridged {
 
     fn winner(&self) -> Option<&Branch> {
         self.winner.and_then(|i| self.branches.get(i))
+    }
+
+    /// Whether the phone of `side` allows UPDATE (its INVITE's or 2xx's `Allow`).
+    fn leg_allows_update(&self, side: Side) -> bool {
+        match side {
+            Side::Caller => super::session_timers::allows_update(&self.caller.invite.headers),
+            Side::Callee => self.callee_allows_update,
+        }
     }
 }
 
@@ -209,6 +232,8 @@ struct Branch {
     ack: Option<rsip::Request>,
     /// For a trunk that may challenge Siphon (401/407): username and password.
     credentials: Option<(String, String)>,
+    /// The reliable 18x taken so far (RFC 3262) and the CSeq of the last PRACK.
+    prack: prack::PrackState,
     /// The INVITE already carries credentials: a second challenge is a failure.
     authenticated: bool,
 }
@@ -248,6 +273,7 @@ impl Branch {
             ack: None,
             credentials: target.trunk.and_then(|(_, c)| c),
             authenticated: false,
+            prack: prack::PrackState::default(),
         }
     }
 
@@ -502,6 +528,7 @@ impl Endpoint {
                     offer: callee_offer,
                 },
                 answer_in_ack: [false; 2],
+                callee_allows_update: false,
             },
         );
         self.call_events_start(&id.call_id, route.callback_url.as_deref());
@@ -559,6 +586,13 @@ impl Endpoint {
         headers.push(Header::CSeq("1 INVITE".into()));
         headers.push(self.contact_header(peer));
         headers.extend(super::extensions::request_capabilities());
+        // Session timers on this leg (RFC 4028 §7.1): the callee's 2xx says who refreshes.
+        let min_se = self.session_timers.min_se();
+        headers.push(Header::Other(
+            "Session-Expires".into(),
+            OFFERED_SESSION_INTERVAL.max(min_se).to_string(),
+        ));
+        headers.push(Header::Other("Min-SE".into(), min_se.to_string()));
         headers.push(Header::ContentType("application/sdp".into()));
         message::finish(&mut headers, sdp.as_bytes());
         Some(rsip::Request {
@@ -608,17 +642,21 @@ impl Endpoint {
         let Some(mut call) = self.bridges.calls.remove(id) else {
             return;
         };
+        self.reliable.forget(id);
+        self.session_timers.forget(id);
         for branch in &mut call.branches {
             cancel_branch(&mut self.layer, branch);
             self.bridges.by_branch.remove(&branch.key);
             if let Some(d) = &branch.dialog {
                 self.bridges.by_callee_call_id.remove(&d.id.call_id);
+                self.session_timers.forget(&d.id);
             }
         }
         self.bridges.by_invite.remove(&call.caller.invite_key);
         self.bridges
             .reinvites
             .retain(|_, (call_id, _, _)| call_id != id);
+        self.bridges.updates.retain(|_, (call_id, _)| call_id != id);
         self.registry.remove(&id.call_id);
         self.call_unlisted(&id.call_id);
         inc(&self.counters.calls_ended);

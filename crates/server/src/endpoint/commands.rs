@@ -31,6 +31,8 @@ impl Endpoint {
             }
             Command::BridgeNoAnswer(id) => self.bridge_no_answer(&id),
             Command::TrunkAttemptTimeout(id, key) => self.trunk_attempt_timeout(&id, &key),
+            Command::ReliableRetransmit(id) => self.reliable_retransmit(&id),
+            Command::GlareRetry { call, callee } => self.glare_retry(&call, callee),
             Command::RegisterTrunk(index) => self.register_trunk(index, None),
             Command::TrunkKeepalive(index) => self.trunk_keepalive(index),
             Command::MediaEnded { call, reason } => {

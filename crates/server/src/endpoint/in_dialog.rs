@@ -204,6 +204,8 @@ impl Endpoint {
     }
 
     pub(super) fn end_call_as(&mut self, id: &DialogId, result: EndResult) {
+        self.reliable.forget(id);
+        self.session_timers.forget(id);
         if let Some(call) = self.calls.remove(id) {
             self.by_invite.remove(&call.invite_key);
             let summary = self.registry.remove(&id.call_id).map(|(_, s)| s);

@@ -18,6 +18,7 @@ mod node_load;
 mod originate;
 mod outbound_register;
 mod registrar;
+mod reliable;
 mod replies;
 mod session_timers;
 mod uas;
@@ -114,6 +115,8 @@ pub struct Endpoint {
     trunk_tls: HashMap<String, Arc<rustls::ClientConfig>>,
     /// Session timers (RFC 4028) of the dialogs Siphon answered.
     session_timers: session_timers::SessionTimers,
+    /// Siphon's reliable 18x to callers that asked for them (RFC 3262).
+    reliable: reliable::Reliable,
     /// `[registrar] store`: the bindings' file, also journalling the calls that are up.
     state: Option<Arc<StateDb>>,
     /// Status events (`[events]`, per-call callback URLs); set by `Server` at start.
@@ -193,6 +196,7 @@ impl Endpoint {
             trunk_targets: TrunkTargets::spawn(&config),
             trunk_tls: HashMap::new(),
             session_timers: session_timers::SessionTimers::new(config.sip.session_min_se_s),
+            reliable: reliable::Reliable::default(),
             cdr,
             blocklist,
             auth_failures: AuthFailures::new(
@@ -456,6 +460,11 @@ impl Endpoint {
                 Method::Invite => self.on_branch_response(key, response),
                 Method::Register => self.on_register_response(&key, &response),
                 Method::Options => self.on_keepalive_response(&key, response.status_code.code()),
+                Method::Update if self.on_update_relay_response(&key, &response) => {}
+                Method::Update => {
+                    let code = response.status_code.code();
+                    self.on_refresh_response(&key, code, Some(&response.headers))
+                }
                 // Responses to our BYE and CANCEL need nothing.
                 _ => {}
             },
@@ -467,6 +476,7 @@ impl Endpoint {
                     Method::Invite => self.on_branch_timeout(&key),
                     Method::Register => self.on_register_timeout(&key),
                     Method::Options => self.on_keepalive_timeout(&key),
+                    Method::Update => self.on_refresh_response(&key, 408, None),
                     _ => {}
                 }
             }
@@ -511,6 +521,10 @@ impl Endpoint {
             return;
         }
         if self.refuse_unsupported(&key, &request) || self.refuse_session_interval(&key, &request) {
+            return;
+        }
+        if request.method == Method::PRack {
+            self.on_prack(&key, &request);
             return;
         }
         if self.bridge_request(&key, &request) {

@@ -11,7 +11,7 @@ use siphon_sip::message::{self, ACCEPT, header_value, response_to};
 use siphon_sip::sdp::{Codec, LocalSession};
 use siphon_sip::transaction::TransactionKey;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::config::{Action, RouteAuth};
 use crate::control::{CallSummary, Command};
@@ -274,9 +274,8 @@ impl Endpoint {
         resp.headers.push(self.contact_header(call.peer));
         message::finish(&mut resp.headers, b"");
         let key = call.invite_key.clone();
-        if let Err(e) = self.layer.send_response(now(), &key, resp) {
-            debug!(error = %e, "could not send 180");
-        }
+        let reliable = super::reliable::wants_reliable(&call.invite);
+        self.send_provisional(id, &key, reliable, resp);
         self.emit_call_event(&id.call_id, crate::events::EventKind::CallRinging, None);
     }
 
@@ -302,6 +301,10 @@ impl Endpoint {
         resp.body = sdp.into_bytes();
         let key = call.invite_key.clone();
         let _guard = call.span.enter();
+        // A 180 without SDP never holds the 2xx (RFC 3262 §3), so this always sends.
+        let Some(resp) = self.reliable.before_final(id, resp) else {
+            return;
+        };
         match self.layer.send_response(now(), &key, resp) {
             Ok(()) => {
                 inc(&self.counters.calls_answered);

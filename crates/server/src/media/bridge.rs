@@ -23,6 +23,7 @@ use siphon_media::FRAME_SAMPLES;
 use siphon_media::dtmf::DtmfReceiver;
 use siphon_media::g711::G711;
 use siphon_media::packet::RtpPacket;
+use siphon_media::relay_rtcp::RelayRtcp;
 use siphon_sip::dialog::DialogId;
 use siphon_sip::sdp::{Codec, Direction};
 use tokio::sync::mpsc;
@@ -37,6 +38,8 @@ use crate::fork_metrics::ForkInfo;
 use crate::rtp_ports::RtpPort;
 use crate::stereo::{self, Aligner};
 
+mod leg_rtcp;
+mod recut;
 mod restamp;
 use restamp::Restamp;
 
@@ -200,20 +203,45 @@ struct Leg {
     dtmf: DtmfReceiver,
     /// A key press seen by `relay`, for the forks.
     pressed: Option<char>,
+    /// Relayed audio re-cut into this leg's `a=ptime`.
+    recut: recut::Recut,
+    /// This leg's RTCP (see `leg_rtcp`), and where the phone's RTCP comes from.
+    rtcp: RelayRtcp,
+    latched_rtcp: Option<SocketAddr>,
 }
 
 impl Leg {
     fn new(rtp: RtpPort, params: Option<MediaParams>, stats: Arc<LegStats>) -> Leg {
+        let out = Restamp::new(rand::random(), rand::random(), rand::random());
+        let rtcp = RelayRtcp::new(
+            out.ssrc,
+            format!("siphon-{:08x}", out.ssrc),
+            Instant::now().into_std(),
+            std::time::SystemTime::now(),
+            rand::random(),
+        );
         Leg {
             rtp,
             params,
             latched: None,
-            out: Restamp::new(rand::random(), rand::random(), rand::random()),
+            out,
+            rtcp,
+            latched_rtcp: None,
             stats,
             publisher: LegPublisher::default(),
             dtmf: DtmfReceiver::new(),
             pressed: None,
+            recut: recut::Recut::default(),
         }
+        .following_params()
+    }
+
+    /// Sets the re-cutting for the parameters the leg starts with.
+    fn following_params(mut self) -> Leg {
+        if let Some(params) = &self.params {
+            self.recut.follow(params);
+        }
+        self
     }
 
     fn update(&mut self, params: MediaParams) {
@@ -226,6 +254,7 @@ impl Leg {
             self.latched = None;
             self.stats.set_latched(None);
         }
+        self.recut.follow(&params);
         self.params = Some(params);
     }
 
@@ -259,6 +288,7 @@ struct Bridge {
 impl Drop for Bridge {
     fn drop(&mut self) {
         for leg in [&mut self.caller, &mut self.callee] {
+            leg.send_rtcp_bye(&self.counters);
             leg.publisher.publish(&self.counters, &leg.stats, None);
         }
         self.counters
@@ -272,6 +302,8 @@ impl Bridge {
         let mut rx_caller = [0u8; 2048];
         let mut rx_callee = [0u8; 2048];
         let mut tx = [0u8; 2048];
+        let mut rtcp_caller = [0u8; 2048];
+        let mut rtcp_callee = [0u8; 2048];
         // Each phone must keep sending: one that went away (crashed, lost its network)
         // ends the call even while the other still talks.
         let mut last_rx = [Instant::now(); 2];
@@ -279,6 +311,7 @@ impl Bridge {
         loop {
             let idle_deadline = last_rx[0].min(last_rx[1]) + self.inactivity;
             let forking = self.aligner.is_some();
+            let rtcp_due = self.caller.rtcp_due().min(self.callee.rtcp_due());
             tokio::select! {
                 msg = control.recv() => match msg {
                     Some(Control::Update(side, params)) => {
@@ -355,6 +388,18 @@ impl Bridge {
                         last_rx[1] = Instant::now();
                     }
                     self.forward_dtmf(stereo::Leg::Callee);
+                }
+                r = self.caller.rtp.rtcp.recv_from(&mut rtcp_caller) => {
+                    let Ok((len, from)) = r else { continue };
+                    self.caller.on_rtcp(&rtcp_caller[..len], from, &self.counters);
+                }
+                r = self.callee.rtp.rtcp.recv_from(&mut rtcp_callee) => {
+                    let Ok((len, from)) = r else { continue };
+                    self.callee.on_rtcp(&rtcp_callee[..len], from, &self.counters);
+                }
+                () = tokio::time::sleep_until(rtcp_due) => {
+                    self.caller.poll_rtcp(&self.counters);
+                    self.callee.poll_rtcp(&self.counters);
                 }
                 () = tokio::time::sleep_until(idle_deadline) => {
                     if !self.answered || self.caller.on_hold() || self.callee.on_hold() {
@@ -510,6 +555,12 @@ fn relay(
     }
     inc(&counters.rtp_packets_in);
     from.stats.received(data.len());
+    from.rtcp.received(
+        Instant::now().into_std(),
+        packet.ssrc,
+        packet.sequence_number,
+        packet.timestamp,
+    );
     from.publisher.tick(counters, &from.stats, None);
     if event
         && let Ok(Some(press)) = from
@@ -578,12 +629,20 @@ fn relay(
     };
     match relayed.write_to(tx) {
         Ok(n) => {
-            if to.rtp.socket.try_send_to(&tx[..n], dest).is_ok() {
-                inc(&counters.rtp_packets_out);
-                to.stats.sent(n);
-            } else {
-                inc(&counters.rtp_send_failures);
-            }
+            let (socket, stats, rtcp) = (&to.rtp.socket, &to.stats, &mut to.rtcp);
+            to.recut.send(&tx[..n], &mut |bytes| {
+                if socket.try_send_to(bytes, dest).is_ok() {
+                    inc(&counters.rtp_packets_out);
+                    stats.sent(bytes.len());
+                    // Siphon builds these packets: a 12-byte header, the timestamp at 4..8.
+                    if let Some(ts) = bytes.get(4..8).and_then(|b| <[u8; 4]>::try_from(b).ok()) {
+                        let now = Instant::now().into_std();
+                        rtcp.sent(now, u32::from_be_bytes(ts), bytes.len().saturating_sub(12));
+                    }
+                } else {
+                    inc(&counters.rtp_send_failures);
+                }
+            });
         }
         Err(e) => debug!(error = %e, "RTP build failed"),
     }

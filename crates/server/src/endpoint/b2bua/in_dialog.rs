@@ -170,6 +170,12 @@ impl Endpoint {
         }) else {
             return;
         };
+        if self.bridges.own_offer_pending(id, side) {
+            // Glare: Siphon's own offer on this leg is pending (RFC 3261 §14.1).
+            info!(?side, "re-INVITE or UPDATE crossing Siphon's own; 491");
+            self.reply_to(key, request, 491, None, &[]);
+            return;
+        }
         let local = self.local_media(port, peer.addr.ip());
         let contact = self.contact_header(peer);
         let Some(call) = self.bridges.calls.get_mut(id) else {
@@ -239,33 +245,43 @@ impl Endpoint {
         };
         self.reply_sdp(key, request, &tag, contact, sdp);
         if let Some((side, direction)) = relay {
-            self.send_reinvite(id, side, direction);
+            // An UPDATE is relayed as an UPDATE to a phone that allows it (RFC 3311).
+            let by_update = request.method == Method::Update
+                && self
+                    .bridges
+                    .calls
+                    .get(id)
+                    .is_some_and(|c| c.leg_allows_update(side));
+            if by_update {
+                self.send_update_offer(id, side, direction);
+            } else {
+                let _ = self.send_reinvite(id, side, direction);
+            }
         }
     }
 
     /// A re-INVITE to one leg offering `direction` (hold: sendonly or inactive; unhold:
     /// sendrecv), in that leg's dialog and offer/answer session.
-    fn send_reinvite(&mut self, id: &DialogId, side: Side, direction: Direction) {
-        let Some((port, peer, codec)) = self.bridges.calls.get(id).map(|c| {
+    pub(super) fn send_reinvite(
+        &mut self,
+        id: &DialogId,
+        side: Side,
+        direction: Direction,
+    ) -> Option<TransactionKey> {
+        let (port, peer, codec) = self.bridges.calls.get(id).map(|c| {
             let (peer, codec) = match side {
                 Side::Caller => (c.caller.peer, Some(c.caller.codec)),
                 Side::Callee => (c.winner().map_or(c.caller.peer, |b| b.peer), c.callee_codec),
             };
             (c.media.port(side), peer, codec)
-        }) else {
-            return;
-        };
+        })?;
         let via = self.via_value(peer);
         let contact = self.contact_uri(peer);
         let mut local = self.local_media(port, peer.addr.ip());
         // Keep the codec the leg uses: a hold should not change codecs.
         local.codecs.sort_by_key(|c| Some(*c) != codec);
-        let Some(call) = self.bridges.calls.get_mut(id) else {
-            return;
-        };
-        let Some((dialog, session, peer)) = leg_state(call, side) else {
-            return;
-        };
+        let call = self.bridges.calls.get_mut(id)?;
+        let (dialog, session, peer) = leg_state(call, side)?;
         let sdp = session.offer(&local, direction).to_string();
         let mut request = dialog.request(Method::Invite, &via, &contact);
         request
@@ -273,12 +289,22 @@ impl Endpoint {
             .push(Header::ContentType("application/sdp".into()));
         message::finish(&mut request.headers, sdp.as_bytes());
         request.body = sdp.into_bytes();
-        info!(?side, ?direction, "relaying hold state with a re-INVITE");
+        info!(
+            ?side,
+            ?direction,
+            "re-INVITE offering the leg's session (hold state or refresh)"
+        );
         match self.layer.send_request(now(), request, peer) {
             Ok(key) => {
-                self.bridges.reinvites.insert(key, (id.clone(), side, None));
+                self.bridges
+                    .reinvites
+                    .insert(key.clone(), (id.clone(), side, None));
+                Some(key)
             }
-            Err(e) => warn!(error = %e, "could not send re-INVITE"),
+            Err(e) => {
+                warn!(error = %e, "could not send re-INVITE");
+                None
+            }
         }
     }
 
@@ -288,13 +314,19 @@ impl Endpoint {
         if code < 200 {
             return;
         }
+        // A re-INVITE that was Siphon's session refresh: the timer hears of its outcome.
+        self.on_refresh_response(key, code, Some(&response.headers));
         let Some((id, side, ack)) = self.bridges.reinvites.get(key).cloned() else {
             return;
         };
         if code >= 300 {
-            // The leg keeps its previous session (RFC 3261 §14.1); nothing else to do.
+            // The leg keeps its previous session (RFC 3261 §14.1). On 491 (glare) the
+            // offer goes again later, so that the legs' hold states end in step.
             info!(?side, code, "re-INVITE refused by the phone");
             self.bridges.reinvites.remove(key);
+            if code == 491 {
+                self.schedule_glare_retry(&id, side);
+            }
             return;
         }
         let Some((port, peer)) = self.bridges.calls.get(&id).map(|c| {

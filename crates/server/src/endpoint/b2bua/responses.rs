@@ -13,11 +13,15 @@ use std::time::SystemTime;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::prack::Provisional;
 use super::{Branch, BranchState, callee_params, caller_response, cancel_branch, cancel_of};
 use crate::cdr::Party;
 use crate::counters::{EndResult, inc};
+use crate::endpoint::reliable::wants_reliable;
+use crate::endpoint::session_timers::{allows_update, session_expires};
 use crate::endpoint::{Endpoint, now};
 use crate::media::bridge::Side;
+use siphon_sip::session_timer;
 
 impl Endpoint {
     /// A response to one of our outgoing INVITEs.
@@ -56,6 +60,9 @@ impl Endpoint {
         if let Some(id) = self.bridges.by_branch.get(key).cloned() {
             self.branch_failed(&id, key, 408);
         }
+        // A re-INVITE of Siphon's (a relayed hold, a session refresh) that got nothing.
+        self.on_refresh_response(key, 408, None);
+        self.bridges.forget_offer(key);
     }
 
     /// A trunk challenged our INVITE: send it again with credentials (new branch, next
@@ -138,6 +145,9 @@ impl Endpoint {
     }
 
     fn branch_ringing(&mut self, id: &DialogId, key: &TransactionKey, response: &rsip::Response) {
+        if let Provisional::Drop = self.prack_if_reliable(id, key, response) {
+            return;
+        }
         let Some((i, port, callee, caller)) = self.bridges.calls.get(id).and_then(|c| {
             let i = c.branch(key)?;
             Some((
@@ -183,9 +193,8 @@ impl Endpoint {
         let code = if sdp.is_some() { 183 } else { 180 };
         let resp = caller_response(&call.caller, code, contact, sdp);
         let key = call.caller.invite_key.clone();
-        if let Err(e) = self.layer.send_response(now(), &key, resp) {
-            debug!(error = %e, "could not relay a provisional response");
-        }
+        let reliable = wants_reliable(&call.caller.invite);
+        self.send_provisional(id, &key, reliable, resp);
         if let Some(events) = &self.events {
             let data = crate::endpoint::call_events::summary_data(&self.registry, &id.call_id);
             events.emit(&id.call_id, crate::events::EventKind::CallRinging, data);
@@ -212,7 +221,7 @@ impl Endpoint {
             .bridges
             .calls
             .get(id)
-            .map(|c| self.session_timers.decide(&c.caller.invite));
+            .map(|c| self.session_timers.decide_with(&c.caller.invite, true));
         let Some(call) = self.bridges.calls.get_mut(id) else {
             return;
         };
@@ -252,6 +261,20 @@ impl Endpoint {
         }
         let mut dialog = dialog;
         dialog.state = DialogState::Confirmed;
+        // The callee's 2xx may set a session timer on this leg (RFC 4028 §7.2); Siphon
+        // refreshes by UPDATE when the callee allows it, else by re-INVITE.
+        let se = session_expires(&response.headers);
+        if let Some((interval, refresher)) = session_timer::from_answer(se.as_deref()) {
+            info!(
+                interval,
+                refresher = refresher.as_str(),
+                "session timer on the callee leg"
+            );
+            self.session_timers
+                .start_uac(dialog.id.clone(), interval, refresher, now());
+        }
+        // Requests after the 2xx number after the PRACKs sent in the early dialog.
+        dialog.local_seq = dialog.local_seq.max(call.branches[i].prack.last_cseq);
         let ack = dialog.ack(invite_seq, &via, &contact_uri);
         self.layer.send_ack_for_2xx(ack.clone(), peer);
         self.bridges
@@ -262,6 +285,7 @@ impl Endpoint {
         branch.ack = Some(ack);
         branch.dialog = Some(dialog);
         call.winner = Some(i);
+        call.callee_allows_update = allows_update(&response.headers);
         for (j, other) in call.branches.iter_mut().enumerate() {
             if j != i {
                 cancel_branch(&mut self.layer, other);
@@ -298,10 +322,15 @@ impl Endpoint {
             resp.headers.extend(timer_headers);
             resp
         };
-        match self
-            .layer
-            .send_response(now(), &call.caller.invite_key, resp)
-        {
+        // A 2xx may wait for the caller's PRACK of our reliable 183 (RFC 3262 §3): then
+        // it goes with that PRACK's 200, and the call counts as answered now.
+        let sent = match self.reliable.before_final(id, resp) {
+            Some(resp) => self
+                .layer
+                .send_response(now(), &call.caller.invite_key, resp),
+            None => Ok(()),
+        };
+        match sent {
             Ok(()) => {
                 call.caller.answered = true;
                 call.answered_at = Some(SystemTime::now());

@@ -1,0 +1,81 @@
+//! RTCP on the legs of a bridge (RFC 3550 §6): each leg reports, from its own RTCP port
+//! (RTP port + 1) to the phone's (its RTP address + 1, or where its RTCP came from), on the
+//! stream Siphon sends it (SR) and the one it receives from it (report block); the phone's
+//! SRs feed the round-trip fields; the last report goes with BYE when the bridge ends. The
+//! state is `siphon_media::relay_rtcp`; the other leg's RTCP is not relayed (each leg is
+//! its own RTP session: Siphon rewrites SSRC, sequence and timestamps).
+
+use std::net::SocketAddr;
+
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::Leg;
+use crate::counters::{Counters, inc};
+
+/// The RTCP address for an RTP address (RFC 3550 §11: the next port).
+fn rtcp_of(rtp: SocketAddr) -> SocketAddr {
+    SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1))
+}
+
+impl Leg {
+    /// Where this leg's RTCP goes: where the phone's came from, else next to its RTP.
+    fn rtcp_destination(&self) -> Option<SocketAddr> {
+        self.latched_rtcp.or_else(|| {
+            self.latched
+                .or(self.params.as_ref().and_then(|p| p.remote))
+                .map(rtcp_of)
+        })
+    }
+
+    /// A datagram on this leg's RTCP socket.
+    pub(super) fn on_rtcp(&mut self, data: &[u8], from: SocketAddr, counters: &Counters) {
+        // Only from the phone's address (its RTP source's host): not a stranger's.
+        let ours = self
+            .latched
+            .or(self.params.as_ref().and_then(|p| p.remote))
+            .is_some_and(|rtp| rtp.ip() == from.ip());
+        if !ours {
+            inc(&counters.rtp_stray);
+            return;
+        }
+        match self.rtcp.handle_rtcp(Instant::now().into_std(), data) {
+            Ok(()) => {
+                inc(&counters.rtcp_packets_in);
+                self.latched_rtcp = Some(from);
+            }
+            Err(e) => debug!(%from, error = %e, "malformed RTCP dropped"),
+        }
+    }
+
+    /// When this leg's next report is due.
+    pub(super) fn rtcp_due(&self) -> Instant {
+        Instant::from_std(self.rtcp.poll_timeout())
+    }
+
+    /// Sends this leg's report if it is due (and the leg has a peer to send it to).
+    pub(super) fn poll_rtcp(&mut self, counters: &Counters) {
+        let mut out = [0u8; 512];
+        let Ok(Some(n)) = self.rtcp.poll(Instant::now().into_std(), &mut out) else {
+            return;
+        };
+        if let Some(dest) = self.rtcp_destination()
+            && self.rtp.rtcp.try_send_to(&out[..n], dest).is_ok()
+        {
+            inc(&counters.rtcp_packets_out);
+        }
+    }
+
+    /// The last report and BYE (the bridge ends).
+    pub(super) fn send_rtcp_bye(&mut self, counters: &Counters) {
+        let Some(dest) = self.rtcp_destination() else {
+            return;
+        };
+        let mut out = [0u8; 512];
+        if let Ok(n) = self.rtcp.bye(Instant::now().into_std(), &mut out)
+            && self.rtp.rtcp.try_send_to(&out[..n], dest).is_ok()
+        {
+            inc(&counters.rtcp_packets_out);
+        }
+    }
+}
