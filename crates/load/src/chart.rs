@@ -219,7 +219,9 @@ mod tests {
 
     #[test]
     fn nice_bounds() {
-        assert_eq!(nice(0.13), (0.15, 0.05));
+        let (top, step) = nice(0.13);
+        assert!((top - 0.15).abs() < 1e-9 && (step - 0.05).abs() < 1e-9);
+        assert_eq!(fmt_tick(0.25, 0.25), "0.25");
         assert_eq!(nice(400.0), (400.0, 100.0));
         assert_eq!(nice(0.0), (1.0, 0.25));
     }
