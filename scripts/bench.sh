@@ -106,6 +106,9 @@ calls_per_second = 100000
 max_transactions = 1000000
 messages_per_source_per_second = 0
 EOF
+        if "$siphon" default-config | grep -q '^registers_per_second'; then
+            echo "registers_per_second = 1000000" >>"$file"
+        fi
     fi
     cat >>"$file" <<EOF
 [[accounts]]
