@@ -33,6 +33,9 @@
 #                 so both runs' results.jsonl combine in one report)     []
 #   REG_RATE      registrar: scenarios per second [500];  REG_CALLS  scenarios [10000]
 #   KAMAILIO      the kamailio binary for the registrar comparison  [kamailio]
+#   PERF_STAT     1: `perf stat -e instructions,cycles` on the measured process for 8 s of
+#                 each level's steady window ($OUT/perf-MODE-LEVEL.txt; instruction counts
+#                 hold up on a busy machine where CPU % does not)          [0]
 #   OUT           results folder                       [target/bench/DATE]
 #   SIPHON_BIN    the siphon binary to measure (e.g. another worktree's build, to compare
 #                 two versions in one run)                [target/release/siphon]
@@ -61,6 +64,7 @@ LABEL_SUFFIX="${LABEL_SUFFIX:-}"
 REG_RATE="${REG_RATE:-500}"
 REG_CALLS="${REG_CALLS:-10000}"
 KAMAILIO="${KAMAILIO:-kamailio}"
+PERF_STAT="${PERF_STAT:-0}"
 OUT="${OUT:-$root/target/bench/$(date +%Y%m%d-%H%M%S)}"
 case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac
 mkdir -p "$OUT"
@@ -195,6 +199,14 @@ run_level() {
         watch+=(--watch "sink=$sink_pid")
         sink_args=(--sink "ws://127.0.0.1:$SINK_PORT/control?reset")
     fi
+    local perf_pid=""
+    if [ "$PERF_STAT" = 1 ] && command -v perf >/dev/null; then
+        local wait_s
+        wait_s=$(awk -v n="$level" -v r="$RATE" 'BEGIN { printf "%.1f", n / r + 3 }')
+        ( sleep "$wait_s"; perf stat -e instructions,cycles -p "$siphon_pid" -- sleep 8 \
+            2>"$OUT/perf-$mode-$level.txt" >/dev/null ) &
+        perf_pid=$!
+    fi
     "${prio[@]}" "${on_load_core[@]}" "$load" run --server "127.0.0.1:$SIP_PORT" \
         --number "$number" --calls "$level" --rate "$RATE" --hold "$hold" --label "$mode" \
         --siphon-ports "$rtp_min-$((rtp_max + 1))" \
@@ -202,6 +214,11 @@ run_level() {
         >"$OUT/run-$mode-$level.json" 2>"$OUT/run-$mode-$level.log" \
         || { echo "generator failed:"; tail -5 "$OUT/run-$mode-$level.log"; }
     grep "^| $mode" "$OUT/run-$mode-$level.log" || true
+    if [ -n "$perf_pid" ]; then
+        wait "$perf_pid" 2>/dev/null || true
+        awk -v n="$level" '/instructions|cycles/ { gsub(",", "", $1); printf "%s: %s %.0f per call per s (8 s)\n", "'"$mode $level"'", $2, $1 / 8 / n }' \
+            "$OUT/perf-$mode-$level.txt" | tee -a "$OUT/perf.txt"
+    fi
     stop_all
     sleep 1
 }
@@ -318,7 +335,7 @@ for mode in $MODES; do
             # Until Siphon accepts [[dialplan.forks]], 700 answers as echo: say so in the label.
             label=fork; [ "$fork_wired" = 1 ] || label=700-unforked
             for l in $LEVELS; do run_level "$label$LABEL_SUFFIX" "$l" 700; done ;;
-        floor) for l in $LEVELS; do run_level floor "$l" 700 floor; done ;;
+        floor) for l in $LEVELS; do run_level "floor$LABEL_SUFFIX" "$l" 700 floor; done ;;
         registrar) run_registrar ;;
         sipp) run_sipp ;;
         # Memory over many calls of seven kinds (scripts/soak.sh: its own Siphon and ports;

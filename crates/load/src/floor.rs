@@ -184,7 +184,13 @@ async fn call(
     call_id: &str,
     mut stop: oneshot::Receiver<()>,
 ) {
-    let Ok((mut ws, _)) = tokio_tungstenite::connect_async(sink).await else {
+    // The same 4 KiB read buffer as Siphon's fork connections (tungstenite's default is
+    // 128 KiB, zero-filled on each read).
+    let config =
+        tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
+    let Ok((mut ws, _)) =
+        tokio_tungstenite::connect_async_with_config(sink, Some(config), true).await
+    else {
         return;
     };
     let (enc, bytes_per_sample) = match encoding {

@@ -339,10 +339,11 @@ pub fn table(results: &[LevelResult]) -> String {
         .collect();
     for r in results
         .iter()
-        .filter(|r| r.fork.is_some() && r.label != "floor")
+        .filter(|r| r.fork.is_some() && !r.label.starts_with("floor"))
     {
         if let (Some(e), Some(f)) = (
-            echo.get(&(r.label.replacen("fork", "echo", 1), r.level)),
+            echo.get(&(r.label.replacen("fork", "echo", 1), r.level))
+                .or_else(|| echo.get(&("echo".to_string(), r.level))),
             r.procs.get("siphon").and_then(|p| p.cpu_percent),
         ) && *e > 0.0
         {
@@ -369,17 +370,25 @@ pub fn table(results: &[LevelResult]) -> String {
         }
     }
     // Siphon's forked call vs the floor's (`siphon-load floor`) at equal levels.
-    let floor: BTreeMap<u64, f64> = results
+    // `fork-opt` compares with `floor-opt` when there is one, else with `floor`.
+    let floor: BTreeMap<(String, u64), f64> = results
         .iter()
-        .filter(|r| r.label == "floor")
-        .filter_map(|r| Some((r.level, r.procs.get("siphon")?.cpu_percent?)))
+        .filter(|r| r.label.starts_with("floor"))
+        .filter_map(|r| {
+            Some((
+                (r.label.clone(), r.level),
+                r.procs.get("siphon")?.cpu_percent?,
+            ))
+        })
         .collect();
     for r in results
         .iter()
-        .filter(|r| r.fork.is_some() && r.label != "floor")
+        .filter(|r| r.fork.is_some() && !r.label.starts_with("floor"))
     {
         if let (Some(fl), Some(f)) = (
-            floor.get(&r.level),
+            floor
+                .get(&(r.label.replacen("fork", "floor", 1), r.level))
+                .or_else(|| floor.get(&("floor".to_string(), r.level))),
             r.procs.get("siphon").and_then(|p| p.cpu_percent),
         ) && *fl > 0.0
         {
