@@ -33,9 +33,11 @@
 #                 so both runs' results.jsonl combine in one report)     []
 #   REG_RATE      registrar: scenarios per second [500];  REG_CALLS  scenarios [10000]
 #   KAMAILIO      the kamailio binary for the registrar comparison  [kamailio]
-#   PERF_STAT     1: `perf stat -e instructions,cycles` on the measured process for 8 s of
-#                 each level's steady window ($OUT/perf-MODE-LEVEL.txt; instruction counts
-#                 hold up on a busy machine where CPU % does not)          [0]
+#   PERF_STAT     1: `perf stat` on the measured process for 8 s of each level's steady
+#                 window ($OUT/perf-MODE-LEVEL.txt, per call per second in $OUT/perf.txt):
+#                 PERF_EVENTS, counts that hold up on a busy machine where CPU % does not
+#                 (instructions and cycles need hardware counters; VMs often have none)  [0]
+#   PERF_EVENTS   [instructions,cycles,task-clock,context-switches,raw_syscalls:sys_enter]
 #   OUT           results folder                       [target/bench/DATE]
 #   SIPHON_BIN    the siphon binary to measure (e.g. another worktree's build, to compare
 #                 two versions in one run)                [target/release/siphon]
@@ -65,6 +67,7 @@ REG_RATE="${REG_RATE:-500}"
 REG_CALLS="${REG_CALLS:-10000}"
 KAMAILIO="${KAMAILIO:-kamailio}"
 PERF_STAT="${PERF_STAT:-0}"
+PERF_EVENTS="${PERF_EVENTS:-instructions,cycles,task-clock,context-switches,raw_syscalls:sys_enter}"
 OUT="${OUT:-$root/target/bench/$(date +%Y%m%d-%H%M%S)}"
 case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac
 mkdir -p "$OUT"
@@ -203,7 +206,7 @@ run_level() {
     if [ "$PERF_STAT" = 1 ] && command -v perf >/dev/null; then
         local wait_s
         wait_s=$(awk -v n="$level" -v r="$RATE" 'BEGIN { printf "%.1f", n / r + 3 }')
-        ( sleep "$wait_s"; perf stat -e instructions,cycles -p "$siphon_pid" -- sleep 8 \
+        ( sleep "$wait_s"; perf stat -e "$PERF_EVENTS" -p "$siphon_pid" -- sleep 8 \
             2>"$OUT/perf-$mode-$level.txt" >/dev/null ) &
         perf_pid=$!
     fi
@@ -216,7 +219,8 @@ run_level() {
     grep "^| $mode" "$OUT/run-$mode-$level.log" || true
     if [ -n "$perf_pid" ]; then
         wait "$perf_pid" 2>/dev/null || true
-        awk -v n="$level" '/instructions|cycles/ { gsub(",", "", $1); printf "%s: %s %.0f per call per s (8 s)\n", "'"$mode $level"'", $2, $1 / 8 / n }' \
+        awk -v n="$level" -v m="$mode $level" '$1 ~ /^[0-9.,]+$/ && $2 != "seconds" {
+                gsub(",", "", $1); printf "%s: %s %.2f per call per s (8 s)\n", m, ($2 == "msec" ? "task-clock-ms" : $2), $1 / 8 / n }' \
             "$OUT/perf-$mode-$level.txt" | tee -a "$OUT/perf.txt"
     fi
     stop_all
