@@ -13,9 +13,12 @@
 #   LEVELS        concurrent calls per level                  [100 250 500 1000 2000 4000]
 #   HOLD          seconds with every call of a level up       [30]
 #   RATE          calls per second while ramping up           [200]
-#   MODES         any of: echo (600), fork (700 + sink), sipp (SIPp uac_pcap against 700),
-#                 soak (scripts/soak.sh: RSS, fds, tasks, tables over rounds of calls)
-#                                                             [echo fork sipp]
+#   MODES         any of: echo (600), fork (700 + sink), floor (`siphon-load floor` in
+#                 Siphon's place: the least a program can do for a forked call, same
+#                 generator, sink, core and ports), sipp (SIPp uac_pcap against 700),
+#                 registrar (one SIPp REGISTER-with-digest scenario against Siphon and
+#                 against Kamailio, CPU per scenario and the ratio), soak (scripts/soak.sh:
+#                 RSS, fds, tasks, tables over rounds of calls)  [echo fork sipp]
 #   AUTH          1: the called routes require digest auth (407, account 1001)   [0]
 #   FORK_ENCODING l16 or pcmu (8 kHz; the latency marker survives both)          [l16]
 #   SINK_ECHO     1: the sink sends every frame back (audio both ways)           [1]
@@ -25,6 +28,16 @@
 #   RT            1: run everything SCHED_RR (needs root; keeps other work on the
 #                 machine from adding its scheduling delays to the figures)      [1]
 #   SIP_PORT      Siphon's SIP port [5090];  SINK_PORT  [9190]
+#   RTP_PORTS     Siphon's (and the floor's) RTP range MIN-MAX          [10000-19998]
+#   LABEL_SUFFIX  appended to every mode's label (e.g. -main for a second binary's run,
+#                 so both runs' results.jsonl combine in one report)     []
+#   REG_RATE      registrar: scenarios per second [500];  REG_CALLS  scenarios [10000]
+#   KAMAILIO      the kamailio binary for the registrar comparison  [kamailio]
+#   PERF_STAT     1: `perf stat` on the measured process for 8 s of each level's steady
+#                 window ($OUT/perf-MODE-LEVEL.txt, per call per second in $OUT/perf.txt):
+#                 PERF_EVENTS, counts that hold up on a busy machine where CPU % does not
+#                 (instructions and cycles need hardware counters; VMs often have none)  [0]
+#   PERF_EVENTS   [instructions,cycles,task-clock,context-switches,raw_syscalls:sys_enter]
 #   OUT           results folder                       [target/bench/DATE]
 #   SIPHON_BIN    the siphon binary to measure (e.g. another worktree's build, to compare
 #                 two versions in one run)                [target/release/siphon]
@@ -46,6 +59,15 @@ LOAD_CPU="${LOAD_CPU:-1}"
 RT="${RT:-1}"
 SIP_PORT="${SIP_PORT:-5090}"
 SINK_PORT="${SINK_PORT:-9190}"
+RTP_PORTS="${RTP_PORTS:-10000-19998}"
+rtp_min="${RTP_PORTS%-*}"
+rtp_max="${RTP_PORTS#*-}"
+LABEL_SUFFIX="${LABEL_SUFFIX:-}"
+REG_RATE="${REG_RATE:-500}"
+REG_CALLS="${REG_CALLS:-10000}"
+KAMAILIO="${KAMAILIO:-kamailio}"
+PERF_STAT="${PERF_STAT:-0}"
+PERF_EVENTS="${PERF_EVENTS:-instructions,cycles,task-clock,context-switches,raw_syscalls:sys_enter}"
 OUT="${OUT:-$root/target/bench/$(date +%Y%m%d-%H%M%S)}"
 case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac
 mkdir -p "$OUT"
@@ -66,9 +88,9 @@ fi
 on_siphon_core=(taskset -c "$SIPHON_CPU")
 on_load_core=(taskset -c "$LOAD_CPU")
 
-# The configuration: the test numbers, an RTP range of its own (10000-19998: 5000 legs,
-# outside the ephemeral ports and away from other Siphons and test suites on this machine),
-# and a fork on 700 to the sink.
+# The configuration: the test numbers, an RTP range of its own (RTP_PORTS, by default
+# 10000-19998: 5000 legs, outside the ephemeral ports and away from other Siphons and test
+# suites on this machine), and a fork on 700 to the sink.
 write_config() {
     local file="$1" forks="$2" auth="none"
     [ "$AUTH" = 1 ] && auth="digest"
@@ -78,8 +100,8 @@ listen = "127.0.0.1:$SIP_PORT"
 [http]
 listen = "127.0.0.1:$((SIP_PORT + 1000))"
 [rtp]
-port_min = 10000
-port_max = 19998
+port_min = $rtp_min
+port_max = $rtp_max
 inactivity_timeout_s = 60
 EOF
     # Siphon's overload limits (where it has them) must not be what a level measures.
@@ -91,6 +113,9 @@ calls_per_second = 100000
 max_transactions = 1000000
 messages_per_source_per_second = 0
 EOF
+        if "$siphon" default-config | grep -q '^registers_per_second'; then
+            echo "registers_per_second = 1000000" >>"$file"
+        fi
     fi
     cat >>"$file" <<EOF
 [[accounts]]
@@ -137,7 +162,14 @@ stop_all() {
 trap stop_all EXIT
 
 start_siphon() {
-    "${prio[@]}" "${on_siphon_core[@]}" "$siphon" --config "$cfg" --log warn >"$OUT/siphon-$1.log" 2>&1 &
+    if [ "${2:-}" = floor ]; then
+        # The floor in Siphon's place: same core, SIP port, RTP range and sink.
+        "${prio[@]}" "${on_siphon_core[@]}" "$load" floor --listen "127.0.0.1:$SIP_PORT" \
+            --sink "ws://127.0.0.1:$SINK_PORT/native" --encoding "$FORK_ENCODING" \
+            --rtp-ports "$RTP_PORTS" >"$OUT/floor-$1.log" 2>&1 &
+    else
+        "${prio[@]}" "${on_siphon_core[@]}" "$siphon" --config "$cfg" --log warn >"$OUT/siphon-$1.log" 2>&1 &
+    fi
     siphon_pid=$!
     "$load" ping --server "127.0.0.1:$SIP_PORT" --seconds 10
 }
@@ -159,24 +191,38 @@ auth_args=()
 [ "$AUTH" = 1 ] && auth_args=(--auth 1001:secret1001)
 
 run_level() {
-    local mode="$1" level="$2" number="$3"
+    local mode="$1" level="$2" number="$3" program="${4:-siphon}"
     local hold
     hold=$(awk -v h="$HOLD" -v n="$level" -v r="$RATE" 'BEGIN { printf "%.1f", h + n / r + 1 }')
     echo "== $mode: $level calls to $number, $RATE/s, each held ${hold}s"
-    start_siphon "$mode-$level"
+    start_siphon "$mode-$level" "$program"
     local watch=(--watch "siphon=$siphon_pid") sink_args=()
-    if [ "$mode" = fork ]; then
+    if [ "$mode" = "fork$LABEL_SUFFIX" ] || [ "$program" = floor ]; then
         start_sink "$level"
         watch+=(--watch "sink=$sink_pid")
         sink_args=(--sink "ws://127.0.0.1:$SINK_PORT/control?reset")
     fi
+    local perf_pid=""
+    if [ "$PERF_STAT" = 1 ] && command -v perf >/dev/null; then
+        local wait_s
+        wait_s=$(awk -v n="$level" -v r="$RATE" 'BEGIN { printf "%.1f", n / r + 3 }')
+        ( sleep "$wait_s"; perf stat -e "$PERF_EVENTS" -p "$siphon_pid" -- sleep 8 \
+            2>"$OUT/perf-$mode-$level.txt" >/dev/null ) &
+        perf_pid=$!
+    fi
     "${prio[@]}" "${on_load_core[@]}" "$load" run --server "127.0.0.1:$SIP_PORT" \
         --number "$number" --calls "$level" --rate "$RATE" --hold "$hold" --label "$mode" \
-        --siphon-ports 10000-19999 \
+        --siphon-ports "$rtp_min-$((rtp_max + 1))" \
         "${auth_args[@]}" "${watch[@]}" "${sink_args[@]}" --out "$results" \
         >"$OUT/run-$mode-$level.json" 2>"$OUT/run-$mode-$level.log" \
         || { echo "generator failed:"; tail -5 "$OUT/run-$mode-$level.log"; }
     grep "^| $mode" "$OUT/run-$mode-$level.log" || true
+    if [ -n "$perf_pid" ]; then
+        wait "$perf_pid" 2>/dev/null || true
+        awk -v n="$level" -v m="$mode $level" '$1 ~ /^[0-9.,]+$/ && $2 != "seconds" {
+                gsub(",", "", $1); printf "%s: %s %.2f per call per s (8 s)\n", m, ($2 == "msec" ? "task-clock-ms" : $2), $1 / 8 / n }' \
+            "$OUT/perf-$mode-$level.txt" | tee -a "$OUT/perf.txt"
+    fi
     stop_all
     sleep 1
 }
@@ -224,13 +270,77 @@ run_sipp() {
     } | tee "$OUT/sipp.txt"
 }
 
+# CPU ticks (user + system, all threads) of a process and its children.
+tree_ticks() {
+    local total=0 p t
+    for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
+        t=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)
+        total=$((total + t))
+    done
+    echo "$total"
+}
+
+# One SIPp run of the REGISTER/401/REGISTER/200 + unregister scenario against the server
+# already listening on SIP_PORT (pid $2); prints "NAME scenarios ok cpu_s".
+register_run() {
+    local name="$1" pid="$2" dir="$OUT/registrar-$1"
+    mkdir -p "$dir"
+    local before after
+    before=$(tree_ticks "$pid")
+    ( cd "$dir" && "${prio[@]}" "${on_load_core[@]}" sipp -sf "$root/deploy/bench/register-unregister.xml" \
+        -s 1001 -au 1001 -ap secret1001 "127.0.0.1:$SIP_PORT" -p $((SIP_PORT + 2)) \
+        -r "$REG_RATE" -m "$REG_CALLS" -l $((REG_RATE * 4)) -trace_screen -trace_err -nostdin \
+        -timeout 600s >"$dir/stdout" 2>&1 ) && rc=0 || rc=$?
+    after=$(tree_ticks "$pid")
+    local ok
+    ok=$(grep -E "^ *Successful call " "$dir"/*_screen.log 2>/dev/null | tail -1 | awk '{ print $(NF) }')
+    ok="${ok:-0}"
+    awk -v n="$name" -v ok="$ok" -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v rc="$rc" \
+        'BEGIN { printf "%s %d %.2f %s\n", n, ok, t / hz, rc }'
+}
+
+run_registrar() {
+    if ! command -v sipp >/dev/null; then echo "registrar: SIPp is not installed"; return 0; fi
+    echo "== registrar: SIPp REGISTER+digest, then unregister; $REG_CALLS scenarios at $REG_RATE/s"
+    start_siphon "registrar$LABEL_SUFFIX"
+    local s k
+    s=$(register_run "siphon$LABEL_SUFFIX" "$siphon_pid")
+    stop_all
+    sleep 1
+    k=""
+    if command -v "$KAMAILIO" >/dev/null; then
+        "${prio[@]}" "${on_siphon_core[@]}" "$KAMAILIO" -f "$root/deploy/bench/kamailio-registrar.cfg" \
+            -DD -E -n 2 -m 64 -M 8 -l "udp:127.0.0.1:$SIP_PORT" -P "$OUT/kamailio.pid" \
+            >"$OUT/kamailio.log" 2>&1 &
+        local kpid=$!
+        "$load" ping --server "127.0.0.1:$SIP_PORT" --seconds 10 >/dev/null 2>&1 || sleep 2
+        k=$(register_run kamailio "$kpid")
+        kill -TERM "$kpid" 2>/dev/null || true
+        wait "$kpid" 2>/dev/null || true
+    fi
+    {
+        echo "Registrar: $REG_CALLS SIPp scenarios (REGISTER, 401, REGISTER+digest, 200; the same with Expires: 0) at $REG_RATE/s, server on core $SIPHON_CPU"
+        echo "| server | scenarios ok | CPU s | CPU µs / scenario |"
+        echo "|---|---:|---:|---:|"
+        for row in "$s" "$k"; do
+            [ -n "$row" ] || continue
+            echo "$row" | awk '{ printf "| %s | %d | %.2f | %s |\n", $1, $2, $3, ($2 > 0 ? sprintf("%.0f", $3 * 1e6 / $2) : "–") }'
+        done
+        if [ -n "$k" ]; then
+            echo "$s $k" | awk '{ if ($2 > 0 && $6 > 0 && $7 > 0) printf "Siphon / Kamailio CPU per scenario = %.2f×\n", ($3 / $2) / ($7 / $6) }'
+        fi
+    } | tee -a "$OUT/registrar.txt"
+}
+
 for mode in $MODES; do
     case "$mode" in
-        echo) for l in $LEVELS; do run_level echo "$l" 600; done ;;
+        echo) for l in $LEVELS; do run_level "echo$LABEL_SUFFIX" "$l" 600; done ;;
         fork)
             # Until Siphon accepts [[dialplan.forks]], 700 answers as echo: say so in the label.
             label=fork; [ "$fork_wired" = 1 ] || label=700-unforked
-            for l in $LEVELS; do run_level "$label" "$l" 700; done ;;
+            for l in $LEVELS; do run_level "$label$LABEL_SUFFIX" "$l" 700; done ;;
+        floor) for l in $LEVELS; do run_level "floor$LABEL_SUFFIX" "$l" 700 floor; done ;;
+        registrar) run_registrar ;;
         sipp) run_sipp ;;
         # Memory over many calls of seven kinds (scripts/soak.sh: its own Siphon and ports;
         # ROUNDS, SCALE, WARMUP, BOUND_KB pass through).
@@ -241,7 +351,8 @@ done
 
 echo
 if [ -s "$results" ]; then
-    "$load" report "$results" | tee "$OUT/table.md"
+    "$load" report "$results" --svg "$OUT" | tee "$OUT/table.md"
 fi
+[ -f "$OUT/registrar.txt" ] && cat "$OUT/registrar.txt" >>"$OUT/table.md"
 [ -f "$OUT/sipp.txt" ] && cat "$OUT/sipp.txt" >>"$OUT/table.md"
 echo "results: $OUT"

@@ -13,6 +13,9 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::config::{ForkConfig, TlsRoots};
 
+/// The WebSocket read buffer of one fork connection, bytes (see [`connect`]).
+const FORK_READ_BUFFER: usize = 4096;
+
 /// The connected socket.
 pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -72,7 +75,12 @@ pub(crate) async fn connect(target: Target, timeout: Duration) -> Result<Ws, Str
     } else {
         Connector::Plain
     };
+    // tungstenite's default read buffer is 128 KiB, and every read resizes (zero-fills) the
+    // buffer up to its capacity: 128 KiB of RSS per fork and a memset per frame. A fork
+    // receives small messages (playback frames, marks, JSON events); 4 KiB holds several,
+    // and a larger message still grows the buffer to fit it.
     let ws_config = WebSocketConfig::default()
+        .read_buffer_size(FORK_READ_BUFFER)
         .max_message_size(Some(target.max_message_bytes))
         .max_frame_size(Some(target.max_message_bytes))
         .max_write_buffer_size(8 << 20);

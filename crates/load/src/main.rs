@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use siphon_load::digest::Algorithm;
 use siphon_load::generator::{self, Auth, Config};
 use siphon_load::report::{self, LevelResult};
-use siphon_load::{clock, procstat, sink};
+use siphon_load::{chart, clock, floor, procstat, sink};
 
 /// Load and latency benchmark for Siphon (see docs/benchmarks.md).
 #[derive(Debug, Parser)]
@@ -81,8 +81,28 @@ enum Cmd {
         #[arg(long)]
         echo: bool,
     },
-    /// Print the Markdown table (and headline) of JSON result lines.
-    Report { files: Vec<PathBuf> },
+    /// The floor: the least a program can do for one forked call (RTP in → WebSocket frame
+    /// out, frame in → RTP out), answering the generator's calls like Siphon's fork number.
+    Floor {
+        #[arg(long, default_value = "127.0.0.1:5090")]
+        listen: SocketAddr,
+        /// The sink's fork URL.
+        #[arg(long, default_value = "ws://127.0.0.1:9190/native")]
+        sink: String,
+        /// l16 or pcmu (what the sink receives).
+        #[arg(long, default_value = "l16")]
+        encoding: String,
+        /// RTP ports MIN-MAX.
+        #[arg(long, value_parser = parse_range, default_value = "10000-19998")]
+        rtp_ports: (u16, u16),
+    },
+    /// Print the Markdown table (and headline) of JSON result lines; with --svg DIR also
+    /// write the charts (CPU per call, latency p99, against concurrent calls) there.
+    Report {
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        svg: Option<PathBuf>,
+    },
     /// Wait until Siphon answers OPTIONS (exit 1 after SECONDS).
     Ping {
         #[arg(long, default_value = "127.0.0.1:5060")]
@@ -194,7 +214,26 @@ fn real_main() -> anyhow::Result<ExitCode> {
             sink::run(sink::Options { listen, echo })?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Report { files } => {
+        Cmd::Floor {
+            listen,
+            sink,
+            encoding,
+            rtp_ports,
+        } => {
+            let encoding = match encoding.as_str() {
+                "l16" => floor::Encoding::L16,
+                "pcmu" => floor::Encoding::Pcmu,
+                e => anyhow::bail!("unknown encoding {e} (l16 or pcmu)"),
+            };
+            floor::run(floor::Options {
+                listen,
+                sink,
+                encoding,
+                rtp_ports,
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Report { files, svg } => {
             let mut results: Vec<LevelResult> = Vec::new();
             for f in files {
                 for line in std::fs::read_to_string(&f)?.lines() {
@@ -204,6 +243,12 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 }
             }
             print!("{}", report::table(&results));
+            if let Some(dir) = svg {
+                std::fs::create_dir_all(&dir)?;
+                for (name, text) in chart::charts(&results) {
+                    std::fs::write(dir.join(name), text)?;
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Ping { server, seconds } => {

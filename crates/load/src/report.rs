@@ -325,15 +325,25 @@ pub fn table(results: &[LevelResult]) -> String {
             None => writeln!(out, "**{label}: no level passed.**\n"),
         };
     }
-    // Fork vs echo cost ratio at equal levels.
-    let echo: BTreeMap<u64, f64> = results
+    // Fork vs echo cost ratio at equal levels (the floor is not Siphon).
+    // Keyed by label and level: `fork-main` compares with `echo-main`.
+    let echo: BTreeMap<(String, u64), f64> = results
         .iter()
-        .filter(|r| r.fork.is_none())
-        .filter_map(|r| Some((r.level, r.procs.get("siphon")?.cpu_percent?)))
+        .filter(|r| r.fork.is_none() && r.label.starts_with("echo"))
+        .filter_map(|r| {
+            Some((
+                (r.label.clone(), r.level),
+                r.procs.get("siphon")?.cpu_percent?,
+            ))
+        })
         .collect();
-    for r in results.iter().filter(|r| r.fork.is_some()) {
+    for r in results
+        .iter()
+        .filter(|r| r.fork.is_some() && !r.label.starts_with("floor"))
+    {
         if let (Some(e), Some(f)) = (
-            echo.get(&r.level),
+            echo.get(&(r.label.replacen("fork", "echo", 1), r.level))
+                .or_else(|| echo.get(&("echo".to_string(), r.level))),
             r.procs.get("siphon").and_then(|p| p.cpu_percent),
         ) && *e > 0.0
         {
@@ -341,9 +351,14 @@ pub fn table(results: &[LevelResult]) -> String {
             let _ = if *e < 85.0 && f < 85.0 {
                 writeln!(
                     out,
-                    "- {} calls: Siphon CPU with fork / echo only = {:.2}× ({f:.1} % / {e:.1} %)",
+                    "- {} calls: Siphon CPU with fork / echo only = {:.2}× ({f:.1} % / {e:.1} %){}",
                     r.level,
-                    f / e
+                    f / e,
+                    if r.label == "fork" {
+                        String::new()
+                    } else {
+                        format!(" [{}]", r.label)
+                    }
                 )
             } else {
                 writeln!(
@@ -352,6 +367,38 @@ pub fn table(results: &[LevelResult]) -> String {
                     r.level
                 )
             };
+        }
+    }
+    // Siphon's forked call vs the floor's (`siphon-load floor`) at equal levels.
+    // `fork-opt` compares with `floor-opt` when there is one, else with `floor`.
+    let floor: BTreeMap<(String, u64), f64> = results
+        .iter()
+        .filter(|r| r.label.starts_with("floor"))
+        .filter_map(|r| {
+            Some((
+                (r.label.clone(), r.level),
+                r.procs.get("siphon")?.cpu_percent?,
+            ))
+        })
+        .collect();
+    for r in results
+        .iter()
+        .filter(|r| r.fork.is_some() && !r.label.starts_with("floor"))
+    {
+        if let (Some(fl), Some(f)) = (
+            floor
+                .get(&(r.label.replacen("fork", "floor", 1), r.level))
+                .or_else(|| floor.get(&("floor".to_string(), r.level))),
+            r.procs.get("siphon").and_then(|p| p.cpu_percent),
+        ) && *fl > 0.0
+        {
+            let _ = writeln!(
+                out,
+                "- {} calls: {} CPU / floor = {:.2}× ({f:.1} % / {fl:.1} %)",
+                r.level,
+                r.label,
+                f / fl
+            );
         }
     }
     out
