@@ -12,6 +12,7 @@ pub mod extensions;
 pub mod info_dtmf;
 pub mod message;
 pub mod peer;
+pub mod refer;
 pub mod registrar;
 pub mod sdp;
 pub mod session_timer;
