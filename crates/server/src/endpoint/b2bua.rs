@@ -34,6 +34,7 @@ mod failover;
 mod in_dialog;
 mod info;
 mod late_answer;
+mod refer;
 mod responses;
 mod update;
 mod via_edge;

@@ -23,6 +23,7 @@
 pub mod admin;
 pub mod metrics;
 pub mod tls;
+mod transfer;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
