@@ -205,6 +205,7 @@ pub fn subscription_state(status: u16, expires_s: u32) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
