@@ -652,6 +652,9 @@ source "$here/durability.sh"
 # Siphon nodes behind two Kamailio edges sharing registrations in Redis: calls between
 # phones at different edges, load spread, a node killed, a rolling restart, an edge killed.
 source "$here/cluster.sh"
+# Transfer (issue 17 part 2): REFER refusals and the transfer route's checks; a Siphon of
+# its own on SIP 5950, HTTP 8900, RTP 37000-37998.
+source "$here/transfer.sh"
 
 if [ "$failures" -ne 0 ]; then
     echo "--- siphon log (tail) ---"; tail -n 40 "$work/siphon.log"
