@@ -656,6 +656,9 @@ source "$here/cluster.sh"
 # Siphon of its own on 5850 (HTTP 8850), SIPp on 5851-5879 and a Python app on 8852-8853.
 # shellcheck source=sip-tests/calls-api.sh
 source "$here/calls-api.sh"
+# Transfer (issue 17 part 2): REFER refusals and the transfer route's checks; a Siphon of
+# its own on SIP 5950, HTTP 8900, RTP 37000-37998.
+source "$here/transfer.sh"
 
 if [ "$failures" -ne 0 ]; then
     echo "--- siphon log (tail) ---"; tail -n 40 "$work/siphon.log"

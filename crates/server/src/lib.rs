@@ -29,6 +29,7 @@ pub(crate) mod sip_trace;
 pub(crate) mod state_db;
 pub(crate) mod stereo;
 pub(crate) mod tls;
+pub(crate) mod transfer;
 pub(crate) mod transport;
 pub(crate) mod trunk_dns;
 

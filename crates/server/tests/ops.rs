@@ -937,6 +937,7 @@ fn every_route_is_in_the_openapi_description() {
         "/api/calls/{id}",
         "/api/calls/{id}/forks",
         "/api/calls/{id}/forks/{fork}",
+        "/api/calls/{id}/transfer",
         "/api/registrations",
     ] {
         assert!(spec.contains(&format!("\n  {path}:\n")), "{path} missing");

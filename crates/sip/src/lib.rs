@@ -13,6 +13,7 @@ pub mod glare;
 pub mod info_dtmf;
 pub mod message;
 pub mod peer;
+pub mod refer;
 pub mod registrar;
 pub mod reliable;
 pub mod sdp;

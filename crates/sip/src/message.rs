@@ -15,16 +15,16 @@ use std::net::SocketAddr;
 use rsip::{Header, Headers, StatusCode};
 
 /// Methods Siphon handles; sent in `Allow` (OPTIONS, 405).
-pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO, UPDATE, PRACK";
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO, UPDATE, PRACK, REFER";
 /// Bodies Siphon understands; sent in `Accept` (OPTIONS, 415).
 pub const ACCEPT: &str = "application/sdp";
 /// Default largest message accepted (bytes). Larger gets 513.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024;
 
 /// Methods rsip knows but Siphon does not implement: answered 405 with `Allow`.
-const KNOWN_UNSUPPORTED: &[&str] = &["MESSAGE", "NOTIFY", "PUBLISH", "REFER", "SUBSCRIBE"];
+const KNOWN_UNSUPPORTED: &[&str] = &["MESSAGE", "NOTIFY", "PUBLISH", "SUBSCRIBE"];
 const SUPPORTED: &[&str] = &[
-    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO", "UPDATE", "PRACK",
+    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO", "UPDATE", "PRACK", "REFER",
 ];
 
 /// Why a datagram could not be used. Each variant maps to the response RFC 3261 asks for

@@ -36,6 +36,7 @@ mod in_dialog;
 mod info;
 mod late_answer;
 mod prack;
+mod refer;
 mod responses;
 mod timer_legs;
 mod update;

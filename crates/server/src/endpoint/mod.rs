@@ -547,6 +547,7 @@ impl Endpoint {
             Method::Cancel => self.on_cancel(&key, &request),
             Method::Info => self.on_info(&key, &request),
             Method::Update => self.on_update(&key, &request),
+            Method::Refer => self.on_refer(&key, &request, false),
             _ => self.reply_to(&key, &request, 405, None, &[allow()]),
         }
     }

@@ -24,6 +24,7 @@ pub mod admin;
 pub mod metrics;
 mod originate;
 pub mod tls;
+mod transfer;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};

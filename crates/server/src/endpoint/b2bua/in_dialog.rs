@@ -70,6 +70,7 @@ impl Endpoint {
             Method::Update => self.bridge_reinvite(key, request, &id, side),
             Method::Info => self.bridge_info(key, request, &id, side),
             Method::Options | Method::Notify => self.reply_to(key, request, 200, None, &[]),
+            Method::Refer => self.on_refer(key, request, true),
             _ => self.reply_to(key, request, 405, None, &[allow()]),
         }
         true
