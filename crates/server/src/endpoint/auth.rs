@@ -13,7 +13,8 @@ use tracing::{debug, info, warn};
 use super::{Endpoint, now, without_tag};
 use crate::counters::inc;
 use crate::limits::Verdict;
-use siphon_sip::dialog::uri_of;
+use siphon_sip::auth::{Challenge, new_cnonce};
+use siphon_sip::dialog::{cseq_number, uri_of};
 
 impl Endpoint {
     /// Counts a failed authentication; blocks the source past the threshold, unless it is
@@ -210,6 +211,45 @@ pub(super) fn credentials_user(header: &str) -> String {
                 .then(|| v.trim().trim_matches('"').to_string())
         })
         .unwrap_or_default()
+}
+
+/// The INVITE a trunk challenged (401/407 in `response`), built again with credentials
+/// for `user`/`password`: the next CSeq, a fresh Via (`via`), the answer header that fits
+/// the challenge. `None` when the response carries no challenge Siphon can answer. Shared
+/// by the B2BUA's branches and originated calls.
+pub(super) fn invite_with_credentials(
+    invite: &rsip::Request,
+    response: &rsip::Response,
+    via: &str,
+    user: &str,
+    password: &str,
+) -> Option<rsip::Request> {
+    let (challenge_header, answer_header) = if response.status_code.code() == 407 {
+        ("Proxy-Authenticate", "Proxy-Authorization")
+    } else {
+        ("WWW-Authenticate", "Authorization")
+    };
+    let challenge = siphon_sip::message::header_values(&response.headers, challenge_header)
+        .iter()
+        .find_map(|v| Challenge::parse(v).ok())?;
+    let uri = invite.uri.to_string();
+    let credentials = challenge.authorization(user, password, "INVITE", &uri, 1, &new_cnonce());
+    let seq = cseq_number(invite).unwrap_or(1).wrapping_add(1);
+    let mut headers = rsip::Headers::default();
+    for h in invite.headers.iter() {
+        match h {
+            Header::Via(_) => headers.push(Header::Via(via.to_owned().into())),
+            Header::CSeq(_) => headers.push(Header::CSeq(format!("{seq} INVITE").into())),
+            Header::ContentLength(_) => {}
+            h => headers.push(h.clone()),
+        }
+    }
+    headers.push(Header::Other(answer_header.into(), credentials));
+    siphon_sip::message::finish(&mut headers, &invite.body);
+    Some(rsip::Request {
+        headers,
+        ..invite.clone()
+    })
 }
 
 #[cfg(test)]

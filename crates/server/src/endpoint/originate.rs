@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rsip::{Header, Headers, Method};
-use siphon_sip::auth::{Challenge, new_cnonce};
 use siphon_sip::dialog::{Dialog, DialogState, cseq_number};
 use siphon_sip::message;
 use siphon_sip::sdp::{Direction, LocalMedia, LocalSession};
@@ -390,36 +389,11 @@ impl Endpoint {
         let (Some((user, password)), false) = (d.credentials.clone(), d.authenticated) else {
             return false;
         };
-        let (challenge_header, answer_header) = if response.status_code.code() == 407 {
-            ("Proxy-Authenticate", "Proxy-Authorization")
-        } else {
-            ("WWW-Authenticate", "Authorization")
-        };
-        let Some(challenge) = message::header_values(&response.headers, challenge_header)
-            .iter()
-            .find_map(|v| Challenge::parse(v).ok())
+        let via = self.via_value(d.peer);
+        let Some(invite) =
+            super::auth::invite_with_credentials(&d.invite, response, &via, &user, &password)
         else {
             return false;
-        };
-        let via = self.via_value(d.peer);
-        let uri = d.invite.uri.to_string();
-        let credentials =
-            challenge.authorization(&user, &password, "INVITE", &uri, 1, &new_cnonce());
-        let seq = cseq_number(&d.invite).unwrap_or(1).wrapping_add(1);
-        let mut headers = Headers::default();
-        for h in d.invite.headers.iter() {
-            match h {
-                Header::Via(_) => headers.push(Header::Via(via.clone().into())),
-                Header::CSeq(_) => headers.push(Header::CSeq(format!("{seq} INVITE").into())),
-                Header::ContentLength(_) => {}
-                h => headers.push(h.clone()),
-            }
-        }
-        headers.push(Header::Other(answer_header.into(), credentials));
-        message::finish(&mut headers, &d.invite.body);
-        let invite = rsip::Request {
-            headers,
-            ..d.invite.clone()
         };
         let peer = d.peer;
         match self.layer.send_request(now(), invite.clone(), peer) {

@@ -3,11 +3,10 @@
 //! one final response the caller gets, a trunk's digest challenge answered, and late
 //! answers from phones whose call is over stopped (CANCEL, or ACK and BYE).
 
-use rsip::{Header, Headers, Method};
+use rsip::Method;
 use siphon_sip::Peer;
-use siphon_sip::auth::{Challenge, new_cnonce};
 use siphon_sip::dialog::{Dialog, DialogId, DialogState, cseq_number};
-use siphon_sip::message::{self, header_values};
+
 use siphon_sip::transaction::TransactionKey;
 use std::time::SystemTime;
 use tokio::time::Instant;
@@ -92,36 +91,15 @@ impl Endpoint {
             warn!("the trunk refused Siphon's credentials");
             return false;
         }
-        let (challenge_header, answer_header) = if response.status_code.code() == 407 {
-            ("Proxy-Authenticate", "Proxy-Authorization")
-        } else {
-            ("WWW-Authenticate", "Authorization")
-        };
-        let Some(challenge) = header_values(&response.headers, challenge_header)
-            .iter()
-            .find_map(|v| Challenge::parse(v).ok())
-        else {
+        let Some(invite) = crate::endpoint::auth::invite_with_credentials(
+            &branch.invite,
+            response,
+            &via,
+            &user,
+            &password,
+        ) else {
             warn!("the trunk's challenge cannot be answered");
             return false;
-        };
-        let uri = branch.invite.uri.to_string();
-        let credentials =
-            challenge.authorization(&user, &password, "INVITE", &uri, 1, &new_cnonce());
-        let seq = cseq_number(&branch.invite).unwrap_or(1).wrapping_add(1);
-        let mut headers = Headers::default();
-        for h in branch.invite.headers.iter() {
-            match h {
-                Header::Via(_) => headers.push(Header::Via(via.clone().into())),
-                Header::CSeq(_) => headers.push(Header::CSeq(format!("{seq} INVITE").into())),
-                Header::ContentLength(_) => {}
-                h => headers.push(h.clone()),
-            }
-        }
-        headers.push(Header::Other(answer_header.into(), credentials));
-        message::finish(&mut headers, &branch.invite.body);
-        let invite = rsip::Request {
-            headers,
-            ..branch.invite.clone()
         };
         match self.layer.send_request(now(), invite.clone(), branch.peer) {
             Ok(new_key) => {
