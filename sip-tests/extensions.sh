@@ -287,23 +287,41 @@ fi
 # --- a=rtcp (RFC 3605) and a=rtcp-mux (RFC 5761) on a served leg: a caller offering
 # a=rtcp-mux to the echo number gets both in the answer (checked in the scenario), and its
 # RTP port 16620 gets the echo of its 7 s of speech unbroken and Siphon's SR/RR and BYE
-# multiplexed with it, nothing on 16621; a caller without it gets no a=rtcp-mux, still an
-# a=rtcp, and the RTCP on its port + 1 as before (ext_rtcp_mux_check.py). The SIPp ports
-# are those of checks long finished (ext-require-420, ext-info-dtmf-700).
+# multiplexed with it, nothing on 16621; the two sender reports the caller multiplexes on
+# its RTP port (ext_rtcp_inject.py) are counted as RTCP received, not taken for audio; a
+# caller without it gets no a=rtcp-mux, still an a=rtcp, and the RTCP on its port + 1 as
+# before (ext_rtcp_mux_check.py). The SIPp ports are those of checks long finished
+# (ext-require-420, ext-info-dtmf-700).
+
+# ext_rtcp_in: the RTCP packets Siphon has received, from its /metrics.
+ext_rtcp_in() {
+    curl -fsS http://127.0.0.1:8600/metrics 2>/dev/null |
+        awk '/^siphon_rtcp_packets_total\{direction="in"\}/ {n = $2} END {print n + 0}'
+}
 for ext_mux in 1 0; do
     ext_name=$([ "$ext_mux" = 1 ] && echo ext-rtcp-mux || echo ext-rtcp-no-mux)
     ext_mp=$([ "$ext_mux" = 1 ] && echo 16620 || echo 16630)
     ext_sf=$([ "$ext_mux" = 1 ] && echo ext_rtcp_mux.xml || echo ext_rtcp_nomux.xml)
     mkdir -p "$ext_work/$ext_name"
-    cp "$ext_work/pcma_20ms.pcap" "$ext_work/$ext_name/"
+    cp "$ext_work/pcma_20ms.pcap" "$ext_here/ext_rtcp_inject.py" "$ext_work/$ext_name/"
+    ext_rtcp_in_before=$(ext_rtcp_in)
     if capture_start "$ext_work/$ext_name.pcapng" "" "udp dst port $ext_mp or udp dst port $((ext_mp + 1))"; then
-        ext_run "$ext_name" -sf "$ext_sc/$ext_sf" -s 600 -m 1 -p $((5610 + ext_mux)) -i 127.0.0.1 -mp "$ext_mp"
+        ext_run "$ext_name" -sf "$ext_sc/$ext_sf" -s 600 -m 1 -p $((5610 + ext_mux)) -i 127.0.0.1 \
+            -mp "$ext_mp" -key phone_port "$ext_mp"
         sleep 1 # the RTCP BYE leaves as the call ends, just after the BYE's 200
         capture_stop
         if python3 "$ext_here/ext_rtcp_mux_check.py" "$ext_work/$ext_name.pcapng" "$ext_mp" "$ext_mux" >"$ext_work/$ext_name.check" 2>&1; then
             echo "PASS $ext_name-media ($(cat "$ext_work/$ext_name.check"))"
         else
             ext_fail "$ext_name-media ($(cat "$ext_work/$ext_name.check"))"
+        fi
+        if [ "$ext_mux" = 1 ]; then
+            ext_rtcp_in_after=$(ext_rtcp_in)
+            if [ $((ext_rtcp_in_after - ext_rtcp_in_before)) -ge 2 ]; then
+                echo "PASS ext-rtcp-mux-received (RTCP in $ext_rtcp_in_before -> $ext_rtcp_in_after)"
+            else
+                ext_fail "ext-rtcp-mux-received (RTCP in $ext_rtcp_in_before -> $ext_rtcp_in_after; $(cat "$ext_work/$ext_name/inject.log" 2>/dev/null))"
+            fi
         fi
     else
         capture_stop
