@@ -6,9 +6,9 @@
 # of its own (sip-tests/extensions.toml, or $EXT_CONFIG: SIP 5650, HTTP 8600, analytics 8601, RTP
 # 32000-32998) and SIPp only on SIP ports 5600-5649 and media ports 16600-16699, so it never
 # meets another check's ports. SIPp takes four ports from its -mp (audio and video, RTP and
-# RTCP), so each SIPp here has its own ten: 16600, 16610, ... 16670; the listeners of
-# ext_rtp_sink.py take 16690-16699. Every name here starts with ext_ so that sourcing it changes
-# nothing of run.sh's.
+# RTCP), so each SIPp here has its own ten: 16600, 16610, ... 16680 (the RTCP checks at the
+# end reuse 16620 and 16630); the listeners of ext_rtp_sink.py take 16690-16699. Every
+# name here starts with ext_ so that sourcing it changes nothing of run.sh's.
 
 ext_here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ext_alone=0
@@ -283,6 +283,80 @@ else
     capture_stop
     ext_fail "ext-ptime30 (tshark cannot capture on lo: run as root)"
 fi
+
+# --- a=rtcp (RFC 3605) and a=rtcp-mux (RFC 5761) on a served leg: a caller offering
+# a=rtcp-mux to the echo number gets both in the answer (checked in the scenario), and its
+# RTP port 16620 gets the echo of its 7 s of speech unbroken and Siphon's SR/RR and BYE
+# multiplexed with it, nothing on 16621; the two sender reports the caller multiplexes on
+# its RTP port (ext_rtcp_inject.py) are counted as RTCP received, not taken for audio; a
+# caller without it gets no a=rtcp-mux, still an a=rtcp, and the RTCP on its port + 1 as
+# before (ext_rtcp_mux_check.py). The SIPp ports are those of checks long finished
+# (ext-require-420, ext-info-dtmf-700).
+
+# ext_rtcp_in: the RTCP packets Siphon has received, from its /metrics.
+ext_rtcp_in() {
+    curl -fsS http://127.0.0.1:8600/metrics 2>/dev/null |
+        awk '/^siphon_rtcp_packets_total\{direction="in"\}/ {n = $2} END {print n + 0}'
+}
+for ext_mux in 1 0; do
+    ext_name=$([ "$ext_mux" = 1 ] && echo ext-rtcp-mux || echo ext-rtcp-no-mux)
+    ext_mp=$([ "$ext_mux" = 1 ] && echo 16620 || echo 16630)
+    ext_sf=$([ "$ext_mux" = 1 ] && echo ext_rtcp_mux.xml || echo ext_rtcp_nomux.xml)
+    mkdir -p "$ext_work/$ext_name"
+    cp "$ext_work/pcma_20ms.pcap" "$ext_here/ext_rtcp_inject.py" "$ext_work/$ext_name/"
+    ext_rtcp_in_before=$(ext_rtcp_in)
+    if capture_start "$ext_work/$ext_name.pcapng" "" "udp dst port $ext_mp or udp dst port $((ext_mp + 1))"; then
+        ext_run "$ext_name" -sf "$ext_sc/$ext_sf" -s 600 -m 1 -p $((5610 + ext_mux)) -i 127.0.0.1 \
+            -mp "$ext_mp" -key phone_port "$ext_mp"
+        sleep 1 # the RTCP BYE leaves as the call ends, just after the BYE's 200
+        capture_stop
+        if python3 "$ext_here/ext_rtcp_mux_check.py" "$ext_work/$ext_name.pcapng" "$ext_mp" "$ext_mux" >"$ext_work/$ext_name.check" 2>&1; then
+            echo "PASS $ext_name-media ($(cat "$ext_work/$ext_name.check"))"
+        else
+            ext_fail "$ext_name-media ($(cat "$ext_work/$ext_name.check"))"
+        fi
+        if [ "$ext_mux" = 1 ]; then
+            ext_rtcp_in_after=$(ext_rtcp_in)
+            if [ $((ext_rtcp_in_after - ext_rtcp_in_before)) -ge 2 ]; then
+                echo "PASS ext-rtcp-mux-received (RTCP in $ext_rtcp_in_before -> $ext_rtcp_in_after)"
+            else
+                ext_fail "ext-rtcp-mux-received (RTCP in $ext_rtcp_in_before -> $ext_rtcp_in_after; $(cat "$ext_work/$ext_name/inject.log" 2>/dev/null))"
+            fi
+        fi
+    else
+        capture_stop
+        ext_fail "$ext_name (tshark cannot capture on lo: run as root)"
+    fi
+done
+
+# --- rtcp-mux on both legs of a bridged call: the caller offers it (Siphon's answer accepts
+# it) and the carrier's answer to Siphon's offer has it. The carrier's 7 s of PCMA speech
+# reaches the caller's sink (16698) unbroken, with Siphon's SR and BYE multiplexed among it;
+# the carrier, which sent RTP and got none, gets RRs and BYE on its RTP port 16600; nothing
+# goes to either port + 1.
+python3 "$ext_here/ext_rtp_sink.py" 16698 8 300 60 >"$ext_work/mux-bridged-sink.out" 2>&1 &
+ext_sink_pid=$!
+wait_until 10 udp_bound 16698
+ext_callee_args=(-key fmts "8" -key sdp_extra "a=rtcp-mux")
+ext_caller_args=(-key sink_port 16698 -key ptime_line "a=rtcp-mux")
+ext_mux_capture=0
+capture_start "$ext_work/mux-bridged.pcapng" "" "udp dst portrange 16600-16601 or udp dst portrange 16698-16699" && ext_mux_capture=1
+ext_pair ext-rtcp-mux-bridged ext_callee_play.xml ext_caller_sink.xml 9134
+if wait "$ext_sink_pid"; then
+    echo "PASS ext-rtcp-mux-bridged-audio ($(cat "$ext_work/mux-bridged-sink.out"))"
+else
+    ext_fail "ext-rtcp-mux-bridged-audio ($(cat "$ext_work/mux-bridged-sink.out"))"
+fi
+sleep 1 # the BYE leaves as the bridge ends, just after the caller's BYE
+capture_stop
+for ext_port_min in 16698:300 16600:0; do
+    if [ "$ext_mux_capture" = 1 ] && python3 "$ext_here/ext_rtcp_mux_check.py" "$ext_work/mux-bridged.pcapng" \
+        "${ext_port_min%:*}" 1 "${ext_port_min#*:}" >"$ext_work/mux-bridged.check" 2>&1; then
+        echo "PASS ext-rtcp-mux-bridged-${ext_port_min%:*} ($(cat "$ext_work/mux-bridged.check"))"
+    else
+        ext_fail "ext-rtcp-mux-bridged-${ext_port_min%:*} ($(cat "$ext_work/mux-bridged.check" 2>/dev/null || echo "tshark cannot capture on lo: run as root"))"
+    fi
+done
 
 kill -TERM "$ext_siphon_pid" 2>/dev/null; wait "$ext_siphon_pid" 2>/dev/null
 if [ "$failures" != "$ext_failures_before" ]; then

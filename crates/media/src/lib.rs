@@ -25,6 +25,7 @@
 //! |---|---|
 //! | [`packet`] | RTP parse (pre-validated, borrowing) and build, via the `rtp` crate |
 //! | [`rtcp`] | RTCP compound parse, SR/RR/SDES/BYE build, [`rtcp::RtcpScheduler`], NTP time |
+//! | [`rtcp_mux`] | RTP/RTCP demultiplexing (RFC 5761) and where a leg's RTCP goes |
 //! | [`stats`] | RFC 3550 receiver statistics: extended seq, loss, fraction lost, jitter |
 //! | [`g711`] | µ-law / A-law tables and encoders, bit-exact |
 //! | [`jitter`] | adaptive jitter buffer (20–200 ms), loss concealment |
@@ -105,6 +106,7 @@ pub mod packet;
 pub mod repacketize;
 pub mod resample;
 pub mod rtcp;
+pub mod rtcp_mux;
 pub mod session;
 pub mod stats;
 pub mod tone;

@@ -14,6 +14,7 @@
 
 mod negotiate;
 mod parse;
+mod rtcp;
 #[cfg(test)]
 mod tests;
 
@@ -22,6 +23,7 @@ use std::net::IpAddr;
 
 pub use negotiate::{LocalMedia, LocalSession, Negotiated, TELEPHONE_EVENT_PT};
 pub use parse::{MAX_LINE_BYTES, MAX_LINES, MAX_MEDIA, MAX_SDP_BYTES};
+pub use rtcp::{RtcpAttribute, has_rtcp_mux, remote_rtcp, rtcp_attribute};
 
 /// Why an SDP body could not be used. Each variant maps onto the SIP status a server should
 /// answer an INVITE with (see [`SdpError::status_code`]).

@@ -177,6 +177,8 @@ impl Endpoint {
                         direction: siphon_sip::sdp::Direction::SendRecv,
                         also_receive: Vec::new(),
                         ptime: None,
+                        rtcp_mux: false,
+                        remote_rtcp: None,
                     },
                 )
             }

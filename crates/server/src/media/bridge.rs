@@ -375,6 +375,10 @@ impl Bridge {
                 }
                 r = self.caller.rtp.socket.recv_from(&mut rx_caller) => {
                     let Ok((len, from)) = r else { continue };
+                    if self.caller.muxed(&rx_caller[..len]) {
+                        self.caller.on_rtcp(&rx_caller[..len], from, &self.counters);
+                        continue;
+                    }
                     let fork = self.aligner.as_mut().map(|a| (a, stereo::Leg::Caller));
                     if relay(&mut self.caller, &mut self.callee, &rx_caller[..len], from, &mut tx, &self.counters, fork) {
                         last_rx[0] = Instant::now();
@@ -383,6 +387,10 @@ impl Bridge {
                 }
                 r = self.callee.rtp.socket.recv_from(&mut rx_callee) => {
                     let Ok((len, from)) = r else { continue };
+                    if self.callee.muxed(&rx_callee[..len]) {
+                        self.callee.on_rtcp(&rx_callee[..len], from, &self.counters);
+                        continue;
+                    }
                     let fork = self.aligner.as_mut().map(|a| (a, stereo::Leg::Callee));
                     if relay(&mut self.callee, &mut self.caller, &rx_callee[..len], from, &mut tx, &self.counters, fork) {
                         last_rx[1] = Instant::now();

@@ -16,6 +16,7 @@ use siphon_media::g711::G711;
 use siphon_media::jitter::FrameKind;
 use siphon_media::packet::RtpPacket;
 use siphon_media::repacketize::Repacketizer;
+use siphon_media::rtcp_mux;
 use siphon_media::session::{MediaEvent, MediaSession, SessionConfig};
 use siphon_media::tone::ToneGenerator;
 use siphon_sip::dialog::DialogId;
@@ -346,7 +347,10 @@ impl Leg {
                         continue;
                     }
                     for (packet, from) in rx.packets() {
-                        if self.on_rtp(packet, from) {
+                        // RFC 5761 §4: RTCP multiplexed on the RTP port is never audio.
+                        if self.params.rtcp_mux && rtcp_mux::is_rtcp(packet) {
+                            self.on_rtcp(packet, from);
+                        } else if self.on_rtp(packet, from) {
                             last_rx = Instant::now();
                         }
                     }
@@ -603,9 +607,17 @@ impl Leg {
                 tap.on_slot(outbound, slot_time);
             }
         }
+        let rtcp_socket = if self.params.rtcp_mux {
+            &self.rtp.socket
+        } else {
+            &self.rtp.rtcp
+        };
         if let Ok(Some(n)) = session.poll_rtcp(now, tx)
-            && let Some(rtcp_dest) = self.latched_rtcp.or(dest.map(rtcp_of))
-            && self.rtp.rtcp.try_send_to(&tx[..n], rtcp_dest).is_ok()
+            && let Some(rtcp_dest) = self
+                .params
+                .rtcp_peer()
+                .destination(self.latched, self.latched_rtcp)
+            && rtcp_socket.try_send_to(&tx[..n], rtcp_dest).is_ok()
         {
             self.counters
                 .rtcp_packets_out
@@ -674,17 +686,26 @@ impl Leg {
     }
 
     fn send_rtcp_bye(&mut self) {
-        let dest = self.latched_rtcp.or(self.destination().map(rtcp_of));
+        let dest = self
+            .params
+            .rtcp_peer()
+            .destination(self.latched, self.latched_rtcp);
+        let socket = if self.params.rtcp_mux {
+            &self.rtp.socket
+        } else {
+            &self.rtp.rtcp
+        };
         if let (Some(session), Some(dest)) = (self.session.as_mut(), dest) {
             let mut out = [0u8; 512];
             if let Ok(n) = session.build_bye(Instant::now().into_std(), &mut out) {
-                let _ = self.rtp.rtcp.try_send_to(&out[..n], dest);
+                let _ = socket.try_send_to(&out[..n], dest);
             }
         }
     }
 }
 
-/// RTCP goes to the RTP port + 1 unless the peer's RTCP shows up elsewhere (RFC 3550 §11).
+/// RTCP goes where `RtcpPeer::destination` says (the RTP port + 1 unless the SDP or the
+/// peer's own RTCP says otherwise).
 /// Sends the leg's RTP to `from` from now on. RTCP follows the RTP source's host, so its
 /// latched address is learnt again.
 fn latch(
@@ -697,10 +718,6 @@ fn latch(
     *latched = Some(from);
     *latched_rtcp = None;
     stats.set_latched(Some(from));
-}
-
-fn rtcp_of(rtp: SocketAddr) -> SocketAddr {
-    SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1))
 }
 
 /// The re-cutting the peer's `a=ptime` asks for (none at 20 ms or without one).

@@ -15,6 +15,7 @@ pub(crate) mod leg;
 
 use std::net::SocketAddr;
 
+use siphon_media::rtcp_mux::RtcpPeer;
 use siphon_sip::sdp::{Codec, Direction};
 
 /// What offer/answer decided for the leg.
@@ -34,9 +35,23 @@ pub struct MediaParams {
     /// The peer's `a=ptime`: the packet duration it wants to receive (10-40 ms). Served
     /// legs re-cut their 20 ms packets to it; what the peer sends may be any duration.
     pub ptime: Option<u32>,
+    /// RTCP multiplexed on the RTP port (RFC 5761): sent from and to the RTP ports, and
+    /// told apart from RTP on receipt.
+    pub rtcp_mux: bool,
+    /// The peer's `a=rtcp` address (RFC 3605); None means its RTP port + 1.
+    pub remote_rtcp: Option<SocketAddr>,
 }
 
 impl MediaParams {
+    /// Where the peer wants RTCP, as its SDP says.
+    pub fn rtcp_peer(&self) -> RtcpPeer {
+        RtcpPeer {
+            mux: self.rtcp_mux,
+            sdp_rtp: self.remote,
+            sdp_rtcp: self.remote_rtcp,
+        }
+    }
+
     /// The codec of an audio packet of payload type `pt`, if the peer may send it.
     pub fn audio_codec(&self, pt: u8) -> Option<Codec> {
         if pt == self.payload_type {
@@ -60,6 +75,8 @@ impl From<&siphon_sip::sdp::Negotiated> for MediaParams {
             direction: n.direction,
             also_receive: n.also_receive.clone(),
             ptime: n.remote_ptime,
+            rtcp_mux: n.rtcp_mux,
+            remote_rtcp: n.remote_rtcp,
         }
     }
 }

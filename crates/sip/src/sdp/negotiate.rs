@@ -2,6 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use super::rtcp::{RtcpAttribute, has_rtcp_mux, remote_rtcp, rtcp_mux_attribute};
 use super::{
     Codec, Direction, MediaDescription, Origin, RawLine, RtpMap, SdpError, SessionDescription,
 };
@@ -70,6 +71,13 @@ pub struct Negotiated {
     pub also_receive: Vec<(Codec, u8)>,
     /// Index of the accepted stream among the offer's (and answer's) m= lines.
     pub media_index: usize,
+    /// The stream read carries `a=rtcp-mux` (RFC 5761): RTCP goes to and comes from the
+    /// RTP ports. (Siphon offers it and accepts it when offered, so whenever the
+    /// description read has it, both sides multiplex.)
+    pub rtcp_mux: bool,
+    /// Where the peer receives RTCP per its `a=rtcp` (RFC 3605); None without a usable
+    /// attribute, when its RTP address + 1 applies.
+    pub remote_rtcp: Option<SocketAddr>,
 }
 
 /// Keeps our o= line stable across a dialog: same session id, version incremented only when
@@ -193,7 +201,9 @@ impl LocalSession {
         let direction = offered_direction.reversed();
         let remote_rtp = remote_addr.map(|addr| SocketAddr::new(addr, offered.port));
 
+        let rtcp_mux = has_rtcp_mux(offered);
         let mut ours = audio_media(local, direction);
+        ours.attributes = rtcp_attributes(local, rtcp_mux, rtcp_mux);
         ours.protocol = offered.protocol.clone();
         ours.formats = vec![payload_type.to_string()];
         ours.rtpmaps = vec![codec.rtpmap(payload_type)];
@@ -238,6 +248,8 @@ impl LocalSession {
                 })
                 .collect(),
             media_index: index,
+            rtcp_mux,
+            remote_rtcp: remote_addr.and(remote_rtcp(offered, remote_addr)),
         })
     }
 
@@ -246,6 +258,7 @@ impl LocalSession {
     /// explicitly (sendonly for putting a peer on hold, sendrecv otherwise).
     pub fn offer(&mut self, local: &LocalMedia, direction: Direction) -> SessionDescription {
         let mut media = audio_media(local, direction);
+        media.attributes = rtcp_attributes(local, false, true);
         for codec in &local.codecs {
             let pt = codec.payload_type();
             if media.rtpmap(pt).is_none() {
@@ -299,6 +312,27 @@ impl LocalSession {
         self.last_sent = Some(sd.clone());
         sd
     }
+}
+
+/// Our RTCP attributes: `a=rtcp` naming our RTCP port (RFC 3605) — the RTP port in an
+/// answer that accepts multiplexing (`on_rtp_port`), the next one otherwise; never an
+/// address, as Siphon's RTCP socket is on the `c=` address — and `a=rtcp-mux` (RFC 5761)
+/// in offers and in answers to offers that have it. An offer keeps `a=rtcp` on the next
+/// port (RFC 5761 §5.1.3): where RTCP goes if the answerer does not multiplex.
+fn rtcp_attributes(local: &LocalMedia, on_rtp_port: bool, mux: bool) -> Vec<super::Attribute> {
+    let mut attributes = Vec::with_capacity(2);
+    let port = if on_rtp_port {
+        Some(local.port)
+    } else {
+        local.port.checked_add(1)
+    };
+    if let Some(port) = port.filter(|_| local.port != 0) {
+        attributes.push(RtcpAttribute::new(port, local.address, local.address).to_attribute());
+    }
+    if mux {
+        attributes.push(rtcp_mux_attribute());
+    }
+    attributes
 }
 
 /// Our audio m= section without formats.

@@ -445,8 +445,11 @@ fn answers_sipp_uac_with_pcmu() {
          m=audio 40000 RTP/AVP 0\r\n\
          a=rtpmap:0 PCMU/8000\r\n\
          a=ptime:20\r\n\
+         a=rtcp:40001\r\n\
          a=sendrecv\r\n"
     );
+    assert!(!n.rtcp_mux);
+    assert_eq!(n.remote_rtcp, None);
     assert_round_trips(&n.answer);
 }
 
@@ -459,9 +462,9 @@ fn answers_linphone_with_offerers_first_g711_and_dtmf() {
     let text = n.answer.to_string();
     assert!(text.contains(
         "m=audio 40000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
-         a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n"
+         a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=rtcp:40001\r\na=sendrecv\r\n"
     ));
-    assert!(!text.contains("opus") && !text.contains("rtcp"));
+    assert!(!text.contains("opus") && !text.contains("rtcp-") && !text.contains("xr"));
     assert_round_trips(&n.answer);
 }
 
@@ -795,6 +798,8 @@ fn builds_initial_offer() {
          a=rtpmap:101 telephone-event/8000\r\n\
          a=fmtp:101 0-16\r\n\
          a=ptime:20\r\n\
+         a=rtcp:40001\r\n\
+         a=rtcp-mux\r\n\
          a=sendrecv\r\n"
     );
     assert_round_trips(&offer);
@@ -828,4 +833,56 @@ fn every_codec_of_ours_the_stream_lists_is_also_received() {
     assert_eq!((n.codec, n.payload_type), (Codec::Pcma, 8));
     assert_eq!(n.also_receive, [(Codec::Pcmu, 0), (Codec::Pcmu, 96)]);
     assert!(answer(SIPP_UAC).also_receive.is_empty());
+}
+
+// ---------------------------------------------------------------- RTCP attributes
+
+#[test]
+fn rtcp_mux_offered_is_accepted_with_rtcp_on_the_rtp_port() {
+    let n = answer(&audio_offer("0", "a=rtcp-mux\r\na=rtcp:6001\r\n"));
+    assert!(n.rtcp_mux);
+    assert_eq!(n.remote_rtcp, Some("198.51.100.7:6001".parse().unwrap()));
+    let text = n.answer.to_string();
+    assert!(text.contains("a=rtcp:40000\r\na=rtcp-mux\r\n"), "{text}");
+    assert_round_trips(&n.answer);
+}
+
+#[test]
+fn an_answer_with_rtcp_mux_is_read_as_multiplexed() {
+    let mut s = session();
+    let offer = s.offer(&local(), Direction::SendRecv);
+    assert!(has_rtcp_mux(&offer.media[0]));
+    let n = s
+        .answer(&parse(&audio_offer("0", "a=rtcp-mux\r\n")), &local())
+        .unwrap();
+    assert!(n.rtcp_mux);
+    let n = s.answer(&parse(&audio_offer("0", "")), &local()).unwrap();
+    assert!(!n.rtcp_mux);
+    assert!(!n.answer.to_string().contains("rtcp-mux"));
+}
+
+#[test]
+fn peers_rtcp_port_and_address_are_honoured_and_bad_ones_ignored() {
+    let n = answer(&audio_offer("0", "a=rtcp:53020 IN IP4 192.0.2.9\r\n"));
+    assert_eq!(n.remote_rtcp, Some("192.0.2.9:53020".parse().unwrap()));
+    for bad in [
+        "a=rtcp:0\r\n",
+        "a=rtcp:70000\r\n",
+        "a=rtcp:x\r\n",
+        "a=rtcp\r\n",
+        "a=rtcp:\r\n",
+        "a=rtcp:5 IN IP4 nowhere\r\n",
+    ] {
+        let n = answer(&audio_offer("0", bad));
+        assert_eq!(n.remote_rtcp, None, "{bad:?}");
+        assert_eq!(n.remote_rtp, Some("198.51.100.7:5004".parse().unwrap()));
+    }
+}
+
+#[test]
+fn hold_with_rtcp_attribute_has_no_rtcp_destination() {
+    let text =
+        audio_offer("0", "a=rtcp:6001\r\n").replace("c=IN IP4 198.51.100.7", "c=IN IP4 0.0.0.0");
+    let n = answer(&text);
+    assert_eq!((n.remote_rtp, n.remote_rtcp), (None, None));
 }

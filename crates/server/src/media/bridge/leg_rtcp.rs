@@ -1,5 +1,6 @@
 //! RTCP on the legs of a bridge (RFC 3550 §6): each leg reports, from its own RTCP port
-//! (RTP port + 1) to the phone's (its RTP address + 1, or where its RTCP came from), on the
+//! (RTP port + 1) to the phone's (where its RTCP came from, else its `a=rtcp`, else its RTP
+//! address + 1) — or, multiplexed (RFC 5761), from and to the RTP ports — on the
 //! stream Siphon sends it (SR) and the one it receives from it (report block); the phone's
 //! SRs feed the round-trip fields; the last report goes with BYE when the bridge ends. The
 //! state is `siphon_media::relay_rtcp`; the other leg's RTCP is not relayed (each leg is
@@ -7,28 +8,42 @@
 
 use std::net::SocketAddr;
 
+use siphon_media::rtcp_mux;
 use tokio::time::Instant;
 use tracing::debug;
 
 use super::Leg;
 use crate::counters::{Counters, inc};
 
-/// The RTCP address for an RTP address (RFC 3550 §11: the next port).
-fn rtcp_of(rtp: SocketAddr) -> SocketAddr {
-    SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1))
-}
-
 impl Leg {
-    /// Where this leg's RTCP goes: where the phone's came from, else next to its RTP.
+    /// Where this leg's RTCP goes (see `RtcpPeer::destination`).
     fn rtcp_destination(&self) -> Option<SocketAddr> {
-        self.latched_rtcp.or_else(|| {
-            self.latched
-                .or(self.params.as_ref().and_then(|p| p.remote))
-                .map(rtcp_of)
-        })
+        self.params
+            .as_ref()
+            .and_then(|p| p.rtcp_peer().destination(self.latched, self.latched_rtcp))
     }
 
-    /// A datagram on this leg's RTCP socket.
+    /// Whether RTCP is multiplexed on this leg's RTP port (RFC 5761).
+    fn rtcp_mux(&self) -> bool {
+        self.params.as_ref().is_some_and(|p| p.rtcp_mux)
+    }
+
+    /// Whether a datagram on this leg's RTP socket is multiplexed RTCP (RFC 5761 §4): it
+    /// goes to [`Leg::on_rtcp`], never relayed as RTP nor counted in the RTP statistics.
+    pub(super) fn muxed(&self, datagram: &[u8]) -> bool {
+        self.rtcp_mux() && rtcp_mux::is_rtcp(datagram)
+    }
+
+    /// The socket this leg's RTCP leaves from.
+    fn rtcp_socket(&self) -> &tokio::net::UdpSocket {
+        if self.rtcp_mux() {
+            &self.rtp.socket
+        } else {
+            &self.rtp.rtcp
+        }
+    }
+
+    /// A datagram on this leg's RTCP socket (or RTCP multiplexed on its RTP socket).
     pub(super) fn on_rtcp(&mut self, data: &[u8], from: SocketAddr, counters: &Counters) {
         // Only from the phone's address (its RTP source's host): not a stranger's.
         let ours = self
@@ -60,7 +75,7 @@ impl Leg {
             return;
         };
         if let Some(dest) = self.rtcp_destination()
-            && self.rtp.rtcp.try_send_to(&out[..n], dest).is_ok()
+            && self.rtcp_socket().try_send_to(&out[..n], dest).is_ok()
         {
             inc(&counters.rtcp_packets_out);
         }
@@ -73,7 +88,7 @@ impl Leg {
         };
         let mut out = [0u8; 512];
         if let Ok(n) = self.rtcp.bye(Instant::now().into_std(), &mut out)
-            && self.rtp.rtcp.try_send_to(&out[..n], dest).is_ok()
+            && self.rtcp_socket().try_send_to(&out[..n], dest).is_ok()
         {
             inc(&counters.rtcp_packets_out);
         }
