@@ -319,6 +319,7 @@ fn call_json(ctx: &HttpContext, c: &CallSummary) -> Value {
             "jitter_ms": load(&rtp.jitter_us) as f64 / 1000.0,
         },
         "forks": forks_json(ctx, &c.call_id),
+        "transfer": c.transfer,
     })
 }
 

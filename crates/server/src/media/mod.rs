@@ -9,6 +9,7 @@
 //! - [`forking`]: what both hand to the fork crate: frames to the WebSocket, the service's
 //!   audio back in order.
 
+pub(crate) mod agent_leg;
 pub(crate) mod bridge;
 pub mod forking;
 pub(crate) mod leg;
