@@ -30,7 +30,14 @@ struct TransferBody {
     from: Option<String>,
 }
 
-pub(super) async fn transfer_call(
+pub(super) fn routes() -> axum::Router<Arc<HttpContext>> {
+    axum::Router::new().route(
+        "/api/calls/{id}/transfer",
+        axum::routing::post(transfer_call),
+    )
+}
+
+async fn transfer_call(
     State(ctx): State<Arc<HttpContext>>,
     id: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,

@@ -6,8 +6,9 @@
 //! was, the agent (outbound track, the second channel with `tracks = "both"`).
 //!
 //! The agent leg has its own RTP socket, session (SSRC, sequence, jitter buffer) and
-//! latching; its pacer is driven from the caller's slots, started half a slot earlier so
-//! that each caller slot finds exactly one agent slot due.
+//! latching; its pacer is driven from the caller's slots: the agent's clock advances 20 ms
+//! per caller slot (one agent slot each, never none or two when a wake-up is late), so the
+//! two streams cannot slip against each other.
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
@@ -36,8 +37,11 @@ pub struct AgentSetup {
 pub(super) struct AgentLeg {
     pub(super) rtp: RtpPort,
     params: MediaParams,
-    /// Created at the first caller slot after the takeover (see the module doc).
-    session: Option<MediaSession>,
+    /// Created at the first caller slot after the takeover (see the module doc), with the
+    /// agent clock's start.
+    session: Option<(MediaSession, std::time::Instant)>,
+    /// Caller slots since the takeover: the agent clock is `start + slots · 20 ms`.
+    slots: u32,
     latched: Option<SocketAddr>,
     stats: LegStats,
     /// The agent's audio for the caller's current slot.
@@ -51,8 +55,8 @@ fn law(codec: Codec) -> G711 {
     }
 }
 
-/// Half a slot: how much earlier than the caller's slot the agent's pacer starts.
-const PHASE: Duration = Duration::from_millis(10);
+/// One slot.
+const SLOT: Duration = Duration::from_millis(20);
 
 impl AgentLeg {
     pub(super) fn new(setup: AgentSetup) -> Self {
@@ -60,6 +64,7 @@ impl AgentLeg {
             rtp: setup.rtp,
             params: setup.params,
             session: None,
+            slots: 0,
             latched: None,
             stats: LegStats::default(),
             heard: [0; FRAME_SAMPLES],
@@ -87,13 +92,11 @@ impl AgentLeg {
         }
         inc(&counters.rtp_packets_in);
         self.stats.received(data.len());
-        if let Some(session) = self.session.as_mut()
-            && let Err(e) = session.handle_rtp(Instant::now().into_std(), data)
-        {
-            inc(&counters.rtp_rejected);
-            debug!(error = %e, "agent RTP rejected");
-        }
-        if let Some(session) = self.session.as_mut() {
+        if let Some((session, _)) = self.session.as_mut() {
+            if let Err(e) = session.handle_rtp(Instant::now().into_std(), data) {
+                inc(&counters.rtp_rejected);
+                debug!(error = %e, "agent RTP rejected");
+            }
             while session.poll_event().is_some() {}
         }
     }
@@ -107,14 +110,15 @@ impl AgentLeg {
         tx: &mut [u8; 1500],
         counters: &Counters,
     ) -> &[i16; FRAME_SAMPLES] {
-        let now = Instant::now().into_std();
         let params = &self.params;
-        let session = self.session.get_or_insert_with(|| {
+        let (session, start) = self.session.get_or_insert_with(|| {
             let mut config = SessionConfig::new(law(params.codec), "siphon-transfer");
             config.telephone_event = params.telephone_event_pt;
-            let start = now.checked_sub(PHASE).unwrap_or(now);
-            MediaSession::new(config, start, SystemTime::now())
+            let start = Instant::now().into_std();
+            (MediaSession::new(config, start, SystemTime::now()), start)
         });
+        let now = *start + SLOT * self.slots;
+        self.slots = self.slots.wrapping_add(1);
         let dest = self.latched.or(self.params.remote);
         for _ in 0..session.handle_timeout(now) {
             match session.pop_audio(&mut self.heard) {
