@@ -127,10 +127,20 @@ capture_start "$xfer_work/handoff.pcapng" 16902
 xfer_phone xfer-agent -sf "$xfer_sc/b2b_callee_bye.xml" -m 1 -p 5903 -mp 16903 &
 xfer_agent=$!
 wait_until 30 udp_bound 5903
+xfer_phone xfer-busy-agent -sf "$xfer_sc/b2b_callee_busy.xml" -m 1 -p 5904 &
+xfer_busy=$!
+wait_until 30 udp_bound 5904
 xfer_phone xfer-caller -sf "$xfer_sc/xfer_caller_wait_bye.xml" -s 700 -m 1 -p 5902 -mp 16902 &
 xfer_caller=$!
 if wait_until 30 xfer_answered_call; then
-    sleep 1 # the caller speaks to the bot for a while: the switch falls inside its speech
+    # First a target that is busy (486): the transfer fails, the caller stays with the bot.
+    xfer_status xfer-api-transfer-busy-202 202 POST "/api/calls/$xfer_call_id/transfer" '{"to":"sip:agent@127.0.0.1:5904"}'
+    wait_until 30 xfer_transfer_state failed && grep -q '"code":486' "$xfer_work/call.json" \
+        && echo "PASS xfer-get-shows-transfer-failed-486" \
+        || xfer_fail "xfer-get-shows-transfer-failed-486 ($(head -c 600 "$xfer_work/call.json"))"
+    wait "$xfer_busy"; xfer_result xfer-busy-agent $?
+    # The caller speaks to the bot for a while: the switch falls inside its speech.
+    sleep 1
     xfer_status xfer-api-transfer-202 202 POST "/api/calls/$xfer_call_id/transfer" '{"to":"user:1003"}'
     xfer_status xfer-api-transfer-again-409 409 POST "/api/calls/$xfer_call_id/transfer" '{"to":"user:1003"}'
     wait_until 30 xfer_transfer_state completed && echo "PASS xfer-get-shows-transfer-completed" \

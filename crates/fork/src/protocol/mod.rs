@@ -302,6 +302,20 @@ impl Codec {
         }
     }
 
+    /// A transfer's progress: only the native mode has a message for it (Twilio Media
+    /// Streams and mod_audio_fork document none), `None` for the others.
+    pub fn transfer(
+        &mut self,
+        target: &str,
+        status: &str,
+        reason: Option<&str>,
+    ) -> Option<WireMsg> {
+        match self {
+            Codec::Native(c) => Some(c.transfer(target, status, reason)),
+            Codec::Twilio(_) | Codec::AudioFork(_) => None,
+        }
+    }
+
     /// Playback reached the mark `name` (or, with `cleared`, it was dropped by a clear).
     pub fn mark(&mut self, name: &str, cleared: bool) -> WireMsg {
         match self {

@@ -33,8 +33,26 @@ pub enum ToService {
     Dtmf(Dtmf),
     /// Playback reached (or a clear dropped) a mark the service sent.
     Mark(MarkEcho),
+    /// The call is being transferred (issue 17): where to and how it went.
+    Transfer(TransferEvent),
     /// Last message of the stream.
     Stop(Stop),
+}
+
+/// The `transfer` event: the call's caller is being handed to `target`; `status` is
+/// `trying`, `answered` (the caller talks to the target now; this stream goes on, the
+/// target's audio where the service's playback was) or `failed` (with `reason`; the call
+/// stays with the service).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferEvent {
+    /// Where to, as the transfer named it (`user:1002`).
+    pub target: String,
+    /// `trying`, `answered` or `failed`.
+    pub status: String,
+    /// Why it failed (`486 busy`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
 }
 
 /// The `start` event.
@@ -181,6 +199,15 @@ impl NativeCodec {
         })))
     }
 
+    /// A `transfer` event.
+    pub fn transfer(&self, target: &str, status: &str, reason: Option<&str>) -> WireMsg {
+        WireMsg::Text(to_json(&ToService::Transfer(TransferEvent {
+            target: target.to_string(),
+            status: status.to_string(),
+            reason: reason.map(str::to_string),
+        })))
+    }
+
     /// A `mark` event.
     pub fn mark(&self, name: &str, cleared: bool) -> WireMsg {
         WireMsg::Text(to_json(&ToService::Mark(MarkEcho {
@@ -294,6 +321,19 @@ mod tests {
         let parsed: ToService = serde_json::from_str(&s).unwrap();
         assert!(
             matches!(parsed, ToService::Start(ref st) if st.resumed && st.account_sid.is_none())
+        );
+    }
+
+    #[test]
+    fn transfer_events_are_exact() {
+        let c = codec(Tracks::Both);
+        assert_eq!(
+            text(c.transfer("user:1003", "trying", None)),
+            r#"{"event":"transfer","target":"user:1003","status":"trying"}"#
+        );
+        assert_eq!(
+            text(c.transfer("user:1003", "failed", Some("486 busy"))),
+            r#"{"event":"transfer","target":"user:1003","status":"failed","reason":"486 busy"}"#
         );
     }
 

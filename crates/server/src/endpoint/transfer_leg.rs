@@ -139,6 +139,9 @@ impl Endpoint {
         if let Some(mut s) = self.registry.get_mut(call_id) {
             s.transfer = Some(TransferStatus::trying(to, "api"));
         }
+        if let Some(call) = self.calls.get(&id) {
+            call.media.transfer_event(to, "trying", None);
+        }
         self.transfers.placing.insert(
             key,
             Placing {
@@ -200,10 +203,16 @@ impl Endpoint {
         };
         p.span
             .in_scope(|| info!(code, "transfer failed; the caller stays where it was"));
+        let mut told = None;
         if let Some(mut s) = self.registry.get_mut(&p.caller.call_id)
             && let Some(t) = s.transfer.as_mut()
         {
             t.finished(code, None);
+            told = Some((t.target.clone(), t.reason.clone()));
+        }
+        if let (Some((target, reason)), Some(call)) = (told, self.calls.get(&p.caller)) {
+            let reason = reason.map(|r| format!("{code} {r}"));
+            call.media.transfer_event(&target, "failed", reason);
         }
     }
 
@@ -264,6 +273,9 @@ impl Endpoint {
             None => String::new(),
         };
         info!(%target, "transfer answered; the caller talks to the new leg");
+        if let Some(call) = self.calls.get(&p.caller) {
+            call.media.transfer_event(&target, "answered", None);
+        }
         self.emit_call_transferred(&p.caller.call_id, &target, "api");
         self.transfers.agents.insert(
             dialog.id.clone(),

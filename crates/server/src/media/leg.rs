@@ -58,6 +58,12 @@ enum Control {
     /// A transfer's new leg answered: relay the caller to it from the next slot on (the
     /// forks stay, hearing the agent where they heard their own playback).
     Transfer(Box<AgentSetup>),
+    /// A transfer's progress, for the forks (the native mode's `transfer` event).
+    TransferEvent {
+        target: String,
+        status: &'static str,
+        reason: Option<String>,
+    },
 }
 
 /// The SIP core's handle on a call's media task. Dropping it (or `stop`) ends the task
@@ -110,6 +116,15 @@ impl MediaHandle {
         self.control
             .send(Control::Transfer(Box::new(setup)))
             .is_ok()
+    }
+
+    /// Tells the forks how a transfer goes (`trying`, `answered`, `failed` with a reason).
+    pub fn transfer_event(&self, target: &str, status: &'static str, reason: Option<String>) {
+        let _ = self.control.send(Control::TransferEvent {
+            target: target.to_string(),
+            status,
+            reason,
+        });
     }
 
     /// A key press the caller signalled by SIP INFO.
@@ -341,6 +356,11 @@ impl Leg {
                     Some(Control::Transfer(setup)) => {
                         info!(port = setup.rtp.port, remote = ?setup.params.remote, "caller handed to the transfer's leg");
                         self.agent = Some(AgentLeg::new(*setup));
+                    }
+                    Some(Control::TransferEvent { target, status, reason }) => {
+                        for tap in &self.taps {
+                            tap.fork.send_transfer(&target, status, reason.as_deref());
+                        }
                     }
                     Some(Control::Stop(reason)) => {
                         self.finish(&reason);
