@@ -80,6 +80,8 @@ pub enum Command {
         to: String,
         done: oneshot::Sender<Result<(), (u16, String)>>,
     },
+    /// A fork's service asked (native `transfer` command) to transfer the call's caller.
+    ServiceTransfer { call_id: String, to: String },
     /// An originated call (by Call-ID) rang for its ring timeout.
     OriginateTimeout(String),
     /// Shutdown: refuse new calls (503), let the current ones go on for `timeout`, then BYE

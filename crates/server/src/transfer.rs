@@ -77,7 +77,7 @@ pub enum TransferState {
 pub struct TransferStatus {
     /// The target as the request named it (`user:1003`).
     pub target: String,
-    /// Who asked: `api` or `refer`.
+    /// Who asked: `api` (the admin API) or `service` (a fork's native `transfer` command).
     pub by: &'static str,
     pub state: TransferState,
     /// The new leg's final SIP status (200, 486, 408...), once it had one.

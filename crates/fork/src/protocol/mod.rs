@@ -79,6 +79,9 @@ pub enum ServiceCommand {
     Hangup,
     /// Send these DTMF digits to the caller.
     Dtmf(String),
+    /// Transfer the call's caller to this target (`user:1002`, `trunk:provider/+1555...`,
+    /// `sip:agent@10.0.0.5`): the native mode's `transfer` command.
+    Transfer(String),
     /// Any other JSON the service sent that Siphon does not act on (audio_fork's
     /// `transcription`, `transfer`, `error`, `json`): the name and the `data` JSON text.
     Event {

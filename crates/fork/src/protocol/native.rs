@@ -151,7 +151,12 @@ struct FromService<'a> {
     name: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     digits: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    to: Option<Cow<'a, str>>,
 }
+
+/// Longest transfer target accepted from a service.
+const MAX_TRANSFER_TARGET: usize = 256;
 
 /// The native codec.
 #[derive(Debug)]
@@ -270,6 +275,17 @@ impl NativeCodec {
                         check_digits(&digits)?;
                         Ok(Some(ServiceCommand::Dtmf(digits.to_ascii_uppercase())))
                     }
+                    "transfer" => {
+                        let to = m.to.ok_or(ProtocolError::MissingField("to"))?;
+                        let to = to.trim();
+                        if to.is_empty()
+                            || to.len() > MAX_TRANSFER_TARGET
+                            || !to.chars().all(|c| c.is_ascii_graphic())
+                        {
+                            return Err(ProtocolError::MissingField("to"));
+                        }
+                        Ok(Some(ServiceCommand::Transfer(to.to_string())))
+                    }
                     other => Err(ProtocolError::UnknownEvent(other.to_string())),
                 }
             }
@@ -322,6 +338,23 @@ mod tests {
         assert!(
             matches!(parsed, ToService::Start(ref st) if st.resumed && st.account_sid.is_none())
         );
+    }
+
+    #[test]
+    fn transfer_command_parses() {
+        let c = codec(Tracks::Both);
+        assert_eq!(
+            c.decode(Incoming::Text(r#"{"event":"transfer","to":"user:1003"}"#))
+                .unwrap(),
+            Some(ServiceCommand::Transfer("user:1003".into()))
+        );
+        for bad in [
+            r#"{"event":"transfer"}"#,
+            r#"{"event":"transfer","to":""}"#,
+            r#"{"event":"transfer","to":"a b"}"#,
+        ] {
+            assert!(c.decode(Incoming::Text(bad)).is_err(), "{bad}");
+        }
     }
 
     #[test]

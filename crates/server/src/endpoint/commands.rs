@@ -96,7 +96,8 @@ impl Endpoint {
             // Acting on these may wait (RTP ports): `run` awaits them, they never get here.
             Command::WebhookAnswer { .. }
             | Command::Originate { .. }
-            | Command::Transfer { .. } => {}
+            | Command::Transfer { .. }
+            | Command::ServiceTransfer { .. } => {}
             Command::Drain { timeout, done } => {
                 info!(
                     calls = self.calls.len(),

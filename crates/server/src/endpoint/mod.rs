@@ -366,6 +366,9 @@ impl Endpoint {
                     Command::Transfer { call_id, to, done } => {
                         self.on_transfer_command(call_id, to, done).await
                     }
+                    Command::ServiceTransfer { call_id, to } => {
+                        self.on_service_transfer(call_id, to).await
+                    }
                     cmd => self.handle_command(cmd),
                 },
                 () = timer => self.layer.handle_timeout(now()),

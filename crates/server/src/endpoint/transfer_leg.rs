@@ -60,7 +60,12 @@ impl Transfers {
 impl Endpoint {
     /// `POST /api/calls/{id}/transfer` for an answered call: sends the new leg's INVITE.
     /// `Ok` once it is on its way (202); the outcome goes to the call table.
-    pub(super) async fn transfer(&mut self, call_id: &str, to: &str) -> Result<(), (u16, String)> {
+    pub(super) async fn transfer(
+        &mut self,
+        call_id: &str,
+        to: &str,
+        by: &'static str,
+    ) -> Result<(), (u16, String)> {
         let Some(id) = self.find_call(call_id) else {
             return Err((404, format!("no call with Call-ID {call_id}")));
         };
@@ -137,7 +142,7 @@ impl Endpoint {
             .map_or_else(tracing::Span::none, |c| c.span.clone());
         span.in_scope(|| info!(%to, %uri, "transfer: placing the new leg"));
         if let Some(mut s) = self.registry.get_mut(call_id) {
-            s.transfer = Some(TransferStatus::trying(to, "api"));
+            s.transfer = Some(TransferStatus::trying(to, by));
         }
         if let Some(call) = self.calls.get(&id) {
             call.media.transfer_event(to, "trying", None);
@@ -262,21 +267,21 @@ impl Endpoint {
             }
             return;
         }
-        let target = match self.registry.get_mut(&p.caller.call_id) {
+        let (target, by) = match self.registry.get_mut(&p.caller.call_id) {
             Some(mut s) => match s.transfer.as_mut() {
                 Some(t) => {
                     t.finished(response.status_code.code(), None);
-                    t.target.clone()
+                    (t.target.clone(), t.by)
                 }
-                None => String::new(),
+                None => (String::new(), "api"),
             },
-            None => String::new(),
+            None => (String::new(), "api"),
         };
         info!(%target, "transfer answered; the caller talks to the new leg");
         if let Some(call) = self.calls.get(&p.caller) {
             call.media.transfer_event(&target, "answered", None);
         }
-        self.emit_call_transferred(&p.caller.call_id, &target, "api");
+        self.emit_call_transferred(&p.caller.call_id, &target, by);
         self.transfers.agents.insert(
             dialog.id.clone(),
             Agent {
@@ -337,6 +342,19 @@ impl Endpoint {
         self.transfers.agents.contains_key(id)
     }
 
+    /// A fork's service asked for a transfer (native `transfer` command): like the API's,
+    /// `by` the service; a refusal goes back to the forks as a failed `transfer` event.
+    pub(super) async fn on_service_transfer(&mut self, call_id: String, to: String) {
+        let id = self.find_call(&call_id);
+        if let Err((code, reason)) = self.transfer(&call_id, &to, "service").await {
+            info!(%call_id, %to, code, %reason, "transfer asked by a service refused");
+            if let Some(call) = id.as_ref().and_then(|id| self.calls.get(id)) {
+                call.media
+                    .transfer_event(&to, "failed", Some(format!("{code} {reason}")));
+            }
+        }
+    }
+
     /// Runs a transfer request for the admin API (the RTP port may take a moment).
     pub(super) async fn on_transfer_command(
         &mut self,
@@ -344,7 +362,7 @@ impl Endpoint {
         to: String,
         done: tokio::sync::oneshot::Sender<Result<(), (u16, String)>>,
     ) {
-        let result = self.transfer(&call_id, &to).await;
+        let result = self.transfer(&call_id, &to, "api").await;
         let _ = done.send(result);
     }
 }

@@ -677,6 +677,16 @@ impl Leg {
             match request {
                 Request::Hangup => end = Some("analytics service hung up".to_string()),
                 Request::Failed(reason) => end = Some(format!("required fork failed: {reason}")),
+                Request::Transfer(to) => {
+                    info!(%to, "the service asks for a transfer");
+                    let cmd = Command::ServiceTransfer {
+                        call_id: self.call.call_id.clone(),
+                        to,
+                    };
+                    if self.commands.try_send(cmd).is_err() {
+                        warn!("SIP core busy; the service's transfer request is dropped");
+                    }
+                }
                 Request::Dtmf(digits) => {
                     if let Some(session) = self.session.as_mut() {
                         for d in digits.chars() {
