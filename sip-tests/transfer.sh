@@ -121,7 +121,7 @@ xfer_wav_written() {
 }
 xfer_phone xfer-register-1003 -sf "$xfer_sc/register.xml" -s 1003 -au 1003 -ap secret1003 -m 1 -p 5903
 xfer_result xfer-register-1003 $?
-saved_range="${rtp_capture_range:-}"
+xfer_saved_range="${rtp_capture_range:-}"
 rtp_capture_range=16900-16999
 capture_start "$xfer_work/handoff.pcapng" 16902
 xfer_phone xfer-agent -sf "$xfer_sc/b2b_callee_bye.xml" -m 1 -p 5903 -mp 16903 &
@@ -164,7 +164,7 @@ else
     capture_stop
     xfer_fail "xfer-fork-wav-written"
 fi
-rtp_capture_range="$saved_range"
+rtp_capture_range="$xfer_saved_range"
 
 kill -TERM "$xfer_siphon_pid" 2>/dev/null; wait "$xfer_siphon_pid" 2>/dev/null
 if [ "$failures" != "$xfer_failures_before" ]; then
