@@ -4,7 +4,7 @@
 //! ([`crate::media::agent_leg`]): the served call's media task relays caller and agent and
 //! its forks keep streaming on the same connections. A failed leg (4xx-6xx, Timer B) leaves
 //! the caller with the bot; the call table says why. The agent hanging up ends the call;
-//! the caller hanging up sends the agent BYE.
+//! the caller hanging up sends the agent BYE (CANCEL while it still rings).
 
 use std::collections::HashMap;
 
@@ -313,8 +313,20 @@ impl Endpoint {
         true
     }
 
-    /// The served call `caller` ended: its transfer leg (if answered) gets BYE.
+    /// The served call `caller` ended: its transfer leg gets CANCEL while it rings (its
+    /// final response then ends it), BYE once answered.
     pub(super) fn release_agent_of(&mut self, caller: &DialogId) {
+        for p in self
+            .transfers
+            .placing
+            .values()
+            .filter(|p| &p.caller == caller)
+        {
+            let cancel = super::b2bua::cancel_of(&p.invite);
+            if let Err(e) = self.layer.send_request(now(), cancel, p.peer) {
+                warn!(error = %e, "could not CANCEL the transfer leg");
+            }
+        }
         let Some(id) = self
             .transfers
             .agents
