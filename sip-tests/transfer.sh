@@ -7,9 +7,12 @@
 # only on SIP ports 5900-5949 and media ports 16900-16999. Every name here starts with
 # xfer_ so that sourcing it changes nothing of run.sh's.
 #
-# What it checks today: REFER that must be refused (RFC 3515/3891 status codes) and the
-# admin API's transfer route's refusals (400, 404, 409). Carrying out a transfer (new leg,
-# re-bridged media, forks kept) is not built yet; see docs/transfer.md.
+# What it checks: REFER that must be refused (RFC 3515/3891 status codes; a well-formed one
+# still gets 603, REFER is not carried out yet), the admin API's transfer route's refusals
+# (400, 404), and the bot-to-human handoff: a caller of the voicebot number (fork, tracks =
+# both) transferred through the API to a SIPp agent registered as 1003, the fork's WAV
+# holding the caller (channel 0) and then the agent (channel 1), and the agent receiving the
+# caller's RTP. Needs root for the tshark capture, like run.sh's media checks.
 
 xfer_here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 xfer_alone=0
@@ -61,7 +64,11 @@ xfer_status() {
 }
 
 xfer_failures_before=$failures
-"${rt[@]}" "$siphon" --config "${XFER_CONFIG:-$xfer_here/transfer.toml}" --log info \
+mkdir -p "$xfer_work/wav"
+{ cat "$xfer_here/transfer.toml"; printf '\n[analytics]\nlisten = "127.0.0.1:8901"\nout_dir = "%s"\n' \
+    "$xfer_work/wav"; } >"$xfer_work/siphon.toml"
+python3 "$xfer_here/pcap_20ms.py" /usr/share/sip-tester/g711a.pcap "$xfer_work/pcma_20ms.pcap"
+"${rt[@]}" "$siphon" --config "${XFER_CONFIG:-$xfer_work/siphon.toml}" --log info \
     >"$xfer_work/siphon.log" 2>&1 &
 xfer_siphon_pid=$!
 if ! wait_until 60 answers_options 5949 "$xfer_target" "$xfer_siphon_pid" \
@@ -79,6 +86,85 @@ xfer_run xfer-refer-refused -sf "$xfer_sc/xfer_refer_refused.xml" -s 600 -m 1 -p
 xfer_status xfer-api-unknown-call 404 POST /api/calls/no-such-call/transfer '{"to":"user:1002"}'
 xfer_status xfer-api-bad-target 400 POST /api/calls/no-such-call/transfer '{"to":"tel:+1555"}'
 xfer_status xfer-api-bad-body 400 POST /api/calls/no-such-call/transfer 'nonsense'
+
+# --- Bot-to-human handoff: the agent registers as 1003; a caller (5902, media 16902) calls
+# the voicebot number 700 (fork, tracks = both) and speaks for 7 s; a second into the call
+# the API transfers it to user:1003 (202). The agent (5903, media 16903) answers, speaks
+# for 7 s and hangs up, which ends the call (the caller gets BYE).
+xfer_phone() { # xfer_phone NAME SIPP_ARGS...: SIPp in its own directory with the pcap
+    local name="$1"; shift
+    mkdir -p "$xfer_work/$name"
+    cp "$xfer_work/pcma_20ms.pcap" "$xfer_work/$name/"
+    ( cd "$xfer_work/$name" && timeout 120 "${rt[@]}" sipp "$@" -i 127.0.0.1 -timeout 60s \
+        -timeout_error -trace_err -nostdin "$xfer_target" >"$xfer_work/$name/stdout" 2>&1 )
+}
+xfer_result() { # xfer_result NAME RC
+    if [ "$2" = 0 ]; then echo "PASS $1"; else
+        xfer_fail "$1 (sipp exit $2)"; tail -n 15 "$xfer_work/$1"/*errors.log 2>/dev/null; fi
+}
+xfer_call_id=""
+xfer_answered_call() { # the voicebot call's Call-ID once it is answered
+    xfer_call_id="$(curl -s "$xfer_api/api/calls" | python3 -c '
+import json, sys
+calls = [c for c in json.load(sys.stdin).get("calls", []) if c.get("state") == "answered"]
+print(calls[0]["call_id"] if calls else "")' 2>/dev/null)"
+    [ -n "$xfer_call_id" ]
+}
+xfer_transfer_state() { # xfer_transfer_state STATE: GET /api/calls/{id} shows it
+    curl -s "$xfer_api/api/calls/$xfer_call_id" >"$xfer_work/call.json"
+    grep -q "\"state\":\"$1\"" "$xfer_work/call.json" && grep -q '"transfer":{' "$xfer_work/call.json"
+}
+xfer_wav=""
+xfer_wav_written() {
+    xfer_wav="$(ls "$xfer_work/wav" | head -n 1)"
+    [ -n "$xfer_wav" ] && ! kill -0 "$xfer_caller" 2>/dev/null
+}
+xfer_phone xfer-register-1003 -sf "$xfer_sc/register.xml" -s 1003 -au 1003 -ap secret1003 -m 1 -p 5903
+xfer_result xfer-register-1003 $?
+xfer_saved_range="${rtp_capture_range:-}"
+rtp_capture_range=16900-16999
+capture_start "$xfer_work/handoff.pcapng" 16902
+xfer_phone xfer-agent -sf "$xfer_sc/b2b_callee_bye.xml" -m 1 -p 5903 -mp 16903 &
+xfer_agent=$!
+wait_until 30 udp_bound 5903
+xfer_phone xfer-busy-agent -sf "$xfer_sc/b2b_callee_busy.xml" -m 1 -p 5904 &
+xfer_busy=$!
+wait_until 30 udp_bound 5904
+xfer_phone xfer-caller -sf "$xfer_sc/xfer_caller_wait_bye.xml" -s 700 -m 1 -p 5902 -mp 16902 &
+xfer_caller=$!
+if wait_until 30 xfer_answered_call; then
+    # First a target that is busy (486): the transfer fails, the caller stays with the bot.
+    xfer_status xfer-api-transfer-busy-202 202 POST "/api/calls/$xfer_call_id/transfer" '{"to":"sip:agent@127.0.0.1:5904"}'
+    wait_until 30 xfer_transfer_state failed && grep -q '"code":486' "$xfer_work/call.json" \
+        && echo "PASS xfer-get-shows-transfer-failed-486" \
+        || xfer_fail "xfer-get-shows-transfer-failed-486 ($(head -c 600 "$xfer_work/call.json"))"
+    wait "$xfer_busy"; xfer_result xfer-busy-agent $?
+    # The caller speaks to the bot for a while: the switch falls inside its speech.
+    sleep 1
+    xfer_status xfer-api-transfer-202 202 POST "/api/calls/$xfer_call_id/transfer" '{"to":"user:1003"}'
+    xfer_status xfer-api-transfer-again-409 409 POST "/api/calls/$xfer_call_id/transfer" '{"to":"user:1003"}'
+    wait_until 30 xfer_transfer_state completed && echo "PASS xfer-get-shows-transfer-completed" \
+        || xfer_fail "xfer-get-shows-transfer-completed ($(head -c 600 "$xfer_work/call.json"))"
+else
+    xfer_fail "xfer-voicebot-call-answered"
+fi
+wait "$xfer_agent"; xfer_result xfer-agent $?
+wait "$xfer_caller"; xfer_result xfer-caller $?
+if wait_until 60 xfer_wav_written; then
+    capture_stop
+    if python3 "$xfer_here/transfer_wav_check.py" --capture "$xfer_work/handoff.pcapng" \
+        --caller-mport 16902 --agent-mport 16903 --wav "$xfer_work/wav/$xfer_wav" \
+        >"$xfer_work/handoff.wavcheck" 2>&1; then
+        echo "PASS xfer-fork-hears-caller-then-agent"
+    else
+        xfer_fail "xfer-fork-hears-caller-then-agent"
+    fi
+    sed 's/^/    /' "$xfer_work/handoff.wavcheck"
+else
+    capture_stop
+    xfer_fail "xfer-fork-wav-written"
+fi
+rtp_capture_range="$xfer_saved_range"
 
 kill -TERM "$xfer_siphon_pid" 2>/dev/null; wait "$xfer_siphon_pid" 2>/dev/null
 if [ "$failures" != "$xfer_failures_before" ]; then

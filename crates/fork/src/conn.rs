@@ -48,6 +48,8 @@ pub(crate) struct OutFrame {
 pub(crate) enum Control {
     Dtmf(char, u32),
     MarkPlayed(String),
+    /// A transfer's progress: target, status, reason.
+    Transfer(String, String, Option<String>),
 }
 
 /// What the fork task shares with its [`crate::Fork`] handle (and only with it).
@@ -85,6 +87,7 @@ impl Shared {
 enum ControlOut {
     Dtmf(char, u32),
     Mark(String, bool),
+    Transfer(String, String, Option<String>),
 }
 
 /// Everything waiting to be written, in priority order.
@@ -110,12 +113,17 @@ impl Outbox {
         if let Some(m) = self.pending.pop_front() {
             return Some(m);
         }
-        if let Some(c) = self.control.pop_front() {
+        while let Some(c) = self.control.pop_front() {
             let wire = match c {
-                ControlOut::Dtmf(d, ms) => self.codec.dtmf(d, ms),
-                ControlOut::Mark(name, cleared) => self.codec.mark(&name, cleared),
+                ControlOut::Dtmf(d, ms) => Some(self.codec.dtmf(d, ms)),
+                ControlOut::Mark(name, cleared) => Some(self.codec.mark(&name, cleared)),
+                ControlOut::Transfer(target, status, reason) => {
+                    self.codec.transfer(&target, &status, reason.as_deref())
+                }
             };
-            return Some(to_message(wire));
+            if let Some(wire) = wire {
+                return Some(to_message(wire));
+            }
         }
         let frame = self.backlog.pop_front()?;
         self.in_flight.push(frame.arrival);
@@ -412,6 +420,9 @@ impl Task {
         match c {
             Control::Dtmf(d, ms) => self.push_control(ControlOut::Dtmf(d, ms)),
             Control::MarkPlayed(name) => self.push_control(ControlOut::Mark(name, false)),
+            Control::Transfer(target, status, reason) => {
+                self.push_control(ControlOut::Transfer(target, status, reason))
+            }
         }
     }
 

@@ -209,6 +209,20 @@ impl Fork {
         }
     }
 
+    /// The call is being transferred to `target`: `status` is `trying`, `answered` or
+    /// `failed` (with `reason`). Sent as the native mode's `transfer` event; the other
+    /// modes have no such message.
+    pub fn send_transfer(&self, target: &str, status: &str, reason: Option<&str>) {
+        let msg = Control::Transfer(
+            target.to_string(),
+            status.to_string(),
+            reason.map(str::to_string),
+        );
+        if self.ctl_tx.try_send(msg).is_err() {
+            debug!(stream = %self.stream_id, "fork control queue full or closed; transfer event not sent");
+        }
+    }
+
     /// Playback reached the mark `name` (a [`ServiceCommand::Mark`] the server took): tells
     /// the service.
     pub fn mark_played(&self, name: String) {

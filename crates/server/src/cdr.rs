@@ -112,6 +112,9 @@ pub struct CdrRecord {
     /// Bridged calls only.
     pub callee_leg: Option<CdrLeg>,
     pub forks: Vec<CdrFork>,
+    /// The call's transfer, if it had one (`POST /api/calls/{id}/transfer`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<crate::transfer::TransferStatus>,
 }
 
 /// Most formatted records waiting for the writer thread. A disk that falls this far behind
@@ -301,6 +304,7 @@ mod tests {
             caller_leg: CdrLeg::new(None, &LegStats::default()),
             callee_leg: None,
             forks: Vec::new(),
+            transfer: None,
         }
     }
 

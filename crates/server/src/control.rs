@@ -73,6 +73,15 @@ pub enum Command {
         request: Box<OriginateRequest>,
         done: oneshot::Sender<Result<String, (u16, String)>>,
     },
+    /// Admin API: transfer a served call's caller to `to` (`POST /api/calls/{id}/transfer`).
+    /// `done` gets `Ok` once the new leg's INVITE is out, or the HTTP status and reason.
+    Transfer {
+        call_id: String,
+        to: String,
+        done: oneshot::Sender<Result<(), (u16, String)>>,
+    },
+    /// A fork's service asked (native `transfer` command) to transfer the call's caller.
+    ServiceTransfer { call_id: String, to: String },
     /// An originated call (by Call-ID) rang for its ring timeout.
     OriginateTimeout(String),
     /// Shutdown: refuse new calls (503), let the current ones go on for `timeout`, then BYE
@@ -102,6 +111,8 @@ pub struct CallSummary {
     pub source: SocketAddr,
     /// The leg's RTP counters, kept by its media task.
     pub rtp: Arc<LegStats>,
+    /// The call's latest transfer (`POST /api/calls/{id}/transfer`), if any.
+    pub transfer: Option<crate::transfer::TransferStatus>,
 }
 
 /// `POST /api/calls`: whom to call, as whom, and what to do once answered.

@@ -1,8 +1,8 @@
 //! Where a call is transferred to (issue 17 part 2): the target of `POST
 //! /api/calls/{id}/transfer` and of a fork's `transfer` command, in the same `to` vocabulary
-//! as originate (`user:1002`, `trunk:provider/+15551234567`, `sip:agent@host`). Pure
-//! parsing; carrying a transfer out (new leg, re-bridged media with the forks kept) is not
-//! built yet.
+//! as originate (`user:1002`, `trunk:provider/+15551234567`, `sip:agent@host`), and the
+//! transfer's state as the call table, `GET /api/calls/{id}` and the CDR show it. Pure;
+//! placing the new leg is `endpoint::transfer_leg`, the media switch `media::leg`.
 
 /// A transfer's destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +58,79 @@ pub(crate) fn parse_target(to: &str) -> Result<TransferTarget, TargetError> {
     }
 }
 
+/// Where a transfer stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransferState {
+    /// The new leg's INVITE is out, no final answer yet.
+    Trying,
+    /// The new leg rings (a 18x came back).
+    Ringing,
+    /// The new leg answered: the caller talks to it now.
+    Completed,
+    /// The new leg failed (4xx-6xx, timeout, no address): the call goes on as before.
+    Failed,
+}
+
+/// A call's transfer: where to, how far it got and, once it failed, why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TransferStatus {
+    /// The target as the request named it (`user:1003`).
+    pub target: String,
+    /// Who asked: `api` (the admin API) or `service` (a fork's native `transfer` command).
+    pub by: &'static str,
+    pub state: TransferState,
+    /// The new leg's final SIP status (200, 486, 408...), once it had one.
+    pub code: Option<u16>,
+    /// Why it failed, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl TransferStatus {
+    pub fn trying(target: &str, by: &'static str) -> Self {
+        TransferStatus {
+            target: target.to_string(),
+            by,
+            state: TransferState::Trying,
+            code: None,
+            reason: None,
+        }
+    }
+
+    /// The new leg's final status: answered (2xx) or failed with `code`.
+    pub fn finished(&mut self, code: u16, reason: Option<String>) {
+        self.code = Some(code);
+        if (200..300).contains(&code) {
+            self.state = TransferState::Completed;
+            self.reason = None;
+        } else {
+            self.state = TransferState::Failed;
+            self.reason = Some(reason.unwrap_or_else(|| failure_reason(code).to_string()));
+        }
+    }
+
+    /// A new transfer may start unless one is in progress.
+    pub fn in_progress(&self) -> bool {
+        matches!(self.state, TransferState::Trying | TransferState::Ringing)
+    }
+}
+
+/// Words for a failed transfer leg's status.
+pub fn failure_reason(code: u16) -> &'static str {
+    match code {
+        408 => "no answer (timeout)",
+        480 => "temporarily unavailable",
+        486 | 600 => "busy",
+        487 => "cancelled",
+        404 | 604 => "not found",
+        403 | 603 => "declined",
+        488 | 606 => "media not acceptable",
+        500..=599 => "server error",
+        _ => "refused",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -100,5 +173,21 @@ mod tests {
             assert!(parse_target(t).is_err(), "{t:?} accepted");
         }
         assert!(parse_target(&format!("user:{}", "1".repeat(1000))).is_err());
+    }
+
+    #[test]
+    fn transfer_status_goes_trying_to_completed_or_failed() {
+        let mut s = TransferStatus::trying("user:1003", "api");
+        assert!(s.in_progress());
+        s.finished(200, None);
+        assert_eq!(s.state, TransferState::Completed);
+        assert!(!s.in_progress());
+        let mut f = TransferStatus::trying("user:1003", "api");
+        f.finished(486, None);
+        assert_eq!(f.state, TransferState::Failed);
+        assert_eq!(f.reason.as_deref(), Some("busy"));
+        let json = serde_json::to_value(&f).unwrap();
+        assert_eq!(json["state"], "failed");
+        assert_eq!(json["code"], 486);
     }
 }

@@ -79,6 +79,9 @@ pub enum ServiceCommand {
     Hangup,
     /// Send these DTMF digits to the caller.
     Dtmf(String),
+    /// Transfer the call's caller to this target (`user:1002`, `trunk:provider/+1555...`,
+    /// `sip:agent@10.0.0.5`): the native mode's `transfer` command.
+    Transfer(String),
     /// Any other JSON the service sent that Siphon does not act on (audio_fork's
     /// `transcription`, `transfer`, `error`, `json`): the name and the `data` JSON text.
     Event {
@@ -299,6 +302,20 @@ impl Codec {
             Codec::Native(c) => c.dtmf(digit, duration_ms),
             Codec::Twilio(c) => c.dtmf(digit),
             Codec::AudioFork(c) => c.dtmf(digit, duration_ms),
+        }
+    }
+
+    /// A transfer's progress: only the native mode has a message for it (Twilio Media
+    /// Streams and mod_audio_fork document none), `None` for the others.
+    pub fn transfer(
+        &mut self,
+        target: &str,
+        status: &str,
+        reason: Option<&str>,
+    ) -> Option<WireMsg> {
+        match self {
+            Codec::Native(c) => Some(c.transfer(target, status, reason)),
+            Codec::Twilio(_) | Codec::AudioFork(_) => None,
         }
     }
 

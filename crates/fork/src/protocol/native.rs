@@ -33,8 +33,26 @@ pub enum ToService {
     Dtmf(Dtmf),
     /// Playback reached (or a clear dropped) a mark the service sent.
     Mark(MarkEcho),
+    /// The call is being transferred (issue 17): where to and how it went.
+    Transfer(TransferEvent),
     /// Last message of the stream.
     Stop(Stop),
+}
+
+/// The `transfer` event: the call's caller is being handed to `target`; `status` is
+/// `trying`, `answered` (the caller talks to the target now; this stream goes on, the
+/// target's audio where the service's playback was) or `failed` (with `reason`; the call
+/// stays with the service).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferEvent {
+    /// Where to, as the transfer named it (`user:1002`).
+    pub target: String,
+    /// `trying`, `answered` or `failed`.
+    pub status: String,
+    /// Why it failed (`486 busy`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
 }
 
 /// The `start` event.
@@ -133,7 +151,12 @@ struct FromService<'a> {
     name: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     digits: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    to: Option<Cow<'a, str>>,
 }
+
+/// Longest transfer target accepted from a service.
+const MAX_TRANSFER_TARGET: usize = 256;
 
 /// The native codec.
 #[derive(Debug)]
@@ -178,6 +201,15 @@ impl NativeCodec {
         WireMsg::Text(to_json(&ToService::Dtmf(Dtmf {
             digit: digit.to_string(),
             duration_ms,
+        })))
+    }
+
+    /// A `transfer` event.
+    pub fn transfer(&self, target: &str, status: &str, reason: Option<&str>) -> WireMsg {
+        WireMsg::Text(to_json(&ToService::Transfer(TransferEvent {
+            target: target.to_string(),
+            status: status.to_string(),
+            reason: reason.map(str::to_string),
         })))
     }
 
@@ -243,6 +275,17 @@ impl NativeCodec {
                         check_digits(&digits)?;
                         Ok(Some(ServiceCommand::Dtmf(digits.to_ascii_uppercase())))
                     }
+                    "transfer" => {
+                        let to = m.to.ok_or(ProtocolError::MissingField("to"))?;
+                        let to = to.trim();
+                        if to.is_empty()
+                            || to.len() > MAX_TRANSFER_TARGET
+                            || !to.chars().all(|c| c.is_ascii_graphic())
+                        {
+                            return Err(ProtocolError::MissingField("to"));
+                        }
+                        Ok(Some(ServiceCommand::Transfer(to.to_string())))
+                    }
                     other => Err(ProtocolError::UnknownEvent(other.to_string())),
                 }
             }
@@ -294,6 +337,36 @@ mod tests {
         let parsed: ToService = serde_json::from_str(&s).unwrap();
         assert!(
             matches!(parsed, ToService::Start(ref st) if st.resumed && st.account_sid.is_none())
+        );
+    }
+
+    #[test]
+    fn transfer_command_parses() {
+        let c = codec(Tracks::Both);
+        assert_eq!(
+            c.decode(Incoming::Text(r#"{"event":"transfer","to":"user:1003"}"#))
+                .unwrap(),
+            Some(ServiceCommand::Transfer("user:1003".into()))
+        );
+        for bad in [
+            r#"{"event":"transfer"}"#,
+            r#"{"event":"transfer","to":""}"#,
+            r#"{"event":"transfer","to":"a b"}"#,
+        ] {
+            assert!(c.decode(Incoming::Text(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn transfer_events_are_exact() {
+        let c = codec(Tracks::Both);
+        assert_eq!(
+            text(c.transfer("user:1003", "trying", None)),
+            r#"{"event":"transfer","target":"user:1003","status":"trying"}"#
+        );
+        assert_eq!(
+            text(c.transfer("user:1003", "failed", Some("486 busy"))),
+            r#"{"event":"transfer","target":"user:1003","status":"failed","reason":"486 busy"}"#
         );
     }
 

@@ -486,6 +486,7 @@ impl Endpoint {
                 setup_time: None,
                 source: peer.addr,
                 rtp: media.stats(Side::Caller),
+                transfer: None,
             },
         );
         for b in &branches {
@@ -682,6 +683,7 @@ impl Endpoint {
                 caller_leg: leg(Side::Caller, Some(call.caller.codec)),
                 callee_leg: Some(leg(Side::Callee, call.callee_codec)),
                 forks: CdrFork::of_call(&self.counters.forks, &id.call_id),
+                transfer: None,
             };
             if let Some(cdr) = &self.cdr {
                 cdr.write(&record);

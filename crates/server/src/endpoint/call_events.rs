@@ -44,7 +44,6 @@ impl Endpoint {
 
     /// `call.transferred`: the call's caller now talks to `target` (an account, trunk
     /// number or URI as the transfer named it); `by` says who asked (`api`, `refer`).
-    #[allow(dead_code)] // The transfer code (POST /api/calls/{id}/transfer, REFER) calls it.
     pub(super) fn emit_call_transferred(&self, call_id: &str, target: &str, by: &str) {
         self.emit_call_event(
             call_id,

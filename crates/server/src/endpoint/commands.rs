@@ -94,7 +94,10 @@ impl Endpoint {
                 }
             }
             // Acting on these may wait (RTP ports): `run` awaits them, they never get here.
-            Command::WebhookAnswer { .. } | Command::Originate { .. } => {}
+            Command::WebhookAnswer { .. }
+            | Command::Originate { .. }
+            | Command::Transfer { .. }
+            | Command::ServiceTransfer { .. } => {}
             Command::Drain { timeout, done } => {
                 info!(
                     calls = self.calls.len(),

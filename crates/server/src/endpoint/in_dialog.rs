@@ -126,6 +126,9 @@ impl Endpoint {
     }
 
     pub(super) fn on_bye(&mut self, key: &TransactionKey, request: &rsip::Request) {
+        if self.on_agent_bye(key, request) {
+            return;
+        }
         let id = DialogId::for_incoming(request);
         match id.as_ref().and_then(|id| self.calls.get_mut(id)) {
             Some(call) => {
@@ -206,6 +209,7 @@ impl Endpoint {
     pub(super) fn end_call_as(&mut self, id: &DialogId, result: EndResult) {
         self.reliable.forget(id);
         self.session_timers.forget(id);
+        self.release_agent_of(id);
         if let Some(call) = self.calls.remove(id) {
             self.by_invite.remove(&call.invite_key);
             let summary = self.registry.remove(&id.call_id).map(|(_, s)| s);
@@ -260,5 +264,6 @@ fn served_call_cdr(
         caller_leg: CdrLeg::new(s.codec, &s.rtp),
         callee_leg: None,
         forks,
+        transfer: s.transfer.clone(),
     }
 }

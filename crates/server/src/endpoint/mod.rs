@@ -21,6 +21,7 @@ mod registrar;
 mod reliable;
 mod replies;
 mod session_timers;
+mod transfer_leg;
 mod uas;
 mod update;
 mod webhook;
@@ -125,6 +126,8 @@ pub struct Endpoint {
     webhooks: webhook::Pending,
     /// Calls Siphon places itself (`POST /api/calls`) until answered.
     originating: originate::Outgoing,
+    /// Transfer legs of served calls (`POST /api/calls/{id}/transfer`).
+    transfers: transfer_leg::Transfers,
 }
 
 impl Endpoint {
@@ -227,6 +230,7 @@ impl Endpoint {
             events: None,
             webhooks: webhook::Pending::default(),
             originating: originate::Outgoing::default(),
+            transfers: transfer_leg::Transfers::default(),
         }
     }
 
@@ -359,6 +363,12 @@ impl Endpoint {
                     Command::Originate { request, done } => {
                         self.on_originate_command(*request, done).await
                     }
+                    Command::Transfer { call_id, to, done } => {
+                        self.on_transfer_command(call_id, to, done).await
+                    }
+                    Command::ServiceTransfer { call_id, to } => {
+                        self.on_service_transfer(call_id, to).await
+                    }
                     cmd => self.handle_command(cmd),
                 },
                 () = timer => self.layer.handle_timeout(now()),
@@ -457,6 +467,7 @@ impl Endpoint {
             }
             Event::Response { key, response } => match key.method() {
                 Method::Invite if self.on_originate_response(&key, &response) => {}
+                Method::Invite if self.on_transfer_response(&key, &response) => {}
                 Method::Invite => self.on_branch_response(key, response),
                 Method::Register => self.on_register_response(&key, &response),
                 Method::Options => self.on_keepalive_response(&key, response.status_code.code()),
@@ -473,6 +484,7 @@ impl Endpoint {
                 debug!(%key, "client transaction timed out");
                 match key.method() {
                     Method::Invite if self.on_originate_timeout(&key) => {}
+                    Method::Invite if self.on_transfer_timeout(&key) => {}
                     Method::Invite => self.on_branch_timeout(&key),
                     Method::Register => self.on_register_timeout(&key),
                     Method::Options => self.on_keepalive_timeout(&key),
@@ -506,7 +518,9 @@ impl Endpoint {
             _ => {
                 in_dialog
                     && DialogId::for_incoming(&request).is_some_and(|id| {
-                        self.calls.contains_key(&id) || self.bridges.holds_dialog(&id)
+                        self.calls.contains_key(&id)
+                            || self.bridges.holds_dialog(&id)
+                            || self.holds_agent_dialog(&id)
                     })
             }
         };

@@ -188,31 +188,7 @@ impl Endpoint {
             ));
         }
         let callee = parse_callee(&req.to).map_err(bad)?;
-        let mut credentials = None;
-        let (uri, peer, from_host) = match &callee {
-            Callee::User(user) => {
-                if self.config.account(user).is_none() {
-                    return Err((404, format!("no account {user}")));
-                }
-                let binding = self.registrar.lookup(now(), user).into_iter().next();
-                let Some(b) = binding else {
-                    return Err((404, format!("account {user} has no registered phone")));
-                };
-                (b.contact, b.source, None)
-            }
-            Callee::Trunk { trunk, number } => {
-                let Some(t) = self.config.trunk(trunk) else {
-                    return Err((404, format!("no trunk {trunk}")));
-                };
-                let domain = t.domain();
-                credentials = t.credentials();
-                let Some(peer) = self.trunk_peers(t).into_iter().next() else {
-                    return Err((503, format!("trunk {trunk} has no address")));
-                };
-                (format!("sip:{number}@{domain}"), peer, Some(domain))
-            }
-            Callee::Uri { uri, addr } => (uri.clone(), Peer::new(*addr, Transport::Udp), None),
-        };
+        let (uri, peer, from_host, credentials) = self.resolve_callee(&callee)?;
         let Some(rtp) = self
             .ports
             .allocate(self.config.rtp_bind_address(peer.addr.ip()))
@@ -279,6 +255,7 @@ impl Endpoint {
                 setup_time: None,
                 source: peer.addr,
                 rtp: Arc::new(LegStats::default()),
+                transfer: None,
             },
         );
         self.call_events_start(&call_id, route.callback_url.as_deref());
@@ -312,6 +289,41 @@ impl Endpoint {
             },
         );
         Ok(call_id)
+    }
+
+    /// Where a call to `callee` goes: the request URI, the next hop, the From host (a
+    /// trunk's domain) and the trunk's credentials.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn resolve_callee(
+        &self,
+        callee: &Callee,
+    ) -> Result<(String, Peer, Option<String>, Option<(String, String)>), (u16, String)> {
+        let mut credentials = None;
+        let (uri, peer, from_host) = match callee {
+            Callee::User(user) => {
+                if self.config.account(user).is_none() {
+                    return Err((404, format!("no account {user}")));
+                }
+                let binding = self.registrar.lookup(now(), user).into_iter().next();
+                let Some(b) = binding else {
+                    return Err((404, format!("account {user} has no registered phone")));
+                };
+                (b.contact, b.source, None)
+            }
+            Callee::Trunk { trunk, number } => {
+                let Some(t) = self.config.trunk(trunk) else {
+                    return Err((404, format!("no trunk {trunk}")));
+                };
+                let domain = t.domain();
+                credentials = t.credentials();
+                let Some(peer) = self.trunk_peers(t).into_iter().next() else {
+                    return Err((503, format!("trunk {trunk} has no address")));
+                };
+                (format!("sip:{number}@{domain}"), peer, Some(domain))
+            }
+            Callee::Uri { uri, addr } => (uri.clone(), Peer::new(*addr, Transport::Udp), None),
+        };
+        Ok((uri, peer, from_host, credentials))
     }
 
     /// The ring timeout (or the admin API's hang-up) of a call still ringing: CANCEL.
@@ -453,6 +465,7 @@ impl Endpoint {
             caller_leg: CdrLeg::new(None, &LegStats::default()),
             callee_leg: None,
             forks: Vec::new(),
+            transfer: None,
         };
         if let Some(cdr) = &self.cdr {
             cdr.write(&record);

@@ -235,6 +235,7 @@ impl Endpoint {
                 setup_time: None,
                 source: peer.addr,
                 rtp: media.stats(),
+                transfer: None,
             },
         );
         self.calls.insert(

@@ -30,10 +30,6 @@ pub(super) fn routes() -> Router<Arc<HttpContext>> {
         .route("/api/calls", get(list_calls))
         .route("/api/calls/{id}", get(show_call).delete(hang_up))
         .route("/api/calls/{id}/forks", get(list_forks).post(attach_fork))
-        .route(
-            "/api/calls/{id}/transfer",
-            axum::routing::post(super::transfer::transfer_call),
-        )
         .route("/api/calls/{id}/forks/{fork}", delete(detach_fork))
         .route("/api/registrations", get(registrations))
         .route("/api/sip-trace", get(sip_trace).put(set_sip_trace))
@@ -319,6 +315,7 @@ fn call_json(ctx: &HttpContext, c: &CallSummary) -> Value {
             "jitter_ms": load(&rtp.jitter_us) as f64 / 1000.0,
         },
         "forks": forks_json(ctx, &c.call_id),
+        "transfer": c.transfer,
     })
 }
 

@@ -94,6 +94,7 @@ type Ctx = State<Arc<HttpContext>>;
 pub fn router(ctx: Arc<HttpContext>) -> Router {
     let api = admin::routes()
         .merge(originate::routes())
+        .merge(transfer::routes())
         .route_layer(middleware::from_fn_with_state(ctx.clone(), guard));
     Router::new()
         .route("/metrics", get(metrics::handler))

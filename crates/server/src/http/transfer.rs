@@ -1,8 +1,9 @@
 //! `POST /api/calls/{id}/transfer`: moves a call's caller to another target (issue 17
 //! part 2). The request is checked here: a body that is not `{"to": ..., "from": ...}` or
 //! a target outside the `to` vocabulary is 400, an unknown call 404, a call not yet
-//! answered 409. Carrying the transfer out is not built yet: an answered call gets 501,
-//! and nothing about the call changes.
+//! answered 409. An answered call Siphon serves (fork, echo, prompt) gets 202 once the new
+//! leg's INVITE is out (`endpoint::transfer_leg`); the outcome is in `GET /api/calls/{id}`.
+//! A bridged call still gets 501 (not built yet) and is unchanged.
 
 use std::sync::Arc;
 
@@ -14,19 +15,29 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use tokio::sync::oneshot;
+
+use super::admin::command;
 use super::{ApiError, HttpContext};
+use crate::control::Command;
 use crate::transfer::parse_target;
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TransferBody {
     to: String,
-    /// Caller ID for the new leg; checked like originate's once transfers are carried out.
-    #[allow(dead_code)]
+    /// Caller ID for the new leg: not supported yet (400 when given).
     from: Option<String>,
 }
 
-pub(super) async fn transfer_call(
+pub(super) fn routes() -> axum::Router<Arc<HttpContext>> {
+    axum::Router::new().route(
+        "/api/calls/{id}/transfer",
+        axum::routing::post(transfer_call),
+    )
+}
+
+async fn transfer_call(
     State(ctx): State<Arc<HttpContext>>,
     id: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
@@ -42,6 +53,12 @@ pub(super) async fn transfer_call(
     })?;
     let target = parse_target(&body.to)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    if body.from.is_some() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "from is not supported yet: the new leg presents the caller's identity",
+        ));
+    }
     let answered = match ctx.calls.get(&id) {
         Some(call) => call.answered,
         None => {
@@ -57,13 +74,27 @@ pub(super) async fn transfer_call(
             "the call is not answered yet; only an answered call can be transferred",
         ));
     }
-    tracing::info!(call_id = %id, ?target, "transfer asked for; not built yet (501)");
-    Ok((
-        StatusCode::NOT_IMPLEMENTED,
-        Json(json!({
-            "error": "carrying out transfers is not built yet; the call is unchanged",
-            "call_id": id,
-        })),
-    )
-        .into_response())
+    tracing::info!(call_id = %id, ?target, "transfer asked for");
+    let (done, answer) = oneshot::channel();
+    let cmd = Command::Transfer {
+        call_id: id.clone(),
+        to: body.to.trim().to_string(),
+        done,
+    };
+    match command(&ctx, cmd, answer).await? {
+        Ok(()) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "call_id": id,
+                "to": body.to.trim(),
+                "state": "trying",
+                "url": format!("/api/calls/{id}"),
+            })),
+        )
+            .into_response()),
+        Err((code, reason)) => Err(ApiError::new(
+            StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
+            reason,
+        )),
+    }
 }

@@ -466,6 +466,9 @@ impl Bridge {
                 Request::Dtmf(digits) => {
                     debug!(%digits, "DTMF from a service ignored on a bridged call")
                 }
+                Request::Transfer(to) => {
+                    info!(%to, "transfer asked by a service ignored: bridged calls are not transferred yet")
+                }
             }
         }
         end

@@ -24,6 +24,8 @@ pub enum Request {
     Failed(String),
     /// Send these digits to the caller.
     Dtmf(String),
+    /// Transfer the caller to this target (the native `transfer` command).
+    Transfer(String),
 }
 
 pub struct ForkTap {
@@ -205,6 +207,7 @@ impl ForkTap {
                 }
                 ServiceCommand::Hangup => requests.push(Request::Hangup),
                 ServiceCommand::Dtmf(digits) => requests.push(Request::Dtmf(digits)),
+                ServiceCommand::Transfer(to) => requests.push(Request::Transfer(to)),
                 ServiceCommand::Failed(reason) => {
                     if self.required {
                         requests.push(Request::Failed(reason));

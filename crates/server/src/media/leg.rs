@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, warn};
 
 use super::MediaParams;
+use super::agent_leg::{AgentLeg, AgentSetup};
 use super::forking::{ForkTap, InOrder, Request};
 use crate::config::Action;
 use crate::control::Command;
@@ -54,6 +55,15 @@ enum Control {
     Dtmf {
         digit: char,
         duration_ms: u32,
+    },
+    /// A transfer's new leg answered: relay the caller to it from the next slot on (the
+    /// forks stay, hearing the agent where they heard their own playback).
+    Transfer(Box<AgentSetup>),
+    /// A transfer's progress, for the forks (the native mode's `transfer` event).
+    TransferEvent {
+        target: String,
+        status: &'static str,
+        reason: Option<String>,
     },
 }
 
@@ -100,6 +110,22 @@ impl MediaHandle {
     /// Stops the fork named `id`; `false` if the media task has ended.
     pub fn detach_fork(&self, id: String) -> bool {
         self.control.send(Control::DetachFork(id)).is_ok()
+    }
+
+    /// Hands the caller to a transfer's answered leg; `false` if the media task has ended.
+    pub fn transfer(&self, setup: AgentSetup) -> bool {
+        self.control
+            .send(Control::Transfer(Box::new(setup)))
+            .is_ok()
+    }
+
+    /// Tells the forks how a transfer goes (`trying`, `answered`, `failed` with a reason).
+    pub fn transfer_event(&self, target: &str, status: &'static str, reason: Option<String>) {
+        let _ = self.control.send(Control::TransferEvent {
+            target: target.to_string(),
+            status,
+            reason,
+        });
     }
 
     /// A key press the caller signalled by SIP INFO.
@@ -190,6 +216,7 @@ pub fn spawn(setup: LegSetup) -> MediaHandle {
         in_order: InOrder::default(),
         scratch: [0; 480],
         repacketizer: None,
+        agent: None,
     };
     tokio::spawn(leg.run(rx).instrument(setup.span));
     MediaHandle {
@@ -230,6 +257,8 @@ struct Leg {
     stats: Arc<LegStats>,
     /// Moves `stats` into the server-wide counters once a second.
     publisher: LegPublisher,
+    /// The transfer's answered leg, once the caller was handed to it.
+    agent: Option<AgentLeg>,
 }
 
 /// The last counts reach the server-wide totals however the task ends.
@@ -256,6 +285,7 @@ impl Leg {
         // rtp_socket). Boxed: it is a few kilobytes.
         let mut rx = Box::<RecvBatch>::default();
         let mut rtcp_rx = [0u8; 2048];
+        let mut agent_rx = [0u8; 2048];
         let mut tx = [0u8; 1500];
         let mut pcm_in = [0i16; FRAME_SAMPLES];
         let mut pcm_out = [0i16; FRAME_SAMPLES];
@@ -324,6 +354,15 @@ impl Leg {
                             tap.fork.send_dtmf(digit, duration_ms);
                         }
                     }
+                    Some(Control::Transfer(setup)) => {
+                        info!(port = setup.rtp.port, remote = ?setup.params.remote, "caller handed to the transfer's leg");
+                        self.agent = Some(AgentLeg::new(*setup));
+                    }
+                    Some(Control::TransferEvent { target, status, reason }) => {
+                        for tap in &self.taps {
+                            tap.fork.send_transfer(&target, status, reason.as_deref());
+                        }
+                    }
                     Some(Control::Stop(reason)) => {
                         self.finish(&reason);
                         return;
@@ -353,6 +392,12 @@ impl Leg {
                         } else if self.on_rtp(packet, from) {
                             last_rx = Instant::now();
                         }
+                    }
+                }
+                r = agent_recv(self.agent.as_ref(), &mut agent_rx) => {
+                    let Ok((len, from)) = r else { continue };
+                    if let (Some(agent), Some(data)) = (self.agent.as_mut(), agent_rx.get(..len)) {
+                        agent.on_rtp(data, from, &self.counters);
                     }
                 }
                 r = self.rtp.rtcp.recv_from(&mut rtcp_rx) => {
@@ -524,8 +569,14 @@ impl Leg {
             // prompts); several services are mixed.
             let mut injected = false;
             let mut service = [0i16; FRAME_SAMPLES];
+            // After a transfer the agent takes the slot; the services' playback is still
+            // read (and dropped), so their marks and requests go on.
+            let agent = self.agent.as_mut().map(|agent| {
+                let caller = if heard { &*pcm_in } else { &SILENCE };
+                *agent.on_slot(caller, tx, &self.counters)
+            });
             for tap in &mut self.taps {
-                if tap.take_playback(&mut service, &mut self.requests) {
+                if tap.take_playback(&mut service, &mut self.requests) && agent.is_none() {
                     if injected {
                         for (o, s) in pcm_out.iter_mut().zip(&service) {
                             *o = o.saturating_add(*s);
@@ -539,7 +590,11 @@ impl Leg {
             // What this slot plays to the caller, as linear audio for the forks'
             // outbound track, and the packet that carries it.
             let mut played = false;
-            let built = if !sends {
+            let built = if let Some(agent) = agent {
+                *pcm_out = agent;
+                played = true;
+                session.send_audio(pcm_out, tx).map(Some)
+            } else if !sends {
                 session.send_silence(tx)
             } else if injected {
                 played = true;
@@ -634,6 +689,16 @@ impl Leg {
             match request {
                 Request::Hangup => end = Some("analytics service hung up".to_string()),
                 Request::Failed(reason) => end = Some(format!("required fork failed: {reason}")),
+                Request::Transfer(to) => {
+                    info!(%to, "the service asks for a transfer");
+                    let cmd = Command::ServiceTransfer {
+                        call_id: self.call.call_id.clone(),
+                        to,
+                    };
+                    if self.commands.try_send(cmd).is_err() {
+                        warn!("SIP core busy; the service's transfer request is dropped");
+                    }
+                }
                 Request::Dtmf(digits) => {
                     if let Some(session) = self.session.as_mut() {
                         for d in digits.chars() {
@@ -701,6 +766,19 @@ impl Leg {
                 let _ = socket.try_send_to(&out[..n], dest);
             }
         }
+    }
+}
+
+const SILENCE: [i16; FRAME_SAMPLES] = [0; FRAME_SAMPLES];
+
+/// A datagram on the transfer leg's socket; never ready before there is one.
+async fn agent_recv(
+    agent: Option<&AgentLeg>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr)> {
+    match agent {
+        Some(agent) => agent.rtp.socket.recv_from(buf).await,
+        None => std::future::pending().await,
     }
 }
 

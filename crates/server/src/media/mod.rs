@@ -4,11 +4,14 @@
 //!
 //! - [`leg`]: a call Siphon answers itself (echo, tone, prompt, fork): RTP/RTCP, jitter
 //!   buffer, 20 ms pacer, DTMF, and the call's forks.
+//! - [`agent_leg`]: the far leg a served call is transferred to, taken over by the served
+//!   call's task (issue 17: the forks keep streaming).
 //! - [`bridge`]: a call Siphon bridges (B2BUA): two legs relayed, transcoded when their codecs
 //!   differ, and forked.
 //! - [`forking`]: what both hand to the fork crate: frames to the WebSocket, the service's
 //!   audio back in order.
 
+pub(crate) mod agent_leg;
 pub(crate) mod bridge;
 pub mod forking;
 pub(crate) mod leg;

@@ -1,0 +1,380 @@
+//! Carrying out `POST /api/calls/{id}/transfer` on a call Siphon serves (a voicebot's
+//! forked call, echo, prompt): Siphon places the new leg as the UAC (one INVITE with its own
+//! offer, like originate), and when it answers hands the caller's media to it
+//! ([`crate::media::agent_leg`]): the served call's media task relays caller and agent and
+//! its forks keep streaming on the same connections. A failed leg (4xx-6xx, Timer B) leaves
+//! the caller with the bot; the call table says why. The agent hanging up ends the call;
+//! the caller hanging up sends the agent BYE (CANCEL while it still rings).
+
+use std::collections::HashMap;
+
+use rsip::{Header, Headers, Method};
+use siphon_sip::Peer;
+use siphon_sip::dialog::{Dialog, DialogId, DialogState, cseq_number};
+use siphon_sip::message;
+use siphon_sip::sdp::{Direction, LocalMedia, LocalSession};
+use siphon_sip::transaction::TransactionKey;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::originate::parse_callee;
+use super::{Endpoint, new_tag, now};
+use crate::counters::EndResult;
+use crate::media::agent_leg::AgentSetup;
+use crate::rtp_ports::RtpPort;
+use crate::transfer::{TransferState, TransferStatus};
+
+/// A transfer leg until its final response.
+struct Placing {
+    /// The served call whose caller is being transferred.
+    caller: DialogId,
+    invite: rsip::Request,
+    peer: Peer,
+    session: LocalSession,
+    local: LocalMedia,
+    rtp: RtpPort,
+    span: tracing::Span,
+}
+
+/// An answered transfer leg (the agent's dialog).
+struct Agent {
+    caller: DialogId,
+    dialog: Dialog,
+    peer: Peer,
+}
+
+/// Transfer legs ringing, answered, and the ACKs of answered ones (for retransmitted 2xx).
+#[derive(Default)]
+pub(super) struct Transfers {
+    placing: HashMap<TransactionKey, Placing>,
+    agents: HashMap<DialogId, Agent>,
+    acks: HashMap<TransactionKey, (rsip::Request, Peer, Instant)>,
+}
+
+impl Transfers {
+    fn placing_for(&self, caller: &DialogId) -> bool {
+        self.placing.values().any(|p| &p.caller == caller)
+    }
+}
+
+impl Endpoint {
+    /// `POST /api/calls/{id}/transfer` for an answered call: sends the new leg's INVITE.
+    /// `Ok` once it is on its way (202); the outcome goes to the call table.
+    pub(super) async fn transfer(
+        &mut self,
+        call_id: &str,
+        to: &str,
+        by: &'static str,
+    ) -> Result<(), (u16, String)> {
+        let Some(id) = self.find_call(call_id) else {
+            return Err((404, format!("no call with Call-ID {call_id}")));
+        };
+        if !self.calls.contains_key(&id) {
+            return Err((
+                501,
+                "transferring a bridged call through the API is not built yet; the call is unchanged"
+                    .into(),
+            ));
+        }
+        if self.transfers.placing_for(&id) {
+            return Err((409, "a transfer of this call is already in progress".into()));
+        }
+        if self.transfers.agents.values().any(|a| a.caller == id) {
+            return Err((409, "this call was transferred already".into()));
+        }
+        let callee = parse_callee(to).map_err(|e| (400, e))?;
+        let (uri, peer, _, _) = self.resolve_callee(&callee)?;
+        let Some(rtp) = self
+            .ports
+            .allocate(self.config.rtp_bind_address(peer.addr.ip()))
+            .await
+        else {
+            return Err((503, "no RTP ports".into()));
+        };
+        // The caller may have hung up while the port was allocated.
+        let Some(caller_from) = self.registry.get(call_id).map(|s| s.from.clone()) else {
+            return Err((404, format!("no call with Call-ID {call_id}")));
+        };
+        let mut session = LocalSession::new(
+            u64::from(rand::random::<u32>()),
+            self.advertised.for_peer(peer.addr.ip()),
+        );
+        let local = self.local_media(rtp.port, peer.addr.ip());
+        let offer = session.offer(&local, Direction::SendRecv).to_string();
+        // The agent sees who is calling: the caller's From, with a tag of ours.
+        let identity = caller_from
+            .split(";tag=")
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let identity = if identity.is_empty() || identity.contains(['\r', '\n']) {
+            format!("<sip:siphon@{}>", self.addr_for(peer).ip())
+        } else {
+            identity
+        };
+        let request_uri =
+            rsip::Uri::try_from(uri.as_str()).map_err(|e| (400, format!("bad target: {e}")))?;
+        let mut headers = Headers::default();
+        headers.push(Header::Via(self.via_value(peer).into()));
+        headers.push(Header::MaxForwards("70".into()));
+        headers.push(Header::From(format!("{identity};tag={}", new_tag()).into()));
+        headers.push(Header::To(format!("<{uri}>").into()));
+        headers.push(Header::CallId(format!("{}@siphon", new_tag()).into()));
+        headers.push(Header::CSeq("1 INVITE".into()));
+        headers.push(self.contact_header(peer));
+        headers.push(Header::ContentType("application/sdp".into()));
+        message::finish(&mut headers, offer.as_bytes());
+        let invite = rsip::Request {
+            method: Method::Invite,
+            uri: request_uri,
+            version: rsip::Version::V2,
+            headers,
+            body: offer.into_bytes(),
+        };
+        let key = self
+            .layer
+            .send_request(now(), invite.clone(), peer)
+            .map_err(|e| (500, format!("could not send the INVITE: {e}")))?;
+        let span = self
+            .calls
+            .get(&id)
+            .map_or_else(tracing::Span::none, |c| c.span.clone());
+        span.in_scope(|| info!(%to, %uri, "transfer: placing the new leg"));
+        if let Some(mut s) = self.registry.get_mut(call_id) {
+            s.transfer = Some(TransferStatus::trying(to, by));
+        }
+        if let Some(call) = self.calls.get(&id) {
+            call.media.transfer_event(to, "trying", None);
+        }
+        self.transfers.placing.insert(
+            key,
+            Placing {
+                caller: id,
+                invite,
+                peer,
+                session,
+                local,
+                rtp,
+                span,
+            },
+        );
+        Ok(())
+    }
+
+    /// A response to a transfer leg's INVITE; `false` if `key` is not one.
+    pub(super) fn on_transfer_response(
+        &mut self,
+        key: &TransactionKey,
+        response: &rsip::Response,
+    ) -> bool {
+        let code = response.status_code.code();
+        if let Some((ack, peer, _)) = self.transfers.acks.get(key) {
+            if (200..300).contains(&code) {
+                self.layer.send_ack_for_2xx(ack.clone(), *peer);
+            }
+            return true;
+        }
+        let Some(p) = self.transfers.placing.get(key) else {
+            return false;
+        };
+        match code {
+            100 => {}
+            101..=199 => {
+                if let Some(mut s) = self.registry.get_mut(&p.caller.call_id)
+                    && let Some(t) = s.transfer.as_mut()
+                {
+                    t.state = TransferState::Ringing;
+                }
+            }
+            200..=299 => self.transfer_answered(key, response),
+            _ => self.transfer_failed(key, code),
+        }
+        true
+    }
+
+    /// A transfer leg's INVITE got no final response (Timer B); `false` if not one.
+    pub(super) fn on_transfer_timeout(&mut self, key: &TransactionKey) -> bool {
+        if !self.transfers.placing.contains_key(key) {
+            return false;
+        }
+        self.transfer_failed(key, 408);
+        true
+    }
+
+    fn transfer_failed(&mut self, key: &TransactionKey, code: u16) {
+        let Some(p) = self.transfers.placing.remove(key) else {
+            return;
+        };
+        p.span
+            .in_scope(|| info!(code, "transfer failed; the caller stays where it was"));
+        let mut told = None;
+        if let Some(mut s) = self.registry.get_mut(&p.caller.call_id)
+            && let Some(t) = s.transfer.as_mut()
+        {
+            t.finished(code, None);
+            told = Some((t.target.clone(), t.reason.clone()));
+        }
+        if let (Some((target, reason)), Some(call)) = (told, self.calls.get(&p.caller)) {
+            let reason = reason.map(|r| format!("{code} {r}"));
+            call.media.transfer_event(&target, "failed", reason);
+        }
+    }
+
+    fn transfer_answered(&mut self, key: &TransactionKey, response: &rsip::Response) {
+        let Some(p) = self.transfers.placing.remove(key) else {
+            return;
+        };
+        let _g = p.span.clone().entered();
+        let invite_seq = cseq_number(&p.invite).unwrap_or(1);
+        let mut dialog = match Dialog::new_uac(&p.invite, response) {
+            Ok(dialog) => dialog,
+            Err(e) => {
+                warn!(error = %e, "unusable 2xx to a transfer leg");
+                self.transfers.placing.insert(key.clone(), p);
+                self.transfer_failed(key, 502);
+                return;
+            }
+        };
+        dialog.state = DialogState::Confirmed;
+        let via = self.via_value(p.peer);
+        let contact = self.contact_uri(p.peer);
+        let ack = dialog.ack(invite_seq, &via, &contact);
+        self.layer.send_ack_for_2xx(ack.clone(), p.peer);
+        let keep = self.config.timers().t1 * 64;
+        self.transfers
+            .acks
+            .retain(|_, (_, _, at)| at.elapsed() < keep);
+        self.transfers
+            .acks
+            .insert(key.clone(), (ack, p.peer, Instant::now()));
+        let params = super::b2bua::callee_params(&p.session, &p.local, &response.body);
+        let handed = match (params, self.calls.get(&p.caller)) {
+            (Some(params), Some(call)) => call.media.transfer(AgentSetup { rtp: p.rtp, params }),
+            _ => false,
+        };
+        if !handed {
+            // No usable answer, or the caller is gone: release the new leg.
+            warn!("transfer leg answered but cannot be bridged; hanging it up");
+            let mut bye = dialog.request(Method::Bye, &via, &contact);
+            bye.headers
+                .push(super::replies::reason_header(EndResult::Other));
+            let _ = self.layer.send_request(now(), bye, p.peer);
+            if let Some(mut s) = self.registry.get_mut(&p.caller.call_id)
+                && let Some(t) = s.transfer.as_mut()
+            {
+                t.finished(488, Some("the new leg's answer could not be used".into()));
+            }
+            return;
+        }
+        let (target, by) = match self.registry.get_mut(&p.caller.call_id) {
+            Some(mut s) => match s.transfer.as_mut() {
+                Some(t) => {
+                    t.finished(response.status_code.code(), None);
+                    (t.target.clone(), t.by)
+                }
+                None => (String::new(), "api"),
+            },
+            None => (String::new(), "api"),
+        };
+        info!(%target, "transfer answered; the caller talks to the new leg");
+        if let Some(call) = self.calls.get(&p.caller) {
+            call.media.transfer_event(&target, "answered", None);
+        }
+        self.emit_call_transferred(&p.caller.call_id, &target, by);
+        self.transfers.agents.insert(
+            dialog.id.clone(),
+            Agent {
+                caller: p.caller,
+                dialog,
+                peer: p.peer,
+            },
+        );
+    }
+
+    /// BYE from an answered transfer leg: the call ends (the caller gets BYE). `false` if
+    /// the request is not in such a dialog.
+    pub(super) fn on_agent_bye(&mut self, key: &TransactionKey, request: &rsip::Request) -> bool {
+        let Some(id) = DialogId::for_incoming(request) else {
+            return false;
+        };
+        let Some(mut agent) = self.transfers.agents.remove(&id) else {
+            return false;
+        };
+        if let Err(e) = agent.dialog.on_remote_request(request) {
+            let reason = e.to_string();
+            self.reply_to(key, request, e.status(), Some(&reason), &[]);
+            self.transfers.agents.insert(id, agent);
+            return true;
+        }
+        self.reply_to(key, request, 200, None, &[]);
+        info!(call_id = %agent.caller.call_id, "transfer target hung up; ending the call");
+        self.hang_up_as(&agent.caller, EndResult::Completed);
+        true
+    }
+
+    /// The served call `caller` ended: its transfer leg gets CANCEL while it rings (its
+    /// final response then ends it), BYE once answered.
+    pub(super) fn release_agent_of(&mut self, caller: &DialogId) {
+        for p in self
+            .transfers
+            .placing
+            .values()
+            .filter(|p| &p.caller == caller)
+        {
+            let cancel = super::b2bua::cancel_of(&p.invite);
+            if let Err(e) = self.layer.send_request(now(), cancel, p.peer) {
+                warn!(error = %e, "could not CANCEL the transfer leg");
+            }
+        }
+        let Some(id) = self
+            .transfers
+            .agents
+            .iter()
+            .find(|(_, a)| &a.caller == caller)
+            .map(|(id, _)| id.clone())
+        else {
+            return;
+        };
+        let Some(mut agent) = self.transfers.agents.remove(&id) else {
+            return;
+        };
+        let via = self.via_value(agent.peer);
+        let contact = self.contact_uri(agent.peer);
+        let mut bye = agent.dialog.request(Method::Bye, &via, &contact);
+        bye.headers
+            .push(super::replies::reason_header(EndResult::Completed));
+        if let Err(e) = self.layer.send_request(now(), bye, agent.peer) {
+            warn!(error = %e, "could not send BYE to the transfer leg");
+        }
+    }
+
+    /// Whether `id` is an answered transfer leg's dialog (exempt from the limits).
+    pub(super) fn holds_agent_dialog(&self, id: &DialogId) -> bool {
+        self.transfers.agents.contains_key(id)
+    }
+
+    /// A fork's service asked for a transfer (native `transfer` command): like the API's,
+    /// `by` the service; a refusal goes back to the forks as a failed `transfer` event.
+    pub(super) async fn on_service_transfer(&mut self, call_id: String, to: String) {
+        let id = self.find_call(&call_id);
+        if let Err((code, reason)) = self.transfer(&call_id, &to, "service").await {
+            info!(%call_id, %to, code, %reason, "transfer asked by a service refused");
+            if let Some(call) = id.as_ref().and_then(|id| self.calls.get(id)) {
+                call.media
+                    .transfer_event(&to, "failed", Some(format!("{code} {reason}")));
+            }
+        }
+    }
+
+    /// Runs a transfer request for the admin API (the RTP port may take a moment).
+    pub(super) async fn on_transfer_command(
+        &mut self,
+        call_id: String,
+        to: String,
+        done: tokio::sync::oneshot::Sender<Result<(), (u16, String)>>,
+    ) {
+        let result = self.transfer(&call_id, &to, "api").await;
+        let _ = done.send(result);
+    }
+}
