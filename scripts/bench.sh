@@ -18,7 +18,11 @@
 #                 generator, sink, core and ports), sipp (SIPp uac_pcap against 700),
 #                 registrar (one SIPp REGISTER-with-digest scenario against Siphon and
 #                 against Kamailio, CPU per scenario and the ratio), soak (scripts/soak.sh:
-#                 RSS, fds, tasks, tables over rounds of calls)  [echo fork sipp]
+#                 RSS, fds, tasks, tables over rounds of calls), bridge (two generator
+#                 legs per call through the `user` route 1002: the generator registers as
+#                 1002 and answers, RTP both ways, loss and one-way latency per direction),
+#                 rtpengine (the same legs through rtpengine, userspace forwarding, driven
+#                 over its ng protocol by deploy/bench/rtpengine-b2bua.py)  [echo fork sipp]
 #   AUTH          1: the called routes require digest auth (407, account 1001)   [0]
 #   FORK_ENCODING l16 or pcmu (8 kHz; the latency marker survives both)          [l16]
 #   SINK_ECHO     1: the sink sends every frame back (audio both ways)           [1]
@@ -33,6 +37,9 @@
 #                 so both runs' results.jsonl combine in one report)     []
 #   REG_RATE      registrar: scenarios per second [500];  REG_CALLS  scenarios [10000]
 #   KAMAILIO      the kamailio binary for the registrar comparison  [kamailio]
+#   RTPENGINE     the rtpengine binary [rtpengine];  RTPENGINE_NG  its ng port  [22223]
+#   RTPENGINE_THREADS  its worker threads (--num-threads; the package's default is one
+#                 per core, but it is pinned to one core like Siphon)             [1]
 #   PERF_STAT     1: `perf stat` on the measured process for 8 s of each level's steady
 #                 window ($OUT/perf-MODE-LEVEL.txt, per call per second in $OUT/perf.txt):
 #                 PERF_EVENTS, counts that hold up on a busy machine where CPU % does not
@@ -66,6 +73,9 @@ LABEL_SUFFIX="${LABEL_SUFFIX:-}"
 REG_RATE="${REG_RATE:-500}"
 REG_CALLS="${REG_CALLS:-10000}"
 KAMAILIO="${KAMAILIO:-kamailio}"
+RTPENGINE="${RTPENGINE:-rtpengine}"
+RTPENGINE_NG="${RTPENGINE_NG:-22223}"
+RTPENGINE_THREADS="${RTPENGINE_THREADS:-1}"
 PERF_STAT="${PERF_STAT:-0}"
 PERF_EVENTS="${PERF_EVENTS:-instructions,cycles,task-clock,context-switches,raw_syscalls:sys_enter}"
 OUT="${OUT:-$root/target/bench/$(date +%Y%m%d-%H%M%S)}"
@@ -130,6 +140,16 @@ auth = "$auth"
 number = "700"
 action = "fork"
 auth = "$auth"
+[[accounts]]
+username = "1002"
+password = "secret1002"
+kind = "phone"
+# The bridge mode's callee: a public route (the generator tells a call's two legs apart by
+# the caller's From, which an authenticated caller cannot choose); REGISTER needs digest.
+[[dialplan]]
+number = "1002"
+action = "user"
+auth = "none"
 EOF
     if [ "$forks" = 1 ]; then
         cat >>"$file" <<EOF
@@ -155,13 +175,32 @@ fi
 
 siphon_pid=""
 sink_pid=""
+b2bua_pid=""
 stop_all() {
     if [ -n "$sink_pid" ]; then kill "$sink_pid" 2>/dev/null || true; wait "$sink_pid" 2>/dev/null || true; sink_pid=""; fi
+    if [ -n "$b2bua_pid" ]; then kill "$b2bua_pid" 2>/dev/null || true; wait "$b2bua_pid" 2>/dev/null || true; b2bua_pid=""; fi
     if [ -n "$siphon_pid" ]; then kill -TERM "$siphon_pid" 2>/dev/null || true; wait "$siphon_pid" 2>/dev/null || true; siphon_pid=""; fi
 }
 trap stop_all EXIT
 
 start_siphon() {
+    if [ "${2:-}" = rtpengine ]; then
+        # rtpengine in Siphon's place: same core, priority and RTP range, userspace only
+        # (no kernel table), nothing of the package's config file; the SIP side is the
+        # benchmark's small ng-driving B2BUA on the generator's core.
+        "${prio[@]}" "${on_siphon_core[@]}" "$RTPENGINE" --config-file=none --table=-1 \
+            --interface=127.0.0.1 --listen-ng="127.0.0.1:$RTPENGINE_NG" --foreground \
+            --log-stderr --log-level=4 --num-threads="$RTPENGINE_THREADS" \
+            --port-min="$rtp_min" --port-max="$rtp_max" --timeout=60 --delete-delay=0 \
+            >"$OUT/rtpengine-$1.log" 2>&1 &
+        siphon_pid=$!
+        "${prio[@]}" "${on_load_core[@]}" python3 "$root/deploy/bench/rtpengine-b2bua.py" \
+            --listen "127.0.0.1:$SIP_PORT" --ng "127.0.0.1:$RTPENGINE_NG" \
+            >"$OUT/b2bua-$1.log" 2>&1 &
+        b2bua_pid=$!
+        "$load" ping --server "127.0.0.1:$SIP_PORT" --seconds 10
+        return
+    fi
     if [ "${2:-}" = floor ]; then
         # The floor in Siphon's place: same core, SIP port, RTP range and sink.
         "${prio[@]}" "${on_siphon_core[@]}" "$load" floor --listen "127.0.0.1:$SIP_PORT" \
@@ -196,7 +235,11 @@ run_level() {
     hold=$(awk -v h="$HOLD" -v n="$level" -v r="$RATE" 'BEGIN { printf "%.1f", h + n / r + 1 }')
     echo "== $mode: $level calls to $number, $RATE/s, each held ${hold}s"
     start_siphon "$mode-$level" "$program"
-    local watch=(--watch "siphon=$siphon_pid") sink_args=()
+    local watch=(--watch "siphon=$siphon_pid") sink_args=() call_args=("${auth_args[@]}")
+    if [ "$number" = 1002 ]; then
+        # Bridged: the generator is the callee too (a public route: no caller auth).
+        call_args=(--answer-as 1002:secret1002)
+    fi
     if [ "$mode" = "fork$LABEL_SUFFIX" ] || [ "$program" = floor ]; then
         start_sink "$level"
         watch+=(--watch "sink=$sink_pid")
@@ -213,7 +256,7 @@ run_level() {
     "${prio[@]}" "${on_load_core[@]}" "$load" run --server "127.0.0.1:$SIP_PORT" \
         --number "$number" --calls "$level" --rate "$RATE" --hold "$hold" --label "$mode" \
         --siphon-ports "$rtp_min-$((rtp_max + 1))" \
-        "${auth_args[@]}" "${watch[@]}" "${sink_args[@]}" --out "$results" \
+        "${call_args[@]}" "${watch[@]}" "${sink_args[@]}" --out "$results" \
         >"$OUT/run-$mode-$level.json" 2>"$OUT/run-$mode-$level.log" \
         || { echo "generator failed:"; tail -5 "$OUT/run-$mode-$level.log"; }
     grep "^| $mode" "$OUT/run-$mode-$level.log" || true
@@ -340,6 +383,12 @@ for mode in $MODES; do
             label=fork; [ "$fork_wired" = 1 ] || label=700-unforked
             for l in $LEVELS; do run_level "$label$LABEL_SUFFIX" "$l" 700; done ;;
         floor) for l in $LEVELS; do run_level "floor$LABEL_SUFFIX" "$l" 700 floor; done ;;
+        bridge) for l in $LEVELS; do run_level "bridge$LABEL_SUFFIX" "$l" 1002; done ;;
+        rtpengine)
+            if ! command -v "$RTPENGINE" >/dev/null; then
+                echo "rtpengine (Debian: rtpengine-daemon) is not installed; skipping"; continue
+            fi
+            for l in $LEVELS; do run_level "rtpengine$LABEL_SUFFIX" "$l" 1002 rtpengine; done ;;
         registrar) run_registrar ;;
         sipp) run_sipp ;;
         # Memory over many calls of seven kinds (scripts/soak.sh: its own Siphon and ports;

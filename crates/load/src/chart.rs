@@ -31,6 +31,7 @@ pub fn charts(results: &[LevelResult]) -> Vec<(String, String)> {
     let p99 = series(results, |r| {
         let us = match &r.fork {
             Some(f) => f.latency_us.p99?,
+            None if r.bridge_us.count > 0 => r.bridge_us.p99?,
             None => r.echo_rtt_us.p99?,
         };
         Some(us as f64 / 1000.0)
@@ -47,7 +48,7 @@ pub fn charts(results: &[LevelResult]) -> Vec<(String, String)> {
         (
             "latency-p99.svg".into(),
             svg(
-                "p99 latency: fork (generator → sink), echo (round trip)",
+                "p99 latency: fork (generator → sink), echo (round trip), bridge (one way)",
                 "ms",
                 &p99,
             ),

@@ -89,6 +89,10 @@ pub struct Config {
     /// Siphon's RTP port range: receive drops on those sockets are read at the end of the
     /// steady window (loss on the way up, attributed to Siphon's sockets only).
     pub siphon_ports: Option<std::ops::RangeInclusive<u16>>,
+    /// Bridge mode: register as this account (Contact: the generator's SIP socket) and
+    /// answer the calls the server places to it, sending RTP on those legs too. Each call's
+    /// two legs are paired by the caller's From user (`b<index>`).
+    pub answer_as: Option<Auth>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,24 +123,64 @@ struct Call {
     to_tag: String,
     remote_uri: String,
     siphon_port: u16,
+    media: Media,
+    /// Bridge mode: the leg Siphon placed to the generator's registered phone for this call.
+    callee: Option<Box<Callee>>,
+    // BYE transaction
+    bye: String,
+    outcome: Option<Result<(), String>>,
+    answered: bool,
+}
+
+/// One leg's RTP as the generator sends and receives it.
+struct Media {
     remote: Option<SockaddrIn>,
-    // RTP out
+    // out
     seq: u16,
     ts: u32,
     ssrc: u32,
     counter: u16,
     audio_pos: usize,
     sent: u64,
-    // RTP in
+    // in
     down: SeqTracker,
     last_arrival_us: u64,
+    /// Generator markers that arrived on this leg: its own echoed back (echo), or the
+    /// other leg's relayed through the bridge (bridge mode).
     echo: SeqTracker,
     playback: SeqTracker,
-    // BYE transaction
-    bye: String,
-    outcome: Option<Result<(), String>>,
-    answered: bool,
 }
+
+impl Media {
+    fn new(audio_pos: usize) -> Media {
+        Media {
+            remote: None,
+            seq: rand::random(),
+            ts: rand::random(),
+            ssrc: rand::random(),
+            counter: 0,
+            audio_pos,
+            sent: 0,
+            down: SeqTracker::default(),
+            last_arrival_us: 0,
+            echo: SeqTracker::default(),
+            playback: SeqTracker::default(),
+        }
+    }
+}
+
+/// Bridge mode: the callee leg of a call, answered by the generator as the registered phone.
+struct Callee {
+    call_id: String,
+    /// The 200 we answered with, sent again if Siphon retransmits its INVITE.
+    answer: String,
+    media: Media,
+    /// Siphon ended this leg with a BYE.
+    byed: bool,
+}
+
+/// In `slots` and `by_port`: the entry is the call's callee leg, not its caller leg.
+const CALLEE: u32 = 1 << 31;
 
 struct TxBatch {
     bufs: Vec<[u8; RTP_LEN]>,
@@ -170,7 +214,13 @@ struct Engine {
     rx: RxBatch,
     /// CLOCK_REALTIME − CLOCK_MONOTONIC, µs: kernel receive stamps are real time.
     realtime_offset: i64,
+    /// Bridge mode: callee leg Call-ID → call index.
+    callee_by_id: std::collections::HashMap<String, u32>,
+    /// INVITEs from the server that named no call of ours.
+    stray_invites: u64,
     // results
+    /// Bridge mode: one-way latency through the bridge (either direction), µs.
+    bridge: Histogram,
     setup: Histogram,
     lag: Histogram,
     echo_rtt: Histogram,
@@ -206,6 +256,11 @@ async fn run_async(cfg: Config) -> anyhow::Result<LevelResult> {
     if cfg.calls == 0 || cfg.rate <= 0.0 {
         bail!("need at least one call and a positive rate");
     }
+    if cfg.answer_as.is_some() && cfg.auth.is_some() {
+        bail!(
+            "bridge mode pairs a call's legs by the caller's From user: call a public route (no --auth)"
+        );
+    }
     let sip = UdpSocket::bind(SocketAddr::new(cfg.local_ip.into(), 0)).await?;
     let rtp = std::net::UdpSocket::bind(SocketAddr::new(cfg.local_ip.into(), 0))?;
     rtp.set_nonblocking(true)?;
@@ -223,6 +278,11 @@ async fn run_async(cfg: Config) -> anyhow::Result<LevelResult> {
     let _ = setsockopt(&sip, sockopt::RcvBuf, &(4 << 20));
     let sip_local = sip.local_addr()?;
     let rtp_local = rtp.local_addr()?;
+    if let Some(phone) = &cfg.answer_as {
+        register(&sip, cfg.server, sip_local, phone)
+            .await
+            .context("registering the callee")?;
+    }
 
     let wav = siphon_media::wav::Wav::parse(include_bytes!("../../../configs/prompts/welcome.wav"))
         .context("built-in prompt")?;
@@ -241,10 +301,13 @@ async fn run_async(cfg: Config) -> anyhow::Result<LevelResult> {
                 server: cfg.server,
                 local: sip_local,
                 number: cfg.number.clone(),
-                user: cfg
-                    .auth
-                    .as_ref()
-                    .map_or_else(|| "load".to_string(), |a| a.user.clone()),
+                user: match (&cfg.auth, &cfg.answer_as) {
+                    (Some(a), _) => a.user.clone(),
+                    // The server presents a public route's caller by its From: that
+                    // names the call on the callee leg.
+                    (None, Some(_)) => format!("b{i}"),
+                    (None, None) => "load".to_string(),
+                },
                 call_id: format!("{i}-{run_id:08x}@siphon-load"),
                 from_tag: format!("{run_id:x}{i:x}"),
             },
@@ -261,17 +324,8 @@ async fn run_async(cfg: Config) -> anyhow::Result<LevelResult> {
             to_tag: String::new(),
             remote_uri: String::new(),
             siphon_port: 0,
-            remote: None,
-            seq: rand::random(),
-            ts: rand::random(),
-            ssrc: rand::random(),
-            counter: 0,
-            audio_pos: (i * 7 * 160) % audio.len(),
-            sent: 0,
-            down: SeqTracker::default(),
-            last_arrival_us: 0,
-            echo: SeqTracker::default(),
-            playback: SeqTracker::default(),
+            media: Media::new((i * 7 * 160) % audio.len()),
+            callee: None,
             bye: String::new(),
             outcome: None,
             answered: false,
@@ -314,6 +368,9 @@ async fn run_async(cfg: Config) -> anyhow::Result<LevelResult> {
             meta: Vec::with_capacity(BATCH),
         },
         realtime_offset,
+        callee_by_id: std::collections::HashMap::with_capacity(n),
+        stray_invites: 0,
+        bridge: Histogram::default(),
         setup: Histogram::default(),
         lag: Histogram::default(),
         echo_rtt: Histogram::default(),
@@ -336,6 +393,22 @@ async fn run_async(cfg: Config) -> anyhow::Result<LevelResult> {
         + e.cfg.tail.as_micros() as u64
         + 2 * TRANSACTION_US;
     e.event_loop(deadline).await;
+    // Bridge mode: the server's BYEs to the callee legs follow its 200 to the caller's.
+    if e.cfg.answer_as.is_some() {
+        let until = now_us() + 2_000_000;
+        while now_us() < until
+            && e.calls
+                .iter()
+                .any(|c| c.callee.as_ref().is_some_and(|k| !k.byed))
+        {
+            if tokio::time::timeout(Duration::from_millis(100), e.sip.readable())
+                .await
+                .is_ok_and(|r| r.is_ok())
+            {
+                e.drain_sip();
+            }
+        }
+    }
     for i in 0..e.calls.len() {
         if e.calls[i].state != State::Done {
             e.finish(i, Err("unfinished".into()), now_us());
@@ -363,6 +436,79 @@ pub async fn fetch_sink_report(url: &str) -> anyhow::Result<SinkReport> {
         }
     }
     bail!("sink closed without a report")
+}
+
+/// Registers `phone` with its Contact at our SIP socket (answering one digest challenge),
+/// before any call is placed.
+async fn register(
+    sip: &UdpSocket,
+    server: SocketAddr,
+    local: SocketAddr,
+    phone: &Auth,
+) -> anyhow::Result<()> {
+    let call_id = format!("reg-{:08x}@siphon-load", rand::random::<u32>());
+    let mut auth: Option<String> = None;
+    let mut buf = vec![0u8; 65536];
+    for cseq in 1..=3u32 {
+        let branch = format!("z9hG4bK-reg-{:08x}", rand::random::<u32>());
+        let msg = sip::register(
+            server,
+            local,
+            &phone.user,
+            &call_id,
+            "regtag",
+            &branch,
+            cseq,
+            3600,
+            auth.as_deref(),
+        );
+        // A few tries: UDP, and a server that may still be starting.
+        let mut reply = None;
+        for _ in 0..5 {
+            sip.send_to(msg.as_bytes(), server).await?;
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+            while let Ok(r) = tokio::time::timeout_at(deadline, sip.recv_from(&mut buf)).await {
+                let (n, _) = r?;
+                if let Some(m) = sip::parse(&buf[..n])
+                    && m.call_id == call_id
+                    && m.cseq == cseq
+                    && let StartLine::Response(code) = m.start
+                    && code >= 200
+                {
+                    let challenges: Vec<String> =
+                        m.challenges.iter().map(|(v, _)| v.to_string()).collect();
+                    reply = Some((code, challenges));
+                    break;
+                }
+            }
+            if reply.is_some() {
+                break;
+            }
+        }
+        match reply {
+            None => bail!("no answer to REGISTER from {server}"),
+            Some((200..=299, _)) => return Ok(()),
+            Some((401 | 407, challenges)) if auth.is_none() => {
+                let Some(ch) =
+                    Challenge::choose(challenges.iter().map(String::as_str), phone.prefer)
+                else {
+                    bail!("REGISTER challenged without a usable challenge");
+                };
+                let uri = format!("sip:{server}");
+                let cnonce = format!("{:016x}", rand::random::<u64>());
+                auth = Some(ch.authorization(
+                    &phone.user,
+                    &phone.password,
+                    "REGISTER",
+                    &uri,
+                    1,
+                    &cnonce,
+                ));
+            }
+            Some((code, _)) => bail!("REGISTER answered {code}"),
+        }
+    }
+    bail!("REGISTER not accepted")
 }
 
 fn to_sockaddr(a: SocketAddr) -> Option<SockaddrIn> {
@@ -538,14 +684,14 @@ impl Engine {
                 .and_then(|x| x.parse::<usize>().ok())
                 .filter(|i| *i < self.calls.len() && self.calls[*i].leg.call_id == msg.call_id)
             else {
-                if let StartLine::Request(_) = msg.start {
-                    let ok = sip::ok_response(&msg);
-                    self.send_sip(&ok);
+                if let StartLine::Request(method) = msg.start {
+                    self.on_foreign_request(method, &msg, now);
                 }
                 continue;
             };
             match msg.start {
                 StartLine::Response(code) => self.on_response(i, code, &msg, now),
+                StartLine::Request("ACK") => {}
                 StartLine::Request(method) => {
                     let ok = sip::ok_response(&msg);
                     self.send_sip(&ok);
@@ -557,6 +703,76 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// A request outside the caller legs' dialogs: in bridge mode the server's INVITE, ACK
+    /// and BYE on a callee leg; anything else (OPTIONS, a stray BYE) gets a 200.
+    fn on_foreign_request(&mut self, method: &str, msg: &sip::Message<'_>, now: u64) {
+        match method {
+            "ACK" => {}
+            "INVITE" if self.cfg.answer_as.is_some() => self.on_callee_invite(msg, now),
+            _ => {
+                if method == "BYE"
+                    && let Some(&i) = self.callee_by_id.get(msg.call_id)
+                    && let Some(k) = self.calls[i as usize].callee.as_mut()
+                {
+                    k.byed = true;
+                }
+                let ok = sip::ok_response(msg);
+                self.send_sip(&ok);
+            }
+        }
+    }
+
+    /// Bridge mode: the server calls the registered phone for call `b<i>`; answer at once
+    /// and start this leg's RTP (it sends while the caller leg is up).
+    fn on_callee_invite(&mut self, msg: &sip::Message<'_>, now: u64) {
+        let Some(i) = sip::from_user(msg)
+            .and_then(|u| u.strip_prefix('b'))
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|i| *i < self.calls.len())
+        else {
+            self.stray_invites += 1;
+            return;
+        };
+        if let Some(k) = &self.calls[i].callee {
+            if k.call_id == msg.call_id {
+                // A retransmission (our 200 crossed it, or was lost): the same answer.
+                let answer = k.answer.clone();
+                self.send_sip(&answer);
+            } else {
+                self.stray_invites += 1;
+            }
+            return;
+        }
+        let Some(remote) = sip::sdp_audio_addr(msg.body).and_then(to_sockaddr) else {
+            self.stray_invites += 1;
+            return;
+        };
+        let user = self
+            .cfg
+            .answer_as
+            .as_ref()
+            .map_or("callee", |a| a.user.as_str());
+        let contact = format!("sip:{user}@{}", self.calls[i].leg.local);
+        let session = (u64::from(self.run_id) << 20) + i as u64;
+        let sdp = sip::sdp_offer(self.rtp_local, session);
+        let answer = sip::answer_invite(msg, &format!("cb{i:x}"), &contact, &sdp);
+        // Another stretch of the prompt than the caller's.
+        let mut media = Media::new((i * 7 * 160 + 50 * 160) % self.audio.len());
+        media.remote = Some(remote);
+        self.callee_by_id.insert(msg.call_id.to_string(), i as u32);
+        self.by_port[usize::from(remote.port())] = i as u32 | CALLEE;
+        self.send_sip(&answer);
+        self.calls[i].callee = Some(Box::new(Callee {
+            call_id: msg.call_id.to_string(),
+            answer,
+            media,
+            byed: false,
+        }));
+        // Half a frame after the caller leg's slot would be, so the legs' sends interleave.
+        let slot = (now.saturating_sub(self.t0) / SLOT_US + 1 + SLOTS / 2) % SLOTS;
+        self.slots[slot as usize].push(i as u32 | CALLEE);
     }
 
     fn on_response(&mut self, i: usize, code: u16, msg: &sip::Message<'_>, now: u64) {
@@ -640,7 +856,7 @@ impl Engine {
         c.remote_uri = msg
             .contact
             .map_or_else(|| c.leg.request_uri(), str::to_string);
-        c.remote = Some(remote);
+        c.media.remote = Some(remote);
         c.siphon_port = remote.port();
         c.branch_n += 1;
         let ack = c.leg.ack(
@@ -720,27 +936,39 @@ impl Engine {
             let slot = (self.next_slot % SLOTS) as usize;
             self.next_slot += 1;
             let members = std::mem::take(&mut self.slots[slot]);
-            for &i in &members {
-                let i = i as usize;
-                if self.calls[i].state == State::Established {
-                    self.build_packet(i, nominal);
+            for &m in &members {
+                if self.calls[(m & !CALLEE) as usize].state == State::Established {
+                    self.build_packet(m, nominal);
                 }
             }
-            // Keep only calls that may still send.
+            // Keep only legs that may still send: a callee leg answers before its caller
+            // leg is up, and waits for it (the caller leg must be able to take its audio).
             let mut members = members;
-            members.retain(|&i| self.calls[i as usize].state == State::Established);
+            members.retain(|&m| match self.calls[(m & !CALLEE) as usize].state {
+                State::Established => true,
+                State::Pending | State::Inviting => m & CALLEE != 0,
+                _ => false,
+            });
             self.slots[slot] = members;
         }
         self.flush_tx();
     }
 
-    fn build_packet(&mut self, i: usize, nominal: u64) {
+    /// The next packet of leg `m` (a call index, with [`CALLEE`] for its callee leg).
+    fn build_packet(&mut self, m: u32, nominal: u64) {
         if self.tx_len == BATCH {
             self.flush_tx();
         }
+        let call = &mut self.calls[(m & !CALLEE) as usize];
+        let c = if m & CALLEE == 0 {
+            &mut call.media
+        } else if let Some(k) = call.callee.as_mut() {
+            &mut k.media
+        } else {
+            return;
+        };
         let now = now_us();
         self.lag.record(now.saturating_sub(nominal));
-        let c = &mut self.calls[i];
         let buf = &mut self.tx.bufs[self.tx_len];
         buf[0] = 0x80;
         buf[1] = if c.sent == 0 { 0x80 } else { 0x00 }; // marker bit on the first packet, PT 0
@@ -850,13 +1078,22 @@ impl Engine {
 
     fn on_rtp(&mut self, k: usize, len: usize, port: u16, arrival: u64) {
         let data = &self.rx.bufs[k][..len];
-        let i = self.by_port[usize::from(port)];
-        if i == u32::MAX || len < 12 || data[0] >> 6 != 2 || data[1] & 0x7F != 0 {
+        let m = self.by_port[usize::from(port)];
+        if m == u32::MAX || len < 12 || data[0] >> 6 != 2 || data[1] & 0x7F != 0 {
             self.counts.stray += 1;
             return;
         }
+        let bridged = self.cfg.answer_as.is_some();
+        let call = &mut self.calls[(m & !CALLEE) as usize];
+        let c = if m & CALLEE == 0 {
+            &mut call.media
+        } else if let Some(k) = call.callee.as_mut() {
+            &mut k.media
+        } else {
+            self.counts.stray += 1;
+            return;
+        };
         self.counts.received += 1;
-        let c = &mut self.calls[i as usize];
         let seq = u16::from_be_bytes([data[2], data[3]]);
         if let Arrival::Fresh { gap } = c.down.push(seq) {
             if gap == 0 && c.last_arrival_us != 0 {
@@ -874,7 +1111,12 @@ impl Engine {
             match stamp.origin {
                 Origin::Generator => {
                     if let Arrival::Fresh { .. } = c.echo.push(stamp.counter) {
-                        self.echo_rtt.record(age);
+                        // Bridge mode: the other leg's packet, one way through the bridge.
+                        if bridged {
+                            self.bridge.record(age);
+                        } else {
+                            self.echo_rtt.record(age);
+                        }
                     }
                 }
                 Origin::Sink => {
@@ -909,12 +1151,12 @@ impl Engine {
                 eprintln!(
                     "{}: sent {} echo {:?} fresh {} playback {:?} down {:?}/{} {:?}",
                     c.leg.call_id,
-                    c.sent,
-                    c.echo.span(),
-                    c.echo.fresh,
-                    c.playback.span(),
-                    c.down.span(),
-                    c.down.fresh,
+                    c.media.sent,
+                    c.media.echo.span(),
+                    c.media.echo.fresh,
+                    c.media.playback.span(),
+                    c.media.down.span(),
+                    c.media.down.fresh,
                     c.outcome
                 );
             }
@@ -926,10 +1168,10 @@ impl Engine {
                 Some(Err(reason)) => *calls.failed.entry(reason.clone()).or_default() += 1,
                 None => *calls.failed.entry("unfinished".into()).or_default() += 1,
             }
-            rtp.down_expected += c.down.expected();
-            rtp.down_missing += c.down.missing();
-            echo_fresh += c.echo.fresh;
-            playback_fresh += c.playback.fresh;
+            rtp.down_expected += c.media.down.expected();
+            rtp.down_missing += c.media.down.missing();
+            echo_fresh += c.media.echo.fresh;
+            playback_fresh += c.media.playback.fresh;
         }
         rtp.echo_fresh = echo_fresh;
         rtp.playback_fresh = playback_fresh;
@@ -938,10 +1180,58 @@ impl Engine {
             .calls
             .iter()
             .filter(|c| c.answered)
-            .map(|c| c.sent)
+            .map(|c| c.media.sent)
             .sum();
         let host_drops = udp_drops.rcvbuf_errors + udp_drops.in_errors;
         let (fork, up_missing, not_returned) = match &sink {
+            // Bridge mode: each leg's markers counted on the other leg. Up is caller →
+            // callee, down callee → caller; `sent` and `down_expected` become each
+            // direction's packets so the loss columns read per direction.
+            _ if self.cfg.answer_as.is_some() => {
+                let (mut up_sent, mut up_missing, mut without, mut unended) = (0, 0, 0, 0);
+                let (mut down_sent, mut down_missing) = (0, 0);
+                for c in self.calls.iter().filter(|c| c.answered) {
+                    up_sent += c.media.sent;
+                    match &c.callee {
+                        Some(k) => {
+                            up_missing += c.media.sent.saturating_sub(k.media.echo.fresh);
+                            down_sent += k.media.sent;
+                            down_missing += k.media.sent.saturating_sub(c.media.echo.fresh);
+                            if !k.byed {
+                                unended += 1;
+                            }
+                        }
+                        None => {
+                            without += 1;
+                            up_missing += c.media.sent;
+                        }
+                    }
+                }
+                notes.push(format!(
+                    "bridge: {up_sent} packets caller → callee, {down_sent} callee → caller ({} sent in all)",
+                    rtp.sent
+                ));
+                if without > 0 {
+                    notes.push(format!("{without} answered calls had no callee leg"));
+                }
+                if unended > 0 {
+                    notes.push(format!("{unended} callee legs got no BYE"));
+                }
+                if self.stray_invites > 0 {
+                    notes.push(format!("{} INVITEs named no call", self.stray_invites));
+                }
+                if let Some((sockets, drops)) = self.window.as_ref().and_then(|w| w.socket_drops)
+                    && drops > 0
+                {
+                    notes.push(format!(
+                        "{sockets} server RTP sockets dropped {drops} datagrams"
+                    ));
+                }
+                rtp.sent = up_sent;
+                rtp.down_expected = down_sent;
+                rtp.down_missing = down_missing;
+                (None, up_missing, 0)
+            }
             Some(s) if s.streams > 0 => {
                 let per_call: BTreeMap<&str, (u64, u64)> = s
                     .per_call
@@ -954,12 +1244,12 @@ impl Engine {
                 for c in self.calls.iter().filter(|c| c.answered) {
                     match per_call.get(c.leg.call_id.as_str()) {
                         Some((fresh, played)) => {
-                            up_missing += c.sent.saturating_sub(*fresh);
-                            played_missing += played.saturating_sub(c.playback.fresh);
+                            up_missing += c.media.sent.saturating_sub(*fresh);
+                            played_missing += played.saturating_sub(c.media.playback.fresh);
                         }
                         None => {
                             without += 1;
-                            up_missing += c.sent;
+                            up_missing += c.media.sent;
                         }
                     }
                 }
@@ -1097,6 +1387,7 @@ impl Engine {
             not_returned,
             gen_lag_us: self.lag.summary(),
             echo_rtt_us: self.echo_rtt.summary(),
+            bridge_us: self.bridge.summary(),
             playback_us: self.playback.summary(),
             pacing_us: self.pacing.summary(),
             fork,

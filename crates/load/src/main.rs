@@ -72,6 +72,10 @@ enum Cmd {
         /// Append the JSON line to this file too.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Bridge mode: register as USER:PASSWORD and answer the calls placed to it (the
+        /// callee leg of each call), sending RTP both ways; call a `user` route of USER.
+        #[arg(long)]
+        answer_as: Option<String>,
     },
     /// The fork sink: a native-protocol WebSocket service that timestamps every frame.
     Sink {
@@ -161,6 +165,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             settle,
             siphon_ports,
             out,
+            answer_as,
         } => {
             let prefer = match algorithm.as_deref() {
                 None => None,
@@ -181,6 +186,19 @@ fn real_main() -> anyhow::Result<ExitCode> {
                     })
                 }
             };
+            let answer_as = match answer_as {
+                None => None,
+                Some(s) => {
+                    let (user, password) = s
+                        .split_once(':')
+                        .ok_or_else(|| anyhow::anyhow!("--answer-as wants USER:PASSWORD"))?;
+                    Some(Auth {
+                        user: user.into(),
+                        password: password.into(),
+                        prefer: None,
+                    })
+                }
+            };
             let result = generator::run(Config {
                 server,
                 local_ip,
@@ -196,6 +214,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 socket_buffer,
                 settle: Duration::from_secs_f64(settle),
                 siphon_ports: siphon_ports.map(|(a, b)| a..=b),
+                answer_as,
             })?;
             let line = serde_json::to_string(&result)?;
             println!("{line}");

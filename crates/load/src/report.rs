@@ -133,6 +133,9 @@ pub struct LevelResult {
     pub echo_rtt_us: Summary,
     /// Sink send → generator receive of played-back audio, µs.
     pub playback_us: Summary,
+    /// Bridge mode: one leg's send → the other leg's receive (both directions), µs.
+    #[serde(default)]
+    pub bridge_us: Summary,
     /// |interarrival − 20 ms| of consecutive packets from Siphon, µs.
     pub pacing_us: Summary,
     pub fork: Option<Fork>,
@@ -183,6 +186,8 @@ impl LevelResult {
     pub fn passes(&self) -> bool {
         let fork_ok = match &self.fork {
             Some(f) => f.latency_us.p99.is_some_and(|p| p < 20_000) && f.calls_without_stream == 0,
+            // Bridged: every packet crossed (the loss checks below) within 20 ms at p99.
+            None if self.bridge_us.count > 0 => self.bridge_us.p99.is_some_and(|p| p < 20_000),
             None => ratio(self.not_returned, self.rtp.sent) < 0.01,
         };
         self.calls.attempted > 0
@@ -250,7 +255,7 @@ pub fn table(results: &[LevelResult]) -> String {
     let results = results.as_slice();
     let mut out = String::new();
     out.push_str(
-        "| mode | calls | completed | loss ↑ | loss ↓ | fork latency ms p50/p99/max | echo RTT / playback ms p50/p99/max | not returned | generator lag ms p50/p99/max | pacing jitter ms p99/max | setup ms p50/p99 | Siphon CPU % | Siphon RSS MB | CPU %/call | KB/call | gen CPU % (user) | sink CPU % (user) |\n",
+        "| mode | calls | completed | loss ↑ | loss ↓ | fork latency ms p50/p99/max | echo RTT / playback / bridge ms p50/p99/max | not returned | generator lag ms p50/p99/max | pacing jitter ms p99/max | setup ms p50/p99 | Siphon CPU % | Siphon RSS MB | CPU %/call | KB/call | gen CPU % (user) | sink CPU % (user) |\n",
     );
     out.push_str(
         "|---|---:|---:|---:|---:|---|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|\n",
@@ -262,7 +267,9 @@ pub fn table(results: &[LevelResult]) -> String {
             (Some(a), Some(b)) => Some(a.saturating_sub(b) as f64 / r.level.max(1) as f64),
             _ => None,
         };
-        let back = if r.playback_us.count > 0 {
+        let back = if r.bridge_us.count > 0 {
+            format!("bridge {}", trio(&r.bridge_us))
+        } else if r.playback_us.count > 0 {
             format!("play {}", trio(&r.playback_us))
         } else {
             trio(&r.echo_rtt_us)
@@ -318,6 +325,11 @@ pub fn table(results: &[LevelResult]) -> String {
                 "**{label}: {n} concurrent calls** (highest level with 100 % completion, 0 loss, playback pacing p99 < 20 ms, {}).\n",
                 if results.iter().any(|r| r.label == label && r.fork.is_some()) {
                     "fork p99 < 20 ms"
+                } else if results
+                    .iter()
+                    .any(|r| r.label == label && r.bridge_us.count > 0)
+                {
+                    "one-way p99 through the bridge < 20 ms"
                 } else {
                     "< 1 % of frames not echoed"
                 }
@@ -401,6 +413,37 @@ pub fn table(results: &[LevelResult]) -> String {
             );
         }
     }
+    // Siphon's bridged call vs rtpengine relaying the same two legs, at equal levels:
+    // `bridge-X` with `rtpengine-X` when there is one, else with `rtpengine`.
+    let rtpengine: BTreeMap<(String, u64), f64> = results
+        .iter()
+        .filter(|r| r.label.starts_with("rtpengine"))
+        .filter_map(|r| {
+            Some((
+                (r.label.clone(), r.level),
+                r.procs.get("siphon")?.cpu_percent?,
+            ))
+        })
+        .collect();
+    for r in results.iter().filter(|r| r.label.starts_with("bridge")) {
+        if let (Some(e), Some(b)) = (
+            rtpengine
+                .get(&(r.label.replacen("bridge", "rtpengine", 1), r.level))
+                .or_else(|| rtpengine.get(&("rtpengine".to_string(), r.level))),
+            r.procs.get("siphon").and_then(|p| p.cpu_percent),
+        ) && *e > 0.0
+        {
+            let _ = writeln!(
+                out,
+                "- {} calls: {} CPU / rtpengine = {:.2}× ({b:.1} % / {e:.1} %; {:.3} / {:.3} % of a core per bridged call)",
+                r.level,
+                r.label,
+                b / e,
+                b / r.level.max(1) as f64,
+                e / r.level.max(1) as f64
+            );
+        }
+    }
     out
 }
 
@@ -464,6 +507,51 @@ mod tests {
         let t = table(&rs);
         assert!(t.contains("**fork: 250 concurrent calls**"), "{t}");
         assert_eq!(t.lines().filter(|l| l.starts_with("| fork |")).count(), 4);
+    }
+
+    #[test]
+    fn bridge_against_rtpengine() {
+        let with_cpu = |label: &str, n: u64, cpu: f64| {
+            let mut r = level(n, n, None);
+            r.label = label.into();
+            r.fork = None;
+            r.bridge_us = Summary {
+                count: 10,
+                p50: Some(400),
+                p99: Some(1_500),
+                max: Some(9_000),
+                mean: None,
+            };
+            r.procs.insert(
+                "siphon".into(),
+                ProcFigures {
+                    cpu_percent: Some(cpu),
+                    ..ProcFigures::default()
+                },
+            );
+            r
+        };
+        let rs = vec![
+            with_cpu("bridge", 200, 30.0),
+            with_cpu("rtpengine", 200, 20.0),
+            with_cpu("bridge-opt", 200, 18.0),
+            with_cpu("bridge", 400, 60.0), // no rtpengine run at 400: no ratio
+        ];
+        let t = table(&rs);
+        assert!(
+            t.contains("- 200 calls: bridge CPU / rtpengine = 1.50× (30.0 % / 20.0 %; 0.150 / 0.100 % of a core per bridged call)"),
+            "{t}"
+        );
+        assert!(
+            t.contains("- 200 calls: bridge-opt CPU / rtpengine = 0.90×"),
+            "{t}"
+        );
+        assert!(!t.contains("- 400 calls: bridge CPU"), "{t}");
+        assert!(t.contains("| bridge 0.4 / 1.5 / 9.0 |"), "{t}");
+        assert!(t.contains("**bridge: 400 concurrent calls** (highest level with 100 % completion, 0 loss, playback pacing p99 < 20 ms, one-way p99 through the bridge < 20 ms)"), "{t}");
+        let mut slow = with_cpu("bridge", 200, 30.0);
+        slow.bridge_us.p99 = Some(20_000);
+        assert!(!slow.passes());
     }
 
     #[test]

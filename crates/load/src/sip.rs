@@ -259,6 +259,74 @@ pub fn ok_response(request: &Message<'_>) -> String {
     m
 }
 
+/// The 200 a callee sends to an INVITE (bridge mode: the generator answering as the
+/// registered phone): the request's Via/From/To/Call-ID/CSeq with our To tag, a Contact and
+/// the SDP answer.
+pub fn answer_invite(request: &Message<'_>, to_tag: &str, contact: &str, sdp: &str) -> String {
+    let mut m = String::from("SIP/2.0 200 OK\r\n");
+    for (name, value) in &request.headers {
+        let lower = canonical(name).to_ascii_lowercase();
+        match lower.as_str() {
+            "to" if tag_param(value).is_none() => {
+                m.push_str(&format!("{name}: {value};tag={to_tag}\r\n"))
+            }
+            "via" | "from" | "to" | "call-id" | "cseq" => {
+                m.push_str(&format!("{name}: {value}\r\n"))
+            }
+            _ => {}
+        }
+    }
+    m.push_str(&format!(
+        "Contact: <{contact}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    ));
+    m
+}
+
+/// The user part of the From URI (`sip:USER@host`), e.g. to tell which call an INVITE
+/// from the server belongs to.
+pub fn from_user<'a>(request: &Message<'a>) -> Option<&'a str> {
+    let (_, value) = request
+        .headers
+        .iter()
+        .find(|(n, _)| canonical(n).eq_ignore_ascii_case("from"))?;
+    let uri = value.split_once("sip:")?.1;
+    let (user, _) = uri.split_once('@')?;
+    Some(user)
+}
+
+/// REGISTER of `user` with its Contact at `local` (`auth`: an `Authorization` value).
+#[allow(clippy::too_many_arguments)]
+pub fn register(
+    server: SocketAddr,
+    local: SocketAddr,
+    user: &str,
+    call_id: &str,
+    from_tag: &str,
+    branch: &str,
+    cseq: u32,
+    expires: u32,
+    auth: Option<&str>,
+) -> String {
+    let mut m = format!(
+        "REGISTER sip:{server} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch={branch};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:{user}@{server}>;tag={from_tag}\r\n\
+         To: <sip:{user}@{server}>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: {cseq} REGISTER\r\n\
+         Contact: <sip:{user}@{local}>\r\n\
+         Expires: {expires}\r\n\
+         User-Agent: siphon-load\r\n"
+    );
+    if let Some(value) = auth {
+        m.push_str(&format!("Authorization: {value}\r\n"));
+    }
+    m.push_str("Content-Length: 0\r\n\r\n");
+    m
+}
+
 /// A branch with the RFC 3261 magic cookie.
 pub fn branch(call: u32, n: u32, run: u32) -> String {
     format!("z9hG4bK-{run:x}-{call:x}-{n:x}")
@@ -378,6 +446,70 @@ mod tests {
         );
         assert!(ok.contains("CSeq: 5 BYE\r\n"));
         assert!(!ok.contains("Max-Forwards"));
+    }
+
+    #[test]
+    fn answers_an_invite_as_the_callee() {
+        let sdp = sdp_offer("127.0.0.1:41000".parse().unwrap(), 9);
+        let invite = "INVITE sip:1002@127.0.0.1:5070 SIP/2.0\r\n\
+                      Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-s1\r\n\
+                      From: <sip:b17@127.0.0.1:5071>;tag=st\r\nTo: <sip:1002@127.0.0.1:5060>\r\n\
+                      Call-ID: xyz@siphon\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+        let p = parse(invite.as_bytes()).unwrap();
+        assert_eq!(from_user(&p), Some("b17"));
+        let ok = answer_invite(&p, "cb17", "sip:1002@127.0.0.1:5070", &sdp);
+        assert!(
+            ok.contains("To: <sip:1002@127.0.0.1:5060>;tag=cb17\r\n"),
+            "{ok}"
+        );
+        assert!(ok.contains("Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-s1\r\n"));
+        let back = parse(ok.as_bytes()).unwrap();
+        assert_eq!(back.start, StartLine::Response(200));
+        assert_eq!(back.to_tag, Some("cb17"));
+        assert_eq!(
+            sdp_audio_addr(back.body),
+            Some("127.0.0.1:41000".parse().unwrap())
+        );
+        assert!(
+            siphon_sip::message::parse(
+                ok.as_bytes(),
+                "127.0.0.1:5070".parse().unwrap(),
+                Default::default()
+            )
+            .is_ok()
+        );
+        // A To that already has a tag keeps it (a retransmitted INVITE inside the dialog).
+        let tagged = invite.replace("To: <sip:1002@127.0.0.1:5060>", "To: <sip:1002@x>;tag=old");
+        let p = parse(tagged.as_bytes()).unwrap();
+        assert!(answer_invite(&p, "new", "sip:x", "").contains("To: <sip:1002@x>;tag=old\r\n"));
+    }
+
+    #[test]
+    fn register_parses_in_siphon() {
+        let m = register(
+            "127.0.0.1:5060".parse().unwrap(),
+            "127.0.0.1:5070".parse().unwrap(),
+            "1002",
+            "reg@load",
+            "rt",
+            "z9hG4bK-r1",
+            2,
+            300,
+            Some("Digest username=\"1002\""),
+        );
+        assert!(m.starts_with("REGISTER sip:127.0.0.1:5060 SIP/2.0\r\n"));
+        assert!(m.contains("Contact: <sip:1002@127.0.0.1:5070>\r\n"));
+        assert!(m.contains("\r\nAuthorization: Digest username=\"1002\"\r\n"));
+        let p = parse(m.as_bytes()).unwrap();
+        assert_eq!((p.cseq, p.cseq_method), (2, "REGISTER"));
+        assert!(
+            siphon_sip::message::parse(
+                m.as_bytes(),
+                "127.0.0.1:5070".parse().unwrap(),
+                Default::default()
+            )
+            .is_ok()
+        );
     }
 
     #[test]

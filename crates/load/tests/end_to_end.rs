@@ -53,10 +53,18 @@ kind = "phone"
 number = "600"
 action = "echo"
 auth = "none"
+[[accounts]]
+username = "1002"
+password = "secret1002"
+kind = "phone"
 [[dialplan]]
 number = "650"
 action = "echo"
 auth = "digest"
+[[dialplan]]
+number = "1002"
+action = "user"
+auth = "none"
 [[dialplan]]
 number = "700"
 action = "fork"
@@ -79,6 +87,17 @@ fn run(
     auth: Option<Auth>,
     sink: Option<SocketAddr>,
 ) -> LevelResult {
+    run_as(server, number, calls, auth, sink, None)
+}
+
+fn run_as(
+    server: SocketAddr,
+    number: &str,
+    calls: u32,
+    auth: Option<Auth>,
+    sink: Option<SocketAddr>,
+    answer_as: Option<Auth>,
+) -> LevelResult {
     generator::run(Config {
         server,
         local_ip: "127.0.0.1".parse().unwrap(),
@@ -99,6 +118,7 @@ fn run(
         // at the BYE (flushed within a moment; a loaded machine takes longer).
         settle: Duration::from_millis(if sink.is_some() { 3000 } else { 0 }),
         siphon_ports: None,
+        answer_as,
     })
     .unwrap()
 }
@@ -155,4 +175,65 @@ fn echo_fork_and_digest_against_siphon() {
     assert_eq!(r.calls.completed, 2, "{:?}", r.calls);
     let r = run(server, "650", 1, None, None);
     assert_eq!(r.calls.failed.get("INVITE 407"), Some(&1), "{:?}", r.calls);
+}
+
+/// Bridge mode: the generator registers as 1002, calls 1002 (a `user` route: Siphon is a
+/// B2BUA and relays the media) and answers as the phone; each leg's audio reaches the other.
+#[test]
+fn bridged_calls_through_a_user_route() {
+    let sink = start_sink();
+    let server = start_siphon(config(42_200, sink));
+    let phone = Auth {
+        user: "1002".into(),
+        password: "secret1002".into(),
+        prefer: None,
+    };
+    let r = run_as(server, "1002", 3, None, None, Some(phone.clone()));
+    assert_eq!(r.calls.completed, 3, "{:?} {:?}", r.calls, r.notes);
+    // Both directions: every packet one leg sent arrived on the other, one way each.
+    assert!(r.rtp.sent >= 3 * 95, "caller → callee {}", r.rtp.sent);
+    assert!(
+        r.rtp.down_expected >= 3 * 90,
+        "callee → caller {}",
+        r.rtp.down_expected
+    );
+    assert_eq!(r.up_missing, 0, "{:?}", r.notes);
+    assert_eq!(r.rtp.down_missing, 0, "{:?}", r.notes);
+    assert_eq!(r.bridge_us.count, r.rtp.sent + r.rtp.down_expected);
+    assert!(r.bridge_us.p50.unwrap() < 500_000);
+    assert_eq!(
+        r.echo_rtt_us.count, 0,
+        "nothing is echoed on a bridged call"
+    );
+    assert!(
+        !r.notes
+            .iter()
+            .any(|n| n.contains("no callee leg") || n.contains("got no BYE")),
+        "{:?}",
+        r.notes
+    );
+    // A wrong password: the callee cannot register, and the run says so.
+    let wrong = Auth {
+        password: "nope".into(),
+        ..phone
+    };
+    let err = generator::run(Config {
+        server,
+        local_ip: "127.0.0.1".parse().unwrap(),
+        number: "1002".into(),
+        calls: 1,
+        rate: 20.0,
+        hold: Duration::from_secs(1),
+        tail: Duration::from_millis(100),
+        auth: None,
+        sink_control: None,
+        watch: Vec::new(),
+        label: "bridge".into(),
+        socket_buffer: 1 << 20,
+        settle: Duration::ZERO,
+        siphon_ports: None,
+        answer_as: Some(wrong),
+    })
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("REGISTER"), "{err:#}");
 }
