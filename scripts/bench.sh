@@ -45,6 +45,9 @@
 #                 PERF_EVENTS, counts that hold up on a busy machine where CPU % does not
 #                 (instructions and cycles need hardware counters; VMs often have none)  [0]
 #   PERF_EVENTS   [instructions,cycles,task-clock,context-switches,raw_syscalls:sys_enter]
+#   PERF_RECORD   1: `perf record -e cpu-clock -g` on the measured process for 8 s of each
+#                 level's steady window instead ($OUT/perf-MODE-LEVEL.data; read it with
+#                 `perf report -i FILE --no-children`)                             [0]
 #   OUT           results folder                       [target/bench/DATE]
 #   SIPHON_BIN    the siphon binary to measure (e.g. another worktree's build, to compare
 #                 two versions in one run)                [target/release/siphon]
@@ -77,6 +80,7 @@ RTPENGINE="${RTPENGINE:-rtpengine}"
 RTPENGINE_NG="${RTPENGINE_NG:-22223}"
 RTPENGINE_THREADS="${RTPENGINE_THREADS:-1}"
 PERF_STAT="${PERF_STAT:-0}"
+PERF_RECORD="${PERF_RECORD:-0}"
 PERF_EVENTS="${PERF_EVENTS:-instructions,cycles,task-clock,context-switches,raw_syscalls:sys_enter}"
 OUT="${OUT:-$root/target/bench/$(date +%Y%m%d-%H%M%S)}"
 case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac
@@ -132,14 +136,6 @@ EOF
 username = "1001"
 password = "secret1001"
 kind = "phone"
-[[dialplan]]
-number = "600"
-action = "echo"
-auth = "$auth"
-[[dialplan]]
-number = "700"
-action = "fork"
-auth = "$auth"
 [[accounts]]
 username = "1002"
 password = "secret1002"
@@ -150,6 +146,15 @@ kind = "phone"
 number = "1002"
 action = "user"
 auth = "none"
+[[dialplan]]
+number = "600"
+action = "echo"
+auth = "$auth"
+# 700 stays the last route: the [[dialplan.forks]] appended below belong to it.
+[[dialplan]]
+number = "700"
+action = "fork"
+auth = "$auth"
 EOF
     if [ "$forks" = 1 ]; then
         cat >>"$file" <<EOF
@@ -252,6 +257,12 @@ run_level() {
         ( sleep "$wait_s"; perf stat -e "$PERF_EVENTS" -p "$siphon_pid" -- sleep 8 \
             2>"$OUT/perf-$mode-$level.txt" >/dev/null ) &
         perf_pid=$!
+    elif [ "$PERF_RECORD" = 1 ] && command -v perf >/dev/null; then
+        local wait_s
+        wait_s=$(awk -v n="$level" -v r="$RATE" 'BEGIN { printf "%.1f", n / r + 3 }')
+        ( sleep "$wait_s"; perf record -q -e cpu-clock -F 1999 -g -p "$siphon_pid" \
+            -o "$OUT/perf-$mode-$level.data" -- sleep 8 >/dev/null 2>&1 ) &
+        perf_pid=$!
     fi
     "${prio[@]}" "${on_load_core[@]}" "$load" run --server "127.0.0.1:$SIP_PORT" \
         --number "$number" --calls "$level" --rate "$RATE" --hold "$hold" --label "$mode" \
@@ -260,7 +271,9 @@ run_level() {
         >"$OUT/run-$mode-$level.json" 2>"$OUT/run-$mode-$level.log" \
         || { echo "generator failed:"; tail -5 "$OUT/run-$mode-$level.log"; }
     grep "^| $mode" "$OUT/run-$mode-$level.log" || true
-    if [ -n "$perf_pid" ]; then
+    if [ -n "$perf_pid" ] && [ "$PERF_RECORD" = 1 ]; then
+        wait "$perf_pid" 2>/dev/null || true
+    elif [ -n "$perf_pid" ]; then
         wait "$perf_pid" 2>/dev/null || true
         awk -v n="$level" -v m="$mode $level" '$1 ~ /^[0-9.,]+$/ && $2 != "seconds" {
                 gsub(",", "", $1); printf "%s: %s %.2f per call per s (8 s)\n", m, ($2 == "msec" ? "task-clock-ms" : $2), $1 / 8 / n }' \

@@ -433,15 +433,25 @@ pub fn table(results: &[LevelResult]) -> String {
             r.procs.get("siphon").and_then(|p| p.cpu_percent),
         ) && *e > 0.0
         {
-            let _ = writeln!(
-                out,
-                "- {} calls: {} CPU / rtpengine = {:.2}× ({b:.1} % / {e:.1} %; {:.3} / {:.3} % of a core per bridged call)",
-                r.level,
-                r.label,
-                b / e,
-                b / r.level.max(1) as f64,
-                e / r.level.max(1) as f64
-            );
+            // The kernel caps a real-time task at 95 % of its core: a capped figure is
+            // the cap, not the cost, and their ratio says nothing.
+            let _ = if b < 93.0 && *e < 93.0 {
+                writeln!(
+                    out,
+                    "- {} calls: {} CPU / rtpengine = {:.2}× ({b:.1} % / {e:.1} %; {:.3} / {:.3} % of a core per bridged call)",
+                    r.level,
+                    r.label,
+                    b / e,
+                    b / r.level.max(1) as f64,
+                    e / r.level.max(1) as f64
+                )
+            } else {
+                writeln!(
+                    out,
+                    "- {} calls: core saturated ({} {b:.1} %, rtpengine {e:.1} %): no ratio",
+                    r.level, r.label
+                )
+            };
         }
     }
     out
@@ -547,6 +557,16 @@ mod tests {
             "{t}"
         );
         assert!(!t.contains("- 400 calls: bridge CPU"), "{t}");
+        let capped = table(&[
+            with_cpu("bridge", 1000, 95.2),
+            with_cpu("rtpengine", 1000, 95.0),
+        ]);
+        assert!(
+            capped.contains(
+                "- 1000 calls: core saturated (bridge 95.2 %, rtpengine 95.0 %): no ratio"
+            ),
+            "{capped}"
+        );
         assert!(t.contains("| bridge 0.4 / 1.5 / 9.0 |"), "{t}");
         assert!(t.contains("**bridge: 400 concurrent calls** (highest level with 100 % completion, 0 loss, playback pacing p99 < 20 ms, one-way p99 through the bridge < 20 ms)"), "{t}");
         let mut slow = with_cpu("bridge", 200, 30.0);
