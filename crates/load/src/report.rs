@@ -426,10 +426,14 @@ pub fn table(results: &[LevelResult]) -> String {
         })
         .collect();
     for r in results.iter().filter(|r| r.label.starts_with("bridge")) {
+        let own = r.label.replacen("bridge", "rtpengine", 1);
+        let other = if rtpengine.contains_key(&(own.clone(), r.level)) {
+            own
+        } else {
+            "rtpengine".to_string()
+        };
         if let (Some(e), Some(b)) = (
-            rtpengine
-                .get(&(r.label.replacen("bridge", "rtpengine", 1), r.level))
-                .or_else(|| rtpengine.get(&("rtpengine".to_string(), r.level))),
+            rtpengine.get(&(other.clone(), r.level)),
             r.procs.get("siphon").and_then(|p| p.cpu_percent),
         ) && *e > 0.0
         {
@@ -438,7 +442,7 @@ pub fn table(results: &[LevelResult]) -> String {
             let _ = if b < 93.0 && *e < 93.0 {
                 writeln!(
                     out,
-                    "- {} calls: {} CPU / rtpengine = {:.2}× ({b:.1} % / {e:.1} %; {:.3} / {:.3} % of a core per bridged call)",
+                    "- {} calls: {} CPU / {other} = {:.2}× ({b:.1} % / {e:.1} %; {:.3} / {:.3} % of a core per bridged call)",
                     r.level,
                     r.label,
                     b / e,
@@ -448,7 +452,7 @@ pub fn table(results: &[LevelResult]) -> String {
             } else {
                 writeln!(
                     out,
-                    "- {} calls: core saturated ({} {b:.1} %, rtpengine {e:.1} %): no ratio",
+                    "- {} calls: core saturated ({} {b:.1} %, {other} {e:.1} %): no ratio",
                     r.level, r.label
                 )
             };
@@ -557,6 +561,15 @@ mod tests {
             "{t}"
         );
         assert!(!t.contains("- 400 calls: bridge CPU"), "{t}");
+        let paired = table(&[
+            with_cpu("rtpengine", 200, 10.0),
+            with_cpu("rtpengine-x", 200, 40.0),
+            with_cpu("bridge-x", 200, 20.0),
+        ]);
+        assert!(
+            paired.contains("- 200 calls: bridge-x CPU / rtpengine-x = 0.50×"),
+            "{paired}"
+        );
         let capped = table(&[
             with_cpu("bridge", 1000, 95.2),
             with_cpu("rtpengine", 1000, 95.0),
