@@ -401,6 +401,7 @@ for mode in $MODES; do
             if ! command -v "$RTPENGINE" >/dev/null; then
                 echo "rtpengine (Debian: rtpengine-daemon) is not installed; skipping"; continue
             fi
+            python3 "$root/deploy/bench/rtpengine-b2bua.py" --self-test
             for l in $LEVELS; do run_level "rtpengine$LABEL_SUFFIX" "$l" 1002 rtpengine; done ;;
         registrar) run_registrar ;;
         sipp) run_sipp ;;

@@ -203,8 +203,8 @@ class B2bua:
                 continue
             try:
                 self.handle(msg, addr)
-            except (RuntimeError, ValueError, KeyError) as e:
-                print("rtpengine-b2bua: %s" % e, file=sys.stderr, flush=True)
+            except Exception as e:  # noqa: BLE001 - one bad datagram must not end the run
+                print("rtpengine-b2bua: %s: %s" % (type(e).__name__, e), file=sys.stderr, flush=True)
 
     def handle(self, msg, addr):
         start, headers, body = msg
