@@ -308,20 +308,10 @@ impl Bridge {
         // ends the call even while the other still talks.
         let mut last_rx = [Instant::now(); 2];
         let mut slots = tokio::time::interval(stereo::SLOT);
-        // Both timers live across packets: built afresh in every turn of the loop they put
-        // two entries in the runtime's timer wheel (behind its lock) and took them out
-        // again per packet. The inactivity deadline moves with every packet, so it is
-        // checked when the timer fires and re-armed to the real deadline then.
-        let idle = tokio::time::sleep_until(last_rx[0] + self.inactivity);
-        tokio::pin!(idle);
-        let rtcp = tokio::time::sleep_until(self.caller.rtcp_due().min(self.callee.rtcp_due()));
-        tokio::pin!(rtcp);
         loop {
+            let idle_deadline = last_rx[0].min(last_rx[1]) + self.inactivity;
             let forking = self.aligner.is_some();
             let rtcp_due = self.caller.rtcp_due().min(self.callee.rtcp_due());
-            if rtcp.deadline() != rtcp_due {
-                rtcp.as_mut().reset(rtcp_due);
-            }
             tokio::select! {
                 msg = control.recv() => match msg {
                     Some(Control::Update(side, params)) => {
@@ -415,19 +405,13 @@ impl Bridge {
                     let Ok((len, from)) = r else { continue };
                     self.callee.on_rtcp(&rtcp_callee[..len], from, &self.counters);
                 }
-                () = &mut rtcp => {
+                () = tokio::time::sleep_until(rtcp_due) => {
                     self.caller.poll_rtcp(&self.counters);
                     self.callee.poll_rtcp(&self.counters);
                 }
-                () = &mut idle => {
-                    let deadline = last_rx[0].min(last_rx[1]) + self.inactivity;
-                    if deadline > Instant::now() {
-                        idle.as_mut().reset(deadline);
-                        continue;
-                    }
+                () = tokio::time::sleep_until(idle_deadline) => {
                     if !self.answered || self.caller.on_hold() || self.callee.on_hold() {
                         last_rx = [Instant::now(); 2];
-                        idle.as_mut().reset(last_rx[0] + self.inactivity);
                         continue;
                     }
                     let silent = if last_rx[0] <= last_rx[1] { "caller" } else { "callee" };
