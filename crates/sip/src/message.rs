@@ -769,6 +769,30 @@ pub fn response_to(
     }
 }
 
+/// The wire bytes of a message (rsip's text form). Formatted into a buffer the thread
+/// keeps (formatting into an empty `String` regrew it several times per message, for every
+/// response and request Siphon sends), then copied out at its exact size: transactions keep
+/// their last message for retransmission, so spare capacity would stay allocated for 32 s.
+pub fn to_bytes(message: &impl std::fmt::Display) -> Vec<u8> {
+    thread_local! {
+        static TEXT: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(2048));
+    }
+    TEXT.with(|text| match text.try_borrow_mut() {
+        Ok(mut text) => {
+            text.clear();
+            let _ = write!(text, "{message}");
+            let bytes = text.as_bytes().to_vec();
+            // A rare huge message must not pin its buffer for the thread's life.
+            if text.capacity() > 16 * 1024 {
+                *text = String::with_capacity(2048);
+            }
+            bytes
+        }
+        // Only if a Display impl formatted a message itself while this one is formatted.
+        Err(_) => message.to_string().into_bytes(),
+    })
+}
+
 /// Sets the body and a matching Content-Length (rsip does not compute it).
 pub fn finish(headers: &mut Headers, body: &[u8]) {
     headers.retain(|h| !matches!(h, Header::ContentLength(_)));

@@ -389,7 +389,7 @@ impl TransactionLayer {
     /// Sends an ACK for a 2xx. That ACK is not part of any transaction (RFC 3261 §17.1.1.3),
     /// so it is just queued.
     pub fn send_ack_for_2xx(&mut self, request: rsip::Request, peer: Peer) {
-        self.io.send(peer, request.to_string().into_bytes());
+        self.io.send(peer, crate::message::to_bytes(&request));
     }
 
     /// The INVITE server transaction that `cancel` targets (same branch, method INVITE), if it

@@ -109,7 +109,7 @@ impl NonInviteServer {
                 status: code,
             });
         }
-        let bytes = response.to_string().into_bytes();
+        let bytes = crate::message::to_bytes(&response);
         io.send(self.peer, bytes.clone());
         self.last_response = Some(bytes);
         if code < 200 {
