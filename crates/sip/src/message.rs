@@ -1345,7 +1345,11 @@ mod hostile {
         for sample in SAMPLES.iter().filter(|s| !s.starts_with("SIP/")) {
             for round in 0..3000 {
                 let mut m = sample.as_bytes().to_vec();
-                for _ in 0..(if round == 0 { 0 } else { next(&mut state) % 4 + 1 }) {
+                for _ in 0..(if round == 0 {
+                    0
+                } else {
+                    next(&mut state) % 4 + 1
+                }) {
                     let pos = (next(&mut state) as usize) % m.len().max(1);
                     let byte = interesting[(next(&mut state) as usize) % interesting.len()];
                     match next(&mut state) % 3 {
@@ -1360,16 +1364,18 @@ mod hostile {
                 let Ok(scanned) = Scanned::scan(&m) else {
                     continue;
                 };
-                if !matches!(scanned.start, StartLine::Request { .. }) || scanned.validate().is_err()
+                if !matches!(scanned.start, StartLine::Request { .. })
+                    || scanned.validate().is_err()
                 {
                     continue;
                 }
                 compared += 1;
                 let direct = scanned.request(source).ok();
-                let via_text = match rsip::SipMessage::try_from(scanned.normalised(source).as_bytes()) {
-                    Ok(rsip::SipMessage::Request(r)) => Some(r),
-                    _ => None,
-                };
+                let via_text =
+                    match rsip::SipMessage::try_from(scanned.normalised(source).as_bytes()) {
+                        Ok(rsip::SipMessage::Request(r)) => Some(r),
+                        _ => None,
+                    };
                 built += usize::from(direct.is_some());
                 assert_eq!(
                     direct,
@@ -1380,6 +1386,9 @@ mod hostile {
             }
         }
         // The corpus must exercise both outcomes, not only failures.
-        assert!(compared > 1000 && built > 500, "compared {compared}, built {built}");
+        assert!(
+            compared > 1000 && built > 500,
+            "compared {compared}, built {built}"
+        );
     }
 }

@@ -133,9 +133,9 @@ enum ServerTransaction {
 }
 
 impl ServerTransaction {
-    fn request(&self) -> &rsip::Request {
+    fn request(&self) -> Option<&rsip::Request> {
         match self {
-            ServerTransaction::Invite(t) => t.request(),
+            ServerTransaction::Invite(t) => Some(t.request()),
             ServerTransaction::NonInvite(t) => t.request(),
         }
     }
@@ -409,11 +409,12 @@ impl TransactionLayer {
     /// The request that created a server or client transaction (e.g. the INVITE, which the TU
     /// needs to build a 487 after a CANCEL). For an INVITE client transaction ended by a 2xx
     /// the INVITE stays available for 64·T1, because every 2xx in that time needs an ACK
-    /// built from it.
+    /// built from it. A non-INVITE server transaction forgets its request once its final
+    /// response is sent (nothing more can be answered; only that response is re-sent).
     pub fn request(&self, key: &TransactionKey) -> Option<&rsip::Request> {
         self.server
             .get(key)
-            .map(ServerTransaction::request)
+            .and_then(ServerTransaction::request)
             .or_else(|| self.client.get(key).map(ClientTransaction::request))
             .or_else(|| self.ack_windows.get(key).map(|w| &w.invite))
     }
