@@ -243,7 +243,7 @@ pub(crate) fn deliver(
                 // Back to the packet's source, as the endpoint answers (see its
                 // `handle_inbound`): the Via's sent-by may be a NATed phone's private address.
                 let peer = Peer::new(source, transport);
-                out.send(peer, response.to_string().into_bytes());
+                out.send(peer, message::to_bytes(&response));
             }
         }
     }

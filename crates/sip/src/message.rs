@@ -172,8 +172,14 @@ pub fn parse(
     if let Err(error) = scanned.validate() {
         return Err(reject(error, &scanned));
     }
-    let text = scanned.normalised(source);
-    match rsip::SipMessage::try_from(text.as_bytes()) {
+    let parsed = match scanned.start {
+        StartLine::Request { .. } => scanned.request(source).map(rsip::SipMessage::Request),
+        StartLine::Response { .. } => {
+            let text = scanned.normalised(source);
+            rsip::SipMessage::try_from(text.as_bytes())
+        }
+    };
+    match parsed {
         Ok(mut msg) => {
             *msg.body_mut() = scanned.body[..scanned.body_len()].to_vec();
             Ok(msg)
@@ -416,6 +422,67 @@ impl<'a> Scanned<'a> {
         self.first("Content-Length")
             .and_then(|v| v.trim().parse::<usize>().ok())
             .map_or(self.body.len(), |n| n.min(self.body.len()))
+    }
+
+    /// The request as rsip would parse [`Self::normalised`]'s text, built from the scanned
+    /// lines without writing that text and tokenizing it again: rsip's own tokenizer reads
+    /// the request line (short), and rsip's own conversion turns each (name, value) into
+    /// its header, so names map to the same variants and values are the same strings. The
+    /// header order, the stamped top Via and the trailing Content-Length are those of
+    /// `normalised`. Requests are every message a registrar or a call setup receives; a
+    /// response still takes the text path (it is rarer, and has no Via to stamp).
+    fn request(&self, source: SocketAddr) -> Result<rsip::Request, rsip::Error> {
+        use rsip::headers::header::Tokenizer as HeaderTokenizer;
+        use rsip::message::request::tokenizer::Tokenizer as RequestTokenizer;
+        let StartLine::Request {
+            method,
+            uri,
+            version,
+        } = self.start
+        else {
+            return Err(rsip::Error::Unexpected("not a request".into()));
+        };
+        let line = format!("{method} {uri} {version}\r\n\r\n");
+        let (_, start) = RequestTokenizer::tokenize(line.as_bytes())?;
+        let top_via = self
+            .order
+            .iter()
+            .find_map(|entry| match *entry {
+                Ok(i) if self.headers[i].0 == "Via" => Some(stamp_via(&self.headers[i].1, source)),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let content_length = self.body_len().to_string();
+        let mut headers = Vec::with_capacity(self.order.len() + 1);
+        let mut first_via = true;
+        for entry in &self.order {
+            let (name, value) = match *entry {
+                Ok(i) => (self.headers[i].0, self.headers[i].1.as_str()),
+                Err(i) => (self.extra[i].0, self.extra[i].1.as_str()),
+            };
+            let value = if name == "Via" && first_via {
+                first_via = false;
+                top_via.as_str()
+            } else if name == "Content-Length" {
+                continue; // added last, matching the cut body
+            } else {
+                value
+            };
+            headers.push(HeaderTokenizer {
+                name: name.as_bytes(),
+                value: value.as_bytes(),
+            });
+        }
+        headers.push(HeaderTokenizer {
+            name: b"Content-Length",
+            value: content_length.as_bytes(),
+        });
+        RequestTokenizer {
+            headers,
+            body: &[],
+            ..start
+        }
+        .try_into()
     }
 
     /// Text rsip can parse: canonical names, one Via per line, received/rport stamped.
@@ -767,6 +834,30 @@ pub fn response_to(
         headers,
         body: Vec::new(),
     }
+}
+
+/// The wire bytes of a message (rsip's text form). Formatted into a buffer the thread
+/// keeps (formatting into an empty `String` regrew it several times per message, for every
+/// response and request Siphon sends), then copied out at its exact size: transactions keep
+/// their last message for retransmission, so spare capacity would stay allocated for 32 s.
+pub fn to_bytes(message: &impl std::fmt::Display) -> Vec<u8> {
+    thread_local! {
+        static TEXT: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(2048));
+    }
+    TEXT.with(|text| match text.try_borrow_mut() {
+        Ok(mut text) => {
+            text.clear();
+            let _ = write!(text, "{message}");
+            let bytes = text.as_bytes().to_vec();
+            // A rare huge message must not pin its buffer for the thread's life.
+            if text.capacity() > 16 * 1024 {
+                *text = String::with_capacity(2048);
+            }
+            bytes
+        }
+        // Only if a Display impl formatted a message itself while this one is formatted.
+        Err(_) => message.to_string().into_bytes(),
+    })
 }
 
 /// Sets the body and a matching Content-Length (rsip does not compute it).
@@ -1239,5 +1330,65 @@ mod hostile {
                 let _ = frame(&m, ParseLimits::default());
             }
         }
+    }
+
+    /// Requests are built from the scanned lines without rsip's message tokenizer
+    /// (`Scanned::request`); over valid and damaged requests alike, the result (or the
+    /// fact of failing) must be what rsip makes of the normalised text, which is how every
+    /// request was parsed before.
+    #[test]
+    fn direct_request_build_matches_rsip_on_the_normalised_text() {
+        let source: SocketAddr = "192.0.2.1:5060".parse().unwrap();
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let interesting = b"\r\n:;,<>\"@ \t=[]0123456789SIP/2.0zZ%";
+        let (mut compared, mut built) = (0, 0);
+        for sample in SAMPLES.iter().filter(|s| !s.starts_with("SIP/")) {
+            for round in 0..3000 {
+                let mut m = sample.as_bytes().to_vec();
+                for _ in 0..(if round == 0 {
+                    0
+                } else {
+                    next(&mut state) % 4 + 1
+                }) {
+                    let pos = (next(&mut state) as usize) % m.len().max(1);
+                    let byte = interesting[(next(&mut state) as usize) % interesting.len()];
+                    match next(&mut state) % 3 {
+                        0 if pos < m.len() => m[pos] = byte,
+                        1 => m.insert(pos.min(m.len()), byte),
+                        _ if pos < m.len() => {
+                            m.remove(pos);
+                        }
+                        _ => {}
+                    }
+                }
+                let Ok(scanned) = Scanned::scan(&m) else {
+                    continue;
+                };
+                if !matches!(scanned.start, StartLine::Request { .. })
+                    || scanned.validate().is_err()
+                {
+                    continue;
+                }
+                compared += 1;
+                let direct = scanned.request(source).ok();
+                let via_text =
+                    match rsip::SipMessage::try_from(scanned.normalised(source).as_bytes()) {
+                        Ok(rsip::SipMessage::Request(r)) => Some(r),
+                        _ => None,
+                    };
+                built += usize::from(direct.is_some());
+                assert_eq!(
+                    direct,
+                    via_text,
+                    "differs for:\n{}",
+                    String::from_utf8_lossy(&m)
+                );
+            }
+        }
+        // The corpus must exercise both outcomes, not only failures.
+        assert!(
+            compared > 1000 && built > 500,
+            "compared {compared}, built {built}"
+        );
     }
 }

@@ -72,7 +72,7 @@ impl InviteClient {
     ) -> Result<Self, TransactionError> {
         // Needed later to build the ACK; refuse now rather than fail on the final response.
         msg::require(&request.headers, Field::From)?;
-        let bytes = request.to_string().into_bytes();
+        let bytes = crate::message::to_bytes(&request);
         io.send(peer, bytes.clone());
         let mut txn = InviteClient {
             state: State::Calling,

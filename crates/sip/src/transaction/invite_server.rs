@@ -151,7 +151,7 @@ impl InviteServer {
         if (200..300).contains(&code) {
             self.ack_match = AckMatch::for_2xx(&self.request, &response);
         }
-        let bytes = response.to_string().into_bytes();
+        let bytes = crate::message::to_bytes(&response);
         io.send(self.peer, bytes.clone());
         self.last_response = Some(bytes);
         match code {

@@ -133,9 +133,9 @@ enum ServerTransaction {
 }
 
 impl ServerTransaction {
-    fn request(&self) -> &rsip::Request {
+    fn request(&self) -> Option<&rsip::Request> {
         match self {
-            ServerTransaction::Invite(t) => t.request(),
+            ServerTransaction::Invite(t) => Some(t.request()),
             ServerTransaction::NonInvite(t) => t.request(),
         }
     }
@@ -389,7 +389,7 @@ impl TransactionLayer {
     /// Sends an ACK for a 2xx. That ACK is not part of any transaction (RFC 3261 §17.1.1.3),
     /// so it is just queued.
     pub fn send_ack_for_2xx(&mut self, request: rsip::Request, peer: Peer) {
-        self.io.send(peer, request.to_string().into_bytes());
+        self.io.send(peer, crate::message::to_bytes(&request));
     }
 
     /// The INVITE server transaction that `cancel` targets (same branch, method INVITE), if it
@@ -409,11 +409,12 @@ impl TransactionLayer {
     /// The request that created a server or client transaction (e.g. the INVITE, which the TU
     /// needs to build a 487 after a CANCEL). For an INVITE client transaction ended by a 2xx
     /// the INVITE stays available for 64·T1, because every 2xx in that time needs an ACK
-    /// built from it.
+    /// built from it. A non-INVITE server transaction forgets its request once its final
+    /// response is sent (nothing more can be answered; only that response is re-sent).
     pub fn request(&self, key: &TransactionKey) -> Option<&rsip::Request> {
         self.server
             .get(key)
-            .map(ServerTransaction::request)
+            .and_then(ServerTransaction::request)
             .or_else(|| self.client.get(key).map(ClientTransaction::request))
             .or_else(|| self.ack_windows.get(key).map(|w| &w.invite))
     }

@@ -60,7 +60,7 @@ impl NonInviteClient {
         request: rsip::Request,
         peer: Peer,
     ) -> Self {
-        let bytes = request.to_string().into_bytes();
+        let bytes = crate::message::to_bytes(&request);
         io.send(peer, bytes.clone());
         let mut txn = NonInviteClient {
             state: State::Trying,

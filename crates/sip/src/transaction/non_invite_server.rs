@@ -52,7 +52,10 @@ impl State {
 #[derive(Debug)]
 pub(super) struct NonInviteServer {
     state: State,
-    request: rsip::Request,
+    /// Until the final response: after it, Timer J keeps the transaction 32 s over UDP only
+    /// to re-send that response, and a registrar at a few hundred REGISTERs a second would
+    /// otherwise hold every request's parsed headers for that long.
+    request: Option<rsip::Request>,
     peer: Peer,
     last_response: Option<Vec<u8>>,
     timers: Timers,
@@ -62,15 +65,15 @@ impl NonInviteServer {
     pub(super) fn new(request: rsip::Request, peer: Peer) -> Self {
         NonInviteServer {
             state: State::Trying,
-            request,
+            request: Some(request),
             peer,
             last_response: None,
             timers: Timers::default(),
         }
     }
 
-    pub(super) fn request(&self) -> &rsip::Request {
-        &self.request
+    pub(super) fn request(&self) -> Option<&rsip::Request> {
+        self.request.as_ref()
     }
 
     pub(super) fn timers_mut(&mut self) -> &mut Timers {
@@ -109,7 +112,7 @@ impl NonInviteServer {
                 status: code,
             });
         }
-        let bytes = response.to_string().into_bytes();
+        let bytes = crate::message::to_bytes(&response);
         io.send(self.peer, bytes.clone());
         self.last_response = Some(bytes);
         if code < 200 {
@@ -117,6 +120,7 @@ impl NonInviteServer {
             return Ok(Flow::Continue);
         }
         self.enter(State::Completed);
+        self.request = None;
         if self.peer.transport.is_reliable() {
             // Timer J is zero: no request retransmissions will arrive to absorb.
             return Ok(Flow::Terminate);

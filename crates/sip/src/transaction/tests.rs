@@ -1085,12 +1085,14 @@ fn non_invite_server_udp_absorbs_retransmissions_and_timer_j() {
     let trace = h.recv_request(req.clone(), udp());
     assert_eq!(trace.sends.len(), 1);
     assert_eq!(trace.sends[0].1, trying);
+    assert_eq!(h.layer.request(&key), Some(&req));
 
-    // Completed: the final is re-sent.
+    // Completed: the final is re-sent; the request itself is no longer kept.
     h.run_until(secs(1));
     let ok = h.respond(&key, response(&req, 200, Some("s"))).sends[0]
         .1
         .clone();
+    assert_eq!(h.layer.request(&key), None);
     h.run_until(secs(5));
     let trace = h.recv_request(req.clone(), udp());
     assert!(trace.events.is_empty());

@@ -1,5 +1,17 @@
 use std::{error::Error as StdError, fmt};
 
+/// How much of the rejected input an error message quotes (Siphon patch, PATCHES.md): nom's
+/// `alt` builds an error for every alternative it rejects, on the normal path too, and
+/// quoting the whole rest of a message made each of them copy it (lossy UTF-8) into a
+/// string nobody reads.
+const EXCERPT: usize = 64;
+
+fn excerpt<'a>(input: impl Into<&'a bstr::BStr>) -> &'a bstr::BStr {
+    let input: &bstr::BStr = input.into();
+    let bytes: &[u8] = input.as_ref();
+    bytes[..bytes.len().min(EXCERPT)].into()
+}
+
 #[derive(Debug, Eq, PartialEq, Clone)]
 pub struct TokenizerError {
     pub context: String,
@@ -12,7 +24,7 @@ where
 {
     fn from(from: (S, T)) -> Self {
         Self {
-            context: format!("failed to tokenize {}: {}", from.0.into(), from.1.into()),
+            context: format!("failed to tokenize {}: {}", from.0.into(), excerpt(from.1)),
         }
     }
 }
@@ -50,7 +62,7 @@ impl StdError for TokenizerError {}
 impl<'a, T: Into<&'a bstr::BStr>> nom::error::ParseError<T> for TokenizerError {
     fn from_error_kind(input: T, kind: nom::error::ErrorKind) -> Self {
         Self {
-            context: format!("could not tokenize ({:?}): {}", kind, input.into()),
+            context: format!("could not tokenize ({:?}): {}", kind, excerpt(input)),
         }
     }
     fn append(input: T, kind: nom::error::ErrorKind, other: Self) -> Self {
@@ -59,14 +71,14 @@ impl<'a, T: Into<&'a bstr::BStr>> nom::error::ParseError<T> for TokenizerError {
                 "{}. Also, could not tokenize ({:?}): {}",
                 other,
                 kind,
-                input.into(),
+                excerpt(input),
             ),
         }
     }
 
     fn from_char(input: T, c: char) -> Self {
         Self {
-            context: format!("was expecting char {} in: {}", c, input.into()),
+            context: format!("was expecting char {} in: {}", c, excerpt(input)),
         }
     }
 

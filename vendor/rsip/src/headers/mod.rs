@@ -74,17 +74,11 @@ impl std::convert::From<Headers> for Vec<Header> {
 
 impl std::fmt::Display for Headers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.is_empty() {
-            write!(f, "")
-        } else {
-            write!(
-                f,
-                "{}\r\n",
-                self.iter()
-                    .map(|s| s.to_string())
-                    .collect::<Vec<_>>()
-                    .join("\r\n")
-            )
+        // Siphon patch (PATCHES.md): each header straight into the formatter, the same
+        // text as joining them, without a String per header, a Vec and the joined copy.
+        for header in self.iter() {
+            write!(f, "{}\r\n", header)?;
         }
+        Ok(())
     }
 }

@@ -190,10 +190,18 @@ pub mod tokenizer {
         pub fn tokenize(part: &'a [u8]) -> IResult<Self> {
             use nom::{branch::alt, combinator::map};
 
-            let (_, message) = alt((
-                map(response::Tokenizer::tokenize, |r| r.into()),
-                map(request::Tokenizer::tokenize, |r| r.into()),
-            ))(part)?;
+            // Siphon patch (PATCHES.md): a response starts with its version, a request
+            // never does, so the first bytes pick the one tokenizer that can succeed.
+            // Trying the response first made every request pay for a rejected response
+            // tokenize (and its error string) before being parsed.
+            let (_, message) = if part.starts_with(b"SIP/") {
+                map(response::Tokenizer::tokenize, |r| r.into())(part)?
+            } else {
+                alt((
+                    map(request::Tokenizer::tokenize, |r| r.into()),
+                    map(response::Tokenizer::tokenize, |r| r.into()),
+                ))(part)?
+            };
 
             Ok((&[], message))
         }
