@@ -3,15 +3,21 @@
 //! Siphon's media fork: the WebSocket side of streaming a call's audio to an analytics
 //! service and playing back what it returns.
 //!
-//! The server starts one fork per forked call with [`start`]. Each fork is **one tokio task**
-//! (the design's "forker thread" for that call) that owns the fork's state: its socket, its
-//! outgoing buffer and its protocol codec. The server's media task talks to it through a
-//! [`Fork`] handle whose methods never block:
+//! The server starts one fork per forked call. A fork's state — its socket, its outgoing
+//! buffer and its protocol codec — is owned by one task and shared with no other call:
+//!
+//! - [`start_inline`]: the call's own media task owns it (the design's "forker thread per
+//!   call" taken literally) and polls [`Fork::drive`] in its select loop, so a frame goes
+//!   from the RTP packet to the WebSocket in one wake-up, without a channel or a second task;
+//! - [`start`]: a tokio task of its own, fed over bounded channels.
+//!
+//! The server's media task talks to it through a [`Fork`] handle whose methods never block:
 //!
 //! - [`Fork::send_audio`] hands over one 20 ms frame already in [`ForkConfig::effective_format`]
-//!   (the server does G.711 and resampling). The channel is bounded: when the fork task is
-//!   behind, the frame is dropped and counted. While the service is unreachable or reads too
-//!   slowly, up to [`ForkConfig::buffer`] of audio waits, the oldest dropped past it.
+//!   (the server does G.711 and resampling). A fork in its own task is fed over a bounded
+//!   channel: when the task is behind, the frame is dropped and counted. While the service
+//!   is unreachable or reads too slowly, up to [`ForkConfig::buffer`] of audio waits, the
+//!   oldest dropped past it.
 //! - [`Fork::try_recv`] / [`Fork::recv`] return what the service asked for, in order, with its
 //!   audio cut into 20 ms pieces for the pacer. Each pacer tick takes commands until it gets
 //!   one [`ServiceCommand::Audio`] (or none): a [`ServiceCommand::Mark`] met on the way has been
