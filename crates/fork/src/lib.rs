@@ -160,7 +160,9 @@ pub fn start_inline(config: ForkConfig, meta: CallMeta) -> Fork {
     };
     let (mut fork, ready) = prepare(config, meta, driver);
     if let Some((core, new_span, _rt)) = ready
-        && let Driver::Inline { core: slot, span, .. } = &mut fork.driver
+        && let Driver::Inline {
+            core: slot, span, ..
+        } = &mut fork.driver
     {
         *slot = Some(core);
         *span = new_span;
@@ -269,7 +271,9 @@ impl Fork {
                     ForkStats::add(&self.stats.frames_dropped_disconnected, 1);
                 }
             },
-            Driver::Inline { core: Some(core), .. } => core.push_frame(out),
+            Driver::Inline {
+                core: Some(core), ..
+            } => core.push_frame(out),
             Driver::Inline { core: None, .. } => {
                 ForkStats::add(&self.stats.frames_dropped_disconnected, 1);
             }
@@ -308,7 +312,9 @@ impl Fork {
     fn control(&mut self, c: Control) -> bool {
         match &mut self.driver {
             Driver::Task { ctl_tx, .. } => ctl_tx.try_send(c).is_ok(),
-            Driver::Inline { core: Some(core), .. } => {
+            Driver::Inline {
+                core: Some(core), ..
+            } => {
                 core.on_control(c);
                 true
             }

@@ -730,6 +730,9 @@ impl Leg {
             },
             fork.stats(),
         );
+        // Exactly the room needed: a `ForkTap` is most of a kilobyte and a call has one fork
+        // or two, so the default growth (four at once) would waste kilobytes per call.
+        self.taps.reserve_exact(1);
         self.taps
             .push(ForkTap::new(id, fork, &config, registration));
     }
