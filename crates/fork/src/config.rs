@@ -217,7 +217,9 @@ pub struct ForkConfig {
     /// A PEM file of further root certificates to trust for `wss://` (a private CA).
     pub tls_ca_file: Option<PathBuf>,
     /// Frames that may wait between the media task and the fork task before new ones are
-    /// dropped (counted as `frames_dropped_queue_full`).
+    /// dropped (counted as `frames_dropped_queue_full`). Forks started with
+    /// [`crate::start_inline`] have no such queue (the backlog, [`ForkConfig::buffer`], bounds
+    /// them).
     pub queue_frames: usize,
 }
 

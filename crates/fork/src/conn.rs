@@ -1,12 +1,15 @@
-//! The fork task: one tokio task per forked call (the "forker thread" of the design) that
-//! owns the fork's state — its socket, its outgoing buffer, its codec — and nothing shared
-//! with other calls.
+//! One fork's connection: [`Core`] owns the fork's state — its socket, its outgoing buffer,
+//! its codec — and nothing shared with other calls. It is a poll-driven state machine, so it
+//! runs either inside the call's media task ([`crate::start_inline`]: the media task puts a
+//! frame in the backlog and writes it to the socket in the same wake-up, no channel and no
+//! second task) or in a task of its own ([`Task`], [`crate::start`]: frames and control
+//! arrive over bounded channels).
 //!
-//! It waits on: frames and control from the call's media task (bounded channels), the
-//! socket (read and write driven together without blocking either), a connection attempt
-//! in progress, and one timer (ping, keepalive, reconnect). Audio always goes through a
-//! bounded backlog; when the socket cannot take it (disconnected, or a slow reader) the
-//! oldest frames are dropped and counted, so the media task never waits on the network.
+//! [`Core::poll_drive`] drives the socket (read and write together without blocking
+//! either), a connection attempt in progress, and one timer (ping, keepalive, reconnect).
+//! Audio always goes through a bounded backlog; when the socket cannot take it
+//! (disconnected, or a slow reader) the oldest frames are dropped and counted, so the media
+//! task never waits on the network.
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
@@ -19,7 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::sync::{Notify, mpsc, oneshot};
-use tokio::time::{Instant, sleep_until, timeout_at};
+use tokio::time::{Instant, Sleep, sleep_until, timeout_at};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -253,8 +256,8 @@ impl Io {
     }
 }
 
-/// Why the main loop ended.
-enum Ending {
+/// Why a fork ends.
+pub(crate) enum Ending {
     /// [`crate::Fork::stop`] or the handle dropped.
     Stop(String),
     /// The service closed with 1000.
@@ -267,16 +270,18 @@ enum Ending {
 
 type ConnectFuture = Pin<Box<dyn Future<Output = Result<Ws, String>> + Send>>;
 
-/// The fork task's state.
-pub(crate) struct Task {
+/// Socket events handled in one [`Core::poll_drive`] before it yields: a service flooding
+/// the socket cannot keep the call's media task (which may be the one polling) from its
+/// own work.
+const EVENTS_PER_POLL: usize = 32;
+
+/// One fork's connection state, driven by [`Core::poll_drive`] from whichever task owns it.
+pub(crate) struct Core {
     config: ForkConfig,
     target: Target,
     stream_id: String,
     shared: Arc<Shared>,
     stats: Arc<ForkStats>,
-    audio_rx: mpsc::Receiver<OutFrame>,
-    ctl_rx: mpsc::Receiver<Control>,
-    stop_rx: oneshot::Receiver<String>,
     io: Io,
     connecting: Option<ConnectFuture>,
     retry_at: Option<Instant>,
@@ -285,44 +290,108 @@ pub(crate) struct Task {
     first_deadline: Instant,
     last_rx: Instant,
     next_ping: Instant,
+    /// The ping/keepalive/reconnect timer, allocated once and reset only when its deadline
+    /// moves; `timer_at` is what it is set to (`None`: nothing to wait for).
+    timer: Pin<Box<Sleep>>,
+    timer_at: Option<Instant>,
+    /// `begin_connect` has run (the first poll starts the connection).
+    started: bool,
 }
 
-/// Channels and shared state handed to [`Task::new`].
-pub(crate) struct TaskParts {
+/// What [`Core::new`] needs.
+pub(crate) struct CoreParts {
     pub config: ForkConfig,
     pub codec: Codec,
     pub stream_id: String,
     pub shared: Arc<Shared>,
     pub stats: Arc<ForkStats>,
-    pub audio_rx: mpsc::Receiver<OutFrame>,
-    pub ctl_rx: mpsc::Receiver<Control>,
-    pub stop_rx: oneshot::Receiver<String>,
     pub backoff: Backoff,
 }
 
+/// A fork in a task of its own: the media task reaches it over channels.
+pub(crate) struct Task {
+    core: Core,
+    audio_rx: mpsc::Receiver<OutFrame>,
+    ctl_rx: mpsc::Receiver<Control>,
+    stop_rx: oneshot::Receiver<String>,
+}
+
 impl Task {
-    pub(crate) fn new(p: TaskParts) -> Self {
+    pub(crate) fn new(
+        core: Core,
+        audio_rx: mpsc::Receiver<OutFrame>,
+        ctl_rx: mpsc::Receiver<Control>,
+        stop_rx: oneshot::Receiver<String>,
+    ) -> Self {
+        Task {
+            core,
+            audio_rx,
+            ctl_rx,
+            stop_rx,
+        }
+    }
+
+    /// Runs the fork until it stops or fails.
+    pub(crate) async fn run(mut self) {
+        let ending = loop {
+            tokio::select! {
+                stop = &mut self.stop_rx => {
+                    break Ending::Stop(stop.unwrap_or_else(|_| "fork dropped".to_string()));
+                }
+                frame = self.audio_rx.recv() => match frame {
+                    Some(f) => {
+                        self.core.push_frame(f);
+                        while let Ok(f) = self.audio_rx.try_recv() {
+                            self.core.push_frame(f);
+                        }
+                    }
+                    // The handle is gone: stopped (the reason is waiting) or dropped.
+                    None => {
+                        break Ending::Stop(self.stop_rx.try_recv().unwrap_or_else(|_| "fork dropped".to_string()));
+                    }
+                },
+                Some(c) = self.ctl_rx.recv() => self.core.on_control(c),
+                ending = poll_fn(|cx| self.core.poll_drive(cx)) => break ending,
+            }
+        };
+        if matches!(ending, Ending::Stop(_)) {
+            while let Ok(f) = self.audio_rx.try_recv() {
+                self.core.push_frame(f);
+            }
+        }
+        // Frames still in the channel after the end are lost: count them so that
+        // pushed = sent + dropped.
+        self.audio_rx.close();
+        let mut lost = 0u64;
+        while self.audio_rx.try_recv().is_ok() {
+            lost += 1;
+        }
+        ForkStats::add(&self.core.stats.frames_dropped_disconnected, lost);
+        self.core.finish(ending).await;
+    }
+}
+
+impl Core {
+    pub(crate) fn new(p: CoreParts) -> Self {
         let now = Instant::now();
         let target = Target::new(&p.config, p.codec.subprotocol());
         let backlog_cap = p.config.buffer_frames();
-        Task {
+        Core {
             first_deadline: now + p.config.connect_timeout,
             target,
             stream_id: p.stream_id,
             shared: p.shared,
             stats: p.stats.clone(),
-            audio_rx: p.audio_rx,
-            ctl_rx: p.ctl_rx,
-            stop_rx: p.stop_rx,
             io: Io {
                 ws: None,
                 out: Outbox {
                     codec: p.codec,
                     pending: VecDeque::new(),
                     control: VecDeque::new(),
-                    backlog: VecDeque::with_capacity(backlog_cap.min(256)),
+                    // Grows to what it holds: a connected fork keeps one or two frames.
+                    backlog: VecDeque::with_capacity(backlog_cap.min(4)),
                     backlog_cap,
-                    in_flight: Vec::new(),
+                    in_flight: Vec::with_capacity(4),
                     scratch: Vec::with_capacity(2),
                 },
                 needs_flush: false,
@@ -334,66 +403,78 @@ impl Task {
             ever_connected: false,
             last_rx: now,
             next_ping: now,
+            timer: Box::pin(sleep_until(now)),
+            timer_at: None,
+            started: false,
             config: p.config,
         }
     }
 
-    /// Runs the fork until it stops or fails.
-    pub(crate) async fn run(mut self) {
-        let mut ending = self.begin_connect();
-        while ending.is_none() {
-            let deadline = self.next_deadline();
-            tokio::select! {
-                stop = &mut self.stop_rx => {
-                    ending = Some(Ending::Stop(stop.unwrap_or_else(|_| "fork dropped".to_string())));
-                }
-                frame = self.audio_rx.recv() => match frame {
-                    Some(f) => {
-                        self.push_frame(f);
-                        while let Ok(f) = self.audio_rx.try_recv() {
-                            self.push_frame(f);
-                        }
-                    }
-                    // The handle is gone: stopped (the reason is waiting) or dropped.
-                    None => {
-                        let reason = self.stop_rx.try_recv().unwrap_or_else(|_| "fork dropped".to_string());
-                        ending = Some(Ending::Stop(reason));
-                    }
-                },
-                Some(c) = self.ctl_rx.recv() => self.on_control(c),
-                res = opt_fut(&mut self.connecting) => {
-                    self.connecting = None;
-                    ending = self.on_connect_result(res);
-                }
-                ev = poll_fn(|cx| self.io.poll_io(cx)) => ending = self.on_io(ev),
-                _ = sleep_until(deadline) => ending = self.on_timer(),
+    /// Makes progress on everything the fork waits for — the connection attempt, the socket
+    /// (writes what is waiting, then reads), the timer — and returns `Ready` when the fork
+    /// must end ([`Core::finish`] next). Registers `cx` for whatever it is waiting on.
+    pub(crate) fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Ending> {
+        if !self.started {
+            self.started = true;
+            if let Some(e) = self.begin_connect() {
+                return Poll::Ready(e);
             }
         }
-        if let Some(ending) = ending {
-            self.finish(ending).await;
+        for _ in 0..EVENTS_PER_POLL {
+            if let Some(f) = self.connecting.as_mut()
+                && let Poll::Ready(res) = f.as_mut().poll(cx)
+            {
+                self.connecting = None;
+                if let Some(e) = self.on_connect_result(res) {
+                    return Poll::Ready(e);
+                }
+                continue;
+            }
+            if let Poll::Ready(ev) = self.io.poll_io(cx) {
+                if let Some(e) = self.on_io(ev) {
+                    return Poll::Ready(e);
+                }
+                continue;
+            }
+            let deadline = self.next_deadline();
+            if deadline != self.timer_at {
+                self.timer_at = deadline;
+                if let Some(at) = deadline {
+                    self.timer.as_mut().reset(at);
+                }
+            }
+            if self.timer_at.is_some() && self.timer.as_mut().poll(cx).is_ready() {
+                self.timer_at = None;
+                if let Some(e) = self.on_timer() {
+                    return Poll::Ready(e);
+                }
+                continue;
+            }
+            return Poll::Pending;
         }
+        // Budget spent with more to do: come back after the owner's other work.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
-
     fn connected(&self) -> bool {
         self.io.ws.is_some()
     }
 
-    fn next_deadline(&self) -> Instant {
-        let far = Instant::now() + Duration::from_secs(3600);
+    /// When the timer must fire next: the next ping while connected, the next attempt
+    /// while waiting to reconnect, nothing otherwise.
+    fn next_deadline(&self) -> Option<Instant> {
         if self.connected() {
-            if self.config.ping_interval.is_zero() {
-                far
-            } else {
-                self.next_ping
-            }
+            (!self.config.ping_interval.is_zero()).then_some(self.next_ping)
         } else if self.connecting.is_none() {
-            self.retry_at.unwrap_or(far)
+            self.retry_at
         } else {
-            far
+            None
         }
     }
 
-    fn push_frame(&mut self, f: OutFrame) {
+    /// Queues one frame for the socket (written at the next [`Core::poll_drive`]); past the
+    /// backlog bound the oldest is dropped and counted.
+    pub(crate) fn push_frame(&mut self, f: OutFrame) {
         let out = &mut self.io.out;
         if out.backlog.len() >= out.backlog_cap {
             out.backlog.pop_front();
@@ -416,7 +497,7 @@ impl Task {
         control.push_back(c);
     }
 
-    fn on_control(&mut self, c: Control) {
+    pub(crate) fn on_control(&mut self, c: Control) {
         match c {
             Control::Dtmf(d, ms) => self.push_control(ControlOut::Dtmf(d, ms)),
             Control::MarkPlayed(name) => self.push_control(ControlOut::Mark(name, false)),
@@ -649,7 +730,9 @@ impl Task {
         }
     }
 
-    async fn finish(mut self, ending: Ending) {
+    /// Ends the fork as `ending` says (a graceful `stop` within the stop timeout, a close
+    /// code, or a failure for the server), then accounts for every frame not sent.
+    pub(crate) async fn finish(mut self, ending: Ending) {
         self.connecting = None;
         let deadline = Instant::now() + self.config.stop_timeout;
         let final_state = match ending {
@@ -685,9 +768,6 @@ impl Task {
     }
 
     async fn graceful_stop(&mut self, reason: &str, deadline: Instant) {
-        while let Ok(f) = self.audio_rx.try_recv() {
-            self.push_frame(f);
-        }
         if !self.connected() {
             return;
         }
@@ -754,23 +834,10 @@ impl Task {
 
     /// Everything not delivered by now is lost: count it so that pushed = sent + dropped.
     fn account_leftovers(&mut self) {
-        self.audio_rx.close();
-        let mut lost = 0u64;
-        while self.audio_rx.try_recv().is_ok() {
-            lost += 1;
-        }
         let out = &mut self.io.out;
-        lost += (out.backlog.len() + out.in_flight.len()) as u64;
+        let lost = (out.backlog.len() + out.in_flight.len()) as u64;
         out.backlog.clear();
         out.in_flight.clear();
         ForkStats::add(&self.stats.frames_dropped_disconnected, lost);
-    }
-}
-
-/// Awaits the future if there is one, otherwise never completes.
-async fn opt_fut<F: Future + Unpin>(f: &mut Option<F>) -> F::Output {
-    match f {
-        Some(f) => f.await,
-        None => std::future::pending().await,
     }
 }

@@ -3,15 +3,21 @@
 //! Siphon's media fork: the WebSocket side of streaming a call's audio to an analytics
 //! service and playing back what it returns.
 //!
-//! The server starts one fork per forked call with [`start`]. Each fork is **one tokio task**
-//! (the design's "forker thread" for that call) that owns the fork's state: its socket, its
-//! outgoing buffer and its protocol codec. The server's media task talks to it through a
-//! [`Fork`] handle whose methods never block:
+//! The server starts one fork per forked call. A fork's state — its socket, its outgoing
+//! buffer and its protocol codec — is owned by one task and shared with no other call:
+//!
+//! - [`start_inline`]: the call's own media task owns it (the design's "forker thread per
+//!   call" taken literally) and polls [`Fork::drive`] in its select loop, so a frame goes
+//!   from the RTP packet to the WebSocket in one wake-up, without a channel or a second task;
+//! - [`start`]: a tokio task of its own, fed over bounded channels.
+//!
+//! The server's media task talks to it through a [`Fork`] handle whose methods never block:
 //!
 //! - [`Fork::send_audio`] hands over one 20 ms frame already in [`ForkConfig::effective_format`]
-//!   (the server does G.711 and resampling). The channel is bounded: when the fork task is
-//!   behind, the frame is dropped and counted. While the service is unreachable or reads too
-//!   slowly, up to [`ForkConfig::buffer`] of audio waits, the oldest dropped past it.
+//!   (the server does G.711 and resampling). A fork in its own task is fed over a bounded
+//!   channel: when the task is behind, the frame is dropped and counted. While the service
+//!   is unreachable or reads too slowly, up to [`ForkConfig::buffer`] of audio waits, the
+//!   oldest dropped past it.
 //! - [`Fork::try_recv`] / [`Fork::recv`] return what the service asked for, in order, with its
 //!   audio cut into 20 ms pieces for the pacer. Each pacer tick takes commands until it gets
 //!   one [`ServiceCommand::Audio`] (or none): a [`ServiceCommand::Mark`] met on the way has been
@@ -45,6 +51,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -62,7 +69,7 @@ pub use stats::{ForkState, ForkStats};
 pub use tokio::time::Instant;
 
 use backoff::{Backoff, Rng};
-use conn::{Control, OutFrame, Shared, Task, TaskParts};
+use conn::{Control, Core, CoreParts, Ending, OutFrame, Shared, Task};
 use playback::PlaybackQueue;
 use protocol::{Codec, StreamInfo, is_dtmf_digit};
 
@@ -72,20 +79,102 @@ const CONTROL_QUEUE: usize = 256;
 /// The server's handle on one fork. Dropping it stops the fork (reason `fork dropped`).
 #[derive(Debug)]
 pub struct Fork {
-    audio_tx: mpsc::Sender<OutFrame>,
-    ctl_tx: mpsc::Sender<Control>,
-    stop_tx: Option<oneshot::Sender<String>>,
+    driver: Driver,
     shared: Arc<Shared>,
     stats: Arc<ForkStats>,
     stream_id: String,
     format: AudioFormat,
-    task: Option<JoinHandle<()>>,
 }
 
-/// Starts a fork of the call `meta` (spawns its task; needs a tokio runtime) and returns at
-/// once. An invalid configuration, or no runtime, gives a fork that is already
-/// [`ForkState::Failed`] (with [`ServiceCommand::Failed`] queued if it is required).
+/// Where the fork's connection runs.
+enum Driver {
+    /// In a task of its own ([`start`]), reached over channels.
+    Task {
+        audio_tx: mpsc::Sender<OutFrame>,
+        ctl_tx: mpsc::Sender<Control>,
+        stop_tx: Option<oneshot::Sender<String>>,
+        task: Option<JoinHandle<()>>,
+    },
+    /// Inside the task that holds the handle ([`start_inline`]), which polls
+    /// [`Fork::drive`]. Once the fork ends, its closing runs in a task of its own
+    /// (`closing`) and `core` is gone.
+    Inline {
+        core: Option<Box<Core>>,
+        span: tracing::Span,
+        closing: Option<JoinHandle<()>>,
+    },
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Driver::Task { .. } => f.write_str("Task"),
+            Driver::Inline { core, .. } => f
+                .debug_struct("Inline")
+                .field("running", &core.is_some())
+                .finish(),
+        }
+    }
+}
+
+/// Starts a fork of the call `meta` in a task of its own (needs a tokio runtime) and
+/// returns at once. Frames and control reach the task over bounded channels
+/// ([`ForkConfig::queue_frames`]). An invalid configuration, or no runtime, gives a fork that
+/// is already [`ForkState::Failed`] (with [`ServiceCommand::Failed`] queued if it is
+/// required).
 pub fn start(config: ForkConfig, meta: CallMeta) -> Fork {
+    let (audio_tx, audio_rx) = mpsc::channel(config.queue_frames.clamp(1, 100_000));
+    let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_QUEUE);
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let driver = Driver::Task {
+        audio_tx,
+        ctl_tx,
+        stop_tx: Some(stop_tx),
+        task: None,
+    };
+    let (mut fork, ready) = prepare(config, meta, driver);
+    if let Some((core, span, rt)) = ready {
+        let task = Task::new(*core, audio_rx, ctl_rx, stop_rx);
+        if let Driver::Task { task: slot, .. } = &mut fork.driver {
+            *slot = Some(rt.spawn(task.run().instrument(span)));
+        }
+    }
+    fork
+}
+
+/// Starts a fork of the call `meta` that runs inside the caller's task: the "forker thread
+/// per call" taken literally. [`Fork::send_audio`] puts the frame in the fork's backlog and
+/// the caller's next [`Fork::drive`] writes it to the socket, so a frame costs no channel
+/// hand-over and no second task's wake-up; the service's messages are read by the same
+/// polls. The caller must poll [`Fork::drive`] whenever it is woken (it registers the
+/// caller's waker for the socket, the connection attempt and the fork's timer). Stopping
+/// (or dropping) the handle moves the closing handshake to a task of its own.
+///
+/// Without a tokio runtime, or with an invalid configuration, the fork is already
+/// [`ForkState::Failed`], as with [`start`].
+pub fn start_inline(config: ForkConfig, meta: CallMeta) -> Fork {
+    let driver = Driver::Inline {
+        core: None,
+        span: tracing::Span::none(),
+        closing: None,
+    };
+    let (mut fork, ready) = prepare(config, meta, driver);
+    if let Some((core, new_span, _rt)) = ready
+        && let Driver::Inline {
+            core: slot, span, ..
+        } = &mut fork.driver
+    {
+        *slot = Some(core);
+        *span = new_span;
+    }
+    fork
+}
+
+/// What a fork needs to run: its state, its log span and the runtime it runs in.
+type Ready = (Box<Core>, tracing::Span, tokio::runtime::Handle);
+
+/// The handle and, unless the fork cannot run, its connection state.
+fn prepare(config: ForkConfig, meta: CallMeta, driver: Driver) -> (Fork, Option<Ready>) {
     let mut rng = Rng::new(seed(&meta.call_id));
     let stream_id = format!("MZ{:016x}{:016x}", rng.next_u64(), rng.next_u64());
     let format = config.effective_format();
@@ -93,18 +182,12 @@ pub fn start(config: ForkConfig, meta: CallMeta) -> Fork {
     let shared = Arc::new(Shared::new(PlaybackQueue::new(
         u64::try_from(config.playback_buffer.as_micros()).unwrap_or(u64::MAX),
     )));
-    let (audio_tx, audio_rx) = mpsc::channel(config.queue_frames.clamp(1, 100_000));
-    let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_QUEUE);
-    let (stop_tx, stop_rx) = oneshot::channel();
-    let mut fork = Fork {
-        audio_tx,
-        ctl_tx,
-        stop_tx: Some(stop_tx),
+    let fork = Fork {
+        driver,
         shared: shared.clone(),
         stats: stats.clone(),
         stream_id: stream_id.clone(),
         format,
-        task: None,
     };
 
     let problem = match (config.validate(), tokio::runtime::Handle::try_current()) {
@@ -121,7 +204,7 @@ pub fn start(config: ForkConfig, meta: CallMeta) -> Fork {
             }
             stats.set_state(ForkState::Failed);
             shared.finish();
-            return fork;
+            return (fork, None);
         }
     };
 
@@ -140,19 +223,15 @@ pub fn start(config: ForkConfig, meta: CallMeta) -> Fork {
         config.reconnect_max,
         Rng::new(rng.next_u64()),
     );
-    let task = Task::new(TaskParts {
+    let core = Box::new(Core::new(CoreParts {
         config,
         codec,
         stream_id,
         shared,
         stats,
-        audio_rx,
-        ctl_rx,
-        stop_rx,
         backoff,
-    });
-    fork.task = Some(rt.spawn(task.run().instrument(span)));
-    fork
+    }));
+    (fork, Some((core, span, rt)))
 }
 
 /// A seed for stream ids and jitter: std's randomly keyed hasher over the time, a process
@@ -175,36 +254,82 @@ impl Fork {
     /// One 20 ms frame in [`ForkConfig::effective_format`] (channels interleaved, inbound
     /// first). Never blocks: if the fork task's queue is full the frame is dropped and
     /// counted. `rtp_arrival` is when its RTP packet arrived, for the latency statistics.
-    pub fn send_audio(&self, frame: Bytes, rtp_arrival: Instant) {
+    pub fn send_audio(&mut self, frame: Bytes, rtp_arrival: Instant) {
         let index = self.stats.frames_pushed.fetch_add(1, Ordering::Relaxed);
         let out = OutFrame {
             data: frame,
             index,
             arrival: rtp_arrival,
         };
-        match self.audio_tx.try_send(out) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                ForkStats::add(&self.stats.frames_dropped_queue_full, 1);
-            }
-            Err(TrySendError::Closed(_)) => {
+        match &mut self.driver {
+            Driver::Task { audio_tx, .. } => match audio_tx.try_send(out) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    ForkStats::add(&self.stats.frames_dropped_queue_full, 1);
+                }
+                Err(TrySendError::Closed(_)) => {
+                    ForkStats::add(&self.stats.frames_dropped_disconnected, 1);
+                }
+            },
+            Driver::Inline {
+                core: Some(core), ..
+            } => core.push_frame(out),
+            Driver::Inline { core: None, .. } => {
                 ForkStats::add(&self.stats.frames_dropped_disconnected, 1);
             }
         }
     }
 
+    /// Drives an inline fork ([`start_inline`]): writes what is waiting, reads what the
+    /// service sent (into the queue [`Fork::try_recv`] takes from), connects, reconnects and
+    /// pings. Never blocks; registers `cx` for what it waits on. When the fork ends (the
+    /// service closed it, broke the protocol, or a required fork could not connect) its
+    /// closing moves to a task of its own and what the server must know is queued for
+    /// [`Fork::try_recv`]. Does nothing for a fork started with [`start`].
+    pub fn drive(&mut self, cx: &mut Context<'_>) {
+        let Driver::Inline {
+            core: slot,
+            span,
+            closing,
+        } = &mut self.driver
+        else {
+            return;
+        };
+        let Some(core) = slot.as_mut() else { return };
+        let ending = {
+            let _entered = span.enter();
+            match core.poll_drive(cx) {
+                Poll::Ready(ending) => ending,
+                Poll::Pending => return,
+            }
+        };
+        if let Some(core) = slot.take() {
+            *closing = Some(tokio::spawn(core.finish(ending).instrument(span.clone())));
+        }
+    }
+
+    /// Sends a control message: over the channel, or into an inline fork's outbox.
+    fn control(&mut self, c: Control) -> bool {
+        match &mut self.driver {
+            Driver::Task { ctl_tx, .. } => ctl_tx.try_send(c).is_ok(),
+            Driver::Inline {
+                core: Some(core), ..
+            } => {
+                core.on_control(c);
+                true
+            }
+            Driver::Inline { core: None, .. } => false,
+        }
+    }
+
     /// The caller pressed `digit` (`0`–`9`, `*`, `#`, `A`–`D`) for `duration_ms`.
-    pub fn send_dtmf(&self, digit: char, duration_ms: u32) {
+    pub fn send_dtmf(&mut self, digit: char, duration_ms: u32) {
         let digit = digit.to_ascii_uppercase();
         if !is_dtmf_digit(digit) {
             debug!(stream = %self.stream_id, ?digit, "not a DTMF digit; not forwarded");
             return;
         }
-        if self
-            .ctl_tx
-            .try_send(Control::Dtmf(digit, duration_ms))
-            .is_err()
-        {
+        if !self.control(Control::Dtmf(digit, duration_ms)) {
             debug!(stream = %self.stream_id, "fork control queue full or closed; DTMF not forwarded");
         }
     }
@@ -212,21 +337,21 @@ impl Fork {
     /// The call is being transferred to `target`: `status` is `trying`, `answered` or
     /// `failed` (with `reason`). Sent as the native mode's `transfer` event; the other
     /// modes have no such message.
-    pub fn send_transfer(&self, target: &str, status: &str, reason: Option<&str>) {
+    pub fn send_transfer(&mut self, target: &str, status: &str, reason: Option<&str>) {
         let msg = Control::Transfer(
             target.to_string(),
             status.to_string(),
             reason.map(str::to_string),
         );
-        if self.ctl_tx.try_send(msg).is_err() {
+        if !self.control(msg) {
             debug!(stream = %self.stream_id, "fork control queue full or closed; transfer event not sent");
         }
     }
 
     /// Playback reached the mark `name` (a [`ServiceCommand::Mark`] the server took): tells
     /// the service.
-    pub fn mark_played(&self, name: String) {
-        if self.ctl_tx.try_send(Control::MarkPlayed(name)).is_err() {
+    pub fn mark_played(&mut self, name: String) {
+        if !self.control(Control::MarkPlayed(name)) {
             debug!(stream = %self.stream_id, "fork control queue full or closed; mark not echoed");
         }
     }
@@ -255,13 +380,43 @@ impl Fork {
     /// and the socket closed, all within [`ForkConfig::stop_timeout`]. Returns at once; the
     /// returned handle can be awaited for completion.
     pub fn stop(mut self, reason: &str) -> Stopping {
-        if let Some(tx) = self.stop_tx.take() {
-            // The task may already have ended; then there is nothing to stop.
-            let _ = tx.send(reason.to_string());
-        }
+        let task = match &mut self.driver {
+            Driver::Task { stop_tx, task, .. } => {
+                if let Some(tx) = stop_tx.take() {
+                    // The task may already have ended; then there is nothing to stop.
+                    let _ = tx.send(reason.to_string());
+                }
+                task.take()
+            }
+            Driver::Inline { .. } => self.close_inline(reason),
+        };
         Stopping {
-            task: self.task.take(),
+            task,
             stats: self.stats.clone(),
+        }
+    }
+
+    /// An inline fork's ending: its closing (flush, `stop`, close handshake) in a task of
+    /// its own, or the one already under way.
+    fn close_inline(&mut self, reason: &str) -> Option<JoinHandle<()>> {
+        let Driver::Inline {
+            core,
+            span,
+            closing,
+        } = &mut self.driver
+        else {
+            return None;
+        };
+        match core.take() {
+            Some(core) => {
+                let ending = Ending::Stop(reason.to_string());
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => Some(rt.spawn(core.finish(ending).instrument(span.clone()))),
+                    // No runtime left (shutting down): nothing can be sent any more.
+                    Err(_) => None,
+                }
+            }
+            None => closing.take(),
         }
     }
 
@@ -283,6 +438,16 @@ impl Fork {
     /// The format [`Fork::send_audio`] expects.
     pub fn format(&self) -> AudioFormat {
         self.format
+    }
+}
+
+/// An inline fork whose handle is dropped without [`Fork::stop`] still says goodbye (a
+/// fork in its own task sees its channels close and does the same).
+impl Drop for Fork {
+    fn drop(&mut self) {
+        if let Driver::Inline { core: Some(_), .. } = &self.driver {
+            let _closing = self.close_inline("fork dropped");
+        }
     }
 }
 

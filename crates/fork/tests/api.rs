@@ -120,7 +120,7 @@ async fn many_forks_on_a_multi_threaded_runtime() {
     let mut clock = tokio::time::interval(Duration::from_millis(20));
     for n in 0..25 {
         clock.tick().await;
-        for f in &forks {
+        for f in &mut forks {
             f.send_audio(frame(n, f.format().frame_bytes()), Instant::now());
         }
     }

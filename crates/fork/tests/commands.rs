@@ -275,7 +275,7 @@ async fn reference_service_echoes_and_plays_tones_on_dtmf() {
     let mut cfg = config(svc.url(siphon_analytics::Mode::Native), Mode::Native);
     cfg.encoding = Encoding::Pcma;
     let mut fork = start(cfg, meta());
-    push(&fork, 0..5, 160).await;
+    push(&mut fork, 0..5, 160).await;
     let mut echoed = Vec::new();
     for _ in 0..5 {
         let (format, data) = audio(next_cmd(&mut fork).await);

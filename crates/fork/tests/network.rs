@@ -32,17 +32,17 @@ async fn reconnects_to_a_restarted_service_delivering_the_buffer_and_counting_th
     let mut cfg = config(svc1.url(siphon_analytics::Mode::Native), Mode::Native);
     cfg.encoding = Encoding::Pcmu;
     cfg.buffer = Duration::from_millis(200); // 10 frames
-    let fork = start(cfg, meta());
+    let mut fork = start(cfg, meta());
     let id = fork.stream_id().to_string();
 
-    push(&fork, 0..20, 160).await;
+    push(&mut fork, 0..20, 160).await;
     wait(&svc1, &id, "20 frames", |r| r.audio.len() == 20).await;
     let first = svc1.stream(&id).unwrap();
     svc1.kill().await;
     wait_state(&fork, ForkState::Reconnecting).await;
 
     // 30 frames while down: the buffer keeps the newest 10.
-    push(&fork, 20..50, 160).await;
+    push(&mut fork, 20..50, 160).await;
     let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
     let svc2 = siphon_analytics::serve(listener, quiet()).unwrap();
     let rec = wait(&svc2, &id, "buffered frames", |r| r.audio.len() == 10).await;
@@ -133,7 +133,7 @@ async fn best_effort_fork_to_a_dead_port_keeps_the_call_going() {
     let mut cfg = config(format!("ws://127.0.0.1:{port}/native"), Mode::Native);
     cfg.connect_timeout = Duration::from_millis(200);
     let mut fork = start(cfg, meta());
-    push(&fork, 0..5, 320).await;
+    push(&mut fork, 0..5, 320).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(!fork.state().is_final(), "{:?}", fork.state());
     assert_eq!(fork.try_recv(), None, "no Failed for a best-effort fork");
@@ -256,7 +256,7 @@ async fn a_slow_reader_loses_its_own_frames_and_never_blocks_the_caller() {
     cfg.buffer = Duration::from_millis(200);
     cfg.stop_timeout = Duration::from_millis(300);
     cfg.ping_interval = Duration::ZERO;
-    let fork = start(cfg, meta());
+    let mut fork = start(cfg, meta());
     wait_state(&fork, ForkState::Connected).await;
     // 64 KiB frames fill the socket buffers quickly.
     let big = frame(1, 64 * 1024);
@@ -329,7 +329,7 @@ async fn frames_beyond_the_queue_are_counted_as_queue_full() {
     let svc = service().await;
     let mut cfg = config(svc.url(siphon_analytics::Mode::Native), Mode::Native);
     cfg.queue_frames = 4;
-    let fork = start(cfg, meta());
+    let mut fork = start(cfg, meta());
     let id = fork.stream_id().to_string();
     wait_state(&fork, ForkState::Connected).await;
     // Without yielding, the fork task cannot drain: 4 fit, 6 are refused.
@@ -383,7 +383,7 @@ async fn audio_keeps_flowing_after_reconnecting_to_a_restarted_service() {
     let mut cfg = config(svc1.url(siphon_analytics::Mode::Native), Mode::Native);
     cfg.reconnect_min = Duration::from_millis(100);
     cfg.reconnect_max = Duration::from_millis(300);
-    let fork = start(cfg, meta());
+    let mut fork = start(cfg, meta());
     let id = fork.stream_id().to_string();
     wait_state(&fork, ForkState::Connected).await;
 

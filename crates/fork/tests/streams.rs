@@ -20,13 +20,13 @@ async fn native_streams_start_frames_dtmf_and_stop() {
     cfg.custom_parameters.insert("lang".into(), "en-US".into());
     cfg.headers
         .push(("Authorization".into(), "Bearer t0ken".into()));
-    let fork = start(cfg, meta());
+    let mut fork = start(cfg, meta());
     let id = fork.stream_id().to_string();
     assert_eq!(fork.format().channels, 2);
     let len = fork.format().frame_bytes();
     assert_eq!(len, 1280);
 
-    push(&fork, 0..50, len).await;
+    push(&mut fork, 0..50, len).await;
     wait(&svc, &id, "50 frames", |r| r.audio.len() == 50).await;
     fork.send_dtmf('5', 100);
     wait(&svc, &id, "dtmf", |r| !r.dtmf.is_empty()).await;
@@ -102,13 +102,13 @@ async fn twilio_streams_exact_media_streams_messages() {
     cfg.sample_rate = 16000;
     cfg.custom_parameters
         .insert("FirstName".into(), "Jane".into());
-    let fork = start(cfg, meta());
+    let mut fork = start(cfg, meta());
     let id = fork.stream_id().to_string();
     assert!(id.starts_with("MZ") && id.len() == 34);
     let len = fork.format().frame_bytes();
     assert_eq!(len, 160);
 
-    push(&fork, 0..50, len).await;
+    push(&mut fork, 0..50, len).await;
     wait(&svc, &id, "50 frames", |r| r.audio.len() == 50).await;
     fork.send_dtmf('#', 80);
     wait(&svc, &id, "dtmf", |r| !r.dtmf.is_empty()).await;
@@ -193,12 +193,12 @@ async fn twilio_both_tracks_become_two_media_tracks() {
     let svc = service().await;
     let mut cfg = config(svc.url(siphon_analytics::Mode::Twilio), Mode::Twilio);
     cfg.tracks = Tracks::Both;
-    let fork = start(cfg, meta());
+    let mut fork = start(cfg, meta());
     let id = fork.stream_id().to_string();
     assert_eq!(fork.format().channels, 2);
     let len = fork.format().frame_bytes();
     assert_eq!(len, 320);
-    push(&fork, 0..50, len).await;
+    push(&mut fork, 0..50, len).await;
     fork.stop("done").wait().await;
     let rec = wait(&svc, &id, "stop", |r| r.stop.is_some()).await;
     assert_eq!(
@@ -228,11 +228,11 @@ async fn audio_fork_streams_preamble_pcm_and_stop() {
     cfg.sample_rate = 16000;
     cfg.encoding = Encoding::Pcmu; // forced to L16
     cfg.custom_parameters.insert("botId".into(), "b-7".into());
-    let fork = start(cfg, meta());
+    let mut fork = start(cfg, meta());
     let id = fork.stream_id().to_string();
     let len = fork.format().frame_bytes();
     assert_eq!(len, 640);
-    push(&fork, 0..50, len).await;
+    push(&mut fork, 0..50, len).await;
     wait(&svc, &id, "50 frames", |r| r.audio.len() == 50).await;
     fork.send_dtmf('1', 250);
     wait(&svc, &id, "dtmf", |r| !r.dtmf.is_empty()).await;
@@ -274,10 +274,11 @@ async fn audio_fork_stereo_and_mixed_announce_their_mix_type() {
         let mut cfg = config(svc.url(siphon_analytics::Mode::AudioFork), Mode::AudioFork);
         cfg.tracks = Tracks::Both;
         cfg.mix = mix;
-        let fork = start(cfg, meta());
+        let mut fork = start(cfg, meta());
         let id = fork.stream_id().to_string();
         assert_eq!(fork.format().channels, channels);
-        push(&fork, 0..3, fork.format().frame_bytes()).await;
+        let len = fork.format().frame_bytes();
+        push(&mut fork, 0..3, len).await;
         fork.stop("hangup").wait().await;
         let rec = wait(&svc, &id, "stop", |r| r.stop.is_some()).await;
         assert_eq!(rec.start().unwrap()["mixType"], name);
@@ -299,18 +300,18 @@ async fn reference_service_writes_wav_files_per_stream_and_track() {
 
     let mut cfg = config(svc.url(siphon_analytics::Mode::Twilio), Mode::Twilio);
     cfg.tracks = Tracks::Both;
-    let twilio = start(cfg, meta());
+    let mut twilio = start(cfg, meta());
     let mut cfg = config(svc.url(siphon_analytics::Mode::Native), Mode::Native);
     cfg.encoding = Encoding::L16;
     cfg.sample_rate = 16000;
     cfg.tracks = Tracks::Both;
-    let native = start(cfg, meta());
+    let mut native = start(cfg, meta());
     let (tid, nid) = (
         twilio.stream_id().to_string(),
         native.stream_id().to_string(),
     );
-    push(&twilio, 0..10, 320).await;
-    push(&native, 0..10, 1280).await;
+    push(&mut twilio, 0..10, 320).await;
+    push(&mut native, 0..10, 1280).await;
     twilio.stop("hangup").wait().await;
     native.stop("hangup").wait().await;
     wait(&svc, &tid, "twilio closed", |r| r.closed()).await;

@@ -54,7 +54,7 @@ pub fn frame(i: usize, len: usize) -> Bytes {
 }
 
 /// Pushes frames `range` of `len` bytes, yielding between them as a 20 ms clock would.
-pub async fn push(fork: &Fork, range: std::ops::Range<usize>, len: usize) {
+pub async fn push(fork: &mut Fork, range: std::ops::Range<usize>, len: usize) {
     for i in range {
         fork.send_audio(frame(i, len), Instant::now());
         tokio::task::yield_now().await;

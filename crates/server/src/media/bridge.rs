@@ -352,7 +352,7 @@ impl Bridge {
                     Some(Control::Dtmf { digit, duration_ms }) => {
                         inc(&self.counters.dtmf_events);
                         info!(%digit, duration_ms, "DTMF received by SIP INFO");
-                        for tap in &self.taps {
+                        for tap in &mut self.taps {
                             tap.fork.send_dtmf(digit, duration_ms);
                         }
                     }
@@ -497,7 +497,7 @@ impl Bridge {
             stereo::Leg::Callee => &mut self.callee,
         };
         if let Some(digit) = from.pressed.take() {
-            for tap in &self.taps {
+            for tap in &mut self.taps {
                 tap.fork.send_dtmf(digit, 100);
             }
         }

@@ -55,6 +55,8 @@ pub struct ForkTap {
 
 /// Most caller frames kept waiting for a slot (tracks = both): 200 ms.
 const MAX_PENDING: usize = 10;
+/// Frames the encode buffer holds before it is reclaimed or replaced.
+const FRAME_BUFFER: usize = 2;
 
 impl ForkTap {
     pub fn new(
@@ -75,8 +77,17 @@ impl ForkTap {
             up_in: Upsampler::new(),
             up_out: Upsampler::new(),
             down: Downsampler::new(),
-            frame: BytesMut::with_capacity(format.frame_bytes() * 8),
-            pending_inbound: std::collections::VecDeque::with_capacity(MAX_PENDING),
+            // Room for two frames: the fork writes a frame to its socket as soon as it is
+            // built, so the buffer is usually free again by the next one (`push` reclaims it).
+            frame: BytesMut::with_capacity(format.frame_bytes() * FRAME_BUFFER),
+            // Caller frames wait for their slot only when both tracks are forked.
+            pending_inbound: std::collections::VecDeque::with_capacity(
+                if config.tracks == Tracks::Both {
+                    MAX_PENDING
+                } else {
+                    0
+                },
+            ),
             ahead: None,
             playing: false,
         }
@@ -157,7 +168,9 @@ impl ForkTap {
         // reused for the next frames until it runs out.
         let bytes = self.frame.split().freeze();
         if self.frame.capacity() < self.format.frame_bytes() {
-            self.frame.reserve(self.format.frame_bytes() * 8);
+            // Reuses the allocation in place once the frames cut from it are written;
+            // a new one only while they still wait (a slow or disconnected service).
+            self.frame.reserve(self.format.frame_bytes() * FRAME_BUFFER);
         }
         self.fork.send_audio(bytes, arrival);
     }

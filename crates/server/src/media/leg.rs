@@ -350,7 +350,7 @@ impl Leg {
                     Some(Control::Dtmf { digit, duration_ms }) => {
                         inc(&self.counters.dtmf_events);
                         info!(%digit, duration_ms, "DTMF received by SIP INFO");
-                        for tap in &self.taps {
+                        for tap in &mut self.taps {
                             tap.fork.send_dtmf(digit, duration_ms);
                         }
                     }
@@ -359,7 +359,7 @@ impl Leg {
                         self.agent = Some(AgentLeg::new(*setup));
                     }
                     Some(Control::TransferEvent { target, status, reason }) => {
-                        for tap in &self.taps {
+                        for tap in &mut self.taps {
                             tap.fork.send_transfer(&target, status, reason.as_deref());
                         }
                     }
@@ -381,6 +381,9 @@ impl Leg {
                         return;
                     }
                 }
+                // The forks' sockets, connection attempts and timers: writes the frames the
+                // last branch queued, reads what the services sent. Never completes.
+                () = drive_forks(&mut self.taps) => {}
                 r = recv_batch(&self.rtp.socket, &mut rx) => {
                     if r.is_err() {
                         continue;
@@ -518,7 +521,7 @@ impl Leg {
                     inc(&counters.dtmf_events);
                     let digit = ev.digit().unwrap_or('?');
                     info!(%digit, "DTMF received");
-                    for tap in &self.taps {
+                    for tap in &mut self.taps {
                         tap.fork.send_dtmf(digit, 100);
                     }
                 }
@@ -715,7 +718,9 @@ impl Leg {
 
     fn start_fork(&mut self, id: String, config: ForkConfig) {
         info!(fork = %id, url = %siphon_fork::redact_url(&config.url), mode = ?config.mode, "starting fork");
-        let fork = siphon_fork::start(config.clone(), self.meta.clone());
+        // The fork runs inside this task (the select loop drives it): a frame goes from the
+        // RTP packet to the WebSocket in one wake-up, without a channel or a second task.
+        let fork = siphon_fork::start_inline(config.clone(), self.meta.clone());
         let registration = self.counters.forks.register(
             ForkInfo {
                 call_id: self.meta.call_id.clone(),
@@ -725,6 +730,9 @@ impl Leg {
             },
             fork.stats(),
         );
+        // Exactly the room needed: a `ForkTap` is most of a kilobyte and a call has one fork
+        // or two, so the default growth (four at once) would waste kilobytes per call.
+        self.taps.reserve_exact(1);
         self.taps
             .push(ForkTap::new(id, fork, &config, registration));
     }
@@ -770,6 +778,17 @@ impl Leg {
 }
 
 const SILENCE: [i16; FRAME_SAMPLES] = [0; FRAME_SAMPLES];
+
+/// Polls every fork of the leg (see `siphon_fork::Fork::drive`); pending forever, so the
+/// select loop wakes for a fork's socket or timer, lets the forks act, and waits again.
+fn drive_forks(taps: &mut [ForkTap]) -> impl Future<Output = ()> + '_ {
+    std::future::poll_fn(move |cx| {
+        for tap in taps.iter_mut() {
+            tap.fork.drive(cx);
+        }
+        std::task::Poll::Pending
+    })
+}
 
 /// A datagram on the transfer leg's socket; never ready before there is one.
 async fn agent_recv(
