@@ -22,6 +22,7 @@ mod reliable;
 mod replies;
 mod session_timers;
 mod transfer_leg;
+mod uac_leg;
 mod uas;
 mod update;
 mod webhook;
@@ -128,6 +129,8 @@ pub struct Endpoint {
     originating: originate::Outgoing,
     /// Transfer legs of served calls (`POST /api/calls/{id}/transfer`).
     transfers: transfer_leg::Transfers,
+    /// The ACKs of the legs Siphon placed as UAC (originate, transfers), for 2xx resent.
+    uac_acks: uac_leg::AckCache,
 }
 
 impl Endpoint {
@@ -231,6 +234,7 @@ impl Endpoint {
             webhooks: webhook::Pending::default(),
             originating: originate::Outgoing::default(),
             transfers: transfer_leg::Transfers::default(),
+            uac_acks: uac_leg::AckCache::default(),
         }
     }
 
@@ -466,6 +470,7 @@ impl Endpoint {
                 }
             }
             Event::Response { key, response } => match key.method() {
+                Method::Invite if self.ack_again(&key, response.status_code.code()) => {}
                 Method::Invite if self.on_originate_response(&key, &response) => {}
                 Method::Invite if self.on_transfer_response(&key, &response) => {}
                 Method::Invite => self.on_branch_response(key, response),
