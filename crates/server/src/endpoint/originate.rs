@@ -295,7 +295,7 @@ impl Endpoint {
         d.cancelled = Some(why);
         let _g = d.span.enter();
         info!(reason = ?why, "CANCEL");
-        let cancel = super::b2bua::cancel_of(&d.leg.invite);
+        let cancel = super::uac_leg::cancel_of(&d.leg.invite);
         if let Err(e) = self.layer.send_request(now(), cancel, d.leg.peer) {
             warn!(error = %e, "could not send CANCEL");
         }

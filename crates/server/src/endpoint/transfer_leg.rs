@@ -274,7 +274,7 @@ impl Endpoint {
             .values()
             .filter(|p| &p.caller == caller)
         {
-            let cancel = super::b2bua::cancel_of(&p.leg.invite);
+            let cancel = super::uac_leg::cancel_of(&p.leg.invite);
             if let Err(e) = self.layer.send_request(now(), cancel, p.leg.peer) {
                 warn!(error = %e, "could not CANCEL the transfer leg");
             }

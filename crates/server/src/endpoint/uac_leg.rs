@@ -12,7 +12,7 @@ use rsip::{Header, Headers, Method};
 use siphon_sip::Peer;
 use siphon_sip::dialog::{Dialog, DialogState, cseq_number};
 use siphon_sip::message;
-use siphon_sip::sdp::{Direction, LocalMedia, LocalSession};
+use siphon_sip::sdp::{Direction, LocalMedia, LocalSession, SessionDescription};
 use siphon_sip::transaction::TransactionKey;
 use tokio::time::Instant;
 use tracing::warn;
@@ -174,7 +174,7 @@ impl Endpoint {
         self.layer.send_ack_for_2xx(ack.clone(), leg.peer);
         let keep = self.config.timers().t1 * 64;
         self.uac_acks.insert(key.clone(), ack, leg.peer, keep);
-        match super::b2bua::callee_params(&leg.session, &leg.local, &response.body) {
+        match callee_params(&leg.session, &leg.local, &response.body) {
             Some(params) => Ok(Confirmed { dialog, params }),
             None => {
                 warn!("the callee answered without a usable SDP answer; hanging up");
@@ -194,4 +194,52 @@ impl Endpoint {
             warn!(error = %e, "could not send BYE");
         }
     }
+}
+
+/// The CANCEL for an INVITE we sent (RFC 3261 §9.1): same Request-URI, top Via, From, To,
+/// Call-ID and CSeq number.
+pub(super) fn cancel_of(invite: &rsip::Request) -> rsip::Request {
+    let mut headers = Headers::default();
+    let mut via = false;
+    for h in invite.headers.iter() {
+        match h {
+            Header::Via(_) if !via => {
+                via = true;
+                headers.push(h.clone());
+            }
+            Header::From(_) | Header::To(_) | Header::CallId(_) | Header::MaxForwards(_) => {
+                headers.push(h.clone())
+            }
+            _ => {}
+        }
+    }
+    let seq = cseq_number(invite).unwrap_or(1);
+    headers.push(Header::CSeq(format!("{seq} CANCEL").into()));
+    headers.push(Header::ContentLength(0.into()));
+    rsip::Request {
+        method: Method::Cancel,
+        uri: invite.uri.clone(),
+        version: rsip::Version::V2,
+        headers,
+        body: Vec::new(),
+    }
+}
+
+/// The callee's media from its SDP answer to our offer. Reading an answer uses the same
+/// rules as answering an offer (first usable audio stream, its codec and address), on a
+/// copy of the session so our o= version does not move.
+pub(super) fn callee_params(
+    session: &LocalSession,
+    local: &LocalMedia,
+    body: &[u8],
+) -> Option<MediaParams> {
+    if body.is_empty() {
+        return None;
+    }
+    let answer = SessionDescription::parse_bytes(body).ok()?;
+    session
+        .clone()
+        .answer(&answer, local)
+        .ok()
+        .map(|n| MediaParams::from(&n))
 }
