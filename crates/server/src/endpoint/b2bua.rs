@@ -676,7 +676,11 @@ impl Endpoint {
             .reinvites
             .retain(|_, (call_id, _, _)| call_id != id);
         self.bridges.updates.retain(|_, (call_id, _)| call_id != id);
-        self.registry.remove(&id.call_id);
+        // A REFER's transfer (its outcome) goes into the CDR.
+        let transfer = self
+            .registry
+            .remove(&id.call_id)
+            .and_then(|(_, s)| s.transfer);
         self.call_unlisted(&id.call_id);
         inc(&self.counters.calls_ended);
         self.counters.call_ended(result);
@@ -700,7 +704,7 @@ impl Endpoint {
                 caller_leg: leg(Side::Caller, Some(call.caller.codec)),
                 callee_leg: Some(leg(Side::Callee, call.callee_codec)),
                 forks: CdrFork::of_call(&self.counters.forks, &id.call_id),
-                transfer: None,
+                transfer,
             };
             if let Some(cdr) = &self.cdr {
                 cdr.write(&record);
