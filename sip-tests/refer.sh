@@ -3,14 +3,16 @@
 # Blind transfer by REFER from a bridged phone (issue 17, RFC 3515) against real SIPp
 # phones. Runs alone (`bash sip-tests/refer.sh [path/to/siphon]`, exits non-zero on
 # failure) or sourced by run.sh (it then adds to run.sh's `failures`). It starts a Siphon
-# of its own (sip-tests/refer.toml: SIP 6000, HTTP 8950, RTP 38000-38998) and SIPp only on
+# of its own (sip-tests/refer.toml: SIP 6000, HTTP 8950, analytics 8951, RTP 38000-38998) and SIPp only on
 # SIP ports 6001-6049 and media ports 16960-16999. Every name here starts with refer_ so
 # that sourcing it changes nothing of run.sh's. Needs root for the tshark capture.
 #
 # What it checks: A (admitted by address) calls 1002 (B, a registered SIPp phone) through
 # a user route and sends REFER to 1003 (C, registered): 202, NOTIFY 100 Trying, NOTIFY
 # 200 OK (subscription terminated), A hangs up; B then hears C's speech, byte for byte,
-# GET /api/calls shows the transfer completed by `refer`, and C's BYE ends B's leg. Then a
+# GET /api/calls shows the transfer completed by `refer`, the route's fork (stereo WAV
+# of the embedded analytics service) has C's speech on the caller's channel, and C's BYE
+# ends B's leg. Then a
 # REFER to a busy phone (1004 answers 486): NOTIFY 486, A and B stay connected (A's BYE
 # reaches B, the call table says failed 486). And a REFER in no dialog: 481.
 
@@ -66,7 +68,10 @@ PY
 
 refer_failures_before=$failures
 python3 "$refer_here/pcap_20ms.py" /usr/share/sip-tester/g711a.pcap "$refer_work/pcma_20ms.pcap"
-"${rt[@]}" "$siphon" --config "$refer_here/refer.toml" --log info >"$refer_work/siphon.log" 2>&1 &
+mkdir -p "$refer_work/wav"
+{ cat "$refer_here/refer.toml"; printf '\n[analytics]\nlisten = "127.0.0.1:8951"\nout_dir = "%s"\n' \
+    "$refer_work/wav"; } >"$refer_work/siphon.toml"
+"${rt[@]}" "$siphon" --config "$refer_work/siphon.toml" --log info >"$refer_work/siphon.log" 2>&1 &
 refer_siphon_pid=$!
 if ! wait_until 60 answers_options 6049 "$refer_target" "$refer_siphon_pid" \
     || ! kill -0 "$refer_siphon_pid" 2>/dev/null; then
@@ -84,13 +89,13 @@ done
 refer_phone refer-no-dialog-481 -sf "$refer_sc/refer_no_dialog.xml" -m 1 -p 6007
 refer_result refer-no-dialog-481 $?
 
-# --- Blind transfer: B (6002, media 16970) answers and speaks; A (6001, media 16960) calls
+# --- Blind transfer: B (6002, media 16970) answers, silent; A (6001, media 16960) calls
 # 1002 and after 1.5 s refers B to 1003; C (6003, media 16980) answers, speaks for 7 s and
 # hangs up, which ends B's leg.
 refer_saved_range="${rtp_capture_range:-}"
 rtp_capture_range=38000-38998
 capture_start "$refer_work/blind.pcapng" 16970
-refer_phone refer-b -sf "$refer_sc/b2b_callee_answer.xml" -m 1 -p 6002 -mp 16970 &
+refer_phone refer-b -sf "$refer_sc/refer_callee_quiet.xml" -m 1 -p 6002 -mp 16970 &
 refer_b=$!
 wait_until 30 udp_bound 6002
 refer_phone refer-c -sf "$refer_sc/b2b_callee_bye.xml" -m 1 -p 6003 -mp 16980 &
@@ -111,11 +116,19 @@ wait "$refer_a"; refer_result refer-a $?
 wait "$refer_c"; refer_result refer-c $?
 wait "$refer_b"; refer_result refer-b $?
 capture_stop
+refer_wav=""
+refer_wav_written() { # the WAV exists and its header has its sizes (the fork stopped)
+    refer_wav="$(ls "$refer_work/wav" | head -n 1)"
+    [ -n "$refer_wav" ] && python3 -c 'import sys, wave
+sys.exit(0 if wave.open(sys.argv[1]).getnframes() > 0 else 1)' "$refer_work/wav/$refer_wav" 2>/dev/null
+}
+wait_until 30 refer_wav_written
+# The fork's WAV is written when the call ends: C's speech is on channel 0 (A's leg).
 if python3 "$refer_here/refer_rtp_check.py" "$refer_work/blind.pcapng" 16980 16970 \
-    >"$refer_work/blind.rtpcheck" 2>&1; then
-    echo "PASS refer-b-hears-c"
+    --wav "$refer_work/wav/$refer_wav" --channel 0 >"$refer_work/blind.rtpcheck" 2>&1; then
+    echo "PASS refer-b-and-fork-hear-c"
 else
-    refer_fail "refer-b-hears-c"
+    refer_fail "refer-b-and-fork-hear-c"
 fi
 sed 's/^/    /' "$refer_work/blind.rtpcheck"
 if grep -q "the referrer hung up after its transfer" "$refer_work/siphon.log"; then
