@@ -14,7 +14,9 @@
 # of the embedded analytics service) has C's speech on the caller's channel, and C's BYE
 # ends B's leg. Then a
 # REFER to a busy phone (1004 answers 486): NOTIFY 486, A and B stay connected (A's BYE
-# reaches B, the call table says failed 486). And a REFER in no dialog: 481.
+# reaches B, the call table says failed 486). A REFER in no dialog: 481. And the admin
+# API's transfer of a bridged call (POST /api/calls/{id}/transfer, 202): the callee gets
+# BYE, the caller hears the new party.
 
 refer_here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 refer_alone=0
@@ -56,12 +58,12 @@ calls = [c for c in json.load(sys.stdin).get("calls", []) if c.get("state") == "
 print(calls[0]["call_id"] if calls else "")' 2>/dev/null)"
     [ -n "$refer_call_id" ]
 }
-refer_transfer_state() { # refer_transfer_state STATE CODE: GET /api/calls/{id} shows it
+refer_transfer_state() { # refer_transfer_state STATE CODE [BY]: GET /api/calls/{id} shows it
     curl -s "$refer_api/api/calls/$refer_call_id" >"$refer_work/call.json"
-    python3 - "$refer_work/call.json" "$1" "$2" <<'PY'
+    python3 - "$refer_work/call.json" "$1" "$2" "${3:-refer}" <<'PY'
 import json, sys
 t = (json.load(open(sys.argv[1])) or {}).get("transfer") or {}
-ok = t.get("state") == sys.argv[2] and t.get("code") == int(sys.argv[3]) and t.get("by") == "refer"
+ok = t.get("state") == sys.argv[2] and t.get("code") == int(sys.argv[3]) and t.get("by") == sys.argv[4]
 sys.exit(0 if ok else 1)
 PY
 }
@@ -155,6 +157,45 @@ fi
 wait "$refer_d"; refer_result refer-busy-d $?
 wait "$refer_a"; refer_result refer-busy-a $?
 wait "$refer_b"; refer_result refer-busy-b-still-bridged $?
+
+# --- The admin API transfers a bridged call's caller (no REFER): A (6006, media 16964)
+# speaks and waits for BYE; B (6002, media 16974, silent) answers and must get Siphon's
+# BYE when the new leg answers; the API moves A to user:1003 (202); C (6003, media 16984)
+# answers, speaks 7 s and hangs up, which ends A's call. A must hear C.
+capture_start "$refer_work/api.pcapng" 16964
+refer_phone refer-api-b -sf "$refer_sc/refer_callee_quiet.xml" -m 1 -p 6002 -mp 16974 &
+refer_b=$!
+wait_until 30 udp_bound 6002
+refer_phone refer-api-c -sf "$refer_sc/b2b_callee_bye.xml" -m 1 -p 6003 -mp 16984 &
+refer_c=$!
+wait_until 30 udp_bound 6003
+refer_phone refer-api-a -sf "$refer_sc/xfer_caller_wait_bye.xml" -s 1002 -m 1 -p 6006 -mp 16964 &
+refer_a=$!
+if wait_until 30 refer_answered_call; then
+    refer_got=$(curl -s -o "$refer_work/api-transfer.json" -w '%{http_code}' -X POST \
+        -H 'Content-Type: application/json' --data '{"to":"user:1003"}' \
+        "$refer_api/api/calls/$refer_call_id/transfer")
+    if [ "$refer_got" = 202 ]; then echo "PASS refer-api-transfer-bridged-202"; else
+        refer_fail "refer-api-transfer-bridged-202 (HTTP $refer_got: $(head -c 300 "$refer_work/api-transfer.json"))"; fi
+    if wait_until 30 refer_transfer_state completed 200 api; then
+        echo "PASS refer-api-get-shows-transfer-completed"
+    else
+        refer_fail "refer-api-get-shows-transfer-completed ($(head -c 600 "$refer_work/call.json"))"
+    fi
+else
+    refer_fail "refer-api-bridged-call-answered"
+fi
+wait "$refer_b"; refer_result refer-api-b-hung-up $?
+wait "$refer_c"; refer_result refer-api-c $?
+wait "$refer_a"; refer_result refer-api-a $?
+capture_stop
+if python3 "$refer_here/refer_rtp_check.py" "$refer_work/api.pcapng" 16984 16964 \
+    >"$refer_work/api.rtpcheck" 2>&1; then
+    echo "PASS refer-api-a-hears-c"
+else
+    refer_fail "refer-api-a-hears-c"
+fi
+sed 's/^/    /' "$refer_work/api.rtpcheck"
 rtp_capture_range="$refer_saved_range"
 
 kill -TERM "$refer_siphon_pid" 2>/dev/null; wait "$refer_siphon_pid" 2>/dev/null

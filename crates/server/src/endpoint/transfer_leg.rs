@@ -61,12 +61,11 @@ impl Endpoint {
         let Some(id) = self.find_call(call_id) else {
             return Err((404, format!("no call with Call-ID {call_id}")));
         };
+        if self.bridges.contains(&id) {
+            return self.transfer_bridged(id, to, by).await;
+        }
         if !self.calls.contains_key(&id) {
-            return Err((
-                501,
-                "transferring a bridged call through the API is not built yet; the call is unchanged"
-                    .into(),
-            ));
+            return Err((404, format!("no call with Call-ID {call_id}")));
         }
         if self.transfers.placing_for(&id) {
             return Err((409, "a transfer of this call is already in progress".into()));

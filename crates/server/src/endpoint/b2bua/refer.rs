@@ -52,8 +52,12 @@ pub(in crate::endpoint) struct Referral {
     leg: UacLeg,
     /// The target as the call table and `call.transferred` show it (`user:1003`).
     target: String,
-    /// The REFER's CSeq: the `id` of the NOTIFYs' Event (RFC 3515 §2.4.6).
-    refer_seq: u32,
+    /// The REFER's CSeq: the `id` of the NOTIFYs' Event (RFC 3515 §2.4.6). None: the
+    /// admin API's transfer of the call's caller (no referrer to tell; the callee it
+    /// leaves gets BYE).
+    refer_seq: Option<u32>,
+    /// Who asked: `refer`, `api` or `service` (the call table, `call.transferred`).
+    by: &'static str,
     span: tracing::Span,
 }
 
@@ -258,7 +262,8 @@ impl Endpoint {
                 referrer: side,
                 leg,
                 target: label,
-                refer_seq,
+                refer_seq: Some(refer_seq),
+                by: "refer",
                 span: span.clone(),
             },
         );
@@ -266,6 +271,61 @@ impl Endpoint {
             // The call ended while the RTP port was allocated.
             self.cancel_referrals(&leg_key);
         }
+    }
+
+    /// `POST /api/calls/{id}/transfer` (or a fork service's `transfer`) of an answered
+    /// bridged call: the caller is moved to `to` (the `to` vocabulary of originate). The
+    /// new leg replaces the callee's in the bridge when it answers, like a REFER from the
+    /// callee would, and the callee gets BYE; a failed leg leaves the call as it was.
+    pub(in crate::endpoint) async fn transfer_bridged(
+        &mut self,
+        id: DialogId,
+        to: &str,
+        by: &'static str,
+    ) -> Result<(), (u16, String)> {
+        let Some(call) = self.bridges.calls.get(&id) else {
+            return Err((404, format!("no call with Call-ID {}", id.call_id)));
+        };
+        if !call.caller.answered || call.winner.is_none() {
+            return Err((409, "the call is not answered yet".into()));
+        }
+        if self.bridges.refers.values().any(|r| r.call == id) {
+            return Err((409, "a transfer of this call is already in progress".into()));
+        }
+        let identity = super::without_tag(&call.identity);
+        let span = call.span.clone();
+        let callee = crate::endpoint::originate::parse_callee(to).map_err(|e| (400, e))?;
+        let (uri, peer, _, _) = self.resolve_callee(&callee)?;
+        let (leg_key, leg) = self
+            .place_leg(LegTarget {
+                uri: &uri,
+                peer,
+                identity: &identity,
+                call_id: format!("{}@siphon", new_tag()),
+            })
+            .await?;
+        span.in_scope(|| info!(%to, %uri, "transfer of a bridged call: placing the new leg"));
+        if let Some(mut s) = self.registry.get_mut(&id.call_id) {
+            s.transfer = Some(TransferStatus::trying(to, by));
+        }
+        let gone = !self.bridges.calls.contains_key(&id);
+        self.bridges.refers.insert(
+            leg_key.clone(),
+            Referral {
+                call: id.clone(),
+                referrer: Side::Callee,
+                leg,
+                target: to.to_string(),
+                refer_seq: None,
+                by,
+                span,
+            },
+        );
+        if gone {
+            self.cancel_referrals(&leg_key);
+            return Err((404, format!("no call with Call-ID {}", id.call_id)));
+        }
+        Ok(())
     }
 
     /// NOTIFY to the referrer, still a leg of the call, with the new leg's `status`.
@@ -368,7 +428,9 @@ impl Endpoint {
         {
             t.finished(code, None);
         }
-        self.notify_referrer(&r.call, r.referrer, r.refer_seq, code);
+        if let Some(seq) = r.refer_seq {
+            self.notify_referrer(&r.call, r.referrer, seq, code);
+        }
     }
 
     /// The new leg answered: the referrer's leg of the bridge becomes the new leg.
@@ -458,10 +520,15 @@ impl Endpoint {
             }
         }
         info!(target = %r.target, referrer = ?r.referrer, "REFER carried out: the new leg is bridged");
-        self.emit_call_transferred(&r.call.call_id, &r.target, "refer");
+        self.emit_call_transferred(&r.call.call_id, &r.target, r.by);
+        let Some(refer_seq) = r.refer_seq else {
+            // The API moved the caller: the callee it leaves is hung up.
+            self.bye_placed(&mut old, old_peer, EndResult::Completed);
+            return;
+        };
         let via = self.via_value(old_peer);
         let contact = self.contact_uri(old_peer);
-        let request = notify(&mut old, &via, &contact, r.refer_seq, 200);
+        let request = notify(&mut old, &via, &contact, refer_seq, 200);
         if let Err(e) = self.layer.send_request(now(), request, old_peer) {
             warn!(error = %e, "could not send NOTIFY");
         }
