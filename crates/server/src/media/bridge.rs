@@ -512,7 +512,7 @@ impl Bridge {
                     debug!(%digits, "DTMF from a service ignored on a bridged call")
                 }
                 Request::Transfer(to) => {
-                    info!(%to, "transfer asked by a service ignored: bridged calls are not transferred yet")
+                    info!(%to, "transfer asked by a service ignored: a bridged call is transferred by the API or REFER")
                 }
             }
         }

@@ -13,6 +13,10 @@
 //! answered 200; Siphon sends BYE itself after 64·T1 if it does not). A failed leg (4xx-6xx,
 //! Timer B) gets its status in the final NOTIFY and the call stays as it was.
 //!
+//! The admin API's transfer of a bridged call takes the same path
+//! ([`Endpoint::transfer_bridged`]): the caller is moved, so the new leg replaces the
+//! callee's, which gets BYE instead of NOTIFYs.
+//!
 //! Not built: attended transfer (`Replaces`, RFC 3891) is declined with 603, and so is a
 //! REFER in a call Siphon serves itself (echo, fork...: the API's transfer covers those).
 //! A trunk target that challenges the new leg's INVITE fails (no credentials are sent).
