@@ -659,6 +659,10 @@ source "$here/calls-api.sh"
 # Transfer (issue 17 part 2): REFER refusals and the transfer route's checks; a Siphon of
 # its own on SIP 5950, HTTP 8900, RTP 37000-37998.
 source "$here/transfer.sh"
+# Blind REFER from a bridged phone (issue 17): 202, NOTIFY sipfrag, re-bridge, busy target,
+# REFER in no dialog; a Siphon of its own on SIP 6000, HTTP 8950, RTP 38000-38998.
+# shellcheck source=sip-tests/refer.sh
+source "$here/refer.sh"
 
 if [ "$failures" -ne 0 ]; then
     echo "--- siphon log (tail) ---"; tail -n 40 "$work/siphon.log"

@@ -82,6 +82,9 @@ pub enum Command {
     },
     /// A fork's service asked (native `transfer` command) to transfer the call's caller.
     ServiceTransfer { call_id: String, to: String },
+    /// A phone transferred its bridged call by REFER (its old dialog) and has had 64·T1 to
+    /// hang up: if it has not, Siphon sends BYE.
+    ReferrerLinger(DialogId),
     /// An originated call (by Call-ID) rang for its ring timeout.
     OriginateTimeout(String),
     /// Shutdown: refuse new calls (503), let the current ones go on for `timeout`, then BYE

@@ -14,13 +14,14 @@ use std::time::{Duration, SystemTime};
 
 use rsip::{Header, Headers, Method};
 use siphon_sip::Peer;
-use siphon_sip::dialog::{Dialog, DialogId, cseq_number};
+use siphon_sip::dialog::{Dialog, DialogId};
 use siphon_sip::message::{self, header_value, response_to};
-use siphon_sip::sdp::{Codec, Direction, LocalMedia, LocalSession, SessionDescription};
+use siphon_sip::sdp::{Codec, Direction, LocalSession};
 use siphon_sip::transaction::{TransactionKey, TransactionLayer};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::uac_leg::{callee_params, cancel_of};
 use super::{Endpoint, new_tag, now, parse_offer, without_tag};
 use crate::cdr::{CdrFork, CdrLeg, CdrRecord, Party};
 use crate::config::{Action, Route};
@@ -66,6 +67,12 @@ pub(super) struct Bridges {
     reinvites: HashMap<TransactionKey, (DialogId, Side, Option<rsip::Request>)>,
     /// UPDATEs Siphon sent to relay hold/unhold: the call and the leg.
     updates: HashMap<TransactionKey, (DialogId, Side)>,
+    /// REFERs being carried out: each new leg's INVITE until its final response.
+    refers: HashMap<TransactionKey, refer::Referral>,
+    /// The caller's leg after a REFER moved it to a new phone: that phone's dialog.
+    moved_callers: HashMap<DialogId, DialogId>,
+    /// Referrers' dialogs after their transfer, until their BYE (or Siphon's).
+    referrers: HashMap<DialogId, refer::Referrer>,
 }
 
 impl Bridges {
@@ -83,6 +90,9 @@ impl Bridges {
         shrink_if_sparse(&mut self.sent);
         shrink_if_sparse(&mut self.reinvites);
         shrink_if_sparse(&mut self.updates);
+        shrink_if_sparse(&mut self.refers);
+        shrink_if_sparse(&mut self.moved_callers);
+        shrink_if_sparse(&mut self.referrers);
     }
 
     /// Entries of every index (calls, INVITEs sent in the last minutes, re-INVITEs...).
@@ -94,6 +104,9 @@ impl Bridges {
             + self.sent.len()
             + self.reinvites.len()
             + self.updates.len()
+            + self.refers.len()
+            + self.moved_callers.len()
+            + self.referrers.len()
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -106,7 +119,10 @@ impl Bridges {
 
     /// Whether a request with this dialog id belongs to a bridged call (either leg).
     pub(super) fn holds_dialog(&self, id: &DialogId) -> bool {
-        self.calls.contains_key(id) || self.by_callee_call_id.contains_key(&id.call_id)
+        self.calls.contains_key(id)
+            || self.by_callee_call_id.contains_key(&id.call_id)
+            || self.moved_callers.contains_key(id)
+            || self.referrers.contains_key(id)
     }
 
     /// The bridged call whose caller used `call_id` (admin API).
@@ -646,6 +662,7 @@ impl Endpoint {
         };
         self.reliable.forget(id);
         self.session_timers.forget(id);
+        self.release_referrals_of(id);
         for branch in &mut call.branches {
             cancel_branch(&mut self.layer, branch);
             self.bridges.by_branch.remove(&branch.key);
@@ -659,7 +676,11 @@ impl Endpoint {
             .reinvites
             .retain(|_, (call_id, _, _)| call_id != id);
         self.bridges.updates.retain(|_, (call_id, _)| call_id != id);
-        self.registry.remove(&id.call_id);
+        // A REFER's transfer (its outcome) goes into the CDR.
+        let transfer = self
+            .registry
+            .remove(&id.call_id)
+            .and_then(|(_, s)| s.transfer);
         self.call_unlisted(&id.call_id);
         inc(&self.counters.calls_ended);
         self.counters.call_ended(result);
@@ -683,7 +704,7 @@ impl Endpoint {
                 caller_leg: leg(Side::Caller, Some(call.caller.codec)),
                 callee_leg: Some(leg(Side::Callee, call.callee_codec)),
                 forks: CdrFork::of_call(&self.counters.forks, &id.call_id),
-                transfer: None,
+                transfer,
             };
             if let Some(cdr) = &self.cdr {
                 cdr.write(&record);
@@ -705,35 +726,6 @@ fn cancel_branch(layer: &mut TransactionLayer, branch: &mut Branch) {
         }
         BranchState::Trying => branch.state = BranchState::CancelPending,
         _ => {}
-    }
-}
-
-/// The CANCEL for an INVITE we sent (RFC 3261 §9.1): same Request-URI, top Via, From, To,
-/// Call-ID and CSeq number.
-pub(super) fn cancel_of(invite: &rsip::Request) -> rsip::Request {
-    let mut headers = Headers::default();
-    let mut via = false;
-    for h in invite.headers.iter() {
-        match h {
-            Header::Via(_) if !via => {
-                via = true;
-                headers.push(h.clone());
-            }
-            Header::From(_) | Header::To(_) | Header::CallId(_) | Header::MaxForwards(_) => {
-                headers.push(h.clone())
-            }
-            _ => {}
-        }
-    }
-    let seq = cseq_number(invite).unwrap_or(1);
-    headers.push(Header::CSeq(format!("{seq} CANCEL").into()));
-    headers.push(Header::ContentLength(0.into()));
-    rsip::Request {
-        method: Method::Cancel,
-        uri: invite.uri.clone(),
-        version: rsip::Version::V2,
-        headers,
-        body: Vec::new(),
     }
 }
 
@@ -762,25 +754,6 @@ fn caller_response(
         None => message::finish(&mut resp.headers, b""),
     }
     resp
-}
-
-/// The callee's media from its SDP answer to our offer. Reading an answer uses the same
-/// rules as answering an offer (first usable audio stream, its codec and address), on a
-/// copy of the session so our o= version does not move.
-pub(super) fn callee_params(
-    session: &LocalSession,
-    local: &LocalMedia,
-    body: &[u8],
-) -> Option<MediaParams> {
-    if body.is_empty() {
-        return None;
-    }
-    let answer = SessionDescription::parse_bytes(body).ok()?;
-    session
-        .clone()
-        .answer(&answer, local)
-        .ok()
-        .map(|n| MediaParams::from(&n))
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use crate::counters::EndResult;
 impl Endpoint {
     pub(super) fn handle_command(&mut self, cmd: Command) {
         match cmd {
+            Command::ReferrerLinger(id) => self.referrer_linger(&id),
             Command::Answer(key) => {
                 if let Some(id) = self.by_invite.get(&key).cloned() {
                     self.answer(&id);

@@ -22,6 +22,7 @@ mod reliable;
 mod replies;
 mod session_timers;
 mod transfer_leg;
+mod uac_leg;
 mod uas;
 mod update;
 mod webhook;
@@ -128,6 +129,8 @@ pub struct Endpoint {
     originating: originate::Outgoing,
     /// Transfer legs of served calls (`POST /api/calls/{id}/transfer`).
     transfers: transfer_leg::Transfers,
+    /// The ACKs of the legs Siphon placed as UAC (originate, transfers), for 2xx resent.
+    uac_acks: uac_leg::AckCache,
 }
 
 impl Endpoint {
@@ -231,6 +234,7 @@ impl Endpoint {
             webhooks: webhook::Pending::default(),
             originating: originate::Outgoing::default(),
             transfers: transfer_leg::Transfers::default(),
+            uac_acks: uac_leg::AckCache::default(),
         }
     }
 
@@ -466,8 +470,10 @@ impl Endpoint {
                 }
             }
             Event::Response { key, response } => match key.method() {
+                Method::Invite if self.ack_again(&key, response.status_code.code()) => {}
                 Method::Invite if self.on_originate_response(&key, &response) => {}
                 Method::Invite if self.on_transfer_response(&key, &response) => {}
+                Method::Invite if self.on_refer_leg_response(&key, &response) => {}
                 Method::Invite => self.on_branch_response(key, response),
                 Method::Register => self.on_register_response(&key, &response),
                 Method::Options => self.on_keepalive_response(&key, response.status_code.code()),
@@ -485,6 +491,7 @@ impl Endpoint {
                 match key.method() {
                     Method::Invite if self.on_originate_timeout(&key) => {}
                     Method::Invite if self.on_transfer_timeout(&key) => {}
+                    Method::Invite if self.on_refer_leg_timeout(&key) => {}
                     Method::Invite => self.on_branch_timeout(&key),
                     Method::Register => self.on_register_timeout(&key),
                     Method::Options => self.on_keepalive_timeout(&key),
@@ -541,7 +548,7 @@ impl Endpoint {
             self.on_prack(&key, &request);
             return;
         }
-        if self.bridge_request(&key, &request) {
+        if self.bridge_request(&key, &request).await {
             return;
         }
         match request.method {
@@ -561,7 +568,7 @@ impl Endpoint {
             Method::Cancel => self.on_cancel(&key, &request),
             Method::Info => self.on_info(&key, &request),
             Method::Update => self.on_update(&key, &request),
-            Method::Refer => self.on_refer(&key, &request, false),
+            Method::Refer => self.on_refer(&key, &request, None).await,
             _ => self.reply_to(&key, &request, 405, None, &[allow()]),
         }
     }

@@ -9,15 +9,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rsip::{Header, Headers, Method};
-use siphon_sip::dialog::{Dialog, DialogState, cseq_number};
-use siphon_sip::message;
-use siphon_sip::sdp::{Direction, LocalMedia, LocalSession};
 use siphon_sip::transaction::TransactionKey;
 use siphon_sip::{Peer, Transport};
 use tokio::time::Instant;
 use tracing::{Instrument, info, warn};
 
+use super::uac_leg::{Confirmed, LegTarget, UacLeg};
 use super::{Call, Endpoint, new_tag, now};
 use crate::cdr::{CdrLeg, CdrRecord, Party};
 use crate::config::{Action, Config, Route};
@@ -25,7 +22,6 @@ use crate::control::{CallSummary, Command, OriginateRequest};
 use crate::counters::{EndResult, LegStats, inc};
 use crate::events::EventKind;
 use crate::media::leg::{self as media, LegSetup};
-use crate::rtp_ports::RtpPort;
 
 /// Whom an originate request calls.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,11 +106,7 @@ pub(super) fn caller_id_allowed(config: &Config, from: &str) -> bool {
 /// An originated call until its final response.
 struct Dialing {
     call_id: String,
-    invite: rsip::Request,
-    peer: Peer,
-    session: LocalSession,
-    local: LocalMedia,
-    rtp: RtpPort,
+    leg: UacLeg,
     route: Route,
     identity: String,
     callee: String,
@@ -130,12 +122,10 @@ struct Dialing {
     started_at: SystemTime,
 }
 
-/// Originated calls still ringing, and the ACKs of answered ones (a retransmitted 2xx
-/// gets the ACK again).
+/// Originated calls still ringing.
 #[derive(Default)]
 pub(super) struct Outgoing {
     dialing: HashMap<TransactionKey, Dialing>,
-    acks: HashMap<TransactionKey, (rsip::Request, Peer, Instant)>,
 }
 
 impl Outgoing {
@@ -189,45 +179,17 @@ impl Endpoint {
         }
         let callee = parse_callee(&req.to).map_err(bad)?;
         let (uri, peer, from_host, credentials) = self.resolve_callee(&callee)?;
-        let Some(rtp) = self
-            .ports
-            .allocate(self.config.rtp_bind_address(peer.addr.ip()))
-            .await
-        else {
-            return Err((503, "no RTP ports".into()));
-        };
-        let mut session = LocalSession::new(
-            u64::from(rand::random::<u32>()),
-            self.advertised.for_peer(peer.addr.ip()),
-        );
-        let local = self.local_media(rtp.port, peer.addr.ip());
-        let offer = session.offer(&local, Direction::SendRecv).to_string();
         let host = from_host.unwrap_or_else(|| self.addr_for(peer).ip().to_string());
         let identity = format!("<sip:{from}@{host}>");
         let call_id = format!("{}@siphon", new_tag());
-        let request_uri = rsip::Uri::try_from(uri.as_str()).map_err(|e| bad(e.to_string()))?;
-        let mut headers = Headers::default();
-        headers.push(Header::Via(self.via_value(peer).into()));
-        headers.push(Header::MaxForwards("70".into()));
-        headers.push(Header::From(format!("{identity};tag={}", new_tag()).into()));
-        headers.push(Header::To(format!("<{uri}>").into()));
-        headers.push(Header::CallId(call_id.clone().into()));
-        headers.push(Header::CSeq("1 INVITE".into()));
-        headers.push(self.contact_header(peer));
-        headers.extend(super::extensions::request_capabilities());
-        headers.push(Header::ContentType("application/sdp".into()));
-        message::finish(&mut headers, offer.as_bytes());
-        let invite = rsip::Request {
-            method: Method::Invite,
-            uri: request_uri,
-            version: rsip::Version::V2,
-            headers,
-            body: offer.into_bytes(),
-        };
-        let key = self
-            .layer
-            .send_request(now(), invite.clone(), peer)
-            .map_err(|e| (500, format!("could not send the INVITE: {e}")))?;
+        let (key, leg) = self
+            .place_leg(LegTarget {
+                uri: &uri,
+                peer,
+                identity: &identity,
+                call_id: call_id.clone(),
+            })
+            .await?;
         inc(&self.counters.calls_started);
         let span = tracing::info_span!("call", call_id = %call_id);
         span.in_scope(|| info!(to = %req.to, %uri, %from, "originating"));
@@ -248,7 +210,7 @@ impl Endpoint {
                 to: format!("<{uri}>"),
                 number: req.to.clone(),
                 codec: None,
-                rtp_port: rtp.port,
+                rtp_port: leg.rtp.port,
                 answered: false,
                 started: Instant::now(),
                 started_at: SystemTime::now(),
@@ -271,11 +233,7 @@ impl Endpoint {
             key,
             Dialing {
                 call_id: call_id.clone(),
-                invite,
-                peer,
-                session,
-                local,
-                rtp,
+                leg,
                 route,
                 identity,
                 callee: req.to,
@@ -337,8 +295,8 @@ impl Endpoint {
         d.cancelled = Some(why);
         let _g = d.span.enter();
         info!(reason = ?why, "CANCEL");
-        let cancel = super::b2bua::cancel_of(&d.invite);
-        if let Err(e) = self.layer.send_request(now(), cancel, d.peer) {
+        let cancel = super::uac_leg::cancel_of(&d.leg.invite);
+        if let Err(e) = self.layer.send_request(now(), cancel, d.leg.peer) {
             warn!(error = %e, "could not send CANCEL");
         }
     }
@@ -350,12 +308,6 @@ impl Endpoint {
         response: &rsip::Response,
     ) -> bool {
         let code = response.status_code.code();
-        if let Some((ack, peer, _)) = self.originating.acks.get(key) {
-            if (200..300).contains(&code) {
-                self.layer.send_ack_for_2xx(ack.clone(), *peer);
-            }
-            return true;
-        }
         if !self.originating.dialing.contains_key(key) {
             return false;
         }
@@ -401,13 +353,13 @@ impl Endpoint {
         let (Some((user, password)), false) = (d.credentials.clone(), d.authenticated) else {
             return false;
         };
-        let via = self.via_value(d.peer);
+        let via = self.via_value(d.leg.peer);
         let Some(invite) =
-            super::auth::invite_with_credentials(&d.invite, response, &via, &user, &password)
+            super::auth::invite_with_credentials(&d.leg.invite, response, &via, &user, &password)
         else {
             return false;
         };
-        let peer = d.peer;
+        let peer = d.leg.peer;
         match self.layer.send_request(now(), invite.clone(), peer) {
             Ok(new_key) => {
                 let Some(mut d) = self.originating.dialing.remove(key) else {
@@ -415,7 +367,7 @@ impl Endpoint {
                 };
                 d.span
                     .in_scope(|| info!(%user, "answering the trunk's challenge"));
-                d.invite = invite;
+                d.leg.invite = invite;
                 d.authenticated = true;
                 self.originating.dialing.insert(new_key, d);
                 true
@@ -479,38 +431,13 @@ impl Endpoint {
         };
         let span = d.span.clone();
         let _g = span.enter();
-        let invite_seq = cseq_number(&d.invite).unwrap_or(1);
-        let mut dialog = match Dialog::new_uac(&d.invite, response) {
-            Ok(dialog) => dialog,
-            Err(e) => {
-                warn!(error = %e, "unusable 2xx to an originated call");
+        let Confirmed { dialog, params } = match self.confirm_leg(key, &d.leg, response) {
+            Ok(confirmed) => confirmed,
+            Err(unusable) => {
                 self.originating.dialing.insert(key.clone(), d);
-                self.originate_failed(key, 502, EndResult::Other);
+                self.originate_failed(key, unusable.code(), EndResult::Other);
                 return;
             }
-        };
-        dialog.state = DialogState::Confirmed;
-        let via = self.via_value(d.peer);
-        let contact = self.contact_uri(d.peer);
-        let ack = dialog.ack(invite_seq, &via, &contact);
-        self.layer.send_ack_for_2xx(ack.clone(), d.peer);
-        // Entries older than a 2xx can be retransmitted (64·T1) are dropped on the way.
-        let keep = self.config.timers().t1 * 64;
-        self.originating
-            .acks
-            .retain(|_, (_, _, at)| at.elapsed() < keep);
-        self.originating
-            .acks
-            .insert(key.clone(), (ack, d.peer, Instant::now()));
-        let Some(params) = super::b2bua::callee_params(&d.session, &d.local, &response.body) else {
-            warn!("the callee answered without a usable SDP answer; hanging up");
-            let mut bye = dialog.request(Method::Bye, &via, &contact);
-            bye.headers
-                .push(super::replies::reason_header(EndResult::Other));
-            let _ = self.layer.send_request(now(), bye, d.peer);
-            self.originating.dialing.insert(key.clone(), d);
-            self.originate_failed(key, 488, EndResult::Other);
-            return;
         };
         let id = dialog.id.clone();
         let codec = params.codec;
@@ -527,7 +454,7 @@ impl Endpoint {
             None
         };
         let media = media::spawn(LegSetup {
-            rtp: d.rtp,
+            rtp: d.leg.rtp,
             action: d.route.action,
             prompt,
             params,
@@ -553,10 +480,10 @@ impl Endpoint {
             id.clone(),
             Call {
                 dialog,
-                peer: d.peer,
+                peer: d.leg.peer,
                 invite_key: key.clone(),
-                invite: d.invite,
-                session: d.session,
+                invite: d.leg.invite,
+                session: d.leg.session,
                 media,
                 action: d.route.action,
                 answer_sdp: None,

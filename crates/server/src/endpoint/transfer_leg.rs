@@ -8,31 +8,24 @@
 
 use std::collections::HashMap;
 
-use rsip::{Header, Headers, Method};
+use rsip::Method;
 use siphon_sip::Peer;
-use siphon_sip::dialog::{Dialog, DialogId, DialogState, cseq_number};
-use siphon_sip::message;
-use siphon_sip::sdp::{Direction, LocalMedia, LocalSession};
+use siphon_sip::dialog::{Dialog, DialogId};
 use siphon_sip::transaction::TransactionKey;
-use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::originate::parse_callee;
+use super::uac_leg::{Confirmed, LegTarget, UacLeg};
 use super::{Endpoint, new_tag, now};
 use crate::counters::EndResult;
 use crate::media::agent_leg::AgentSetup;
-use crate::rtp_ports::RtpPort;
 use crate::transfer::{TransferState, TransferStatus};
 
 /// A transfer leg until its final response.
 struct Placing {
     /// The served call whose caller is being transferred.
     caller: DialogId,
-    invite: rsip::Request,
-    peer: Peer,
-    session: LocalSession,
-    local: LocalMedia,
-    rtp: RtpPort,
+    leg: UacLeg,
     span: tracing::Span,
 }
 
@@ -43,12 +36,11 @@ struct Agent {
     peer: Peer,
 }
 
-/// Transfer legs ringing, answered, and the ACKs of answered ones (for retransmitted 2xx).
+/// Transfer legs ringing and answered.
 #[derive(Default)]
 pub(super) struct Transfers {
     placing: HashMap<TransactionKey, Placing>,
     agents: HashMap<DialogId, Agent>,
-    acks: HashMap<TransactionKey, (rsip::Request, Peer, Instant)>,
 }
 
 impl Transfers {
@@ -69,12 +61,11 @@ impl Endpoint {
         let Some(id) = self.find_call(call_id) else {
             return Err((404, format!("no call with Call-ID {call_id}")));
         };
+        if self.bridges.contains(&id) {
+            return self.transfer_bridged(id, to, by).await;
+        }
         if !self.calls.contains_key(&id) {
-            return Err((
-                501,
-                "transferring a bridged call through the API is not built yet; the call is unchanged"
-                    .into(),
-            ));
+            return Err((404, format!("no call with Call-ID {call_id}")));
         }
         if self.transfers.placing_for(&id) {
             return Err((409, "a transfer of this call is already in progress".into()));
@@ -84,23 +75,9 @@ impl Endpoint {
         }
         let callee = parse_callee(to).map_err(|e| (400, e))?;
         let (uri, peer, _, _) = self.resolve_callee(&callee)?;
-        let Some(rtp) = self
-            .ports
-            .allocate(self.config.rtp_bind_address(peer.addr.ip()))
-            .await
-        else {
-            return Err((503, "no RTP ports".into()));
-        };
-        // The caller may have hung up while the port was allocated.
         let Some(caller_from) = self.registry.get(call_id).map(|s| s.from.clone()) else {
             return Err((404, format!("no call with Call-ID {call_id}")));
         };
-        let mut session = LocalSession::new(
-            u64::from(rand::random::<u32>()),
-            self.advertised.for_peer(peer.addr.ip()),
-        );
-        let local = self.local_media(rtp.port, peer.addr.ip());
-        let offer = session.offer(&local, Direction::SendRecv).to_string();
         // The agent sees who is calling: the caller's From, with a tag of ours.
         let identity = caller_from
             .split(";tag=")
@@ -113,29 +90,29 @@ impl Endpoint {
         } else {
             identity
         };
-        let request_uri =
-            rsip::Uri::try_from(uri.as_str()).map_err(|e| (400, format!("bad target: {e}")))?;
-        let mut headers = Headers::default();
-        headers.push(Header::Via(self.via_value(peer).into()));
-        headers.push(Header::MaxForwards("70".into()));
-        headers.push(Header::From(format!("{identity};tag={}", new_tag()).into()));
-        headers.push(Header::To(format!("<{uri}>").into()));
-        headers.push(Header::CallId(format!("{}@siphon", new_tag()).into()));
-        headers.push(Header::CSeq("1 INVITE".into()));
-        headers.push(self.contact_header(peer));
-        headers.push(Header::ContentType("application/sdp".into()));
-        message::finish(&mut headers, offer.as_bytes());
-        let invite = rsip::Request {
-            method: Method::Invite,
-            uri: request_uri,
-            version: rsip::Version::V2,
-            headers,
-            body: offer.into_bytes(),
-        };
-        let key = self
-            .layer
-            .send_request(now(), invite.clone(), peer)
-            .map_err(|e| (500, format!("could not send the INVITE: {e}")))?;
+        let (key, leg) = self
+            .place_leg(LegTarget {
+                uri: &uri,
+                peer,
+                identity: &identity,
+                call_id: format!("{}@siphon", new_tag()),
+            })
+            .await?;
+        if !self.calls.contains_key(&id) {
+            // The caller hung up while the RTP port was allocated: the new leg is withdrawn
+            // (CANCEL; BYE should its 2xx cross).
+            let span = tracing::Span::none();
+            self.transfers.placing.insert(
+                key,
+                Placing {
+                    caller: id.clone(),
+                    leg,
+                    span,
+                },
+            );
+            self.release_agent_of(&id);
+            return Err((404, format!("no call with Call-ID {call_id}")));
+        }
         let span = self
             .calls
             .get(&id)
@@ -151,11 +128,7 @@ impl Endpoint {
             key,
             Placing {
                 caller: id,
-                invite,
-                peer,
-                session,
-                local,
-                rtp,
+                leg,
                 span,
             },
         );
@@ -169,12 +142,6 @@ impl Endpoint {
         response: &rsip::Response,
     ) -> bool {
         let code = response.status_code.code();
-        if let Some((ack, peer, _)) = self.transfers.acks.get(key) {
-            if (200..300).contains(&code) {
-                self.layer.send_ack_for_2xx(ack.clone(), *peer);
-            }
-            return true;
-        }
         let Some(p) = self.transfers.placing.get(key) else {
             return false;
         };
@@ -226,47 +193,31 @@ impl Endpoint {
             return;
         };
         let _g = p.span.clone().entered();
-        let invite_seq = cseq_number(&p.invite).unwrap_or(1);
-        let mut dialog = match Dialog::new_uac(&p.invite, response) {
-            Ok(dialog) => dialog,
-            Err(e) => {
-                warn!(error = %e, "unusable 2xx to a transfer leg");
+        let dialog = match self.confirm_leg(key, &p.leg, response) {
+            Ok(Confirmed { dialog, params }) => {
+                let handed = self.calls.get(&p.caller).is_some_and(|call| {
+                    call.media.transfer(AgentSetup {
+                        rtp: p.leg.rtp,
+                        params,
+                    })
+                });
+                if handed {
+                    dialog
+                } else {
+                    // The caller is gone: release the new leg.
+                    warn!("transfer leg answered but the caller is gone; hanging it up");
+                    let mut dialog = dialog;
+                    self.bye_placed(&mut dialog, p.leg.peer, EndResult::Other);
+                    return;
+                }
+            }
+            Err(unusable) => {
+                let code = unusable.code();
                 self.transfers.placing.insert(key.clone(), p);
-                self.transfer_failed(key, 502);
+                self.transfer_failed(key, code);
                 return;
             }
         };
-        dialog.state = DialogState::Confirmed;
-        let via = self.via_value(p.peer);
-        let contact = self.contact_uri(p.peer);
-        let ack = dialog.ack(invite_seq, &via, &contact);
-        self.layer.send_ack_for_2xx(ack.clone(), p.peer);
-        let keep = self.config.timers().t1 * 64;
-        self.transfers
-            .acks
-            .retain(|_, (_, _, at)| at.elapsed() < keep);
-        self.transfers
-            .acks
-            .insert(key.clone(), (ack, p.peer, Instant::now()));
-        let params = super::b2bua::callee_params(&p.session, &p.local, &response.body);
-        let handed = match (params, self.calls.get(&p.caller)) {
-            (Some(params), Some(call)) => call.media.transfer(AgentSetup { rtp: p.rtp, params }),
-            _ => false,
-        };
-        if !handed {
-            // No usable answer, or the caller is gone: release the new leg.
-            warn!("transfer leg answered but cannot be bridged; hanging it up");
-            let mut bye = dialog.request(Method::Bye, &via, &contact);
-            bye.headers
-                .push(super::replies::reason_header(EndResult::Other));
-            let _ = self.layer.send_request(now(), bye, p.peer);
-            if let Some(mut s) = self.registry.get_mut(&p.caller.call_id)
-                && let Some(t) = s.transfer.as_mut()
-            {
-                t.finished(488, Some("the new leg's answer could not be used".into()));
-            }
-            return;
-        }
         let (target, by) = match self.registry.get_mut(&p.caller.call_id) {
             Some(mut s) => match s.transfer.as_mut() {
                 Some(t) => {
@@ -287,7 +238,7 @@ impl Endpoint {
             Agent {
                 caller: p.caller,
                 dialog,
-                peer: p.peer,
+                peer: p.leg.peer,
             },
         );
     }
@@ -322,8 +273,8 @@ impl Endpoint {
             .values()
             .filter(|p| &p.caller == caller)
         {
-            let cancel = super::b2bua::cancel_of(&p.invite);
-            if let Err(e) = self.layer.send_request(now(), cancel, p.peer) {
+            let cancel = super::uac_leg::cancel_of(&p.leg.invite);
+            if let Err(e) = self.layer.send_request(now(), cancel, p.leg.peer) {
                 warn!(error = %e, "could not CANCEL the transfer leg");
             }
         }

@@ -3,7 +3,8 @@
 //! a target outside the `to` vocabulary is 400, an unknown call 404, a call not yet
 //! answered 409. An answered call Siphon serves (fork, echo, prompt) gets 202 once the new
 //! leg's INVITE is out (`endpoint::transfer_leg`); the outcome is in `GET /api/calls/{id}`.
-//! A bridged call still gets 501 (not built yet) and is unchanged.
+//! A bridged call likewise (its callee's leg is replaced by the new one when it answers,
+//! `endpoint::b2bua::refer`).
 
 use std::sync::Arc;
 

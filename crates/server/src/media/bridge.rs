@@ -55,6 +55,8 @@ pub enum Side {
 #[derive(Debug)]
 enum Control {
     Update(Side, MediaParams),
+    /// A transfer (REFER): the leg now talks to another phone, on the socket offered to it.
+    Replace(Side, RtpPort, MediaParams),
     Answered,
     /// The call is over; forks get the reason in their stop message.
     Stop(String),
@@ -102,6 +104,17 @@ impl BridgeHandle {
     /// What offer/answer decided for a leg (first time, or after a re-INVITE).
     pub fn update(&self, side: Side, params: MediaParams) {
         let _ = self.control.send(Control::Update(side, params));
+    }
+
+    /// A transfer: `side` is now another phone, reached from `rtp` (the port Siphon
+    /// offered it) with `params` from its answer. The old socket goes back to the pool; the
+    /// other leg and the forks go on as they were.
+    pub fn replace(&mut self, side: Side, rtp: RtpPort, params: MediaParams) {
+        match side {
+            Side::Caller => self.caller_port = rtp.port,
+            Side::Callee => self.callee_port = rtp.port,
+        }
+        let _ = self.control.send(Control::Replace(side, rtp, params));
     }
 
     /// The call is answered: from now on silence counts as RTP inactivity.
@@ -258,6 +271,28 @@ impl Leg {
         self.params = Some(params);
     }
 
+    /// The leg's phone changed (transfer): a new socket and peer, learnt afresh. The
+    /// stream Siphon sends keeps its SSRC and numbering (one source seen by the
+    /// new phone from its start); the counters go on accumulating for the leg.
+    fn rehome(&mut self, rtp: RtpPort, params: MediaParams) {
+        let out_ssrc = self.out.ssrc;
+        self.rtp = rtp;
+        self.latched = None;
+        self.latched_rtcp = None;
+        self.stats.set_latched(None);
+        self.rtcp = RelayRtcp::new(
+            out_ssrc,
+            format!("siphon-{out_ssrc:08x}"),
+            Instant::now().into_std(),
+            std::time::SystemTime::now(),
+            rand::random(),
+        );
+        self.dtmf = DtmfReceiver::new();
+        self.pressed = None;
+        self.params = None;
+        self.update(params);
+    }
+
     /// The peer holds the call or sends nothing: its silence is not inactivity.
     fn on_hold(&self) -> bool {
         self.params
@@ -320,6 +355,16 @@ impl Bridge {
                             Side::Caller => self.caller.update(params),
                             Side::Callee => self.callee.update(params),
                         }
+                    }
+                    Some(Control::Replace(side, rtp, params)) => {
+                        last_rx = [Instant::now(); 2];
+                        let leg = match side {
+                            Side::Caller => &mut self.caller,
+                            Side::Callee => &mut self.callee,
+                        };
+                        info!(?side, port = rtp.port, "leg transferred to a new phone");
+                        leg.send_rtcp_bye(&self.counters);
+                        leg.rehome(rtp, params);
                     }
                     Some(Control::Answered) => {
                         last_rx = [Instant::now(); 2];
@@ -467,7 +512,7 @@ impl Bridge {
                     debug!(%digits, "DTMF from a service ignored on a bridged call")
                 }
                 Request::Transfer(to) => {
-                    info!(%to, "transfer asked by a service ignored: bridged calls are not transferred yet")
+                    info!(%to, "transfer asked by a service ignored: a bridged call is transferred by the API or REFER")
                 }
             }
         }

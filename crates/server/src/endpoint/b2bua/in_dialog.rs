@@ -21,7 +21,7 @@ use crate::media::bridge::Side;
 impl Endpoint {
     /// Requests for bridged calls: CANCEL of the caller's INVITE, and in-dialog requests
     /// from either phone. `false`: not a bridged call's, the caller handles it.
-    pub(in crate::endpoint) fn bridge_request(
+    pub(in crate::endpoint) async fn bridge_request(
         &mut self,
         key: &TransactionKey,
         request: &rsip::Request,
@@ -42,8 +42,18 @@ impl Endpoint {
         let Some(dialog_id) = DialogId::for_incoming(request) else {
             return false;
         };
-        let (id, side) = if self.bridges.calls.contains_key(&dialog_id) {
+        if self.referrer_request(key, request, &dialog_id) {
+            return true;
+        }
+        let (id, side) = if let Some(call) = self.bridges.calls.get(&dialog_id) {
+            if !call.caller_dialog_is(&dialog_id) {
+                // The caller's leg moved to another phone (REFER) and this dialog is over.
+                self.reply_to(key, request, 481, None, &[]);
+                return true;
+            }
             (dialog_id, Side::Caller)
+        } else if let Some(id) = self.bridges.moved_callers.get(&dialog_id) {
+            (id.clone(), Side::Caller)
         } else if let Some(id) = self.bridges.by_callee_call_id.get(&dialog_id.call_id) {
             let id = id.clone();
             let ours = self
@@ -70,7 +80,7 @@ impl Endpoint {
             Method::Update => self.bridge_reinvite(key, request, &id, side),
             Method::Info => self.bridge_info(key, request, &id, side),
             Method::Options | Method::Notify => self.reply_to(key, request, 200, None, &[]),
-            Method::Refer => self.on_refer(key, request, true),
+            Method::Refer => self.on_refer(key, request, Some((id, side))).await,
             _ => self.reply_to(key, request, 405, None, &[allow()]),
         }
         true
@@ -379,6 +389,11 @@ impl Endpoint {
         if let Some(call_id) = self.bridges.by_callee_call_id.get(&id.call_id).cloned() {
             // The callee's ACK (for a 2xx to its re-INVITE).
             self.ack_answer(&call_id, Side::Callee, &id, ack);
+            return true;
+        }
+        if let Some(call_id) = self.bridges.moved_callers.get(&id).cloned() {
+            // The ACK of a phone a REFER moved the caller's leg to (2xx to its re-INVITE).
+            self.ack_answer(&call_id, Side::Caller, &id, ack);
             return true;
         }
         if self.bridges.calls.contains_key(&id) {
