@@ -188,7 +188,13 @@ async fn originate_refuses_bad_requests_and_places_a_call() {
         ("{\"to\": \"user:1002\", \"from\": \"+19998887777\"}", 403),
         ("{\"to\": \"user:1002\"}", 404),
         (
+            // Click-to-call to an account with no registered phone: refused before
+            // the first party is rung.
             "{\"to\": \"sip:a@127.0.0.1\", \"on_answer\": {\"action\": \"user\", \"user\": \"1002\"}}",
+            404,
+        ),
+        (
+            "{\"to\": \"sip:a@127.0.0.1\", \"on_answer\": {\"action\": \"reject\"}}",
             400,
         ),
         (

@@ -583,6 +583,29 @@ mod tests {
     }
 
     #[test]
+    fn on_answer_may_bridge_to_an_account_but_not_yet_to_a_trunk() {
+        let action = |json: &str| serde_json::from_str::<CallAction>(json).unwrap();
+        for ok in ["echo", "tone", "play", "fork"] {
+            let a = action(&format!("{{\"action\":\"{ok}\"}}"));
+            assert!(on_answer_allowed(&a).is_ok(), "{ok}");
+            assert_eq!(second_target(a.action, a.user.as_deref()), None);
+        }
+        let user = action(r#"{"action":"user","user":"1003","ring_timeout_s":10}"#);
+        assert!(on_answer_allowed(&user).is_ok());
+        assert_eq!(
+            second_target(user.action, user.user.as_deref()).as_deref(),
+            Some("user:1003")
+        );
+        for refused in [
+            r#"{"action":"trunk","trunk":"provider"}"#,
+            r#"{"action":"reject"}"#,
+            r#"{"action":"ring"}"#,
+        ] {
+            assert!(on_answer_allowed(&action(refused)).is_err(), "{refused}");
+        }
+    }
+
+    #[test]
     fn only_caller_ids_an_account_may_present_are_allowed() {
         let config = Config::embedded().unwrap();
         let account = config.accounts[0].username.get_ref().clone();

@@ -233,7 +233,10 @@ impl Endpoint {
         let click_to_call = self.transfers.click_to_call.contains_key(&p.caller);
         p.span.in_scope(|| {
             if click_to_call {
-                info!(code, "click-to-call: the second leg failed; hanging up the first");
+                info!(
+                    code,
+                    "click-to-call: the second leg failed; hanging up the first"
+                );
             } else {
                 info!(code, "transfer failed; the caller stays where it was");
             }
