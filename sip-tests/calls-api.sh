@@ -50,6 +50,11 @@ username = "1002"
 password = "secret1002"
 kind = "phone"
 
+[[accounts]]
+username = "1003"
+password = "secret1003"
+kind = "phone"
+
 [[trunks]]
 name = "provider"
 address = "127.0.0.1:5860"
@@ -270,6 +275,74 @@ ca_sipp webhook-nonsense -sn uac -s 805 -m 1 -d 500 -p 5874 -mp 16860 "$ca_targe
 ca_sipp_result webhook-nonsense-fallback $?
 fallback1="$(ca_metric siphon_webhooks_total 'result="fallback"')"
 [ $((fallback1 - fallback0)) = 2 ] && ca_pass webhook-fallbacks-counted || ca_fail "webhook-fallbacks-counted ($fallback0 -> $fallback1)"
+
+# --- Click-to-call: originate to 1002 (5852, media 16804) with on_answer user 1003 (5853,
+# media 16805). 1002 answers and plays speech, waiting for BYE; Siphon then rings 1003, which
+# answers, plays speech and hangs up after 15 s: 1002 must get BYE, and each party's RTP
+# must reach the other unchanged (relayed through the call's media task).
+ca_sipp register-1003 -sf "$ca_sc/register.xml" -s 1003 -au 1003 -ap secret1003 -m 1 -p 5853 "$ca_target"
+ca_sipp_result register-1003 $?
+capture_start "$ca_work/click.pcapng" 16804 "udp port 16804 or udp port 16805"
+ca_sipp click-first -sf "$ca_sc/b2b_callee_answer.xml" -m 1 -p 5852 -mp 16804 "$ca_target" &
+ca_first=$!
+ca_sipp click-second -sf "$ca_sc/b2b_callee_bye.xml" -m 1 -p 5853 -mp 16805 "$ca_target" &
+ca_second=$!
+wait_until 30 udp_bound 5852
+wait_until 30 udp_bound 5853
+status="$(ca_post '{"to":"user:1002","from":"1001","on_answer":{"action":"user","user":"1003","ring_timeout_s":10}}')"
+ca_click_call="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("call_id",""))' "$ca_work/post.json" 2>/dev/null)"
+[ "$status" = 201 ] && ca_pass click-to-call-201 || ca_fail "click-to-call-201 (status $status: $(cat "$ca_work/post.json"))"
+ca_click_completed() { curl -s "http://$ca_http/api/calls/$1" | grep -q '"state":"completed"'; }
+wait_until 30 ca_click_completed "$ca_click_call" && ca_pass click-to-call-get-shows-bridged \
+    || ca_fail "click-to-call-get-shows-bridged ($(curl -s "http://$ca_http/api/calls/$ca_click_call" | head -c 600))"
+wait "$ca_second"; ca_sipp_result click-second-answered-hung-up $?
+wait "$ca_first"; ca_sipp_result click-first-answered-got-bye $?
+capture_stop
+# Each direction: what arrives at one party's media port is what the other sent, payload
+# for payload (both PCMA: relayed unchanged), at least 5 s of it.
+if python3 - "$ca_work/click.pcapng" >"$ca_work/click.rtpcheck" 2>&1 <<'PY'
+import subprocess, sys
+out = subprocess.run(["tshark", "-r", sys.argv[1], "-d", "udp.port==16804,rtp",
+    "-d", "udp.port==16805,rtp", "-T", "fields", "-e", "udp.srcport", "-e", "udp.dstport",
+    "-e", "rtp.payload"], capture_output=True, text=True, check=True).stdout
+sent, got = {16804: set(), 16805: set()}, {16804: [], 16805: []}
+for line in out.splitlines():
+    f = line.split("\t")
+    if len(f) < 3 or not f[2]:
+        continue
+    src, dst, payload = int(f[0]), int(f[1]), f[2]
+    if src in sent:
+        sent[src].add(payload)
+    elif dst in got:
+        got[dst].append(payload)
+ok = True
+for a, b in ((16804, 16805), (16805, 16804)):
+    silence = {"d5" * 160, ":".join(["d5"] * 160)}
+    speech = [p for p in got[b] if p not in silence]
+    matched = sum(1 for p in speech if p in sent[a])
+    print(f"{a} -> {b}: {len(got[b])} packets arrived, {len(speech)} not silence, {matched} sent by {a}")
+    ok &= matched >= 250 and matched == len(speech)
+sys.exit(0 if ok else 1)
+PY
+then ca_pass click-to-call-rtp-both-ways; else ca_fail click-to-call-rtp-both-ways; fi
+sed 's/^/    /' "$ca_work/click.rtpcheck"
+
+# --- Click-to-call whose second target is busy (486): the first party, answered, gets BYE,
+# and the call's end event says why.
+ca_sipp click-busy-first -sf "$ca_sc/b2b_callee_answer.xml" -m 1 -p 5852 -mp 16804 "$ca_target" &
+ca_first=$!
+ca_sipp click-busy-second -sf "$ca_sc/b2b_callee_busy.xml" -m 1 -p 5853 "$ca_target" &
+ca_second=$!
+wait_until 30 udp_bound 5852
+wait_until 30 udp_bound 5853
+status="$(ca_post '{"to":"user:1002","from":"1001","on_answer":{"action":"user","user":"1003"}}')"
+ca_busy_call="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("call_id",""))' "$ca_work/post.json" 2>/dev/null)"
+[ "$status" = 201 ] && ca_pass click-to-call-busy-201 || ca_fail "click-to-call-busy-201 (status $status: $(cat "$ca_work/post.json"))"
+wait "$ca_second"; ca_sipp_result click-busy-second-486 $?
+wait "$ca_first"; ca_sipp_result click-busy-first-got-bye $?
+ca_busy_ended() { grep "\"call.ended\"" "$ca_work/events.jsonl" | grep "$ca_busy_call" | grep -q '"code": *486'; }
+wait_until 30 ca_busy_ended && ca_pass click-to-call-busy-ended-event-says-486 \
+    || ca_fail "click-to-call-busy-ended-event-says-486 ($(grep "$ca_busy_call" "$ca_work/events.jsonl" | tail -n 1 | head -c 800))"
 
 # --- Every event so far arrived, signed, in order per call; the originated calls' in the
 # order they happened.

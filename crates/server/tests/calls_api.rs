@@ -188,7 +188,13 @@ async fn originate_refuses_bad_requests_and_places_a_call() {
         ("{\"to\": \"user:1002\", \"from\": \"+19998887777\"}", 403),
         ("{\"to\": \"user:1002\"}", 404),
         (
+            // Click-to-call to an account with no registered phone: refused before
+            // the first party is rung.
             "{\"to\": \"sip:a@127.0.0.1\", \"on_answer\": {\"action\": \"user\", \"user\": \"1002\"}}",
+            404,
+        ),
+        (
+            "{\"to\": \"sip:a@127.0.0.1\", \"on_answer\": {\"action\": \"reject\"}}",
             400,
         ),
         (
@@ -318,6 +324,86 @@ async fn originate_through_a_trunk_answers_its_digest_challenge() {
     let path = format!("/api/calls/{call_id}");
     assert!(
         eventually(|| async { http(s.http, "GET", &path, None, None).await.status == 404 }).await
+    );
+    s.stop().await;
+}
+
+/// A 200 OK with an SDP answer to `inv`, from `phone` (tag `tag`).
+fn ok_with_sdp(inv: &str, contact: SocketAddr, tag: &str, rtp: u16) -> String {
+    let answer = sdp(rtp, "0", "a=rtpmap:0 PCMU/8000\r\n");
+    let head = |name: &str| header(inv, name).unwrap().to_string();
+    format!(
+        "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag={tag}\r\nCall-ID: {}\r\n\
+         CSeq: {}\r\nContact: <sip:x@{contact}>\r\nContent-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{answer}",
+        head("Via"),
+        head("From"),
+        head("To"),
+        head("Call-ID"),
+        head("CSeq"),
+        answer.len()
+    )
+}
+
+#[tokio::test]
+async fn a_transfer_leg_that_rings_past_the_ring_timeout_is_cancelled_and_reported_408() {
+    let (app_addr, _seen) = app().await;
+    let s = start_edited(
+        &config(app_addr),
+        47600,
+        &[("ring_timeout_s = 30", "ring_timeout_s = 1")],
+    )
+    .await;
+    let h = s.http;
+    let caller = Phone::new(s.addr).await;
+    let body = format!(
+        "{{\"to\": \"sip:bot@{}\", \"from\": \"1001\", \"on_answer\": {{\"action\": \"echo\"}}}}",
+        caller.local()
+    );
+    let r = http(h, "POST", "/api/calls", None, Some(&body)).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let call_id = r.json()["call_id"].as_str().unwrap().to_string();
+    let inv = caller.recv().await;
+    caller
+        .send(&ok_with_sdp(&inv, caller.local(), "c1", 40200))
+        .await;
+    assert!(caller.recv().await.starts_with("ACK "));
+    let path = format!("/api/calls/{call_id}");
+    assert!(
+        eventually(|| async {
+            http(h, "GET", &path, None, None).await.json()["state"] == "answered"
+        })
+        .await
+    );
+
+    // The agent's phone rings and never answers: at [sip] ring_timeout_s (1 s here) Siphon
+    // cancels it and the transfer fails with 408.
+    let agent = Phone::new(s.addr).await;
+    let body = format!("{{\"to\": \"sip:agent@{}\"}}", agent.local());
+    let r = http(h, "POST", &format!("{path}/transfer"), None, Some(&body)).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let inv = agent.recv().await;
+    assert!(inv.starts_with("INVITE sip:agent@"), "{inv}");
+    agent.send(&response_to(&inv, "180 Ringing", "")).await;
+    let cancel = agent.recv().await;
+    assert!(cancel.starts_with("CANCEL sip:agent@"), "{cancel}");
+    agent.send(&response_to(&cancel, "200 OK", "")).await;
+    agent
+        .send(&response_to(&inv, "487 Request Terminated", ""))
+        .await;
+    assert!(
+        eventually(|| async {
+            let call = http(h, "GET", &path, None, None).await.json();
+            call["transfer"]["state"] == "failed" && call["transfer"]["code"] == 408
+        })
+        .await,
+        "{}",
+        http(h, "GET", &path, None, None).await.body
+    );
+    // The caller stays where it was: still answered, no BYE.
+    assert_eq!(
+        http(h, "GET", &path, None, None).await.json()["state"],
+        "answered"
     );
     s.stop().await;
 }

@@ -92,6 +92,9 @@ impl Endpoint {
             Command::OriginateTimeout(call_id) => {
                 if let Some(key) = self.originating.find(&call_id) {
                     self.cancel_originated(&key, EndResult::NoAnswer);
+                } else {
+                    // A transfer leg's (or click-to-call's second leg's) ring timeout.
+                    self.transfer_ring_timeout(&call_id);
                 }
             }
             // Acting on these may wait (RTP ports): `run` awaits them, they never get here.

@@ -3,6 +3,10 @@
 //! URI; once answered, the call becomes like any call Siphon answered (echo, tone, play,
 //! fork: the `on_answer` action, served by the same media task), so BYE, the admin API's
 //! hang-up and forks work on it unchanged. Unanswered after its ring timeout: CANCEL.
+//!
+//! `on_answer` `user` is click-to-call: once the first party answers, Siphon places the
+//! second leg as a transfer of that call (`transfer_leg`), so the media task that serves it
+//! relays the two parties and its forks hear both; the second leg failing hangs up the first.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -17,7 +21,7 @@ use tracing::{Instrument, info, warn};
 use super::uac_leg::{Confirmed, LegTarget, UacLeg};
 use super::{Call, Endpoint, new_tag, now};
 use crate::cdr::{CdrLeg, CdrRecord, Party};
-use crate::config::{Action, Config, Route};
+use crate::config::{Action, CallAction, Config, Route};
 use crate::control::{CallSummary, Command, OriginateRequest};
 use crate::counters::{EndResult, LegStats, inc};
 use crate::events::EventKind;
@@ -103,6 +107,27 @@ pub(super) fn caller_id_allowed(config: &Config, from: &str) -> bool {
             .any(|a| a.username.get_ref() == from || a.caller_ids.iter().any(|c| c == from))
 }
 
+/// The actions `on_answer` may have: `user` bridges the answered call to an account's
+/// phone (click-to-call). `trunk` would need a number, which an action has no field for yet.
+pub(super) fn on_answer_allowed(on_answer: &CallAction) -> Result<(), String> {
+    match on_answer.action {
+        Action::Echo | Action::Tone | Action::Play | Action::Fork | Action::User => Ok(()),
+        Action::Trunk => Err(
+            "on_answer: \"trunk\" is not supported yet (no field for the number); use \"user\""
+                .into(),
+        ),
+        _ => Err("on_answer: echo, tone, play, fork or user".into()),
+    }
+}
+
+/// The second leg's target of a click-to-call `on_answer` (`user:<account>`).
+fn second_target(action: Action, user: Option<&str>) -> Option<String> {
+    match (action, user) {
+        (Action::User, Some(user)) => Some(format!("user:{user}")),
+        _ => None,
+    }
+}
+
 /// An originated call until its final response.
 struct Dialing {
     call_id: String,
@@ -162,13 +187,11 @@ impl Endpoint {
             on_answer.callback_url = req.callback_url.clone();
         }
         on_answer.check(&self.config).map_err(bad)?;
-        if !matches!(
-            on_answer.action,
-            Action::Echo | Action::Tone | Action::Play | Action::Fork
-        ) {
-            return Err(bad(
-                "on_answer: echo, tone, play or fork (bridging is not supported yet)".into(),
-            ));
+        on_answer_allowed(&on_answer).map_err(bad)?;
+        if let Some(second) = second_target(on_answer.action, on_answer.user.as_deref()) {
+            // Refused now rather than after the first party answered: nothing to ring.
+            let callee = parse_callee(&second).map_err(bad)?;
+            self.resolve_callee(&callee)?;
         }
         let from = req.from.clone().unwrap_or_else(|| "siphon".into());
         if !caller_id_allowed(&self.config, &from) {
@@ -496,6 +519,14 @@ impl Endpoint {
         if let Some(call) = self.calls.get(&id) {
             call.media.answered();
         }
+        if let Some(second) = second_target(d.route.action, d.route.user.as_deref()) {
+            let ring = d
+                .route
+                .ring_timeout_s
+                .unwrap_or(self.config.sip.ring_timeout_s);
+            info!(to = %second, "click-to-call: placing the second leg");
+            self.bridge_on_answer(&id, second, Duration::from_secs(ring));
+        }
     }
 
     /// Runs an originate request for the admin API (the RTP port may take a moment).
@@ -548,6 +579,29 @@ mod tests {
             "sip:a@1.2.3.4>\r\nX: y",
         ] {
             assert!(parse_callee(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn on_answer_may_bridge_to_an_account_but_not_yet_to_a_trunk() {
+        let action = |json: &str| serde_json::from_str::<CallAction>(json).unwrap();
+        for ok in ["echo", "tone", "play", "fork"] {
+            let a = action(&format!("{{\"action\":\"{ok}\"}}"));
+            assert!(on_answer_allowed(&a).is_ok(), "{ok}");
+            assert_eq!(second_target(a.action, a.user.as_deref()), None);
+        }
+        let user = action(r#"{"action":"user","user":"1003","ring_timeout_s":10}"#);
+        assert!(on_answer_allowed(&user).is_ok());
+        assert_eq!(
+            second_target(user.action, user.user.as_deref()).as_deref(),
+            Some("user:1003")
+        );
+        for refused in [
+            r#"{"action":"trunk","trunk":"provider"}"#,
+            r#"{"action":"reject"}"#,
+            r#"{"action":"ring"}"#,
+        ] {
+            assert!(on_answer_allowed(&action(refused)).is_err(), "{refused}");
         }
     }
 

@@ -4,9 +4,16 @@
 //! ([`crate::media::agent_leg`]): the served call's media task relays caller and agent and
 //! its forks keep streaming on the same connections. A failed leg (4xx-6xx, Timer B) leaves
 //! the caller with the bot; the call table says why. The agent hanging up ends the call;
-//! the caller hanging up sends the agent BYE (CANCEL while it still rings).
+//! the caller hanging up sends the agent BYE (CANCEL while it still rings). A leg unanswered
+//! after its ring timeout gets CANCEL and the transfer fails with 408.
+//!
+//! Click-to-call (`POST /api/calls` with `on_answer` `user`) is the same machinery: once the
+//! first party answers, the originated call is served by its media task and its second leg
+//! is placed here as a transfer `by` "originate"; that leg failing hangs the first party up
+//! (BYE), since there is no bot to go back to.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use rsip::Method;
 use siphon_sip::Peer;
@@ -17,6 +24,7 @@ use tracing::{info, warn};
 use super::originate::parse_callee;
 use super::uac_leg::{Confirmed, LegTarget, UacLeg};
 use super::{Endpoint, new_tag, now};
+use crate::control::Command;
 use crate::counters::EndResult;
 use crate::media::agent_leg::AgentSetup;
 use crate::transfer::{TransferState, TransferStatus};
@@ -27,6 +35,10 @@ struct Placing {
     caller: DialogId,
     leg: UacLeg,
     span: tracing::Span,
+    /// The leg's own Call-ID: its ring timeout finds it by this.
+    call_id: String,
+    /// Siphon cancelled it at its ring timeout: the 487 that follows is reported as 408.
+    timed_out: bool,
 }
 
 /// An answered transfer leg (the agent's dialog).
@@ -41,6 +53,9 @@ struct Agent {
 pub(super) struct Transfers {
     placing: HashMap<TransactionKey, Placing>,
     agents: HashMap<DialogId, Agent>,
+    /// Originated calls whose `on_answer` bridges them to a second target (click-to-call),
+    /// with that leg's ring timeout: their transfer failing ends the call.
+    click_to_call: HashMap<DialogId, Duration>,
 }
 
 impl Transfers {
@@ -57,6 +72,7 @@ impl Endpoint {
         call_id: &str,
         to: &str,
         by: &'static str,
+        ring_timeout: Duration,
     ) -> Result<(), (u16, String)> {
         let Some(id) = self.find_call(call_id) else {
             return Err((404, format!("no call with Call-ID {call_id}")));
@@ -90,12 +106,13 @@ impl Endpoint {
         } else {
             identity
         };
+        let leg_call_id = format!("{}@siphon", new_tag());
         let (key, leg) = self
             .place_leg(LegTarget {
                 uri: &uri,
                 peer,
                 identity: &identity,
-                call_id: format!("{}@siphon", new_tag()),
+                call_id: leg_call_id.clone(),
             })
             .await?;
         if !self.calls.contains_key(&id) {
@@ -108,6 +125,8 @@ impl Endpoint {
                     caller: id.clone(),
                     leg,
                     span,
+                    call_id: leg_call_id,
+                    timed_out: false,
                 },
             );
             self.release_agent_of(&id);
@@ -130,7 +149,15 @@ impl Endpoint {
                 caller: id,
                 leg,
                 span,
+                call_id: leg_call_id.clone(),
+                timed_out: false,
             },
+        );
+        // The same timer message as an originated call's: its handler looks here when no
+        // originated call has that Call-ID.
+        self.schedule(
+            ring_timeout.max(Duration::from_secs(1)),
+            Command::OriginateTimeout(leg_call_id),
         );
         Ok(())
     }
@@ -169,12 +196,50 @@ impl Endpoint {
         true
     }
 
+    /// A transfer leg's ring timeout: CANCEL if it still rings (its 487 then fails the
+    /// transfer, reported as 408). `false` if no transfer leg has this Call-ID.
+    pub(super) fn transfer_ring_timeout(&mut self, leg_call_id: &str) -> bool {
+        let Some(p) = self
+            .transfers
+            .placing
+            .values_mut()
+            .find(|p| p.call_id == leg_call_id)
+        else {
+            return false;
+        };
+        if std::mem::replace(&mut p.timed_out, true) {
+            return true;
+        }
+        p.span
+            .in_scope(|| info!("transfer leg unanswered at its ring timeout: CANCEL"));
+        let cancel = super::b2bua::cancel_of(&p.leg.invite);
+        let peer = p.leg.peer;
+        if let Err(e) = self.layer.send_request(now(), cancel, peer) {
+            warn!(error = %e, "could not CANCEL the transfer leg");
+        }
+        true
+    }
+
     fn transfer_failed(&mut self, key: &TransactionKey, code: u16) {
         let Some(p) = self.transfers.placing.remove(key) else {
             return;
         };
-        p.span
-            .in_scope(|| info!(code, "transfer failed; the caller stays where it was"));
+        let code = if p.timed_out && code == 487 {
+            408
+        } else {
+            code
+        };
+        let click_to_call = self.transfers.click_to_call.contains_key(&p.caller);
+        p.span.in_scope(|| {
+            if click_to_call {
+                info!(
+                    code,
+                    "click-to-call: the second leg failed; hanging up the first"
+                );
+            } else {
+                info!(code, "transfer failed; the caller stays where it was");
+            }
+        });
         let mut told = None;
         if let Some(mut s) = self.registry.get_mut(&p.caller.call_id)
             && let Some(t) = s.transfer.as_mut()
@@ -185,6 +250,14 @@ impl Endpoint {
         if let (Some((target, reason)), Some(call)) = (told, self.calls.get(&p.caller)) {
             let reason = reason.map(|r| format!("{code} {r}"));
             call.media.transfer_event(&target, "failed", reason);
+        }
+        if click_to_call {
+            let result = if code == 408 {
+                EndResult::NoAnswer
+            } else {
+                EndResult::Other
+            };
+            self.hang_up_as(&p.caller, result);
         }
     }
 
@@ -267,6 +340,7 @@ impl Endpoint {
     /// The served call `caller` ended: its transfer leg gets CANCEL while it rings (its
     /// final response then ends it), BYE once answered.
     pub(super) fn release_agent_of(&mut self, caller: &DialogId) {
+        self.transfers.click_to_call.remove(caller);
         for p in self
             .transfers
             .placing
@@ -309,13 +383,53 @@ impl Endpoint {
     /// `by` the service; a refusal goes back to the forks as a failed `transfer` event.
     pub(super) async fn on_service_transfer(&mut self, call_id: String, to: String) {
         let id = self.find_call(&call_id);
-        if let Err((code, reason)) = self.transfer(&call_id, &to, "service").await {
-            info!(%call_id, %to, code, %reason, "transfer asked by a service refused");
-            if let Some(call) = id.as_ref().and_then(|id| self.calls.get(id)) {
+        let click_to_call = id
+            .as_ref()
+            .and_then(|id| self.transfers.click_to_call.get(id).copied());
+        let (by, ring) = match click_to_call {
+            Some(ring) => ("originate", ring),
+            None => ("service", self.default_ring_timeout()),
+        };
+        if let Err((code, reason)) = self.transfer(&call_id, &to, by, ring).await {
+            info!(%call_id, %to, code, %reason, by, "transfer refused");
+            let Some(id) = id else { return };
+            // A click-to-call's GET /api/calls/{id} and CDR say why it ended. (A service's
+            // refused request leaves the call's transfer status as it was: a 409 must not
+            // overwrite the transfer in progress.)
+            if click_to_call.is_some()
+                && let Some(mut s) = self.registry.get_mut(&call_id)
+            {
+                let mut status = TransferStatus::trying(&to, by);
+                status.finished(code, Some(reason.clone()));
+                s.transfer = Some(status);
+            }
+            if let Some(call) = self.calls.get(&id) {
                 call.media
                     .transfer_event(&to, "failed", Some(format!("{code} {reason}")));
             }
+            if click_to_call.is_some() {
+                self.hang_up_as(&id, EndResult::Other);
+            }
         }
+    }
+
+    /// An originated call answered with `on_answer` `user`: places its second leg to `to`
+    /// (a transfer of the first party, through the command queue since placing a leg
+    /// waits for an RTP port).
+    pub(super) fn bridge_on_answer(&mut self, id: &DialogId, to: String, ring: Duration) {
+        self.transfers.click_to_call.insert(id.clone(), ring);
+        let cmd = Command::ServiceTransfer {
+            call_id: id.call_id.clone(),
+            to,
+        };
+        if let Err(e) = self.commands.try_send(cmd) {
+            warn!(error = %e, "could not queue the second leg; hanging up");
+            self.hang_up_as(id, EndResult::Other);
+        }
+    }
+
+    fn default_ring_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.sip.ring_timeout_s)
     }
 
     /// Runs a transfer request for the admin API (the RTP port may take a moment).
@@ -325,7 +439,8 @@ impl Endpoint {
         to: String,
         done: tokio::sync::oneshot::Sender<Result<(), (u16, String)>>,
     ) {
-        let result = self.transfer(&call_id, &to, "api").await;
+        let ring = self.default_ring_timeout();
+        let result = self.transfer(&call_id, &to, "api", ring).await;
         let _ = done.send(result);
     }
 }

@@ -186,10 +186,13 @@ pub fn spawn(setup: LegSetup) -> MediaHandle {
             prompt,
             position: 0,
         },
-        // `user` and `trunk` calls are bridged (see `bridge`) and never get a media task of this kind.
-        (Action::Play, None)
-        | (Action::Ring, _)
-        | (Action::User | Action::Trunk | Action::Reject | Action::Webhook, _) => Source::Nothing,
+        // Dialplan `user` and `trunk` calls are bridged (see `bridge`); an originated call
+        // with `on_answer` `user` (click-to-call) gets this task while its second leg rings,
+        // and its first party hears silence until the transfer hands them over.
+        (Action::User | Action::Trunk, _) => Source::Silence,
+        (Action::Play, None) | (Action::Ring, _) | (Action::Reject | Action::Webhook, _) => {
+            Source::Nothing
+        }
     };
     let stats = Arc::new(LegStats::default());
     setup
