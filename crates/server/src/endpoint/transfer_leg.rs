@@ -212,7 +212,7 @@ impl Endpoint {
         }
         p.span
             .in_scope(|| info!("transfer leg unanswered at its ring timeout: CANCEL"));
-        let cancel = super::b2bua::cancel_of(&p.leg.invite);
+        let cancel = super::uac_leg::cancel_of(&p.leg.invite);
         let peer = p.leg.peer;
         if let Err(e) = self.layer.send_request(now(), cancel, peer) {
             warn!(error = %e, "could not CANCEL the transfer leg");
