@@ -85,6 +85,15 @@ pub struct TransferStatus {
     /// Why it failed, in words.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// An attended transfer (REFER with `Replaces`): two calls through Siphon were joined
+    /// into one. Absent for blind transfers.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub attended: bool,
+    /// For an attended transfer, the other call of the two (the caller's Call-ID): the
+    /// one that ended (on the call that goes on), or the one it was joined into (in the
+    /// CDR of the call that ended).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub joined: Option<String>,
 }
 
 impl TransferStatus {
@@ -95,6 +104,22 @@ impl TransferStatus {
             state: TransferState::Trying,
             code: None,
             reason: None,
+            attended: false,
+            joined: None,
+        }
+    }
+
+    /// A completed attended transfer (REFER with `Replaces`) joining this call with the
+    /// call `joined`.
+    pub fn attended(target: &str, joined: &str) -> Self {
+        TransferStatus {
+            target: target.to_string(),
+            by: "refer",
+            state: TransferState::Completed,
+            code: Some(200),
+            reason: None,
+            attended: true,
+            joined: Some(joined.to_string()),
         }
     }
 

@@ -203,6 +203,18 @@ pub fn subscription_state(status: u16, expires_s: u32) -> String {
     }
 }
 
+/// Whether the referrer wants the implicit subscription, from the REFER's `Refer-Sub`
+/// header (RFC 4488 §4): only `false` turns it off; absent, `true` or anything else keeps
+/// it (an unknown value is not a reason to leave the referrer uninformed).
+pub fn wants_subscription(refer_sub: Option<&str>) -> bool {
+    let Some(value) = refer_sub else {
+        return true;
+    };
+    // Header parameters (`false;x=y`) may follow the value.
+    let value = value.split(';').next().unwrap_or_default().trim();
+    !value.eq_ignore_ascii_case("false")
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -293,6 +305,16 @@ mod tests {
             Err(ReferError::BadUri(s)) => assert!(s.len() <= 120),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn refer_sub() {
+        assert!(wants_subscription(None));
+        assert!(wants_subscription(Some("true")));
+        assert!(!wants_subscription(Some("false")));
+        assert!(!wants_subscription(Some(" FALSE ;x=1")));
+        assert!(wants_subscription(Some("")));
+        assert!(wants_subscription(Some("\u{1F600}")));
     }
 
     #[test]

@@ -38,6 +38,7 @@ mod info;
 mod late_answer;
 mod prack;
 mod refer;
+mod replaces;
 mod responses;
 mod timer_legs;
 mod update;
@@ -686,32 +687,48 @@ impl Endpoint {
         self.counters.call_ended(result);
         let _guard = call.span.clone().entered();
         debug!(?result, "bridged call ended");
-        if self.cdr.is_some() || self.events.is_some() {
-            let leg =
-                |side: Side, codec: Option<Codec>| CdrLeg::new(codec, &call.media.stats(side));
-            let record = CdrRecord {
-                call_id: id.call_id.clone(),
-                start: call.started_at,
-                answer: call.answered_at,
-                end: SystemTime::now(),
-                caller: call.identity.clone(),
-                callee: call.callee_user.clone(),
-                route: call.route.clone(),
-                action: "user".into(),
-                result: code,
-                end_reason: format!("{result:?}"),
-                hung_up_by: party,
-                caller_leg: leg(Side::Caller, Some(call.caller.codec)),
-                callee_leg: Some(leg(Side::Callee, call.callee_codec)),
-                forks: CdrFork::of_call(&self.counters.forks, &id.call_id),
-                transfer,
-            };
-            if let Some(cdr) = &self.cdr {
-                cdr.write(&record);
-            }
-            self.emit_call_ended(&id.call_id, Some(&record));
-        }
+        self.record_bridge_end(id, &call, &format!("{result:?}"), party, code, transfer);
         call.media.stop(&format!("{result:?}"));
+    }
+}
+
+impl Endpoint {
+    /// The CDR of a bridged call that ended (`end_reason` as the CDR shows it), written and
+    /// sent with `call.ended`.
+    fn record_bridge_end(
+        &mut self,
+        id: &DialogId,
+        call: &Bridged,
+        end_reason: &str,
+        party: Party,
+        code: u16,
+        transfer: Option<crate::transfer::TransferStatus>,
+    ) {
+        if self.cdr.is_none() && self.events.is_none() {
+            return;
+        }
+        let leg = |side: Side, codec: Option<Codec>| CdrLeg::new(codec, &call.media.stats(side));
+        let record = CdrRecord {
+            call_id: id.call_id.clone(),
+            start: call.started_at,
+            answer: call.answered_at,
+            end: SystemTime::now(),
+            caller: call.identity.clone(),
+            callee: call.callee_user.clone(),
+            route: call.route.clone(),
+            action: "user".into(),
+            result: code,
+            end_reason: end_reason.to_string(),
+            hung_up_by: party,
+            caller_leg: leg(Side::Caller, Some(call.caller.codec)),
+            callee_leg: Some(leg(Side::Callee, call.callee_codec)),
+            forks: CdrFork::of_call(&self.counters.forks, &id.call_id),
+            transfer,
+        };
+        if let Some(cdr) = &self.cdr {
+            cdr.write(&record);
+        }
+        self.emit_call_ended(&id.call_id, Some(&record));
     }
 }
 

@@ -560,6 +560,8 @@ impl Endpoint {
                 let retry = Header::Other("Retry-After".into(), "30".into());
                 self.reply_to(&key, &request, 503, Some("Draining"), &[retry]);
             }
+            // RFC 3891: an INVITE naming a dialog to replace is answered by what it names.
+            Method::Invite if self.refuse_invite_replaces(&key, &request) => {}
             Method::Invite => {
                 let span = info_span!("call", call_id = %call_id(&request));
                 self.on_invite(key, request, peer).instrument(span).await

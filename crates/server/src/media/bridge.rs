@@ -55,8 +55,17 @@ pub enum Side {
 #[derive(Debug)]
 enum Control {
     Update(Side, MediaParams),
-    /// A transfer (REFER): the leg now talks to another phone, on the socket offered to it.
-    Replace(Side, RtpPort, MediaParams),
+    /// A transfer (REFER): the leg now talks to another phone, on the socket offered to it
+    /// (or on the socket another bridge handed over, see `HandOver`).
+    Replace(Side, Arc<RtpPort>, MediaParams),
+    /// An attended transfer joins this call's leg `side` into another bridge: its socket
+    /// and media go to `to` as that bridge's leg `to_side`, and this task ends (forks
+    /// stopped, the other leg's port back to the pool).
+    HandOver {
+        side: Side,
+        to: mpsc::UnboundedSender<Control>,
+        to_side: Side,
+    },
     Answered,
     /// The call is over; forks get the reason in their stop message.
     Stop(String),
@@ -114,7 +123,25 @@ impl BridgeHandle {
             Side::Caller => self.caller_port = rtp.port,
             Side::Callee => self.callee_port = rtp.port,
         }
-        let _ = self.control.send(Control::Replace(side, rtp, params));
+        let _ = self.control.send(Control::Replace(side, Arc::new(rtp), params));
+    }
+
+    /// An attended transfer: this call's leg `side` (its phone, socket and negotiated
+    /// media) becomes leg `to_side` of the bridge `to`, in place of the phone there; this
+    /// bridge ends. The phone keeps sending to the same Siphon port, so it needs no
+    /// re-INVITE. The media moves when this task reads the message (the order of this
+    /// task's queue is kept: nothing sent to this handle before is lost).
+    pub fn hand_over(self, side: Side, to: &mut BridgeHandle, to_side: Side) {
+        let port = self.port(side);
+        match to_side {
+            Side::Caller => to.caller_port = port,
+            Side::Callee => to.callee_port = port,
+        }
+        let _ = self.control.send(Control::HandOver {
+            side,
+            to: to.control.clone(),
+            to_side,
+        });
     }
 
     /// The call is answered: from now on silence counts as RTP inactivity.
@@ -203,7 +230,8 @@ pub fn spawn(setup: BridgeSetup) -> BridgeHandle {
 }
 
 struct Leg {
-    rtp: RtpPort,
+    /// Shared only while an attended transfer hands it from one bridge task to another.
+    rtp: Arc<RtpPort>,
     /// None until offer/answer with this leg is done (the callee, before it answers).
     params: Option<MediaParams>,
     /// Where this leg's RTP actually comes from (symmetric RTP, RFC 4961).
@@ -234,7 +262,7 @@ impl Leg {
             rand::random(),
         );
         Leg {
-            rtp,
+            rtp: Arc::new(rtp),
             params,
             latched: None,
             out,
@@ -274,7 +302,7 @@ impl Leg {
     /// The leg's phone changed (transfer): a new socket and peer, learnt afresh. The
     /// stream Siphon sends keeps its SSRC and numbering (one source seen by the
     /// new phone from its start); the counters go on accumulating for the leg.
-    fn rehome(&mut self, rtp: RtpPort, params: MediaParams) {
+    fn rehome(&mut self, rtp: Arc<RtpPort>, params: MediaParams) {
         let out_ssrc = self.out.ssrc;
         self.rtp = rtp;
         self.latched = None;
@@ -365,6 +393,21 @@ impl Bridge {
                         info!(?side, port = rtp.port, "leg transferred to a new phone");
                         leg.send_rtcp_bye(&self.counters);
                         leg.rehome(rtp, params);
+                    }
+                    Some(Control::HandOver { side, to, to_side }) => {
+                        let leg = match side {
+                            Side::Caller => &self.caller,
+                            Side::Callee => &self.callee,
+                        };
+                        match leg.params.clone() {
+                            Some(params) => {
+                                info!(?side, port = leg.rtp.port, "leg handed over to another call (attended transfer)");
+                                let _ = to.send(Control::Replace(to_side, leg.rtp.clone(), params));
+                            }
+                            None => warn!(?side, "attended transfer of a leg without media; nothing handed over"),
+                        }
+                        self.stop_forks("joined to another call (attended transfer)");
+                        return;
                     }
                     Some(Control::Answered) => {
                         last_rx = [Instant::now(); 2];

@@ -28,7 +28,7 @@ use siphon_sip::Peer;
 use siphon_sip::dialog::{Dialog, DialogId, cseq_number};
 use siphon_sip::message;
 use siphon_sip::refer::{self, ReferTo};
-use siphon_sip::sdp::Direction;
+use siphon_sip::sdp::{Codec, Direction, LocalSession};
 use siphon_sip::transaction::TransactionKey;
 use tracing::{info, warn};
 
@@ -50,7 +50,7 @@ const SUBSCRIPTION_S: u32 = 60;
 
 /// A bridged call's REFER being carried out: the new leg until its final response.
 pub(in crate::endpoint) struct Referral {
-    call: DialogId,
+    pub(super) call: DialogId,
     /// Whose leg the new one replaces: the referrer's.
     referrer: Side,
     leg: UacLeg,
@@ -62,6 +62,8 @@ pub(in crate::endpoint) struct Referral {
     refer_seq: Option<u32>,
     /// Who asked: `refer`, `api` or `service` (the call table, `call.transferred`).
     by: &'static str,
+    /// The referrer wants NOTIFYs (false with `Refer-Sub: false`, RFC 4488).
+    notify: bool,
     span: tracing::Span,
 }
 
@@ -168,13 +170,19 @@ impl Endpoint {
                 return;
             }
         };
-        if let Some(replaces) = &target.replaces {
-            if !self.carries_call_id(&replaces.call_id) {
-                info!(replaces = %replaces.call_id, "REFER with Replaces naming no call here; 404");
-                self.reply_to(key, request, 404, Some("Replaced Call Not Found"), &[]);
-            } else {
-                info!(target = %target.uri, "attended transfer (Replaces) is not built; 603");
-                self.reply_to(key, request, 603, Some("Transfer Not Available"), &[]);
+        if let Some(replaces) = target.replaces.clone() {
+            match bridged {
+                Some((id, side)) => {
+                    self.refer_attended(key, request, id, side, target, replaces);
+                }
+                None if !self.carries_call_id(&replaces.call_id) => {
+                    info!(replaces = %replaces.call_id, "REFER with Replaces naming no call here; 404");
+                    self.reply_to(key, request, 404, Some("Replaced Call Not Found"), &[]);
+                }
+                None => {
+                    info!(target = %target.uri, "attended transfer from a served call is not built; 603");
+                    self.reply_to(key, request, 603, Some("Transfer Not Available"), &[]);
+                }
             }
             return;
         }
@@ -237,8 +245,10 @@ impl Endpoint {
         span.in_scope(
             || info!(%label, %uri, referrer = ?side, "REFER accepted; placing the new leg"),
         );
-        self.reply_to(key, request, 202, None, &[]);
-        self.notify_referrer(&id, side, refer_seq, 100);
+        let notify = self.accept_refer(key, request).is_some();
+        if notify {
+            self.notify_referrer(&id, side, refer_seq, 100);
+        }
         let placed = self
             .place_leg(LegTarget {
                 uri: &uri,
@@ -251,7 +261,9 @@ impl Endpoint {
             Ok(placed) => placed,
             Err((code, reason)) => {
                 span.in_scope(|| warn!(code, %reason, "could not place the REFER's new leg"));
-                self.notify_referrer(&id, side, refer_seq, code);
+                if notify {
+                    self.notify_referrer(&id, side, refer_seq, code);
+                }
                 return;
             }
         };
@@ -268,6 +280,7 @@ impl Endpoint {
                 target: label,
                 refer_seq: Some(refer_seq),
                 by: "refer",
+                notify,
                 span: span.clone(),
             },
         );
@@ -322,6 +335,7 @@ impl Endpoint {
                 target: to.to_string(),
                 refer_seq: None,
                 by,
+                notify: false,
                 span,
             },
         );
@@ -332,8 +346,27 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Answers an accepted REFER 202: with `Refer-Sub: false` (RFC 4488) the 202 says so
+    /// too and no NOTIFY follows (None); otherwise the REFER's CSeq, the `id` of the
+    /// NOTIFYs' Event.
+    pub(super) fn accept_refer(
+        &mut self,
+        key: &TransactionKey,
+        request: &rsip::Request,
+    ) -> Option<u32> {
+        let refer_sub = siphon_sip::message::header_value(&request.headers, "Refer-Sub");
+        if refer::wants_subscription(refer_sub.as_deref()) {
+            self.reply_to(key, request, 202, None, &[]);
+            Some(cseq_number(request).unwrap_or(1))
+        } else {
+            let header = Header::Other("Refer-Sub".into(), "false".into());
+            self.reply_to(key, request, 202, None, &[header]);
+            None
+        }
+    }
+
     /// NOTIFY to the referrer, still a leg of the call, with the new leg's `status`.
-    fn notify_referrer(&mut self, id: &DialogId, side: Side, refer_seq: u32, status: u16) {
+    pub(super) fn notify_referrer(&mut self, id: &DialogId, side: Side, refer_seq: u32, status: u16) {
         let Some(peer) = self
             .bridges
             .calls
@@ -398,10 +431,21 @@ impl Endpoint {
         match code {
             100 => {}
             101..=199 => {
+                let mut first = false;
                 if let Some(mut s) = self.registry.get_mut(&r.call.call_id)
                     && let Some(t) = s.transfer.as_mut()
                 {
+                    first = t.state == TransferState::Trying;
                     t.state = TransferState::Ringing;
+                }
+                // The referrer hears of the first 18x (`SIP/2.0 180 Ringing`): its phone
+                // can show that the target rings. Later ones add nothing it can show.
+                if first
+                    && r.notify
+                    && let Some(seq) = r.refer_seq
+                {
+                    let (call, side) = (r.call.clone(), r.referrer);
+                    self.notify_referrer(&call, side, seq, code);
                 }
             }
             200..=299 => self.refer_answered(key, response),
@@ -432,7 +476,7 @@ impl Endpoint {
         {
             t.finished(code, None);
         }
-        if let Some(seq) = r.refer_seq {
+        if let Some(seq) = r.refer_seq.filter(|_| r.notify) {
             self.notify_referrer(&r.call, r.referrer, seq, code);
         }
     }
@@ -456,7 +500,6 @@ impl Endpoint {
             self.bye_placed(&mut dialog, r.leg.peer, EndResult::Completed);
             return;
         }
-        let new_id = dialog.id.clone();
         let allows_update = crate::endpoint::session_timers::allows_update(&response.headers);
         let Some(call) = self.bridges.calls.get_mut(&r.call) else {
             return;
@@ -469,59 +512,22 @@ impl Endpoint {
             ..
         } = r.leg;
         let codec = params.codec;
-        let port = rtp.port;
         call.media.replace(r.referrer, rtp, params);
-        call.offered[index(r.referrer)] = Direction::SendRecv;
-        call.answer_in_ack[index(r.referrer)] = false;
-        let old = match r.referrer {
-            Side::Caller => {
-                call.caller.session = session;
-                call.caller.codec = codec;
-                call.caller.invite = invite;
-                let old_peer = mem::replace(&mut call.caller.peer, peer);
-                Some((mem::replace(&mut call.caller.dialog, dialog), old_peer))
-            }
-            Side::Callee => {
-                call.callee_session = session;
-                call.callee_codec = Some(codec);
-                call.callee_allows_update = allows_update;
-                match call.winner.and_then(|i| call.branches.get_mut(i)) {
-                    Some(branch) => {
-                        branch.invite = invite;
-                        let old_peer = mem::replace(&mut branch.peer, peer);
-                        branch
-                            .dialog
-                            .replace(dialog)
-                            .map(|old_dialog| (old_dialog, old_peer))
-                    }
-                    None => None,
-                }
-            }
+        let parts = LegParts {
+            dialog,
+            peer,
+            session,
+            codec,
+            invite,
+            allows_update,
         };
-        let Some((mut old, old_peer)) = old else {
+        let Some((mut old, old_peer)) = self.install_leg(&r.call, r.referrer, parts) else {
             return;
         };
-        match r.referrer {
-            Side::Caller => {
-                self.bridges.moved_callers.retain(|k, _| k != &old.id);
-                self.bridges.moved_callers.insert(new_id, r.call.clone());
-            }
-            Side::Callee => {
-                self.bridges.by_callee_call_id.remove(&old.id.call_id);
-                self.bridges
-                    .by_callee_call_id
-                    .insert(new_id.call_id.clone(), r.call.clone());
-            }
-        }
-        self.session_timers.forget(&old.id);
-        if let Some(mut s) = self.registry.get_mut(&r.call.call_id) {
-            if r.referrer == Side::Caller {
-                s.rtp_port = port;
-                s.codec = Some(codec);
-            }
-            if let Some(t) = s.transfer.as_mut() {
-                t.finished(response.status_code.code(), None);
-            }
+        if let Some(mut s) = self.registry.get_mut(&r.call.call_id)
+            && let Some(t) = s.transfer.as_mut()
+        {
+            t.finished(response.status_code.code(), None);
         }
         info!(target = %r.target, referrer = ?r.referrer, "REFER carried out: the new leg is bridged");
         self.emit_call_transferred(&r.call.call_id, &r.target, r.by);
@@ -530,21 +536,26 @@ impl Endpoint {
             self.bye_placed(&mut old, old_peer, EndResult::Completed);
             return;
         };
-        let via = self.via_value(old_peer);
-        let contact = self.contact_uri(old_peer);
-        let request = notify(&mut old, &via, &contact, refer_seq, 200);
-        if let Err(e) = self.layer.send_request(now(), request, old_peer) {
-            warn!(error = %e, "could not send NOTIFY");
+        self.referral_done(old, old_peer, r.notify.then_some(refer_seq));
+    }
+
+    /// The referrer's transfer is done and its dialog left the call: it gets the final
+    /// NOTIFY (200; none with `Refer-Sub: false`) and is expected to hang up; its BYE is
+    /// answered, and after 64·T1 Siphon sends its own.
+    pub(super) fn referral_done(&mut self, mut dialog: Dialog, peer: Peer, refer_seq: Option<u32>) {
+        if let Some(refer_seq) = refer_seq {
+            let via = self.via_value(peer);
+            let contact = self.contact_uri(peer);
+            let request = notify(&mut dialog, &via, &contact, refer_seq, 200);
+            if let Err(e) = self.layer.send_request(now(), request, peer) {
+                warn!(error = %e, "could not send NOTIFY");
+            }
         }
         let linger = self.config.timers().t1 * 64;
-        self.schedule(linger, Command::ReferrerLinger(old.id.clone()));
-        self.bridges.referrers.insert(
-            old.id.clone(),
-            Referrer {
-                dialog: old,
-                peer: old_peer,
-            },
-        );
+        self.schedule(linger, Command::ReferrerLinger(dialog.id.clone()));
+        self.bridges
+            .referrers
+            .insert(dialog.id.clone(), Referrer { dialog, peer });
     }
 
     /// A request in a referrer's dialog after its transfer: BYE ends it (200), a NOTIFY or
@@ -586,10 +597,89 @@ impl Endpoint {
     }
 
     /// Whether a call Siphon carries has a dialog with this Call-ID (either leg).
-    fn carries_call_id(&self, call_id: &str) -> bool {
+    pub(super) fn carries_call_id(&self, call_id: &str) -> bool {
         self.calls.keys().any(|id| id.call_id == call_id)
             || self.bridges.by_callee_call_id.contains_key(call_id)
             || self.bridges.calls.keys().any(|id| id.call_id == call_id)
+    }
+}
+
+/// What a leg of a bridged call is made of in SIP, moved as one when another phone takes
+/// the leg's place (a REFER's new leg, or an attended transfer's far party).
+pub(super) struct LegParts {
+    pub(super) dialog: Dialog,
+    pub(super) peer: Peer,
+    pub(super) session: LocalSession,
+    pub(super) codec: Codec,
+    /// The INVITE that made the dialog (the caller's, or Siphon's to the callee).
+    pub(super) invite: rsip::Request,
+    /// The phone's INVITE or 2xx allows UPDATE.
+    pub(super) allows_update: bool,
+}
+
+impl Endpoint {
+    /// The SIP side of a leg switch (the media is switched by the caller of this): leg
+    /// `side` of bridged call `id` becomes `parts`, the indexes that route the new phone's
+    /// requests to the call are updated, and the phone that had the leg is returned (its
+    /// dialog and address) for its NOTIFY or BYE. `None` if the call or leg is gone.
+    pub(super) fn install_leg(
+        &mut self,
+        id: &DialogId,
+        side: Side,
+        parts: LegParts,
+    ) -> Option<(Dialog, Peer)> {
+        let call = self.bridges.calls.get_mut(id)?;
+        let LegParts {
+            dialog,
+            peer,
+            session,
+            codec,
+            invite,
+            allows_update,
+        } = parts;
+        let new_id = dialog.id.clone();
+        // The new phone was offered (or offered) sendrecv; its session starts afresh.
+        call.offered[index(side)] = Direction::SendRecv;
+        call.answer_in_ack[index(side)] = false;
+        let (old, old_peer) = match side {
+            Side::Caller => {
+                call.caller.session = session;
+                call.caller.codec = codec;
+                call.caller.invite = invite;
+                let old_peer = mem::replace(&mut call.caller.peer, peer);
+                (mem::replace(&mut call.caller.dialog, dialog), old_peer)
+            }
+            Side::Callee => {
+                let branch = call.winner.and_then(|i| call.branches.get_mut(i))?;
+                call.callee_session = session;
+                call.callee_codec = Some(codec);
+                call.callee_allows_update = allows_update;
+                branch.invite = invite;
+                let old_peer = mem::replace(&mut branch.peer, peer);
+                (branch.dialog.replace(dialog)?, old_peer)
+            }
+        };
+        let port = call.media.port(side);
+        match side {
+            Side::Caller => {
+                self.bridges.moved_callers.retain(|k, _| k != &old.id);
+                self.bridges.moved_callers.insert(new_id, id.clone());
+            }
+            Side::Callee => {
+                self.bridges.by_callee_call_id.remove(&old.id.call_id);
+                self.bridges
+                    .by_callee_call_id
+                    .insert(new_id.call_id.clone(), id.clone());
+            }
+        }
+        self.session_timers.forget(&old.id);
+        if side == Side::Caller
+            && let Some(mut s) = self.registry.get_mut(&id.call_id)
+        {
+            s.rtp_port = port;
+            s.codec = Some(codec);
+        }
+        Some((old, old_peer))
     }
 }
 
@@ -601,7 +691,7 @@ impl Bridged {
 }
 
 /// The REFER's target from its `Refer-To` headers (long or compact `r` form).
-fn refer_to_of(request: &rsip::Request) -> Result<ReferTo, refer::ReferError> {
+pub(super) fn refer_to_of(request: &rsip::Request) -> Result<ReferTo, refer::ReferError> {
     let values = request.headers.iter().filter_map(|h| match h {
         rsip::Header::Other(name, value)
             if name.eq_ignore_ascii_case("refer-to") || name.eq_ignore_ascii_case("r") =>
