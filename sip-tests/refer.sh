@@ -16,7 +16,9 @@
 # REFER to a busy phone (1004 answers 486): NOTIFY 486, A and B stay connected (A's BYE
 # reaches B, the call table says failed 486). A REFER in no dialog: 481. And the admin
 # API's transfer of a bridged call (POST /api/calls/{id}/transfer, 202): the callee gets
-# BYE, the caller hears the new party.
+# BYE, the caller hears the new party. The blind REFER's NOTIFYs include `180 Ringing`;
+# a REFER with Refer-Sub: false gets no NOTIFY. And an attended transfer (REFER with
+# Replaces naming A's other call): the two calls are joined, B hears C (below).
 
 refer_here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 refer_alone=0
@@ -72,7 +74,7 @@ refer_failures_before=$failures
 python3 "$refer_here/pcap_20ms.py" /usr/share/sip-tester/g711a.pcap "$refer_work/pcma_20ms.pcap"
 mkdir -p "$refer_work/wav"
 { cat "$refer_here/refer.toml"; printf '\n[analytics]\nlisten = "127.0.0.1:8951"\nout_dir = "%s"\n' \
-    "$refer_work/wav"; } >"$refer_work/siphon.toml"
+    "$refer_work/wav"; printf '\n[cdr]\npath = "%s"\n' "$refer_work/cdr.jsonl"; } >"$refer_work/siphon.toml"
 "${rt[@]}" "$siphon" --config "$refer_work/siphon.toml" --log info >"$refer_work/siphon.log" 2>&1 &
 refer_siphon_pid=$!
 if ! wait_until 60 answers_options 6049 "$refer_target" "$refer_siphon_pid" \
@@ -158,6 +160,26 @@ wait "$refer_d"; refer_result refer-busy-d $?
 wait "$refer_a"; refer_result refer-busy-a $?
 wait "$refer_b"; refer_result refer-busy-b-still-bridged $?
 
+# --- Refer-Sub: false (RFC 4488): the same busy target, but A asks for no subscription:
+# the 202 says Refer-Sub: false and no NOTIFY comes (SIPp aborts on one); the call table
+# still shows the failed transfer and A's BYE reaches B.
+refer_phone refer-nosub-b -sf "$refer_sc/b2b_callee_answer.xml" -m 1 -p 6002 -mp 16994 &
+refer_b=$!
+wait_until 30 udp_bound 6002
+refer_phone refer-nosub-d -sf "$refer_sc/b2b_callee_busy.xml" -m 1 -p 6004 &
+refer_d=$!
+wait_until 30 udp_bound 6004
+refer_phone refer-nosub-a -sf "$refer_sc/refer_caller_nosub.xml" -s 1002 -m 1 -p 6010 -mp 16990 &
+refer_a=$!
+if wait_until 30 refer_answered_call && wait_until 30 refer_transfer_state failed 486; then
+    echo "PASS refer-nosub-get-shows-transfer-failed-486"
+else
+    refer_fail "refer-nosub-get-shows-transfer-failed-486 ($(head -c 600 "$refer_work/call.json" 2>/dev/null))"
+fi
+wait "$refer_d"; refer_result refer-nosub-d $?
+wait "$refer_a"; refer_result refer-nosub-a-no-notify $?
+wait "$refer_b"; refer_result refer-nosub-b-still-bridged $?
+
 # --- The admin API transfers a bridged call's caller (no REFER): A (6006, media 16964)
 # speaks and waits for BYE; B (6002, media 16974, silent) answers and must get Siphon's
 # BYE when the new leg answers; the API moves A to user:1003 (202); C (6003, media 16984)
@@ -196,6 +218,90 @@ else
     refer_fail "refer-api-a-hears-c"
 fi
 sed 's/^/    /' "$refer_work/api.rtpcheck"
+
+# --- Attended transfer (REFER with Replaces, RFC 3891 / RFC 5589 §7). A's first call
+# (6008, media 16950) calls 1002: B (6002, media 16958, silent) answers, A puts it on hold
+# (Siphon relays the hold to B), and writes that dialog's Call-ID and tags to call1.csv.
+# A's second call (6009, media 16954) calls 1003: C (6003, media 16986) answers, and A
+# sends REFER there with Refer-To B and Replaces naming the first call. Siphon joins C
+# into the first call in A's place: 202, NOTIFY 100 and 200 to A's second dialog (A's BYE
+# there answered), BYE to A's first dialog, B taken off hold (re-INVITE sendrecv). C,
+# silent for 4 s, then speaks 7 s and hangs up; B gets BYE. B (and the first call's fork)
+# must hear C byte for byte; the call table must hold one call, with an attended transfer
+# naming the other; the CDRs of both calls must say so.
+rm -f "$refer_work/wav"/*
+capture_start "$refer_work/attended.pcapng" 16958
+refer_phone refer-att-b -sf "$refer_sc/refer_attended_b.xml" -m 1 -p 6002 -mp 16958 &
+refer_b=$!
+wait_until 30 udp_bound 6002
+refer_phone refer-att-c -sf "$refer_sc/refer_attended_c.xml" -m 1 -p 6003 -mp 16986 &
+refer_c=$!
+wait_until 30 udp_bound 6003
+refer_phone refer-att-a1 -sf "$refer_sc/refer_attended_a1.xml" -s 1002 -m 1 -p 6008 -mp 16950 \
+    -cid_str "attended-%u-%p" &
+refer_a1=$!
+refer_call1_csv="$refer_work/refer-att-a1/call1.csv"
+if wait_until 30 test -s "$refer_call1_csv"; then
+    refer_call1="$(sed -n 2p "$refer_call1_csv" | cut -d';' -f1)"
+    refer_phone refer-att-a2 -sf "$refer_sc/refer_attended_a2.xml" -s 1003 -m 1 -p 6009 -mp 16954 \
+        -inf "$refer_call1_csv" &
+    refer_a2=$!
+    refer_attended_left() { # one call left: the first, its transfer attended, joined = the second
+        curl -s "$refer_api/api/calls" >"$refer_work/attended-calls.json"
+        python3 - "$refer_work/attended-calls.json" "$refer_call1" <<'PY'
+import json, sys
+calls = json.load(open(sys.argv[1])).get("calls", [])
+if len(calls) != 1 or calls[0].get("call_id") != sys.argv[2]:
+    sys.exit(1)
+t = calls[0].get("transfer") or {}
+ok = (t.get("attended") is True and t.get("by") == "refer" and t.get("state") == "completed"
+      and t.get("code") == 200 and t.get("joined") and t.get("joined") != sys.argv[2])
+sys.exit(0 if ok else 1)
+PY
+    }
+    if wait_until 30 refer_attended_left; then
+        echo "PASS refer-attended-one-call-left-transfer-attended"
+    else
+        refer_fail "refer-attended-one-call-left-transfer-attended ($(head -c 800 "$refer_work/attended-calls.json"))"
+    fi
+    wait "$refer_a2"; refer_result refer-att-a2 $?
+else
+    refer_fail "refer-att-a1-wrote-its-dialog"
+fi
+wait "$refer_a1"; refer_result refer-att-a1 $?
+wait "$refer_c"; refer_result refer-att-c $?
+wait "$refer_b"; refer_result refer-att-b $?
+capture_stop
+wait_until 30 refer_wav_written
+if python3 "$refer_here/refer_rtp_check.py" "$refer_work/attended.pcapng" 16986 16958 \
+    --wav "$refer_work/wav/$refer_wav" --channel 0 >"$refer_work/attended.rtpcheck" 2>&1; then
+    echo "PASS refer-attended-b-and-fork-hear-c"
+else
+    refer_fail "refer-attended-b-and-fork-hear-c"
+fi
+sed 's/^/    /' "$refer_work/attended.rtpcheck"
+refer_attended_cdrs() { # both calls' CDRs carry the attended transfer, each naming the other
+    python3 - "$refer_work/cdr.jsonl" "${refer_call1:-}" <<'PY'
+import json, sys
+cdrs = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    cdrs[r["call_id"]] = r
+first = cdrs.get(sys.argv[2]) or {}
+t1 = first.get("transfer") or {}
+second = cdrs.get(t1.get("joined") or "") or {}
+t2 = second.get("transfer") or {}
+ok = (t1.get("attended") is True and t2.get("attended") is True
+      and t2.get("joined") == sys.argv[2] and second.get("end_reason") == "AttendedTransfer")
+sys.exit(0 if ok else 1)
+PY
+}
+if wait_until 30 refer_attended_cdrs; then
+    echo "PASS refer-attended-cdrs-of-both-calls"
+else
+    refer_fail "refer-attended-cdrs-of-both-calls"
+    tail -n 3 "$refer_work/cdr.jsonl" 2>/dev/null | cut -c1-600 | sed 's/^/    /'
+fi
 rtp_capture_range="$refer_saved_range"
 
 kill -TERM "$refer_siphon_pid" 2>/dev/null; wait "$refer_siphon_pid" 2>/dev/null
