@@ -302,6 +302,31 @@ else
     refer_fail "refer-attended-cdrs-of-both-calls"
     tail -n 3 "$refer_work/cdr.jsonl" 2>/dev/null | cut -c1-600 | sed 's/^/    /'
 fi
+
+# --- REFER in a call Siphon serves: A (6011, media 16962) calls 700 (fork), speaks, and
+# 1.5 s in refers to 1003: C (6003, media 16988) answers, speaks 7 s, hangs up; A gets the
+# NOTIFYs 100, 180 and 200, stays in its dialog, hears C, and gets BYE when C hangs up.
+capture_start "$refer_work/served.pcapng" 16962
+refer_phone refer-served-c -sf "$refer_sc/b2b_callee_bye.xml" -m 1 -p 6003 -mp 16988 &
+refer_c=$!
+wait_until 30 udp_bound 6003
+refer_phone refer-served-a -sf "$refer_sc/refer_served_caller.xml" -s 700 -m 1 -p 6011 -mp 16962 &
+refer_a=$!
+if wait_until 30 refer_answered_call && wait_until 30 refer_transfer_state completed 200; then
+    echo "PASS refer-served-get-shows-transfer-completed"
+else
+    refer_fail "refer-served-get-shows-transfer-completed ($(head -c 600 "$refer_work/call.json" 2>/dev/null))"
+fi
+wait "$refer_c"; refer_result refer-served-c $?
+wait "$refer_a"; refer_result refer-served-a-notified-then-bye $?
+capture_stop
+if python3 "$refer_here/refer_rtp_check.py" "$refer_work/served.pcapng" 16988 16962 \
+    >"$refer_work/served.rtpcheck" 2>&1; then
+    echo "PASS refer-served-a-hears-c"
+else
+    refer_fail "refer-served-a-hears-c"
+fi
+sed 's/^/    /' "$refer_work/served.rtpcheck"
 rtp_capture_range="$refer_saved_range"
 
 kill -TERM "$refer_siphon_pid" 2>/dev/null; wait "$refer_siphon_pid" 2>/dev/null

@@ -39,6 +39,8 @@ mod late_answer;
 mod prack;
 mod refer;
 mod replaces;
+
+pub(super) use refer::{notify as refer_notify, refer_callee};
 mod responses;
 mod timer_legs;
 mod update;

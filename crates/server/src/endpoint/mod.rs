@@ -20,6 +20,7 @@ mod outbound_register;
 mod registrar;
 mod reliable;
 mod replies;
+mod served_refer;
 mod session_timers;
 mod transfer_leg;
 mod uac_leg;
@@ -129,6 +130,8 @@ pub struct Endpoint {
     originating: originate::Outgoing,
     /// Transfer legs of served calls (`POST /api/calls/{id}/transfer`).
     transfers: transfer_leg::Transfers,
+    /// Served calls whose caller asked for a transfer by REFER (their NOTIFYs).
+    served_refers: served_refer::ServedRefers,
     /// The ACKs of the legs Siphon placed as UAC (originate, transfers), for 2xx resent.
     uac_acks: uac_leg::AckCache,
 }
@@ -234,6 +237,7 @@ impl Endpoint {
             webhooks: webhook::Pending::default(),
             originating: originate::Outgoing::default(),
             transfers: transfer_leg::Transfers::default(),
+            served_refers: served_refer::ServedRefers::default(),
             uac_acks: uac_leg::AckCache::default(),
         }
     }
@@ -472,7 +476,9 @@ impl Endpoint {
             Event::Response { key, response } => match key.method() {
                 Method::Invite if self.ack_again(&key, response.status_code.code()) => {}
                 Method::Invite if self.on_originate_response(&key, &response) => {}
-                Method::Invite if self.on_transfer_response(&key, &response) => {}
+                Method::Invite if self.on_transfer_response(&key, &response) => {
+                    self.served_refer_sync()
+                }
                 Method::Invite if self.on_refer_leg_response(&key, &response) => {}
                 Method::Invite => self.on_branch_response(key, response),
                 Method::Register => self.on_register_response(&key, &response),
@@ -490,7 +496,9 @@ impl Endpoint {
                 debug!(%key, "client transaction timed out");
                 match key.method() {
                     Method::Invite if self.on_originate_timeout(&key) => {}
-                    Method::Invite if self.on_transfer_timeout(&key) => {}
+                    Method::Invite if self.on_transfer_timeout(&key) => {
+                        self.served_refer_sync()
+                    }
                     Method::Invite if self.on_refer_leg_timeout(&key) => {}
                     Method::Invite => self.on_branch_timeout(&key),
                     Method::Register => self.on_register_timeout(&key),

@@ -74,7 +74,7 @@ pub(in crate::endpoint) struct Referrer {
 }
 
 /// Where a Refer-To's user goes, and the target's name in the `to` vocabulary.
-fn refer_callee(config: &crate::config::Config, user: &str) -> Option<(Callee, String)> {
+pub(in crate::endpoint) fn refer_callee(config: &crate::config::Config, user: &str) -> Option<(Callee, String)> {
     let number: String = user.chars().filter(|c| !"-.() ".contains(*c)).collect();
     if number.is_empty() {
         return None;
@@ -103,7 +103,7 @@ fn refer_callee(config: &crate::config::Config, user: &str) -> Option<(Callee, S
 }
 
 /// The NOTIFY of a refer subscription carrying the referred call's status.
-fn notify(
+pub(in crate::endpoint) fn notify(
     dialog: &mut Dialog,
     via: &str,
     contact: &str,
@@ -188,10 +188,10 @@ impl Endpoint {
         }
         match bridged {
             Some((id, side)) => self.refer_bridged(key, request, id, side, target).await,
-            None => {
-                info!(target = %target.uri, "REFER in a call Siphon serves declined; 603");
-                self.reply_to(key, request, 603, Some("Transfer Not Available"), &[]);
-            }
+            None => match DialogId::for_incoming(request) {
+                Some(id) => self.refer_served(key, request, id, target).await,
+                None => self.reply_to(key, request, 481, None, &[]),
+            },
         }
     }
 
@@ -349,7 +349,7 @@ impl Endpoint {
     /// Answers an accepted REFER 202: with `Refer-Sub: false` (RFC 4488) the 202 says so
     /// too and no NOTIFY follows (None); otherwise the REFER's CSeq, the `id` of the
     /// NOTIFYs' Event.
-    pub(super) fn accept_refer(
+    pub(in crate::endpoint) fn accept_refer(
         &mut self,
         key: &TransactionKey,
         request: &rsip::Request,
