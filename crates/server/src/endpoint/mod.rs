@@ -496,9 +496,7 @@ impl Endpoint {
                 debug!(%key, "client transaction timed out");
                 match key.method() {
                     Method::Invite if self.on_originate_timeout(&key) => {}
-                    Method::Invite if self.on_transfer_timeout(&key) => {
-                        self.served_refer_sync()
-                    }
+                    Method::Invite if self.on_transfer_timeout(&key) => self.served_refer_sync(),
                     Method::Invite if self.on_refer_leg_timeout(&key) => {}
                     Method::Invite => self.on_branch_timeout(&key),
                     Method::Register => self.on_register_timeout(&key),

@@ -123,7 +123,9 @@ impl BridgeHandle {
             Side::Caller => self.caller_port = rtp.port,
             Side::Callee => self.callee_port = rtp.port,
         }
-        let _ = self.control.send(Control::Replace(side, Arc::new(rtp), params));
+        let _ = self
+            .control
+            .send(Control::Replace(side, Arc::new(rtp), params));
     }
 
     /// An attended transfer: this call's leg `side` (its phone, socket and negotiated

@@ -74,7 +74,10 @@ pub(in crate::endpoint) struct Referrer {
 }
 
 /// Where a Refer-To's user goes, and the target's name in the `to` vocabulary.
-pub(in crate::endpoint) fn refer_callee(config: &crate::config::Config, user: &str) -> Option<(Callee, String)> {
+pub(in crate::endpoint) fn refer_callee(
+    config: &crate::config::Config,
+    user: &str,
+) -> Option<(Callee, String)> {
     let number: String = user.chars().filter(|c| !"-.() ".contains(*c)).collect();
     if number.is_empty() {
         return None;
@@ -366,7 +369,13 @@ impl Endpoint {
     }
 
     /// NOTIFY to the referrer, still a leg of the call, with the new leg's `status`.
-    pub(super) fn notify_referrer(&mut self, id: &DialogId, side: Side, refer_seq: u32, status: u16) {
+    pub(super) fn notify_referrer(
+        &mut self,
+        id: &DialogId,
+        side: Side,
+        refer_seq: u32,
+        status: u16,
+    ) {
         let Some(peer) = self
             .bridges
             .calls

@@ -64,10 +64,7 @@ struct Named {
 }
 
 /// Why an INVITE's `Replaces` cannot be acted on (RFC 3891 §3), as a status and reason.
-fn replaces_refusal(
-    found: Option<(bool, bool)>,
-    replaces: &Replaces,
-) -> (u16, &'static str) {
+fn replaces_refusal(found: Option<(bool, bool)>, replaces: &Replaces) -> (u16, &'static str) {
     match found {
         None => (481, "Replaced Dialog Does Not Exist"),
         // An early dialog Siphon did not initiate (its UAS side) cannot be replaced.
@@ -186,9 +183,10 @@ impl Endpoint {
         if &named.call == id {
             return Some((403, "Replaces Names The REFER's Own Call"));
         }
-        let (Some(refer_call), Some(named_call)) =
-            (self.bridges.calls.get(id), self.bridges.calls.get(&named.call))
-        else {
+        let (Some(refer_call), Some(named_call)) = (
+            self.bridges.calls.get(id),
+            self.bridges.calls.get(&named.call),
+        ) else {
             return Some((481, "Call Gone"));
         };
         if !named.confirmed
@@ -235,9 +233,19 @@ impl Endpoint {
         // The older call goes on (see the module's comment).
         let refer_survives = r.started <= n.started;
         let (stay, stay_a, gone, gone_a) = if refer_survives {
-            (refer_call.clone(), refer_side, named.call.clone(), named.side)
+            (
+                refer_call.clone(),
+                refer_side,
+                named.call.clone(),
+                named.side,
+            )
         } else {
-            (named.call.clone(), named.side, refer_call.clone(), refer_side)
+            (
+                named.call.clone(),
+                named.side,
+                refer_call.clone(),
+                refer_side,
+            )
         };
         let span = self
             .bridges
@@ -366,7 +374,8 @@ impl Endpoint {
         self.call_unlisted(&id.call_id);
         inc(&self.counters.calls_ended);
         self.counters.call_ended(EndResult::Completed);
-        call.span.in_scope(|| info!("call joined to another by an attended transfer; it ends here"));
+        call.span
+            .in_scope(|| info!("call joined to another by an attended transfer; it ends here"));
         Some(call)
     }
 }
@@ -415,12 +424,24 @@ mod tests {
         // No such dialog.
         assert_eq!(replaces_refusal(None, &replaces(false)).0, 481);
         // An early dialog Siphon did not initiate.
-        assert_eq!(replaces_refusal(Some((false, false)), &replaces(false)).0, 481);
+        assert_eq!(
+            replaces_refusal(Some((false, false)), &replaces(false)).0,
+            481
+        );
         // early-only, but the dialog is confirmed.
-        assert_eq!(replaces_refusal(Some((true, false)), &replaces(true)).0, 486);
+        assert_eq!(
+            replaces_refusal(Some((true, false)), &replaces(true)).0,
+            486
+        );
         assert_eq!(replaces_refusal(Some((true, true)), &replaces(true)).0, 486);
         // A dialog that could be replaced: not built.
-        assert_eq!(replaces_refusal(Some((true, false)), &replaces(false)).0, 603);
-        assert_eq!(replaces_refusal(Some((false, true)), &replaces(true)).0, 603);
+        assert_eq!(
+            replaces_refusal(Some((true, false)), &replaces(false)).0,
+            603
+        );
+        assert_eq!(
+            replaces_refusal(Some((false, true)), &replaces(true)).0,
+            603
+        );
     }
 }
