@@ -93,6 +93,10 @@ done
 refer_phone refer-no-dialog-481 -sf "$refer_sc/refer_no_dialog.xml" -m 1 -p 6007
 refer_result refer-no-dialog-481 $?
 
+# --- An INVITE with Replaces naming no dialog Siphon holds: 481 (RFC 3891 §3).
+refer_phone refer-invite-replaces-481 -sf "$refer_sc/refer_invite_replaces.xml" -m 1 -p 6012
+refer_result refer-invite-replaces-481 $?
+
 # --- Blind transfer: B (6002, media 16970) answers, silent; A (6001, media 16960) calls
 # 1002 and after 1.5 s refers B to 1003; C (6003, media 16980) answers, speaks for 7 s and
 # hangs up, which ends B's leg.

@@ -210,6 +210,7 @@ impl Endpoint {
         self.reliable.forget(id);
         self.session_timers.forget(id);
         self.release_agent_of(id);
+        self.served_refers.forget(id);
         if let Some(call) = self.calls.remove(id) {
             self.by_invite.remove(&call.invite_key);
             let summary = self.registry.remove(&id.call_id).map(|(_, s)| s);

@@ -33,6 +33,13 @@ pub(super) struct ServedRefers {
     subs: HashMap<DialogId, Subscription>,
 }
 
+impl ServedRefers {
+    /// The call ended: nobody is left to tell.
+    pub(super) fn forget(&mut self, id: &DialogId) {
+        self.subs.remove(id);
+    }
+}
+
 struct Subscription {
     /// The REFER's CSeq: the `id` of the NOTIFYs' Event.
     refer_seq: u32,
