@@ -214,5 +214,19 @@ mod tests {
         let json = serde_json::to_value(&f).unwrap();
         assert_eq!(json["state"], "failed");
         assert_eq!(json["code"], 486);
+        // A blind transfer shows no attended fields.
+        assert!(json.get("attended").is_none() && json.get("joined").is_none());
+    }
+
+    #[test]
+    fn attended_transfer_names_the_joined_call() {
+        let a = TransferStatus::attended("sip:1002@127.0.0.1", "call-2@host");
+        assert!(!a.in_progress());
+        let json = serde_json::to_value(&a).unwrap();
+        assert_eq!(json["attended"], true);
+        assert_eq!(json["joined"], "call-2@host");
+        assert_eq!(json["by"], "refer");
+        assert_eq!(json["state"], "completed");
+        assert_eq!(json["code"], 200);
     }
 }
