@@ -8,7 +8,7 @@
 # xfer_ so that sourcing it changes nothing of run.sh's.
 #
 # What it checks: REFER that must be refused (RFC 3515/3891 status codes; a well-formed one
-# still gets 603 in a call Siphon serves; blind REFER in bridged calls is refer.sh's), the admin API's transfer route's refusals
+# to a number nothing reaches gets 404 in a call Siphon serves; REFER that is carried out is refer.sh's), the admin API's transfer route's refusals
 # (400, 404), and the bot-to-human handoff: a caller of the voicebot number (fork, tracks =
 # both) transferred through the API to a SIPp agent registered as 1003, the fork's WAV
 # holding the caller (channel 0) and then the agent (channel 1), and the agent receiving the
@@ -78,7 +78,7 @@ if ! wait_until 60 answers_options 5949 "$xfer_target" "$xfer_siphon_pid" \
 fi
 
 # --- hostile and not-yet-supported REFER in the dialog of an echo call: 400, 400, 400,
-# 404, 603 (an echo call is not bridged), and the call still ends with a BYE answered 200.
+# 404, 404 (a blind REFER to a number nothing reaches), and the call still ends with a BYE answered 200.
 xfer_run xfer-refer-refused -sf "$xfer_sc/xfer_refer_refused.xml" -s 600 -m 1 -p 5901 \
     -i 127.0.0.1 -mp 16900
 
