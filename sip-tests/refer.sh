@@ -4,7 +4,7 @@
 # phones. Runs alone (`bash sip-tests/refer.sh [path/to/siphon]`, exits non-zero on
 # failure) or sourced by run.sh (it then adds to run.sh's `failures`). It starts a Siphon
 # of its own (sip-tests/refer.toml: SIP 6000, HTTP 8950, analytics 8951, RTP 38000-38998) and SIPp only on
-# SIP ports 6001-6049 and media ports 16960-16999. Every name here starts with refer_ so
+# SIP ports 6001-6049 and media ports 16950-16999. Every name here starts with refer_ so
 # that sourcing it changes nothing of run.sh's. Needs root for the tshark capture.
 #
 # What it checks: A (admitted by address) calls 1002 (B, a registered SIPp phone) through
