@@ -78,6 +78,8 @@ pub enum Command {
     Transfer {
         call_id: String,
         to: String,
+        /// Caller ID for the new leg (checked by the endpoint).
+        from: Option<String>,
         done: oneshot::Sender<Result<(), (u16, String)>>,
     },
     /// A fork's service asked (native `transfer` command) to transfer the call's caller.

@@ -14,6 +14,8 @@ mod extensions;
 mod in_dialog;
 mod info;
 mod keepalive;
+mod leg_attempts;
+mod leg_targets;
 mod node_load;
 mod originate;
 mod outbound_register;
@@ -131,6 +133,8 @@ pub struct Endpoint {
     transfers: transfer_leg::Transfers,
     /// The ACKs of the legs Siphon placed as UAC (originate, transfers), for 2xx resent.
     uac_acks: uac_leg::AckCache,
+    /// The further INVITEs of those legs (other bindings, retries, failover).
+    leg_attempts: leg_attempts::LegAttempts,
 }
 
 impl Endpoint {
@@ -235,6 +239,7 @@ impl Endpoint {
             originating: originate::Outgoing::default(),
             transfers: transfer_leg::Transfers::default(),
             uac_acks: uac_leg::AckCache::default(),
+            leg_attempts: leg_attempts::LegAttempts::default(),
         }
     }
 
@@ -367,8 +372,13 @@ impl Endpoint {
                     Command::Originate { request, done } => {
                         self.on_originate_command(*request, done).await
                     }
-                    Command::Transfer { call_id, to, done } => {
-                        self.on_transfer_command(call_id, to, done).await
+                    Command::Transfer {
+                        call_id,
+                        to,
+                        from,
+                        done,
+                    } => {
+                        self.on_transfer_command(call_id, to, from, done).await
                     }
                     Command::ServiceTransfer { call_id, to } => {
                         self.on_service_transfer(call_id, to).await
@@ -471,6 +481,7 @@ impl Endpoint {
             }
             Event::Response { key, response } => match key.method() {
                 Method::Invite if self.ack_again(&key, response.status_code.code()) => {}
+                Method::Invite if self.on_abandoned_attempt(&key, &response) => {}
                 Method::Invite if self.on_originate_response(&key, &response) => {}
                 Method::Invite if self.on_transfer_response(&key, &response) => {}
                 Method::Invite if self.on_refer_leg_response(&key, &response) => {}
@@ -489,6 +500,7 @@ impl Endpoint {
             Event::Timeout { key } => {
                 debug!(%key, "client transaction timed out");
                 match key.method() {
+                    Method::Invite if self.on_abandoned_timeout(&key) => {}
                     Method::Invite if self.on_originate_timeout(&key) => {}
                     Method::Invite if self.on_transfer_timeout(&key) => {}
                     Method::Invite if self.on_refer_leg_timeout(&key) => {}

@@ -17,6 +17,7 @@ use siphon_sip::transaction::TransactionKey;
 use tokio::time::Instant;
 use tracing::warn;
 
+use super::leg_attempts::Attempt;
 use super::{Endpoint, new_tag, now};
 use crate::counters::EndResult;
 use crate::media::MediaParams;
@@ -29,6 +30,28 @@ pub(super) struct UacLeg {
     pub(super) session: LocalSession,
     pub(super) local: LocalMedia,
     pub(super) rtp: RtpPort,
+    /// The INVITEs still waiting for a final response (one per binding rung, the
+    /// current trunk address): `endpoint::leg_attempts`.
+    pub(super) attempts: Vec<Attempt>,
+    /// A trunk's addresses not tried yet, in order (failover).
+    pub(super) alternates: Vec<Peer>,
+    /// A trunk's username and password, for its digest challenge.
+    pub(super) credentials: Option<(String, String)>,
+    /// Siphon cancelled the leg: no more retries.
+    pub(super) cancelled: bool,
+    /// The failure that stands so far, while other attempts still ring.
+    pub(super) failure: Option<u16>,
+}
+
+/// What a leg may try beyond its first INVITE.
+#[derive(Default)]
+pub(super) struct LegPlan {
+    /// The account's other bindings, rung at the same time: Request-URI, where to send.
+    pub(super) forks: Vec<(String, Peer)>,
+    /// The trunk's further addresses, for failover.
+    pub(super) alternates: Vec<Peer>,
+    /// The trunk's credentials.
+    pub(super) credentials: Option<(String, String)>,
 }
 
 /// Where a leg goes and as whom.
@@ -74,7 +97,13 @@ pub(super) struct AckCache {
 }
 
 impl AckCache {
-    fn insert(&mut self, key: TransactionKey, ack: rsip::Request, peer: Peer, keep: Duration) {
+    pub(super) fn insert(
+        &mut self,
+        key: TransactionKey,
+        ack: rsip::Request,
+        peer: Peer,
+        keep: Duration,
+    ) {
         // Entries older than a 2xx can be retransmitted are dropped on the way.
         self.acks.retain(|_, (_, _, at)| at.elapsed() < keep);
         self.acks.insert(key, (ack, peer, Instant::now()));
@@ -86,6 +115,17 @@ impl Endpoint {
     pub(super) async fn place_leg(
         &mut self,
         target: LegTarget<'_>,
+    ) -> Result<(TransactionKey, UacLeg), (u16, String)> {
+        self.place_leg_with(target, LegPlan::default()).await
+    }
+
+    /// [`Self::place_leg`], and the INVITE to the account's other bindings at once; the
+    /// leg may fail over and answer a digest challenge as `plan` says. The leg is kept
+    /// under the first INVITE's key.
+    pub(super) async fn place_leg_with(
+        &mut self,
+        target: LegTarget<'_>,
+        plan: LegPlan,
     ) -> Result<(TransactionKey, UacLeg), (u16, String)> {
         let peer = target.peer;
         let request_uri =
@@ -127,16 +167,20 @@ impl Endpoint {
             .layer
             .send_request(now(), invite.clone(), peer)
             .map_err(|e| (500, format!("could not send the INVITE: {e}")))?;
-        Ok((
-            key,
-            UacLeg {
-                invite,
-                peer,
-                session,
-                local,
-                rtp,
-            },
-        ))
+        let mut leg = UacLeg {
+            attempts: vec![Attempt::new(key.clone(), invite.clone(), peer)],
+            invite,
+            peer,
+            session,
+            local,
+            rtp,
+            alternates: plan.alternates,
+            credentials: plan.credentials,
+            cancelled: false,
+            failure: None,
+        };
+        self.fork_attempts(&key, &mut leg, plan.forks);
+        Ok((key, leg))
     }
 
     /// A response on an answered leg's INVITE: a retransmitted 2xx gets its ACK again.

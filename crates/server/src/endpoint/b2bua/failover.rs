@@ -31,8 +31,9 @@ pub(super) struct Failover {
 
 /// Whether a failed attempt's code sends the call to the next address: timeouts, and
 /// server failures (503 above all; a 5xx says that server could not, not that the call
-/// is unwanted). 4xx and 6xx are the far end's answer and end the call.
-fn fails_over(code: u16) -> bool {
+/// is unwanted). 4xx and 6xx are the far end's answer and end the call. Also the rule
+/// for the legs Siphon places itself (`endpoint::leg_attempts`).
+pub(in crate::endpoint) fn fails_over(code: u16) -> bool {
     code == 408 || (500..=599).contains(&code)
 }
 
