@@ -350,12 +350,18 @@ fn dns_answer(query: &[u8], ports: &[u16]) -> Option<Vec<u8>> {
 
 #[tokio::test]
 async fn an_originated_call_to_a_trunk_fails_over_to_its_next_address() {
+    let silent = Phone::new("127.0.0.1:9".parse().unwrap()).await;
     let down = Phone::new("127.0.0.1:9".parse().unwrap()).await;
     let up = Phone::new("127.0.0.1:9".parse().unwrap()).await;
-    let dns = dns_server(vec![down.local().port(), up.local().port()]).await;
+    let ports = vec![
+        silent.local().port(),
+        down.local().port(),
+        up.local().port(),
+    ];
+    let dns = dns_server(ports).await;
     let extra = format!(
         "\n[dns]\nservers = [\"{dns}\"]\n\
-         \n[[trunks]]\nname = \"carrier\"\naddress = \"carrier.test\"\n"
+         \n[[trunks]]\nname = \"carrier\"\naddress = \"carrier.test\"\nfailover_timeout_s = 1\n"
     );
     let s = start_with(&extra, 47900).await;
     let body =
@@ -373,7 +379,13 @@ async fn an_originated_call_to_a_trunk_fails_over_to_its_next_address() {
     }
     let call_id = call_id.expect("the trunk never resolved");
 
-    // The first address (priority 10) is out of service; the second answers.
+    // The first address (priority 10) says nothing: after the trunk's failover_timeout_s
+    // the second (20) is tried, which is out of service; the third (30) answers.
+    let at_silent = silent.recv().await;
+    assert!(
+        at_silent.starts_with("INVITE sip:+15551234567@carrier.test"),
+        "{at_silent}"
+    );
     let mut buf = vec![0u8; 65536];
     let (n, from) = tokio::time::timeout(WAIT, down.sock.recv_from(&mut buf))
         .await
@@ -405,7 +417,7 @@ async fn an_originated_call_to_a_trunk_fails_over_to_its_next_address() {
     assert!(state_is(&s, &call_id, "answered").await);
     assert_eq!(
         metric(s.http, "siphon_trunk_failovers_total").await,
-        Some(1.0)
+        Some(2.0)
     );
     s.stop().await;
 }

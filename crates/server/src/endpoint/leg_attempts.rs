@@ -34,6 +34,8 @@ pub(super) struct Attempt {
     pub(super) peer: Peer,
     /// Sent with credentials: a further challenge is a failure.
     authenticated: bool,
+    /// Any response came: the failover deadline no longer applies.
+    responded: bool,
 }
 
 impl Attempt {
@@ -43,6 +45,7 @@ impl Attempt {
             invite,
             peer,
             authenticated: false,
+            responded: false,
         }
     }
 }
@@ -132,11 +135,13 @@ impl Endpoint {
                 self.leg_attempts
                     .leg_of
                     .insert(key.clone(), leg_key.clone());
+                self.arm_attempt_deadline(leg, &key);
                 leg.attempts.push(Attempt {
                     key,
                     invite,
                     peer,
                     authenticated,
+                    responded: false,
                 });
                 true
             }
@@ -159,6 +164,7 @@ impl Endpoint {
         let Some(i) = leg.attempts.iter().position(|a| &a.key == key) else {
             return Outcome::Pending;
         };
+        leg.attempts[i].responded = true;
         match code {
             100 => Outcome::Pending,
             101..=199 => Outcome::Ringing,
@@ -271,6 +277,44 @@ impl Endpoint {
         false
     }
 
+    /// While a trunk has further addresses, the attempt `key` gets a deadline: no
+    /// response at all by then and the next address is tried.
+    pub(super) fn arm_attempt_deadline(&self, leg: &UacLeg, key: &TransactionKey) {
+        if !leg.alternates.is_empty() {
+            self.schedule(
+                leg.failover_timeout,
+                crate::control::Command::LegAttemptTimeout(key.clone()),
+            );
+        }
+    }
+
+    /// Attempt `key`'s failover deadline: if it never got a response, it is left behind
+    /// (a late answer is stopped like a losing binding's) and the next address is tried;
+    /// with none left the leg fails 408.
+    pub(super) fn attempt_deadline(
+        &mut self,
+        leg_key: &TransactionKey,
+        leg: &mut UacLeg,
+        key: &TransactionKey,
+    ) -> Outcome {
+        let Some(i) = leg.attempts.iter().position(|a| &a.key == key) else {
+            return Outcome::Pending;
+        };
+        if leg.attempts[i].responded || leg.cancelled || leg.alternates.is_empty() {
+            return Outcome::Pending;
+        }
+        let late = leg.attempts.remove(i);
+        info!(peer = %late.peer.addr, "no response from the trunk in time");
+        self.leg_attempts.leg_of.remove(key);
+        self.leg_attempts
+            .abandoned
+            .insert(late.key.clone(), (late.invite.clone(), late.peer));
+        if leg.attempts.is_empty() && self.fail_over_leg(leg_key, leg, &late) {
+            return Outcome::Pending;
+        }
+        attempt_failed(leg, 408)
+    }
+
     /// CANCEL for every attempt of `leg` still ringing (ring timeout, hang-up); their
     /// 487s then fail the leg. No retries after this.
     pub(super) fn cancel_leg(&mut self, leg: &mut UacLeg) {
@@ -300,6 +344,16 @@ impl Endpoint {
             return false;
         }
         if code < 200 {
+            // Left behind before it said anything (failover deadline): now it rings, so
+            // it can be cancelled.
+            if code > 100
+                && let Some((invite, peer)) = self.leg_attempts.abandoned.get(key)
+            {
+                let cancel = super::uac_leg::cancel_of(invite);
+                if let Err(e) = self.layer.send_request(now(), cancel, *peer) {
+                    warn!(error = %e, "could not send CANCEL");
+                }
+            }
             return true;
         }
         let Some((invite, peer)) = self.leg_attempts.abandoned.remove(key) else {

@@ -61,6 +61,9 @@ impl Endpoint {
                     from_host: Some(domain),
                     plan: LegPlan {
                         alternates: peers.collect(),
+                        failover_timeout: std::time::Duration::from_secs(
+                            t.failover_timeout_s.max(1),
+                        ),
                         credentials: t.credentials(),
                         ..LegPlan::default()
                     },

@@ -367,6 +367,21 @@ impl Endpoint {
         true
     }
 
+    /// An originated call's trunk attempt reached its failover deadline; `false` if `key`
+    /// is not one of an originated call's attempts.
+    pub(super) fn originate_attempt_deadline(&mut self, key: &TransactionKey) -> bool {
+        let leg_key = self.leg_attempts.leg_of(key);
+        let Some(mut d) = self.originating.dialing.remove(&leg_key) else {
+            return false;
+        };
+        let outcome = d
+            .span
+            .clone()
+            .in_scope(|| self.attempt_deadline(&leg_key, &mut d.leg, key));
+        self.originate_outcome(&leg_key, d, outcome, None);
+        true
+    }
+
     fn originate_failed(&mut self, key: &TransactionKey, code: u16, result: EndResult) {
         let Some(d) = self.originating.dialing.remove(key) else {
             return;

@@ -243,6 +243,22 @@ impl Endpoint {
         true
     }
 
+    /// A transfer leg's trunk attempt reached its failover deadline.
+    pub(super) fn transfer_attempt_deadline(&mut self, key: &TransactionKey) {
+        let leg_key = self.leg_attempts.leg_of(key);
+        let Some(mut p) = self.transfers.placing.remove(&leg_key) else {
+            return;
+        };
+        let outcome = p
+            .span
+            .clone()
+            .in_scope(|| self.attempt_deadline(&leg_key, &mut p.leg, key));
+        self.transfers.placing.insert(leg_key.clone(), p);
+        if let Outcome::Failed(code) = outcome {
+            self.transfer_failed(&leg_key, code);
+        }
+    }
+
     /// A transfer leg's ring timeout: CANCEL if it still rings (its 487 then fails the
     /// transfer, reported as 408). `false` if no transfer leg has this Call-ID.
     pub(super) fn transfer_ring_timeout(&mut self, leg_call_id: &str) -> bool {

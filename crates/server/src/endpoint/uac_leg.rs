@@ -35,6 +35,7 @@ pub(super) struct UacLeg {
     pub(super) attempts: Vec<Attempt>,
     /// A trunk's addresses not tried yet, in order (failover).
     pub(super) alternates: Vec<Peer>,
+    pub(super) failover_timeout: Duration,
     /// A trunk's username and password, for its digest challenge.
     pub(super) credentials: Option<(String, String)>,
     /// Siphon cancelled the leg: no more retries.
@@ -50,6 +51,9 @@ pub(super) struct LegPlan {
     pub(super) forks: Vec<(String, Peer)>,
     /// The trunk's further addresses, for failover.
     pub(super) alternates: Vec<Peer>,
+    /// How long an attempt may go without any response before the next address is
+    /// tried (the trunk's `failover_timeout_s`).
+    pub(super) failover_timeout: Duration,
     /// The trunk's credentials.
     pub(super) credentials: Option<(String, String)>,
 }
@@ -175,10 +179,12 @@ impl Endpoint {
             local,
             rtp,
             alternates: plan.alternates,
+            failover_timeout: plan.failover_timeout,
             credentials: plan.credentials,
             cancelled: false,
             failure: None,
         };
+        self.arm_attempt_deadline(&leg, &key);
         self.fork_attempts(&key, &mut leg, plan.forks);
         Ok((key, leg))
     }
