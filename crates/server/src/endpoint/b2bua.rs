@@ -31,7 +31,7 @@ use crate::dialplan;
 use crate::media::MediaParams;
 use crate::media::bridge::{self, BridgeHandle, BridgeSetup, Side};
 
-pub(super) mod failover;
+mod failover;
 mod glare;
 mod in_dialog;
 mod info;

@@ -8,8 +8,10 @@
 //!   trunk's credentials (`auth::invite_with_credentials`, shared with the dialplan's
 //!   trunk route); a second challenge of the same attempt is a failure.
 //! - **Failover**: a trunk with several addresses (SRV, RFC 3263 §4.3) gets the next one
-//!   when an attempt fails with 408 or a 5xx, or gets no final response (Timer B); the
-//!   codes that fail over are the dialplan's (`b2bua::failover::fails_over`).
+//!   when an attempt fails with 408 or a 5xx, gets no final response (Timer B), or no
+//!   response at all within the trunk's `failover_timeout_s`; the
+//!   codes that fail over are the dialplan's (`trunk_dns::fails_over`, shared with
+//!   `b2bua::failover`).
 //!
 //! The owner of a leg (`originate`, `transfer_leg`) keeps it under the key of its first
 //! INVITE; further attempts are found through [`LegAttempts::leg_of`]. It hands each
@@ -23,32 +25,9 @@ use siphon_sip::dialog::{Dialog, cseq_number};
 use siphon_sip::transaction::TransactionKey;
 use tracing::{info, warn};
 
-use super::uac_leg::UacLeg;
+use super::uac_leg::{Attempt, LegPlan, LegTarget, UacLeg};
 use super::{Endpoint, now};
 use crate::counters::EndResult;
-
-/// One INVITE of a leg.
-pub(super) struct Attempt {
-    pub(super) key: TransactionKey,
-    pub(super) invite: rsip::Request,
-    pub(super) peer: Peer,
-    /// Sent with credentials: a further challenge is a failure.
-    authenticated: bool,
-    /// Any response came: the failover deadline no longer applies.
-    responded: bool,
-}
-
-impl Attempt {
-    pub(super) fn new(key: TransactionKey, invite: rsip::Request, peer: Peer) -> Self {
-        Self {
-            key,
-            invite,
-            peer,
-            authenticated: false,
-            responded: false,
-        }
-    }
-}
 
 /// Which leg each extra attempt belongs to, and the attempts left behind when another
 /// answered (their late 2xx is ACKed and hung up).
@@ -92,6 +71,23 @@ fn attempt_failed(leg: &mut UacLeg, code: u16) -> Outcome {
 }
 
 impl Endpoint {
+    /// Places a leg to a resolved target: [`Endpoint::place_leg`], then the INVITE to the
+    /// account's other bindings at once; the leg may fail over and answer a digest
+    /// challenge as `plan` says. The leg is kept under the first INVITE's key.
+    pub(super) async fn place_leg_with(
+        &mut self,
+        target: LegTarget<'_>,
+        plan: LegPlan,
+    ) -> Result<(TransactionKey, UacLeg), (u16, String)> {
+        let (key, mut leg) = self.place_leg(target).await?;
+        leg.alternates = plan.alternates;
+        leg.failover_timeout = plan.failover_timeout;
+        leg.credentials = plan.credentials;
+        self.arm_attempt_deadline(&leg, &key);
+        self.fork_attempts(&key, &mut leg, plan.forks);
+        Ok((key, leg))
+    }
+
     /// Sends `invite` to the other bindings of the account (`forks`: Request-URI and where
     /// to send), as further attempts of `leg`.
     pub(super) fn fork_attempts(
@@ -240,7 +236,7 @@ impl Endpoint {
             return self.send_attempt(leg_key, leg, invite, failed.peer, true);
         }
         leg.attempts.is_empty()
-            && super::b2bua::failover::fails_over(code)
+            && crate::trunk_dns::fails_over(code)
             && self.fail_over_leg(leg_key, leg, failed)
     }
 

@@ -2,12 +2,83 @@
 //! (`user:`, `trunk:`, `sip:`) resolved to the INVITEs to send, and the `from` (caller ID)
 //! checked against what the target may be shown.
 
+use std::net::{IpAddr, SocketAddr};
+
 use siphon_sip::{Peer, Transport};
 
-use super::originate::Callee;
 use super::uac_leg::LegPlan;
 use super::{Endpoint, now};
 use crate::config::Config;
+
+/// Whom an originate request calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Callee {
+    /// `user:1002`: a registered account's phone.
+    User(String),
+    /// `trunk:provider/+15551234567`.
+    Trunk { trunk: String, number: String },
+    /// `sip:bot@192.0.2.1:5070` (an IP address: no DNS for these).
+    Uri { uri: String, addr: SocketAddr },
+}
+
+/// Reads the `to` of an originate request.
+pub(super) fn parse_callee(to: &str) -> Result<Callee, String> {
+    if let Some(user) = to.strip_prefix("user:") {
+        let ok = !user.is_empty()
+            && user
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-_.".contains(c));
+        return ok
+            .then(|| Callee::User(user.to_string()))
+            .ok_or_else(|| format!("bad account in {to:?}"));
+    }
+    if let Some(rest) = to.strip_prefix("trunk:") {
+        let (trunk, number) = rest
+            .split_once('/')
+            .ok_or("a trunk target is trunk:<name>/<number>")?;
+        let ok = !trunk.is_empty()
+            && !number.is_empty()
+            && number
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+*#".contains(c));
+        return ok
+            .then(|| Callee::Trunk {
+                trunk: trunk.to_string(),
+                number: number.to_string(),
+            })
+            .ok_or_else(|| format!("bad trunk target {to:?}"));
+    }
+    if let Some(rest) = to.strip_prefix("sip:") {
+        if rsip::Uri::try_from(to).is_err() || to.contains(['<', '>', ' ', '\r', '\n']) {
+            return Err(format!("bad SIP URI {to:?}"));
+        }
+        let host_port = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        let host_port = host_port.split([';', '?']).next().unwrap_or_default();
+        let addr = host_port
+            .parse::<SocketAddr>()
+            .ok()
+            .or_else(|| {
+                host_port
+                    .parse::<IpAddr>()
+                    .ok()
+                    .map(|ip| SocketAddr::new(ip, 5060))
+            })
+            .or_else(|| {
+                let v6 = host_port.strip_prefix('[')?.strip_suffix(']')?;
+                v6.parse::<IpAddr>()
+                    .ok()
+                    .map(|ip| SocketAddr::new(ip, 5060))
+            })
+            .ok_or_else(|| format!("{to:?}: the host must be an IP address"))?;
+        return Ok(Callee::Uri {
+            uri: to.to_string(),
+            addr,
+        });
+    }
+    Err(format!(
+        "to must be user:<account>, trunk:<trunk>/<number> or sip:<uri>, not {to:?}"
+    ))
+}
 
 /// A resolved target: the first INVITE's Request-URI and next hop, the From host (a
 /// trunk's domain), and what else the leg tries (other bindings, other addresses,
@@ -136,6 +207,42 @@ mod tests {
         assert!(caller_id_allowed(&config, "+15550001111", &via_trunk));
         assert!(!caller_id_allowed(&config, "+15550001111", &user));
         assert!(!caller_id_allowed(&config, "+15550002222", &via_trunk));
+    }
+
+    #[test]
+    fn targets_are_read_or_refused() {
+        assert_eq!(parse_callee("user:1002"), Ok(Callee::User("1002".into())));
+        assert_eq!(
+            parse_callee("trunk:provider/+15551234567"),
+            Ok(Callee::Trunk {
+                trunk: "provider".into(),
+                number: "+15551234567".into()
+            })
+        );
+        assert_eq!(
+            parse_callee("sip:bot@127.0.0.1:5870"),
+            Ok(Callee::Uri {
+                uri: "sip:bot@127.0.0.1:5870".into(),
+                addr: "127.0.0.1:5870".parse().unwrap()
+            })
+        );
+        assert!(matches!(
+            parse_callee("sip:bot@[::1]"),
+            Ok(Callee::Uri { addr, .. }) if addr.port() == 5060
+        ));
+        for bad in [
+            "",
+            "user:",
+            "user:a b",
+            "trunk:provider",
+            "trunk:/123",
+            "trunk:p/12;x",
+            "sip:bot@example.com",
+            "tel:+1555",
+            "sip:a@1.2.3.4>\r\nX: y",
+        ] {
+            assert!(parse_callee(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

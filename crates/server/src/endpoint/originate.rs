@@ -9,7 +9,6 @@
 //! relays the two parties and its forks hear both; the second leg failing hangs up the first.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -19,6 +18,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, info};
 
 use super::leg_attempts::Outcome;
+pub(super) use super::leg_targets::{Callee, parse_callee};
 use super::leg_targets::{Resolved, caller_id_allowed};
 use super::uac_leg::{Confirmed, LegTarget, UacLeg};
 use super::{Call, Endpoint, new_tag};
@@ -28,76 +28,6 @@ use crate::control::{CallSummary, Command, OriginateRequest};
 use crate::counters::{EndResult, LegStats, inc};
 use crate::events::EventKind;
 use crate::media::leg::{self as media, LegSetup};
-
-/// Whom an originate request calls.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Callee {
-    /// `user:1002`: a registered account's phone.
-    User(String),
-    /// `trunk:provider/+15551234567`.
-    Trunk { trunk: String, number: String },
-    /// `sip:bot@192.0.2.1:5070` (an IP address: no DNS for these).
-    Uri { uri: String, addr: SocketAddr },
-}
-
-/// Reads the `to` of an originate request.
-pub(super) fn parse_callee(to: &str) -> Result<Callee, String> {
-    if let Some(user) = to.strip_prefix("user:") {
-        let ok = !user.is_empty()
-            && user
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+-_.".contains(c));
-        return ok
-            .then(|| Callee::User(user.to_string()))
-            .ok_or_else(|| format!("bad account in {to:?}"));
-    }
-    if let Some(rest) = to.strip_prefix("trunk:") {
-        let (trunk, number) = rest
-            .split_once('/')
-            .ok_or("a trunk target is trunk:<name>/<number>")?;
-        let ok = !trunk.is_empty()
-            && !number.is_empty()
-            && number
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+*#".contains(c));
-        return ok
-            .then(|| Callee::Trunk {
-                trunk: trunk.to_string(),
-                number: number.to_string(),
-            })
-            .ok_or_else(|| format!("bad trunk target {to:?}"));
-    }
-    if let Some(rest) = to.strip_prefix("sip:") {
-        if rsip::Uri::try_from(to).is_err() || to.contains(['<', '>', ' ', '\r', '\n']) {
-            return Err(format!("bad SIP URI {to:?}"));
-        }
-        let host_port = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-        let host_port = host_port.split([';', '?']).next().unwrap_or_default();
-        let addr = host_port
-            .parse::<SocketAddr>()
-            .ok()
-            .or_else(|| {
-                host_port
-                    .parse::<IpAddr>()
-                    .ok()
-                    .map(|ip| SocketAddr::new(ip, 5060))
-            })
-            .or_else(|| {
-                let v6 = host_port.strip_prefix('[')?.strip_suffix(']')?;
-                v6.parse::<IpAddr>()
-                    .ok()
-                    .map(|ip| SocketAddr::new(ip, 5060))
-            })
-            .ok_or_else(|| format!("{to:?}: the host must be an IP address"))?;
-        return Ok(Callee::Uri {
-            uri: to.to_string(),
-            addr,
-        });
-    }
-    Err(format!(
-        "to must be user:<account>, trunk:<trunk>/<number> or sip:<uri>, not {to:?}"
-    ))
-}
 
 /// The actions `on_answer` may have: `user` bridges the answered call to an account's
 /// phone (click-to-call). `trunk` would need a number, which an action has no field for yet.
@@ -522,42 +452,6 @@ impl Endpoint {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-
-    #[test]
-    fn targets_are_read_or_refused() {
-        assert_eq!(parse_callee("user:1002"), Ok(Callee::User("1002".into())));
-        assert_eq!(
-            parse_callee("trunk:provider/+15551234567"),
-            Ok(Callee::Trunk {
-                trunk: "provider".into(),
-                number: "+15551234567".into()
-            })
-        );
-        assert_eq!(
-            parse_callee("sip:bot@127.0.0.1:5870"),
-            Ok(Callee::Uri {
-                uri: "sip:bot@127.0.0.1:5870".into(),
-                addr: "127.0.0.1:5870".parse().unwrap()
-            })
-        );
-        assert!(matches!(
-            parse_callee("sip:bot@[::1]"),
-            Ok(Callee::Uri { addr, .. }) if addr.port() == 5060
-        ));
-        for bad in [
-            "",
-            "user:",
-            "user:a b",
-            "trunk:provider",
-            "trunk:/123",
-            "trunk:p/12;x",
-            "sip:bot@example.com",
-            "tel:+1555",
-            "sip:a@1.2.3.4>\r\nX: y",
-        ] {
-            assert!(parse_callee(bad).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn on_answer_may_bridge_to_an_account_but_not_yet_to_a_trunk() {

@@ -17,7 +17,6 @@ use siphon_sip::transaction::TransactionKey;
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::leg_attempts::Attempt;
 use super::{Endpoint, new_tag, now};
 use crate::counters::EndResult;
 use crate::media::MediaParams;
@@ -42,6 +41,29 @@ pub(super) struct UacLeg {
     pub(super) cancelled: bool,
     /// The failure that stands so far, while other attempts still ring.
     pub(super) failure: Option<u16>,
+}
+
+/// One INVITE of a leg.
+pub(super) struct Attempt {
+    pub(super) key: TransactionKey,
+    pub(super) invite: rsip::Request,
+    pub(super) peer: Peer,
+    /// Sent with credentials: a further challenge is a failure.
+    pub(super) authenticated: bool,
+    /// Any response came: the failover deadline no longer applies.
+    pub(super) responded: bool,
+}
+
+impl Attempt {
+    pub(super) fn new(key: TransactionKey, invite: rsip::Request, peer: Peer) -> Self {
+        Self {
+            key,
+            invite,
+            peer,
+            authenticated: false,
+            responded: false,
+        }
+    }
 }
 
 /// What a leg may try beyond its first INVITE.
@@ -115,21 +137,11 @@ impl AckCache {
 }
 
 impl Endpoint {
-    /// Allocates the leg's RTP port and sends the INVITE with Siphon's offer.
+    /// Allocates the leg's RTP port and sends the INVITE with Siphon's offer (one
+    /// attempt; `leg_attempts::place_leg_with` adds the rest of a target's plan).
     pub(super) async fn place_leg(
         &mut self,
         target: LegTarget<'_>,
-    ) -> Result<(TransactionKey, UacLeg), (u16, String)> {
-        self.place_leg_with(target, LegPlan::default()).await
-    }
-
-    /// [`Self::place_leg`], and the INVITE to the account's other bindings at once; the
-    /// leg may fail over and answer a digest challenge as `plan` says. The leg is kept
-    /// under the first INVITE's key.
-    pub(super) async fn place_leg_with(
-        &mut self,
-        target: LegTarget<'_>,
-        plan: LegPlan,
     ) -> Result<(TransactionKey, UacLeg), (u16, String)> {
         let peer = target.peer;
         let request_uri =
@@ -171,21 +183,19 @@ impl Endpoint {
             .layer
             .send_request(now(), invite.clone(), peer)
             .map_err(|e| (500, format!("could not send the INVITE: {e}")))?;
-        let mut leg = UacLeg {
+        let leg = UacLeg {
             attempts: vec![Attempt::new(key.clone(), invite.clone(), peer)],
             invite,
             peer,
             session,
             local,
             rtp,
-            alternates: plan.alternates,
-            failover_timeout: plan.failover_timeout,
-            credentials: plan.credentials,
+            alternates: Vec::new(),
+            failover_timeout: Duration::ZERO,
+            credentials: None,
             cancelled: false,
             failure: None,
         };
-        self.arm_attempt_deadline(&leg, &key);
-        self.fork_attempts(&key, &mut leg, plan.forks);
         Ok((key, leg))
     }
 
