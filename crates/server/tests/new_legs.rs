@@ -3,7 +3,8 @@
 //! rings and the ones that lose get CANCEL (or ACK and BYE when their 2xx crossed it); a
 //! trunk's digest challenge is answered; a trunk's failed address is followed by its next
 //! one (SRV from a DNS server this test runs); `from` shows as the new leg's caller ID
-//! when the account or trunk may present it, and is refused otherwise.
+//! when the account or trunk may present it, and is refused otherwise; the placed leg asks
+//! for a session timer, Siphon refreshes it by UPDATE, and a refused refresh ends the call.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -419,5 +420,94 @@ async fn an_originated_call_to_a_trunk_fails_over_to_its_next_address() {
         metric(s.http, "siphon_trunk_failovers_total").await,
         Some(2.0)
     );
+    s.stop().await;
+}
+
+/// The next request of `method` at `phone`, or `None` after `wait`.
+async fn request_within(phone: &Phone, method: &str, wait: std::time::Duration) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let m = phone.recv_within(left).await?;
+        if m.starts_with(&format!("{method} ")) {
+            return Some(m);
+        }
+    }
+}
+
+#[tokio::test]
+async fn placed_legs_run_a_session_timer_that_siphon_refreshes() {
+    let s = start_with("", 48000).await;
+    let expires = "Session-Expires: 6;refresher=uac\r\nSupported: timer\r\nRequire: timer\r\n";
+    // An originated call: the INVITE asks for a session timer that Siphon refreshes; the
+    // phone's 2xx sets it to 6 s, so Siphon sends UPDATE with Session-Expires after about
+    // 3 s (half the interval; the session would expire at 6 s without it).
+    let phone = Phone::new(s.addr).await;
+    let body = format!(
+        "{{\"to\": \"sip:bot@{}\", \"from\": \"1001\", \"on_answer\": {{\"action\": \"echo\"}}}}",
+        phone.local()
+    );
+    let call_id = originate(&s, &body).await;
+    let inv = next_request(&phone, "INVITE").await;
+    assert_eq!(
+        header(&inv, "Session-Expires"),
+        Some("1800;refresher=uac"),
+        "{inv}"
+    );
+    let ok = ok_with_sdp(&inv, phone.local(), "p1", 40600).replacen(
+        "Content-Type:",
+        &format!("{expires}Content-Type:"),
+        1,
+    );
+    phone.send(&ok).await;
+    next_request(&phone, "ACK").await;
+    assert!(state_is(&s, &call_id, "answered").await);
+    let wait = std::time::Duration::from_secs(10);
+    let update = request_within(&phone, "UPDATE", wait)
+        .await
+        .expect("a refresh");
+    assert_eq!(header(&update, "Call-ID"), Some(call_id.as_str()));
+    assert!(header(&update, "Session-Expires").is_some(), "{update}");
+    // The refresh's answer sets 600 s: the caller's own timer stays quiet from here on,
+    // so what ends the call below is the agent's refusal.
+    let longer = "Session-Expires: 600;refresher=uac\r\nSupported: timer\r\n";
+    phone
+        .send(&response_to(&update, "200 OK", "p1", longer))
+        .await;
+
+    // Its caller transferred to an agent: the agent's leg gets the same. The agent refuses
+    // the refresh (481: it lost the dialog), so Siphon ends the call: the caller gets BYE.
+    let agent = Phone::new(s.addr).await;
+    let body = format!("{{\"to\": \"sip:agent@{}\"}}", agent.local());
+    let path = format!("/api/calls/{call_id}/transfer");
+    let r = http(s.http, "POST", &path, None, Some(&body)).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let inv = next_request(&agent, "INVITE").await;
+    assert_eq!(header(&inv, "Session-Expires"), Some("1800;refresher=uac"));
+    let ok = ok_with_sdp(&inv, agent.local(), "a1", 40602).replacen(
+        "Content-Type:",
+        &format!("{expires}Content-Type:"),
+        1,
+    );
+    agent.send(&ok).await;
+    next_request(&agent, "ACK").await;
+    let update = request_within(&agent, "UPDATE", wait)
+        .await
+        .expect("a refresh");
+    assert!(header(&update, "Session-Expires").is_some(), "{update}");
+    agent
+        .send(&response_to(
+            &update,
+            "481 Call/Transaction Does Not Exist",
+            "a1",
+            "",
+        ))
+        .await;
+    let bye = request_within(&phone, "BYE", wait)
+        .await
+        .expect("the caller's BYE");
+    assert_eq!(header(&bye, "Call-ID"), Some(call_id.as_str()));
+    let reason = header(&bye, "Reason").unwrap_or_default();
+    assert!(reason.contains("Session expired"), "{bye}");
     s.stop().await;
 }

@@ -71,7 +71,8 @@ fn attempt_failed(leg: &mut UacLeg, code: u16) -> Outcome {
 }
 
 impl Endpoint {
-    /// Places a leg to a resolved target: [`Endpoint::place_leg`], then the INVITE to the
+    /// Places a leg to a resolved target: [`Endpoint::place_leg`] asking for a session
+    /// timer, then the INVITE to the
     /// account's other bindings at once; the leg may fail over and answer a digest
     /// challenge as `plan` says. The leg is kept under the first INVITE's key.
     pub(super) async fn place_leg_with(
@@ -79,7 +80,7 @@ impl Endpoint {
         target: LegTarget<'_>,
         plan: LegPlan,
     ) -> Result<(TransactionKey, UacLeg), (u16, String)> {
-        let (key, mut leg) = self.place_leg(target).await?;
+        let (key, mut leg) = self.place_first_attempt(target, true).await?;
         leg.alternates = plan.alternates;
         leg.failover_timeout = plan.failover_timeout;
         leg.credentials = plan.credentials;

@@ -370,6 +370,7 @@ impl Endpoint {
             }
         };
         let id = dialog.id.clone();
+        self.start_leg_session_timer(&id, response);
         let codec = params.codec;
         let meta = siphon_fork::CallMeta {
             call_id: id.call_id.clone(),

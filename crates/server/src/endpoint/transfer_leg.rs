@@ -375,6 +375,7 @@ impl Endpoint {
             call.media.transfer_event(&target, "answered", None);
         }
         self.emit_call_transferred(&p.caller.call_id, &target, by);
+        self.start_leg_session_timer(&dialog.id, response);
         self.transfers.agents.insert(
             dialog.id.clone(),
             Agent {
@@ -401,6 +402,7 @@ impl Endpoint {
             return true;
         }
         self.reply_to(key, request, 200, None, &[]);
+        self.session_timers.forget(&id);
         info!(call_id = %agent.caller.call_id, "transfer target hung up; ending the call");
         self.hang_up_as(&agent.caller, EndResult::Completed);
         true
@@ -435,6 +437,7 @@ impl Endpoint {
         let Some(mut agent) = self.transfers.agents.remove(&id) else {
             return;
         };
+        self.session_timers.forget(&id);
         let via = self.via_value(agent.peer);
         let contact = self.contact_uri(agent.peer);
         let mut bye = agent.dialog.request(Method::Bye, &via, &contact);
@@ -443,6 +446,20 @@ impl Endpoint {
         if let Err(e) = self.layer.send_request(now(), bye, agent.peer) {
             warn!(error = %e, "could not send BYE to the transfer leg");
         }
+    }
+
+    /// The served call whose caller was transferred to the agent dialog `id` (a session
+    /// timer expiring on that dialog ends the call).
+    pub(super) fn caller_of_agent(&self, id: &DialogId) -> Option<DialogId> {
+        self.transfers.agents.get(id).map(|a| a.caller.clone())
+    }
+
+    /// The agent dialog `id` and where its requests go (Siphon's session refresh).
+    pub(super) fn agent_leg(&mut self, id: &DialogId) -> Option<(Peer, &mut Dialog)> {
+        self.transfers
+            .agents
+            .get_mut(id)
+            .map(|a| (a.peer, &mut a.dialog))
     }
 
     /// Whether `id` is an answered transfer leg's dialog (exempt from the limits).

@@ -10,13 +10,15 @@ use std::time::Duration;
 
 use rsip::{Header, Headers, Method};
 use siphon_sip::Peer;
-use siphon_sip::dialog::{Dialog, DialogState, cseq_number};
+use siphon_sip::dialog::{Dialog, DialogId, DialogState, cseq_number};
 use siphon_sip::message;
 use siphon_sip::sdp::{Direction, LocalMedia, LocalSession, SessionDescription};
+use siphon_sip::session_timer;
 use siphon_sip::transaction::TransactionKey;
 use tokio::time::Instant;
-use tracing::warn;
+use tracing::{info, warn};
 
+use super::session_timers::{OFFERED_SESSION_INTERVAL, session_expires};
 use super::{Endpoint, new_tag, now};
 use crate::counters::EndResult;
 use crate::media::MediaParams;
@@ -143,6 +145,17 @@ impl Endpoint {
         &mut self,
         target: LegTarget<'_>,
     ) -> Result<(TransactionKey, UacLeg), (u16, String)> {
+        self.place_first_attempt(target, false).await
+    }
+
+    /// [`Self::place_leg`]; `session_timer`: the INVITE asks for a session timer (RFC 4028
+    /// §7.1, as a bridged call's callee leg does), which the 2xx may then start
+    /// ([`Self::start_leg_session_timer`]).
+    pub(super) async fn place_first_attempt(
+        &mut self,
+        target: LegTarget<'_>,
+        session_timer: bool,
+    ) -> Result<(TransactionKey, UacLeg), (u16, String)> {
         let peer = target.peer;
         let request_uri =
             rsip::Uri::try_from(target.uri).map_err(|e| (400, format!("bad target: {e}")))?;
@@ -170,6 +183,17 @@ impl Endpoint {
         headers.push(Header::CSeq("1 INVITE".into()));
         headers.push(self.contact_header(peer));
         headers.extend(super::extensions::request_capabilities());
+        if session_timer {
+            // Siphon refreshes (`refresher=uac`, RFC 4028 §7.1): a transfer's agent leg
+            // takes no in-dialog requests from its far end, and a served call's own
+            // refreshes need nothing from the peer but 200 to UPDATE.
+            let min_se = self.session_timers.min_se();
+            headers.push(Header::Other(
+                "Session-Expires".into(),
+                format!("{};refresher=uac", OFFERED_SESSION_INTERVAL.max(min_se)),
+            ));
+            headers.push(Header::Other("Min-SE".into(), min_se.to_string()));
+        }
         headers.push(Header::ContentType("application/sdp".into()));
         message::finish(&mut headers, offer.as_bytes());
         let invite = rsip::Request {
@@ -241,6 +265,22 @@ impl Endpoint {
                 self.bye_placed(&mut dialog, leg.peer, EndResult::Other);
                 Err(Unusable::NoMedia)
             }
+        }
+    }
+
+    /// The 2xx of a leg placed with a session timer (dialog `id`) sets it running (RFC
+    /// 4028 §7.2): Siphon refreshes by UPDATE when the answer makes it the refresher, and
+    /// the call ends (BYE) when a refresh does not come in time.
+    pub(super) fn start_leg_session_timer(&mut self, id: &DialogId, response: &rsip::Response) {
+        let se = session_expires(&response.headers);
+        if let Some((interval, refresher)) = session_timer::from_answer(se.as_deref()) {
+            info!(
+                interval,
+                refresher = refresher.as_str(),
+                "session timer on the placed leg"
+            );
+            self.session_timers
+                .start_uac(id.clone(), interval, refresher, now());
         }
     }
 
