@@ -71,10 +71,10 @@ fn attempt_failed(leg: &mut UacLeg, code: u16) -> Outcome {
 }
 
 impl Endpoint {
-    /// Places a leg to a resolved target: [`Endpoint::place_leg`] asking for a session
-    /// timer, then the INVITE to the
-    /// account's other bindings at once; the leg may fail over and answer a digest
-    /// challenge as `plan` says. The leg is kept under the first INVITE's key.
+    /// Places a leg to a resolved target: its first INVITE (asking for a session timer),
+    /// then the INVITE to the account's other bindings at once; the leg may fail over and
+    /// answer a digest challenge as `plan` says. The leg is kept under the first INVITE's
+    /// key.
     pub(super) async fn place_leg_with(
         &mut self,
         target: LegTarget<'_>,
