@@ -663,6 +663,10 @@ source "$here/transfer.sh"
 # REFER in no dialog; a Siphon of its own on SIP 6000, HTTP 8950, RTP 38000-38998.
 # shellcheck source=sip-tests/refer.sh
 source "$here/refer.sh"
+# Legs Siphon places itself (issue 17): every phone of an account rings, trunk failover,
+# digest and caller ID; a Siphon of its own on SIP 6200, HTTP 9150, RTP 42000-42998.
+# shellcheck source=sip-tests/new-legs.sh
+source "$here/new-legs.sh"
 
 if [ "$failures" -ne 0 ]; then
     echo "--- siphon log (tail) ---"; tail -n 40 "$work/siphon.log"

@@ -30,6 +30,9 @@ pub enum Command {
     /// A trunk attempt's failover timeout (`failover_timeout_s`): if that INVITE has had
     /// no response, the call moves on to the trunk's next address.
     TrunkAttemptTimeout(DialogId, siphon_sip::transaction::TransactionKey),
+    /// The same for an attempt of a leg Siphon placed itself (originate, transfer), by
+    /// the attempt's INVITE transaction.
+    LegAttemptTimeout(siphon_sip::transaction::TransactionKey),
     /// A bridged call's re-INVITE got 491 (glare): time to send it again on the caller's
     /// leg or the callee's (`callee`).
     GlareRetry { call: DialogId, callee: bool },
@@ -78,6 +81,8 @@ pub enum Command {
     Transfer {
         call_id: String,
         to: String,
+        /// Caller ID for the new leg (checked by the endpoint).
+        from: Option<String>,
         done: oneshot::Sender<Result<(), (u16, String)>>,
     },
     /// A fork's service asked (native `transfer` command) to transfer the call's caller.

@@ -49,6 +49,14 @@ fn default_port(transport: Transport) -> u16 {
     }
 }
 
+/// Whether a failed attempt's code sends the call to the next address: timeouts, and
+/// server failures (503 above all; a 5xx says that server could not, not that the call
+/// is unwanted). 4xx and 6xx are the far end's answer and end the call. Also the rule
+/// for the legs Siphon places itself (`endpoint::leg_attempts`): RFC 3263 §4.3.
+pub fn fails_over(code: u16) -> bool {
+    code == 408 || (500..=599).contains(&code)
+}
+
 /// The SRV name for a transport (RFC 3263 §4.2, RFC 5630 for `_sips._tcp`).
 fn srv_name(host: &str, transport: Transport) -> String {
     let service = match transport {
@@ -313,6 +321,16 @@ mod tests {
             got.iter().map(SocketAddr::port).collect::<Vec<_>>(),
             [1, 2, 3]
         );
+    }
+
+    #[test]
+    fn only_timeouts_and_server_failures_fail_over() {
+        for code in [408, 500, 502, 503, 504] {
+            assert!(fails_over(code), "{code}");
+        }
+        for code in [403, 404, 486, 487, 603] {
+            assert!(!fails_over(code), "{code}");
+        }
     }
 
     #[test]

@@ -47,6 +47,11 @@ pub struct TrunkConfig {
     /// which keep a NAT's mapping open between refreshes (0: none).
     #[serde(default)]
     pub keepalive_s: u64,
+    /// Caller IDs this trunk lets Siphon present (the provider's numbers of the customer):
+    /// the `from` an originate or transfer to this trunk may give, besides an account's
+    /// name or `caller_ids`.
+    #[serde(default)]
+    pub caller_ids: Vec<String>,
 }
 
 impl TrunkConfig {

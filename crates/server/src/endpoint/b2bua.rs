@@ -21,6 +21,7 @@ use siphon_sip::transaction::{TransactionKey, TransactionLayer};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::session_timers::OFFERED_SESSION_INTERVAL;
 use super::uac_leg::{callee_params, cancel_of};
 use super::{Endpoint, new_tag, now, parse_offer, without_tag};
 use crate::cdr::{CdrFork, CdrLeg, CdrRecord, Party};
@@ -46,10 +47,6 @@ mod timer_legs;
 mod update;
 mod update_relay;
 mod via_edge;
-
-/// The session interval Siphon's INVITEs to callees ask for (RFC 4028 §4 recommends 1800 s);
-/// never below `sip.session_min_se_s`.
-const OFFERED_SESSION_INTERVAL: u32 = 1800;
 
 /// Every bridged call, and the indexes that find one from a message.
 #[derive(Default)]

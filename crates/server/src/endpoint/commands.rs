@@ -32,6 +32,11 @@ impl Endpoint {
             }
             Command::BridgeNoAnswer(id) => self.bridge_no_answer(&id),
             Command::TrunkAttemptTimeout(id, key) => self.trunk_attempt_timeout(&id, &key),
+            Command::LegAttemptTimeout(key) => {
+                if !self.originate_attempt_deadline(&key) {
+                    self.transfer_attempt_deadline(&key);
+                }
+            }
             Command::ReliableRetransmit(id) => self.reliable_retransmit(&id),
             Command::GlareRetry { call, callee } => self.glare_retry(&call, callee),
             Command::RegisterTrunk(index) => self.register_trunk(index, None),

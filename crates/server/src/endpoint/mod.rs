@@ -14,6 +14,8 @@ mod extensions;
 mod in_dialog;
 mod info;
 mod keepalive;
+mod leg_attempts;
+mod leg_targets;
 mod node_load;
 mod originate;
 mod outbound_register;
@@ -134,6 +136,8 @@ pub struct Endpoint {
     served_refers: served_refer::ServedRefers,
     /// The ACKs of the legs Siphon placed as UAC (originate, transfers), for 2xx resent.
     uac_acks: uac_leg::AckCache,
+    /// The further INVITEs of those legs (other bindings, retries, failover).
+    leg_attempts: leg_attempts::LegAttempts,
 }
 
 impl Endpoint {
@@ -239,6 +243,7 @@ impl Endpoint {
             transfers: transfer_leg::Transfers::default(),
             served_refers: served_refer::ServedRefers::default(),
             uac_acks: uac_leg::AckCache::default(),
+            leg_attempts: leg_attempts::LegAttempts::default(),
         }
     }
 
@@ -371,8 +376,13 @@ impl Endpoint {
                     Command::Originate { request, done } => {
                         self.on_originate_command(*request, done).await
                     }
-                    Command::Transfer { call_id, to, done } => {
-                        self.on_transfer_command(call_id, to, done).await
+                    Command::Transfer {
+                        call_id,
+                        to,
+                        from,
+                        done,
+                    } => {
+                        self.on_transfer_command(call_id, to, from, done).await
                     }
                     Command::ServiceTransfer { call_id, to } => {
                         self.on_service_transfer(call_id, to).await
@@ -475,6 +485,7 @@ impl Endpoint {
             }
             Event::Response { key, response } => match key.method() {
                 Method::Invite if self.ack_again(&key, response.status_code.code()) => {}
+                Method::Invite if self.on_abandoned_attempt(&key, &response) => {}
                 Method::Invite if self.on_originate_response(&key, &response) => {}
                 Method::Invite if self.on_transfer_response(&key, &response) => {
                     self.served_refer_sync()
@@ -495,6 +506,7 @@ impl Endpoint {
             Event::Timeout { key } => {
                 debug!(%key, "client transaction timed out");
                 match key.method() {
+                    Method::Invite if self.on_abandoned_timeout(&key) => {}
                     Method::Invite if self.on_originate_timeout(&key) => {}
                     Method::Invite if self.on_transfer_timeout(&key) => self.served_refer_sync(),
                     Method::Invite if self.on_refer_leg_timeout(&key) => {}

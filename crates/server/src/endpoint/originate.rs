@@ -9,103 +9,25 @@
 //! relays the two parties and its forks hear both; the second leg failing hangs up the first.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use siphon_sip::Peer;
 use siphon_sip::transaction::TransactionKey;
-use siphon_sip::{Peer, Transport};
 use tokio::time::Instant;
-use tracing::{Instrument, info, warn};
+use tracing::{Instrument, info};
 
+use super::leg_attempts::Outcome;
+pub(super) use super::leg_targets::{Callee, parse_callee};
+use super::leg_targets::{Resolved, caller_id_allowed};
 use super::uac_leg::{Confirmed, LegTarget, UacLeg};
-use super::{Call, Endpoint, new_tag, now};
+use super::{Call, Endpoint, new_tag};
 use crate::cdr::{CdrLeg, CdrRecord, Party};
-use crate::config::{Action, CallAction, Config, Route};
+use crate::config::{Action, CallAction, Route};
 use crate::control::{CallSummary, Command, OriginateRequest};
 use crate::counters::{EndResult, LegStats, inc};
 use crate::events::EventKind;
 use crate::media::leg::{self as media, LegSetup};
-
-/// Whom an originate request calls.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Callee {
-    /// `user:1002`: a registered account's phone.
-    User(String),
-    /// `trunk:provider/+15551234567`.
-    Trunk { trunk: String, number: String },
-    /// `sip:bot@192.0.2.1:5070` (an IP address: no DNS for these).
-    Uri { uri: String, addr: SocketAddr },
-}
-
-/// Reads the `to` of an originate request.
-pub(super) fn parse_callee(to: &str) -> Result<Callee, String> {
-    if let Some(user) = to.strip_prefix("user:") {
-        let ok = !user.is_empty()
-            && user
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+-_.".contains(c));
-        return ok
-            .then(|| Callee::User(user.to_string()))
-            .ok_or_else(|| format!("bad account in {to:?}"));
-    }
-    if let Some(rest) = to.strip_prefix("trunk:") {
-        let (trunk, number) = rest
-            .split_once('/')
-            .ok_or("a trunk target is trunk:<name>/<number>")?;
-        let ok = !trunk.is_empty()
-            && !number.is_empty()
-            && number
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+*#".contains(c));
-        return ok
-            .then(|| Callee::Trunk {
-                trunk: trunk.to_string(),
-                number: number.to_string(),
-            })
-            .ok_or_else(|| format!("bad trunk target {to:?}"));
-    }
-    if let Some(rest) = to.strip_prefix("sip:") {
-        if rsip::Uri::try_from(to).is_err() || to.contains(['<', '>', ' ', '\r', '\n']) {
-            return Err(format!("bad SIP URI {to:?}"));
-        }
-        let host_port = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-        let host_port = host_port.split([';', '?']).next().unwrap_or_default();
-        let addr = host_port
-            .parse::<SocketAddr>()
-            .ok()
-            .or_else(|| {
-                host_port
-                    .parse::<IpAddr>()
-                    .ok()
-                    .map(|ip| SocketAddr::new(ip, 5060))
-            })
-            .or_else(|| {
-                let v6 = host_port.strip_prefix('[')?.strip_suffix(']')?;
-                v6.parse::<IpAddr>()
-                    .ok()
-                    .map(|ip| SocketAddr::new(ip, 5060))
-            })
-            .ok_or_else(|| format!("{to:?}: the host must be an IP address"))?;
-        return Ok(Callee::Uri {
-            uri: to.to_string(),
-            addr,
-        });
-    }
-    Err(format!(
-        "to must be user:<account>, trunk:<trunk>/<number> or sip:<uri>, not {to:?}"
-    ))
-}
-
-/// Whether Siphon may present `from` as the caller: an account's name, or a caller ID an
-/// account may present (`caller_ids`). Anything else would let the API spoof anyone.
-pub(super) fn caller_id_allowed(config: &Config, from: &str) -> bool {
-    from == "siphon"
-        || config
-            .accounts
-            .iter()
-            .any(|a| a.username.get_ref() == from || a.caller_ids.iter().any(|c| c == from))
-}
 
 /// The actions `on_answer` may have: `user` bridges the answered call to an account's
 /// phone (click-to-call). `trunk` would need a number, which an action has no field for yet.
@@ -138,10 +60,6 @@ struct Dialing {
     rang: bool,
     /// Why Siphon cancelled it (ring timeout, admin API), once it did.
     cancelled: Option<EndResult>,
-    /// A trunk's username and password, for its digest challenge (401/407)...
-    credentials: Option<(String, String)>,
-    /// ...answered once: a second challenge is a failure.
-    authenticated: bool,
     span: tracing::Span,
     started: Instant,
     started_at: SystemTime,
@@ -193,25 +111,33 @@ impl Endpoint {
             let callee = parse_callee(&second).map_err(bad)?;
             self.resolve_callee(&callee)?;
         }
+        let callee = parse_callee(&req.to).map_err(bad)?;
         let from = req.from.clone().unwrap_or_else(|| "siphon".into());
-        if !caller_id_allowed(&self.config, &from) {
+        if !caller_id_allowed(&self.config, &from, &callee) {
             return Err((
                 403,
                 format!("caller ID {from:?} is not one Siphon may present"),
             ));
         }
-        let callee = parse_callee(&req.to).map_err(bad)?;
-        let (uri, peer, from_host, credentials) = self.resolve_callee(&callee)?;
+        let Resolved {
+            uri,
+            peer,
+            from_host,
+            plan,
+        } = self.resolve_leg(&callee)?;
         let host = from_host.unwrap_or_else(|| self.addr_for(peer).ip().to_string());
         let identity = format!("<sip:{from}@{host}>");
         let call_id = format!("{}@siphon", new_tag());
         let (key, leg) = self
-            .place_leg(LegTarget {
-                uri: &uri,
-                peer,
-                identity: &identity,
-                call_id: call_id.clone(),
-            })
+            .place_leg_with(
+                LegTarget {
+                    uri: &uri,
+                    peer,
+                    identity: &identity,
+                    call_id: call_id.clone(),
+                },
+                plan,
+            )
             .await?;
         inc(&self.counters.calls_started);
         let span = tracing::info_span!("call", call_id = %call_id);
@@ -262,8 +188,6 @@ impl Endpoint {
                 callee: req.to,
                 rang: false,
                 cancelled: None,
-                credentials,
-                authenticated: false,
                 span,
                 started: Instant::now(),
                 started_at: SystemTime::now(),
@@ -273,38 +197,15 @@ impl Endpoint {
     }
 
     /// Where a call to `callee` goes: the request URI, the next hop, the From host (a
-    /// trunk's domain) and the trunk's credentials.
+    /// trunk's domain) and the trunk's credentials (the first binding or address only:
+    /// `resolve_leg` has them all).
     #[allow(clippy::type_complexity)]
     pub(super) fn resolve_callee(
         &self,
         callee: &Callee,
     ) -> Result<(String, Peer, Option<String>, Option<(String, String)>), (u16, String)> {
-        let mut credentials = None;
-        let (uri, peer, from_host) = match callee {
-            Callee::User(user) => {
-                if self.config.account(user).is_none() {
-                    return Err((404, format!("no account {user}")));
-                }
-                let binding = self.registrar.lookup(now(), user).into_iter().next();
-                let Some(b) = binding else {
-                    return Err((404, format!("account {user} has no registered phone")));
-                };
-                (b.contact, b.source, None)
-            }
-            Callee::Trunk { trunk, number } => {
-                let Some(t) = self.config.trunk(trunk) else {
-                    return Err((404, format!("no trunk {trunk}")));
-                };
-                let domain = t.domain();
-                credentials = t.credentials();
-                let Some(peer) = self.trunk_peers(t).into_iter().next() else {
-                    return Err((503, format!("trunk {trunk} has no address")));
-                };
-                (format!("sip:{number}@{domain}"), peer, Some(domain))
-            }
-            Callee::Uri { uri, addr } => (uri.clone(), Peer::new(*addr, Transport::Udp), None),
-        };
-        Ok((uri, peer, from_host, credentials))
+        let r = self.resolve_leg(callee)?;
+        Ok((r.uri, r.peer, r.from_host, r.plan.credentials))
     }
 
     /// The ring timeout (or the admin API's hang-up) of a call still ringing: CANCEL.
@@ -316,98 +217,98 @@ impl Endpoint {
             return;
         }
         d.cancelled = Some(why);
-        let _g = d.span.enter();
+        let span = d.span.clone();
+        let _g = span.enter();
         info!(reason = ?why, "CANCEL");
-        let cancel = super::uac_leg::cancel_of(&d.leg.invite);
-        if let Err(e) = self.layer.send_request(now(), cancel, d.leg.peer) {
-            warn!(error = %e, "could not send CANCEL");
-        }
+        let Some(mut d) = self.originating.dialing.remove(key) else {
+            return;
+        };
+        self.cancel_leg(&mut d.leg);
+        self.originating.dialing.insert(key.clone(), d);
     }
 
-    /// A response to an originated INVITE; `false` if `key` is not one.
+    /// A response to an originated INVITE (any of its attempts); `false` if `key` is not
+    /// one.
     pub(super) fn on_originate_response(
         &mut self,
         key: &TransactionKey,
         response: &rsip::Response,
     ) -> bool {
-        let code = response.status_code.code();
-        if !self.originating.dialing.contains_key(key) {
+        let leg_key = self.leg_attempts.leg_of(key);
+        let Some(mut d) = self.originating.dialing.remove(&leg_key) else {
             return false;
-        }
-        match code {
-            100 => {}
-            101..=199 => {
-                let first = self
-                    .originating
-                    .dialing
-                    .get_mut(key)
-                    .is_some_and(|d| !std::mem::replace(&mut d.rang, true));
-                if let Some(d) = self.originating.dialing.get(key)
-                    && first
-                {
-                    let call_id = d.call_id.clone();
-                    self.emit_call_event(&call_id, EventKind::CallRinging, None);
-                }
-            }
-            200..=299 => self.originate_answered(key, response),
-            401 | 407 if self.answer_originate_challenge(key, response) => {}
-            _ => {
-                let result = match self.originating.dialing.get(key) {
-                    Some(d) => d.cancelled.unwrap_or(EndResult::Other),
-                    None => EndResult::Other,
-                };
-                self.originate_failed(key, code, result);
-            }
-        }
+        };
+        let outcome = d
+            .span
+            .clone()
+            .in_scope(|| self.attempt_response(&leg_key, &mut d.leg, key, response));
+        self.originate_outcome(&leg_key, d, outcome, Some((key, response)));
         true
     }
 
-    /// A trunk challenged the INVITE: send it again with credentials (next CSeq, new
-    /// transaction; the layer ACKed the 401/407). `false` when there is nothing to answer
-    /// with, or the credentials were refused already.
-    fn answer_originate_challenge(
+    /// What an originated call does with its leg's `outcome` (`answer`: the attempt's key
+    /// and 2xx when it answered).
+    fn originate_outcome(
         &mut self,
-        key: &TransactionKey,
-        response: &rsip::Response,
-    ) -> bool {
-        let Some(d) = self.originating.dialing.get(key) else {
-            return false;
-        };
-        let (Some((user, password)), false) = (d.credentials.clone(), d.authenticated) else {
-            return false;
-        };
-        let via = self.via_value(d.leg.peer);
-        let Some(invite) =
-            super::auth::invite_with_credentials(&d.leg.invite, response, &via, &user, &password)
-        else {
-            return false;
-        };
-        let peer = d.leg.peer;
-        match self.layer.send_request(now(), invite.clone(), peer) {
-            Ok(new_key) => {
-                let Some(mut d) = self.originating.dialing.remove(key) else {
-                    return false;
-                };
-                d.span
-                    .in_scope(|| info!(%user, "answering the trunk's challenge"));
-                d.leg.invite = invite;
-                d.authenticated = true;
-                self.originating.dialing.insert(new_key, d);
-                true
+        leg_key: &TransactionKey,
+        mut d: Dialing,
+        outcome: Outcome,
+        answer: Option<(&TransactionKey, &rsip::Response)>,
+    ) {
+        match outcome {
+            Outcome::Pending => {
+                self.originating.dialing.insert(leg_key.clone(), d);
             }
-            Err(e) => {
-                warn!(error = %e, "could not resend the INVITE with credentials");
-                false
+            Outcome::Ringing => {
+                let first = !std::mem::replace(&mut d.rang, true);
+                let call_id = d.call_id.clone();
+                self.originating.dialing.insert(leg_key.clone(), d);
+                if first {
+                    self.emit_call_event(&call_id, EventKind::CallRinging, None);
+                }
+            }
+            Outcome::Answered => {
+                self.originating.dialing.insert(leg_key.clone(), d);
+                if let Some((key, response)) = answer {
+                    self.originate_answered(leg_key, key, response);
+                }
+            }
+            Outcome::Failed(code) => {
+                let result = d.cancelled.unwrap_or(if code == 408 {
+                    EndResult::NoAnswer
+                } else {
+                    EndResult::Other
+                });
+                self.originating.dialing.insert(leg_key.clone(), d);
+                self.originate_failed(leg_key, code, result);
             }
         }
     }
 
-    /// An originated INVITE got no final response (Timer B); `false` if not one.
+    /// An originated INVITE (one of its attempts) got no final response (Timer B);
+    /// `false` if not one.
     pub(super) fn on_originate_timeout(&mut self, key: &TransactionKey) -> bool {
-        if !self.originating.dialing.contains_key(key) {
+        let leg_key = self.leg_attempts.leg_of(key);
+        let Some(mut d) = self.originating.dialing.remove(&leg_key) else {
             return false;
-        }
-        self.originate_failed(key, 408, EndResult::NoAnswer);
+        };
+        let outcome = self.attempt_timeout(&leg_key, &mut d.leg, key);
+        self.originate_outcome(&leg_key, d, outcome, None);
+        true
+    }
+
+    /// An originated call's trunk attempt reached its failover deadline; `false` if `key`
+    /// is not one of an originated call's attempts.
+    pub(super) fn originate_attempt_deadline(&mut self, key: &TransactionKey) -> bool {
+        let leg_key = self.leg_attempts.leg_of(key);
+        let Some(mut d) = self.originating.dialing.remove(&leg_key) else {
+            return false;
+        };
+        let outcome = d
+            .span
+            .clone()
+            .in_scope(|| self.attempt_deadline(&leg_key, &mut d.leg, key));
+        self.originate_outcome(&leg_key, d, outcome, None);
         true
     }
 
@@ -448,8 +349,14 @@ impl Endpoint {
         self.emit_call_ended(&d.call_id, Some(&record));
     }
 
-    fn originate_answered(&mut self, key: &TransactionKey, response: &rsip::Response) {
-        let Some(d) = self.originating.dialing.remove(key) else {
+    /// The leg kept under `leg_key` answered: its attempt `key`'s 2xx.
+    fn originate_answered(
+        &mut self,
+        leg_key: &TransactionKey,
+        key: &TransactionKey,
+        response: &rsip::Response,
+    ) {
+        let Some(d) = self.originating.dialing.remove(leg_key) else {
             return;
         };
         let span = d.span.clone();
@@ -457,12 +364,13 @@ impl Endpoint {
         let Confirmed { dialog, params } = match self.confirm_leg(key, &d.leg, response) {
             Ok(confirmed) => confirmed,
             Err(unusable) => {
-                self.originating.dialing.insert(key.clone(), d);
-                self.originate_failed(key, unusable.code(), EndResult::Other);
+                self.originating.dialing.insert(leg_key.clone(), d);
+                self.originate_failed(leg_key, unusable.code(), EndResult::Other);
                 return;
             }
         };
         let id = dialog.id.clone();
+        self.start_leg_session_timer(&id, response);
         let codec = params.codec;
         let meta = siphon_fork::CallMeta {
             call_id: id.call_id.clone(),
@@ -547,42 +455,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn targets_are_read_or_refused() {
-        assert_eq!(parse_callee("user:1002"), Ok(Callee::User("1002".into())));
-        assert_eq!(
-            parse_callee("trunk:provider/+15551234567"),
-            Ok(Callee::Trunk {
-                trunk: "provider".into(),
-                number: "+15551234567".into()
-            })
-        );
-        assert_eq!(
-            parse_callee("sip:bot@127.0.0.1:5870"),
-            Ok(Callee::Uri {
-                uri: "sip:bot@127.0.0.1:5870".into(),
-                addr: "127.0.0.1:5870".parse().unwrap()
-            })
-        );
-        assert!(matches!(
-            parse_callee("sip:bot@[::1]"),
-            Ok(Callee::Uri { addr, .. }) if addr.port() == 5060
-        ));
-        for bad in [
-            "",
-            "user:",
-            "user:a b",
-            "trunk:provider",
-            "trunk:/123",
-            "trunk:p/12;x",
-            "sip:bot@example.com",
-            "tel:+1555",
-            "sip:a@1.2.3.4>\r\nX: y",
-        ] {
-            assert!(parse_callee(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
     fn on_answer_may_bridge_to_an_account_but_not_yet_to_a_trunk() {
         let action = |json: &str| serde_json::from_str::<CallAction>(json).unwrap();
         for ok in ["echo", "tone", "play", "fork"] {
@@ -603,14 +475,5 @@ mod tests {
         ] {
             assert!(on_answer_allowed(&action(refused)).is_err(), "{refused}");
         }
-    }
-
-    #[test]
-    fn only_caller_ids_an_account_may_present_are_allowed() {
-        let config = Config::embedded().unwrap();
-        let account = config.accounts[0].username.get_ref().clone();
-        assert!(caller_id_allowed(&config, &account));
-        assert!(caller_id_allowed(&config, "siphon"));
-        assert!(!caller_id_allowed(&config, "+19998887777"));
     }
 }

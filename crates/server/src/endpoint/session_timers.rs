@@ -29,6 +29,11 @@ pub(super) struct SessionTimers {
     refreshes: HashMap<TransactionKey, DialogId>,
 }
 
+/// The session interval Siphon's INVITEs to callees ask for (RFC 4028 §4 recommends 1800 s);
+/// never below `sip.session_min_se_s`. Bridged calls' callee legs and the legs Siphon
+/// places itself (originate, transfer).
+pub(super) const OFFERED_SESSION_INTERVAL: u32 = 1800;
+
 /// Whether a message's `Allow` lists UPDATE (RFC 3311 §5.1: only then may Siphon send one).
 pub(super) fn allows_update(headers: &rsip::Headers) -> bool {
     header_values(headers, "Allow")
@@ -237,7 +242,9 @@ impl Endpoint {
         if self.calls.contains_key(id) || self.bridges.contains(id) {
             return Some(id.clone());
         }
-        self.bridges.call_of_callee_dialog(id)
+        self.bridges
+            .call_of_callee_dialog(id)
+            .or_else(|| self.caller_of_agent(id))
     }
 
     /// Siphon's refresh of dialog `id`: an UPDATE without SDP with `Session-Expires`
@@ -252,7 +259,10 @@ impl Endpoint {
         }
         let peer = match self.calls.get(id) {
             Some(call) => Some(call.peer),
-            None => self.bridges.leg_peer(id),
+            None => self
+                .bridges
+                .leg_peer(id)
+                .or_else(|| self.agent_leg(id).map(|(peer, _)| peer)),
         };
         let Some(peer) = peer else {
             self.session_timers.forget(id);
@@ -262,7 +272,9 @@ impl Endpoint {
         let contact = self.contact_uri(peer);
         let dialog = match self.calls.get_mut(id) {
             Some(call) => Some(&mut call.dialog),
-            None => self.bridges.leg_dialog(id),
+            None if self.bridges.leg_peer(id).is_some() => self.bridges.leg_dialog(id),
+            // An API transfer's agent leg (`transfer_leg`).
+            None => self.agent_leg(id).map(|(_, dialog)| dialog),
         };
         let Some(dialog) = dialog else {
             self.session_timers.forget(id);

@@ -21,6 +21,8 @@ use siphon_sip::dialog::{Dialog, DialogId};
 use siphon_sip::transaction::TransactionKey;
 use tracing::{info, warn};
 
+use super::leg_attempts::Outcome;
+use super::leg_targets::{Resolved, caller_id_allowed, caller_id_is_well_formed};
 use super::originate::parse_callee;
 use super::uac_leg::{Confirmed, LegTarget, UacLeg};
 use super::{Endpoint, new_tag, now};
@@ -67,10 +69,12 @@ impl Transfers {
 impl Endpoint {
     /// `POST /api/calls/{id}/transfer` for an answered call: sends the new leg's INVITE.
     /// `Ok` once it is on its way (202); the outcome goes to the call table.
+    /// `from`: the caller ID the new leg shows (default: the caller's From).
     pub(super) async fn transfer(
         &mut self,
         call_id: &str,
         to: &str,
+        from: Option<&str>,
         by: &'static str,
         ring_timeout: Duration,
     ) -> Result<(), (u16, String)> {
@@ -78,6 +82,13 @@ impl Endpoint {
             return Err((404, format!("no call with Call-ID {call_id}")));
         };
         if self.bridges.contains(&id) {
+            if from.is_some() {
+                // The bridged call's new leg keeps the identity of the party that stays.
+                return Err((
+                    400,
+                    "from is not supported when transferring a bridged call".into(),
+                ));
+            }
             return self.transfer_bridged(id, to, by).await;
         }
         if !self.calls.contains_key(&id) {
@@ -90,30 +101,53 @@ impl Endpoint {
             return Err((409, "this call was transferred already".into()));
         }
         let callee = parse_callee(to).map_err(|e| (400, e))?;
-        let (uri, peer, _, _) = self.resolve_callee(&callee)?;
+        if let Some(from) = from {
+            if !caller_id_is_well_formed(from) {
+                return Err((400, format!("from {from:?} is not a caller ID")));
+            }
+            if !caller_id_allowed(&self.config, from, &callee) {
+                return Err((
+                    403,
+                    format!("caller ID {from:?} is not one Siphon may present to {to}"),
+                ));
+            }
+        }
+        let Resolved {
+            uri,
+            peer,
+            from_host,
+            plan,
+        } = self.resolve_leg(&callee)?;
         let Some(caller_from) = self.registry.get(call_id).map(|s| s.from.clone()) else {
             return Err((404, format!("no call with Call-ID {call_id}")));
         };
-        // The agent sees who is calling: the caller's From, with a tag of ours.
-        let identity = caller_from
-            .split(";tag=")
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_string();
+        let host = from_host.unwrap_or_else(|| self.addr_for(peer).ip().to_string());
+        let identity = match from {
+            Some(from) => format!("<sip:{from}@{host}>"),
+            // The agent sees who is calling: the caller's From, with a tag of ours.
+            None => caller_from
+                .split(";tag=")
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        };
         let identity = if identity.is_empty() || identity.contains(['\r', '\n']) {
-            format!("<sip:siphon@{}>", self.addr_for(peer).ip())
+            format!("<sip:siphon@{host}>")
         } else {
             identity
         };
         let leg_call_id = format!("{}@siphon", new_tag());
         let (key, leg) = self
-            .place_leg(LegTarget {
-                uri: &uri,
-                peer,
-                identity: &identity,
-                call_id: leg_call_id.clone(),
-            })
+            .place_leg_with(
+                LegTarget {
+                    uri: &uri,
+                    peer,
+                    identity: &identity,
+                    call_id: leg_call_id.clone(),
+                },
+                plan,
+            )
             .await?;
         if !self.calls.contains_key(&id) {
             // The caller hung up while the RTP port was allocated: the new leg is withdrawn
@@ -162,61 +196,90 @@ impl Endpoint {
         Ok(())
     }
 
-    /// A response to a transfer leg's INVITE; `false` if `key` is not one.
+    /// A response to a transfer leg's INVITE (any of its attempts); `false` if `key` is
+    /// not one.
     pub(super) fn on_transfer_response(
         &mut self,
         key: &TransactionKey,
         response: &rsip::Response,
     ) -> bool {
-        let code = response.status_code.code();
-        let Some(p) = self.transfers.placing.get(key) else {
+        let leg_key = self.leg_attempts.leg_of(key);
+        let Some(mut p) = self.transfers.placing.remove(&leg_key) else {
             return false;
         };
-        match code {
-            100 => {}
-            101..=199 => {
-                if let Some(mut s) = self.registry.get_mut(&p.caller.call_id)
+        let outcome = p
+            .span
+            .clone()
+            .in_scope(|| self.attempt_response(&leg_key, &mut p.leg, key, response));
+        let caller = p.caller.clone();
+        self.transfers.placing.insert(leg_key.clone(), p);
+        match outcome {
+            Outcome::Pending => {}
+            Outcome::Ringing => {
+                if let Some(mut s) = self.registry.get_mut(&caller.call_id)
                     && let Some(t) = s.transfer.as_mut()
                 {
                     t.state = TransferState::Ringing;
                 }
             }
-            200..=299 => self.transfer_answered(key, response),
-            _ => self.transfer_failed(key, code),
+            Outcome::Answered => self.transfer_answered(&leg_key, key, response),
+            Outcome::Failed(code) => self.transfer_failed(&leg_key, code),
         }
         true
     }
 
-    /// A transfer leg's INVITE got no final response (Timer B); `false` if not one.
+    /// A transfer leg's INVITE (one of its attempts) got no final response (Timer B);
+    /// `false` if not one.
     pub(super) fn on_transfer_timeout(&mut self, key: &TransactionKey) -> bool {
-        if !self.transfers.placing.contains_key(key) {
+        let leg_key = self.leg_attempts.leg_of(key);
+        let Some(mut p) = self.transfers.placing.remove(&leg_key) else {
             return false;
+        };
+        let outcome = self.attempt_timeout(&leg_key, &mut p.leg, key);
+        self.transfers.placing.insert(leg_key.clone(), p);
+        if let Outcome::Failed(code) = outcome {
+            self.transfer_failed(&leg_key, code);
         }
-        self.transfer_failed(key, 408);
         true
+    }
+
+    /// A transfer leg's trunk attempt reached its failover deadline.
+    pub(super) fn transfer_attempt_deadline(&mut self, key: &TransactionKey) {
+        let leg_key = self.leg_attempts.leg_of(key);
+        let Some(mut p) = self.transfers.placing.remove(&leg_key) else {
+            return;
+        };
+        let outcome = p
+            .span
+            .clone()
+            .in_scope(|| self.attempt_deadline(&leg_key, &mut p.leg, key));
+        self.transfers.placing.insert(leg_key.clone(), p);
+        if let Outcome::Failed(code) = outcome {
+            self.transfer_failed(&leg_key, code);
+        }
     }
 
     /// A transfer leg's ring timeout: CANCEL if it still rings (its 487 then fails the
     /// transfer, reported as 408). `false` if no transfer leg has this Call-ID.
     pub(super) fn transfer_ring_timeout(&mut self, leg_call_id: &str) -> bool {
-        let Some(p) = self
+        let Some(key) = self
             .transfers
             .placing
-            .values_mut()
-            .find(|p| p.call_id == leg_call_id)
+            .iter()
+            .find(|(_, p)| p.call_id == leg_call_id)
+            .map(|(k, _)| k.clone())
         else {
             return false;
         };
-        if std::mem::replace(&mut p.timed_out, true) {
-            return true;
+        let Some(mut p) = self.transfers.placing.remove(&key) else {
+            return false;
+        };
+        if !std::mem::replace(&mut p.timed_out, true) {
+            p.span
+                .in_scope(|| info!("transfer leg unanswered at its ring timeout: CANCEL"));
+            self.cancel_leg(&mut p.leg);
         }
-        p.span
-            .in_scope(|| info!("transfer leg unanswered at its ring timeout: CANCEL"));
-        let cancel = super::uac_leg::cancel_of(&p.leg.invite);
-        let peer = p.leg.peer;
-        if let Err(e) = self.layer.send_request(now(), cancel, peer) {
-            warn!(error = %e, "could not CANCEL the transfer leg");
-        }
+        self.transfers.placing.insert(key, p);
         true
     }
 
@@ -261,8 +324,14 @@ impl Endpoint {
         }
     }
 
-    fn transfer_answered(&mut self, key: &TransactionKey, response: &rsip::Response) {
-        let Some(p) = self.transfers.placing.remove(key) else {
+    /// The leg kept under `leg_key` answered: its attempt `key`'s 2xx.
+    fn transfer_answered(
+        &mut self,
+        leg_key: &TransactionKey,
+        key: &TransactionKey,
+        response: &rsip::Response,
+    ) {
+        let Some(p) = self.transfers.placing.remove(leg_key) else {
             return;
         };
         let _g = p.span.clone().entered();
@@ -286,8 +355,8 @@ impl Endpoint {
             }
             Err(unusable) => {
                 let code = unusable.code();
-                self.transfers.placing.insert(key.clone(), p);
-                self.transfer_failed(key, code);
+                self.transfers.placing.insert(leg_key.clone(), p);
+                self.transfer_failed(leg_key, code);
                 return;
             }
         };
@@ -306,6 +375,7 @@ impl Endpoint {
             call.media.transfer_event(&target, "answered", None);
         }
         self.emit_call_transferred(&p.caller.call_id, &target, by);
+        self.start_leg_session_timer(&dialog.id, response);
         self.transfers.agents.insert(
             dialog.id.clone(),
             Agent {
@@ -332,6 +402,7 @@ impl Endpoint {
             return true;
         }
         self.reply_to(key, request, 200, None, &[]);
+        self.session_timers.forget(&id);
         info!(call_id = %agent.caller.call_id, "transfer target hung up; ending the call");
         self.hang_up_as(&agent.caller, EndResult::Completed);
         true
@@ -341,15 +412,17 @@ impl Endpoint {
     /// final response then ends it), BYE once answered.
     pub(super) fn release_agent_of(&mut self, caller: &DialogId) {
         self.transfers.click_to_call.remove(caller);
-        for p in self
+        let ringing: Vec<TransactionKey> = self
             .transfers
             .placing
-            .values()
-            .filter(|p| &p.caller == caller)
-        {
-            let cancel = super::uac_leg::cancel_of(&p.leg.invite);
-            if let Err(e) = self.layer.send_request(now(), cancel, p.leg.peer) {
-                warn!(error = %e, "could not CANCEL the transfer leg");
+            .iter()
+            .filter(|(_, p)| &p.caller == caller)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in ringing {
+            if let Some(mut p) = self.transfers.placing.remove(&key) {
+                self.cancel_leg(&mut p.leg);
+                self.transfers.placing.insert(key, p);
             }
         }
         let Some(id) = self
@@ -364,6 +437,7 @@ impl Endpoint {
         let Some(mut agent) = self.transfers.agents.remove(&id) else {
             return;
         };
+        self.session_timers.forget(&id);
         let via = self.via_value(agent.peer);
         let contact = self.contact_uri(agent.peer);
         let mut bye = agent.dialog.request(Method::Bye, &via, &contact);
@@ -372,6 +446,20 @@ impl Endpoint {
         if let Err(e) = self.layer.send_request(now(), bye, agent.peer) {
             warn!(error = %e, "could not send BYE to the transfer leg");
         }
+    }
+
+    /// The served call whose caller was transferred to the agent dialog `id` (a session
+    /// timer expiring on that dialog ends the call).
+    pub(super) fn caller_of_agent(&self, id: &DialogId) -> Option<DialogId> {
+        self.transfers.agents.get(id).map(|a| a.caller.clone())
+    }
+
+    /// The agent dialog `id` and where its requests go (Siphon's session refresh).
+    pub(super) fn agent_leg(&mut self, id: &DialogId) -> Option<(Peer, &mut Dialog)> {
+        self.transfers
+            .agents
+            .get_mut(id)
+            .map(|a| (a.peer, &mut a.dialog))
     }
 
     /// Whether `id` is an answered transfer leg's dialog (exempt from the limits).
@@ -390,7 +478,7 @@ impl Endpoint {
             Some(ring) => ("originate", ring),
             None => ("service", self.default_ring_timeout()),
         };
-        if let Err((code, reason)) = self.transfer(&call_id, &to, by, ring).await {
+        if let Err((code, reason)) = self.transfer(&call_id, &to, None, by, ring).await {
             info!(%call_id, %to, code, %reason, by, "transfer refused");
             let Some(id) = id else { return };
             // A click-to-call's GET /api/calls/{id} and CDR say why it ended. (A service's
@@ -437,10 +525,13 @@ impl Endpoint {
         &mut self,
         call_id: String,
         to: String,
+        from: Option<String>,
         done: tokio::sync::oneshot::Sender<Result<(), (u16, String)>>,
     ) {
         let ring = self.default_ring_timeout();
-        let result = self.transfer(&call_id, &to, "api", ring).await;
+        let result = self
+            .transfer(&call_id, &to, from.as_deref(), "api", ring)
+            .await;
         let _ = done.send(result);
     }
 }

@@ -10,13 +10,15 @@ use std::time::Duration;
 
 use rsip::{Header, Headers, Method};
 use siphon_sip::Peer;
-use siphon_sip::dialog::{Dialog, DialogState, cseq_number};
+use siphon_sip::dialog::{Dialog, DialogId, DialogState, cseq_number};
 use siphon_sip::message;
 use siphon_sip::sdp::{Direction, LocalMedia, LocalSession, SessionDescription};
+use siphon_sip::session_timer;
 use siphon_sip::transaction::TransactionKey;
 use tokio::time::Instant;
-use tracing::warn;
+use tracing::{info, warn};
 
+use super::session_timers::{OFFERED_SESSION_INTERVAL, session_expires};
 use super::{Endpoint, new_tag, now};
 use crate::counters::EndResult;
 use crate::media::MediaParams;
@@ -29,6 +31,55 @@ pub(super) struct UacLeg {
     pub(super) session: LocalSession,
     pub(super) local: LocalMedia,
     pub(super) rtp: RtpPort,
+    /// The INVITEs still waiting for a final response (one per binding rung, the
+    /// current trunk address): `endpoint::leg_attempts`.
+    pub(super) attempts: Vec<Attempt>,
+    /// A trunk's addresses not tried yet, in order (failover).
+    pub(super) alternates: Vec<Peer>,
+    pub(super) failover_timeout: Duration,
+    /// A trunk's username and password, for its digest challenge.
+    pub(super) credentials: Option<(String, String)>,
+    /// Siphon cancelled the leg: no more retries.
+    pub(super) cancelled: bool,
+    /// The failure that stands so far, while other attempts still ring.
+    pub(super) failure: Option<u16>,
+}
+
+/// One INVITE of a leg.
+pub(super) struct Attempt {
+    pub(super) key: TransactionKey,
+    pub(super) invite: rsip::Request,
+    pub(super) peer: Peer,
+    /// Sent with credentials: a further challenge is a failure.
+    pub(super) authenticated: bool,
+    /// Any response came: the failover deadline no longer applies.
+    pub(super) responded: bool,
+}
+
+impl Attempt {
+    pub(super) fn new(key: TransactionKey, invite: rsip::Request, peer: Peer) -> Self {
+        Self {
+            key,
+            invite,
+            peer,
+            authenticated: false,
+            responded: false,
+        }
+    }
+}
+
+/// What a leg may try beyond its first INVITE.
+#[derive(Default)]
+pub(super) struct LegPlan {
+    /// The account's other bindings, rung at the same time: Request-URI, where to send.
+    pub(super) forks: Vec<(String, Peer)>,
+    /// The trunk's further addresses, for failover.
+    pub(super) alternates: Vec<Peer>,
+    /// How long an attempt may go without any response before the next address is
+    /// tried (the trunk's `failover_timeout_s`).
+    pub(super) failover_timeout: Duration,
+    /// The trunk's credentials.
+    pub(super) credentials: Option<(String, String)>,
 }
 
 /// Where a leg goes and as whom.
@@ -74,7 +125,13 @@ pub(super) struct AckCache {
 }
 
 impl AckCache {
-    fn insert(&mut self, key: TransactionKey, ack: rsip::Request, peer: Peer, keep: Duration) {
+    pub(super) fn insert(
+        &mut self,
+        key: TransactionKey,
+        ack: rsip::Request,
+        peer: Peer,
+        keep: Duration,
+    ) {
         // Entries older than a 2xx can be retransmitted are dropped on the way.
         self.acks.retain(|_, (_, _, at)| at.elapsed() < keep);
         self.acks.insert(key, (ack, peer, Instant::now()));
@@ -82,10 +139,22 @@ impl AckCache {
 }
 
 impl Endpoint {
-    /// Allocates the leg's RTP port and sends the INVITE with Siphon's offer.
+    /// Allocates the leg's RTP port and sends the INVITE with Siphon's offer (one
+    /// attempt; `leg_attempts::place_leg_with` adds the rest of a target's plan).
     pub(super) async fn place_leg(
         &mut self,
         target: LegTarget<'_>,
+    ) -> Result<(TransactionKey, UacLeg), (u16, String)> {
+        self.place_first_attempt(target, false).await
+    }
+
+    /// [`Self::place_leg`]; `session_timer`: the INVITE asks for a session timer (RFC 4028
+    /// §7.1, as a bridged call's callee leg does), which the 2xx may then start
+    /// ([`Self::start_leg_session_timer`]).
+    pub(super) async fn place_first_attempt(
+        &mut self,
+        target: LegTarget<'_>,
+        session_timer: bool,
     ) -> Result<(TransactionKey, UacLeg), (u16, String)> {
         let peer = target.peer;
         let request_uri =
@@ -114,6 +183,17 @@ impl Endpoint {
         headers.push(Header::CSeq("1 INVITE".into()));
         headers.push(self.contact_header(peer));
         headers.extend(super::extensions::request_capabilities());
+        if session_timer {
+            // Siphon refreshes (`refresher=uac`, RFC 4028 §7.1): a transfer's agent leg
+            // takes no in-dialog requests from its far end, and a served call's own
+            // refreshes need nothing from the peer but 200 to UPDATE.
+            let min_se = self.session_timers.min_se();
+            headers.push(Header::Other(
+                "Session-Expires".into(),
+                format!("{};refresher=uac", OFFERED_SESSION_INTERVAL.max(min_se)),
+            ));
+            headers.push(Header::Other("Min-SE".into(), min_se.to_string()));
+        }
         headers.push(Header::ContentType("application/sdp".into()));
         message::finish(&mut headers, offer.as_bytes());
         let invite = rsip::Request {
@@ -127,16 +207,20 @@ impl Endpoint {
             .layer
             .send_request(now(), invite.clone(), peer)
             .map_err(|e| (500, format!("could not send the INVITE: {e}")))?;
-        Ok((
-            key,
-            UacLeg {
-                invite,
-                peer,
-                session,
-                local,
-                rtp,
-            },
-        ))
+        let leg = UacLeg {
+            attempts: vec![Attempt::new(key.clone(), invite.clone(), peer)],
+            invite,
+            peer,
+            session,
+            local,
+            rtp,
+            alternates: Vec::new(),
+            failover_timeout: Duration::ZERO,
+            credentials: None,
+            cancelled: false,
+            failure: None,
+        };
+        Ok((key, leg))
     }
 
     /// A response on an answered leg's INVITE: a retransmitted 2xx gets its ACK again.
@@ -181,6 +265,22 @@ impl Endpoint {
                 self.bye_placed(&mut dialog, leg.peer, EndResult::Other);
                 Err(Unusable::NoMedia)
             }
+        }
+    }
+
+    /// The 2xx of a leg placed with a session timer (dialog `id`) sets it running (RFC
+    /// 4028 §7.2): Siphon refreshes by UPDATE when the answer makes it the refresher, and
+    /// the call ends (BYE) when a refresh does not come in time.
+    pub(super) fn start_leg_session_timer(&mut self, id: &DialogId, response: &rsip::Response) {
+        let se = session_expires(&response.headers);
+        if let Some((interval, refresher)) = session_timer::from_answer(se.as_deref()) {
+            info!(
+                interval,
+                refresher = refresher.as_str(),
+                "session timer on the placed leg"
+            );
+            self.session_timers
+                .start_uac(id.clone(), interval, refresher, now());
         }
     }
 

@@ -27,7 +27,8 @@ use crate::transfer::parse_target;
 #[serde(deny_unknown_fields)]
 struct TransferBody {
     to: String,
-    /// Caller ID for the new leg: not supported yet (400 when given).
+    /// Caller ID for the new leg: an account's name or `caller_ids`, or (to a trunk) one
+    /// of the trunk's `caller_ids`; 400 when malformed, 403 when not allowed.
     from: Option<String>,
 }
 
@@ -54,12 +55,6 @@ async fn transfer_call(
     })?;
     let target = parse_target(&body.to)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-    if body.from.is_some() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "from is not supported yet: the new leg presents the caller's identity",
-        ));
-    }
     let answered = match ctx.calls.get(&id) {
         Some(call) => call.answered,
         None => {
@@ -80,6 +75,7 @@ async fn transfer_call(
     let cmd = Command::Transfer {
         call_id: id.clone(),
         to: body.to.trim().to_string(),
+        from: body.from.map(|f| f.trim().to_string()),
         done,
     };
     match command(&ctx, cmd, answer).await? {

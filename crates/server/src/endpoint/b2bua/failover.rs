@@ -29,18 +29,11 @@ pub(super) struct Failover {
     pub(super) offer: String,
 }
 
-/// Whether a failed attempt's code sends the call to the next address: timeouts, and
-/// server failures (503 above all; a 5xx says that server could not, not that the call
-/// is unwanted). 4xx and 6xx are the far end's answer and end the call.
-fn fails_over(code: u16) -> bool {
-    code == 408 || (500..=599).contains(&code)
-}
-
 impl Endpoint {
     /// The trunk attempt of call `id` failed with `code` and no other attempt is live:
     /// sends the INVITE to the next address, if there is one. `true` when one went out.
     pub(super) fn fail_over(&mut self, id: &DialogId, code: u16) -> bool {
-        if !fails_over(code) {
+        if !crate::trunk_dns::fails_over(code) {
             return false;
         }
         loop {
@@ -119,21 +112,6 @@ impl Endpoint {
         if !self.fail_over(id, 408) {
             // Nothing could be sent: the call ends as if the last attempt timed out.
             self.branch_failed_settled(id);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_timeouts_and_server_failures_fail_over() {
-        for code in [408, 500, 502, 503, 504] {
-            assert!(fails_over(code), "{code}");
-        }
-        for code in [403, 404, 486, 487, 603] {
-            assert!(!fails_over(code), "{code}");
         }
     }
 }
