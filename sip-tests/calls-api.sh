@@ -161,7 +161,7 @@ ca_post() { # ca_post JSON: the status, and the body in $ca_work/post.json
 ca_sipp() { # ca_sipp NAME ARGS...: one SIPp run in its own directory (pcap there too)
     local name="$1"; shift
     mkdir -p "$ca_work/$name"
-    cp "$ca_work/pcma_20ms.pcap" "$ca_work/$name/"
+    cp "${ca_pcap:-$ca_work/pcma_20ms.pcap}" "$ca_work/$name/pcma_20ms.pcap"
     ( cd "$ca_work/$name" && timeout 120 "${rt[@]}" sipp "$@" -i 127.0.0.1 -timeout 60s \
         -timeout_error -trace_err -nostdin >"$ca_work/$name/stdout" 2>&1 )
 }
@@ -358,7 +358,10 @@ ca_before="$(ls "$ca_work/wav")"
 capture_start "$ca_work/click-trunk.pcapng" 16806 "udp port 16806 or udp port 16811"
 ca_sipp click-trunk-first -sf "$ca_sc/b2b_callee_answer.xml" -m 1 -p 5852 -mp 16806 "$ca_target" &
 ca_first=$!
-ca_sipp click-trunk-second -sf "$ca_sc/b2b_callee_bye.xml" -m 1 -p 5860 -mp 16811 -trace_msg "$ca_target" &
+# The trunk party speaks backwards: channel 1 cannot pass by holding the first party.
+python3 "$here/pcap_20ms.py" /usr/share/sip-tester/g711a.pcap "$ca_work/pcma_20ms_reversed.pcap" --reverse
+ca_pcap="$ca_work/pcma_20ms_reversed.pcap" \
+    ca_sipp click-trunk-second -sf "$ca_sc/b2b_callee_bye.xml" -m 1 -p 5860 -mp 16811 -trace_msg "$ca_target" &
 ca_second=$!
 wait_until 30 udp_bound 5852
 wait_until 30 udp_bound 5860

@@ -97,7 +97,7 @@ xfer_status xfer-api-bad-body 400 POST /api/calls/no-such-call/transfer 'nonsens
 xfer_phone() { # xfer_phone NAME SIPP_ARGS...: SIPp in its own directory with the pcap
     local name="$1"; shift
     mkdir -p "$xfer_work/$name"
-    cp "$xfer_work/pcma_20ms.pcap" "$xfer_work/$name/"
+    cp "${xfer_pcap:-$xfer_work/pcma_20ms.pcap}" "$xfer_work/$name/pcma_20ms.pcap"
     ( cd "$xfer_work/$name" && timeout 120 "${rt[@]}" sipp "$@" -i 127.0.0.1 -timeout 60s \
         -timeout_error -trace_err -nostdin "$xfer_target" >"$xfer_work/$name/stdout" 2>&1 )
 }
@@ -170,10 +170,10 @@ fi
 # --- The service hands off by itself, then the agent hands on (issue 17): the reference
 # service (siphon-analytics, a process of its own on 9250) serves number 710 and, after 50
 # frames of the caller, sends the native {"event":"transfer","to":"user:1003"}. The caller
-# (5910, media 16910) speaks and waits for BYE; 1003 (5903, media 16911) answers and speaks.
+# (5910, media 16910) speaks and waits for BYE; 1003 (5903, media 16914) answers and speaks.
 # GET /api/calls shows the transfer completed `by` "service", the service logs Siphon's
 # transfer events (trying, answered). Once 1003's speech is over, the API transfers the
-# call again, to sip:agent2@127.0.0.1:5912 (media 16912): 1003 gets BYE when agent 2
+# call again, to sip:agent2@127.0.0.1:5912 (media 16918; SIPp also binds media+2): 1003 gets BYE when agent 2
 # answers; agent 2 speaks and hangs up, which ends the call. The fork's WAV holds the
 # caller whole on channel 0 and each agent's speech on channel 1.
 xfer_svc_analytics="${XFER_ANALYTICS:-$(dirname "$siphon")/siphon-analytics}"
@@ -181,15 +181,18 @@ mkdir -p "$xfer_work/svcwav"
 "$xfer_svc_analytics" --listen 127.0.0.1:9250 --out-dir "$xfer_work/svcwav" \
     --transfer-to user:1003 --transfer-after-frames 50 >"$xfer_work/service.log" 2>&1 &
 xfer_svc_pid=$!
-xfer_svc_listening() { curl -s -o /dev/null "http://127.0.0.1:9250/" 2>/dev/null; }
+xfer_svc_listening() { (exec 3<>/dev/tcp/127.0.0.1/9250) 2>/dev/null; }
 if ! wait_until 30 xfer_svc_listening; then
     xfer_fail "xfer-service-start ($xfer_svc_analytics: $(tail -n 3 "$xfer_work/service.log"))"
 fi
 rtp_capture_range=16900-16999
 capture_start "$xfer_work/service.pcapng" 16910
-xfer_phone xfer-svc-agent1 -sf "$xfer_sc/b2b_callee_answer.xml" -m 1 -p 5903 -mp 16911 &
+xfer_phone xfer-svc-agent1 -sf "$xfer_sc/b2b_callee_answer.xml" -m 1 -p 5903 -mp 16914 &
 xfer_agent1=$!
-xfer_phone xfer-svc-agent2 -sf "$xfer_sc/b2b_callee_bye.xml" -m 1 -p 5912 -mp 16912 &
+# Agent 2 speaks backwards: its frames must not be mistaken for 1003's in channel 1.
+python3 "$xfer_here/pcap_20ms.py" /usr/share/sip-tester/g711a.pcap "$xfer_work/pcma_20ms_reversed.pcap" --reverse
+xfer_pcap="$xfer_work/pcma_20ms_reversed.pcap" \
+    xfer_phone xfer-svc-agent2 -sf "$xfer_sc/b2b_callee_bye.xml" -m 1 -p 5912 -mp 16918 &
 xfer_agent2=$!
 wait_until 30 udp_bound 5903
 wait_until 30 udp_bound 5912
@@ -224,15 +227,15 @@ xfer_svc_wav_written() {
 }
 if wait_until 60 xfer_svc_wav_written; then
     capture_stop
-    for xfer_n in 1 2; do
+    for xfer_n in 1:16914 2:16918; do
         if python3 "$xfer_here/transfer_wav_check.py" --capture "$xfer_work/service.pcapng" \
-            --caller-mport 16910 --agent-mport "1691$xfer_n" --wav "$xfer_work/svcwav/$xfer_svc_wav" \
-            >"$xfer_work/service$xfer_n.wavcheck" 2>&1; then
-            echo "PASS xfer-service-fork-hears-caller-and-agent$xfer_n"
+            --caller-mport 16910 --agent-mport "${xfer_n#*:}" --wav "$xfer_work/svcwav/$xfer_svc_wav" \
+            >"$xfer_work/service${xfer_n%:*}.wavcheck" 2>&1; then
+            echo "PASS xfer-service-fork-hears-caller-and-agent${xfer_n%:*}"
         else
-            xfer_fail "xfer-service-fork-hears-caller-and-agent$xfer_n"
+            xfer_fail "xfer-service-fork-hears-caller-and-agent${xfer_n%:*}"
         fi
-        sed 's/^/    /' "$xfer_work/service$xfer_n.wavcheck"
+        sed 's/^/    /' "$xfer_work/service${xfer_n%:*}.wavcheck"
     done
 else
     capture_stop
