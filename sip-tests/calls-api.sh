@@ -379,7 +379,8 @@ grep -q '^INVITE sip:+15551234567@carrier.example SIP/2.0' "$ca_work/click-trunk
 wait_until 60 ca_wav_written
 capture_stop
 if [ -n "$ca_wav" ] && python3 "$here/transfer_wav_check.py" --capture "$ca_work/click-trunk.pcapng" \
-    --caller-mport 16806 --agent-mport 16811 --wav "$ca_work/wav/$ca_wav" >"$ca_work/click-trunk.wavcheck" 2>&1; then
+    --caller-mport 16806 --agent-mport 16811 --second-party --wav "$ca_work/wav/$ca_wav" \
+    >"$ca_work/click-trunk.wavcheck" 2>&1; then
     ca_pass click-to-call-fork-hears-both-parties
 else
     ca_fail click-to-call-fork-hears-both-parties

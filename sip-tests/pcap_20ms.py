@@ -8,7 +8,8 @@ and for the paced media engine. Same audio bytes, re-cut; stdlib only so the tes
 nothing beyond python3.
 
 --reverse plays the speech backwards (every sample, so no 20 ms frame of it is one of the
-original's): a second party whose audio a check must tell apart from the first's.
+original's), after half a second of silence: a second party whose audio a check must tell
+apart from the first's.
 """
 import struct
 import sys
@@ -57,7 +58,9 @@ def main(src, dst, reverse=False):
         cc = r[0] & 0x0F
         audio += r[12 + 4 * cc :]
     if reverse:
-        audio.reverse()
+        # After half a second of A-law silence, as the original starts quiet: a check anchors on
+        # the first loud frame, which must not be the first packet of a stream.
+        audio = bytearray(b"\xd5" * 4000) + audio[::-1]
 
     out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
     t0_us = round(packets[0][0] * 1e6)

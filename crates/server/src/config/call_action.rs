@@ -204,6 +204,10 @@ mod tests {
             br#"{"action":"reject","code":200}"#,
             br#"{"action":"trunk","trunk":"nowhere"}"#,
             br#"{"action":"user","user":"nobody-here"}"#,
+            br#"{"action":"uri"}"#,
+            br#"{"action":"uri","uri":"sip:agent@example.com"}"#,
+            br#"{"action":"uri","uri":"sip:a@127.0.0.1>\r\nX: y"}"#,
+            br#"{"action":"echo","dial":"12\r\n"}"#,
             br#"{"action":"echo","callback_url":"file:///x"}"#,
             br#"{"action":"fork","forks":[{"url":"ftp://x"}]}"#,
             br#"[1,2,3]"#,
@@ -216,5 +220,8 @@ mod tests {
         }
         assert!(CallAction::from_json(br#"{"action":"reject","code":486}"#, &c).is_ok());
         assert!(CallAction::from_json(br#"{"action":"echo"}"#, &c).is_ok());
+        let uri = br#"{"action":"uri","uri":"sip:agent@127.0.0.1:5070"}"#;
+        let route = CallAction::from_json(uri, &c).unwrap().to_route("800");
+        assert_eq!(route.uri.as_deref(), Some("sip:agent@127.0.0.1:5070"));
     }
 }
