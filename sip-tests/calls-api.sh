@@ -108,6 +108,17 @@ action = "echo"
 auth = "none"
 ring_ms = 100
 
+# The application answers with a SIP URI, and with a fixed number through the trunk.
+[[dialplan]]
+number = "807"
+action = "webhook"
+url = "http://127.0.0.1:8852/route/uri"
+
+[[dialplan]]
+number = "808"
+action = "webhook"
+url = "http://127.0.0.1:8852/route/trunk-dial"
+
 [analytics]
 listen = "127.0.0.1:8851"
 out_dir = "$ca_work/wav"
@@ -265,6 +276,24 @@ ca_sipp webhook-user -sf "$ca_sc/b2b_caller_bye.xml" -s 803 -au 1001 -ap secret1
     -p 5872 -mp 16840 "$ca_target"
 ca_sipp_result webhook-user-caller $?
 wait "$ca_callee"; ca_sipp_result webhook-user-callee $?
+
+# --- The application answers uri (bridged to SIPp at sip:agent@127.0.0.1:5862) and trunk
+# with dial (the SIPp trunk on 5860 must be asked for +15557654321, not 808).
+ca_sipp webhook-uri-callee -sf "$ca_sc/b2b_callee_answer.xml" -m 1 -p 5862 -mp 16888 "$ca_target" &
+ca_callee=$!
+wait_until 30 udp_bound 5862
+ca_sipp webhook-uri -sf "$ca_sc/b2b_caller_bye.xml" -s 807 -au 1001 -ap secret1001 -m 1 -p 5876 -mp 16880 "$ca_target"
+ca_sipp_result webhook-uri-caller $?
+wait "$ca_callee"; ca_sipp_result webhook-uri-callee-bridged $?
+ca_sipp webhook-dial-trunk -sf "$ca_sc/b2b_callee_answer.xml" -m 1 -p 5860 -mp 16892 -trace_msg "$ca_target" &
+ca_callee=$!
+wait_until 30 udp_bound 5860
+ca_sipp webhook-dial -sf "$ca_sc/b2b_caller_bye.xml" -s 808 -au 1001 -ap secret1001 -m 1 -p 5877 -mp 16884 "$ca_target"
+ca_sipp_result webhook-dial-caller $?
+wait "$ca_callee"; ca_sipp_result webhook-dial-trunk-bridged $?
+grep -q '^INVITE sip:+15557654321@carrier.example SIP/2.0' "$ca_work/webhook-dial-trunk/"*_messages.log 2>/dev/null \
+    && ca_pass webhook-trunk-dials-the-number \
+    || ca_fail "webhook-trunk-dials-the-number ($(grep -m1 '^INVITE' "$ca_work/webhook-dial-trunk/"*_messages.log 2>/dev/null))"
 
 # --- The application is down (nothing listens on 8859), or answers nonsense: route 801
 # (echo) takes the call, counted as a fallback.
