@@ -1203,6 +1203,49 @@ mod tests {
         svc.shutdown().await;
     }
 
+    /// The voicebot handing off: after `transfer_after` frames of the caller, one native
+    /// `transfer` command, and no second one however long the caller goes on.
+    #[tokio::test]
+    async fn a_native_stream_asks_for_the_transfer_once_after_n_frames() {
+        let opts = Options {
+            log_levels: false,
+            transfer_after: Some((3, "user:1003".into())),
+            ..Options::default()
+        };
+        let svc = bind("127.0.0.1:0", opts).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::connect_async(svc.url(Mode::Native).as_str())
+            .await
+            .unwrap();
+        let start = json!({"event": "start", "streamId": "bot",
+               "mediaFormat": {"encoding": "L16", "sampleRate": 8000, "channels": 1}});
+        ws.send(Message::Text(start.to_string().into()))
+            .await
+            .unwrap();
+        for _ in 0..10 {
+            ws.send(Message::Binary(Bytes::from(vec![0u8; 320])))
+                .await
+                .unwrap();
+        }
+        let first = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let Message::Text(text) = first else {
+            panic!("not a text frame: {first:?}");
+        };
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v, json!({"event": "transfer", "to": "user:1003"}));
+        // Nothing more comes (no second command): the close handshake is next.
+        ws.close(None).await.unwrap();
+        while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+            assert!(matches!(m, Message::Close(_)), "unexpected {m:?}");
+        }
+        let rec = svc.stream("bot").unwrap();
+        assert_eq!(rec.audio.len(), 10);
+        svc.shutdown().await;
+    }
+
     #[test]
     fn first_channel_of_stereo() {
         let f = Format {
