@@ -1,7 +1,8 @@
 //! The one shape of "what to do with a call", shared by a TOML dialplan route, a webhook's
 //! JSON answer and the originate request's `on_answer`: `action` and the fields that action
-//! reads (`user`, `trunk`, `dial`, `strip`, `prepend`, `uri`, `code`, `ring_ms`, `ring_timeout_s`, `forks`
-//! with their `custom_parameters`, `callback_url`), named as in `[[dialplan]]`.
+//! reads (`user`, `trunk`, `dial`, `strip`, `prepend`, `uri`, `code`, `ring_ms`,
+//! `ring_timeout_s`, `forks` with their `custom_parameters`, `callback_url`), named as in
+//! `[[dialplan]]`.
 //!
 //! What comes over the network is checked here, before anything acts on it: an
 //! application may not name files on Siphon's disk (`file`) nor answer with another

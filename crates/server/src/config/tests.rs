@@ -19,7 +19,8 @@ fn embedded_default_is_valid() {
 fn a_trunk_route_may_dial_a_fixed_number_and_a_uri_route_needs_an_ip_uri() {
     let text = "[sip]\nlisten = \"127.0.0.1:5060\"\n\
         [[trunks]]\nname = \"up\"\naddress = \"192.0.2.1:5060\"\n\
-        [[dialplan]]\nnumber = \"800\"\naction = \"trunk\"\ntrunk = \"up\"\ndial = \"5551234567\"\nprepend = \"+1\"\n\
+        [[dialplan]]\nnumber = \"800\"\naction = \"trunk\"\ntrunk = \"up\"\n\
+        dial = \"5551234567\"\nprepend = \"+1\"\n\
         [[dialplan]]\nnumber = \"801\"\naction = \"uri\"\nuri = \"sip:pbx@192.0.2.9:5070\"\n";
     let c = Config::parse(text).unwrap();
     // `dial` replaces the dialled number; `prepend` still applies.

@@ -4,9 +4,10 @@
 //! fork: the `on_answer` action, served by the same media task), so BYE, the admin API's
 //! hang-up and forks work on it unchanged. Unanswered after its ring timeout: CANCEL.
 //!
-//! `on_answer` `user` is click-to-call: once the first party answers, Siphon places the
-//! second leg as a transfer of that call (`transfer_leg`), so the media task that serves it
-//! relays the two parties and its forks hear both; the second leg failing hangs up the first.
+//! `on_answer` `user`, `trunk` (with `dial`) or `uri` is click-to-call: once the first party
+//! answers, Siphon places the second leg as a transfer of that call (`transfer_leg`), so the
+//! media task that serves it relays the two parties and its forks hear both; the second leg
+//! failing hangs up the first.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -11,10 +11,11 @@
 //! agent until the new leg answers, then the media task swaps the agent leg and the
 //! previous agent gets BYE.
 //!
-//! Click-to-call (`POST /api/calls` with `on_answer` `user`, `trunk` or `uri`) is the same machinery: once the
-//! first party answers, the originated call is served by its media task and its second leg
-//! is placed here as a transfer `by` "originate"; that leg failing hangs the first party up
-//! (BYE), since there is no bot to go back to.
+//! Click-to-call (`POST /api/calls` with `on_answer` `user`, `trunk` or `uri`) is the same
+//! machinery: once the first party answers, the originated call is served by its media task
+//! and its second leg is placed here as a transfer `by` "originate"; that leg failing hangs
+//! the first party up (BYE), since there is no bot to go back to. Once it answered, the
+//! call is like any transferred one.
 
 use std::collections::HashMap;
 use std::time::Duration;
