@@ -175,7 +175,8 @@ fi
 # transfer events (trying, answered). Once 1003's speech is over, the API transfers the
 # call again, to sip:agent2@127.0.0.1:5912 (media 16918; SIPp also binds media+2): 1003 gets BYE when agent 2
 # answers; agent 2 speaks and hangs up, which ends the call. The fork's WAV holds the
-# caller whole on channel 0 and each agent's speech on channel 1.
+# caller whole on channel 0 and each agent's speech on channel 1, and the caller receives
+# each agent's RTP (refer_rtp_check.py).
 xfer_svc_analytics="${XFER_ANALYTICS:-$(dirname "$siphon")/siphon-analytics}"
 mkdir -p "$xfer_work/svcwav"
 "$xfer_svc_analytics" --listen 127.0.0.1:9250 --out-dir "$xfer_work/svcwav" \
@@ -236,6 +237,15 @@ if wait_until 60 xfer_svc_wav_written; then
             xfer_fail "xfer-service-fork-hears-caller-and-agent${xfer_n%:*}"
         fi
         sed 's/^/    /' "$xfer_work/service${xfer_n%:*}.wavcheck"
+        # The caller hears that agent: its frames, byte for byte and in order, among what
+        # Siphon sent the caller.
+        if python3 "$xfer_here/refer_rtp_check.py" "$xfer_work/service.pcapng" "${xfer_n#*:}" 16910 \
+            >"$xfer_work/service${xfer_n%:*}.rtpcheck" 2>&1; then
+            echo "PASS xfer-service-caller-hears-agent${xfer_n%:*}"
+        else
+            xfer_fail "xfer-service-caller-hears-agent${xfer_n%:*}"
+        fi
+        sed 's/^/    /' "$xfer_work/service${xfer_n%:*}.rtpcheck"
     done
 else
     capture_stop
