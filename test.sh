@@ -63,7 +63,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
 # The interop suite runs the optimised binary, as users do (the flood check measures
 # whether established calls keep their audio under load).
-cargo build --release -p siphon
+cargo build --release -p siphon -p siphon-analytics   # sip-tests/transfer.sh runs the reference service as a bot
 sip-tests/run.sh "$PWD/target/release/siphon"
 # Every fuzz target, built as for fuzzing (libFuzzer, AddressSanitizer), runs once over its
 # committed inputs: seeds, promoted finds and every saved crash (fuzz/regressions). No random

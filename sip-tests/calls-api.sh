@@ -108,6 +108,17 @@ action = "echo"
 auth = "none"
 ring_ms = 100
 
+# The application answers with a SIP URI, and with a fixed number through the trunk.
+[[dialplan]]
+number = "807"
+action = "webhook"
+url = "http://127.0.0.1:8852/route/uri"
+
+[[dialplan]]
+number = "808"
+action = "webhook"
+url = "http://127.0.0.1:8852/route/trunk-dial"
+
 [analytics]
 listen = "127.0.0.1:8851"
 out_dir = "$ca_work/wav"
@@ -161,7 +172,7 @@ ca_post() { # ca_post JSON: the status, and the body in $ca_work/post.json
 ca_sipp() { # ca_sipp NAME ARGS...: one SIPp run in its own directory (pcap there too)
     local name="$1"; shift
     mkdir -p "$ca_work/$name"
-    cp "$ca_work/pcma_20ms.pcap" "$ca_work/$name/"
+    cp "${ca_pcap:-$ca_work/pcma_20ms.pcap}" "$ca_work/$name/pcma_20ms.pcap"
     ( cd "$ca_work/$name" && timeout 120 "${rt[@]}" sipp "$@" -i 127.0.0.1 -timeout 60s \
         -timeout_error -trace_err -nostdin >"$ca_work/$name/stdout" 2>&1 )
 }
@@ -266,6 +277,24 @@ ca_sipp webhook-user -sf "$ca_sc/b2b_caller_bye.xml" -s 803 -au 1001 -ap secret1
 ca_sipp_result webhook-user-caller $?
 wait "$ca_callee"; ca_sipp_result webhook-user-callee $?
 
+# --- The application answers uri (bridged to SIPp at sip:agent@127.0.0.1:5862) and trunk
+# with dial (the SIPp trunk on 5860 must be asked for +15557654321, not 808).
+ca_sipp webhook-uri-callee -sf "$ca_sc/b2b_callee_answer.xml" -m 1 -p 5862 -mp 16888 "$ca_target" &
+ca_callee=$!
+wait_until 30 udp_bound 5862
+ca_sipp webhook-uri -sf "$ca_sc/b2b_caller_bye.xml" -s 807 -au 1001 -ap secret1001 -m 1 -p 5876 -mp 16880 "$ca_target"
+ca_sipp_result webhook-uri-caller $?
+wait "$ca_callee"; ca_sipp_result webhook-uri-callee-bridged $?
+ca_sipp webhook-dial-trunk -sf "$ca_sc/b2b_callee_answer.xml" -m 1 -p 5860 -mp 16892 -trace_msg "$ca_target" &
+ca_callee=$!
+wait_until 30 udp_bound 5860
+ca_sipp webhook-dial -sf "$ca_sc/b2b_caller_bye.xml" -s 808 -au 1001 -ap secret1001 -m 1 -p 5877 -mp 16884 "$ca_target"
+ca_sipp_result webhook-dial-caller $?
+wait "$ca_callee"; ca_sipp_result webhook-dial-trunk-bridged $?
+grep -q '^INVITE sip:+15557654321@carrier.example SIP/2.0' "$ca_work/webhook-dial-trunk/"*_messages.log 2>/dev/null \
+    && ca_pass webhook-trunk-dials-the-number \
+    || ca_fail "webhook-trunk-dials-the-number ($(grep -m1 '^INVITE' "$ca_work/webhook-dial-trunk/"*_messages.log 2>/dev/null))"
+
 # --- The application is down (nothing listens on 8859), or answers nonsense: route 801
 # (echo) takes the call, counted as a fallback.
 fallback0="$(ca_metric siphon_webhooks_total 'result="fallback"')"
@@ -343,6 +372,65 @@ wait "$ca_first"; ca_sipp_result click-busy-first-got-bye $?
 ca_busy_ended() { grep "\"call.ended\"" "$ca_work/events.jsonl" | grep "$ca_busy_call" | grep -q '"code": *486'; }
 wait_until 30 ca_busy_ended && ca_pass click-to-call-busy-ended-event-says-486 \
     || ca_fail "click-to-call-busy-ended-event-says-486 ($(grep "$ca_busy_call" "$ca_work/events.jsonl" | tail -n 1 | head -c 800))"
+
+# --- Click-to-call through the trunk, forked: originate to 1002 (5852, media 16806) with
+# on_answer trunk "provider", dial 5551234567 with prepend +1, and a stereo fork. 1002
+# answers and speaks, waiting for BYE; the SIPp trunk (5860, media 16811) must be asked for
+# +15551234567 at the trunk's domain, answers, speaks and hangs up. The fork's WAV must hold
+# the first party on channel 0 (whole) and the trunk party on channel 1, and the trunk party
+# must receive the first party's RTP.
+[ "$(ca_post '{"to":"user:1002","on_answer":{"action":"trunk","trunk":"provider"}}')" = 400 ] \
+    && ca_pass click-to-call-trunk-without-dial-400 || ca_fail "click-to-call-trunk-without-dial-400 ($(cat "$ca_work/post.json"))"
+[ "$(ca_post '{"to":"user:1002","on_answer":{"action":"uri","uri":"sip:agent@example.com"}}')" = 400 ] \
+    && ca_pass click-to-call-uri-hostname-400 || ca_fail "click-to-call-uri-hostname-400 ($(cat "$ca_work/post.json"))"
+ca_before="$(ls "$ca_work/wav")"
+capture_start "$ca_work/click-trunk.pcapng" 16806 "udp port 16806 or udp port 16811"
+ca_sipp click-trunk-first -sf "$ca_sc/b2b_callee_answer.xml" -m 1 -p 5852 -mp 16806 "$ca_target" &
+ca_first=$!
+# The trunk party speaks backwards: channel 1 cannot pass by holding the first party.
+python3 "$here/pcap_20ms.py" /usr/share/sip-tester/g711a.pcap "$ca_work/pcma_20ms_reversed.pcap" --reverse
+ca_pcap="$ca_work/pcma_20ms_reversed.pcap" \
+    ca_sipp click-trunk-second -sf "$ca_sc/b2b_callee_bye.xml" -m 1 -p 5860 -mp 16811 -trace_msg "$ca_target" &
+ca_second=$!
+wait_until 30 udp_bound 5852
+wait_until 30 udp_bound 5860
+ca_fork_both='{"url":"ws://127.0.0.1:8851/native","mode":"native","encoding":"l16","sample_rate":8000,"tracks":"both"}'
+status="$(ca_post '{"to":"user:1002","from":"1001","on_answer":{"action":"trunk","trunk":"provider","dial":"5551234567","prepend":"+1","ring_timeout_s":10,"forks":['"$ca_fork_both"']}}')"
+ca_ct_call="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("call_id",""))' "$ca_work/post.json" 2>/dev/null)"
+[ "$status" = 201 ] && ca_pass click-to-call-trunk-201 || ca_fail "click-to-call-trunk-201 (status $status: $(cat "$ca_work/post.json"))"
+wait_until 30 ca_click_completed "$ca_ct_call" && ca_pass click-to-call-trunk-get-shows-bridged \
+    || ca_fail "click-to-call-trunk-get-shows-bridged ($(curl -s "http://$ca_http/api/calls/$ca_ct_call" | head -c 600))"
+wait "$ca_second"; ca_sipp_result click-trunk-second-answered-hung-up $?
+wait "$ca_first"; ca_sipp_result click-trunk-first-answered-got-bye $?
+grep -q '^INVITE sip:+15551234567@carrier.example SIP/2.0' "$ca_work/click-trunk-second/"*_messages.log 2>/dev/null \
+    && ca_pass click-to-call-trunk-dials-the-number \
+    || ca_fail "click-to-call-trunk-dials-the-number ($(grep -m1 '^INVITE' "$ca_work/click-trunk-second/"*_messages.log 2>/dev/null))"
+wait_until 60 ca_wav_written
+capture_stop
+if [ -n "$ca_wav" ] && python3 "$here/transfer_wav_check.py" --capture "$ca_work/click-trunk.pcapng" \
+    --caller-mport 16806 --agent-mport 16811 --second-party --wav "$ca_work/wav/$ca_wav" \
+    >"$ca_work/click-trunk.wavcheck" 2>&1; then
+    ca_pass click-to-call-fork-hears-both-parties
+else
+    ca_fail click-to-call-fork-hears-both-parties
+fi
+sed 's/^/    /' "$ca_work/click-trunk.wavcheck" 2>/dev/null
+
+# --- Click-to-call to a SIP URI: the second party is whatever answers at
+# sip:agent@127.0.0.1:5861 (SIPp, media 16812), no account or trunk involved.
+ca_sipp click-uri-first -sf "$ca_sc/b2b_callee_answer.xml" -m 1 -p 5852 -mp 16807 "$ca_target" &
+ca_first=$!
+ca_sipp click-uri-second -sf "$ca_sc/b2b_callee_bye.xml" -m 1 -p 5861 -mp 16812 "$ca_target" &
+ca_second=$!
+wait_until 30 udp_bound 5852
+wait_until 30 udp_bound 5861
+status="$(ca_post '{"to":"user:1002","from":"1001","on_answer":{"action":"uri","uri":"sip:agent@127.0.0.1:5861"}}')"
+ca_cu_call="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("call_id",""))' "$ca_work/post.json" 2>/dev/null)"
+[ "$status" = 201 ] && ca_pass click-to-call-uri-201 || ca_fail "click-to-call-uri-201 (status $status: $(cat "$ca_work/post.json"))"
+wait_until 30 ca_click_completed "$ca_cu_call" && ca_pass click-to-call-uri-get-shows-bridged \
+    || ca_fail "click-to-call-uri-get-shows-bridged ($(curl -s "http://$ca_http/api/calls/$ca_cu_call" | head -c 600))"
+wait "$ca_second"; ca_sipp_result click-uri-second-answered-hung-up $?
+wait "$ca_first"; ca_sipp_result click-uri-first-answered-got-bye $?
 
 # --- Every event so far arrived, signed, in order per call; the originated calls' in the
 # order they happened.

@@ -4,7 +4,8 @@
     calls_api_app.py webhook --port P --log FILE
         POST /route/<answer>: records the call's attributes (one JSON line in FILE) and
         answers the action named by <answer>: fork (native L16 to the embedded analytics
-        service, with custom parameters), reject (486), user (ring account 1002), echo,
+        service, with custom parameters), reject (486), user (ring account 1002), uri
+        (bridge to sip:agent@127.0.0.1:5862), trunk-dial (+15557654321 through "provider"), echo,
         nonsense (not JSON: Siphon must take the fallback route), slow (answers after 10 s,
         past Siphon's timeout: fallback too).
     calls_api_app.py events --port P --log FILE --secret S
@@ -33,6 +34,8 @@ ANSWERS = {
         "callback_url": "http://127.0.0.1:8853/callback"},
     "reject": {"action": "reject", "code": 486},
     "user": {"action": "user", "user": "1002"},
+    "uri": {"action": "uri", "uri": "sip:agent@127.0.0.1:5862"},
+    "trunk-dial": {"action": "trunk", "trunk": "provider", "dial": "+15557654321"},
     "echo": {"action": "echo"},
 }
 

@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""Rewrite a one-stream G.711 RTP pcap as 20 ms packets: pcap_20ms.py IN.pcap OUT.pcap
+"""Rewrite a one-stream G.711 RTP pcap as 20 ms packets: pcap_20ms.py IN.pcap OUT.pcap [--reverse]
 
 Why: SIPp's g711a.pcap carries 30 ms packets (240 samples), but the echo test asserts a
 20 ms stream (160 samples a packet, 20 ms apart) coming back. Feeding 20 ms packets keeps
 "Siphon returns as many packets as SIPp sent" meaningful both for today's raw reflector
 and for the paced media engine. Same audio bytes, re-cut; stdlib only so the test needs
 nothing beyond python3.
+
+--reverse plays the speech backwards (every sample, so no 20 ms frame of it is one of the
+original's), after half a second of silence: a second party whose audio a check must tell
+apart from the first's.
 """
 import struct
 import sys
@@ -31,7 +35,7 @@ def read_pcap(path):
         off += 16 + incl
 
 
-def main(src, dst):
+def main(src, dst, reverse=False):
     packets = list(read_pcap(src))
     if not packets:
         sys.exit(f"{src}: no packets")
@@ -53,6 +57,10 @@ def main(src, dst):
             continue
         cc = r[0] & 0x0F
         audio += r[12 + 4 * cc :]
+    if reverse:
+        # After half a second of A-law silence, as the original starts quiet: a check anchors on
+        # the first loud frame, which must not be the first packet of a stream.
+        audio = bytearray(b"\xd5" * 4000) + audio[::-1]
 
     out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
     t0_us = round(packets[0][0] * 1e6)
@@ -78,6 +86,7 @@ def main(src, dst):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    args = [a for a in sys.argv[1:] if a != "--reverse"]
+    if len(args) != 2:
         sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2])
+    main(args[0], args[1], reverse="--reverse" in sys.argv[1:])

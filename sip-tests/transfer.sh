@@ -12,7 +12,10 @@
 # (400, 404), and the bot-to-human handoff: a caller of the voicebot number (fork, tracks =
 # both) transferred through the API to a SIPp agent registered as 1003, the fork's WAV
 # holding the caller (channel 0) and then the agent (channel 1), and the agent receiving the
-# caller's RTP. Needs root for the tshark capture, like run.sh's media checks.
+# caller's RTP; then a voicebot (the reference service, its own process on 9250) handing
+# the call to 1003 itself with the native `transfer` command, and a second transfer of that
+# call (1003 to another agent). Needs root for the tshark capture, like run.sh's media
+# checks, and target/release/siphon-analytics next to the Siphon binary (XFER_ANALYTICS).
 
 xfer_here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 xfer_alone=0
@@ -94,7 +97,7 @@ xfer_status xfer-api-bad-body 400 POST /api/calls/no-such-call/transfer 'nonsens
 xfer_phone() { # xfer_phone NAME SIPP_ARGS...: SIPp in its own directory with the pcap
     local name="$1"; shift
     mkdir -p "$xfer_work/$name"
-    cp "$xfer_work/pcma_20ms.pcap" "$xfer_work/$name/"
+    cp "${xfer_pcap:-$xfer_work/pcma_20ms.pcap}" "$xfer_work/$name/pcma_20ms.pcap"
     ( cd "$xfer_work/$name" && timeout 120 "${rt[@]}" sipp "$@" -i 127.0.0.1 -timeout 60s \
         -timeout_error -trace_err -nostdin "$xfer_target" >"$xfer_work/$name/stdout" 2>&1 )
 }
@@ -142,7 +145,6 @@ if wait_until 30 xfer_answered_call; then
     # The caller speaks to the bot for a while: the switch falls inside its speech.
     sleep 1
     xfer_status xfer-api-transfer-202 202 POST "/api/calls/$xfer_call_id/transfer" '{"to":"user:1003"}'
-    xfer_status xfer-api-transfer-again-409 409 POST "/api/calls/$xfer_call_id/transfer" '{"to":"user:1003"}'
     wait_until 30 xfer_transfer_state completed && echo "PASS xfer-get-shows-transfer-completed" \
         || xfer_fail "xfer-get-shows-transfer-completed ($(head -c 600 "$xfer_work/call.json"))"
 else
@@ -164,6 +166,92 @@ else
     capture_stop
     xfer_fail "xfer-fork-wav-written"
 fi
+
+# --- The service hands off by itself, then the agent hands on (issue 17): the reference
+# service (siphon-analytics, a process of its own on 9250) serves number 710 and, after 50
+# frames of the caller, sends the native {"event":"transfer","to":"user:1003"}. The caller
+# (5910, media 16910) speaks and waits for BYE; 1003 (5903, media 16914) answers and speaks.
+# GET /api/calls shows the transfer completed `by` "service", the service logs Siphon's
+# transfer events (trying, answered). Once 1003's speech is over, the API transfers the
+# call again, to sip:agent2@127.0.0.1:5912 (media 16918; SIPp also binds media+2): 1003 gets BYE when agent 2
+# answers; agent 2 speaks and hangs up, which ends the call. The fork's WAV holds the
+# caller whole on channel 0 and each agent's speech on channel 1, and the caller receives
+# each agent's RTP (refer_rtp_check.py).
+xfer_svc_analytics="${XFER_ANALYTICS:-$(dirname "$siphon")/siphon-analytics}"
+mkdir -p "$xfer_work/svcwav"
+"$xfer_svc_analytics" --listen 127.0.0.1:9250 --out-dir "$xfer_work/svcwav" \
+    --transfer-to user:1003 --transfer-after-frames 50 >"$xfer_work/service.log" 2>&1 &
+xfer_svc_pid=$!
+xfer_svc_listening() { (exec 3<>/dev/tcp/127.0.0.1/9250) 2>/dev/null; }
+if ! wait_until 30 xfer_svc_listening; then
+    xfer_fail "xfer-service-start ($xfer_svc_analytics: $(tail -n 3 "$xfer_work/service.log"))"
+fi
+rtp_capture_range=16900-16999
+capture_start "$xfer_work/service.pcapng" 16910
+xfer_phone xfer-svc-agent1 -sf "$xfer_sc/b2b_callee_answer.xml" -m 1 -p 5903 -mp 16914 &
+xfer_agent1=$!
+# Agent 2 speaks backwards: its frames must not be mistaken for 1003's in channel 1.
+python3 "$xfer_here/pcap_20ms.py" /usr/share/sip-tester/g711a.pcap "$xfer_work/pcma_20ms_reversed.pcap" --reverse
+xfer_pcap="$xfer_work/pcma_20ms_reversed.pcap" \
+    xfer_phone xfer-svc-agent2 -sf "$xfer_sc/b2b_callee_bye.xml" -m 1 -p 5912 -mp 16918 &
+xfer_agent2=$!
+wait_until 30 udp_bound 5903
+wait_until 30 udp_bound 5912
+xfer_phone xfer-svc-caller -sf "$xfer_sc/xfer_caller_wait_bye.xml" -s 710 -m 1 -p 5910 -mp 16910 &
+xfer_caller=$!
+xfer_by_service() { xfer_answered_call && xfer_transfer_state completed && grep -q '"by":"service"' "$xfer_work/call.json"; }
+if wait_until 30 xfer_by_service; then
+    echo "PASS xfer-service-transfer-completed-by-service"
+    xfer_svc_answered_at=$SECONDS
+    xfer_events_told() { grep -q 'analytics: transfer.*"status":"answered"' "$xfer_work/service.log"; }
+    wait_until 10 xfer_events_told && grep -q 'analytics: transfer.*"status":"trying"' "$xfer_work/service.log" \
+        && echo "PASS xfer-service-hears-transfer-events" \
+        || xfer_fail "xfer-service-hears-transfer-events ($(grep 'analytics: transfer' "$xfer_work/service.log" | head -c 600))"
+    # 1003 speaks for about 8 s from its answer: the second transfer comes after that.
+    xfer_agent1_done() { [ $((SECONDS - xfer_svc_answered_at)) -ge 10 ]; }
+    wait_until 20 xfer_agent1_done
+    xfer_status xfer-api-second-transfer-202 202 POST "/api/calls/$xfer_call_id/transfer" \
+        '{"to":"sip:agent2@127.0.0.1:5912"}'
+    xfer_to_agent2() { xfer_transfer_state completed && grep -q '"target":"sip:agent2@127.0.0.1:5912"' "$xfer_work/call.json"; }
+    wait_until 30 xfer_to_agent2 && echo "PASS xfer-get-shows-second-transfer-completed" \
+        || xfer_fail "xfer-get-shows-second-transfer-completed ($(head -c 600 "$xfer_work/call.json"))"
+else
+    xfer_fail "xfer-service-transfer-completed-by-service ($(curl -s "$xfer_api/api/calls" | head -c 600))"
+fi
+wait "$xfer_agent1"; xfer_result xfer-svc-agent1-got-bye-when-replaced $?
+wait "$xfer_agent2"; xfer_result xfer-svc-agent2-answered-hung-up $?
+wait "$xfer_caller"; xfer_result xfer-svc-caller-got-bye $?
+xfer_svc_wav=""
+xfer_svc_wav_written() {
+    xfer_svc_wav="$(ls "$xfer_work/svcwav" | head -n 1)"
+    [ -n "$xfer_svc_wav" ] && grep -q 'stream connection closed' "$xfer_work/service.log"
+}
+if wait_until 60 xfer_svc_wav_written; then
+    capture_stop
+    for xfer_n in 1:16914 2:16918; do
+        if python3 "$xfer_here/transfer_wav_check.py" --capture "$xfer_work/service.pcapng" \
+            --caller-mport 16910 --agent-mport "${xfer_n#*:}" --wav "$xfer_work/svcwav/$xfer_svc_wav" \
+            >"$xfer_work/service${xfer_n%:*}.wavcheck" 2>&1; then
+            echo "PASS xfer-service-fork-hears-caller-and-agent${xfer_n%:*}"
+        else
+            xfer_fail "xfer-service-fork-hears-caller-and-agent${xfer_n%:*}"
+        fi
+        sed 's/^/    /' "$xfer_work/service${xfer_n%:*}.wavcheck"
+        # The caller hears that agent: its frames, byte for byte and in order, among what
+        # Siphon sent the caller.
+        if python3 "$xfer_here/refer_rtp_check.py" "$xfer_work/service.pcapng" "${xfer_n#*:}" 16910 \
+            >"$xfer_work/service${xfer_n%:*}.rtpcheck" 2>&1; then
+            echo "PASS xfer-service-caller-hears-agent${xfer_n%:*}"
+        else
+            xfer_fail "xfer-service-caller-hears-agent${xfer_n%:*}"
+        fi
+        sed 's/^/    /' "$xfer_work/service${xfer_n%:*}.rtpcheck"
+    done
+else
+    capture_stop
+    xfer_fail "xfer-service-fork-wav-written"
+fi
+kill -INT "$xfer_svc_pid" 2>/dev/null; wait "$xfer_svc_pid" 2>/dev/null
 rtp_capture_range="$xfer_saved_range"
 
 kill -TERM "$xfer_siphon_pid" 2>/dev/null; wait "$xfer_siphon_pid" 2>/dev/null

@@ -108,6 +108,10 @@ pub struct Options {
     pub keep_ended_streams: Option<usize>,
     /// Ended streams' records older than this go too (with `keep_ended_streams`).
     pub keep_ended_for: Option<std::time::Duration>,
+    /// A voicebot handing off to a human: after this many frames of the caller's audio, a
+    /// native stream sends `{"event":"transfer","to": <target>}` once (Siphon's native
+    /// transfer command, docs/fork-protocols.md).
+    pub transfer_after: Option<(u64, String)>,
 }
 
 impl Default for Options {
@@ -123,6 +127,7 @@ impl Default for Options {
             record_audio: true,
             keep_ended_streams: None,
             keep_ended_for: None,
+            transfer_after: None,
         }
     }
 }
@@ -509,6 +514,8 @@ async fn connection(
         early: Vec::new(),
         tx,
         echoed: 0,
+        inbound_frames: 0,
+        transfer_sent: false,
         levels: HashMap::new(),
         wavs: HashMap::new(),
     };
@@ -588,6 +595,9 @@ struct Conn {
     early: Vec<Value>,
     tx: mpsc::UnboundedSender<Outgoing>,
     echoed: u64,
+    /// Caller frames received, and whether the `transfer_after` command went out.
+    inbound_frames: u64,
+    transfer_sent: bool,
     levels: HashMap<String, Level>,
     wavs: HashMap<String, wav::WavSink>,
 }
@@ -792,6 +802,12 @@ impl Conn {
                 self.record_text(v, |r, v| r.stop = Some(v));
                 Vec::new()
             }
+            Some("transfer") => {
+                // Siphon's progress of a transfer of this call (trying, answered, failed).
+                info!(stream = ?self.stream_id, transfer = %v, "analytics: transfer");
+                self.record_text(v, |_, _| {});
+                Vec::new()
+            }
             _ => {
                 self.error(format!("unknown native message {v}"));
                 self.record_text(v, |_, _| {});
@@ -940,6 +956,18 @@ impl Conn {
 
         let mut out = Vec::new();
         let inbound = track.as_deref().is_none_or(|t| t == "inbound");
+        if inbound {
+            self.inbound_frames += 1;
+        }
+        if let Some((after, to)) = &self.inner.opts.transfer_after
+            && self.mode == Some(Mode::Native)
+            && !self.transfer_sent
+            && self.inbound_frames >= *after
+        {
+            info!(stream = %id, %to, "analytics: asking Siphon to transfer the call");
+            self.transfer_sent = true;
+            out.push(Outgoing::json(json!({ "event": "transfer", "to": to })));
+        }
         if self.inner.opts.echo && inbound {
             let mono = format.first_channel(&data);
             out.push(self.play(&mono, format));
@@ -1172,6 +1200,49 @@ mod tests {
         assert_eq!(ids, ["live", "s3", "s4"]);
         assert!(svc.stream("s0").is_none());
         live.close(None).await.unwrap();
+        svc.shutdown().await;
+    }
+
+    /// The voicebot handing off: after `transfer_after` frames of the caller, one native
+    /// `transfer` command, and no second one however long the caller goes on.
+    #[tokio::test]
+    async fn a_native_stream_asks_for_the_transfer_once_after_n_frames() {
+        let opts = Options {
+            log_levels: false,
+            transfer_after: Some((3, "user:1003".into())),
+            ..Options::default()
+        };
+        let svc = bind("127.0.0.1:0", opts).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::connect_async(svc.url(Mode::Native).as_str())
+            .await
+            .unwrap();
+        let start = json!({"event": "start", "streamId": "bot",
+               "mediaFormat": {"encoding": "L16", "sampleRate": 8000, "channels": 1}});
+        ws.send(Message::Text(start.to_string().into()))
+            .await
+            .unwrap();
+        for _ in 0..10 {
+            ws.send(Message::Binary(Bytes::from(vec![0u8; 320])))
+                .await
+                .unwrap();
+        }
+        let first = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let Message::Text(text) = first else {
+            panic!("not a text frame: {first:?}");
+        };
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v, json!({"event": "transfer", "to": "user:1003"}));
+        // Nothing more comes (no second command): the close handshake is next.
+        ws.close(None).await.unwrap();
+        while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+            assert!(matches!(m, Message::Close(_)), "unexpected {m:?}");
+        }
+        let rec = svc.stream("bot").unwrap();
+        assert_eq!(rec.audio.len(), 10);
         svc.shutdown().await;
     }
 

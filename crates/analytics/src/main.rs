@@ -29,6 +29,14 @@ struct Cli {
     /// Protocol for connections whose path says nothing: native, twilio or audio-fork.
     #[arg(long, value_parser = parse_mode)]
     mode: Option<Mode>,
+    /// Hand each native stream's call to this target (`user:1003`, `trunk:p/+1555...`,
+    /// `sip:agent@192.0.2.5:5070`) with the native `transfer` command, after
+    /// --transfer-after-frames of the caller's audio: a voicebot handing off to a human.
+    #[arg(long, value_name = "TARGET")]
+    transfer_to: Option<String>,
+    /// With --transfer-to: how many 20 ms frames of the caller to hear first.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    transfer_after_frames: u64,
     /// Largest message accepted, in bytes.
     #[arg(long, default_value_t = 16 << 20)]
     max_message_bytes: usize,
@@ -65,6 +73,7 @@ async fn main() -> ExitCode {
         // A long-running service: recent streams only, not every one it ever served.
         keep_ended_streams: Some(256),
         keep_ended_for: Some(std::time::Duration::from_secs(600)),
+        transfer_after: cli.transfer_to.map(|to| (cli.transfer_after_frames, to)),
     };
     let handle = match siphon_analytics::bind(&cli.listen, opts).await {
         Ok(h) => h,

@@ -134,7 +134,8 @@ pub struct OriginateRequest {
     pub from: Option<String>,
     /// How long the callee may ring (default: `[sip] ring_timeout_s`).
     pub ring_timeout_s: Option<u64>,
-    /// What the answered call does: the dialplan's action shape (echo, tone, play, fork).
+    /// What the answered call does: the dialplan's action shape (echo, tone, play, fork; user,
+    /// trunk with `dial`, uri: click-to-call).
     #[serde(default = "default_on_answer")]
     pub on_answer: crate::config::CallAction,
     /// Added to every fork's `custom_parameters` (the fork's own win).
@@ -149,6 +150,8 @@ fn default_on_answer() -> crate::config::CallAction {
         action: crate::config::Action::Echo,
         user: None,
         trunk: None,
+        dial: None,
+        uri: None,
         strip: 0,
         prepend: None,
         code: None,

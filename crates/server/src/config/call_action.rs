@@ -1,11 +1,14 @@
 //! The one shape of "what to do with a call", shared by a TOML dialplan route, a webhook's
 //! JSON answer and the originate request's `on_answer`: `action` and the fields that action
-//! reads (`user`, `trunk`, `strip`, `prepend`, `code`, `ring_ms`, `ring_timeout_s`, `forks`
-//! with their `custom_parameters`, `callback_url`), named as in `[[dialplan]]`.
+//! reads (`user`, `trunk`, `dial`, `strip`, `prepend`, `uri`, `code`, `ring_ms`,
+//! `ring_timeout_s`, `forks` with their `custom_parameters`, `callback_url`), named as in
+//! `[[dialplan]]`.
 //!
 //! What comes over the network is checked here, before anything acts on it: an
 //! application may not name files on Siphon's disk (`file`) nor answer with another
 //! `webhook` (no loops), a trunk must exist, a code must be a final error response.
+
+use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +23,10 @@ pub struct CallAction {
     pub user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trunk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dial: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
     #[serde(default)]
     pub strip: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -62,6 +69,17 @@ impl CallAction {
                 return Err("action \"trunk\" needs `trunk` naming a configured trunk".into());
             }
         }
+        if let Some(dial) = &self.dial
+            && !valid_number(dial)
+        {
+            return Err("dial: digits, letters, + * # only".into());
+        }
+        if self.action == Action::Uri {
+            let Some(uri) = &self.uri else {
+                return Err("action \"uri\" needs `uri`".into());
+            };
+            sip_uri_addr(uri)?;
+        }
         if self.action == Action::User {
             let Some(user) = &self.user else {
                 return Err("action \"user\" needs `user`".into());
@@ -96,6 +114,8 @@ impl CallAction {
             user: self.user.clone(),
             ring_timeout_s: self.ring_timeout_s,
             trunk: self.trunk.clone(),
+            dial: self.dial.clone(),
+            uri: self.uri.clone(),
             strip: self.strip,
             prepend: self.prepend.clone(),
             code: self.code,
@@ -111,6 +131,42 @@ impl CallAction {
             callback_url: self.callback_url.clone(),
         }
     }
+}
+
+/// A number Siphon may put in a request URI's user part.
+pub fn valid_number(n: &str) -> bool {
+    !n.is_empty()
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+*#".contains(c))
+}
+
+/// Where a `sip:` URI goes: its host must be an IP address (Siphon does no DNS for these),
+/// the port 5060 when it has none. Refuses what would not make a clean request line.
+pub fn sip_uri_addr(uri: &str) -> Result<SocketAddr, String> {
+    let Some(rest) = uri.strip_prefix("sip:") else {
+        return Err(format!("{uri:?} is not a sip: URI"));
+    };
+    if rsip::Uri::try_from(uri).is_err() || uri.contains(['<', '>', ' ', '\r', '\n']) {
+        return Err(format!("bad SIP URI {uri:?}"));
+    }
+    let host_port = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let host_port = host_port.split([';', '?']).next().unwrap_or_default();
+    host_port
+        .parse::<SocketAddr>()
+        .ok()
+        .or_else(|| {
+            host_port
+                .parse::<IpAddr>()
+                .ok()
+                .map(|ip| SocketAddr::new(ip, 5060))
+        })
+        .or_else(|| {
+            let v6 = host_port.strip_prefix('[')?.strip_suffix(']')?;
+            v6.parse::<IpAddr>()
+                .ok()
+                .map(|ip| SocketAddr::new(ip, 5060))
+        })
+        .ok_or_else(|| format!("{uri:?}: the host must be an IP address"))
 }
 
 #[cfg(test)]
@@ -149,6 +205,10 @@ mod tests {
             br#"{"action":"reject","code":200}"#,
             br#"{"action":"trunk","trunk":"nowhere"}"#,
             br#"{"action":"user","user":"nobody-here"}"#,
+            br#"{"action":"uri"}"#,
+            br#"{"action":"uri","uri":"sip:agent@example.com"}"#,
+            br#"{"action":"uri","uri":"sip:a@127.0.0.1>\r\nX: y"}"#,
+            br#"{"action":"echo","dial":"12\r\n"}"#,
             br#"{"action":"echo","callback_url":"file:///x"}"#,
             br#"{"action":"fork","forks":[{"url":"ftp://x"}]}"#,
             br#"[1,2,3]"#,
@@ -161,5 +221,8 @@ mod tests {
         }
         assert!(CallAction::from_json(br#"{"action":"reject","code":486}"#, &c).is_ok());
         assert!(CallAction::from_json(br#"{"action":"echo"}"#, &c).is_ok());
+        let uri = br#"{"action":"uri","uri":"sip:agent@127.0.0.1:5070"}"#;
+        let route = CallAction::from_json(uri, &c).unwrap().to_route("800");
+        assert_eq!(route.uri.as_deref(), Some("sip:agent@127.0.0.1:5070"));
     }
 }

@@ -18,7 +18,7 @@ mod sections;
 mod tests;
 mod validate;
 
-pub use call_action::CallAction;
+pub use call_action::{CallAction, sip_uri_addr, valid_number};
 pub use events::EventsConfig;
 pub use outbound_proxy::OutboundProxy;
 pub use routes::{Account, AccountKind, Action, Route, RouteAuth};

@@ -42,9 +42,12 @@ pub enum Action {
     /// Rings every registered contact of an account (the route's `user`, else the dialled
     /// number) in parallel; the first to answer is bridged to the caller (B2BUA).
     User,
-    /// Sends the call out through a trunk (the route's `trunk`), the number rewritten by
-    /// `strip` and `prepend`; bridged like `user`.
+    /// Sends the call out through a trunk (the route's `trunk`), the number (the route's
+    /// `dial`, else the dialled one) rewritten by `strip` and `prepend`; bridged like `user`.
     Trunk,
+    /// Calls the route's `uri` (a SIP URI whose host is an IP address, UDP); bridged like
+    /// `user`.
+    Uri,
     /// Refuses the call with the route's `code` (default 403), before any authentication.
     Reject,
     /// Asks an application: POSTs the call to the route's `url` and does what the JSON
@@ -79,6 +82,11 @@ pub struct Route {
     pub ring_timeout_s: Option<u64>,
     /// For `trunk`: the trunk's name.
     pub trunk: Option<String>,
+    /// For `trunk`: the number sent through the trunk instead of the dialled one (a
+    /// forward to a fixed number; what click-to-call through a trunk dials).
+    pub dial: Option<String>,
+    /// For `uri`: the SIP URI called (`sip:agent@192.0.2.5:5070`).
+    pub uri: Option<String>,
     /// For `trunk`: digits removed from the front of the dialled number...
     #[serde(default)]
     pub strip: usize,
@@ -126,9 +134,11 @@ fn default_webhook_timeout_ms() -> u64 {
 }
 
 impl Route {
-    /// The number a `trunk` route sends for `dialled`: `strip` digits off, `prepend` on.
+    /// The number a `trunk` route sends for `dialled`: its `dial` instead when it has one,
+    /// `strip` digits off, `prepend` on.
     pub fn rewrite(&self, dialled: &str) -> String {
-        let kept: String = dialled.chars().skip(self.strip).collect();
+        let number = self.dial.as_deref().unwrap_or(dialled);
+        let kept: String = number.chars().skip(self.strip).collect();
         format!("{}{kept}", self.prepend.as_deref().unwrap_or(""))
     }
 

@@ -16,6 +16,31 @@ fn embedded_default_is_valid() {
 }
 
 #[test]
+fn a_trunk_route_may_dial_a_fixed_number_and_a_uri_route_needs_an_ip_uri() {
+    let text = "[sip]\nlisten = \"127.0.0.1:5060\"\n\
+        [[trunks]]\nname = \"up\"\naddress = \"192.0.2.1:5060\"\n\
+        [[dialplan]]\nnumber = \"800\"\naction = \"trunk\"\ntrunk = \"up\"\n\
+        dial = \"5551234567\"\nprepend = \"+1\"\n\
+        [[dialplan]]\nnumber = \"801\"\naction = \"uri\"\nuri = \"sip:pbx@192.0.2.9:5070\"\n";
+    let c = Config::parse(text).unwrap();
+    // `dial` replaces the dialled number; `prepend` still applies.
+    assert_eq!(c.route("800").unwrap().rewrite("800"), "+15551234567");
+    let r = c.route("801").unwrap();
+    assert_eq!(r.action, Action::Uri);
+    assert_eq!(
+        sip_uri_addr(r.uri.as_deref().unwrap()).unwrap(),
+        "192.0.2.9:5070".parse().unwrap()
+    );
+    for bad in [
+        text.replace("sip:pbx@192.0.2.9:5070", "sip:pbx@pbx.example.com"),
+        text.replace("uri = \"sip:pbx@192.0.2.9:5070\"\n", ""),
+        text.replace("dial = \"5551234567\"", "dial = \"555;x=y\""),
+    ] {
+        assert!(Config::parse(&bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
 fn trunk_routes_rewrite_and_patterns_match() {
     let text = "[sip]\nlisten = \"127.0.0.1:5060\"\n\
         [[trunks]]\nname = \"up\"\naddress = \"192.0.2.1:5060\"\n\

@@ -158,6 +158,23 @@ impl Config {
                     ));
                 }
             }
+            if let Some(dial) = &route.dial
+                && !super::valid_number(dial)
+            {
+                return Err(at(
+                    route.number.span(),
+                    format!("route {n}: dial: digits, letters, + * # only"),
+                ));
+            }
+            if route.action == Action::Uri {
+                let checked = match &route.uri {
+                    Some(uri) => super::sip_uri_addr(uri).map(|_| ()),
+                    None => Err("action \"uri\" needs `uri`".into()),
+                };
+                if let Err(e) = checked {
+                    return Err(at(route.number.span(), format!("route {n}: {e}")));
+                }
+            }
             if !route.callers.is_empty() && route.auth == RouteAuth::None {
                 return Err(at(
                     route.number.span(),

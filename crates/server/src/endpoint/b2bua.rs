@@ -346,6 +346,21 @@ impl Endpoint {
                 failover_timeout = Duration::from_secs(trunk.failover_timeout_s.max(1));
                 (number, vec![first])
             }
+            Action::Uri => {
+                let uri = route.uri.clone().unwrap_or_default();
+                // Config validation (and CallAction::check) guarantee an IP host.
+                let Ok(addr) = crate::config::sip_uri_addr(&uri) else {
+                    self.reply_to(&key, &request, 500, None, &[]);
+                    return;
+                };
+                let target = Target {
+                    uri: uri.clone(),
+                    peer: Peer::new(addr, siphon_sip::Transport::Udp),
+                    trunk: None,
+                    route: None,
+                };
+                (uri, vec![target])
+            }
             _ => {
                 // A pattern route without `user` rings the account that was dialled.
                 let user = match (&route.user, route.number.get_ref().starts_with('_')) {

@@ -4,9 +4,10 @@
 //! fork: the `on_answer` action, served by the same media task), so BYE, the admin API's
 //! hang-up and forks work on it unchanged. Unanswered after its ring timeout: CANCEL.
 //!
-//! `on_answer` `user` is click-to-call: once the first party answers, Siphon places the
-//! second leg as a transfer of that call (`transfer_leg`), so the media task that serves it
-//! relays the two parties and its forks hear both; the second leg failing hangs up the first.
+//! `on_answer` `user`, `trunk` (with `dial`) or `uri` is click-to-call: once the first party
+//! answers, Siphon places the second leg as a transfer of that call (`transfer_leg`), so the
+//! media task that serves it relays the two parties and its forks hear both; the second leg
+//! failing hangs up the first.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,23 +30,31 @@ use crate::counters::{EndResult, LegStats, inc};
 use crate::events::EventKind;
 use crate::media::leg::{self as media, LegSetup};
 
-/// The actions `on_answer` may have: `user` bridges the answered call to an account's
-/// phone (click-to-call). `trunk` would need a number, which an action has no field for yet.
+/// The actions `on_answer` may have: `user`, `trunk` and `uri` bridge the answered call to
+/// a second party (click-to-call). A `trunk` needs `dial`: an originated call has no
+/// dialled number to send on.
 pub(super) fn on_answer_allowed(on_answer: &CallAction) -> Result<(), String> {
     match on_answer.action {
         Action::Echo | Action::Tone | Action::Play | Action::Fork | Action::User => Ok(()),
-        Action::Trunk => Err(
-            "on_answer: \"trunk\" is not supported yet (no field for the number); use \"user\""
-                .into(),
-        ),
-        _ => Err("on_answer: echo, tone, play, fork or user".into()),
+        Action::Uri if on_answer.uri.is_some() => Ok(()),
+        Action::Trunk if on_answer.dial.is_some() => Ok(()),
+        Action::Trunk => Err("on_answer: \"trunk\" needs `dial`, the number to call".into()),
+        _ => Err("on_answer: echo, tone, play, fork, user, trunk or uri".into()),
     }
 }
 
-/// The second leg's target of a click-to-call `on_answer` (`user:<account>`).
-fn second_target(action: Action, user: Option<&str>) -> Option<String> {
-    match (action, user) {
-        (Action::User, Some(user)) => Some(format!("user:{user}")),
+/// The second leg's target of a click-to-call `on_answer`, in the transfer API's words
+/// (`user:1003`, `trunk:provider/+15551234567`, `sip:agent@192.0.2.5:5070`).
+fn second_target(route: &Route) -> Option<String> {
+    match route.action {
+        Action::User => route.user.as_ref().map(|user| format!("user:{user}")),
+        Action::Trunk => {
+            let trunk = route.trunk.as_ref()?;
+            // `dial` is required here, so `rewrite` never sees the placeholder number.
+            route.dial.as_ref()?;
+            Some(format!("trunk:{trunk}/{}", route.rewrite("")))
+        }
+        Action::Uri => route.uri.clone(),
         _ => None,
     }
 }
@@ -106,7 +115,7 @@ impl Endpoint {
         }
         on_answer.check(&self.config).map_err(bad)?;
         on_answer_allowed(&on_answer).map_err(bad)?;
-        if let Some(second) = second_target(on_answer.action, on_answer.user.as_deref()) {
+        if let Some(second) = second_target(&on_answer.to_route("originate")) {
             // Refused now rather than after the first party answered: nothing to ring.
             let callee = parse_callee(&second).map_err(bad)?;
             self.resolve_callee(&callee)?;
@@ -427,7 +436,7 @@ impl Endpoint {
         if let Some(call) = self.calls.get(&id) {
             call.media.answered();
         }
-        if let Some(second) = second_target(d.route.action, d.route.user.as_deref()) {
+        if let Some(second) = second_target(&d.route) {
             let ring = d
                 .route
                 .ring_timeout_s
@@ -455,21 +464,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn on_answer_may_bridge_to_an_account_but_not_yet_to_a_trunk() {
+    fn on_answer_may_bridge_to_an_account_a_trunk_number_or_a_uri() {
         let action = |json: &str| serde_json::from_str::<CallAction>(json).unwrap();
+        let second = |a: &CallAction| second_target(&a.to_route("originate"));
         for ok in ["echo", "tone", "play", "fork"] {
             let a = action(&format!("{{\"action\":\"{ok}\"}}"));
             assert!(on_answer_allowed(&a).is_ok(), "{ok}");
-            assert_eq!(second_target(a.action, a.user.as_deref()), None);
+            assert_eq!(second(&a), None);
         }
-        let user = action(r#"{"action":"user","user":"1003","ring_timeout_s":10}"#);
-        assert!(on_answer_allowed(&user).is_ok());
-        assert_eq!(
-            second_target(user.action, user.user.as_deref()).as_deref(),
-            Some("user:1003")
-        );
+        for (json, target) in [
+            (
+                r#"{"action":"user","user":"1003","ring_timeout_s":10}"#,
+                "user:1003",
+            ),
+            (
+                r#"{"action":"trunk","trunk":"provider","dial":"5551234567","prepend":"+1"}"#,
+                "trunk:provider/+15551234567",
+            ),
+            (
+                r#"{"action":"uri","uri":"sip:agent@127.0.0.1:5070"}"#,
+                "sip:agent@127.0.0.1:5070",
+            ),
+        ] {
+            let a = action(json);
+            assert!(on_answer_allowed(&a).is_ok(), "{json}");
+            assert_eq!(second(&a).as_deref(), Some(target), "{json}");
+        }
         for refused in [
             r#"{"action":"trunk","trunk":"provider"}"#,
+            r#"{"action":"uri"}"#,
             r#"{"action":"reject"}"#,
             r#"{"action":"ring"}"#,
         ] {

@@ -7,10 +7,15 @@
 //! the caller hanging up sends the agent BYE (CANCEL while it still rings). A leg unanswered
 //! after its ring timeout gets CANCEL and the transfer fails with 408.
 //!
-//! Click-to-call (`POST /api/calls` with `on_answer` `user`) is the same machinery: once the
-//! first party answers, the originated call is served by its media task and its second leg
-//! is placed here as a transfer `by` "originate"; that leg failing hangs the first party up
-//! (BYE), since there is no bot to go back to.
+//! A call transferred already can be transferred again: the caller stays with the current
+//! agent until the new leg answers, then the media task swaps the agent leg and the
+//! previous agent gets BYE.
+//!
+//! Click-to-call (`POST /api/calls` with `on_answer` `user`, `trunk` or `uri`) is the same
+//! machinery: once the first party answers, the originated call is served by its media task
+//! and its second leg is placed here as a transfer `by` "originate"; that leg failing hangs
+//! the first party up (BYE), since there is no bot to go back to. Once it answered, the
+//! call is like any transferred one.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -97,9 +102,9 @@ impl Endpoint {
         if self.transfers.placing_for(&id) {
             return Err((409, "a transfer of this call is already in progress".into()));
         }
-        if self.transfers.agents.values().any(|a| a.caller == id) {
-            return Err((409, "this call was transferred already".into()));
-        }
+        // A call transferred already may be transferred again (agent to agent 2): the new
+        // leg rings while the caller talks to the current agent, who gets BYE once the new
+        // one answers, as in a bridged call's transfer.
         let callee = parse_callee(to).map_err(|e| (400, e))?;
         if let Some(from) = from {
             if !caller_id_is_well_formed(from) {
@@ -371,6 +376,11 @@ impl Endpoint {
             None => (String::new(), "api"),
         };
         info!(%target, "transfer answered; the caller talks to the new leg");
+        // The media task has let go of the previous agent (a second transfer): its dialog
+        // ends. And a click-to-call is connected now: a later transfer of it that fails
+        // leaves the two parties talking instead of hanging up.
+        self.bye_agent_of(&p.caller);
+        self.transfers.click_to_call.remove(&p.caller);
         if let Some(call) = self.calls.get(&p.caller) {
             call.media.transfer_event(&target, "answered", None);
         }
@@ -425,6 +435,12 @@ impl Endpoint {
                 self.transfers.placing.insert(key, p);
             }
         }
+        self.bye_agent_of(caller);
+    }
+
+    /// BYE to the answered transfer leg of `caller`, if it has one (the call ended, or a
+    /// second transfer replaced that leg).
+    fn bye_agent_of(&mut self, caller: &DialogId) {
         let Some(id) = self
             .transfers
             .agents

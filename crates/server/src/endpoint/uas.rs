@@ -123,7 +123,7 @@ impl Endpoint {
             self.reply_to(&key, &request, code, None, &[]);
             return;
         }
-        if matches!(route.action, Action::User | Action::Trunk) {
+        if matches!(route.action, Action::User | Action::Trunk | Action::Uri) {
             self.start_bridge(key, request, peer, route, identity).await;
             return;
         }

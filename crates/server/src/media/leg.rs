@@ -189,7 +189,7 @@ pub fn spawn(setup: LegSetup) -> MediaHandle {
         // Dialplan `user` and `trunk` calls are bridged (see `bridge`); an originated call
         // with `on_answer` `user` (click-to-call) gets this task while its second leg rings,
         // and its first party hears silence until the transfer hands them over.
-        (Action::User | Action::Trunk, _) => Source::Silence,
+        (Action::User | Action::Trunk | Action::Uri, _) => Source::Silence,
         (Action::Play, None) | (Action::Ring, _) | (Action::Reject | Action::Webhook, _) => {
             Source::Nothing
         }
