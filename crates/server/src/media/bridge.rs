@@ -11,7 +11,8 @@
 //!
 //! Forks of a bridged call hear both phones: `inbound` is the caller, `outbound` the
 //! callee, `both` is stereo (left caller, right callee), put in time by `crate::stereo`
-//! and handed to the forks every 20 ms.
+//! and handed to the forks every 20 ms. The forks run inside this task (`drive_forks` in the
+//! select loop), like an answered call's.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,7 +32,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, warn};
 
 use super::MediaParams;
-use super::forking::{ForkTap, Request};
+use super::forking::{ForkTap, Request, drive_forks};
 use crate::control::Command;
 use crate::counters::{Counters, LegPublisher, LegStats, inc};
 use crate::fork_metrics::ForkInfo;
@@ -418,6 +419,9 @@ impl Bridge {
                         return;
                     }
                 }
+                // The forks' sockets, connection attempts and timers: writes the frames the
+                // last slot queued, reads what the services sent. Never completes.
+                () = drive_forks(&mut self.taps) => {}
                 r = self.caller.rtp.socket.recv_from(&mut rx_caller) => {
                     let Ok((len, from)) = r else { continue };
                     if self.caller.muxed(&rx_caller[..len]) {
@@ -521,7 +525,9 @@ impl Bridge {
 
     fn start_fork(&mut self, id: String, config: ForkConfig) {
         info!(fork = %id, url = %siphon_fork::redact_url(&config.url), mode = ?config.mode, tracks = ?config.tracks, "starting fork");
-        let fork = siphon_fork::start(config.clone(), self.meta.clone());
+        // The fork runs inside this task (the select loop drives it), as an answered
+        // call's does: a slot's frame reaches the WebSocket in the same wake-up.
+        let fork = siphon_fork::start_inline(config.clone(), self.meta.clone());
         let registration = self.counters.forks.register(
             ForkInfo {
                 call_id: self.meta.call_id.clone(),
@@ -531,6 +537,8 @@ impl Bridge {
             },
             fork.stats(),
         );
+        // Exactly the room needed (a `ForkTap` is most of a kilobyte; see `leg.rs`).
+        self.taps.reserve_exact(1);
         self.taps
             .push(ForkTap::new(id, fork, &config, registration));
     }

@@ -27,7 +27,7 @@ use tracing::{Instrument, debug, info, warn};
 
 use super::MediaParams;
 use super::agent_leg::{AgentLeg, AgentSetup};
-use super::forking::{ForkTap, InOrder, Request};
+use super::forking::{ForkTap, InOrder, Request, drive_forks};
 use crate::config::Action;
 use crate::control::Command;
 use crate::counters::{Counters, LegPublisher, LegStats, inc};
@@ -781,17 +781,6 @@ impl Leg {
 }
 
 const SILENCE: [i16; FRAME_SAMPLES] = [0; FRAME_SAMPLES];
-
-/// Polls every fork of the leg (see `siphon_fork::Fork::drive`); pending forever, so the
-/// select loop wakes for a fork's socket or timer, lets the forks act, and waits again.
-fn drive_forks(taps: &mut [ForkTap]) -> impl Future<Output = ()> + '_ {
-    std::future::poll_fn(move |cx| {
-        for tap in taps.iter_mut() {
-            tap.fork.drive(cx);
-        }
-        std::task::Poll::Pending
-    })
-}
 
 /// A datagram on the transfer leg's socket; never ready before there is one.
 async fn agent_recv(
