@@ -33,6 +33,7 @@ use tracing::{Instrument, debug, info, warn};
 
 use super::MediaParams;
 use super::forking::{ForkTap, Request, drive_forks};
+use super::scratch::{self, RELAYED};
 use crate::control::Command;
 use crate::counters::{Counters, LegPublisher, LegStats, inc};
 use crate::fork_metrics::ForkInfo;
@@ -335,11 +336,8 @@ impl Drop for Bridge {
 
 impl Bridge {
     async fn run(mut self, mut control: mpsc::UnboundedReceiver<Control>) {
-        let mut rx_caller = [0u8; 2048];
-        let mut rx_callee = [0u8; 2048];
-        let mut tx = [0u8; 2048];
-        let mut rtcp_caller = [0u8; 2048];
-        let mut rtcp_callee = [0u8; 2048];
+        // No buffers here: the branches wait for readiness and borrow the thread's
+        // (`scratch`) to read and relay, so a call's task holds none of them.
         // Each phone must keep sending: one that went away (crashed, lost its network)
         // ends the call even while the other still talks.
         let mut last_rx = [Instant::now(); 2];
@@ -422,37 +420,25 @@ impl Bridge {
                 // The forks' sockets, connection attempts and timers: writes the frames the
                 // last slot queued, reads what the services sent. Never completes.
                 () = drive_forks(&mut self.taps) => {}
-                r = self.caller.rtp.socket.recv_from(&mut rx_caller) => {
-                    let Ok((len, from)) = r else { continue };
-                    if self.caller.muxed(&rx_caller[..len]) {
-                        self.caller.on_rtcp(&rx_caller[..len], from, &self.counters);
-                        continue;
-                    }
-                    let fork = self.aligner.as_mut().map(|a| (a, stereo::Leg::Caller));
-                    if relay(&mut self.caller, &mut self.callee, &rx_caller[..len], from, &mut tx, &self.counters, fork) {
+                r = self.caller.rtp.socket.readable() => {
+                    if r.is_ok() && self.on_rtp(stereo::Leg::Caller) {
                         last_rx[0] = Instant::now();
                     }
-                    self.forward_dtmf(stereo::Leg::Caller);
                 }
-                r = self.callee.rtp.socket.recv_from(&mut rx_callee) => {
-                    let Ok((len, from)) = r else { continue };
-                    if self.callee.muxed(&rx_callee[..len]) {
-                        self.callee.on_rtcp(&rx_callee[..len], from, &self.counters);
-                        continue;
-                    }
-                    let fork = self.aligner.as_mut().map(|a| (a, stereo::Leg::Callee));
-                    if relay(&mut self.callee, &mut self.caller, &rx_callee[..len], from, &mut tx, &self.counters, fork) {
+                r = self.callee.rtp.socket.readable() => {
+                    if r.is_ok() && self.on_rtp(stereo::Leg::Callee) {
                         last_rx[1] = Instant::now();
                     }
-                    self.forward_dtmf(stereo::Leg::Callee);
                 }
-                r = self.caller.rtp.rtcp.recv_from(&mut rtcp_caller) => {
-                    let Ok((len, from)) = r else { continue };
-                    self.caller.on_rtcp(&rtcp_caller[..len], from, &self.counters);
+                r = self.caller.rtp.rtcp.readable() => {
+                    if r.is_ok() {
+                        self.caller.read_rtcp(&self.counters);
+                    }
                 }
-                r = self.callee.rtp.rtcp.recv_from(&mut rtcp_callee) => {
-                    let Ok((len, from)) = r else { continue };
-                    self.callee.on_rtcp(&rtcp_callee[..len], from, &self.counters);
+                r = self.callee.rtp.rtcp.readable() => {
+                    if r.is_ok() {
+                        self.callee.read_rtcp(&self.counters);
+                    }
                 }
                 () = tokio::time::sleep_until(rtcp_due) => {
                     self.caller.poll_rtcp(&self.counters);
@@ -476,6 +462,32 @@ impl Bridge {
 }
 
 impl Bridge {
+    /// A datagram on `side`'s RTP socket (the socket said it is readable): RTCP multiplexed
+    /// there, or RTP relayed to the other leg. Returns whether it counted as the phone's RTP.
+    fn on_rtp(&mut self, side: stereo::Leg) -> bool {
+        let (from_leg, to_leg) = match side {
+            stereo::Leg::Caller => (&mut self.caller, &mut self.callee),
+            stereo::Leg::Callee => (&mut self.callee, &mut self.caller),
+        };
+        let (counters, aligner) = (&self.counters, &mut self.aligner);
+        let heard = scratch::with(|s| {
+            let Ok((len, from)) = from_leg.rtp.socket.try_recv_from(&mut s.datagram) else {
+                return false;
+            };
+            let Some(data) = s.datagram.get(..len) else {
+                return false;
+            };
+            if from_leg.muxed(data) {
+                from_leg.on_rtcp(data, from, counters);
+                return false;
+            }
+            let fork = aligner.as_mut().map(|a| (a, side));
+            relay(from_leg, to_leg, data, from, &mut s.relayed, counters, fork)
+        });
+        self.forward_dtmf(side);
+        heard
+    }
+
     /// One 20 ms slot: the aligned audio of both legs goes to every fork; what the
     /// services asked for is acted on. Returns a reason to end the call.
     fn on_slot(&mut self) -> Option<String> {
@@ -583,7 +595,7 @@ fn relay(
     to: &mut Leg,
     data: &[u8],
     source: SocketAddr,
-    tx: &mut [u8; 2048],
+    tx: &mut [u8; RELAYED],
     counters: &Counters,
     fork: Option<(&mut Aligner, stereo::Leg)>,
 ) -> bool {

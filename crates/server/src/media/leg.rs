@@ -28,13 +28,14 @@ use tracing::{Instrument, debug, info, warn};
 use super::MediaParams;
 use super::agent_leg::{AgentLeg, AgentSetup};
 use super::forking::{ForkTap, InOrder, Request, drive_forks};
+use super::scratch;
 use crate::config::Action;
 use crate::control::Command;
 use crate::counters::{Counters, LegPublisher, LegStats, inc};
 use crate::fork_metrics::ForkInfo;
 use crate::prompt::Prompt;
 use crate::rtp_ports::RtpPort;
-use crate::rtp_socket::{RecvBatch, recv_batch};
+use crate::rtp_socket::try_recv_batch;
 use siphon_fork::CallMeta;
 
 #[derive(Debug)]
@@ -217,7 +218,6 @@ pub fn spawn(setup: LegSetup) -> MediaHandle {
         meta: setup.meta,
         requests: Vec::new(),
         in_order: InOrder::default(),
-        scratch: [0; 480],
         repacketizer: None,
         agent: None,
     };
@@ -251,8 +251,6 @@ struct Leg {
     requests: Vec<Request>,
     /// The caller's audio for forks, in order at arrival (not through the playout buffer).
     in_order: InOrder,
-    /// Decode scratch for the fork path.
-    scratch: [i16; 480],
     /// Re-cuts the 20 ms packets the session builds into the peer's `a=ptime` (10, 30 or
     /// 40 ms); `None` at 20 ms.
     repacketizer: Option<Repacketizer>,
@@ -284,14 +282,8 @@ fn g711(codec: Codec) -> G711 {
 
 impl Leg {
     async fn run(mut self, mut control: mpsc::UnboundedReceiver<Control>) {
-        // RTP arrives in batches of one recvmmsg each (no empty read per packet; see
-        // rtp_socket). Boxed: it is a few kilobytes.
-        let mut rx = Box::<RecvBatch>::default();
-        let mut rtcp_rx = [0u8; 2048];
-        let mut agent_rx = [0u8; 2048];
-        let mut tx = [0u8; 1500];
-        let mut pcm_in = [0i16; FRAME_SAMPLES];
-        let mut pcm_out = [0i16; FRAME_SAMPLES];
+        // No buffers here: the branches wait for readiness and borrow the thread's
+        // (`scratch`) for the synchronous part, so a call's task holds none of them.
         let mut last_rx = Instant::now();
         loop {
             let idle_deadline = last_rx + self.inactivity;
@@ -376,7 +368,7 @@ impl Leg {
                     }
                 },
                 () = pacer => {
-                    self.on_send_slots(&mut pcm_in, &mut pcm_out, &mut tx);
+                    scratch::with(|s| self.on_send_slots(&mut s.pcm_in, &mut s.pcm_out, &mut s.tx));
                     if let Some(reason) = self.service_requests() {
                         warn!(%reason, "ending call");
                         self.finish(&reason);
@@ -387,28 +379,58 @@ impl Leg {
                 // The forks' sockets, connection attempts and timers: writes the frames the
                 // last branch queued, reads what the services sent. Never completes.
                 () = drive_forks(&mut self.taps) => {}
-                r = recv_batch(&self.rtp.socket, &mut rx) => {
+                // RTP arrives in batches of one recvmmsg each (no empty read per packet;
+                // see rtp_socket).
+                r = self.rtp.socket.readable() => {
                     if r.is_err() {
                         continue;
                     }
-                    for (packet, from) in rx.packets() {
-                        // RFC 5761 §4: RTCP multiplexed on the RTP port is never audio.
-                        if self.params.rtcp_mux && rtcp_mux::is_rtcp(packet) {
-                            self.on_rtcp(packet, from);
-                        } else if self.on_rtp(packet, from) {
-                            last_rx = Instant::now();
+                    let heard = scratch::with(|s| {
+                        let scratch::Scratch { rx, decode, .. } = s;
+                        if try_recv_batch(&self.rtp.socket, rx).is_err() {
+                            return false;
                         }
+                        let mut heard = false;
+                        for (packet, from) in rx.packets() {
+                            // RFC 5761 §4: RTCP multiplexed on the RTP port is never audio.
+                            if self.params.rtcp_mux && rtcp_mux::is_rtcp(packet) {
+                                self.on_rtcp(packet, from);
+                            } else if self.on_rtp(packet, from, decode) {
+                                heard = true;
+                            }
+                        }
+                        heard
+                    });
+                    if heard {
+                        last_rx = Instant::now();
                     }
                 }
-                r = agent_recv(self.agent.as_ref(), &mut agent_rx) => {
-                    let Ok((len, from)) = r else { continue };
-                    if let (Some(agent), Some(data)) = (self.agent.as_mut(), agent_rx.get(..len)) {
-                        agent.on_rtp(data, from, &self.counters);
+                r = agent_readable(self.agent.as_ref()) => {
+                    if r.is_err() {
+                        continue;
+                    }
+                    let (agent, counters) = (self.agent.as_mut(), &self.counters);
+                    if let Some(agent) = agent {
+                        scratch::with(|s| {
+                            if let Ok((len, from)) = agent.rtp.socket.try_recv_from(&mut s.datagram)
+                                && let Some(data) = s.datagram.get(..len)
+                            {
+                                agent.on_rtp(data, from, counters);
+                            }
+                        });
                     }
                 }
-                r = self.rtp.rtcp.recv_from(&mut rtcp_rx) => {
-                    let Ok((len, from)) = r else { continue };
-                    self.on_rtcp(&rtcp_rx[..len], from);
+                r = self.rtp.rtcp.readable() => {
+                    if r.is_err() {
+                        continue;
+                    }
+                    scratch::with(|s| {
+                        if let Ok((len, from)) = self.rtp.rtcp.try_recv_from(&mut s.datagram)
+                            && let Some(data) = s.datagram.get(..len)
+                        {
+                            self.on_rtcp(data, from);
+                        }
+                    });
                 }
                 () = tokio::time::sleep_until(idle_deadline) => {
                     if self.on_hold() || self.session.is_none() {
@@ -458,7 +480,8 @@ impl Leg {
     }
 
     /// Handles one datagram; returns whether it counted as activity from the peer.
-    fn on_rtp(&mut self, data: &[u8], from: SocketAddr) -> bool {
+    /// `decode` is room to decode the packet for the forks (the thread's, see `scratch`).
+    fn on_rtp(&mut self, data: &[u8], from: SocketAddr, decode: &mut [i16]) -> bool {
         let counters = &self.counters;
         let packet = match RtpPacket::parse(data) {
             Ok(p) => p,
@@ -495,13 +518,13 @@ impl Leg {
             // Forks take the caller's audio at arrival, in order (see InOrder), decoded by
             // the packet's own codec (the peer may switch per packet).
             let law = g711(codec);
-            let n = law.decode(packet.payload, &mut self.scratch);
+            let n = law.decode(packet.payload, decode);
             let taps = &mut self.taps;
             let arrival = Instant::now();
             self.in_order.push(
                 packet.ssrc,
                 packet.sequence_number,
-                &self.scratch[..n],
+                &decode[..n],
                 arrival,
                 &mut |frame, at| {
                     for tap in taps.iter_mut() {
@@ -782,13 +805,10 @@ impl Leg {
 
 const SILENCE: [i16; FRAME_SAMPLES] = [0; FRAME_SAMPLES];
 
-/// A datagram on the transfer leg's socket; never ready before there is one.
-async fn agent_recv(
-    agent: Option<&AgentLeg>,
-    buf: &mut [u8],
-) -> std::io::Result<(usize, SocketAddr)> {
+/// The transfer leg's socket has a datagram; never ready without a transfer leg.
+async fn agent_readable(agent: Option<&AgentLeg>) -> std::io::Result<()> {
     match agent {
-        Some(agent) => agent.rtp.socket.recv_from(buf).await,
+        Some(agent) => agent.rtp.socket.readable().await,
         None => std::future::pending().await,
     }
 }
