@@ -342,10 +342,20 @@ impl Bridge {
         // ends the call even while the other still talks.
         let mut last_rx = [Instant::now(); 2];
         let mut slots = tokio::time::interval(stereo::SLOT);
+        // The RTCP and inactivity timers live as long as the call and move only when their
+        // deadline does (a `Sleep` made per loop turn enters and leaves the runtime's timer
+        // wheel at every packet). The inactivity timer is not moved per packet: when it
+        // fires early (RTP came since), it is set to the new deadline then.
+        let mut rtcp_at = self.caller.rtcp_due().min(self.callee.rtcp_due());
+        let mut rtcp_timer = std::pin::pin!(tokio::time::sleep_until(rtcp_at));
+        let mut idle = std::pin::pin!(tokio::time::sleep_until(last_rx[0] + self.inactivity));
         loop {
-            let idle_deadline = last_rx[0].min(last_rx[1]) + self.inactivity;
             let forking = self.aligner.is_some();
             let rtcp_due = self.caller.rtcp_due().min(self.callee.rtcp_due());
+            if rtcp_due != rtcp_at {
+                rtcp_at = rtcp_due;
+                rtcp_timer.as_mut().reset(rtcp_due);
+            }
             tokio::select! {
                 msg = control.recv() => match msg {
                     Some(Control::Update(side, params)) => {
@@ -440,13 +450,25 @@ impl Bridge {
                         self.callee.read_rtcp(&self.counters);
                     }
                 }
-                () = tokio::time::sleep_until(rtcp_due) => {
+                () = &mut rtcp_timer => {
                     self.caller.poll_rtcp(&self.counters);
                     self.callee.poll_rtcp(&self.counters);
+                    // A report that is not due yet leaves the deadline where it was: set
+                    // the timer again so it is not polled ready in a loop.
+                    let due = self.caller.rtcp_due().min(self.callee.rtcp_due());
+                    rtcp_at = due;
+                    rtcp_timer.as_mut().reset(due);
                 }
-                () = tokio::time::sleep_until(idle_deadline) => {
+                () = &mut idle => {
+                    let now = Instant::now();
+                    let deadline = last_rx[0].min(last_rx[1]) + self.inactivity;
+                    if deadline > now {
+                        idle.as_mut().reset(deadline);
+                        continue;
+                    }
                     if !self.answered || self.caller.on_hold() || self.callee.on_hold() {
-                        last_rx = [Instant::now(); 2];
+                        last_rx = [now; 2];
+                        idle.as_mut().reset(now + self.inactivity);
                         continue;
                     }
                     let silent = if last_rx[0] <= last_rx[1] { "caller" } else { "callee" };

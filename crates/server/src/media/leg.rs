@@ -285,18 +285,25 @@ impl Leg {
         // No buffers here: the branches wait for readiness and borrow the thread's
         // (`scratch`) for the synchronous part, so a call's task holds none of them.
         let mut last_rx = Instant::now();
+        // Two timers for the whole call, moved only when their deadline does: a `Sleep`
+        // made per loop turn would be put into and taken out of the runtime's timer wheel
+        // at every wake-up (several per 20 ms). The pacer moves once a slot; the inactivity
+        // timer is not moved per packet: when it fires early (RTP came since), it is set
+        // to the new deadline then.
+        let mut pacer = std::pin::pin!(tokio::time::sleep_until(last_rx));
+        let mut pacer_at: Option<Instant> = None;
+        let mut idle = std::pin::pin!(tokio::time::sleep_until(last_rx + self.inactivity));
         loop {
-            let idle_deadline = last_rx + self.inactivity;
             let send_deadline = self
                 .session
                 .as_ref()
                 .map(|s| Instant::from_std(s.poll_timeout()));
-            let pacer = async {
-                match send_deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
+            if send_deadline != pacer_at {
+                pacer_at = send_deadline;
+                if let Some(at) = send_deadline {
+                    pacer.as_mut().reset(at);
                 }
-            };
+            }
             // Biased, in this order: a control message (the answer that attaches the forks)
             // is handled before RTP that arrived after it, so a call's first packet is never
             // read before its forks exist; a due send slot goes before reading more RTP, so
@@ -367,7 +374,9 @@ impl Leg {
                         return;
                     }
                 },
-                () = pacer => {
+                () = &mut pacer, if pacer_at.is_some() => {
+                    // Set again (to the next slot) at the top of the loop.
+                    pacer_at = None;
                     scratch::with(|s| self.on_send_slots(&mut s.pcm_in, &mut s.pcm_out, &mut s.tx));
                     if let Some(reason) = self.service_requests() {
                         warn!(%reason, "ending call");
@@ -432,9 +441,16 @@ impl Leg {
                         }
                     });
                 }
-                () = tokio::time::sleep_until(idle_deadline) => {
+                () = &mut idle => {
+                    let now = Instant::now();
+                    let deadline = last_rx + self.inactivity;
+                    if deadline > now {
+                        idle.as_mut().reset(deadline);
+                        continue;
+                    }
                     if self.on_hold() || self.session.is_none() {
-                        last_rx = Instant::now();
+                        last_rx = now;
+                        idle.as_mut().reset(now + self.inactivity);
                         continue;
                     }
                     let reason = format!("no RTP for {} s", self.inactivity.as_secs());
