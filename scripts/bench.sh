@@ -49,6 +49,8 @@
 #                 level's steady window instead ($OUT/perf-MODE-LEVEL.data; read it with
 #                 `perf report -i FILE --no-children`)                             [0]
 #   OUT           results folder                       [target/bench/DATE]
+#   NO_BUILD      1: skip the `cargo build` at the start (measure the binaries as built,
+#                 e.g. copies of two versions while the tree is being edited)    [0]
 #   SIPHON_BIN    the siphon binary to measure (e.g. another worktree's build, to compare
 #                 two versions in one run)                [target/release/siphon]
 set -euo pipefail
@@ -91,7 +93,8 @@ results="$OUT/results.jsonl"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 echo "open files: $(ulimit -n)"
 
-cargo build --release -p siphon -p siphon-load
+# NO_BUILD=1 keeps the binaries as they are: a long comparison run while the tree changes.
+[ "${NO_BUILD:-0}" = 1 ] || cargo build --release -p siphon -p siphon-load
 siphon="${SIPHON_BIN:-$root/target/release/siphon}"
 load="$root/target/release/siphon-load"
 

@@ -13,11 +13,12 @@
 //!
 //! # How it works
 //!
-//! Samples, not packets, are stored: a ring of [`CAPACITY`] samples indexed by the extended
-//! (unwrapped) RTP timestamp, with a "filled" flag per sample. So reordering is free (each
-//! packet lands at its timestamp), any packetisation (10, 20, 30 ms) plays out in 20 ms
-//! frames, duplicates are packets whose first sample is already filled, and a packet whose
-//! samples have all been played is too late.
+//! Samples, not packets, are stored: a ring of samples indexed by the extended (unwrapped)
+//! RTP timestamp, with a "filled" flag per sample. The ring holds twice the largest delay
+//! (at least [`MIN_CAPACITY`], at most [`CAPACITY`]): 512 ms with the default 200 ms bound.
+//! So reordering is free (each packet lands at its timestamp), any packetisation (10, 20,
+//! 30 ms) plays out in 20 ms frames, duplicates are packets whose first sample is already
+//! filled, and a packet whose samples have all been played is too late.
 //!
 //! Playout delay is controlled against the *fastest* packet: `transit = arrival − timestamp`
 //! (both in samples) and `base` = the minimum transit over the last 2–4 s (two rolling
@@ -52,20 +53,35 @@
 
 use std::time::{Duration, Instant};
 
+use crate::g711::G711;
 use crate::{FRAME_SAMPLES, SAMPLE_RATE};
 
-/// Ring capacity in samples (1.024 s at 8 kHz): room for the largest delay plus bursts.
+/// Largest ring in samples (1.024 s at 8 kHz), for a `max_delay` of 500 ms.
 pub const CAPACITY: usize = 8192;
+/// Smallest ring in samples (512 ms at 8 kHz): twice the default 200 ms delay bound with
+/// room to spare, and half of it (a packet's largest size) still exceeds any G.711 payload
+/// that fits a 2 KiB datagram. Every call has a ring, so its size is most of a call's
+/// memory: 8 KiB of samples here, against 16 KiB at [`CAPACITY`].
+pub const MIN_CAPACITY: usize = 4096;
 
-/// Which ring slots hold a sample: a bitset over [`CAPACITY`] slots.
+/// The ring size for a largest delay of `max_delay` samples: room for the delay twice over
+/// (a burst arriving on top of a full delay), a power of two so a slot is a mask.
+fn capacity_for(max_delay: i64) -> usize {
+    usize::try_from(2 * max_delay)
+        .unwrap_or(0)
+        .next_power_of_two()
+        .clamp(MIN_CAPACITY, CAPACITY)
+}
+
+/// Which ring slots hold a sample: a bitset over the ring's slots.
 #[derive(Debug, Clone)]
 struct Filled(Box<[u64]>);
 
 impl Filled {
-    fn new() -> Self {
-        Filled(vec![0; CAPACITY / 64].into_boxed_slice())
+    fn new(capacity: usize) -> Self {
+        Filled(vec![0; capacity / 64].into_boxed_slice())
     }
-    /// `k` is a ring slot (see `slot`, always below [`CAPACITY`]).
+    /// `k` is a ring slot (see `slot`, always below the capacity).
     fn get(&self, k: usize) -> bool {
         self.0.get(k / 64).is_some_and(|w| w & (1 << (k % 64)) != 0)
     }
@@ -101,7 +117,8 @@ const SPREAD_DECAY: f64 = 0.998;
 pub struct JitterConfig {
     /// Smallest target delay (default 20 ms).
     pub min_delay: Duration,
-    /// Largest target delay (default 200 ms; at most 500 ms, the ring holds ~1 s).
+    /// Largest target delay (default 200 ms; at most 500 ms). The ring is sized from it:
+    /// 512 ms up to a 256 ms bound, 1.024 s above.
     pub max_delay: Duration,
     /// Delay to buffer before playing a new stream, before anything is measured (60 ms).
     pub initial_delay: Duration,
@@ -208,6 +225,7 @@ pub struct JitterBuffer {
     min_delay: i64,
     max_delay: i64,
     initial_delay: i64,
+    /// The ring; its length is a power of two (see `capacity_for`).
     samples: Box<[i16]>,
     /// One bit per sample of `samples` (a bitset: 1 KiB a call instead of 8 with `bool`s).
     filled: Filled,
@@ -236,26 +254,24 @@ fn samples_of(d: Duration) -> i64 {
     (d.as_nanos() * u128::from(SAMPLE_RATE) / 1_000_000_000) as i64
 }
 
-// CAPACITY is a power of two, so masking the two's-complement value is the Euclidean
+// The capacities are powers of two, so masking the two's-complement value is the Euclidean
 // remainder without a division (this runs three times per sample).
-const _: () = assert!(CAPACITY.is_power_of_two());
-
-fn slot(ts: i64) -> usize {
-    (ts as usize) & (CAPACITY - 1)
-}
+const _: () = assert!(CAPACITY.is_power_of_two() && MIN_CAPACITY.is_power_of_two());
 
 impl JitterBuffer {
-    /// Creates an empty buffer. This is the only allocation (the ring, ~24 KiB).
+    /// Creates an empty buffer. This is the only allocation (the ring: 8.5 KiB with the
+    /// default bounds, 17 KiB for a `max_delay` above 256 ms).
     pub fn new(config: JitterConfig) -> Self {
         let max_delay = samples_of(config.max_delay).clamp(FRAME, (CAPACITY / 2) as i64);
+        let capacity = capacity_for(max_delay);
         let min_delay = samples_of(config.min_delay).clamp(0, max_delay);
         let initial_delay = samples_of(config.initial_delay).clamp(min_delay, max_delay);
         JitterBuffer {
             min_delay,
             max_delay,
             initial_delay,
-            samples: vec![0; CAPACITY].into_boxed_slice(),
-            filled: Filled::new(),
+            samples: vec![0; capacity].into_boxed_slice(),
+            filled: Filled::new(capacity),
             state: State::Idle,
             ssrc: None,
             epoch: None,
@@ -300,10 +316,43 @@ impl JitterBuffer {
         self.state == State::Playing
     }
 
+    /// The ring's size in samples.
+    pub fn capacity(&self) -> usize {
+        self.samples.len()
+    }
+
+    fn slot(&self, ts: i64) -> usize {
+        (ts as usize) & (self.samples.len() - 1)
+    }
+
     /// Stores a packet's decoded samples. See [`PushOutcome`] for what can happen.
     pub fn push(&mut self, now: Instant, info: PacketInfo, pcm: &[i16]) -> PushOutcome {
-        let len = pcm.len() as i64;
-        if pcm.is_empty() || pcm.len() > CAPACITY / 2 {
+        self.push_with(now, info, pcm, |s| s)
+    }
+
+    /// Stores a G.711 packet, decoding it straight into the ring (no scratch buffer: a
+    /// packet-sized one per call would be as large as the ring).
+    pub fn push_g711(
+        &mut self,
+        now: Instant,
+        info: PacketInfo,
+        law: G711,
+        payload: &[u8],
+    ) -> PushOutcome {
+        self.push_with(now, info, payload, |code| law.decode_sample(code))
+    }
+
+    /// [`JitterBuffer::push`] of `input`'s samples converted by `decode`, one each.
+    fn push_with<T: Copy>(
+        &mut self,
+        now: Instant,
+        info: PacketInfo,
+        input: &[T],
+        decode: impl Fn(T) -> i16,
+    ) -> PushOutcome {
+        let capacity = self.capacity();
+        let len = input.len() as i64;
+        if input.is_empty() || input.len() > capacity / 2 {
             self.stats.rejected += 1;
             return PushOutcome::Rejected;
         }
@@ -325,10 +374,10 @@ impl JitterBuffer {
         let newest_by_seq = seq_delta > 0;
 
         let buffering = matches!(self.state, State::Buffering { .. });
-        let too_far_ahead = ts + len > self.play_ts + CAPACITY as i64;
+        let too_far_ahead = ts + len > self.play_ts + capacity as i64;
         // While buffering, earlier packets simply move the start of playout back.
         let too_far_behind = if buffering {
-            ts < self.highest_end - CAPACITY as i64 + len
+            ts < self.highest_end - capacity as i64 + len
         } else {
             ts + len <= self.play_ts && self.play_ts - ts > self.max_delay
         };
@@ -363,13 +412,14 @@ impl JitterBuffer {
             }
             start = self.play_ts; // keep the part not yet played
         }
-        if self.filled.get(slot(start)) {
+        if self.filled.get(self.slot(start)) {
             self.stats.duplicates += 1;
             return PushOutcome::Duplicate;
         }
-        for (i, &s) in pcm[(start - ts) as usize..].iter().enumerate() {
-            let k = slot(start + i as i64);
-            self.samples[k] = s;
+        let from = input.get((start - ts) as usize..).unwrap_or_default();
+        for (i, &s) in from.iter().enumerate() {
+            let k = self.slot(start + i as i64);
+            self.samples[k] = decode(s);
             self.filled.set(k);
         }
         if newest_by_seq || ts > self.newest_ts {
@@ -474,7 +524,7 @@ impl JitterBuffer {
             } else {
                 1
             };
-            if frames * FRAME >= CAPACITY as i64 {
+            if frames * FRAME >= self.capacity() as i64 {
                 // Nothing buffered can survive a jump this long (pop was not called for a
                 // while): clear everything once instead of frame by frame.
                 self.clear_ring();
@@ -491,7 +541,7 @@ impl JitterBuffer {
         let timestamp = self.play_ts as u32;
         let mut present = 0;
         for (i, o) in out.iter_mut().enumerate() {
-            let k = slot(self.play_ts + i as i64);
+            let k = self.slot(self.play_ts + i as i64);
             if self.filled.get(k) {
                 *o = self.samples[k];
                 self.filled.unset(k);
@@ -531,7 +581,8 @@ impl JitterBuffer {
 
     fn clear_frame(&mut self, ts: i64) {
         for i in 0..FRAME {
-            self.filled.unset(slot(ts + i));
+            let k = self.slot(ts + i);
+            self.filled.unset(k);
         }
     }
 }

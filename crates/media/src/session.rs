@@ -18,8 +18,6 @@ use crate::{FRAME_SAMPLES, SAMPLE_RATE};
 
 /// RFC 3389 comfort noise, static payload type 13: accepted and treated as silence.
 const PT_COMFORT_NOISE: u8 = 13;
-/// Largest packet we decode (512 ms of G.711); the jitter buffer takes no more either.
-const MAX_PACKET_SAMPLES: usize = crate::jitter::CAPACITY / 2;
 /// Events kept when the driver doesn't poll them; older ones are dropped beyond this.
 const MAX_QUEUED_EVENTS: usize = 64;
 
@@ -118,7 +116,6 @@ pub struct MediaSession {
     rtcp: RtcpScheduler,
     ntp: NtpClock,
     events: VecDeque<MediaEvent>,
-    pcm: Box<[i16]>,
     encoded: [u8; FRAME_SAMPLES],
     stats: SessionStats,
 }
@@ -148,8 +145,8 @@ impl MediaSession {
             dtmf_tx: VecDeque::new(),
             remote: None,
             ntp: NtpClock::new(now, wallclock),
-            events: VecDeque::with_capacity(MAX_QUEUED_EVENTS),
-            pcm: vec![0; MAX_PACKET_SAMPLES].into_boxed_slice(),
+            // Grown when events come (few calls have any): not reserved per call.
+            events: VecDeque::new(),
             encoded: [0; FRAME_SAMPLES],
             stats: SessionStats::default(),
         }
@@ -231,13 +228,12 @@ impl MediaSession {
         }
 
         if let Some(law) = law {
-            let n = law.decode(packet.payload, &mut self.pcm);
             let info = PacketInfo {
                 sequence_number: packet.sequence_number,
                 timestamp: packet.timestamp,
                 ssrc: packet.ssrc,
             };
-            self.jitter.push(now, info, &self.pcm[..n]);
+            self.jitter.push_g711(now, info, law, packet.payload);
         } else if is_event {
             if let Some(event) =
                 self.dtmf_rx

@@ -393,3 +393,69 @@ fn grows_when_jitter_appears_mid_call() {
         1500
     );
 }
+
+#[test]
+fn the_ring_is_sized_to_the_largest_delay() {
+    // The default 200 ms bound gets the small ring (512 ms), a 500 ms bound the large one.
+    assert_eq!(buffer().capacity(), siphon_media::jitter::MIN_CAPACITY);
+    let long = JitterBuffer::new(JitterConfig {
+        max_delay: Duration::from_millis(500),
+        ..JitterConfig::default()
+    });
+    assert_eq!(long.capacity(), siphon_media::jitter::CAPACITY);
+    // The small ring takes packets up to half its size (256 ms), no longer.
+    let t0 = Instant::now();
+    let info = |seq: u16| PacketInfo {
+        sequence_number: seq,
+        timestamp: 0,
+        ssrc: 1,
+    };
+    let mut jb = buffer();
+    assert_eq!(jb.push(t0, info(0), &[1; 2049]), PushOutcome::Rejected);
+    assert_eq!(jb.push(t0, info(1), &[1; 2048]), PushOutcome::Buffered);
+}
+
+#[test]
+fn a_500_ms_delay_bound_still_holds_400_ms_of_jitter() {
+    // Every packet 400 ms late but one in ten on time: with a 500 ms bound the buffer must
+    // grow to ~400 ms and play every packet (the ring is the large one for this bound).
+    let mut jb = JitterBuffer::new(JitterConfig {
+        max_delay: Duration::from_millis(500),
+        ..JitterConfig::default()
+    });
+    let mut arrivals = stream(100, 0, 0, 3);
+    for (i, a) in arrivals.iter_mut().enumerate() {
+        if i % 10 != 0 {
+            a.at_us += 400_000;
+        }
+    }
+    let run = simulate(&mut jb, arrivals, 5_000, 3_500_000);
+    let played = run.played();
+    // The first packets come before the buffer has grown; from then on nothing is lost.
+    let tail: Vec<i16> = (30..=100).collect();
+    assert!(played.ends_with(&tail), "{played:?}");
+}
+
+#[test]
+fn g711_packets_decode_straight_into_the_ring() {
+    // push_g711 plays exactly what push of the decoded samples plays.
+    let law = siphon_media::g711::G711::Pcmu;
+    let payload: Vec<u8> = (0..160u32).map(|i| (i * 7 % 256) as u8).collect();
+    let mut decoded = vec![0i16; 160];
+    law.decode(&payload, &mut decoded);
+    let t0 = Instant::now();
+    let info = PacketInfo {
+        sequence_number: 1,
+        timestamp: 0,
+        ssrc: 1,
+    };
+    let (mut a, mut b) = (buffer(), buffer());
+    assert_eq!(a.push_g711(t0, info, law, &payload), PushOutcome::Buffered);
+    assert_eq!(b.push(t0, info, &decoded), PushOutcome::Buffered);
+    let (mut out_a, mut out_b) = ([0i16; 160], [0i16; 160]);
+    let fa = a.pop(t0 + 3 * TICK, &mut out_a).unwrap();
+    let fb = b.pop(t0 + 3 * TICK, &mut out_b).unwrap();
+    assert_eq!((fa, out_a), (fb, out_b));
+    assert_eq!(fa.kind, FrameKind::Audio);
+    assert_eq!(&out_a[..], &decoded[..]);
+}

@@ -67,27 +67,35 @@ impl RecvBatch {
 /// later). So a batch with room to spare — the queue is empty — is reported to tokio as
 /// `WouldBlock` while its datagrams stay in `batch`; a full batch keeps the readiness, and
 /// the next call reads again.
+#[cfg(test)] // the media tasks run this loop themselves, around `media::scratch`
 pub async fn recv_batch(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
-    let fd = socket.as_raw_fd();
     loop {
         socket.readable().await?;
-        let read = socket.try_io(Interest::READABLE, || {
-            let n = recv_into(fd, batch)?;
-            if n < BATCH {
-                Err(io::ErrorKind::WouldBlock.into())
-            } else {
-                Ok(n)
-            }
-        });
-        match read {
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if batch.len > 0 {
-                    return Ok(batch.len);
-                }
-            }
-            Err(e) => return Err(e),
+        let n = try_recv_batch(socket, batch)?;
+        if n > 0 {
+            return Ok(n);
         }
+    }
+}
+
+/// [`recv_batch`] without the wait: the datagrams queued now, 0 if none. A media task
+/// awaits `socket.readable()` (which holds no buffer) and then calls this with a buffer it
+/// borrows only for the synchronous part (`media::scratch`).
+pub fn try_recv_batch(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
+    let fd = socket.as_raw_fd();
+    batch.len = 0;
+    let read = socket.try_io(Interest::READABLE, || {
+        let n = recv_into(fd, batch)?;
+        if n < BATCH {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(n)
+        }
+    });
+    match read {
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(batch.len),
+        Err(e) => Err(e),
     }
 }
 

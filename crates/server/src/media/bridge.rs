@@ -11,7 +11,8 @@
 //!
 //! Forks of a bridged call hear both phones: `inbound` is the caller, `outbound` the
 //! callee, `both` is stereo (left caller, right callee), put in time by `crate::stereo`
-//! and handed to the forks every 20 ms.
+//! and handed to the forks every 20 ms. The forks run inside this task (`drive_forks` in the
+//! select loop), like an answered call's.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,7 +32,8 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, warn};
 
 use super::MediaParams;
-use super::forking::{ForkTap, Request};
+use super::forking::{ForkTap, Request, drive_forks};
+use super::scratch::{self, RELAYED};
 use crate::control::Command;
 use crate::counters::{Counters, LegPublisher, LegStats, inc};
 use crate::fork_metrics::ForkInfo;
@@ -364,19 +366,26 @@ impl Drop for Bridge {
 
 impl Bridge {
     async fn run(mut self, mut control: mpsc::UnboundedReceiver<Control>) {
-        let mut rx_caller = [0u8; 2048];
-        let mut rx_callee = [0u8; 2048];
-        let mut tx = [0u8; 2048];
-        let mut rtcp_caller = [0u8; 2048];
-        let mut rtcp_callee = [0u8; 2048];
+        // No buffers here: the branches wait for readiness and borrow the thread's
+        // (`scratch`) to read and relay, so a call's task holds none of them.
         // Each phone must keep sending: one that went away (crashed, lost its network)
         // ends the call even while the other still talks.
         let mut last_rx = [Instant::now(); 2];
         let mut slots = tokio::time::interval(stereo::SLOT);
+        // The RTCP and inactivity timers live as long as the call and move only when their
+        // deadline does (a `Sleep` made per loop turn enters and leaves the runtime's timer
+        // wheel at every packet). The inactivity timer is not moved per packet: when it
+        // fires early (RTP came since), it is set to the new deadline then.
+        let mut rtcp_at = self.caller.rtcp_due().min(self.callee.rtcp_due());
+        let mut rtcp_timer = std::pin::pin!(tokio::time::sleep_until(rtcp_at));
+        let mut idle = std::pin::pin!(tokio::time::sleep_until(last_rx[0] + self.inactivity));
         loop {
-            let idle_deadline = last_rx[0].min(last_rx[1]) + self.inactivity;
             let forking = self.aligner.is_some();
             let rtcp_due = self.caller.rtcp_due().min(self.callee.rtcp_due());
+            if rtcp_due != rtcp_at {
+                rtcp_at = rtcp_due;
+                rtcp_timer.as_mut().reset(rtcp_due);
+            }
             tokio::select! {
                 msg = control.recv() => match msg {
                     Some(Control::Update(side, params)) => {
@@ -463,45 +472,48 @@ impl Bridge {
                         return;
                     }
                 }
-                r = self.caller.rtp.socket.recv_from(&mut rx_caller) => {
-                    let Ok((len, from)) = r else { continue };
-                    if self.caller.muxed(&rx_caller[..len]) {
-                        self.caller.on_rtcp(&rx_caller[..len], from, &self.counters);
-                        continue;
-                    }
-                    let fork = self.aligner.as_mut().map(|a| (a, stereo::Leg::Caller));
-                    if relay(&mut self.caller, &mut self.callee, &rx_caller[..len], from, &mut tx, &self.counters, fork) {
+                // The forks' sockets, connection attempts and timers: writes the frames the
+                // last slot queued, reads what the services sent. Never completes.
+                () = drive_forks(&mut self.taps) => {}
+                r = self.caller.rtp.socket.readable() => {
+                    if r.is_ok() && self.on_rtp(stereo::Leg::Caller) {
                         last_rx[0] = Instant::now();
                     }
-                    self.forward_dtmf(stereo::Leg::Caller);
                 }
-                r = self.callee.rtp.socket.recv_from(&mut rx_callee) => {
-                    let Ok((len, from)) = r else { continue };
-                    if self.callee.muxed(&rx_callee[..len]) {
-                        self.callee.on_rtcp(&rx_callee[..len], from, &self.counters);
-                        continue;
-                    }
-                    let fork = self.aligner.as_mut().map(|a| (a, stereo::Leg::Callee));
-                    if relay(&mut self.callee, &mut self.caller, &rx_callee[..len], from, &mut tx, &self.counters, fork) {
+                r = self.callee.rtp.socket.readable() => {
+                    if r.is_ok() && self.on_rtp(stereo::Leg::Callee) {
                         last_rx[1] = Instant::now();
                     }
-                    self.forward_dtmf(stereo::Leg::Callee);
                 }
-                r = self.caller.rtp.rtcp.recv_from(&mut rtcp_caller) => {
-                    let Ok((len, from)) = r else { continue };
-                    self.caller.on_rtcp(&rtcp_caller[..len], from, &self.counters);
+                r = self.caller.rtp.rtcp.readable() => {
+                    if r.is_ok() {
+                        self.caller.read_rtcp(&self.counters);
+                    }
                 }
-                r = self.callee.rtp.rtcp.recv_from(&mut rtcp_callee) => {
-                    let Ok((len, from)) = r else { continue };
-                    self.callee.on_rtcp(&rtcp_callee[..len], from, &self.counters);
+                r = self.callee.rtp.rtcp.readable() => {
+                    if r.is_ok() {
+                        self.callee.read_rtcp(&self.counters);
+                    }
                 }
-                () = tokio::time::sleep_until(rtcp_due) => {
+                () = &mut rtcp_timer => {
                     self.caller.poll_rtcp(&self.counters);
                     self.callee.poll_rtcp(&self.counters);
+                    // A report that is not due yet leaves the deadline where it was: set
+                    // the timer again so it is not polled ready in a loop.
+                    let due = self.caller.rtcp_due().min(self.callee.rtcp_due());
+                    rtcp_at = due;
+                    rtcp_timer.as_mut().reset(due);
                 }
-                () = tokio::time::sleep_until(idle_deadline) => {
+                () = &mut idle => {
+                    let now = Instant::now();
+                    let deadline = last_rx[0].min(last_rx[1]) + self.inactivity;
+                    if deadline > now {
+                        idle.as_mut().reset(deadline);
+                        continue;
+                    }
                     if !self.answered || self.caller.on_hold() || self.callee.on_hold() {
-                        last_rx = [Instant::now(); 2];
+                        last_rx = [now; 2];
+                        idle.as_mut().reset(now + self.inactivity);
                         continue;
                     }
                     let silent = if last_rx[0] <= last_rx[1] { "caller" } else { "callee" };
@@ -517,6 +529,32 @@ impl Bridge {
 }
 
 impl Bridge {
+    /// A datagram on `side`'s RTP socket (the socket said it is readable): RTCP multiplexed
+    /// there, or RTP relayed to the other leg. Returns whether it counted as the phone's RTP.
+    fn on_rtp(&mut self, side: stereo::Leg) -> bool {
+        let (from_leg, to_leg) = match side {
+            stereo::Leg::Caller => (&mut self.caller, &mut self.callee),
+            stereo::Leg::Callee => (&mut self.callee, &mut self.caller),
+        };
+        let (counters, aligner) = (&self.counters, &mut self.aligner);
+        let heard = scratch::with(|s| {
+            let Ok((len, from)) = from_leg.rtp.socket.try_recv_from(&mut s.datagram) else {
+                return false;
+            };
+            let Some(data) = s.datagram.get(..len) else {
+                return false;
+            };
+            if from_leg.muxed(data) {
+                from_leg.on_rtcp(data, from, counters);
+                return false;
+            }
+            let fork = aligner.as_mut().map(|a| (a, side));
+            relay(from_leg, to_leg, data, from, &mut s.relayed, counters, fork)
+        });
+        self.forward_dtmf(side);
+        heard
+    }
+
     /// One 20 ms slot: the aligned audio of both legs goes to every fork; what the
     /// services asked for is acted on. Returns a reason to end the call.
     fn on_slot(&mut self) -> Option<String> {
@@ -566,7 +604,9 @@ impl Bridge {
 
     fn start_fork(&mut self, id: String, config: ForkConfig) {
         info!(fork = %id, url = %siphon_fork::redact_url(&config.url), mode = ?config.mode, tracks = ?config.tracks, "starting fork");
-        let fork = siphon_fork::start(config.clone(), self.meta.clone());
+        // The fork runs inside this task (the select loop drives it), as an answered
+        // call's does: a slot's frame reaches the WebSocket in the same wake-up.
+        let fork = siphon_fork::start_inline(config.clone(), self.meta.clone());
         let registration = self.counters.forks.register(
             ForkInfo {
                 call_id: self.meta.call_id.clone(),
@@ -576,6 +616,8 @@ impl Bridge {
             },
             fork.stats(),
         );
+        // Exactly the room needed (a `ForkTap` is most of a kilobyte; see `leg.rs`).
+        self.taps.reserve_exact(1);
         self.taps
             .push(ForkTap::new(id, fork, &config, registration));
     }
@@ -620,7 +662,7 @@ fn relay(
     to: &mut Leg,
     data: &[u8],
     source: SocketAddr,
-    tx: &mut [u8; 2048],
+    tx: &mut [u8; RELAYED],
     counters: &Counters,
     fork: Option<(&mut Aligner, stereo::Leg)>,
 ) -> bool {

@@ -53,6 +53,18 @@ pub struct ForkTap {
     playing: bool,
 }
 
+/// Polls every fork of a call (see `siphon_fork::Fork::drive`); pending forever, so the
+/// media task's select loop wakes for a fork's socket or timer, lets the forks act, and
+/// waits again. Answered and bridged calls both run their forks this way (inline).
+pub fn drive_forks(taps: &mut [ForkTap]) -> impl Future<Output = ()> + '_ {
+    std::future::poll_fn(move |cx| {
+        for tap in taps.iter_mut() {
+            tap.fork.drive(cx);
+        }
+        std::task::Poll::Pending
+    })
+}
+
 /// Most caller frames kept waiting for a slot (tracks = both): 200 ms.
 const MAX_PENDING: usize = 10;
 /// Frames the encode buffer holds before it is reclaimed or replaced.

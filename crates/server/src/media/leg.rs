@@ -27,14 +27,15 @@ use tracing::{Instrument, debug, info, warn};
 
 use super::MediaParams;
 use super::agent_leg::{AgentLeg, AgentSetup};
-use super::forking::{ForkTap, InOrder, Request};
+use super::forking::{ForkTap, InOrder, Request, drive_forks};
+use super::scratch;
 use crate::config::Action;
 use crate::control::Command;
 use crate::counters::{Counters, LegPublisher, LegStats, inc};
 use crate::fork_metrics::ForkInfo;
 use crate::prompt::Prompt;
 use crate::rtp_ports::RtpPort;
-use crate::rtp_socket::{RecvBatch, recv_batch};
+use crate::rtp_socket::try_recv_batch;
 use siphon_fork::CallMeta;
 
 #[derive(Debug)]
@@ -217,7 +218,6 @@ pub fn spawn(setup: LegSetup) -> MediaHandle {
         meta: setup.meta,
         requests: Vec::new(),
         in_order: InOrder::default(),
-        scratch: [0; 480],
         repacketizer: None,
         agent: None,
     };
@@ -251,8 +251,6 @@ struct Leg {
     requests: Vec<Request>,
     /// The caller's audio for forks, in order at arrival (not through the playout buffer).
     in_order: InOrder,
-    /// Decode scratch for the fork path.
-    scratch: [i16; 480],
     /// Re-cuts the 20 ms packets the session builds into the peer's `a=ptime` (10, 30 or
     /// 40 ms); `None` at 20 ms.
     repacketizer: Option<Repacketizer>,
@@ -284,27 +282,28 @@ fn g711(codec: Codec) -> G711 {
 
 impl Leg {
     async fn run(mut self, mut control: mpsc::UnboundedReceiver<Control>) {
-        // RTP arrives in batches of one recvmmsg each (no empty read per packet; see
-        // rtp_socket). Boxed: it is a few kilobytes.
-        let mut rx = Box::<RecvBatch>::default();
-        let mut rtcp_rx = [0u8; 2048];
-        let mut agent_rx = [0u8; 2048];
-        let mut tx = [0u8; 1500];
-        let mut pcm_in = [0i16; FRAME_SAMPLES];
-        let mut pcm_out = [0i16; FRAME_SAMPLES];
+        // No buffers here: the branches wait for readiness and borrow the thread's
+        // (`scratch`) for the synchronous part, so a call's task holds none of them.
         let mut last_rx = Instant::now();
+        // Two timers for the whole call, moved only when their deadline does: a `Sleep`
+        // made per loop turn would be put into and taken out of the runtime's timer wheel
+        // at every wake-up (several per 20 ms). The pacer moves once a slot; the inactivity
+        // timer is not moved per packet: when it fires early (RTP came since), it is set
+        // to the new deadline then.
+        let mut pacer = std::pin::pin!(tokio::time::sleep_until(last_rx));
+        let mut pacer_at: Option<Instant> = None;
+        let mut idle = std::pin::pin!(tokio::time::sleep_until(last_rx + self.inactivity));
         loop {
-            let idle_deadline = last_rx + self.inactivity;
             let send_deadline = self
                 .session
                 .as_ref()
                 .map(|s| Instant::from_std(s.poll_timeout()));
-            let pacer = async {
-                match send_deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
+            if send_deadline != pacer_at {
+                pacer_at = send_deadline;
+                if let Some(at) = send_deadline {
+                    pacer.as_mut().reset(at);
                 }
-            };
+            }
             // Biased, in this order: a control message (the answer that attaches the forks)
             // is handled before RTP that arrived after it, so a call's first packet is never
             // read before its forks exist; a due send slot goes before reading more RTP, so
@@ -375,8 +374,10 @@ impl Leg {
                         return;
                     }
                 },
-                () = pacer => {
-                    self.on_send_slots(&mut pcm_in, &mut pcm_out, &mut tx);
+                () = &mut pacer, if pacer_at.is_some() => {
+                    // Set again (to the next slot) at the top of the loop.
+                    pacer_at = None;
+                    scratch::with(|s| self.on_send_slots(&mut s.pcm_in, &mut s.pcm_out, &mut s.tx));
                     if let Some(reason) = self.service_requests() {
                         warn!(%reason, "ending call");
                         self.finish(&reason);
@@ -387,32 +388,69 @@ impl Leg {
                 // The forks' sockets, connection attempts and timers: writes the frames the
                 // last branch queued, reads what the services sent. Never completes.
                 () = drive_forks(&mut self.taps) => {}
-                r = recv_batch(&self.rtp.socket, &mut rx) => {
+                // RTP arrives in batches of one recvmmsg each (no empty read per packet;
+                // see rtp_socket).
+                r = self.rtp.socket.readable() => {
                     if r.is_err() {
                         continue;
                     }
-                    for (packet, from) in rx.packets() {
-                        // RFC 5761 §4: RTCP multiplexed on the RTP port is never audio.
-                        if self.params.rtcp_mux && rtcp_mux::is_rtcp(packet) {
-                            self.on_rtcp(packet, from);
-                        } else if self.on_rtp(packet, from) {
-                            last_rx = Instant::now();
+                    let heard = scratch::with(|s| {
+                        let scratch::Scratch { rx, decode, .. } = s;
+                        if try_recv_batch(&self.rtp.socket, rx).is_err() {
+                            return false;
                         }
-                    }
-                }
-                r = agent_recv(self.agent.as_ref(), &mut agent_rx) => {
-                    let Ok((len, from)) = r else { continue };
-                    if let (Some(agent), Some(data)) = (self.agent.as_mut(), agent_rx.get(..len)) {
-                        agent.on_rtp(data, from, &self.counters);
-                    }
-                }
-                r = self.rtp.rtcp.recv_from(&mut rtcp_rx) => {
-                    let Ok((len, from)) = r else { continue };
-                    self.on_rtcp(&rtcp_rx[..len], from);
-                }
-                () = tokio::time::sleep_until(idle_deadline) => {
-                    if self.on_hold() || self.session.is_none() {
+                        let mut heard = false;
+                        for (packet, from) in rx.packets() {
+                            // RFC 5761 §4: RTCP multiplexed on the RTP port is never audio.
+                            if self.params.rtcp_mux && rtcp_mux::is_rtcp(packet) {
+                                self.on_rtcp(packet, from);
+                            } else if self.on_rtp(packet, from, decode) {
+                                heard = true;
+                            }
+                        }
+                        heard
+                    });
+                    if heard {
                         last_rx = Instant::now();
+                    }
+                }
+                r = agent_readable(self.agent.as_ref()) => {
+                    if r.is_err() {
+                        continue;
+                    }
+                    let (agent, counters) = (self.agent.as_mut(), &self.counters);
+                    if let Some(agent) = agent {
+                        scratch::with(|s| {
+                            if let Ok((len, from)) = agent.rtp.socket.try_recv_from(&mut s.datagram)
+                                && let Some(data) = s.datagram.get(..len)
+                            {
+                                agent.on_rtp(data, from, counters);
+                            }
+                        });
+                    }
+                }
+                r = self.rtp.rtcp.readable() => {
+                    if r.is_err() {
+                        continue;
+                    }
+                    scratch::with(|s| {
+                        if let Ok((len, from)) = self.rtp.rtcp.try_recv_from(&mut s.datagram)
+                            && let Some(data) = s.datagram.get(..len)
+                        {
+                            self.on_rtcp(data, from);
+                        }
+                    });
+                }
+                () = &mut idle => {
+                    let now = Instant::now();
+                    let deadline = last_rx + self.inactivity;
+                    if deadline > now {
+                        idle.as_mut().reset(deadline);
+                        continue;
+                    }
+                    if self.on_hold() || self.session.is_none() {
+                        last_rx = now;
+                        idle.as_mut().reset(now + self.inactivity);
                         continue;
                     }
                     let reason = format!("no RTP for {} s", self.inactivity.as_secs());
@@ -458,7 +496,8 @@ impl Leg {
     }
 
     /// Handles one datagram; returns whether it counted as activity from the peer.
-    fn on_rtp(&mut self, data: &[u8], from: SocketAddr) -> bool {
+    /// `decode` is room to decode the packet for the forks (the thread's, see `scratch`).
+    fn on_rtp(&mut self, data: &[u8], from: SocketAddr, decode: &mut [i16]) -> bool {
         let counters = &self.counters;
         let packet = match RtpPacket::parse(data) {
             Ok(p) => p,
@@ -495,13 +534,13 @@ impl Leg {
             // Forks take the caller's audio at arrival, in order (see InOrder), decoded by
             // the packet's own codec (the peer may switch per packet).
             let law = g711(codec);
-            let n = law.decode(packet.payload, &mut self.scratch);
+            let n = law.decode(packet.payload, decode);
             let taps = &mut self.taps;
             let arrival = Instant::now();
             self.in_order.push(
                 packet.ssrc,
                 packet.sequence_number,
-                &self.scratch[..n],
+                &decode[..n],
                 arrival,
                 &mut |frame, at| {
                     for tap in taps.iter_mut() {
@@ -782,24 +821,10 @@ impl Leg {
 
 const SILENCE: [i16; FRAME_SAMPLES] = [0; FRAME_SAMPLES];
 
-/// Polls every fork of the leg (see `siphon_fork::Fork::drive`); pending forever, so the
-/// select loop wakes for a fork's socket or timer, lets the forks act, and waits again.
-fn drive_forks(taps: &mut [ForkTap]) -> impl Future<Output = ()> + '_ {
-    std::future::poll_fn(move |cx| {
-        for tap in taps.iter_mut() {
-            tap.fork.drive(cx);
-        }
-        std::task::Poll::Pending
-    })
-}
-
-/// A datagram on the transfer leg's socket; never ready before there is one.
-async fn agent_recv(
-    agent: Option<&AgentLeg>,
-    buf: &mut [u8],
-) -> std::io::Result<(usize, SocketAddr)> {
+/// The transfer leg's socket has a datagram; never ready without a transfer leg.
+async fn agent_readable(agent: Option<&AgentLeg>) -> std::io::Result<()> {
     match agent {
-        Some(agent) => agent.rtp.socket.recv_from(buf).await,
+        Some(agent) => agent.rtp.socket.readable().await,
         None => std::future::pending().await,
     }
 }

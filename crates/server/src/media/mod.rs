@@ -10,11 +10,13 @@
 //!   differ, and forked.
 //! - [`forking`]: what both hand to the fork crate: frames to the WebSocket, the service's
 //!   audio back in order.
+//! - [`scratch`]: the buffers a task uses within one wake-up, one set per runtime thread.
 
 pub(crate) mod agent_leg;
 pub(crate) mod bridge;
 pub mod forking;
 pub(crate) mod leg;
+mod scratch;
 
 use std::net::SocketAddr;
 

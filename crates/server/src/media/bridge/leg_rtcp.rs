@@ -14,6 +14,7 @@ use tracing::debug;
 
 use super::Leg;
 use crate::counters::{Counters, inc};
+use crate::media::scratch;
 
 impl Leg {
     /// Where this leg's RTCP goes (see `RtcpPeer::destination`).
@@ -41,6 +42,18 @@ impl Leg {
         } else {
             &self.rtp.rtcp
         }
+    }
+
+    /// Reads one datagram from this leg's RTCP socket (it said it is readable) into the
+    /// thread's buffer (`scratch`) and handles it.
+    pub(super) fn read_rtcp(&mut self, counters: &Counters) {
+        scratch::with(|s| {
+            if let Ok((len, from)) = self.rtp.rtcp.try_recv_from(&mut s.datagram)
+                && let Some(data) = s.datagram.get(..len)
+            {
+                self.on_rtcp(data, from, counters);
+            }
+        });
     }
 
     /// A datagram on this leg's RTCP socket (or RTCP multiplexed on its RTP socket).
