@@ -868,27 +868,26 @@ pub fn finish(headers: &mut Headers, body: &[u8]) {
 
 /// A header's raw value by name (case-insensitive), searching rsip's typed and untyped headers.
 pub fn header_value(headers: &Headers, name: &str) -> Option<String> {
-    headers.iter().find_map(|h| {
-        let text = h.to_string();
-        let (n, v) = text.split_once(':')?;
-        n.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| v.trim().to_string())
+    header_str(headers, name).map(str::to_string)
+}
+
+/// The first value of a header, borrowed (trimmed as [`header_value`] trims it). Compares
+/// names without formatting any header: this runs several times per request.
+pub fn header_str<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
+    header_strs(headers, name).next()
+}
+
+/// All values of a header, in order, borrowed.
+pub fn header_strs<'a>(headers: &'a Headers, name: &str) -> impl Iterator<Item = &'a str> {
+    headers.iter().filter_map(move |h| {
+        let (n, v) = h.name_and_value();
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
     })
 }
 
 /// All values of a header, in order.
 pub fn header_values(headers: &Headers, name: &str) -> Vec<String> {
-    headers
-        .iter()
-        .filter_map(|h| {
-            let text = h.to_string();
-            let (n, v) = text.split_once(':')?;
-            n.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_string())
-        })
-        .collect()
+    header_strs(headers, name).map(str::to_string).collect()
 }
 
 /// Outcome of looking for one message at the front of a stream buffer (SIP over TCP).
@@ -991,6 +990,60 @@ mod tests {
 
     fn status_of(text: &str) -> u16 {
         reject(text).response.unwrap().status_code.code()
+    }
+
+    /// The lookups compare names without formatting headers; they must find what the
+    /// formatted text (`name: value`, split at the first colon) would have found.
+    #[test]
+    fn header_lookup_agrees_with_the_formatted_headers() {
+        let extra = "Require: timer\r\nRequire:  100rel , foo \r\nSupported: replaces\r\n\
+                     Authorization: Digest username=\"a\", uri=\"sip:x:5060\"\r\n\
+                     X-Thing: a:b\r\nSubscription-State: active\r\nExpires: 60\r\n";
+        let msg = parse(options(extra).as_bytes(), src(), ParseLimits::default()).unwrap();
+        let rsip::SipMessage::Request(req) = msg else {
+            panic!("not a request")
+        };
+        let by_text = |name: &str| -> Vec<String> {
+            req.headers
+                .iter()
+                .filter_map(|h| {
+                    let text = h.to_string();
+                    let (n, v) = text.split_once(':')?;
+                    n.trim()
+                        .eq_ignore_ascii_case(name)
+                        .then(|| v.trim().to_string())
+                })
+                .collect()
+        };
+        for name in [
+            "Require",
+            "require",
+            "Supported",
+            "Authorization",
+            "X-Thing",
+            "Via",
+            "Call-ID",
+            "call-id",
+            "CSeq",
+            "Subscription-State",
+            "Expires",
+            "To",
+            "From",
+            "Max-Forwards",
+            "Content-Length",
+            "Missing",
+        ] {
+            assert_eq!(header_values(&req.headers, name), by_text(name), "{name}");
+            assert_eq!(
+                header_value(&req.headers, name),
+                by_text(name).into_iter().next(),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            header_values(&req.headers, "Require"),
+            ["timer", "100rel , foo"]
+        );
     }
 
     #[test]

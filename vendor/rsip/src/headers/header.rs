@@ -118,6 +118,64 @@ impl std::fmt::Display for Header {
     }
 }
 
+impl Header {
+    /// The header's name as `Display` prints it (`Other` keeps the name it was parsed or
+    /// built with) and its value, borrowed: `Display` without formatting, so that a lookup
+    /// by name does not allocate a string per header it passes.
+    pub fn name_and_value(&self) -> (&str, &str) {
+        use crate::headers::untyped::UntypedHeader;
+        match self {
+            Self::Accept(inner) => ("Accept", inner.value()),
+            Self::AcceptEncoding(inner) => ("Accept-Encoding", inner.value()),
+            Self::AcceptLanguage(inner) => ("Accept-Language", inner.value()),
+            Self::AlertInfo(inner) => ("Alert-Info", inner.value()),
+            Self::Allow(inner) => ("Allow", inner.value()),
+            Self::AuthenticationInfo(inner) => ("Authentication-Info", inner.value()),
+            Self::Authorization(inner) => ("Authorization", inner.value()),
+            Self::CSeq(inner) => ("CSeq", inner.value()),
+            Self::CallId(inner) => ("Call-ID", inner.value()),
+            Self::CallInfo(inner) => ("Call-Info", inner.value()),
+            Self::Contact(inner) => ("Contact", inner.value()),
+            Self::ContentDisposition(inner) => ("Content-Disposition", inner.value()),
+            Self::ContentEncoding(inner) => ("Content-Encoding", inner.value()),
+            Self::ContentLanguage(inner) => ("Content-Language", inner.value()),
+            Self::ContentLength(inner) => ("Content-Length", inner.value()),
+            Self::ContentType(inner) => ("Content-Type", inner.value()),
+            Self::Date(inner) => ("Date", inner.value()),
+            Self::ErrorInfo(inner) => ("Error-Info", inner.value()),
+            Self::Event(inner) => ("Event", inner.value()),
+            Self::Expires(inner) => ("Expires", inner.value()),
+            Self::From(inner) => ("From", inner.value()),
+            Self::InReplyTo(inner) => ("In-Reply-To", inner.value()),
+            Self::MaxForwards(inner) => ("Max-Forwards", inner.value()),
+            Self::MimeVersion(inner) => ("Mime-Version", inner.value()),
+            Self::MinExpires(inner) => ("Min-Expires", inner.value()),
+            Self::Organization(inner) => ("Organization", inner.value()),
+            Self::Priority(inner) => ("Priority", inner.value()),
+            Self::ProxyAuthenticate(inner) => ("Proxy-Authenticate", inner.value()),
+            Self::ProxyAuthorization(inner) => ("Proxy-Authorization", inner.value()),
+            Self::ProxyRequire(inner) => ("Proxy-Require", inner.value()),
+            Self::RecordRoute(inner) => ("Record-Route", inner.value()),
+            Self::ReplyTo(inner) => ("Reply-To", inner.value()),
+            Self::Require(inner) => ("Require", inner.value()),
+            Self::RetryAfter(inner) => ("Retry-After", inner.value()),
+            Self::Route(inner) => ("Route", inner.value()),
+            Self::Server(inner) => ("Server", inner.value()),
+            Self::Subject(inner) => ("Subject", inner.value()),
+            Self::SubscriptionState(inner) => ("Subscription-State", inner.value()),
+            Self::Supported(inner) => ("Supported", inner.value()),
+            Self::Timestamp(inner) => ("Timestamp", inner.value()),
+            Self::To(inner) => ("To", inner.value()),
+            Self::Unsupported(inner) => ("Unsupported", inner.value()),
+            Self::UserAgent(inner) => ("User-Agent", inner.value()),
+            Self::Via(inner) => ("Via", inner.value()),
+            Self::Warning(inner) => ("Warning", inner.value()),
+            Self::WwwAuthenticate(inner) => ("WWW-Authenticate", inner.value()),
+            Self::Other(name, value) => (name.as_str(), value.as_str()),
+        }
+    }
+}
+
 #[doc(hidden)]
 pub mod tokenizer {
     use super::*;
