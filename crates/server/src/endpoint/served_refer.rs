@@ -65,7 +65,10 @@ impl Endpoint {
             return;
         };
         let ring = std::time::Duration::from_secs(self.config.sip.ring_timeout_s);
-        if let Err((code, reason)) = self.transfer(&id.call_id, &label, "refer", ring).await {
+        if let Err((code, reason)) = self
+            .transfer(&id.call_id, &label, None, "refer", ring)
+            .await
+        {
             let code = match code {
                 409 if reason.contains("in progress") => 491,
                 409 => 403,
