@@ -1585,3 +1585,52 @@ async fn a_spoofed_caller_id_is_replaced_by_the_account() {
     assert_eq!(caller_of("cid-allowed"), "<sip:+15551001@127.0.0.1>");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The admin API's transfer of a bridged call places its new leg like originate's: every
+/// phone registered for the target account rings, the first answer wins, the other phone
+/// gets CANCEL, and the callee the caller leaves gets BYE. (A REFER's leg is placed by the
+/// same code, `place_leg_planned`.)
+#[tokio::test]
+async fn a_bridged_calls_transfer_rings_every_phone_of_the_target() {
+    let s = start_with("", 39100).await;
+    let c = connect(&s, "b2b-xfer-fork", "0 101", ("0", "0 PCMU/8000")).await;
+    let desk = register(s.addr, "1001").await;
+    let mobile = register(s.addr, "1001").await;
+    let r = http(
+        s.http,
+        "POST",
+        "/api/calls/b2b-xfer-fork/transfer",
+        None,
+        Some(r#"{"to": "user:1001"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let desk_invite = desk.expect("INVITE").await;
+    let mobile_invite = mobile.expect("INVITE").await;
+    // One leg, two INVITEs: same Call-ID, each to its own phone.
+    assert_eq!(
+        headers(&desk_invite, "Call-ID"),
+        headers(&mobile_invite, "Call-ID")
+    );
+    assert_ne!(headers(&desk_invite, "Via"), headers(&mobile_invite, "Via"));
+    desk.respond(&desk_invite, 180, None).await;
+    mobile.respond(&mobile_invite, 180, None).await;
+    let answer = mobile.answer_sdp("0", "0 PCMU/8000");
+    mobile.respond(&mobile_invite, 200, Some(&answer)).await;
+    mobile.expect("ACK").await;
+    let cancel = desk.expect("CANCEL").await;
+    assert_eq!(
+        headers(&cancel, "Call-ID"),
+        headers(&desk_invite, "Call-ID")
+    );
+    // The callee the caller leaves is hung up; the call now shows the transfer done.
+    let bye = c.callee.expect("BYE").await;
+    assert_eq!(headers(&bye, "Call-ID"), headers(&c.invite, "Call-ID"));
+    let done = eventually(|| async {
+        let call = http(s.http, "GET", "/api/calls/b2b-xfer-fork", None, None).await;
+        call.json()["transfer"]["state"] == "completed"
+    })
+    .await;
+    assert!(done, "the transfer never completed");
+    s.stop().await;
+}

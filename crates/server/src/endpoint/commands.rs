@@ -33,7 +33,7 @@ impl Endpoint {
             Command::BridgeNoAnswer(id) => self.bridge_no_answer(&id),
             Command::TrunkAttemptTimeout(id, key) => self.trunk_attempt_timeout(&id, &key),
             Command::LegAttemptTimeout(key) => {
-                if !self.originate_attempt_deadline(&key) {
+                if !self.originate_attempt_deadline(&key) && !self.refer_attempt_deadline(&key) {
                     self.transfer_attempt_deadline(&key);
                 }
             }

@@ -80,7 +80,19 @@ impl Endpoint {
         target: LegTarget<'_>,
         plan: LegPlan,
     ) -> Result<(TransactionKey, UacLeg), (u16, String)> {
-        let (key, mut leg) = self.place_first_attempt(target, true).await?;
+        self.place_leg_planned(target, plan, true).await
+    }
+
+    /// [`Self::place_leg_with`]; `session_timer`: whether the INVITE asks for a session
+    /// timer (a REFER's leg, joined to a bridged call, does not: the bridge runs no timer
+    /// for a leg it did not place itself).
+    pub(super) async fn place_leg_planned(
+        &mut self,
+        target: LegTarget<'_>,
+        plan: LegPlan,
+        session_timer: bool,
+    ) -> Result<(TransactionKey, UacLeg), (u16, String)> {
+        let (key, mut leg) = self.place_first_attempt(target, session_timer).await?;
         leg.alternates = plan.alternates;
         leg.failover_timeout = plan.failover_timeout;
         leg.credentials = plan.credentials;

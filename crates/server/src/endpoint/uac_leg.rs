@@ -140,15 +140,8 @@ impl AckCache {
 
 impl Endpoint {
     /// Allocates the leg's RTP port and sends the INVITE with Siphon's offer (one
-    /// attempt; `leg_attempts::place_leg_with` adds the rest of a target's plan).
-    pub(super) async fn place_leg(
-        &mut self,
-        target: LegTarget<'_>,
-    ) -> Result<(TransactionKey, UacLeg), (u16, String)> {
-        self.place_first_attempt(target, false).await
-    }
-
-    /// [`Self::place_leg`]; `session_timer`: the INVITE asks for a session timer (RFC 4028
+    /// attempt; `leg_attempts::place_leg_planned` adds the rest of a target's plan).
+    /// `session_timer`: the INVITE asks for a session timer (RFC 4028
     /// §7.1, as a bridged call's callee leg does), which the 2xx may then start
     /// ([`Self::start_leg_session_timer`]).
     pub(super) async fn place_first_attempt(

@@ -17,9 +17,11 @@
 //! ([`Endpoint::transfer_bridged`]): the caller is moved, so the new leg replaces the
 //! callee's, which gets BYE instead of NOTIFYs.
 //!
-//! Not built: attended transfer (`Replaces`, RFC 3891) is declined with 603, and so is a
-//! REFER in a call Siphon serves itself (echo, fork...: the API's transfer covers those).
-//! A trunk target that challenges the new leg's INVITE fails (no credentials are sent).
+//! The new leg is placed like originate's and the API's (`leg_attempts`): every registered
+//! phone of an account rings (the first 2xx wins, the others get CANCEL), a trunk's 401/407
+//! is answered with its credentials, and a trunk's next address is tried after a 408/5xx
+//! or silence. Attended transfer (`Replaces`) is `replaces.rs`; a REFER in a call Siphon
+//! serves is `served_refer.rs`.
 
 use std::mem;
 
@@ -38,6 +40,8 @@ use crate::config::Action;
 use crate::control::Command;
 use crate::counters::EndResult;
 use crate::endpoint::Endpoint;
+use crate::endpoint::leg_attempts::Outcome;
+use crate::endpoint::leg_targets::Resolved;
 use crate::endpoint::originate::Callee;
 use crate::endpoint::uac_leg::{Confirmed, LegTarget, UacLeg};
 use crate::endpoint::{new_tag, now};
@@ -227,8 +231,13 @@ impl Endpoint {
             self.reply_to(key, request, 404, None, &[]);
             return;
         };
-        let (uri, peer, from_host) = match self.resolve_callee(&callee) {
-            Ok((uri, peer, from_host, _)) => (uri, peer, from_host),
+        let Resolved {
+            uri,
+            peer,
+            from_host,
+            plan,
+        } = match self.resolve_leg(&callee) {
+            Ok(resolved) => resolved,
             Err((code, reason)) => {
                 span.in_scope(|| info!(%label, code, %reason, "REFER target unreachable"));
                 let code = if code == 404 { 480 } else { code };
@@ -252,13 +261,19 @@ impl Endpoint {
         if notify {
             self.notify_referrer(&id, side, refer_seq, 100);
         }
+        // The same leg machinery as originate and the API's transfer: every binding of an
+        // account rings, a trunk's challenge is answered and its next address tried.
         let placed = self
-            .place_leg(LegTarget {
-                uri: &uri,
-                peer,
-                identity: &identity,
-                call_id: format!("{}@siphon", new_tag()),
-            })
+            .place_leg_planned(
+                LegTarget {
+                    uri: &uri,
+                    peer,
+                    identity: &identity,
+                    call_id: format!("{}@siphon", new_tag()),
+                },
+                plan,
+                false,
+            )
             .await;
         let (leg_key, leg) = match placed {
             Ok(placed) => placed,
@@ -315,14 +330,20 @@ impl Endpoint {
         let identity = super::without_tag(&call.identity);
         let span = call.span.clone();
         let callee = crate::endpoint::originate::parse_callee(to).map_err(|e| (400, e))?;
-        let (uri, peer, _, _) = self.resolve_callee(&callee)?;
+        let Resolved {
+            uri, peer, plan, ..
+        } = self.resolve_leg(&callee)?;
         let (leg_key, leg) = self
-            .place_leg(LegTarget {
-                uri: &uri,
-                peer,
-                identity: &identity,
-                call_id: format!("{}@siphon", new_tag()),
-            })
+            .place_leg_planned(
+                LegTarget {
+                    uri: &uri,
+                    peer,
+                    identity: &identity,
+                    call_id: format!("{}@siphon", new_tag()),
+                },
+                plan,
+                false,
+            )
             .await?;
         span.in_scope(|| info!(%to, %uri, "transfer of a bridged call: placing the new leg"));
         if let Some(mut s) = self.registry.get_mut(&id.call_id) {
@@ -404,11 +425,9 @@ impl Endpoint {
     /// CANCEL for the new leg of a REFER whose call ended (its final response then finds
     /// no call: a 2xx gets BYE).
     fn cancel_referrals(&mut self, key: &TransactionKey) {
-        if let Some(r) = self.bridges.refers.get(key) {
-            let cancel = super::cancel_of(&r.leg.invite);
-            if let Err(e) = self.layer.send_request(now(), cancel, r.leg.peer) {
-                warn!(error = %e, "could not CANCEL the REFER's new leg");
-            }
+        if let Some(mut r) = self.bridges.refers.remove(key) {
+            self.cancel_leg(&mut r.leg);
+            self.bridges.refers.insert(key.clone(), r);
         }
     }
 
@@ -427,19 +446,26 @@ impl Endpoint {
         self.bridges.moved_callers.retain(|_, call| call != id);
     }
 
-    /// A response to a REFER's new leg; `false` if `key` is not one.
+    /// A response to a REFER's new leg (any of its attempts: bindings, a trunk's retry
+    /// with credentials or next address); `false` if `key` is not one.
     pub(in crate::endpoint) fn on_refer_leg_response(
         &mut self,
         key: &TransactionKey,
         response: &rsip::Response,
     ) -> bool {
-        let Some(r) = self.bridges.refers.get(key) else {
+        let leg_key = self.leg_attempts.leg_of(key);
+        let Some(mut r) = self.bridges.refers.remove(&leg_key) else {
             return false;
         };
-        let code = response.status_code.code();
-        match code {
-            100 => {}
-            101..=199 => {
+        let outcome = r
+            .span
+            .clone()
+            .in_scope(|| self.attempt_response(&leg_key, &mut r.leg, key, response));
+        match outcome {
+            Outcome::Pending => {
+                self.bridges.refers.insert(leg_key, r);
+            }
+            Outcome::Ringing => {
                 let mut first = false;
                 if let Some(mut s) = self.registry.get_mut(&r.call.call_id)
                     && let Some(t) = s.transfer.as_mut()
@@ -454,25 +480,48 @@ impl Endpoint {
                     && let Some(seq) = r.refer_seq
                 {
                     let (call, side) = (r.call.clone(), r.referrer);
-                    self.notify_referrer(&call, side, seq, code);
+                    self.notify_referrer(&call, side, seq, response.status_code.code());
                 }
+                self.bridges.refers.insert(leg_key, r);
             }
-            200..=299 => self.refer_answered(key, response),
+            Outcome::Answered => self.refer_answered(r, key, response),
+            Outcome::Failed(code) => self.refer_failed(r, code),
+        }
+        true
+    }
+
+    /// A REFER's new leg (one of its attempts) got no final response (Timer B); `false`
+    /// if not one.
+    pub(in crate::endpoint) fn on_refer_leg_timeout(&mut self, key: &TransactionKey) -> bool {
+        let leg_key = self.leg_attempts.leg_of(key);
+        let Some(mut r) = self.bridges.refers.remove(&leg_key) else {
+            return false;
+        };
+        match self.attempt_timeout(&leg_key, &mut r.leg, key) {
+            Outcome::Failed(code) => self.refer_failed(r, code),
             _ => {
-                if let Some(r) = self.bridges.refers.remove(key) {
-                    self.refer_failed(r, code);
-                }
+                self.bridges.refers.insert(leg_key, r);
             }
         }
         true
     }
 
-    /// A REFER's new leg got no final response (Timer B); `false` if not one.
-    pub(in crate::endpoint) fn on_refer_leg_timeout(&mut self, key: &TransactionKey) -> bool {
-        let Some(r) = self.bridges.refers.remove(key) else {
+    /// A REFER leg's trunk attempt reached its failover deadline; `false` if not one.
+    pub(in crate::endpoint) fn refer_attempt_deadline(&mut self, key: &TransactionKey) -> bool {
+        let leg_key = self.leg_attempts.leg_of(key);
+        let Some(mut r) = self.bridges.refers.remove(&leg_key) else {
             return false;
         };
-        self.refer_failed(r, 408);
+        let outcome = r
+            .span
+            .clone()
+            .in_scope(|| self.attempt_deadline(&leg_key, &mut r.leg, key));
+        match outcome {
+            Outcome::Failed(code) => self.refer_failed(r, code),
+            _ => {
+                self.bridges.refers.insert(leg_key, r);
+            }
+        }
         true
     }
 
@@ -491,10 +540,7 @@ impl Endpoint {
     }
 
     /// The new leg answered: the referrer's leg of the bridge becomes the new leg.
-    fn refer_answered(&mut self, key: &TransactionKey, response: &rsip::Response) {
-        let Some(r) = self.bridges.refers.remove(key) else {
-            return;
-        };
+    fn refer_answered(&mut self, r: Referral, key: &TransactionKey, response: &rsip::Response) {
         let span = r.span.clone();
         let _g = span.enter();
         let Confirmed { mut dialog, params } = match self.confirm_leg(key, &r.leg, response) {
