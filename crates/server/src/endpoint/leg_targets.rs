@@ -2,7 +2,7 @@
 //! (`user:`, `trunk:`, `sip:`) resolved to the INVITEs to send, and the `from` (caller ID)
 //! checked against what the target may be shown.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use siphon_sip::{Peer, Transport};
 
@@ -36,11 +36,7 @@ pub(super) fn parse_callee(to: &str) -> Result<Callee, String> {
         let (trunk, number) = rest
             .split_once('/')
             .ok_or("a trunk target is trunk:<name>/<number>")?;
-        let ok = !trunk.is_empty()
-            && !number.is_empty()
-            && number
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+*#".contains(c));
+        let ok = !trunk.is_empty() && crate::config::valid_number(number);
         return ok
             .then(|| Callee::Trunk {
                 trunk: trunk.to_string(),
@@ -48,28 +44,8 @@ pub(super) fn parse_callee(to: &str) -> Result<Callee, String> {
             })
             .ok_or_else(|| format!("bad trunk target {to:?}"));
     }
-    if let Some(rest) = to.strip_prefix("sip:") {
-        if rsip::Uri::try_from(to).is_err() || to.contains(['<', '>', ' ', '\r', '\n']) {
-            return Err(format!("bad SIP URI {to:?}"));
-        }
-        let host_port = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-        let host_port = host_port.split([';', '?']).next().unwrap_or_default();
-        let addr = host_port
-            .parse::<SocketAddr>()
-            .ok()
-            .or_else(|| {
-                host_port
-                    .parse::<IpAddr>()
-                    .ok()
-                    .map(|ip| SocketAddr::new(ip, 5060))
-            })
-            .or_else(|| {
-                let v6 = host_port.strip_prefix('[')?.strip_suffix(']')?;
-                v6.parse::<IpAddr>()
-                    .ok()
-                    .map(|ip| SocketAddr::new(ip, 5060))
-            })
-            .ok_or_else(|| format!("{to:?}: the host must be an IP address"))?;
+    if to.starts_with("sip:") {
+        let addr = crate::config::sip_uri_addr(to)?;
         return Ok(Callee::Uri {
             uri: to.to_string(),
             addr,
