@@ -47,7 +47,8 @@
 #   PERF_EVENTS   [instructions,cycles,task-clock,context-switches,raw_syscalls:sys_enter]
 #                 (registrar mode: PERF_STAT=1 counts task-clock, context switches and
 #                 syscalls over each server's whole SIPp run, per scenario in the table;
-#                 PERF_RECORD=1 records each server's run in $OUT/registrar-NAME/perf.data)
+#                 PERF_RECORD=1 records each server's run in $OUT/registrar-NAME/perf.data,
+#                 call graphs as PERF_CALLGRAPH says [-g]; e.g. "--call-graph dwarf,16384")
 #   PERF_RECORD   1: `perf record -e cpu-clock -g` on the measured process for 8 s of each
 #                 level's steady window instead ($OUT/perf-MODE-LEVEL.data; read it with
 #                 `perf report -i FILE --no-children`)                             [0]
@@ -358,7 +359,7 @@ register_run() {
         perf_pid=$!
         sleep 0.5
     elif [ "$PERF_RECORD" = 1 ] && command -v perf >/dev/null; then
-        perf record -q -e cpu-clock -F 1999 -g -p "$pid" -o "$dir/perf.data" 2>/dev/null &
+        perf record -q -e cpu-clock -F 1999 ${PERF_CALLGRAPH:--g} -p "$pid" -o "$dir/perf.data" 2>/dev/null &
         perf_pid=$!
         sleep 0.5
     fi
