@@ -261,8 +261,9 @@ pub async fn run_udp(
     loop {
         tokio::select! {
             r = socket.readable() => if let Err(e) = r {
-                debug!(error = %e, "UDP readiness error");
-                continue;
+                // Only when the runtime's I/O driver is gone: nothing more will arrive.
+                warn!(error = %e, "SIP UDP socket no longer readable; receive loop ends");
+                return;
             },
             _ = shutdown.recv() => return,
         }
