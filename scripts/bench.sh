@@ -45,6 +45,10 @@
 #                 PERF_EVENTS, counts that hold up on a busy machine where CPU % does not
 #                 (instructions and cycles need hardware counters; VMs often have none)  [0]
 #   PERF_EVENTS   [instructions,cycles,task-clock,context-switches,raw_syscalls:sys_enter]
+#                 (registrar mode: PERF_STAT=1 counts task-clock, context switches and
+#                 syscalls over each server's whole SIPp run, per scenario in the table;
+#                 PERF_RECORD=1 records each server's run in $OUT/registrar-NAME/perf.data,
+#                 call graphs as PERF_CALLGRAPH says [-g]; e.g. "--call-graph dwarf,16384")
 #   PERF_RECORD   1: `perf record -e cpu-clock -g` on the measured process for 8 s of each
 #                 level's steady window instead ($OUT/perf-MODE-LEVEL.data; read it with
 #                 `perf report -i FILE --no-children`)                             [0]
@@ -340,22 +344,49 @@ tree_ticks() {
 }
 
 # One SIPp run of the REGISTER/401/REGISTER/200 + unregister scenario against the server
-# already listening on SIP_PORT (pid $2); prints "NAME scenarios ok cpu_s".
+# already listening on SIP_PORT (pid $2); prints "NAME scenarios ok cpu_s". -mp: SIPp binds
+# media ports even for this scenario, by default 6000 and up, which sip-tests use for SIP.
 register_run() {
     local name="$1" pid="$2" dir="$OUT/registrar-$1"
     mkdir -p "$dir"
-    local before after
+    local before after perf_pid=""
     before=$(tree_ticks "$pid")
+    if [ "$PERF_STAT" = 1 ] && command -v perf >/dev/null; then
+        # task-clock (ns resolution) holds up where 10 ms ticks on a busy machine do not.
+        local pids="$pid"
+        for p in $(pgrep -P "$pid" 2>/dev/null || true); do pids="$pids,$p"; done
+        perf stat -x, -e task-clock,context-switches,raw_syscalls:sys_enter -p "$pids" \
+            -o "$dir/perf-stat.csv" 2>/dev/null &
+        perf_pid=$!
+        sleep 0.5
+    elif [ "$PERF_RECORD" = 1 ] && command -v perf >/dev/null; then
+        perf record -q -e cpu-clock -F 1999 ${PERF_CALLGRAPH:--g} -p "$pid" -o "$dir/perf.data" 2>/dev/null &
+        perf_pid=$!
+        sleep 0.5
+    fi
     ( cd "$dir" && "${prio[@]}" "${on_load_core[@]}" sipp -sf "$root/deploy/bench/register-unregister.xml" \
-        -s 1001 -au 1001 -ap secret1001 "127.0.0.1:$SIP_PORT" -p $((SIP_PORT + 2)) \
+        -s 1001 -au 1001 -ap secret1001 "127.0.0.1:$SIP_PORT" -p $((SIP_PORT + 2)) -mp 40000 \
         -r "$REG_RATE" -m "$REG_CALLS" -l $((REG_RATE * 4)) -trace_screen -trace_err -nostdin \
         -timeout 600s >"$dir/stdout" 2>&1 ) && rc=0 || rc=$?
     after=$(tree_ticks "$pid")
+    if [ -n "$perf_pid" ]; then
+        kill -INT "$perf_pid" 2>/dev/null || true
+        wait "$perf_pid" 2>/dev/null || true
+    fi
     local ok
     ok=$(grep -E "^ *Successful call " "$dir"/*_screen.log 2>/dev/null | tail -1 | awk '{ print $(NF) }')
     ok="${ok:-0}"
     awk -v n="$name" -v ok="$ok" -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v rc="$rc" \
         'BEGIN { printf "%s %d %.2f %s\n", n, ok, t / hz, rc }'
+    if [ -f "$dir/perf-stat.csv" ] && [ "$ok" -gt 0 ]; then
+        # One line per server in $OUT/registrar-perf.txt: per scenario, task-clock µs,
+        # context switches and syscalls.
+        awk -F, -v n="$name" -v ok="$ok" '
+            $3 == "task-clock" { tc = $1 } $3 == "context-switches" { cs = $1 }
+            $3 == "raw_syscalls:sys_enter" { sc = $1 }
+            END { printf "%s task-clock %.1f us/scenario, %.2f context switches/scenario, %.2f syscalls/scenario\n", n, tc * 1000 / ok, cs / ok, sc / ok }' \
+            "$dir/perf-stat.csv" >>"$OUT/registrar-perf.txt"
+    fi
 }
 
 run_registrar() {
@@ -387,6 +418,9 @@ run_registrar() {
         done
         if [ -n "$k" ]; then
             echo "$s $k" | awk '{ if ($2 > 0 && $6 > 0 && $7 > 0) printf "Siphon / Kamailio CPU per scenario = %.2f×\n", ($3 / $2) / ($7 / $6) }'
+        fi
+        if [ -f "$OUT/registrar-perf.txt" ]; then
+            grep -E "^(siphon$LABEL_SUFFIX|kamailio) " "$OUT/registrar-perf.txt" | tail -2
         fi
     } | tee -a "$OUT/registrar.txt"
 }

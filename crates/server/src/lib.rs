@@ -26,6 +26,7 @@ pub(crate) mod rtp_socket;
 pub(crate) mod secret_file;
 pub mod server;
 pub(crate) mod sip_trace;
+pub(crate) mod sip_udp_recv;
 pub(crate) mod state_db;
 pub(crate) mod stereo;
 pub(crate) mod tls;

@@ -19,6 +19,7 @@ use tracing::{debug, warn};
 
 use crate::counters::{Counters, inc};
 use crate::limits::{Blocklist, ConnectionSlots, SourceLimiter};
+use crate::sip_udp_recv::{Datagrams, try_recv_batch};
 
 /// A message that passed parsing, on its way to the SIP core.
 #[derive(Debug)]
@@ -254,47 +255,64 @@ pub async fn run_udp(
     ctx: TransportContext,
     mut shutdown: broadcast::Receiver<()>,
 ) {
-    let mut buf = vec![0u8; 65536];
+    let mut batch = Datagrams::default();
     // Owned by this task alone: per-source flood control without a lock.
     let mut flood = SourceLimiter::new(ctx.per_source_rate, std::time::Instant::now());
     loop {
-        let (len, source) = tokio::select! {
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // ICMP port unreachable from an earlier send shows up here on some
-                    // platforms; it is not fatal for a UDP server.
-                    debug!(error = %e, "UDP receive error");
-                    continue;
-                }
+        tokio::select! {
+            r = socket.readable() => if let Err(e) = r {
+                // Only when the runtime's I/O driver is gone: nothing more will arrive.
+                warn!(error = %e, "SIP UDP socket no longer readable; receive loop ends");
+                return;
             },
             _ = shutdown.recv() => return,
-        };
-        let source = canonical(source);
-        let now = std::time::Instant::now();
-        if ctx.blocklist.is_blocked(source.ip(), now) {
-            inc(&ctx.counters.blocked_drops);
-            continue;
         }
-        if !flood.allow(source.ip(), now) {
-            inc(&ctx.counters.flood_drops);
-            continue;
+        match try_recv_batch(&socket, &mut batch) {
+            Ok(_) => {}
+            Err(e) => {
+                // ICMP port unreachable from an earlier send shows up here on some
+                // platforms; it is not fatal for a UDP server.
+                debug!(error = %e, "UDP receive error");
+                continue;
+            }
         }
-        let data = &buf[..len];
-        if data.iter().all(|b| *b == b'\r' || *b == b'\n') {
-            continue; // keepalive (RFC 5626 §3.5.1 over UDP uses STUN; CRLF is common too)
+        for (data, source) in batch.packets() {
+            receive_datagram(&ctx, &mut flood, data, source);
         }
-        trace_message(&ctx.counters, "in", source, Transport::Udp, data);
-        let parsed = message::parse(data, source, ctx.limits);
-        deliver(
-            parsed,
-            source,
-            Transport::Udp,
-            &ctx.core,
-            &ctx.out,
-            &ctx.counters,
-        );
     }
+}
+
+/// One datagram from the SIP UDP socket: dropped if its source is blocked or flooding, or
+/// if it is a keepalive; otherwise parsed and delivered.
+fn receive_datagram(
+    ctx: &TransportContext,
+    flood: &mut SourceLimiter,
+    data: &[u8],
+    source: SocketAddr,
+) {
+    let source = canonical(source);
+    let now = std::time::Instant::now();
+    if ctx.blocklist.is_blocked(source.ip(), now) {
+        inc(&ctx.counters.blocked_drops);
+        return;
+    }
+    if !flood.allow(source.ip(), now) {
+        inc(&ctx.counters.flood_drops);
+        return;
+    }
+    if data.iter().all(|b| *b == b'\r' || *b == b'\n') {
+        return; // keepalive (RFC 5626 §3.5.1 over UDP uses STUN; CRLF is common too)
+    }
+    trace_message(&ctx.counters, "in", source, Transport::Udp, data);
+    let parsed = message::parse(data, source, ctx.limits);
+    deliver(
+        parsed,
+        source,
+        Transport::Udp,
+        &ctx.core,
+        &ctx.out,
+        &ctx.counters,
+    );
 }
 
 pub async fn run_tcp(

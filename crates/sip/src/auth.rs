@@ -46,6 +46,7 @@
 //! ([`AuthError::UnsupportedUserhash`]; verifying it would need to enumerate all users, and
 //! we never offer it). The `-sess` algorithm variants are supported.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::IpAddr;
@@ -119,19 +120,34 @@ impl DigestAlgorithm {
         )
     }
 
-    /// Lower-case hex of the hash of `data`.
-    fn hash_hex(self, data: &str) -> String {
-        match self {
-            DigestAlgorithm::Md5 | DigestAlgorithm::Md5Sess => hex::encode(Md5::digest(data)),
-            DigestAlgorithm::Sha256 | DigestAlgorithm::Sha256Sess => {
-                hex::encode(Sha256::digest(data))
+    /// Lower-case hex of the hash of `parts` concatenated, into `out` (no allocation: the
+    /// verifier runs this three times per REGISTER). Returns the hex text.
+    fn hash_hex_into<'o>(self, parts: &[&[u8]], out: &'o mut [u8; MAX_HEX]) -> &'o str {
+        fn run<D: Digest>(parts: &[&[u8]], out: &mut [u8; MAX_HEX]) -> usize {
+            let mut d = D::new();
+            for p in parts {
+                d.update(p);
             }
-            DigestAlgorithm::Sha512_256 | DigestAlgorithm::Sha512_256Sess => {
-                hex::encode(Sha512_256::digest(data))
-            }
+            let digest = d.finalize();
+            let n = digest.len() * 2;
+            // Cannot fail: MAX_HEX holds the longest digest (32 bytes) in hex.
+            let _ = hex::encode_to_slice(digest, &mut out[..n]);
+            n
         }
+        let n = match self {
+            DigestAlgorithm::Md5 | DigestAlgorithm::Md5Sess => run::<Md5>(parts, out),
+            DigestAlgorithm::Sha256 | DigestAlgorithm::Sha256Sess => run::<Sha256>(parts, out),
+            DigestAlgorithm::Sha512_256 | DigestAlgorithm::Sha512_256Sess => {
+                run::<Sha512_256>(parts, out)
+            }
+        };
+        // Hex digits are ASCII.
+        std::str::from_utf8(&out[..n]).unwrap_or("")
     }
 }
+
+/// Room for the hex of the longest digest (SHA-256, SHA-512/256: 32 bytes).
+const MAX_HEX: usize = 64;
 
 impl fmt::Display for DigestAlgorithm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -161,16 +177,64 @@ pub struct ResponseParams<'a> {
 /// without qop), where `HA1 = H(username ":" realm ":" password)` (for `-sess`,
 /// `H(that ":" nonce ":" cnonce)`) and `HA2 = H(method ":" uri)`.
 pub fn compute_response(p: &ResponseParams<'_>) -> String {
+    let mut out = [0u8; MAX_HEX];
+    compute_response_into(p, &mut out).to_owned()
+}
+
+/// [`compute_response`] into a stack buffer: the hashes are fed the parts in turn, so
+/// nothing is formatted or allocated.
+fn compute_response_into<'o>(p: &ResponseParams<'_>, out: &'o mut [u8; MAX_HEX]) -> &'o str {
     let alg = p.algorithm;
-    let mut ha1 = alg.hash_hex(&format!("{}:{}:{}", p.username, p.realm, p.password));
+    let (mut ha1_buf, mut sess_buf, mut ha2_buf) = ([0u8; MAX_HEX], [0u8; MAX_HEX], [0u8; MAX_HEX]);
+    let mut ha1 = alg.hash_hex_into(
+        &[
+            p.username.as_bytes(),
+            b":",
+            p.realm.as_bytes(),
+            b":",
+            p.password.as_bytes(),
+        ],
+        &mut ha1_buf,
+    );
     if alg.is_session() {
         let cnonce = p.qop_auth.map(|(_, c)| c).unwrap_or("");
-        ha1 = alg.hash_hex(&format!("{ha1}:{}:{cnonce}", p.nonce));
+        ha1 = alg.hash_hex_into(
+            &[
+                ha1.as_bytes(),
+                b":",
+                p.nonce.as_bytes(),
+                b":",
+                cnonce.as_bytes(),
+            ],
+            &mut sess_buf,
+        );
     }
-    let ha2 = alg.hash_hex(&format!("{}:{}", p.method, p.uri));
+    let ha2 = alg.hash_hex_into(&[p.method.as_bytes(), b":", p.uri.as_bytes()], &mut ha2_buf);
     match p.qop_auth {
-        Some((nc, cnonce)) => alg.hash_hex(&format!("{ha1}:{}:{nc}:{cnonce}:auth:{ha2}", p.nonce)),
-        None => alg.hash_hex(&format!("{ha1}:{}:{ha2}", p.nonce)),
+        Some((nc, cnonce)) => alg.hash_hex_into(
+            &[
+                ha1.as_bytes(),
+                b":",
+                p.nonce.as_bytes(),
+                b":",
+                nc.as_bytes(),
+                b":",
+                cnonce.as_bytes(),
+                b":auth:",
+                ha2.as_bytes(),
+            ],
+            out,
+        ),
+        None => alg.hash_hex_into(
+            &[
+                ha1.as_bytes(),
+                b":",
+                p.nonce.as_bytes(),
+                b":",
+                ha2.as_bytes(),
+            ],
+            out,
+        ),
     }
 }
 
@@ -308,6 +372,9 @@ pub struct Authenticator {
     /// Derived from the secret: the same across restarts with the same secret, so phones'
     /// cached challenges stay ours.
     opaque: String,
+    /// HMAC-SHA256 keyed with the secret, before any data: cloned per nonce tag, so the
+    /// key's two padded blocks are hashed once, not on every challenge and every check.
+    keyed: HmacSha256,
     /// Highest accepted nc per used nonce; `u32::MAX` once consumed by a no-qop use.
     used: DashMap<String, u32>,
     /// Used nonces with their issue time (ms), oldest first, for purging and the cap.
@@ -325,15 +392,17 @@ struct UsedOrder {
 
 impl Authenticator {
     pub fn new(config: DigestConfig) -> Self {
+        let keyed = HmacSha256::new_from_slice(&config.secret)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
         let opaque = {
-            let mut mac = HmacSha256::new_from_slice(&config.secret)
-                .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+            let mut mac = keyed.clone();
             mac.update(b"opaque");
             hex::encode(&mac.finalize().into_bytes()[..8])
         };
         Authenticator {
             config,
             opaque,
+            keyed,
             used: DashMap::new(),
             order: Mutex::new(UsedOrder::default()),
         }
@@ -419,17 +488,23 @@ impl Authenticator {
             .nonce_issued(&creds.nonce, source)
             .filter(|_| creds.opaque.as_deref().is_none_or(|o| o == self.opaque));
 
-        let params = |password: &'_ str| -> String {
-            compute_response(&ResponseParams {
-                algorithm,
-                username: &creds.username,
-                realm: &creds.realm,
-                password,
-                method,
-                uri: &creds.uri,
-                nonce: &creds.nonce,
-                qop_auth: qop.map(|(_, nc, cnonce)| (nc, cnonce)),
-            })
+        let params = |password: &'_ str| -> ([u8; MAX_HEX], usize) {
+            let mut out = [0u8; MAX_HEX];
+            let n = compute_response_into(
+                &ResponseParams {
+                    algorithm,
+                    username: &creds.username,
+                    realm: &creds.realm,
+                    password,
+                    method,
+                    uri: &creds.uri,
+                    nonce: &creds.nonce,
+                    qop_auth: qop.map(|(_, nc, cnonce)| (nc, cnonce)),
+                },
+                &mut out,
+            )
+            .len();
+            (out, n)
         };
         let Some(password) = password_of(&creds.username) else {
             // Spend the same hashing time as a real check so response timing does not
@@ -440,13 +515,19 @@ impl Authenticator {
                 None => AuthError::UnknownNonce,
             });
         };
-        let expected = params(&password);
+        let (expected, len) = params(&password);
         // Constant time: the comparison's duration reveals at most the length, which is
-        // fixed per algorithm.
-        let matches = expected
-            .as_bytes()
-            .ct_eq(creds.response.to_ascii_lowercase().as_bytes());
-        if !bool::from(matches) {
+        // fixed per algorithm. The response is lower-cased into a stack buffer of that
+        // length (a longer or shorter one cannot match).
+        let given = creds.response.as_bytes();
+        let mut lower = [0u8; MAX_HEX];
+        let matches = given.len() == len && {
+            for (l, g) in lower.iter_mut().zip(given) {
+                *l = g.to_ascii_lowercase();
+            }
+            bool::from(expected[..len].ct_eq(&lower[..len]))
+        };
+        if !matches {
             return Err(match issued {
                 Some(_) => AuthError::WrongPassword,
                 None => AuthError::UnknownNonce,
@@ -461,8 +542,8 @@ impl Authenticator {
         }
         self.record_use(&creds.nonce, issued, qop.map(|(nc, _, _)| nc))?;
         Ok(Verified {
-            username: creds.username,
-            uri: creds.uri,
+            username: creds.username.into_owned(),
+            uri: creds.uri.into_owned(),
             algorithm,
         })
     }
@@ -520,8 +601,7 @@ impl Authenticator {
     }
 
     fn tag(&self, head: &[u8], source: IpAddr) -> [u8; 16] {
-        let mut mac = HmacSha256::new_from_slice(&self.config.secret)
-            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        let mut mac = self.keyed.clone();
         mac.update(head);
         match source {
             IpAddr::V4(a) => mac.update(&a.octets()),
@@ -591,7 +671,7 @@ impl Challenge {
             params
                 .iter()
                 .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
+                .map(|(_, v)| v.as_ref())
         };
         let realm = get("realm").ok_or(ParseError::MissingParam("realm"))?;
         let nonce = get("nonce").ok_or(ParseError::MissingParam("nonce"))?;
@@ -673,30 +753,31 @@ pub fn new_cnonce() -> String {
     hex::encode(bytes)
 }
 
-/// The parameters of a credentials value that we use.
+/// The parameters of a credentials value that we use, borrowed from the header value
+/// (owned only when a quoted value had escapes or `username*` was decoded).
 #[derive(Debug, Default)]
-struct Credentials {
-    username: String,
-    realm: String,
-    nonce: String,
-    uri: String,
-    response: String,
-    algorithm: Option<String>,
-    cnonce: Option<String>,
-    opaque: Option<String>,
-    qop: Option<String>,
-    nc: Option<String>,
+struct Credentials<'a> {
+    username: Cow<'a, str>,
+    realm: Cow<'a, str>,
+    nonce: Cow<'a, str>,
+    uri: Cow<'a, str>,
+    response: Cow<'a, str>,
+    algorithm: Option<Cow<'a, str>>,
+    cnonce: Option<Cow<'a, str>>,
+    opaque: Option<Cow<'a, str>>,
+    qop: Option<Cow<'a, str>>,
+    nc: Option<Cow<'a, str>>,
     userhash: bool,
 }
 
-impl Credentials {
-    fn parse(header_value: &str) -> Result<Self, ParseError> {
+impl<'a> Credentials<'a> {
+    fn parse(header_value: &'a str) -> Result<Self, ParseError> {
         let mut c = Credentials::default();
         let mut username = None;
         let mut username_ext = None;
         let (mut realm, mut nonce, mut uri, mut response) = (None, None, None, None);
         for (name, value) in parse_params(header_value)? {
-            match name.as_str() {
+            match name.as_ref() {
                 "username" => username = Some(value),
                 "username*" => username_ext = Some(value),
                 "realm" => realm = Some(value),
@@ -716,7 +797,7 @@ impl Credentials {
         c.username = match (username, username_ext) {
             (Some(u), None) => u,
             (None, Some(ext)) => {
-                decode_ext_value(&ext).ok_or(ParseError::InvalidValue("username*"))?
+                Cow::Owned(decode_ext_value(&ext).ok_or(ParseError::InvalidValue("username*"))?)
             }
             // RFC 7616 §3.4: username and username* must not both be present.
             (Some(_), Some(_)) => return Err(ParseError::DuplicateParam("username".into())),
@@ -743,7 +824,10 @@ impl Credentials {
 /// Leniencies, each seen from real clients: empty list elements (`a=1,,b=2`) are skipped;
 /// unquoted values may contain any visible ASCII except `,` and `"` (some phones send
 /// `uri=sip:...` unquoted); whitespace includes CR/LF (folded header lines).
-fn parse_params(input: &str) -> Result<Vec<(String, String)>, ParseError> {
+/// Names and values are borrowed from `input` unless a name has upper case or a quoted
+/// value has escapes.
+#[allow(clippy::type_complexity)]
+fn parse_params(input: &str) -> Result<Vec<(Cow<'_, str>, Cow<'_, str>)>, ParseError> {
     if input.len() > MAX_HEADER_LEN {
         return Err(ParseError::TooLong);
     }
@@ -757,7 +841,7 @@ fn parse_params(input: &str) -> Result<Vec<(String, String)>, ParseError> {
     if !p.at_end() && !p.peek().is_some_and(is_ws) {
         return Err(ParseError::NotDigest);
     }
-    let mut params: Vec<(String, String)> = Vec::new();
+    let mut params: Vec<(Cow<'_, str>, Cow<'_, str>)> = Vec::with_capacity(12);
     loop {
         // Skip whitespace and empty list elements.
         while p.peek().is_some_and(|c| is_ws(c) || c == ',') {
@@ -771,7 +855,11 @@ fn parse_params(input: &str) -> Result<Vec<(String, String)>, ParseError> {
         if name.is_empty() {
             return Err(ParseError::UnexpectedChar(name_start));
         }
-        let name = name.to_ascii_lowercase();
+        let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(name.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(name)
+        };
         p.skip_ws();
         if p.peek() != Some('=') {
             return Err(ParseError::MissingValue(p.pos));
@@ -788,7 +876,7 @@ fn parse_params(input: &str) -> Result<Vec<(String, String)>, ParseError> {
                 if v.is_empty() {
                     return Err(ParseError::MissingValue(p.pos));
                 }
-                v.to_string()
+                Cow::Borrowed(v)
             }
         };
         p.skip_ws();
@@ -797,7 +885,7 @@ fn parse_params(input: &str) -> Result<Vec<(String, String)>, ParseError> {
             Some(_) => return Err(ParseError::UnexpectedChar(p.pos)),
         }
         if params.iter().any(|(n, _)| *n == name) {
-            return Err(ParseError::DuplicateParam(name));
+            return Err(ParseError::DuplicateParam(name.into_owned()));
         }
         if params.len() >= MAX_PARAMS {
             return Err(ParseError::TooManyParams);
@@ -848,13 +936,30 @@ impl<'a> Cursor<'a> {
     /// The rest of a quoted-string whose opening quote has been consumed. A backslash
     /// escapes the next character (RFC 3261 quoted-pair); control characters other than
     /// tab are rejected (RFC 3261 qdtext).
-    fn quoted_rest(&mut self) -> Result<String, ParseError> {
-        let mut out = String::new();
+    fn quoted_rest(&mut self) -> Result<Cow<'a, str>, ParseError> {
+        // Borrowed while no escape has been seen (the usual case).
+        let start = self.pos;
         loop {
             let at = self.pos;
             match self.bump() {
                 None => return Err(ParseError::UnterminatedQuote),
-                Some('"') => return Ok(out),
+                Some('"') => return Ok(Cow::Borrowed(self.s.get(start..at).unwrap_or(""))),
+                Some('\\') => {
+                    self.pos = at;
+                    break;
+                }
+                Some(c) if c.is_control() && !is_ws(c) => {
+                    return Err(ParseError::UnexpectedChar(at));
+                }
+                Some(_) => {}
+            }
+        }
+        let mut out = String::from(self.s.get(start..self.pos).unwrap_or(""));
+        loop {
+            let at = self.pos;
+            match self.bump() {
+                None => return Err(ParseError::UnterminatedQuote),
+                Some('"') => return Ok(Cow::Owned(out)),
                 Some('\\') => match self.bump() {
                     None => return Err(ParseError::UnterminatedQuote),
                     Some(c) if c.is_control() && c != '\t' => {

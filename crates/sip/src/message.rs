@@ -809,11 +809,18 @@ pub fn response_to(
                 headers.push(h.clone())
             }
             Header::To(to) => {
-                let value = to.to_string();
-                let value = value.strip_prefix("To: ").unwrap_or(&value).to_string();
+                // The value as received (no formatting of the header and stripping its
+                // name again: this runs for every response).
+                let value = rsip::headers::UntypedHeader::value(to);
                 let value = match to_tag {
-                    Some(tag) if code != 100 && !has_tag(&value) => format!("{value};tag={tag}"),
-                    _ => value,
+                    Some(tag) if code != 100 && !has_tag(value) => {
+                        let mut v = String::with_capacity(value.len() + 5 + tag.len());
+                        v.push_str(value);
+                        v.push_str(";tag=");
+                        v.push_str(tag);
+                        v
+                    }
+                    _ => value.to_owned(),
                 };
                 headers.push(Header::To(value.into()));
             }

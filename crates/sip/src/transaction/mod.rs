@@ -27,6 +27,7 @@ mod key;
 mod msg;
 mod non_invite_client;
 mod non_invite_server;
+mod via_scan;
 
 /// Shrinks `map` to twice its entries when it holds under a quarter of its capacity, so a
 /// table that follows the load does not keep the memory of its largest burst forever.
