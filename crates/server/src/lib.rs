@@ -22,17 +22,16 @@ pub mod media;
 pub(crate) mod patterns;
 pub mod prompt;
 pub(crate) mod rtp_ports;
-pub(crate) mod rtp_socket;
 pub(crate) mod secret_file;
 pub mod server;
 pub(crate) mod sip_trace;
-pub(crate) mod sip_udp_recv;
 pub(crate) mod state_db;
 pub(crate) mod stereo;
 pub(crate) mod tls;
 pub(crate) mod transfer;
 pub(crate) mod transport;
 pub(crate) mod trunk_dns;
+pub(crate) mod udp_batch;
 
 pub use config::{Config, ConfigError};
 pub use server::Server;

@@ -19,7 +19,7 @@ use tracing::{debug, warn};
 
 use crate::counters::{Counters, inc};
 use crate::limits::{Blocklist, ConnectionSlots, SourceLimiter};
-use crate::sip_udp_recv::{Datagrams, try_recv_batch};
+use crate::udp_batch::{ANY_DATAGRAM, RecvBatch, try_recv_batch};
 
 /// A message that passed parsing, on its way to the SIP core.
 #[derive(Debug)]
@@ -255,7 +255,7 @@ pub async fn run_udp(
     ctx: TransportContext,
     mut shutdown: broadcast::Receiver<()>,
 ) {
-    let mut batch = Datagrams::default();
+    let mut batch = RecvBatch::new(ANY_DATAGRAM);
     // Owned by this task alone: per-source flood control without a lock.
     let mut flood = SourceLimiter::new(ctx.per_source_rate, std::time::Instant::now());
     loop {

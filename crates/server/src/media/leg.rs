@@ -35,7 +35,7 @@ use crate::counters::{Counters, LegPublisher, LegStats, inc};
 use crate::fork_metrics::ForkInfo;
 use crate::prompt::Prompt;
 use crate::rtp_ports::RtpPort;
-use crate::rtp_socket::try_recv_batch;
+use crate::udp_batch::try_recv_batch;
 use siphon_fork::CallMeta;
 
 #[derive(Debug)]
@@ -389,7 +389,7 @@ impl Leg {
                 // last branch queued, reads what the services sent. Never completes.
                 () = drive_forks(&mut self.taps) => {}
                 // RTP arrives in batches of one recvmmsg each (no empty read per packet;
-                // see rtp_socket).
+                // see udp_batch).
                 r = self.rtp.socket.readable() => {
                     if r.is_err() {
                         continue;

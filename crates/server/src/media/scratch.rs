@@ -13,7 +13,7 @@ use std::cell::RefCell;
 
 use siphon_media::FRAME_SAMPLES;
 
-use crate::rtp_socket::RecvBatch;
+use crate::udp_batch::{RTP_DATAGRAM, RecvBatch};
 
 /// Room for a relayed packet (a bridged call's, at most the datagram it came in).
 pub const RELAYED: usize = 2048;
@@ -38,7 +38,7 @@ pub struct Scratch {
 impl Default for Scratch {
     fn default() -> Self {
         Scratch {
-            rx: RecvBatch::default(),
+            rx: RecvBatch::new(RTP_DATAGRAM),
             datagram: [0; 2048],
             tx: [0; 1500],
             relayed: [0; RELAYED],
