@@ -20,6 +20,7 @@ use std::rc::Rc;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use siphon_media::g711::{ulaw_decode, ulaw_encode};
+use siphon_server::udp_batch::{RTP_DATAGRAM, RecvBatch, try_recv_batch};
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
@@ -209,31 +210,41 @@ async fn call(
     {
         return;
     }
-    let mut inbuf = [0u8; 2048];
+    // RTP is read as Siphon reads it (`udp_batch`: one `recvmmsg`, no empty read after it),
+    // so the floor has no syscall Siphon spares.
+    let mut batch = RecvBatch::new(RTP_DATAGRAM);
     let mut out = [0u8; 12 + 1024];
     // RTP header out: version 2, PCMU, our own sequence, timestamp and SSRC.
     let ssrc: u32 = rand::random();
     let (mut seq, mut ts) = (rand::random::<u16>(), rand::random::<u32>());
     loop {
         tokio::select! {
-            r = rtp.recv_from(&mut inbuf) => {
-                let Ok((len, _)) = r else { break };
-                // 12-byte header, no CSRC/extension from the generator; skip anything else.
-                if len <= 12 || inbuf[0] >> 6 != 2 || inbuf[0] & 0x1F != 0 || inbuf[1] & 0x7F != 0 {
-                    continue;
-                }
-                let payload = &inbuf[12..len];
-                let mut frame = Vec::with_capacity(payload.len() * bytes_per_sample);
-                match encoding {
-                    Encoding::L16 => {
-                        for c in payload {
-                            frame.extend_from_slice(&ulaw_decode(*c).to_le_bytes());
-                        }
-                    }
-                    Encoding::Pcmu => frame.extend_from_slice(payload),
-                }
-                if ws.send(Message::Binary(frame.into())).await.is_err() {
+            r = rtp.readable() => {
+                if r.is_err() || try_recv_batch(&rtp, &mut batch).is_err() {
                     break;
+                }
+                for (packet, _) in batch.packets() {
+                    // 12-byte header, no CSRC/extension from the generator; skip anything else.
+                    if packet.len() <= 12
+                        || packet[0] >> 6 != 2
+                        || packet[0] & 0x1F != 0
+                        || packet[1] & 0x7F != 0
+                    {
+                        continue;
+                    }
+                    let payload = &packet[12..];
+                    let mut frame = Vec::with_capacity(payload.len() * bytes_per_sample);
+                    match encoding {
+                        Encoding::L16 => {
+                            for c in payload {
+                                frame.extend_from_slice(&ulaw_decode(*c).to_le_bytes());
+                            }
+                        }
+                        Encoding::Pcmu => frame.extend_from_slice(payload),
+                    }
+                    if ws.send(Message::Binary(frame.into())).await.is_err() {
+                        return;
+                    }
                 }
             }
             m = ws.next() => {

@@ -31,7 +31,9 @@ pub(crate) mod tls;
 pub(crate) mod transfer;
 pub(crate) mod transport;
 pub(crate) mod trunk_dns;
-pub(crate) mod udp_batch;
+/// Public for the benchmark's floor program (`siphon-load floor`), which must read RTP the
+/// way Siphon does so that the floor stays the least a program can do.
+pub mod udp_batch;
 
 pub use config::{Config, ConfigError};
 pub use server::Server;
