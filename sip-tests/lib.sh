@@ -36,10 +36,14 @@ udp_bound() {
 
 # answers_options SIPP_PORT TARGET [PID]: the Siphon at TARGET answers OPTIONS, or the
 # process PID (that Siphon) has exited (waiting longer would not help).
+# SIPp binds its media port even for this scenario, 6000 by default: without `-mp` it can
+# take port 6000 while the Siphon it is waiting for (refer.sh's listens there) is still
+# starting, and that Siphon then fails with "Address already in use". SIPP_PORT + 40000
+# is outside every RTP range the tests give Siphon.
 answers_options() {
     if [ -n "${3:-}" ] && ! kill -0 "$3" 2>/dev/null; then return 0; fi
-    sipp -sf "$here/scenarios/options.xml" -m 1 -p "$1" -timeout 1s -timeout_error "$2" \
-        >/dev/null 2>&1
+    sipp -sf "$here/scenarios/options.xml" -m 1 -p "$1" -mp $(($1 + 40000)) -timeout 1s \
+        -timeout_error "$2" >/dev/null 2>&1
 }
 
 # Media checks capture on loopback (tshark; the caller's trap stops it). capture_start FILE

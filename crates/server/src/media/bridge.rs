@@ -39,6 +39,7 @@ use crate::counters::{Counters, LegPublisher, LegStats, inc};
 use crate::fork_metrics::ForkInfo;
 use crate::rtp_ports::RtpPort;
 use crate::stereo::{self, Aligner};
+use crate::udp_batch::try_recv_batch;
 
 mod leg_rtcp;
 mod recut;
@@ -529,7 +530,7 @@ impl Bridge {
 }
 
 impl Bridge {
-    /// A datagram on `side`'s RTP socket (the socket said it is readable): RTCP multiplexed
+    /// The datagrams queued on `side`'s RTP socket (it said it is readable): RTCP multiplexed
     /// there, or RTP relayed to the other leg. Returns whether it counted as the phone's RTP.
     fn on_rtp(&mut self, side: stereo::Leg) -> bool {
         let (from_leg, to_leg) = match side {
@@ -538,18 +539,22 @@ impl Bridge {
         };
         let (counters, aligner) = (&self.counters, &mut self.aligner);
         let heard = scratch::with(|s| {
-            let Ok((len, from)) = from_leg.rtp.socket.try_recv_from(&mut s.datagram) else {
-                return false;
-            };
-            let Some(data) = s.datagram.get(..len) else {
-                return false;
-            };
-            if from_leg.muxed(data) {
-                from_leg.on_rtcp(data, from, counters);
+            // One `recvmmsg` for what is queued, and no empty read after it (`udp_batch`):
+            // a relay that read one datagram per readiness paid an `EAGAIN` read per packet.
+            let scratch::Scratch { rx, relayed, .. } = s;
+            if try_recv_batch(&from_leg.rtp.socket, rx).is_err() {
                 return false;
             }
-            let fork = aligner.as_mut().map(|a| (a, side));
-            relay(from_leg, to_leg, data, from, &mut s.relayed, counters, fork)
+            let mut heard = false;
+            for (data, from) in rx.packets() {
+                if from_leg.muxed(data) {
+                    from_leg.on_rtcp(data, from, counters);
+                    continue;
+                }
+                let fork = aligner.as_mut().map(|a| (a, side));
+                heard |= relay(from_leg, to_leg, data, from, relayed, counters, fork);
+            }
+            heard
         });
         self.forward_dtmf(side);
         heard
