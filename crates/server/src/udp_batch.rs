@@ -8,13 +8,12 @@
 //! fewer than it had room for, the queue was empty at that moment, so the readiness is
 //! cleared without the empty read; a datagram that arrives afterwards raises a new edge
 //! (tokio keeps readiness that arrived after the one it was asked to clear). One syscall
-//! per datagram instead of two, nothing allocated (the headers are preallocated per thread).
+//! per datagram instead of two, two small allocations per batch (see `recv_into`).
 //! Used for RTP (`media`, datagrams up to [`RTP_DATAGRAM`]) and for SIP over UDP
 //! (`transport::run_udp`, any datagram up to 64 KiB).
 //!
 //! nix provides `recvmmsg` safely (tokio has no batched receive).
 
-use std::cell::RefCell;
 use std::io::{self, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
@@ -59,15 +58,6 @@ impl RecvBatch {
             .zip(self.bufs.chunks_exact(self.size))
             .filter_map(|((n, from), buf)| Some((buf.get(..*n)?, (*from)?)))
     }
-}
-
-thread_local! {
-    /// The message headers `recvmmsg` fills, one set per runtime thread, borrowed only for
-    /// the duration of the (synchronous) call. They hold raw pointers, so they cannot live
-    /// in a task that moves between threads; allocating them per call would allocate per
-    /// packet.
-    static HEADERS: RefCell<MultiHeaders<SockaddrStorage>> =
-        RefCell::new(MultiHeaders::preallocate(BATCH, None));
 }
 
 /// Up to [`BATCH`] datagrams from `socket` in one `recvmmsg`; at least one when it returns
@@ -118,27 +108,30 @@ fn recv_into(fd: std::os::fd::RawFd, batch: &mut RecvBatch) -> io::Result<usize>
         len,
     } = batch;
     *len = 0;
-    HEADERS.with(|headers| {
-        let mut headers = headers
-            .try_borrow_mut()
-            .map_err(|_| io::Error::other("recvmmsg headers in use"))?;
-        let mut chunks = bufs.chunks_exact_mut(*size);
-        let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] =
-            std::array::from_fn(|_| [IoSliceMut::new(chunks.next().unwrap_or_default())]);
-        let msgs = recvmmsg(
-            fd,
-            &mut headers,
-            iovs.iter_mut(),
-            MsgFlags::MSG_DONTWAIT,
-            None,
-        )
-        .map_err(io::Error::from)?;
-        for (slot, m) in got.iter_mut().zip(msgs) {
-            *slot = (m.bytes, m.address.and_then(|a| to_std(&a)));
-            *len += 1;
-        }
-        Ok(*len)
-    })
+    // Fresh headers per call: nix's `recvmmsg` sets each header's `msg_namelen` only
+    // when the headers are made, and the kernel shrinks it to the length of the address
+    // it wrote (16 for IPv4). Headers kept across calls and shared by sockets of both
+    // families (a thread's IPv4 and IPv6 legs, the SIP sockets) then cut the next IPv6
+    // source to 16 bytes: a bridged IPv6 leg's packets after the first came from a
+    // garbled address and were dropped. Two small allocations per batch; a
+    // `libc::recvmmsg` that resets the lengths itself would spare them.
+    let mut headers: MultiHeaders<SockaddrStorage> = MultiHeaders::preallocate(BATCH, None);
+    let mut chunks = bufs.chunks_exact_mut(*size);
+    let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] =
+        std::array::from_fn(|_| [IoSliceMut::new(chunks.next().unwrap_or_default())]);
+    let msgs = recvmmsg(
+        fd,
+        &mut headers,
+        iovs.iter_mut(),
+        MsgFlags::MSG_DONTWAIT,
+        None,
+    )
+    .map_err(io::Error::from)?;
+    for (slot, m) in got.iter_mut().zip(msgs) {
+        *slot = (m.bytes, m.address.and_then(|a| to_std(&a)));
+        *len += 1;
+    }
+    Ok(*len)
 }
 
 fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
